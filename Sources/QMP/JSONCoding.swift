@@ -1,0 +1,242 @@
+import CJansson
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why bytes did not parse as JSON. Carries jansson's own position and text.
+public struct JSONParseError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        case invalidSyntax
+        case invalidUTF8
+        case nulByte
+        case tooDeep
+        case truncated
+        case trailingData
+        case numericOverflow
+        case other
+    }
+
+    public var kind: Kind
+    /// jansson's message (`json_error_t.text`).
+    public var text: String
+    public var line: Int
+    public var column: Int
+    public var position: Int
+
+    public var description: String { "\(text) at line \(line), column \(column)" }
+}
+
+/// An error while serialising a value (jansson rejects NaN and infinities).
+public struct JSONEncodeError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+}
+
+extension JSONValue {
+    /// Parses one JSON text with `json_loadb`. Integers outside `Int64` are
+    /// rescued first (see ``JSONValue``); a raw NUL byte is an error.
+    public static func parse<Bytes: Collection<UInt8>>(_ bytes: Bytes) throws(JSONParseError) -> JSONValue {
+        let result: Result<JSONValue, JSONParseError>? = bytes.withContiguousStorageIfAvailable { buffer in
+            parseBuffer(UnsafeRawBufferPointer(buffer))
+        }
+        if let result { return try result.get() }
+        let copy = Array(bytes)
+        return try copy.withUnsafeBytes { parseBuffer($0) }.get()
+    }
+
+    public static func parse(_ text: String) throws(JSONParseError) -> JSONValue {
+        var text = text
+        let result = text.withUTF8 { parseBuffer(UnsafeRawBufferPointer($0)) }
+        return try result.get()
+    }
+
+    static func parseBuffer(_ buffer: UnsafeRawBufferPointer) -> Result<JSONValue, JSONParseError> {
+        let bigIntegers = BigIntegerRescue.scan(buffer)
+        if bigIntegers.isEmpty {
+            return loadWithJansson(buffer, rescued: [])
+        }
+        let rewritten = BigIntegerRescue.rewrite(buffer, replacing: bigIntegers)
+        return rewritten.withUnsafeBytes { loadWithJansson($0, rescued: bigIntegers.map(\.value)) }
+    }
+
+    private static func loadWithJansson(_ buffer: UnsafeRawBufferPointer, rescued: [JSONValue]) -> Result<JSONValue, JSONParseError> {
+        if buffer.isEmpty {
+            return .failure(JSONParseError(kind: .truncated, text: "empty input", line: 1, column: 0, position: 0))
+        }
+        var error = json_error_t()
+        let flags = JanssonFlags.decodeAny | JanssonFlags.allowNul
+        guard let root = json_loadb(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), buffer.count, flags, &error) else {
+            return .failure(JSONParseError(error))
+        }
+        defer { qlab_json_decref(root) }
+        return .success(JSONValue(jansson: root, rescued: rescued))
+    }
+
+    /// Converts a jansson tree. Strings equal to a rescue token become the rescued integers.
+    init(jansson json: UnsafeMutablePointer<json_t>, rescued: [JSONValue]) {
+        switch json_type(UInt32(qlab_json_typeof(json))) {
+        case JSON_OBJECT:
+            var object = JSONObject()
+            var iterator = json_object_iter(json)
+            while let current = iterator {
+                let keyPointer = json_object_iter_key(current)!
+                let keyLength = json_object_iter_key_len(current)
+                let key = String(decoding: UnsafeRawBufferPointer(start: keyPointer, count: keyLength), as: UTF8.self)
+                let child = json_object_iter_value(current)!
+                object.appendUnchecked(key, JSONValue(jansson: child, rescued: rescued))
+                iterator = json_object_iter_next(json, current)
+            }
+            self = .object(object)
+        case JSON_ARRAY:
+            let count = json_array_size(json)
+            var array: [JSONValue] = []
+            array.reserveCapacity(count)
+            for index in 0..<count {
+                array.append(JSONValue(jansson: json_array_get(json, index)!, rescued: rescued))
+            }
+            self = .array(array)
+        case JSON_STRING:
+            let length = json_string_length(json)
+            let string = String(
+                decoding: UnsafeRawBufferPointer(start: json_string_value(json), count: length), as: UTF8.self)
+            if !rescued.isEmpty, let index = BigIntegerRescue.index(ofToken: string), rescued.indices.contains(index) {
+                self = rescued[index]
+            } else {
+                self = .string(string)
+            }
+        case JSON_INTEGER:
+            self = .int(Int64(json_integer_value(json)))
+        case JSON_REAL:
+            self = .double(json_real_value(json))
+        case JSON_TRUE:
+            self = .bool(true)
+        case JSON_FALSE:
+            self = .bool(false)
+        default:
+            self = .null
+        }
+    }
+
+    /// Builds the jansson tree for this value (new reference). Unsigned
+    /// integers above Int64.max become tokens, substituted after dumping.
+    func makeJansson(bigIntegers: inout [UInt64]) throws(JSONEncodeError) -> UnsafeMutablePointer<json_t> {
+        switch self {
+        case .null: return json_null()
+        case .bool(let b): return b ? json_true() : json_false()
+        case .int(let i): return json_integer(json_int_t(i))
+        case .uint(let u):
+            if let small = Int64(exactly: u) { return json_integer(json_int_t(small)) }
+            bigIntegers.append(u)
+            let token = BigIntegerRescue.token(bigIntegers.count - 1)
+            return token.withCString { json_string($0) }
+        case .double(let d):
+            guard let real = json_real(d) else {
+                throw JSONEncodeError(description: "JSON has no representation for \(d)")
+            }
+            return real
+        case .string(let s):
+            var s = s
+            return s.withUTF8 { utf8 in
+                utf8.withMemoryRebound(to: CChar.self) { json_stringn_nocheck($0.baseAddress ?? JanssonFlags.emptyCString, utf8.count) }
+            }
+        case .array(let array):
+            let json = json_array()!
+            for element in array {
+                do {
+                    let child = try element.makeJansson(bigIntegers: &bigIntegers)
+                    json_array_append_new(json, child)
+                } catch {
+                    qlab_json_decref(json)
+                    throw error
+                }
+            }
+            return json
+        case .object(let object):
+            let json = json_object()!
+            for (key, value) in object {
+                do {
+                    let child = try value.makeJansson(bigIntegers: &bigIntegers)
+                    var key = key
+                    key.withUTF8 { utf8 in
+                        utf8.withMemoryRebound(to: CChar.self) {
+                            _ = json_object_setn_new_nocheck(json, $0.baseAddress ?? JanssonFlags.emptyCString, utf8.count, child)
+                        }
+                    }
+                } catch {
+                    qlab_json_decref(json)
+                    throw error
+                }
+            }
+            return json
+        }
+    }
+
+    /// Serialises with `json_dumpb`, compact unless `pretty`, keys in order.
+    public func serialized(pretty: Bool = false) throws(JSONEncodeError) -> [UInt8] {
+        var bigIntegers: [UInt64] = []
+        let root = try makeJansson(bigIntegers: &bigIntegers)
+        defer { qlab_json_decref(root) }
+        let flags = JanssonFlags.encodeAny | (pretty ? JanssonFlags.indent2 : JanssonFlags.compact)
+        let size = json_dumpb(root, nil, 0, flags)
+        guard size > 0 else { throw JSONEncodeError(description: "json_dumpb failed") }
+        var bytes = [UInt8](repeating: 0, count: size)
+        _ = bytes.withUnsafeMutableBytes { json_dumpb(root, $0.baseAddress!.assumingMemoryBound(to: CChar.self), size, flags) }
+        if !bigIntegers.isEmpty {
+            bytes = BigIntegerRescue.substituteTokens(in: bytes, with: bigIntegers)
+        }
+        return bytes
+    }
+
+    /// The compact serialisation as a string (`try?`-friendly for values
+    /// built from Swift, which only fail on NaN or infinity).
+    public func jsonString(pretty: Bool = false) throws(JSONEncodeError) -> String {
+        String(decoding: try serialized(pretty: pretty), as: UTF8.self)
+    }
+}
+
+extension JSONValue: CustomStringConvertible {
+    public var description: String { (try? jsonString()) ?? "<unserialisable JSON>" }
+}
+
+extension JSONObject {
+    /// Appends without a duplicate check: jansson already made keys unique.
+    mutating func appendUnchecked(_ key: String, _ value: JSONValue) {
+        entries.append((key, value))
+    }
+}
+
+extension JSONParseError {
+    init(_ error: json_error_t) {
+        var error = error
+        let text = withUnsafeBytes(of: &error.text) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        let kind: Kind
+        switch json_error_code(UInt32(qlab_json_error_code(&error))) {
+        case json_error_invalid_utf8: kind = .invalidUTF8
+        case json_error_null_character, json_error_null_byte_in_key: kind = .nulByte
+        case json_error_stack_overflow: kind = .tooDeep
+        case json_error_premature_end_of_input: kind = .truncated
+        case json_error_end_of_input_expected: kind = .trailingData
+        case json_error_numeric_overflow: kind = .numericOverflow
+        case json_error_invalid_syntax: kind = text.contains("maximum parsing depth") ? .tooDeep : .invalidSyntax
+        default: kind = text.contains("maximum parsing depth") ? .tooDeep : .other
+        }
+        self.init(kind: kind, text: text, line: Int(error.line), column: Int(error.column), position: Int(error.position))
+    }
+}
+
+/// jansson's flag macros (jansson.h), which Swift does not import as constants.
+enum JanssonFlags {
+    static let decodeAny: Int = 0x4       // JSON_DECODE_ANY
+    static let allowNul: Int = 0x10       // JSON_ALLOW_NUL
+    static let compact: Int = 0x20        // JSON_COMPACT
+    static let indent2: Int = 2           // JSON_INDENT(2)
+    static let encodeAny: Int = 0x200     // JSON_ENCODE_ANY
+    /// A valid pointer for zero-length strings, whose buffer may have no base address.
+    nonisolated(unsafe) static let emptyCString: UnsafePointer<CChar> = {
+        let pointer = UnsafeMutablePointer<CChar>.allocate(capacity: 1)
+        pointer.pointee = 0
+        return UnsafePointer(pointer)
+    }()
+}

@@ -1,0 +1,1 @@
+print("qlab-bench: nothing yet")

@@ -1,0 +1,6 @@
+import ArgumentParser
+
+struct QMPCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "qmp", abstract: "Execute one QMP command.")
+    func run() async throws {}
+}

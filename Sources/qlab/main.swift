@@ -1,0 +1,5 @@
+import ArgumentParser
+import LabCore
+import QMP
+
+await QLab.main()
