@@ -1,0 +1,162 @@
+import Foundation
+import QMP
+import Testing
+
+/// A scripted QMP peer on a socketpair: for faults real QEMU will not
+/// produce on demand (byte-wise writes, garbage, silence, huge integers,
+/// a drop mid-message).
+final class FakeQMPServer: @unchecked Sendable {
+    let serverFD: Int32
+    let clientFD: Int32
+    private var buffered: [UInt8] = []
+
+    static let greeting = #"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": "fake"}, "capabilities": ["oob"]}}"#
+
+    init() throws {
+        (serverFD, clientFD) = try UnixSocket.pair()
+    }
+
+    func write(_ text: String, bytewise: Bool = false) {
+        let bytes = Array(text.utf8)
+        if bytewise {
+            for byte in bytes {
+                var b = byte
+                _ = Foundation.write(serverFD, &b, 1)
+            }
+        } else {
+            bytes.withUnsafeBytes { _ = Foundation.write(serverFD, $0.baseAddress, $0.count) }
+        }
+    }
+
+    /// Reads one line the client sent, parsed.
+    func readMessage() -> JSONValue? {
+        while true {
+            if let newline = buffered.firstIndex(of: 0x0A) {
+                let line = Array(buffered[..<newline])
+                buffered.removeFirst(newline + 1)
+                return try? JSONValue.parse(line)
+            }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = read(serverFD, &chunk, 4096)
+            if n <= 0 { return nil }
+            buffered += chunk[0..<n]
+        }
+    }
+
+    /// Greets and answers qmp_capabilities.
+    func handshake(bytewise: Bool = false) {
+        write(Self.greeting + "\r\n", bytewise: bytewise)
+        let negotiate = readMessage()
+        write(#"{"return": {}, "id": "\#(negotiate?["id"]?.stringValue ?? "")"}"# + "\r\n", bytewise: bytewise)
+    }
+
+    func closeServer() { close(serverFD) }
+
+    /// Runs the script on its own thread (it blocks on reads).
+    func run(_ script: @escaping @Sendable (FakeQMPServer) -> Void) {
+        Thread { script(self) }.start()
+    }
+}
+
+@Suite("QMP client faults (fake server)")
+struct QMPFaultTests {
+    @Test func oneBytePerWrite() async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        server.run { s in
+            s.handshake(bytewise: true)
+            let command = s.readMessage()
+            s.write(#"{"timestamp": {"seconds": 5, "microseconds": 6}, "event": "STOP"}"# + "\r\n", bytewise: true)
+            s.write(#"{"return": {"status": "paused", "running": false}, "id": "\#(command?["id"]?.stringValue ?? "")"}"# + "\r\n", bytewise: true)
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        let status = try await client.queryStatus()
+        #expect(status.status == "paused")
+        let event = try await client.waitForEvent("STOP", timeout: .seconds(5))
+        #expect(event.timestamp == 5.000006)
+    }
+
+    @Test func garbageIsReportedAndTheConnectionGoesOn() async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        server.run { s in
+            s.handshake()
+            let command = s.readMessage()
+            s.write("this is not json\r\n\u{1}\u{2}{{{\r\n")
+            s.write(#"{"return": 7, "id": "\#(command?["id"]?.stringValue ?? "")"}"# + "\r\n")
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        let reply = try await client.execute("query-anything")
+        #expect(reply == .int(7))
+        #expect(client.decodingErrors.count == 2)
+    }
+
+    @Test func replyThatNeverComesTimesOut() async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        server.run { s in
+            s.handshake()
+            _ = s.readMessage()  // and never answer
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        do {
+            _ = try await client.execute("query-status", timeout: .milliseconds(300))
+            Issue.record("expected a timeout")
+        } catch let error as QMPError {
+            #expect(error == .timeout(command: "query-status", seconds: 0.3))
+        }
+        // An event wait times out the same way.
+        await #expect(throws: QMPError.timeout(command: "waiting for event RESET", seconds: 0.2)) {
+            _ = try await client.waitForEvent("RESET", timeout: .milliseconds(200))
+        }
+    }
+
+    @Test func oversizedIntegerIsDeliveredExactly() async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        server.run { s in
+            s.handshake()
+            let command = s.readMessage()
+            s.write(#"{"return": {"size": 18446744073709551615, "small": 1}, "id": "\#(command?["id"]?.stringValue ?? "")"}"# + "\r\n")
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        let reply = try await client.execute("query-block")
+        #expect(reply["size"]?.uint64Value == UInt64.max)
+        #expect(reply["small"] == .int(1))
+    }
+
+    @Test func dropMidMessageFailsPendingCalls() async throws {
+        let server = try FakeQMPServer()
+        server.run { s in
+            s.handshake()
+            _ = s.readMessage()
+            s.write(#"{"return": {"stat"#)
+            s.closeServer()
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        let first = Task { try await client.execute("query-status", timeout: .seconds(30)) }
+        let second = Task { try await client.waitForEvent("SHUTDOWN", timeout: .seconds(30)) }
+        let outcomes = [await first.result.map { _ in () }, await second.result.map { _ in () }]
+        for outcome in outcomes {
+            guard case .failure(let error as QMPError) = outcome, case .disconnected(let reason) = error else {
+                Issue.record("expected .disconnected, got \(outcome)")
+                continue
+            }
+            #expect(reason.contains("middle of a message"))
+        }
+    }
+
+    @Test func noGreetingTimesOut() async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        await #expect(throws: QMPError.self) {
+            _ = try await QMPClient.adopt(fd: server.clientFD, timeout: .milliseconds(200))
+        }
+    }
+}
+

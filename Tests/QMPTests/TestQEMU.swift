@@ -1,0 +1,68 @@
+import Foundation
+import QMP
+
+/// A real `qemu-system-x86_64 -S -nodefaults -display none` with QMP on a
+/// Unix socket in a fresh temp dir, for tests. Accel: KVM when /dev/kvm
+/// opens, else TCG; no guest code runs before `cont`, so kvm_pvm is fine.
+final class TestQEMU: @unchecked Sendable {
+    let directory: URL
+    let socketPath: String
+    let process = Process()
+    let accel: String
+
+    init(extraArguments: [String] = []) throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("qlab-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        socketPath = directory.appendingPathComponent("qmp.sock").path
+        accel = FileManager.default.isReadableFile(atPath: "/dev/kvm") && FileManager.default.isWritableFile(atPath: "/dev/kvm") ? "kvm" : "tcg"
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
+        process.arguments = [
+            "-S", "-nodefaults", "-display", "none", "-machine", "q35", "-accel", accel, "-m", "64",
+            "-qmp", "unix:\(socketPath),server=on,wait=off",
+        ] + extraArguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(15)
+        while !FileManager.default.fileExists(atPath: socketPath) {
+            guard process.isRunning, Date() < deadline else {
+                terminate()
+                throw TestQEMUError.didNotStart
+            }
+            usleep(5_000)
+        }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    func connect(negotiate: Bool = true, enableOOB: Bool = false) async throws -> QMPClient {
+        try await QMPClient.connect(path: socketPath, negotiate: negotiate, enableOOB: enableOOB)
+    }
+
+    /// SIGKILL and reap; idempotent. Every test calls it in a defer.
+    func terminate() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+        }
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// `qemu-system-x86_64 --version`'s first line, parsed to major.minor.micro.
+    static func installedVersion() throws -> (Int, Int, Int) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
+        p.arguments = ["--version"]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let word = text.split(separator: " ").drop(while: { $0 != "version" }).dropFirst().first ?? ""
+        let parts = word.split(separator: ".").compactMap { Int($0.prefix(while: \.isNumber)) }
+        guard parts.count >= 3 else { throw TestQEMUError.didNotStart }
+        return (parts[0], parts[1], parts[2])
+    }
+}
+
+enum TestQEMUError: Error { case didNotStart }
