@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import QMP
+
+/// Remembers which driver each device had before `qlab vfio bind`, so that
+/// `qlab vfio unbind` can restore it. A JSON file, written atomically
+/// (temporary file, `fsync(2)`, `rename(2)`):
+///
+///     {"version": 1, "bindings": [{"address": "0000:03:04.0", "sysfs": "/sys",
+///       "group": 12, "previousDriver": "aic7xxx", "previousOverride": null}]}
+public struct VFIOBindingStore {
+    public struct Binding: Sendable, Hashable {
+        public var address: PCIAddress
+        /// The sysfs root it was made under, so test trees and the live host never mix.
+        public var sysfs: String
+        public var group: Int?
+        public var previousDriver: String?
+        public var previousOverride: String?
+
+        public init(address: PCIAddress, sysfs: String, group: Int?, previousDriver: String?, previousOverride: String?) {
+            self.address = address
+            self.sysfs = sysfs
+            self.group = group
+            self.previousDriver = previousDriver
+            self.previousOverride = previousOverride
+        }
+    }
+
+    public struct StoreError: Error, Sendable, CustomStringConvertible {
+        public var description: String
+    }
+
+    public var path: String
+
+    public init(path: String) { self.path = path }
+
+    /// `$QLAB_STATE_DIR/vfio-bindings.json`, else `$XDG_STATE_HOME/qlab/...`, else `~/.local/state/qlab/...`.
+    public static func defaultPath(environment: [String: String]) -> String {
+        if let dir = environment["QLAB_STATE_DIR"], !dir.isEmpty { return dir + "/vfio-bindings.json" }
+        if let dir = environment["XDG_STATE_HOME"], !dir.isEmpty { return dir + "/qlab/vfio-bindings.json" }
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "/root"
+        return home + "/.local/state/qlab/vfio-bindings.json"
+    }
+
+    /// The stored bindings; empty when the file does not exist.
+    public func load() throws -> [Binding] {
+        guard HostFiles.exists(path) else { return [] }
+        guard let bytes = HostFiles.readBytes(path) else { throw StoreError(description: "\(path): cannot read the vfio binding state") }
+        let root: JSONValue
+        do { root = try JSONValue.parse(bytes) } catch {
+            throw StoreError(description: "\(path): line \(error.line), column \(error.column): \(error.text); fix or remove the file (it only records drivers to restore)")
+        }
+        guard let list = root["bindings"]?.arrayValue else {
+            throw StoreError(description: "\(path): no \"bindings\" array; fix or remove the file")
+        }
+        return try list.enumerated().map { index, item in
+            guard let text = item["address"]?.stringValue, let address = PCIAddress(text),
+                let sysfs = item["sysfs"]?.stringValue
+            else {
+                throw StoreError(description: "\(path): bindings[\(index)] needs \"address\" (a BDF) and \"sysfs\"; fix or remove the file")
+            }
+            return Binding(address: address, sysfs: sysfs, group: item["group"]?.intValue,
+                previousDriver: item["previousDriver"]?.stringValue, previousOverride: item["previousOverride"]?.stringValue)
+        }
+    }
+
+    public func save(_ bindings: [Binding]) throws {
+        let list: [JSONValue] = bindings.map { binding in
+            [
+                "address": .string(binding.address.description),
+                "sysfs": .string(binding.sysfs),
+                "group": binding.group.map { JSONValue($0) } ?? .null,
+                "previousDriver": binding.previousDriver.map(JSONValue.string) ?? .null,
+                "previousOverride": binding.previousOverride.map(JSONValue.string) ?? .null,
+            ]
+        }
+        let document: JSONValue = ["version": 1, "bindings": .array(list)]
+        var bytes = try document.serialized(pretty: true)
+        bytes.append(UInt8(ascii: "\n"))
+        try Self.writeAtomically(bytes, to: path)
+    }
+
+    /// Writes a sibling temporary file, `fsync(2)`s it and `rename(2)`s it over `path`,
+    /// creating missing parent directories (`mkdir(2)`, mode 0700).
+    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        try makeDirectories(directory)
+        let temporary = path + ".tmp.\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw StoreError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        var failure: String?
+        let written = bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress, raw.count) }
+        if written != bytes.count { failure = "cannot write \(temporary): \(String(cString: strerror(errno)))" }
+        if failure == nil && fsync(fd) != 0 { failure = "cannot fsync \(temporary): \(String(cString: strerror(errno)))" }
+        close(fd)
+        if failure == nil && rename(temporary, path) != 0 { failure = "cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))" }
+        if let failure {
+            unlink(temporary)
+            throw StoreError(description: failure)
+        }
+    }
+
+    static func makeDirectories(_ directory: String) throws {
+        guard !directory.isEmpty, !HostFiles.isDirectory(directory) else { return }
+        let parent = directory.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
+        try makeDirectories(parent)
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw StoreError(description: "cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+    }
+}
