@@ -1,0 +1,77 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A problem creating an overlay or a firmware variable store.
+public struct ImageToolError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// qcow2 overlays: QEMU writes to them, never to the base image behind them.
+public enum DiskOverlay {
+    /// Creates a qcow2 overlay at `overlay` backed by `base` (absolute) of
+    /// `baseFormat`, with `qemu-img create -f qcow2 -b BASE -F FMT`.
+    /// Atomic: made under a temporary name in the same directory, then
+    /// `rename(2)`d over `overlay`, so a crash never leaves a half-made
+    /// overlay under the real name. An existing overlay is replaced.
+    public static func create(
+        overlay: String, base: String, baseFormat: String, qemuImg: String = "qemu-img"
+    ) throws(ImageToolError) {
+        guard base.hasPrefix("/") else {
+            throw ImageToolError(message: "the base image path must be absolute (qemu-img resolves relative backing files against the overlay's directory): \(base)")
+        }
+        guard LabPaths.exists(base) else {
+            throw ImageToolError(message: "base image \(base) does not exist")
+        }
+        try atomically(overlay) { (temporary) throws(ImageToolError) in
+            try runImageTool([qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", baseFormat, temporary])
+        }
+    }
+
+    /// Runs `body` to make `temporary`, then renames it to `path`; removes it on failure.
+    static func atomically(_ path: String, _ body: (String) throws(ImageToolError) -> Void) throws(ImageToolError) {
+        let temporary = LabPaths.directory(of: path) + "/." + LabPaths.baseName(path) + ".tmp-\(getpid())"
+        unlink(temporary)
+        do {
+            try body(temporary)
+        } catch {
+            unlink(temporary)
+            throw error
+        }
+        if rename(temporary, path) != 0 {
+            let message = String(cString: strerror(errno))
+            unlink(temporary)
+            throw ImageToolError(message: "cannot rename \(temporary) to \(path): \(message)")
+        }
+    }
+
+    static func runImageTool(_ argv: [String]) throws(ImageToolError) {
+        switch ToolRunner.run(argv) {
+        case .failure(let error):
+            throw ImageToolError(message: error.message)
+        case .success(let outcome) where outcome.status != 0:
+            throw ImageToolError(message: "\(argv[0]) failed (exit \(outcome.status)): \(outcome.output.trimmingSpaces())")
+        case .success:
+            return
+        }
+    }
+}
+
+/// The per-lab UEFI variable store.
+public enum FirmwareVariables {
+    /// Converts the raw OVMF variable template to qcow2 at `path` (atomically).
+    /// qcow2 because a raw pflash drive is writable but cannot hold snapshots,
+    /// and QEMU then refuses every savevm ("Device 'pflash1' is writable but
+    /// does not support snapshots").
+    public static func create(at path: String, template: String = OSProfile.ovmfVars, qemuImg: String = "qemu-img") throws(ImageToolError) {
+        guard LabPaths.exists(template) else {
+            throw ImageToolError(message: "UEFI variable template \(template) does not exist; install Debian's ovmf package or set firmware_vars:")
+        }
+        try DiskOverlay.atomically(path) { (temporary) throws(ImageToolError) in
+            try DiskOverlay.runImageTool([qemuImg, "convert", "-q", "-f", "raw", "-O", "qcow2", template, temporary])
+        }
+    }
+}

@@ -1,0 +1,91 @@
+/// What a QEMU invocation needs beyond the lab file: where its sockets,
+/// logs and overlays are, and which accelerator it runs with.
+///
+/// ``standard(lab:guest:runtimeDirectory:stateDirectory:accel:)`` is the
+/// layout `qlab up` uses, so `qlab args` prints exactly what `up` runs.
+public struct QEMURuntime: Sendable, Hashable {
+    /// The QMP monitor for users and commands (`qlab qmp`, hotplug, snapshots).
+    public var qmpSocket: String
+    /// A second QMP monitor, owned by the supervisor (events, exit); nil for none.
+    public var supervisorSocket: String?
+    /// The serial console (ttyS0) as a Unix socket server.
+    public var serialSocket: String
+    /// Everything the console prints, appended (QEMU's chardev `logfile=`).
+    public var serialLog: String?
+    /// `-pidfile`.
+    public var pidFile: String?
+    /// The qcow2 overlay over the guest's base disk; required when the guest has `disk:`.
+    public var diskOverlay: String?
+    /// Overlays for disks of devices attached at boot, by disk id; a disk without
+    /// one is opened read-only (its base image is never written).
+    public var deviceDiskOverlays: [String: String]
+    /// The guest's UEFI variable store (a qcow2 copy of the template, so the VM stays snapshottable).
+    public var firmwareVars: String?
+    public var accel: AccelDecision
+    /// `-S`: start with the CPUs stopped.
+    public var startPaused: Bool
+    /// Where host PCI devices are looked up for `ids:` selectors.
+    public var sysfsRoot: String
+
+    public init(
+        qmpSocket: String, supervisorSocket: String? = nil, serialSocket: String, serialLog: String? = nil,
+        pidFile: String? = nil, diskOverlay: String? = nil, deviceDiskOverlays: [String: String] = [:],
+        firmwareVars: String? = nil, accel: AccelDecision, startPaused: Bool = false, sysfsRoot: String = "/sys"
+    ) {
+        self.qmpSocket = qmpSocket
+        self.supervisorSocket = supervisorSocket
+        self.serialSocket = serialSocket
+        self.serialLog = serialLog
+        self.pidFile = pidFile
+        self.diskOverlay = diskOverlay
+        self.deviceDiskOverlays = deviceDiskOverlays
+        self.firmwareVars = firmwareVars
+        self.accel = accel
+        self.startPaused = startPaused
+        self.sysfsRoot = sysfsRoot
+    }
+
+    /// The standard layout:
+    ///
+    ///     RUNTIME/LAB/qmp.sock  supervisor.sock  console.sock  qemu.pid
+    ///     STATE/LAB/GUEST/disk.qcow2  efivars.qcow2  console.log
+    ///     STATE/LAB/GUEST/disks/DISK-ID.qcow2     (boot-attached device disks)
+    ///
+    /// Directories are not created here.
+    public static func standard(
+        lab: Lab, guest: LabGuest, runtimeDirectory: String, stateDirectory: String, accel: AccelDecision
+    ) -> QEMURuntime {
+        let run = runtimeDirectory + "/" + lab.name
+        let state = stateDirectory + "/" + lab.name + "/" + guest.name
+        var overlays: [String: String] = [:]
+        for device in lab.devices where lab.effectiveAttach(of: device, for: guest) == .boot {
+            for disk in device.emulated?.disks ?? [] where !disk.readonly {
+                overlays[disk.id] = state + "/disks/" + disk.id + ".qcow2"
+            }
+        }
+        return QEMURuntime(
+            qmpSocket: run + "/qmp.sock", supervisorSocket: run + "/supervisor.sock",
+            serialSocket: run + "/console.sock", serialLog: state + "/console.log", pidFile: run + "/qemu.pid",
+            diskOverlay: guest.disk == nil ? nil : state + "/disk.qcow2", deviceDiskOverlays: overlays,
+            firmwareVars: guest.effectiveFirmware == .uefi ? state + "/efivars.qcow2" : nil, accel: accel)
+    }
+}
+
+/// Where labs keep their runtime files (sockets, pid) and their state (overlays, logs).
+public enum LabDirectories {
+    /// `$QLAB_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR/qlab`, else `/run/qlab` for
+    /// root and `/tmp/qlab-UID` for others.
+    public static func runtimeRoot(environment: [String: String], uid: UInt32) -> String {
+        if let dir = environment["QLAB_RUNTIME_DIR"], !dir.isEmpty { return dir }
+        if let dir = environment["XDG_RUNTIME_DIR"], !dir.isEmpty { return dir + "/qlab" }
+        return uid == 0 ? "/run/qlab" : "/tmp/qlab-\(uid)"
+    }
+
+    /// `$QLAB_STATE_DIR`, else `$XDG_STATE_HOME/qlab`, else `~/.local/state/qlab`.
+    public static func stateRoot(environment: [String: String]) -> String {
+        if let dir = environment["QLAB_STATE_DIR"], !dir.isEmpty { return dir }
+        if let dir = environment["XDG_STATE_HOME"], !dir.isEmpty { return dir + "/qlab" }
+        let home = environment["HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "/root"
+        return home + "/.local/state/qlab"
+    }
+}

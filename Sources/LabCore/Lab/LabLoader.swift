@@ -1,0 +1,507 @@
+import Yams
+
+extension Lab {
+    /// Reads and validates a lab file. Relative paths in it are resolved
+    /// against the file's directory.
+    ///
+    /// - Parameter requireFiles: when true, a file the lab names that does not
+    ///   exist is an error; when false it is recorded in ``missingFiles`` (so
+    ///   `qlab args` can print a command line before the images are built).
+    public static func load(path: String, requireFiles: Bool = false) throws(LabFileError) -> Lab {
+        let file = LabPaths.absolute(path, relativeTo: LabPaths.currentDirectory())
+        if LabPaths.isDirectory(file) {
+            throw LabFileError(file: path, message: "is a directory; give the lab's YAML file")
+        }
+        let text: String
+        switch LabPaths.readText(file) {
+        case .success(let t): text = t
+        case .failure(let failure):
+            throw LabFileError(file: path, message: "cannot read the lab file: \(failure.message)")
+        }
+        let lab = try parse(yaml: text, file: file, displayName: path)
+        if requireFiles { try lab.checkFiles() }
+        return lab
+    }
+
+    /// Parses lab YAML text as if read from `file` (absolute; relative paths resolve against its directory).
+    /// `displayName` is how errors name the file (default: `file`).
+    public static func parse(yaml text: String, file: String, displayName: String? = nil) throws(LabFileError) -> Lab {
+        let shownName = displayName ?? file
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw Self.syntaxError(error, file: shownName)
+        } catch {
+            throw LabFileError(file: shownName, message: "not valid YAML: \(error)")
+        }
+        guard let node, !YAMLReader.isNull(node) else {
+            throw LabFileError(file: shownName, line: 1, column: 1, message: "the file is empty; a lab needs at least `name:` and `guests:` (see docs/lab-format.md)")
+        }
+        var loader = LabLoader(reader: YAMLReader(file: shownName), file: file)
+        return try loader.lab(YAMLReader.Field(node: node, path: "", keyNode: nil))
+    }
+
+    static func syntaxError(_ error: YamlError, file: String) -> LabFileError {
+        switch error {
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
+            let prefix = context.map { "\($0.text) " } ?? ""
+            return LabFileError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(prefix)\(problem)")
+        case .duplicatedKeysInMapping(let duplicates, let context):
+            let mark = context.mark
+            return LabFileError(
+                file: file, line: mark.line, column: mark.column,
+                message: "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", ")) in one mapping; keep one")
+        default:
+            return LabFileError(file: file, message: "not valid YAML: \(error)")
+        }
+    }
+}
+
+/// Walks the YAML tree of a lab file into a ``Lab``.
+struct LabLoader {
+    let reader: YAMLReader
+    let file: String
+    var missing: [MissingFile] = []
+
+    init(reader: YAMLReader, file: String) {
+        self.reader = reader
+        self.file = file
+    }
+
+    typealias Field = YAMLReader.Field
+
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "hooks", "qemu_args"]
+    static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
+    static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
+    static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
+    static let emulatedKeys = ["driver", "disks"]
+    static let diskKeys = ["image", "format", "readonly", "id"]
+    static let guestKeys = [
+        "os", "kernel", "initrd", "append", "disk", "disk_format", "disk_interface", "bios", "firmware",
+        "firmware_code", "firmware_vars", "ready", "prompt", "login", "boot_timeout", "rescan", "network", "machine",
+        "qemu_args",
+    ]
+    static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
+    static let testKeys = ["run", "expect", "status", "timeout", "guests"]
+    static let hookKeys = ["before_each", "after_each", "timeout"]
+
+    var directory: String { LabPaths.directory(of: file) }
+
+    mutating func lab(_ root: Field) throws(LabFileError) -> Lab {
+        let entries = try reader.mapping(root, allowed: Self.topKeys, what: "a lab")
+        var lab = Lab(name: "", file: file, directory: directory)
+        var sawName = false, sawGuests = false
+        var deviceField: Field?, testField: Field?
+        for (key, field) in entries where !YAMLReader.isNull(field.node) {
+            switch key {
+            case "name":
+                lab.name = try name(field)
+                sawName = true
+            case "qemu": lab.qemu = try reader.nonEmptyString(field)
+            case "machine": lab.machine = try machine(field)
+            case "devices": deviceField = field
+            case "guests":
+                lab.guests = try guests(field)
+                sawGuests = true
+            case "tests": testField = field
+            case "strategy": lab.strategy = try reader.choice(field, Strategy.self)
+            case "hooks": lab.hooks = try hooks(field)
+            case "qemu_args": lab.qemuArgs = try reader.strings(field)
+            default: break
+            }
+        }
+        if !sawName {
+            let stem = LabPaths.baseName(file).split(separator: ".").first.map(String.init) ?? ""
+            guard LabName.isValid(stem) else {
+                throw LabFileError(
+                    file: reader.file, line: 1, column: 1, keyPath: "name",
+                    message: "missing; add `name: my-lab` ([a-z0-9][a-z0-9-]*)")
+            }
+            lab.name = stem
+        }
+        if !sawGuests || lab.guests.isEmpty {
+            throw reader.error(at: root.node, path: "guests", "a lab needs at least one guest, e.g. `guests: {linux: {os: linux, kernel: ..., initrd: ...}}`")
+        }
+        if let deviceField { lab.devices = try devices(deviceField) }
+        if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name)) }
+        lab.missingFiles = missing
+        return lab
+    }
+
+    func name(_ field: Field) throws(LabFileError) -> String {
+        let value = try reader.string(field)
+        guard LabName.isValid(value) else {
+            throw reader.error(field, "'\(value)' is not a valid lab name; use lower-case letters, digits and '-', starting with a letter or digit (e.g. aha2930-bench)")
+        }
+        return value
+    }
+
+    func machine(_ field: Field) throws(LabFileError) -> MachineSettings {
+        var settings = MachineSettings()
+        for (key, value) in try reader.mapping(field, allowed: Self.machineKeys, what: "the machine") where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "type":
+                let type = try reader.nonEmptyString(value)
+                guard MachineFamily(type: type) != nil else {
+                    throw reader.error(value, "machine type '\(type)' is not supported; use q35 or pc (or a versioned pc-q35-X / pc-i440fx-X)")
+                }
+                settings.type = type
+            case "accel": settings.accel = try reader.choice(value, AccelMode.self)
+            case "cpu": settings.cpu = try reader.nonEmptyString(value)
+            case "memory":
+                let size = try reader.byteSize(value)
+                guard size.isWholeMebibytes, size.mebibytes >= 16 else {
+                    throw reader.error(value, "memory must be a whole number of MiB and at least 16M")
+                }
+                settings.memory = size
+            case "smp": settings.smp = try reader.int(value, range: 1...255)
+            default: break
+            }
+        }
+        return settings
+    }
+
+    mutating func devices(_ field: Field) throws(LabFileError) -> [LabDevice] {
+        var devices: [LabDevice] = []
+        // QEMU ids are one namespace: device names and the disk ids derived from them.
+        var usedIDs: [String: String] = [:]
+        for (name, deviceField) in try reader.mapping(field, what: "the lab's devices") {
+            guard DeviceName.isValid(name) else {
+                throw reader.error(
+                    at: deviceField.keyNode, path: deviceField.path,
+                    "'\(name)' cannot be a QEMU device id; start with a letter, then letters, digits, '-', '_' or '.'\(name.hasPrefix("qlab-") ? " (the qlab- prefix is reserved)" : "")")
+            }
+            if let user = usedIDs[name] {
+                throw reader.error(at: deviceField.keyNode, path: deviceField.path, "'\(name)' is already the id of \(user); rename the device")
+            }
+            usedIDs[name] = "device \(name)"
+            let device = try self.device(name, deviceField)
+            for (index, disk) in (device.emulated?.disks ?? []).enumerated() {
+                if let user = usedIDs[disk.id] {
+                    throw reader.error(at: deviceField.node, path: deviceField.path + ".emulated.disks[\(index)].id", "'\(disk.id)' is already the id of \(user); give the disk another `id:`")
+                }
+                usedIDs[disk.id] = "disk \(index) of \(name)"
+            }
+            devices.append(device)
+        }
+        return devices
+    }
+
+    mutating func device(_ name: String, _ field: Field) throws(LabFileError) -> LabDevice {
+        let entries = try reader.mapping(field, allowed: Self.deviceKeys, what: "the device")
+        var kind: LabDevice.Kind?
+        var attach = Attach.boot
+        var bus: String?
+        var addr: PCISlotAddress?
+        var properties: [DeviceProperty] = []
+        for (key, value) in entries where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "passthrough", "emulated":
+                if kind != nil {
+                    throw reader.error(at: value.keyNode, path: value.path, "a device is either passthrough or emulated, not both; split it into two devices")
+                }
+                kind = key == "passthrough" ? .passthrough(try passthrough(value)) : .emulated(try emulated(name, value))
+            case "attach": attach = try reader.choice(value, Attach.self)
+            case "bus":
+                let text = try reader.nonEmptyString(value)
+                guard DeviceName.isValidBus(text) else { throw reader.error(value, "'\(text)' is not a QEMU bus name (e.g. pcie.0, pci.0, qlab-pcibr0)") }
+                bus = text
+            case "addr":
+                let text = try reader.string(value)
+                guard let parsed = PCISlotAddress(text) else {
+                    throw reader.error(value, "'\(text)' is not a PCI slot; write it as QEMU does, in hex: 0x5 or 0x5.0x1 (slot 0-0x1f, function 0-7)")
+                }
+                addr = parsed
+            case "properties":
+                for (property, propertyField) in try reader.mapping(value, what: "extra -device properties") {
+                    guard DeviceName.isValidProperty(property) else {
+                        throw reader.error(at: propertyField.keyNode, path: propertyField.path, "'\(property)' is not a QEMU property name")
+                    }
+                    if ["id", "bus", "addr", "driver", "host"].contains(property) {
+                        throw reader.error(at: propertyField.keyNode, path: propertyField.path, "'\(property)' is set by qlab; use the device's own key (bus:, addr:, passthrough.host) instead")
+                    }
+                    properties.append(DeviceProperty(property, QEMUValue.inferred(try reader.string(propertyField))))
+                }
+            default: break
+            }
+        }
+        guard let kind else {
+            throw reader.error(at: field.keyNode ?? field.node, path: field.path, "say what the device is: `passthrough: {host: \"0000:03:05.0\"}` or `emulated: {driver: lsi53c895a, disks: [...]}`")
+        }
+        return LabDevice(name: name, kind: kind, attach: attach, bus: bus, addr: addr, properties: properties, location: reader.location(field))
+    }
+
+    mutating func passthrough(_ field: Field) throws(LabFileError) -> Passthrough {
+        var host: Passthrough.HostSelector?
+        var rombar: Bool?
+        var romfile: String?
+        for (key, value) in try reader.mapping(field, allowed: Self.passthroughKeys, what: "the host device") where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "host", "ids":
+                if host != nil {
+                    throw reader.error(at: value.keyNode, path: value.path, "give either host: or ids:, not both")
+                }
+                let text = try reader.string(value)
+                if key == "host" {
+                    guard let address = PCIAddress(text) else {
+                        throw reader.error(value, "'\(text)' is not a PCI address; write it as lspci -D shows it, e.g. \"0000:03:05.0\" (quote it)")
+                    }
+                    host = .address(address)
+                } else {
+                    guard let ids = Self.parseIDs(text) else {
+                        throw reader.error(value, "'\(text)' is not a vendor:device pair; write it as lspci -nn shows it, e.g. \"9004:5078\" (quote it)")
+                    }
+                    host = .ids(vendor: ids.vendor, device: ids.device)
+                }
+            case "rombar": rombar = try reader.bool(value)
+            case "romfile": romfile = try path(value, guest: nil)
+            default: break
+            }
+        }
+        guard let host else {
+            throw reader.error(field, "name the host device: `host: \"0000:03:05.0\"` or `ids: \"9004:5078\"`")
+        }
+        return Passthrough(host: host, rombar: rombar, romfile: romfile)
+    }
+
+    static func parseIDs(_ text: String) -> (vendor: UInt16, device: UInt16)? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, parts.allSatisfy({ $0.count == 4 }),
+            let vendor = UInt16(parts[0], radix: 16), let device = UInt16(parts[1], radix: 16)
+        else { return nil }
+        return (vendor, device)
+    }
+
+    mutating func emulated(_ deviceName: String, _ field: Field) throws(LabFileError) -> EmulatedController {
+        var driver: String?
+        var disks: [EmulatedDisk] = []
+        for (key, value) in try reader.mapping(field, allowed: Self.emulatedKeys, what: "the emulated controller") where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "driver":
+                let text = try reader.string(value)
+                let known = EmulatedController.knownDrivers.map(\.driver)
+                guard known.contains(text) else {
+                    var message = "'\(text)' is not an emulated controller qlab knows"
+                    if let close = Suggestion.closest(to: text, in: known) { message += "; did you mean '\(close)'?" }
+                    message += " Known: \(known.joined(separator: ", "))."
+                    throw reader.error(value, message)
+                }
+                driver = text
+            case "disks":
+                for (index, diskField) in try reader.sequence(value).enumerated() {
+                    disks.append(try disk(diskField, defaultID: "\(deviceName)-disk\(index)"))
+                }
+            default: break
+            }
+        }
+        guard let driver else {
+            throw reader.error(field, "name the controller model: `driver: lsi53c895a` (or am53c974, megasas, ...)")
+        }
+        return EmulatedController(driver: driver, disks: disks)
+    }
+
+    mutating func disk(_ field: Field, defaultID: String) throws(LabFileError) -> EmulatedDisk {
+        if case .scalar = field.node {
+            let image = try path(field, guest: nil)
+            return EmulatedDisk(image: image, format: LabPaths.imageFormat(image), id: defaultID)
+        }
+        var image: String?
+        var format: String?
+        var readonly = false
+        var id = defaultID
+        for (key, value) in try reader.mapping(field, allowed: Self.diskKeys, what: "a disk") where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "image": image = try path(value, guest: nil)
+            case "format": format = try imageFormat(value)
+            case "readonly": readonly = try reader.bool(value)
+            case "id":
+                let text = try reader.string(value)
+                guard DeviceName.isValid(text) else { throw reader.error(value, "'\(text)' cannot be a QEMU id; start with a letter, then letters, digits, '-', '_' or '.'") }
+                id = text
+            default: break
+            }
+        }
+        guard let image else { throw reader.error(field, "a disk needs `image: path/to/disk.qcow2`") }
+        return EmulatedDisk(image: image, format: format ?? LabPaths.imageFormat(image), readonly: readonly, id: id)
+    }
+
+    func imageFormat(_ field: Field) throws(LabFileError) -> String {
+        let text = try reader.string(field)
+        guard ["qcow2", "raw"].contains(text) else { throw reader.error(field, "'\(text)' is not an image format qlab handles; use qcow2 or raw") }
+        return text
+    }
+
+    /// An absolute path; records it as missing when it does not exist.
+    mutating func path(_ field: Field, guest: String?) throws(LabFileError) -> String {
+        let text = try reader.nonEmptyString(field)
+        let resolved = LabPaths.absolute(text, relativeTo: directory)
+        if !LabPaths.exists(resolved) {
+            let hint = resolved.contains("/images/out/") ? " (build the images with images/build.sh)" : ""
+            missing.append(
+                MissingFile(
+                    guest: guest, path: resolved,
+                    error: reader.error(field, "\(resolved) does not exist\(hint); fix the path (relative paths are relative to the lab file)")))
+        }
+        return resolved
+    }
+
+    mutating func guests(_ field: Field) throws(LabFileError) -> [LabGuest] {
+        var guests: [LabGuest] = []
+        for (name, guestField) in try reader.mapping(field, what: "the lab's guests") {
+            guard LabName.isValid(name) else {
+                throw reader.error(at: guestField.keyNode, path: guestField.path, "'\(name)' is not a valid guest name; use lower-case letters, digits and '-'")
+            }
+            guests.append(try guest(name, guestField))
+        }
+        return guests
+    }
+
+    mutating func guest(_ name: String, _ field: Field) throws(LabFileError) -> LabGuest {
+        let entries = try reader.mapping(field, allowed: Self.guestKeys, what: "the guest")
+        guard let osField = entries.first(where: { $0.key == "os" })?.field, !YAMLReader.isNull(osField.node) else {
+            throw reader.error(at: field.keyNode ?? field.node, path: field.path + ".os", "missing; say which OS profile the guest uses: \(GuestOS.allCases.map(\.rawValue).joined(separator: "|"))")
+        }
+        var guest = LabGuest(name: name, os: try reader.choice(osField, GuestOS.self), location: reader.location(field))
+        var diskFormat: String?
+        for (key, value) in entries where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "os": break
+            case "kernel": guest.kernel = try path(value, guest: name)
+            case "initrd": guest.initrd = try path(value, guest: name)
+            case "append": guest.append = try reader.string(value)
+            case "disk": guest.disk = try path(value, guest: name)
+            case "disk_format": diskFormat = try imageFormat(value)
+            case "disk_interface": guest.diskInterface = try reader.choice(value, DiskInterface.self)
+            case "bios": guest.bios = try path(value, guest: name)
+            case "firmware": guest.firmware = try reader.choice(value, FirmwareKind.self)
+            case "firmware_code": guest.firmwareCode = try path(value, guest: name)
+            case "firmware_vars": guest.firmwareVars = try path(value, guest: name)
+            case "ready": guest.ready = try reader.nonEmptyString(value)
+            case "prompt": guest.prompt = try reader.nonEmptyString(value)
+            case "login": guest.login = try login(value)
+            case "boot_timeout": guest.bootTimeout = try reader.duration(value)
+            case "rescan": guest.rescan = try reader.string(value)
+            case "network": guest.network = try reader.choice(value, NetworkMode.self)
+            case "machine": guest.machine = try machine(value)
+            case "qemu_args": guest.qemuArgs = try reader.strings(value)
+            default: break
+            }
+        }
+        if let disk = guest.disk { guest.diskFormat = diskFormat ?? LabPaths.imageFormat(disk) }
+        if guest.initrd != nil, guest.kernel == nil {
+            throw reader.error(field, "initrd: needs kernel: (direct kernel boot)")
+        }
+        if guest.append != nil, guest.kernel == nil {
+            throw reader.error(field, "append: is the kernel command line and needs kernel:")
+        }
+        if guest.bios != nil, guest.effectiveFirmware == .uefi {
+            throw reader.error(field, "bios: is for BIOS firmware, but this guest boots UEFI; use firmware_code:/firmware_vars: or set firmware: bios")
+        }
+        if guest.kernel == nil, guest.disk == nil {
+            throw reader.error(at: field.keyNode ?? field.node, path: field.path, "the guest has nothing to boot; give disk: (a base image) or kernel:/initrd:")
+        }
+        return guest
+    }
+
+    func login(_ field: Field) throws(LabFileError) -> GuestLogin {
+        if case .scalar = field.node { return GuestLogin(user: try reader.nonEmptyString(field)) }
+        var login = GuestLogin(user: "")
+        for (key, value) in try reader.mapping(field, allowed: Self.loginKeys, what: "the console login") where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "user": login.user = try reader.nonEmptyString(value)
+            case "password": login.password = try reader.string(value)
+            case "login_prompt": login.loginPrompt = try reader.nonEmptyString(value)
+            case "password_prompt": login.passwordPrompt = try reader.nonEmptyString(value)
+            default: break
+            }
+        }
+        if login.user.isEmpty { throw reader.error(field, "login needs `user:`") }
+        return login
+    }
+
+    func tests(_ field: Field, guests: [String]) throws(LabFileError) -> [LabTest] {
+        var tests: [LabTest] = []
+        for (name, testField) in try reader.mapping(field, what: "the lab's tests") {
+            guard TestName.isValid(name) else {
+                throw reader.error(at: testField.keyNode, path: testField.path, "'\(name)' is not a valid test name; use letters, digits, '-', '_' and '.'")
+            }
+            if case .scalar = testField.node {
+                tests.append(LabTest(name: name, run: try reader.nonEmptyString(testField)))
+                continue
+            }
+            var test = LabTest(name: name, run: "")
+            for (key, value) in try reader.mapping(testField, allowed: Self.testKeys, what: "the test") where !YAMLReader.isNull(value.node) {
+                switch key {
+                case "run": test.run = try reader.nonEmptyString(value)
+                case "expect": test.expect = try reader.strings(value)
+                case "status": test.status = Int32(try reader.int(value, range: 0...255))
+                case "timeout": test.timeout = try reader.duration(value)
+                case "guests":
+                    let names = try reader.strings(value)
+                    for (index, guest) in names.enumerated() where !guests.contains(guest) {
+                        var message = "no guest '\(guest)' in this lab"
+                        if let close = Suggestion.closest(to: guest, in: guests) { message += "; did you mean '\(close)'?" }
+                        let item = (try? reader.sequence(value))?[index] ?? value
+                        throw reader.error(item, message)
+                    }
+                    test.guests = names
+                default: break
+                }
+            }
+            if test.run.isEmpty {
+                throw reader.error(at: testField.keyNode ?? testField.node, path: testField.path + ".run", "missing; give the shell command to run in the guest")
+            }
+            tests.append(test)
+        }
+        return tests
+    }
+
+    func hooks(_ field: Field) throws(LabFileError) -> Hooks {
+        var hooks = Hooks()
+        for (key, value) in try reader.mapping(field, allowed: Self.hookKeys, what: "the hooks") where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "before_each": hooks.beforeEach = try reader.nonEmptyString(value)
+            case "after_each": hooks.afterEach = try reader.nonEmptyString(value)
+            case "timeout": hooks.timeout = try reader.duration(value)
+            default: break
+            }
+        }
+        return hooks
+    }
+}
+
+/// Lab and guest names: `[a-z0-9][a-z0-9-]*`, at most 64 characters (they name directories and sockets).
+public enum LabName {
+    public static func isValid(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, name.unicodeScalars.count <= 64 else { return false }
+        func ok(_ c: Unicode.Scalar) -> Bool { ("a"..."z").contains(c) || ("0"..."9").contains(c) }
+        return ok(first) && name.unicodeScalars.allSatisfy { ok($0) || $0 == "-" }
+    }
+}
+
+/// QEMU ids (`id_wellformed`: a letter, then letters, digits, `-`, `_`, `.`); `qlab-` is reserved.
+enum DeviceName {
+    static func isValid(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first.isASCII, first.properties.isAlphabetic else { return false }
+        return !name.hasPrefix("qlab-") && name.count <= 64
+            && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
+
+    static func isValidBus(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first.isASCII, first.properties.isAlphabetic else { return false }
+        return name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
+
+    static func isValidProperty(_ name: String) -> Bool {
+        !name.isEmpty && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
+}
+
+enum TestName {
+    static func isValid(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first.isASCII, first.properties.isAlphabetic || ("0"..."9").contains(first) else { return false }
+        return name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
+}

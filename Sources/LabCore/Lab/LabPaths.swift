@@ -1,0 +1,100 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The few file-system calls lab loading needs, as thin wrappers.
+enum LabPaths {
+    /// The whole file as UTF-8 text (`open`, `read`), or an errno message.
+    static func readText(_ path: String) -> Result<String, LabPathError> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return .failure(LabPathError(errno: errno)) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failure(LabPathError(errno: errno))
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: buffer[0..<n])
+            if bytes.count > 16 << 20 { return .failure(LabPathError(message: "larger than 16 MiB; not a lab file")) }
+        }
+        return .success(String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// The first `count` bytes of a file, or nil when it cannot be read.
+    static func readPrefix(_ path: String, count: Int) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: count)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, count) }
+        return n < 0 ? nil : Array(buffer[0..<n])
+    }
+
+    /// `stat` succeeds.
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// `getcwd`.
+    static func currentDirectory() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard getcwd(&buffer, buffer.count) != nil else { return "/" }
+        return String(cString: buffer)
+    }
+
+    /// `path` made absolute against `base` (and `~/` against $HOME), with `.` and `..` folded.
+    static func absolute(_ path: String, relativeTo base: String) -> String {
+        var path = path
+        if path == "~" || path.hasPrefix("~/"), let home = getenv("HOME") {
+            path = String(cString: home) + path.dropFirst()
+        }
+        let joined = path.hasPrefix("/") ? path : base + "/" + path
+        var parts: [Substring] = []
+        for part in joined.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == ".." {
+                if !parts.isEmpty { parts.removeLast() }
+                continue
+            }
+            parts.append(part)
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
+    static func directory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    static func baseName(_ path: String) -> String {
+        path.split(separator: "/").last.map(String.init) ?? path
+    }
+
+    /// `qcow2` when the file starts with qcow2's magic, `raw` when it exists
+    /// otherwise, and by extension when it does not exist yet.
+    static func imageFormat(_ path: String) -> String {
+        if let head = readPrefix(path, count: 4) {
+            return head == [0x51, 0x46, 0x49, 0xFB] ? "qcow2" : "raw"
+        }
+        return path.hasSuffix(".qcow2") ? "qcow2" : "raw"
+    }
+}
+
+struct LabPathError: Error {
+    var message: String
+
+    init(message: String) { self.message = message }
+    init(errno code: Int32) { self.message = String(cString: strerror(code)) }
+}

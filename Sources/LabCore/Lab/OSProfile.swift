@@ -1,0 +1,105 @@
+/// The guest operating systems qlab has profiles for.
+public enum GuestOS: String, Sendable, CaseIterable {
+    case linux, freebsd, netbsd, openbsd, macos, dos, windows
+}
+
+/// BIOS (SeaBIOS, QEMU's default) or UEFI (OVMF).
+public enum FirmwareKind: String, Sendable, CaseIterable {
+    case bios, uefi
+}
+
+/// How the guest's disk is attached.
+public enum DiskInterface: String, Sendable, CaseIterable {
+    /// virtio-blk-pci: fastest; needs a virtio driver in the guest.
+    case virtio
+    /// SATA through an AHCI controller (q35's built-in ICH9 AHCI).
+    case ahci
+    /// Parallel IDE (pc's built-in PIIX IDE; on q35 the AHCI ports in IDE terms).
+    case ide
+}
+
+/// The defaults a user would otherwise look up for a guest OS: machine type,
+/// firmware, disk and NIC models, and whether and how the OS finds a PCI
+/// device hotplugged while it runs. The reasons are in docs/lab-format.md.
+public struct OSProfile: Sendable, Hashable {
+    public var os: GuestOS
+    public var machineType: String
+    public var firmware: FirmwareKind
+    /// The CPU model; nil means `host` under KVM and `max` under TCG.
+    public var cpu: String?
+    public var memory: ByteSize
+    public var diskInterface: DiskInterface
+    /// The `-device` model of the NIC (when the guest has `network: user`).
+    public var nicModel: String
+    /// Whether the OS takes a PCI device hotplugged at run time. When false, the
+    /// lab's hotplug devices are attached at boot and runs use `reset`.
+    public var hotplug: Bool
+    /// The guest shell command that finds a hotplugged card and its SCSI disks; nil when none is needed.
+    public var rescanCommand: String?
+    /// Kernel command line for direct kernel boot when the guest gives none.
+    public var defaultAppend: String?
+    /// The shell prompt on the serial console.
+    public var prompt: String
+    /// Serial console login prompts (used when the guest has `login:`).
+    public var loginPrompt: String
+    public var passwordPrompt: String
+    /// Why the profile is as it is, in a sentence or two.
+    public var notes: String
+
+    /// The OVMF images Debian's `ovmf` package installs (2 MiB flash layout).
+    public static let ovmfCode = "/usr/share/OVMF/OVMF_CODE.fd"
+    public static let ovmfVars = "/usr/share/OVMF/OVMF_VARS.fd"
+
+    public static func profile(for os: GuestOS) -> OSProfile {
+        switch os {
+        case .linux:
+            return OSProfile(
+                os: .linux, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(512),
+                diskInterface: .virtio, nicModel: "virtio-net-pci", hotplug: true,
+                rescanCommand:
+                    "echo 1 > /sys/bus/pci/rescan; for h in /sys/class/scsi_host/host*/scan; do [ -e \"$h\" ] && echo '- - -' > \"$h\"; done; true",
+                defaultAppend: "console=ttyS0", prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password: ",
+                notes: "Linux takes ACPI and SHPC hotplug; a PCI rescan plus a SCSI host scan makes the disks appear without waiting for udev.")
+        case .freebsd:
+            return OSProfile(
+                os: .freebsd, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(1024),
+                diskInterface: .ahci, nicModel: "e1000", hotplug: true,
+                rescanCommand:
+                    "for b in $(sysctl -N dev.pci | cut -d. -f3 | sort -u); do devctl rescan pci$b; done; camcontrol rescan all",
+                defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
+                notes: "FreeBSD handles no ACPI/SHPC hotplug notification for conventional PCI, but `devctl rescan` probes new functions on each pci bus; CAM then needs a rescan.")
+        case .netbsd:
+            return OSProfile(
+                os: .netbsd, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(1024),
+                diskInterface: .ahci, nicModel: "e1000", hotplug: false, rescanCommand: nil,
+                defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
+                notes: "NetBSD has no PCI hotplug: the card is attached at boot and runs reset the guest instead of reverting a snapshot.")
+        case .openbsd:
+            return OSProfile(
+                os: .openbsd, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(1024),
+                diskInterface: .ahci, nicModel: "e1000", hotplug: false, rescanCommand: nil,
+                defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
+                notes: "OpenBSD has no PCI hotplug: the card is attached at boot and runs reset the guest.")
+        case .macos:
+            return OSProfile(
+                os: .macos, machineType: "q35", firmware: .uefi,
+                cpu: "Penryn,vendor=GenuineIntel,+ssse3,+sse4.1,+sse4.2,+popcnt,+xsave,+xsaveopt",
+                memory: .mebibytes(2048), diskInterface: .ahci, nicModel: "e1000-82545em", hotplug: false,
+                rescanCommand: nil, defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
+                notes: "Mac OS X boots through OpenCore on OVMF with a Penryn-class CPU and needs isa-applesmc; it takes no ACPI PCI hotplug on q35, so the card is attached at boot.")
+        case .dos:
+            return OSProfile(
+                os: .dos, machineType: "pc", firmware: .bios, cpu: "pentium3", memory: .mebibytes(64),
+                diskInterface: .ide, nicModel: "ne2k_pci", hotplug: false, rescanCommand: nil,
+                defaultAppend: nil, prompt: "C:\\>", loginPrompt: "", passwordPrompt: "",
+                notes: "DOS talks to the card through its option ROM and ASPI drivers: i440FX, IDE, SeaBIOS, card at boot.")
+        case .windows:
+            return OSProfile(
+                os: .windows, machineType: "q35", firmware: .uefi, cpu: nil, memory: .mebibytes(4096),
+                diskInterface: .ahci, nicModel: "e1000e", hotplug: true,
+                rescanCommand: "pnputil /scan-devices",
+                defaultAppend: nil, prompt: "> ", loginPrompt: "", passwordPrompt: "",
+                notes: "Windows 10/11 take ACPI PCI hotplug; `pnputil /scan-devices` (2004 and later) forces the enumeration.")
+        }
+    }
+}
