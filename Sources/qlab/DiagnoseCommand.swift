@@ -1,0 +1,69 @@
+import ArgumentParser
+import LabCore
+import QMP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `qlab diagnose [FILE|-] [--json]`: explain QEMU and kernel error text.
+struct DiagnoseCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "diagnose",
+        abstract: "Explain QEMU and kernel error text (a log file, dmesg, or stdin): each recognised problem with its cause and fix."
+    )
+
+    @Argument(help: "A file with QEMU's stderr or kernel messages; `-` or nothing reads stdin.")
+    var file: String = "-"
+
+    @Flag(help: "Print {\"diagnoses\":[{\"id\",\"device\",\"summary\",\"cause\",\"fix\"}]}.")
+    var json = false
+
+    func run() throws {
+        let fd: Int32 = file == "-" ? 0 : open(file, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            printError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
+            throw ExitCode(2)
+        }
+        defer { if fd != 0 { close(fd) } }
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                printError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
+                throw ExitCode(2)
+            }
+            if n == 0 { break }
+            bytes.append(contentsOf: buffer[0..<n])
+        }
+        let diagnoses = Diagnoser.diagnose(String(decoding: bytes, as: UTF8.self))
+        if json {
+            do {
+                print(try Diagnosis.json(diagnoses).jsonString(pretty: true))
+            } catch {
+                printError("qlab diagnose: cannot encode JSON: \(error)")
+                throw ExitCode(1)
+            }
+            return
+        }
+        if diagnoses.isEmpty {
+            print("No known problem recognised.")
+            return
+        }
+        print(diagnoses.map(\.text).joined(separator: "\n\n"))
+    }
+}
+
+fileprivate func printError(_ message: String) {
+    var line = message
+    if !line.hasSuffix("\n") { line += "\n" }
+    var bytes = Array(line.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        bytes = bytes.dropFirst(n)
+    }
+}

@@ -1,5 +1,0 @@
-import ArgumentParser
-import LabCore
-import QMP
-
-await QLab.main()
