@@ -65,7 +65,7 @@ public struct DeviceSummary: Sendable, Hashable {
         }
         let widths = header.indices.map { column in ([header] + cells).map { $0[column].count }.max() ?? 0 }
         return ([header] + cells).map { line in
-            line.enumerated().map { index, cell in index == line.count - 1 ? cell : cell.padding(widths[index]) }
+            line.enumerated().map { index, cell in index == line.count - 1 ? cell : cell.hostPadded(widths[index]) }
                 .joined(separator: "  ")
         }.joined(separator: "\n") + "\n"
     }

@@ -78,7 +78,7 @@ public struct DoctorReport: Sendable, Hashable {
         var out = ""
         func add(_ check: DoctorCheck, indent: String) {
             if onlyProblems && (check.status == .pass || check.status == .skip) { return }
-            out += indent + check.status.rawValue.uppercased().padding(4) + "  " + check.id.padding(14) + "  " + check.detail + "\n"
+            out += indent + check.status.rawValue.uppercased().hostPadded(4) + "  " + check.id.hostPadded(14) + "  " + check.detail + "\n"
             if !check.hint.isEmpty { out += indent + String(repeating: " ", count: 22) + "-> " + check.hint + "\n" }
         }
         out += "host\n"
@@ -93,7 +93,7 @@ public struct DoctorReport: Sendable, Hashable {
 }
 
 extension String {
-    func padding(_ width: Int) -> String {
+    func hostPadded(_ width: Int) -> String {
         count >= width ? self : self + String(repeating: " ", count: width - count)
     }
 }

@@ -386,7 +386,7 @@ public struct HostDoctor {
     /// `aic7xxx`, `ehci_hcd:usb1` → driver `ehci-pci`? Handlers are named by drivers as they
     /// like; match the name itself or the name before ':'/'-'/'@', with '-' and '_' alike.
     static func handler(_ handler: String, belongsTo driver: String) -> Bool {
-        func norm(_ text: Substring) -> String { text.replacingOccurrences("-", "_") }
+        func norm(_ text: Substring) -> String { text.hostReplacing("-", "_") }
         let head = handler.split(whereSeparator: { $0 == ":" || $0 == "@" || $0 == "(" }).first ?? Substring(handler)
         return norm(head) == norm(Substring(driver)) || norm(Substring(handler)) == norm(Substring(driver))
     }
@@ -458,7 +458,7 @@ public struct HostDoctor {
 }
 
 extension Substring {
-    func replacingOccurrences(_ target: Character, _ replacement: Character) -> String {
+    func hostReplacing(_ target: Character, _ replacement: Character) -> String {
         String(map { $0 == target ? replacement : $0 })
     }
 }
@@ -477,7 +477,7 @@ public enum ByteCount {
 
     /// Parses QEMU-style sizes: `512M`, `2G`, `1024` (MiB when no suffix, as QEMU's -m), `4GiB`.
     public static func parse(_ text: String, defaultUnit: UInt64 = 1 << 20) -> UInt64? {
-        var body = Substring(text.trimmingCharacters())
+        var body = Substring(text.hostTrimmed())
         var unit = defaultUnit
         let suffixes: [(String, UInt64)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40),
             ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("B", 1)]
@@ -493,5 +493,5 @@ public enum ByteCount {
 }
 
 extension String {
-    func trimmingCharacters() -> String { HostFiles.trim(self) }
+    func hostTrimmed() -> String { HostFiles.trim(self) }
 }

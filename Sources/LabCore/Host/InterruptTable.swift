@@ -42,7 +42,7 @@ public struct InterruptTable: Sendable, Hashable {
         var lines: [Line] = []
         for row in rows {
             guard let colon = row.firstIndex(of: ":") else { continue }
-            let name = row[..<colon].trimmingWhitespace()
+            let name = row[..<colon].hostTrimmed()
             var words = row[row.index(after: colon)...].split(separator: " ")[...]
             var counts: [UInt64] = []
             while counts.count < max(cpus.count, 1), let first = words.first, let count = UInt64(first) {
@@ -62,7 +62,7 @@ public struct InterruptTable: Sendable, Hashable {
             if let next = words.first, next == "Edge" || next == "Level" || next == "edge" || next == "level" {
                 words = words.dropFirst()
             }
-            let handlers = words.joined(separator: " ").split(separator: ",").map { String($0.trimmingWhitespace()) }
+            let handlers = words.joined(separator: " ").split(separator: ",").map { String($0.hostTrimmed()) }
                 .filter { !$0.isEmpty }
             lines.append(Line(name: String(name), counts: counts, chip: String(chip), hardwareIRQ: hardwareIRQ, handlers: handlers))
         }
@@ -83,7 +83,7 @@ public struct InterruptTable: Sendable, Hashable {
 }
 
 extension Substring {
-    func trimmingWhitespace() -> Substring {
+    func hostTrimmed() -> Substring {
         var text = self
         while let first = text.first, first.isWhitespace { text.removeFirst() }
         while let last = text.last, last.isWhitespace { text.removeLast() }

@@ -73,7 +73,7 @@ public struct Procfs: Sendable {
     public func hasIPCLock() -> Bool {
         guard let text = HostFiles.readText(roots.proc("self/status")),
             let row = text.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-            let mask = UInt64(row.dropFirst("CapEff:".count).trimmingWhitespace(), radix: 16)
+            let mask = UInt64(row.dropFirst("CapEff:".count).hostTrimmed(), radix: 16)
         else { return false }
         return mask & (1 << 14) != 0
     }
@@ -84,7 +84,7 @@ public struct Procfs: Sendable {
             let row = text.split(separator: "\n").first(where: { $0.hasPrefix("vendor_id") }),
             let colon = row.firstIndex(of: ":")
         else { return nil }
-        return String(row[row.index(after: colon)...].trimmingWhitespace())
+        return String(row[row.index(after: colon)...].hostTrimmed())
     }
 
     /// The interfaces carrying a default route, from `net/route` (destination 00000000, mask 00000000).

@@ -112,3 +112,14 @@ public struct VFIOBindingStore {
         }
     }
 }
+
+extension VFIOBindingStore {
+    /// The store at ``defaultPath(environment:)`` for this process's environment (`getenv(3)`).
+    public static func forCurrentUser() -> VFIOBindingStore {
+        var environment: [String: String] = [:]
+        for key in ["QLAB_STATE_DIR", "XDG_STATE_HOME", "HOME"] {
+            if let value = getenv(key) { environment[key] = String(cString: value) }
+        }
+        return VFIOBindingStore(path: defaultPath(environment: environment))
+    }
+}

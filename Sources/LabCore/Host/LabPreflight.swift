@@ -1,0 +1,40 @@
+/// The doctor for a lab: its passthrough devices and its guest memory.
+extension HostDoctor {
+    /// The host devices a lab passes through. `ids:` means the first such device
+    /// in address order (as the lab format defines it); when none is present the
+    /// ids are kept so `device-present` fails naming them.
+    public func selectors(for lab: Lab) -> [DeviceSelector] {
+        lab.devices.compactMap(\.passthrough).map { passthrough in
+            switch passthrough.host {
+            case .address(let address):
+                return .address(address)
+            case .ids(let vendor, let device):
+                if let first = sysfs.devices(vendor: vendor, device: device).first { return .address(first.address) }
+                return .ids(vendor: vendor, device: device)
+            }
+        }
+    }
+
+    /// The guest memory to check memlock against: the guest's, or the largest of
+    /// the lab's guests when no guest is named.
+    public static func guestMemory(for lab: Lab, guest: LabGuest? = nil) -> UInt64? {
+        if let guest { return lab.machineSettings(for: guest).memory.bytes }
+        return lab.guests.map { lab.machineSettings(for: $0).memory.bytes }.max() ?? lab.machine.memory?.bytes
+    }
+
+    /// All checks for a lab's passthrough devices. A lab without passthrough
+    /// devices gets the host checks only (and no memlock requirement).
+    public func run(lab: Lab, guest: LabGuest? = nil) -> DoctorReport {
+        let selectors = selectors(for: lab)
+        return run(devices: selectors, guestMemory: selectors.isEmpty ? nil : Self.guestMemory(for: lab, guest: guest))
+    }
+
+    /// What `qlab up` calls before launching: refuse the launch when `ok` is false
+    /// (unless forced) and show `text(onlyProblems: true)`. Labs without passthrough
+    /// devices always pass (vfio is not involved).
+    public static func preflight(lab: Lab, guest: LabGuest? = nil, roots: HostRoots = .live) -> DoctorReport {
+        let doctor = HostDoctor(roots: roots)
+        guard lab.devices.contains(where: \.isPassthrough) else { return DoctorReport(host: [], devices: []) }
+        return doctor.run(lab: lab, guest: guest)
+    }
+}
