@@ -2,13 +2,26 @@ import ArgumentParser
 import LabCore
 
 /// The `qlab` command: subcommands only, each in its own file.
+@main
 struct QLab: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qlab",
         abstract: "A QEMU lab manager for testing hardware and firmware under many guest operating systems.",
         version: LabCore.version,
         subcommands: [
+            UpCommand.self,
+            DownCommand.self,
+            StatusCommand.self,
+            ListCommand.self,
             QMPCommand.self,
+            EventsCommand.self,
+            ConsoleCommand.self,
+            SuperviseCommand.self,
+            DoctorCommand.self,
+            DevicesCommand.self,
+            VFIOCommand.self,
+            ArgsCommand.self,
+            DiagnoseCommand.self,
         ]
     )
 }

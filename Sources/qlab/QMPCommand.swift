@@ -1,6 +1,72 @@
 import ArgumentParser
+import Foundation
+import LabCore
+import QMP
 
+/// `qlab qmp (--socket PATH | LAB) COMMAND [JSON-ARGUMENTS]`
 struct QMPCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "qmp", abstract: "Execute one QMP command.")
-    func run() async throws {}
+    static let configuration = CommandConfiguration(
+        commandName: "qmp",
+        abstract: "Execute one QMP command and print its return value as JSON.",
+        discussion: """
+            Connects, negotiates capabilities, executes COMMAND with the JSON object ARGUMENTS, \
+            and prints the return value on stdout. A QMP error goes to stderr with its class; exit 1.
+            Examples:
+              qlab qmp --socket /run/qlab/demo/qmp.sock query-status
+              qlab qmp demo device_del '{"id": "scsi0"}'
+            """)
+
+    @Option(name: .long, help: "QMP Unix socket of a QEMU not started by qlab.")
+    var socket: String?
+
+    @Option(name: .long, help: "Reply timeout in seconds (default: by command).")
+    var timeout: Double?
+
+    @Flag(name: .long, help: "Pretty-print the reply.")
+    var pretty = false
+
+    @Argument(help: "LAB (name or lab file) when --socket is not given, then COMMAND [JSON-ARGUMENTS].")
+    var words: [String]
+
+    func run() async throws {
+        var words = words
+        let socketPath: String
+        if let socket {
+            socketPath = socket
+        } else {
+            guard words.count >= 2 else {
+                throw ValidationError("give --socket PATH or a LAB before the command")
+            }
+            let runtime = try LabRuntime.locate(words.removeFirst())
+            guard runtime.record != nil else { throw ValidationError(LabError.notRunning(runtime.name).description) }
+            socketPath = runtime.qmpSocketPath
+        }
+        guard let command = words.first, words.count <= 2 else {
+            throw ValidationError("expected COMMAND [JSON-ARGUMENTS]")
+        }
+        var arguments: JSONObject?
+        if words.count == 2 {
+            do {
+                guard case .object(let object) = try JSONValue.parse(words[1]) else {
+                    throw ValidationError("JSON-ARGUMENTS must be a JSON object, e.g. '{\"id\": \"scsi0\"}'")
+                }
+                arguments = object
+            } catch let error as JSONParseError {
+                throw ValidationError("JSON-ARGUMENTS is not valid JSON: \(error)")
+            }
+        }
+        let client = try await QMPClient.connect(path: socketPath)
+        defer { client.close() }
+        do {
+            let reply = try await client.execute(command, arguments: arguments, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+            print(try reply.jsonString(pretty: pretty))
+        } catch let error as QMPError {
+            if case .command(_, let errorClass, let description) = error {
+                FileHandle.standardError.write(Data("qlab qmp: \(command): \(errorClass): \(description)\n".utf8))
+            } else {
+                FileHandle.standardError.write(Data("qlab qmp: \(error)\n".utf8))
+            }
+            throw ExitCode(1)
+        }
+    }
 }

@@ -1,0 +1,353 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+
+/// Starts, stops and inspects labs: the library behind `qlab up`, `down`,
+/// `status` and `list`.
+public struct LabController: Sendable {
+    /// The executable that runs `_supervise` (the qlab binary).
+    public var supervisorExecutable: String
+    public var environment: [String: String]
+    /// Where host PCI devices are looked up (doctor preflight, `ids:`).
+    public var hostRoots: HostRoots
+
+    public init(supervisorExecutable: String, environment: [String: String] = currentEnvironment(), hostRoots: HostRoots = .live) {
+        self.supervisorExecutable = supervisorExecutable
+        self.environment = environment
+        self.hostRoots = hostRoots
+    }
+
+    public func runtime(_ name: String) -> LabRuntime { LabRuntime(name: name, environment: environment) }
+
+    // MARK: up
+
+    public struct UpOptions: Sendable {
+        public var guest: String?
+        /// Launch even when host checks fail.
+        public var force = false
+        /// Start with the CPUs stopped (`-S`).
+        public var paused = false
+        /// Replace the guest disk overlay with a fresh one (drops its snapshots).
+        public var freshDisk = false
+        public init(guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false) {
+            self.guest = guest
+            self.force = force
+            self.paused = paused
+            self.freshDisk = freshDisk
+        }
+    }
+
+    public struct UpResult: Sendable {
+        public var record: LabRecord
+        public var status: VMStatus
+        public var runtime: LabRuntime
+    }
+
+    /// Everything `up` decides before starting anything: the command line and the record.
+    public func prepare(lab: Lab, options: UpOptions) throws -> LaunchSpec {
+        let guest = try lab.selectGuest(options.guest)
+        let runtime = self.runtime(lab.name)
+        let machine = lab.machineSettings(for: guest)
+        let accel = AccelDecision.decide(machine.accel, devRoot: hostRoots.devfs, sysRoot: hostRoots.sysfs)
+        var qemuRuntime = QEMURuntime.standard(
+            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot, accel: accel)
+        qemuRuntime.startPaused = options.paused
+        qemuRuntime.sysfsRoot = hostRoots.sysfs
+        let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: qemuRuntime)
+        let devices = lab.devices.map { device in
+            (name: device.name, state: lab.effectiveAttach(of: device, for: guest) == .boot ? "boot" : "detached")
+        }
+        let hosts = lab.devices.compactMap { device -> (device: String, host: String)? in
+            guard let passthrough = device.passthrough else { return nil }
+            return (device.name, resolveHost(passthrough.host)?.description ?? passthrough.host.description)
+        }
+        let record = LabRecord(
+            name: lab.name, labFile: lab.file, guest: guest.name, qemuPID: 0, supervisorPID: 0, foreground: false,
+            startedAt: wallClockSeconds(), accel: accel, consoleLog: qemuRuntime.serialLog, devices: devices,
+            passthroughHosts: hosts, qemuLogOffset: 0)
+        return LaunchSpec(argv: commandLine.argv, record: record, runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
+    }
+
+    func resolveHost(_ selector: Passthrough.HostSelector) -> PCIAddress? {
+        switch selector {
+        case .address(let address): return address
+        case .ids(let vendor, let device):
+            return DeviceSelector.ids(vendor: vendor, device: device).resolve(in: Sysfs(roots: hostRoots)).first?.address
+        }
+    }
+
+    /// `qlab up`: checks, overlays, then QEMU under a detached supervisor.
+    /// Returns once QMP answers. On failure nothing is left running.
+    public func up(labFile: String, options: UpOptions) async throws -> UpResult {
+        let lab = try Lab.load(path: labFile, requireFiles: true)
+        let runtime = self.runtime(lab.name)
+        let lock = try await runtime.takeLock()
+        var spec = try prepare(lab: lab, options: options)
+        try checkCanStart(lab: lab, spec: spec, force: options.force)
+        try runtime.makeDirectories()
+        try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
+        try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
+
+        // The supervisor reports on a pipe: "ready PID" or "failed".
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
+        _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
+        let supervisor: ChildProcess
+        do {
+            supervisor = try ChildProcess.spawn(
+                executable: supervisorExecutable,
+                arguments: ["_supervise", runtime.launchSpecPath, "--ready-fd", String(ends[1])],
+                environment: environment, stdin: .null, stdout: .appendToFile(runtime.supervisorLogPath),
+                stderr: .appendToFile(runtime.supervisorLogPath), keepDescriptors: [ends[1]], newSession: true)
+        } catch {
+            close(ends[0])
+            close(ends[1])
+            runtime.removeRuntimeFiles()
+            throw error
+        }
+        close(ends[1])
+        let message = Self.readLine(ends[0], timeout: .seconds(90))
+        close(ends[0])
+
+        if message.hasPrefix("ready") {
+            // The supervisor runs on in its own session; reap nothing here.
+            let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
+            defer { client.close() }
+            let status = try await client.queryStatus()
+            spec.record = runtime.record ?? spec.record
+            return UpResult(record: spec.record, status: status, runtime: runtime)
+        }
+        _ = await supervisor.wait(timeout: .seconds(10))
+        lock.removeFile()
+        if let exit = runtime.exitRecord {
+            throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: exit.diagnoses)
+        }
+        let log = Supervisor.readLog(runtime.supervisorLogPath, from: 0)
+        runtime.removeRuntimeFiles()
+        throw LabError.supervisor("the supervisor ended without reporting (\(message.isEmpty ? "no message" : message)); its log: \(log)")
+    }
+
+    /// `qlab up --foreground`: supervises in this process until QEMU ends;
+    /// `stop` (e.g. on SIGINT/SIGTERM) takes QEMU down. `onReady` runs once QMP answers.
+    public func upForeground(
+        labFile: String, options: UpOptions, onReady: @Sendable (LabRecord) -> Void
+    ) async throws -> ExitRecord {
+        let lab = try Lab.load(path: labFile, requireFiles: true)
+        let runtime = self.runtime(lab.name)
+        var spec: LaunchSpec
+        do {
+            let lock = try await runtime.takeLock()
+            spec = try prepare(lab: lab, options: options)
+            spec.record.foreground = true
+            try checkCanStart(lab: lab, spec: spec, force: options.force)
+            try runtime.makeDirectories()
+            try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
+            _ = lock
+        }
+        let supervisor = Supervisor(spec: spec)
+        let (readiness, child, client) = await supervisor.launch()
+        switch readiness {
+        case .failed(let exit):
+            throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: exit.diagnoses)
+        case .ready:
+            onReady(runtime.record ?? spec.record)
+            return await supervisor.watch(child: child!, client: client!)
+        }
+    }
+
+    func checkCanStart(lab: Lab, spec: LaunchSpec, force: Bool) throws {
+        let runtime = self.runtime(lab.name)
+        if let record = runtime.record {
+            if let pid = runtime.liveQEMU(record) { throw LabError.alreadyRunning(lab: lab.name, pid: pid) }
+            if ProcessTable.isRunning(record.supervisorPID) && record.supervisorPID != getpid() {
+                throw LabError.alreadyRunning(lab: lab.name, pid: record.supervisorPID)
+            }
+            runtime.removeRuntimeFiles()
+        }
+        for other in LabRuntime.all(environment: environment) where other.name != lab.name {
+            guard let record = other.record, other.liveQEMU(record) != nil else { continue }
+            for (device, host) in spec.record.passthroughHosts {
+                if record.passthroughHosts.contains(where: { $0.host == host }) {
+                    throw LabError.deviceInUse(device: device, host: host, otherLab: other.name)
+                }
+            }
+        }
+        if !force {
+            let report = HostDoctor.preflight(lab: lab, guest: try lab.selectGuest(spec.record.guest), roots: hostRoots)
+            if !report.ok { throw LabError.preflightFailed(report.text(onlyProblems: true)) }
+        }
+    }
+
+    /// The guest disk overlay (kept across `up`s unless `fresh`: snapshots
+    /// live in it) and the firmware variable store.
+    func makeOverlays(lab: Lab, guest: LabGuest, fresh: Bool) throws {
+        let runtime = self.runtime(lab.name)
+        let qemuRuntime = QEMURuntime.standard(
+            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot,
+            accel: AccelDecision(.tcg, reason: ""))
+        if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
+            try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
+            if fresh || !FileSystem.exists(overlay) {
+                try DiskOverlay.create(overlay: overlay, base: base, baseFormat: guest.diskFormat)
+            }
+        }
+        for (id, overlay) in qemuRuntime.deviceDiskOverlays {
+            guard let disk = lab.devices.compactMap(\.emulated).flatMap(\.disks).first(where: { $0.id == id }) else { continue }
+            try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
+            try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
+        }
+        if let vars = qemuRuntime.firmwareVars, !FileSystem.exists(vars) {
+            try FirmwareVariables.create(at: vars)
+        }
+    }
+
+    /// Reads one line from `fd`, waiting at most `timeout`; "" on EOF or timeout.
+    static func readLine(_ fd: Int32, timeout: Duration) -> String {
+        var collected: [UInt8] = []
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, 100)
+            if ready < 0 && errno != EINTR { break }
+            if ready <= 0 { continue }
+            var byte: UInt8 = 0
+            let n = read(fd, &byte, 1)
+            if n <= 0 { break }
+            if byte == 0x0A { break }
+            collected.append(byte)
+        }
+        return String(decoding: collected, as: UTF8.self)
+    }
+
+    // MARK: down
+
+    public enum DownOutcome: Sendable, Equatable {
+        case notRunning
+        /// QEMU was gone already; leftovers were cleaned up.
+        case cleanedUp
+        case stopped(method: String)
+    }
+
+    /// `qlab down`: quit over QMP, then SIGTERM, then SIGKILL, each with a
+    /// bounded wait; reaped by the supervisor (or waited for by pid when the
+    /// supervisor is gone); sockets and record removed. Idempotent.
+    public func down(_ name: String) async throws -> DownOutcome {
+        let runtime = self.runtime(name)
+        let lock = try await runtime.takeLock()
+        // A stopped lab leaves no lock file behind.
+        defer { lock.removeFile() }
+        guard let record = runtime.record else {
+            let leftovers = FileSystem.exists(runtime.directory)
+            runtime.removeRuntimeFiles()
+            return leftovers ? .cleanedUp : .notRunning
+        }
+        let supervisorAlive = ProcessTable.isRunning(record.supervisorPID)
+        guard let pid = runtime.liveQEMU(record) else {
+            if supervisorAlive { _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10)) }
+            if runtime.exitRecord.map({ $0.at < record.startedAt }) ?? true {
+                let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false,
+                                      qemuOutput: Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset), diagnoses: [])
+                try? FileSystem.writeJSON(runtime.exitRecordPath, exit.json)
+            }
+            runtime.removeRuntimeFiles()
+            return .cleanedUp
+        }
+        try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
+        var method = "quit"
+        if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
+            _ = try? await client.execute("quit", timeout: .seconds(5))
+            client.close()
+        }
+        if !(await ProcessTable.waitGone(pid, timeout: .seconds(10))) {
+            method = "SIGTERM"
+            kill(pid, SIGTERM)
+            if !(await ProcessTable.waitGone(pid, timeout: .seconds(5))) {
+                method = "SIGKILL"
+                kill(pid, SIGKILL)
+                _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
+            }
+        }
+        if supervisorAlive {
+            // It reaps QEMU, writes the exit record and removes the runtime files.
+            if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))) {
+                kill(record.supervisorPID, SIGKILL)
+            }
+        } else {
+            let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true,
+                                  qemuOutput: Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset), diagnoses: [])
+            try? FileSystem.writeJSON(runtime.exitRecordPath, exit.json)
+        }
+        runtime.removeRuntimeFiles()
+        return .stopped(method: method)
+    }
+
+    // MARK: status
+
+    public enum State: String, Sendable {
+        case running, paused, stopped, crashed
+    }
+
+    public struct Status: Sendable {
+        public var name: String
+        public var state: State
+        /// QEMU's own run state (running, paused, prelaunch, shutdown, ...), when asked.
+        public var vmStatus: String?
+        public var record: LabRecord?
+        public var supervised: Bool
+        public var uptime: Double?
+        public var lastExit: ExitRecord?
+
+        public var json: JSONValue {
+            var object: JSONObject = ["name": .string(name), "state": .string(state.rawValue)]
+            object["vm_status"] = vmStatus.map(JSONValue.string) ?? .null
+            if let record {
+                object["pid"] = JSONValue(record.qemuPID)
+                object["guest"] = .string(record.guest)
+                object["lab_file"] = .string(record.labFile)
+                object["accel"] = ["accelerator": .string(record.accel.accelerator.rawValue), "reason": .string(record.accel.reason)]
+                object["devices"] = .array(record.devices.map { ["name": .string($0.name), "state": .string($0.state)] })
+            }
+            object["supervised"] = .bool(supervised)
+            object["uptime_seconds"] = uptime.map(JSONValue.double) ?? .null
+            object["last_exit"] = lastExit?.json ?? .null
+            return .object(object)
+        }
+    }
+
+    public func status(_ name: String) async -> Status {
+        let runtime = self.runtime(name)
+        let lastExit = runtime.exitRecord
+        guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
+            let crashed = lastExit?.crashed ?? false
+            return Status(name: name, state: crashed ? .crashed : .stopped, vmStatus: nil, record: nil, supervised: false, uptime: nil, lastExit: lastExit)
+        }
+        var vmStatus: String?
+        if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
+            vmStatus = try? await client.queryStatus().status
+            client.close()
+        }
+        let state: State
+        switch vmStatus {
+        case "running"?: state = .running
+        case "internal-error"?, "guest-panicked"?, "io-error"?: state = .crashed
+        case nil: state = .running
+        default: state = .paused
+        }
+        // A running lab's last exit belongs to an earlier run: not shown.
+        return Status(
+            name: name, state: state, vmStatus: vmStatus, record: record,
+            supervised: ProcessTable.isRunning(record.supervisorPID), uptime: wallClockSeconds() - record.startedAt,
+            lastExit: nil)
+    }
+
+    /// Every lab with runtime files or state, by name.
+    public func list() async -> [Status] {
+        let names = Set(LabRuntime.all(environment: environment).map(\.name))
+            .union(FileSystem.list(LabDirectories.stateRoot(environment: environment)).filter(LabName.isValid))
+        var result: [Status] = []
+        for name in names.sorted() { result.append(await status(name)) }
+        return result
+    }
+}

@@ -1,0 +1,47 @@
+import QMP
+
+/// Errors of lab lifecycle commands. Each says what went wrong and what to do.
+public enum LabError: Error, Sendable, CustomStringConvertible {
+    /// Another qlab command holds the lab's lock.
+    case busy(String)
+    case unknownLab(String)
+    case alreadyRunning(lab: String, pid: Int32)
+    case notRunning(String)
+    case deviceInUse(device: String, host: String, otherLab: String)
+    case preflightFailed(String)
+    /// QEMU did not come up: its own words, qlab's diagnosis.
+    case launchFailed(lab: String, exit: String, qemuOutput: String, diagnoses: [Diagnosis])
+    case supervisor(String)
+    case system(String)
+
+    public var description: String {
+        switch self {
+        case .busy(let path):
+            return "another qlab command is working on this lab (lock \(path) is held); wait for it to finish and try again"
+        case .unknownLab(let name):
+            return "no lab named '\(name)' is known here: give the lab file's path, or check `qlab list`"
+        case .alreadyRunning(let lab, let pid):
+            return "lab \(lab) is already running (QEMU pid \(pid)); use `qlab down \(lab)` first"
+        case .notRunning(let lab):
+            return "lab \(lab) is not running; start it with `qlab up LABFILE`"
+        case .deviceInUse(let device, let host, let otherLab):
+            return "device \(device): host device \(host) is already used by running lab \(otherLab); `qlab down \(otherLab)` first"
+        case .preflightFailed(let text):
+            return "host checks failed for this lab's passthrough devices (run `qlab doctor LAB` for details, or `qlab up --force`):\n\(text)"
+        case .launchFailed(let lab, let exit, let output, let diagnoses):
+            var text = "QEMU for lab \(lab) did not start (\(exit)).\nQEMU said:\n"
+            text += output.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n")
+            if diagnoses.isEmpty {
+                text += "\nqlab does not recognise this error; `qlab diagnose` lists what it knows."
+            }
+            for diagnosis in diagnoses {
+                text += "\n\n" + diagnosis.text
+            }
+            return text
+        case .supervisor(let text):
+            return "supervisor: \(text)"
+        case .system(let text):
+            return text
+        }
+    }
+}

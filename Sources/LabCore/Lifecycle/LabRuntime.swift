@@ -1,0 +1,242 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+
+/// Where a lab's runtime files (sockets, record, lock) and state files
+/// (overlays, logs, event log) live, and the records kept there.
+///
+///     RUNTIME/                0700
+///     RUNTIME/LAB.lock        flock(2): one changing command at a time
+///     RUNTIME/LAB/            0700: qmp.sock supervisor.sock console.sock (0600) qemu.pid lab.json
+///     STATE/LAB/              events.jsonl qemu.log last-exit.json GUEST/disk.qcow2 ...
+public struct LabRuntime: Sendable {
+    public let name: String
+    public let runtimeRoot: String
+    public let stateRoot: String
+
+    public init(name: String, runtimeRoot: String, stateRoot: String) {
+        self.name = name
+        self.runtimeRoot = runtimeRoot
+        self.stateRoot = stateRoot
+    }
+
+    /// The lab's runtime under the standard roots for this user and environment.
+    public init(name: String, environment: [String: String] = currentEnvironment()) {
+        self.init(
+            name: name,
+            runtimeRoot: LabDirectories.runtimeRoot(environment: environment, uid: getuid()),
+            stateRoot: LabDirectories.stateRoot(environment: environment))
+    }
+
+    /// A lab by name, or by lab file (whose `name:` is used).
+    public static func locate(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> LabRuntime {
+        if nameOrFile.contains("/") || nameOrFile.hasSuffix(".yaml") || nameOrFile.hasSuffix(".yml") {
+            let lab = try Lab.load(path: nameOrFile)
+            return LabRuntime(name: lab.name, environment: environment)
+        }
+        guard LabName.isValid(nameOrFile) else { throw LabError.unknownLab(nameOrFile) }
+        return LabRuntime(name: nameOrFile, environment: environment)
+    }
+
+    public var directory: String { runtimeRoot + "/" + name }
+    public var stateDirectory: String { stateRoot + "/" + name }
+    public var lockPath: String { runtimeRoot + "/" + name + ".lock" }
+    public var qmpSocketPath: String { directory + "/qmp.sock" }
+    public var supervisorSocketPath: String { directory + "/supervisor.sock" }
+    public var consoleSocketPath: String { directory + "/console.sock" }
+    public var pidFilePath: String { directory + "/qemu.pid" }
+    public var recordPath: String { directory + "/lab.json" }
+    /// Written by `down` before it asks QEMU to quit, so the exit counts as requested.
+    public var stopRequestPath: String { directory + "/stop-requested" }
+    public var eventLogPath: String { stateDirectory + "/events.jsonl" }
+    public var qemuLogPath: String { stateDirectory + "/qemu.log" }
+    public var supervisorLogPath: String { stateDirectory + "/supervisor.log" }
+    public var exitRecordPath: String { stateDirectory + "/last-exit.json" }
+    public var launchSpecPath: String { directory + "/launch.json" }
+
+    /// Creates the runtime root and the lab's runtime dir (0700) and state dir.
+    public func makeDirectories() throws {
+        try FileSystem.makeDirectory(runtimeRoot, mode: 0o700)
+        try FileSystem.makeDirectory(directory, mode: 0o700)
+        try FileSystem.makeDirectory(stateDirectory, mode: 0o700)
+    }
+
+    public func takeLock(timeout: Duration = .seconds(30)) async throws -> FileLock {
+        try FileSystem.makeDirectory(runtimeRoot, mode: 0o700)
+        return try await FileLock(path: lockPath, timeout: timeout)
+    }
+
+    public var record: LabRecord? { FileSystem.readJSON(recordPath).flatMap(LabRecord.init) }
+    public var exitRecord: ExitRecord? { FileSystem.readJSON(exitRecordPath).flatMap(ExitRecord.init) }
+
+    /// The QEMU of this lab when it is alive and really is this lab's
+    /// (its command line names the lab's QMP socket: pids get reused).
+    public func liveQEMU(_ record: LabRecord) -> Int32? {
+        guard ProcessTable.isRunning(record.qemuPID) else { return nil }
+        let argv = ProcessTable.commandLine(record.qemuPID)
+        return argv.contains(where: { $0.contains(qmpSocketPath) }) ? record.qemuPID : nil
+    }
+
+    /// Removes sockets, pid file and record: what a stopped lab leaves is its state dir.
+    public func removeRuntimeFiles() {
+        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
+            FileSystem.remove(path)
+        }
+        rmdir(directory)
+    }
+
+    /// Every lab with a runtime dir under `runtimeRoot`.
+    public static func all(environment: [String: String] = currentEnvironment()) -> [LabRuntime] {
+        let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
+        let state = LabDirectories.stateRoot(environment: environment)
+        return FileSystem.list(root).filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {
+            LabRuntime(name: $0, runtimeRoot: root, stateRoot: state)
+        }
+    }
+}
+
+/// `lab.json`: what `up` started, for later commands.
+public struct LabRecord: Sendable {
+    public var name: String
+    public var labFile: String
+    public var guest: String
+    public var qemuPID: Int32
+    public var supervisorPID: Int32
+    public var foreground: Bool
+    public var startedAt: Double
+    public var accel: AccelDecision
+    public var consoleLog: String?
+    /// Device name → how it is attached now ("boot", "hotplug", or "detached").
+    public var devices: [(name: String, state: String)]
+    /// Host PCI addresses of passthrough devices: for conflicts between labs.
+    public var passthroughHosts: [(device: String, host: String)]
+    public var qemuLogOffset: Int
+
+    public init(
+        name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
+        startedAt: Double, accel: AccelDecision, consoleLog: String?, devices: [(name: String, state: String)],
+        passthroughHosts: [(device: String, host: String)], qemuLogOffset: Int
+    ) {
+        self.name = name
+        self.labFile = labFile
+        self.guest = guest
+        self.qemuPID = qemuPID
+        self.supervisorPID = supervisorPID
+        self.foreground = foreground
+        self.startedAt = startedAt
+        self.accel = accel
+        self.consoleLog = consoleLog
+        self.devices = devices
+        self.passthroughHosts = passthroughHosts
+        self.qemuLogOffset = qemuLogOffset
+    }
+
+    public var json: JSONValue {
+        .object([
+            "name": .string(name), "lab_file": .string(labFile), "guest": .string(guest),
+            "qemu_pid": JSONValue(qemuPID), "supervisor_pid": JSONValue(supervisorPID), "foreground": .bool(foreground),
+            "started_at": .double(startedAt),
+            "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
+            "console_log": consoleLog.map(JSONValue.string) ?? .null,
+            "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state)] }),
+            "passthrough": .array(passthroughHosts.map { ["device": .string($0.device), "host": .string($0.host)] }),
+            "qemu_log_offset": JSONValue(qemuLogOffset),
+        ])
+    }
+
+    public init?(_ json: JSONValue) {
+        guard let name = json["name"]?.stringValue, let qemuPID = json["qemu_pid"]?.intValue,
+            let accelName = json["accel"]?["accelerator"]?.stringValue,
+            let accelerator = AccelDecision.Accelerator(rawValue: accelName)
+        else { return nil }
+        self.name = name
+        self.labFile = json["lab_file"]?.stringValue ?? ""
+        self.guest = json["guest"]?.stringValue ?? ""
+        self.qemuPID = Int32(qemuPID)
+        self.supervisorPID = Int32(json["supervisor_pid"]?.intValue ?? 0)
+        self.foreground = json["foreground"]?.boolValue ?? false
+        self.startedAt = json["started_at"]?.doubleValue ?? 0
+        self.accel = AccelDecision(accelerator, reason: json["accel"]?["reason"]?.stringValue ?? "")
+        self.consoleLog = json["console_log"]?.stringValue
+        self.devices = (json["devices"]?.arrayValue ?? []).compactMap { entry in
+            guard let name = entry["name"]?.stringValue, let state = entry["state"]?.stringValue else { return nil }
+            return (name, state)
+        }
+        self.passthroughHosts = (json["passthrough"]?.arrayValue ?? []).compactMap { entry in
+            guard let device = entry["device"]?.stringValue, let host = entry["host"]?.stringValue else { return nil }
+            return (device, host)
+        }
+        self.qemuLogOffset = json["qemu_log_offset"]?.intValue ?? 0
+    }
+}
+
+/// `last-exit.json`: how QEMU ended, written by the supervisor (or by `down`
+/// when the supervisor was gone).
+public struct ExitRecord: Sendable {
+    /// nil when unknown (QEMU was not our child any more).
+    public var exit: ProcessExit?
+    public var at: Double
+    /// True when `down` (or the foreground supervisor's signal) asked for it.
+    public var requested: Bool
+    /// QEMU's stderr from this run, tail.
+    public var qemuOutput: String
+    public var diagnoses: [Diagnosis]
+
+    public init(exit: ProcessExit?, at: Double, requested: Bool, qemuOutput: String, diagnoses: [Diagnosis]) {
+        self.exit = exit
+        self.at = at
+        self.requested = requested
+        self.qemuOutput = qemuOutput
+        self.diagnoses = diagnoses
+    }
+
+    /// A crash: QEMU ended on its own with a signal or a failure status.
+    public var crashed: Bool {
+        guard !requested else { return false }
+        switch exit {
+        case .exited(0): return false
+        case nil: return true
+        default: return true
+        }
+    }
+
+    public var exitDescription: String { exit?.description ?? "ended while unsupervised (status unknown)" }
+
+    public var json: JSONValue {
+        var object: JSONObject = ["at": .double(at), "requested": .bool(requested)]
+        switch exit {
+        case .exited(let code): object["exit_code"] = JSONValue(code)
+        case .signaled(let signal):
+            object["signal"] = JSONValue(signal)
+            object["signal_name"] = .string(signalName(signal))
+        case nil: object["exit_code"] = .null
+        }
+        object["description"] = .string(exitDescription)
+        object["qemu_output"] = .string(qemuOutput)
+        object["diagnoses"] = .array(diagnoses.map(\.json))
+        return .object(object)
+    }
+
+    public init?(_ json: JSONValue) {
+        if let signal = json["signal"]?.intValue {
+            exit = .signaled(Int32(signal))
+        } else if let code = json["exit_code"]?.intValue {
+            exit = .exited(Int32(code))
+        } else {
+            exit = nil
+        }
+        at = json["at"]?.doubleValue ?? 0
+        requested = json["requested"]?.boolValue ?? false
+        qemuOutput = json["qemu_output"]?.stringValue ?? ""
+        diagnoses = []
+        if !qemuOutput.isEmpty { diagnoses = Diagnoser.diagnose(qemuOutput) }
+    }
+}
+
+/// Seconds since the epoch, from `clock_gettime(CLOCK_REALTIME)`.
+public func wallClockSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

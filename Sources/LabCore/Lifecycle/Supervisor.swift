@@ -1,0 +1,177 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+
+/// What `up` hands the supervisor: the QEMU command line and the record to keep.
+public struct LaunchSpec: Sendable {
+    public var argv: [String]
+    public var record: LabRecord
+    public var runtimeRoot: String
+    public var stateRoot: String
+
+    public init(argv: [String], record: LabRecord, runtimeRoot: String, stateRoot: String) {
+        self.argv = argv
+        self.record = record
+        self.runtimeRoot = runtimeRoot
+        self.stateRoot = stateRoot
+    }
+
+    public var runtime: LabRuntime { LabRuntime(name: record.name, runtimeRoot: runtimeRoot, stateRoot: stateRoot) }
+
+    public var json: JSONValue {
+        ["argv": .array(argv.map(JSONValue.string)), "record": record.json,
+         "runtime_root": .string(runtimeRoot), "state_root": .string(stateRoot)]
+    }
+
+    public init?(_ json: JSONValue) {
+        guard let argv = json["argv"]?.arrayValue?.compactMap(\.stringValue), !argv.isEmpty,
+            let record = json["record"].flatMap(LabRecord.init),
+            let runtimeRoot = json["runtime_root"]?.stringValue, let stateRoot = json["state_root"]?.stringValue
+        else { return nil }
+        self.init(argv: argv, record: record, runtimeRoot: runtimeRoot, stateRoot: stateRoot)
+    }
+}
+
+/// The small process that owns a lab's QEMU: it starts QEMU, holds the
+/// second QMP monitor, appends every event with a timestamp to the event
+/// log, keeps QEMU's stderr in a log, and records how QEMU ended.
+///
+/// QEMU is its child, so `waitpid` gives the real exit code or signal.
+/// If the supervisor itself is killed, QEMU keeps running and `status` and
+/// `down` still find it by the record's pid.
+public final class Supervisor: Sendable {
+    public let spec: LaunchSpec
+    public var runtime: LabRuntime { spec.runtime }
+
+    public init(spec: LaunchSpec) {
+        self.spec = spec
+    }
+
+    /// How the launch went, reported to `up` through the ready pipe.
+    public enum Readiness: Sendable {
+        case ready(qemuPID: Int32)
+        case failed(ExitRecord)
+    }
+
+    /// Starts QEMU and waits until its supervisor monitor answers or it exits.
+    /// On failure the exit record is written and runtime files removed.
+    public func launch(readyTimeout: Duration = .seconds(60)) async -> (Readiness, ChildProcess?, QMPClient?) {
+        let logOffset = FileSystem.size(runtime.qemuLogPath) ?? 0
+        try? FileSystem.appendLine(
+            runtime.qemuLogPath, "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
+        let startOffset = FileSystem.size(runtime.qemuLogPath) ?? logOffset
+        // QEMU creates its sockets with the umask: 0600 sockets, 0600 logs.
+        umask(0o077)
+        let child: ChildProcess
+        do {
+            child = try ChildProcess.spawn(
+                executable: spec.argv[0], arguments: Array(spec.argv.dropFirst()), stdin: .null,
+                stdout: .appendToFile(runtime.qemuLogPath), stderr: .appendToFile(runtime.qemuLogPath))
+        } catch {
+            let record = ExitRecord(
+                exit: nil, at: wallClockSeconds(), requested: false,
+                qemuOutput: "qlab could not start QEMU: \(error); install qemu-system-x86 or set `qemu:` in the lab file", diagnoses: [])
+            finish(record)
+            return (.failed(record), nil, nil)
+        }
+        var record = spec.record
+        record.qemuPID = child.pid
+        record.supervisorPID = getpid()
+        record.qemuLogOffset = startOffset
+        try? FileSystem.writeJSON(runtime.recordPath, record.json)
+
+        // QEMU creates the monitor socket while it parses the command line;
+        // until it answers, an early exit is a launch failure.
+        let deadline = ContinuousClock.now + readyTimeout
+        while ContinuousClock.now < deadline {
+            if let exit = child.poll() {
+                let exitRecord = makeExitRecord(exit, requested: false, logOffset: startOffset)
+                finish(exitRecord)
+                return (.failed(exitRecord), nil, nil)
+            }
+            if FileSystem.exists(runtime.supervisorSocketPath),
+                let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
+            {
+                return (.ready(qemuPID: child.pid), child, client)
+            }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        kill(child.pid, SIGKILL)
+        let exit = child.wait()
+        var exitRecord = makeExitRecord(exit, requested: false, logOffset: startOffset)
+        exitRecord.qemuOutput += "\nqlab: QEMU's monitor did not answer within \(readyTimeout); QEMU was killed."
+        finish(exitRecord)
+        return (.failed(exitRecord), nil, nil)
+    }
+
+    /// Logs events until QEMU exits; then records the exit and cleans up.
+    /// Returns the exit record.
+    public func watch(child: ChildProcess, client: QMPClient) async -> ExitRecord {
+        let logOffset = runtime.record?.qemuLogOffset ?? 0
+        let events = client.events()
+        let logPath = runtime.eventLogPath
+        let logger = Task {
+            for await event in events {
+                let line: JSONValue = [
+                    "time": .double(wallClockSeconds()), "event": .string(event.name), "data": event.data,
+                    "qemu_timestamp": .double(event.timestamp),
+                ]
+                if let text = try? line.jsonString() { try? FileSystem.appendLine(logPath, text) }
+            }
+        }
+        // The monitor closes when QEMU exits; poll waitpid as well in case a
+        // monitor problem leaves the socket open.
+        var exit: ProcessExit?
+        while exit == nil {
+            if client.closedReason != nil {
+                exit = await child.wait(timeout: .seconds(30))
+                if exit == nil { continue }
+                break
+            }
+            exit = child.poll()
+            if exit == nil { try? await Task.sleep(for: .milliseconds(100)) }
+        }
+        client.close()
+        _ = await logger.value
+        let requested = FileSystem.exists(runtime.stopRequestPath)
+            || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
+        let record = makeExitRecord(exit!, requested: requested, logOffset: logOffset)
+        finish(record)
+        return record
+    }
+
+    func makeExitRecord(_ exit: ProcessExit?, requested: Bool, logOffset: Int) -> ExitRecord {
+        let output = Self.readLog(runtime.qemuLogPath, from: logOffset)
+        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: output, diagnoses: Diagnoser.diagnose(output))
+    }
+
+    /// The log from `offset`, at most the last 64 KiB.
+    static func readLog(_ path: String, from offset: Int) -> String {
+        guard let bytes = HostFiles.readBytes(path, limit: 64 << 20), offset <= bytes.count else { return "" }
+        let tail = bytes[offset...].suffix(64 << 10)
+        return String(decoding: tail, as: UTF8.self).trimmingCharacters(in: "\n ")
+    }
+
+    func finish(_ record: ExitRecord) {
+        try? FileSystem.writeJSON(runtime.exitRecordPath, record.json)
+        runtime.removeRuntimeFiles()
+    }
+}
+
+func formatTimestamp(_ seconds: Double) -> String {
+    var time = time_t(seconds)
+    var parts = tm()
+    gmtime_r(&time, &parts)
+    func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let first = s.first, set.contains(first) { s.removeFirst() }
+        while let last = s.last, set.contains(last) { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,214 @@
+import ArgumentParser
+import Foundation
+import LabCore
+import QMP
+
+/// The qlab binary itself runs each lab's supervisor (`_supervise`).
+func labController() -> LabController {
+    let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return LabController(supervisorExecutable: executable)
+}
+
+func reportError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Maps library errors to the documented exit codes: 2 for a bad lab file
+/// or usage, 1 for everything else.
+func exitCodeFor(_ error: Error) -> ExitCode {
+    if error is LabFileError { return ExitCode(2) }
+    return ExitCode(1)
+}
+
+struct UpCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "up", abstract: "Start a lab's QEMU under a supervisor; returns once QMP answers.")
+
+    @Argument(help: "The lab file.") var lab: String
+    @Option(help: "The guest to boot (default: the lab's only or first guest).") var guest: String?
+    @Flag(help: "Stay attached: supervise in this process, take QEMU down on SIGINT/SIGTERM.") var foreground = false
+    @Flag(help: "Launch even when host checks for passthrough devices fail.") var force = false
+    @Flag(help: "Start with the guest's CPUs stopped (-S).") var paused = false
+    @Flag(help: "Replace the guest disk overlay with a fresh one (drops its snapshots).") var freshDisk = false
+
+    func run() async throws {
+        let controller = labController()
+        let options = LabController.UpOptions(guest: guest, force: force, paused: paused, freshDisk: freshDisk)
+        do {
+            if foreground {
+                let stopper = ForegroundStopper()
+                let exit = try await controller.upForeground(labFile: lab, options: options) { record in
+                    print(UpCommand.describe(record))
+                    stopper.install(runtime: controller.runtime(record.name))
+                }
+                print("lab QEMU \(exit.exitDescription)")
+                if exit.crashed { throw ExitCode(1) }
+            } else {
+                let result = try await controller.up(labFile: lab, options: options)
+                print(UpCommand.describe(result.record) + ", \(result.status.status)")
+            }
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            reportError("qlab up: \(error)")
+            throw exitCodeFor(error)
+        }
+    }
+
+    static func describe(_ record: LabRecord) -> String {
+        "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
+    }
+}
+
+/// SIGINT/SIGTERM in `up --foreground`: ask QEMU to quit; the supervisor
+/// loop then records the exit. A second signal kills QEMU.
+final class ForegroundStopper: @unchecked Sendable {
+    var sources: [DispatchSourceSignal] = []
+    var signalled = 0
+
+    func install(runtime: LabRuntime) {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
+            source.setEventHandler { [self] in
+                signalled += 1
+                try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
+                let record = runtime.record
+                if signalled > 1, let pid = record?.qemuPID {
+                    kill(pid, SIGKILL)
+                    return
+                }
+                Task {
+                    if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
+                        _ = try? await client.execute("quit", timeout: .seconds(5))
+                        client.close()
+                    } else if let pid = record?.qemuPID {
+                        kill(pid, SIGTERM)
+                    }
+                }
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}
+
+struct DownCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "down", abstract: "Stop a lab: quit, then SIGTERM, then SIGKILL; clean up. Idempotent.")
+
+    @Argument(help: "The lab name or file.") var lab: String
+
+    func run() async throws {
+        do {
+            let runtime = try LabRuntime.locate(lab)
+            switch try await labController().down(runtime.name) {
+            case .notRunning: print("lab \(runtime.name) is not running")
+            case .cleanedUp: print("lab \(runtime.name): QEMU was already gone; cleaned up")
+            case .stopped(let method): print("lab \(runtime.name) down (\(method))")
+            }
+        } catch {
+            reportError("qlab down: \(error)")
+            throw exitCodeFor(error)
+        }
+    }
+}
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status", abstract: "Show a lab's state (running, paused, stopped, crashed), or every lab's.")
+
+    @Argument(help: "The lab name or file (default: all labs).") var lab: String?
+    @Flag(help: "JSON output.") var json = false
+
+    func run() async throws {
+        let controller = labController()
+        var statuses: [LabController.Status]
+        do {
+            if let lab {
+                statuses = [await controller.status(try LabRuntime.locate(lab).name)]
+            } else {
+                statuses = await controller.list()
+            }
+        } catch {
+            reportError("qlab status: \(error)")
+            throw exitCodeFor(error)
+        }
+        if json {
+            let value: JSONValue = lab == nil ? .array(statuses.map(\.json)) : statuses[0].json
+            print(try value.jsonString(pretty: true))
+            return
+        }
+        if statuses.isEmpty { print("no labs") }
+        for status in statuses { print(Self.text(status)) }
+    }
+
+    static func text(_ status: LabController.Status) -> String {
+        var lines = ["\(status.name): \(status.state.rawValue)"]
+        if let record = status.record {
+            lines.append("  pid \(record.qemuPID), guest \(record.guest), QEMU state \(status.vmStatus ?? "unknown (monitor busy)")")
+            lines.append("  accel \(record.accel.accelerator.rawValue): \(record.accel.reason)")
+            if let uptime = status.uptime { lines.append("  up \(Int(uptime)) s" + (status.supervised ? "" : " (supervisor gone: `qlab down` still stops it)")) }
+            if !record.devices.isEmpty {
+                lines.append("  devices: " + record.devices.map { "\($0.name) (\($0.state))" }.joined(separator: ", "))
+            }
+        }
+        if let exit = status.lastExit {
+            lines.append("  last exit: QEMU \(exit.exitDescription)\(exit.requested ? " (requested)" : "")")
+            for diagnosis in exit.diagnoses { lines.append("  last error: [\(diagnosis.id)] \(diagnosis.summary)\n    fix: \(diagnosis.fix)") }
+            if exit.diagnoses.isEmpty, exit.crashed, !exit.qemuOutput.isEmpty {
+                lines.append("  QEMU said: " + exit.qemuOutput.split(separator: "\n").suffix(3).joined(separator: " | "))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List labs and their states.")
+    @Flag(help: "JSON output.") var json = false
+
+    func run() async throws {
+        let statuses = await labController().list()
+        if json {
+            print(try JSONValue.array(statuses.map(\.json)).jsonString(pretty: true))
+            return
+        }
+        if statuses.isEmpty { print("no labs") }
+        for status in statuses {
+            let pid = status.record.map { "pid \($0.qemuPID)" } ?? ""
+            print("\(status.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status.state.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(pid)")
+        }
+    }
+}
+
+/// Hidden: the supervisor process `up` starts.
+struct SuperviseCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "_supervise", shouldDisplay: false)
+    @Argument var spec: String
+    @Option var readyFd: Int32
+
+    func run() async throws {
+        guard let json = FileSystem.readJSON(spec), let launch = LaunchSpec(json) else {
+            reportError("qlab _supervise: cannot read launch spec \(spec)")
+            throw ExitCode(1)
+        }
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let supervisor = Supervisor(spec: launch)
+        let (readiness, child, client) = await supervisor.launch()
+        switch readiness {
+        case .failed:
+            Self.report(readyFd, "failed")
+        case .ready(let pid):
+            Self.report(readyFd, "ready \(pid)")
+            _ = await supervisor.watch(child: child!, client: client!)
+        }
+    }
+
+    static func report(_ fd: Int32, _ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+}

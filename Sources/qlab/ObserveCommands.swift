@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import LabCore
+import QMP
+
+struct EventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events", abstract: "Print a lab's QMP events, as the supervisor logged them.")
+
+    @Argument(help: "The lab name or file.") var lab: String
+    @Flag(help: "Keep printing new events until the lab stops.") var follow = false
+    @Flag(help: "One JSON object per line.") var json = false
+
+    func run() async throws {
+        let runtime: LabRuntime
+        do { runtime = try LabRuntime.locate(lab) } catch {
+            reportError("qlab events: \(error)")
+            throw exitCodeFor(error)
+        }
+        var offset = 0
+        repeat {
+            let bytes = HostFiles.readBytes(runtime.eventLogPath, limit: 256 << 20) ?? []
+            if bytes.count > offset {
+                let chunk = bytes[offset...]
+                // Only whole lines: the supervisor may be mid-write.
+                if let lastNewline = chunk.lastIndex(of: 0x0A) {
+                    for line in chunk[..<lastNewline].split(separator: 0x0A) { printEvent(Array(line)) }
+                    offset = lastNewline + 1
+                }
+            }
+            if follow {
+                if runtime.record == nil && offset >= (FileSystem.size(runtime.eventLogPath) ?? 0) { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        } while follow
+    }
+
+    func printEvent(_ line: [UInt8]) {
+        if json {
+            print(String(decoding: line, as: UTF8.self))
+            return
+        }
+        guard let value = try? JSONValue.parse(line), let name = value["event"]?.stringValue else { return }
+        let time = value["time"]?.doubleValue.map { Date(timeIntervalSince1970: $0).formatted(.iso8601) } ?? "?"
+        let data = value["data"].flatMap { $0.isNull ? nil : (try? $0.jsonString()) } ?? ""
+        print("\(time) \(name) \(data)")
+    }
+}
+
+struct ConsoleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "console", abstract: "Attach to a lab's serial console (Ctrl-] detaches), or print its log.")
+
+    @Argument(help: "The lab name or file.") var lab: String
+    @Flag(help: "Print what the console has captured and exit.") var log = false
+
+    func run() async throws {
+        let runtime: LabRuntime
+        do { runtime = try LabRuntime.locate(lab) } catch {
+            reportError("qlab console: \(error)")
+            throw exitCodeFor(error)
+        }
+        if log {
+            let path = runtime.record?.consoleLog ?? Self.latestConsoleLog(runtime)
+            guard let path, let bytes = HostFiles.readBytes(path, limit: 256 << 20) else {
+                reportError("qlab console: no console log for lab \(runtime.name) yet")
+                throw ExitCode(1)
+            }
+            FileHandle.standardOutput.write(Data(bytes))
+            return
+        }
+        guard runtime.record != nil else {
+            reportError("qlab console: \(LabError.notRunning(runtime.name))")
+            throw ExitCode(1)
+        }
+        let fd: Int32
+        do { fd = try UnixSocket.connect(path: runtime.consoleSocketPath) } catch {
+            reportError("qlab console: \(error)")
+            throw ExitCode(1)
+        }
+        defer { close(fd) }
+        reportError("connected to \(runtime.name)'s console; Ctrl-] detaches")
+        TerminalConsole.relay(socket: fd)
+    }
+
+    static func latestConsoleLog(_ runtime: LabRuntime) -> String? {
+        FileSystem.list(runtime.stateDirectory)
+            .map { runtime.stateDirectory + "/" + $0 + "/console.log" }
+            .filter(FileSystem.exists)
+            .max { (FileSystem.size($0) ?? 0) < (FileSystem.size($1) ?? 0) }
+    }
+}
+
+/// Copies between the terminal and a socket, raw mode while attached.
+enum TerminalConsole {
+    static func relay(socket fd: Int32) {
+        var saved = termios()
+        let isTerminal = isatty(0) == 1
+        if isTerminal {
+            tcgetattr(0, &saved)
+            var raw = saved
+            cfmakeraw(&raw)
+            tcsetattr(0, TCSANOW, &raw)
+        }
+        defer { if isTerminal { tcsetattr(0, TCSANOW, &saved) } }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var fds = [pollfd(fd: 0, events: Int16(POLLIN), revents: 0), pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
+        while true {
+            if poll(&fds, 2, -1) < 0 { if errno == EINTR { continue }; break }
+            if fds[0].revents != 0 {
+                let n = read(0, &buffer, buffer.count)
+                if n <= 0 { break }
+                if isTerminal, buffer[0..<n].contains(0x1D) { break }  // Ctrl-]
+                _ = buffer.withUnsafeBytes { write(fd, $0.baseAddress, n) }
+            }
+            if fds[1].revents != 0 {
+                let n = read(fd, &buffer, buffer.count)
+                if n <= 0 { break }
+                _ = buffer.withUnsafeBytes { write(1, $0.baseAddress, n) }
+            }
+        }
+    }
+}
