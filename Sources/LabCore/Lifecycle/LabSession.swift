@@ -1,0 +1,53 @@
+import QMP
+
+/// An open connection to a running lab: its lab file, record and the user
+/// QMP monitor. Hotplug, snapshots, reset and test runs work through one
+/// session, because QEMU serves one client per QMP socket at a time.
+public final class LabSession: Sendable {
+    public let runtime: LabRuntime
+    public let lab: Lab
+    public let record: LabRecord
+    public let qmp: QMPClient
+
+    public init(runtime: LabRuntime, lab: Lab, record: LabRecord, qmp: QMPClient) {
+        self.runtime = runtime
+        self.lab = lab
+        self.record = record
+        self.qmp = qmp
+    }
+
+    /// Opens a session on the running lab named `nameOrFile`.
+    public static func open(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) async throws -> LabSession {
+        let runtime = try LabRuntime.locate(nameOrFile, environment: environment)
+        return try await open(runtime: runtime)
+    }
+
+    public static func open(runtime: LabRuntime) async throws -> LabSession {
+        guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
+            throw LabError.notRunning(runtime.name)
+        }
+        let lab = try Lab.load(path: record.labFile)
+        let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
+        return LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
+    }
+
+    /// The guest this lab was started with.
+    public var guest: LabGuest {
+        get throws { try lab.selectGuest(record.guest) }
+    }
+
+    public func close() {
+        qmp.close()
+    }
+
+    /// Updates one device's state in the lab record ("boot", "hotplug", "detached").
+    public func setDeviceState(_ device: String, _ state: String) throws {
+        guard var current = runtime.record else { throw LabError.notRunning(runtime.name) }
+        if let index = current.devices.firstIndex(where: { $0.name == device }) {
+            current.devices[index].state = state
+        } else {
+            current.devices.append((device, state))
+        }
+        try FileSystem.writeJSON(runtime.recordPath, current.json)
+    }
+}
