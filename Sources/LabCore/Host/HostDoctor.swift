@@ -317,7 +317,7 @@ public struct HostDoctor {
     func probeAllowed(_ device: PCIDevice) -> Bool {
         guard probePolicy == .automatic, roots.sysfsIsLive, effectiveUserID == 0 else { return false }
         guard device.driver == nil || device.driver == "vfio-pci" || device.driver == "pci-stub" else { return false }
-        guard device.enableCount == 0, !device.isBridge, device.interruptPin != 0 else { return false }
+        guard device.enableCount == 0, device.baseClass != 0x06, device.interruptPin != 0 else { return false }
         return true
     }
 

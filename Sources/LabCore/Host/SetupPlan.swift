@@ -32,13 +32,22 @@ public struct SetupPlan: Sendable, Hashable {
         kernelOptions = wanted.filter { !cmdline.contains($0) }
         presentOptions = wanted.filter { cmdline.contains($0) }
 
+        let sysfs = Sysfs(roots: roots)
         let cards = devices.filter { !$0.isBridge }
         var ids: [String] = []
         var drivers: [String] = []
+        var builtIn: [String] = []
         for card in cards {
             if !ids.contains(card.ids) { ids.append(card.ids) }
-            let native = card.driver.flatMap { ["vfio-pci", "pci-stub"].contains($0) ? nil : $0 }
-                ?? Self.nativeDrivers[card.ids] ?? Self.nativeDrivers[PCIDeviceIDs.hex4(card.vendorID)]
+            // softdep names modules: the bound driver's module (ehci-pci lives in ehci_pci),
+            // else the module qlab knows for the card.
+            var native: String?
+            if let driver = card.driver, !["vfio-pci", "pci-stub"].contains(driver) {
+                native = sysfs.driverModule(driver)
+                if native == nil && !builtIn.contains(driver) { builtIn.append(driver) }
+            } else {
+                native = Self.nativeDrivers[card.ids] ?? Self.nativeDrivers[PCIDeviceIDs.hex4(card.vendorID)]
+            }
             if let native, !drivers.contains(native) { drivers.append(native) }
         }
 
@@ -66,6 +75,9 @@ public struct SetupPlan: Sendable, Hashable {
         var notes = ["enable VT-d (Intel) or AMD-Vi/IOMMU in the firmware setup"]
         if cards.contains(where: { KnownPCIDevices.masksINTx(vendor: $0.vendorID, device: $0.deviceID)?.masksINTx == false }) {
             notes.append("a card here cannot mask INTx: give it an IRQ line no other driver uses (qlab doctor shows intx-shared)")
+        }
+        for driver in builtIn {
+            notes.append("\(driver) is built into the kernel (no module to softdep): vfio-pci ids= must claim the card first, or add vfio-pci.ids=\(ids.joined(separator: ",")) to the kernel command line")
         }
         self.notes = notes
     }

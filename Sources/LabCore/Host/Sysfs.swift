@@ -101,6 +101,12 @@ public struct Sysfs: Sendable {
         HostFiles.exists(roots.sys("bus/pci/drivers/\(name)"))
     }
 
+    /// The module a PCI driver lives in (`bus/pci/drivers/NAME/module -> .../module/MOD`);
+    /// `nil` when the driver is built into the kernel.
+    public func driverModule(_ driver: String) -> String? {
+        HostFiles.linkName(roots.sys("bus/pci/drivers/\(driver)/module"))
+    }
+
     /// A module parameter's value, e.g. `module/vfio_pci/parameters/nointxmask` → "N".
     public func moduleParameter(_ module: String, _ parameter: String) -> String? {
         HostFiles.readValue(roots.sys("module/\(module)/parameters/\(parameter)"))

@@ -292,6 +292,14 @@ import QMP
         #expect(plan.commands.contains { $0.hasPrefix("update-grub") })
         #expect(plan.commands.contains { $0.hasPrefix("update-initramfs -u") })
         #expect(plan.text.contains("intel_iommu=on"))
+        // softdep names the module a bound driver lives in (ehci-pci is module ehci_pci).
+        let ehci = try #require(Sysfs(roots: tree.roots).device(SysfsTreeBuilder.ehci))
+        let ehciPlan = SetupPlan(roots: tree.roots, devices: [ehci])
+        #expect(ehciPlan.files[0].contents.contains("softdep ehci_pci pre: vfio-pci\n"))
+        // A card already on vfio-pci gets the softdep qlab knows for it.
+        let (vfioTree, _) = (try SysfsTreeBuilder.originalBench(cardSlot: 5, irq: 17, cardDriver: "vfio-pci"), ())
+        let bound = try #require(Sysfs(roots: vfioTree.roots).device(.bdf("0000:03:05.0")))
+        #expect(SetupPlan(roots: vfioTree.roots, devices: [bound]).files[0].contents.contains("softdep aic7xxx pre: vfio-pci\n"))
     }
 
     @Test func devicesTableVerdicts() throws {

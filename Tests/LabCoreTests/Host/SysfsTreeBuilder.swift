@@ -203,11 +203,19 @@ final class SysfsTreeBuilder {
         return bytes
     }
 
+    var builtInDrivers: Set<String> = ["pcieport", "pci-stub"]
+
     /// Makes sure `bus/pci/drivers/NAME` exists with its bind, unbind and new_id files.
     func addDriver(_ name: String) throws {
         let dir = "sys/bus/pci/drivers/\(name)"
         if exists(dir) { return }
         for file in ["bind", "unbind", "new_id", "remove_id", "uevent"] { try write(dir + "/" + file, "") }
+        // Drivers in modules link to them (ehci-pci -> module/ehci_pci); pcieport is built in.
+        if !builtInDrivers.contains(name) {
+            let module = name.replacingOccurrences(of: "-", with: "_")
+            try write("sys/module/\(module)/refcnt", "1\n")
+            try link(dir + "/module", to: "../../../../module/\(module)")
+        }
         if name == "vfio-pci" {
             try write("sys/module/vfio_pci/parameters/nointxmask", "N\n")
         }
