@@ -1,0 +1,92 @@
+import ArgumentParser
+import LabCore
+import QMP
+
+/// Where the host's kernel files are read from; shared by doctor, devices and vfio.
+struct HostRootOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Read sysfs from DIR (a tree laid out as the kernel does).", valueName: "DIR"))
+    var sysfs: String = "/sys"
+    @Option(help: ArgumentHelp("Read procfs from DIR.", valueName: "DIR"))
+    var procfs: String = "/proc"
+    @Option(help: ArgumentHelp("Read device nodes from DIR.", valueName: "DIR"))
+    var devfs: String = "/dev"
+
+    func validate() throws {
+        for (flag, dir) in [("--sysfs", sysfs), ("--procfs", procfs), ("--devfs", devfs)] where !HostFiles.isDirectory(dir) {
+            throw ValidationError("\(flag) \(dir): not a directory")
+        }
+    }
+
+    var roots: HostRoots { HostRoots(sysfs: sysfs, procfs: procfs, devfs: devfs) }
+}
+
+struct DoctorCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "doctor",
+        abstract: "Check the host for vfio passthrough before QEMU starts.",
+        discussion: """
+            Reads the kernel's own files (sysfs, procfs, /dev) and reports host checks and per-device \
+            checks, each pass, warn, fail or skip with what was read and what to do. Exits 1 when a \
+            check fails. See docs/doctor.md.
+            """)
+
+    @Argument(help: "A lab file: check its passthrough devices against its guest memory.")
+    var lab: String?
+
+    @Option(name: .customLong("device"), help: ArgumentHelp("A device to check: a PCI address (0000:03:04.0) or ids (9004:5078). Repeatable.", valueName: "BDF"))
+    var devices: [String] = []
+
+    @Flag(help: "Print JSON: {\"ok\", \"host\": [checks], \"devices\": [{\"address\", \"checks\"}]}.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Guest memory to check memlock against (512M, 2G; MiB without a suffix). Overrides the lab's.", valueName: "SIZE"))
+    var memory: String?
+
+    @Flag(name: .customLong("setup-plan"), help: "Print the persistent host setup (kernel command line, modprobe.d, modules-load.d) instead of checking.")
+    var setupPlan = false
+
+    @Flag(name: .customLong("problems"), help: "Show only warnings and failures.")
+    var onlyProblems = false
+
+    @OptionGroup var host: HostRootOptions
+
+    func run() throws {
+        let roots = host.roots
+        var selectors: [DeviceSelector] = []
+        for text in devices {
+            guard let selector = DeviceSelector(text) else {
+                throw ValidationError("--device \(text): expected a PCI address such as 0000:03:04.0 or ids such as 9004:5078")
+            }
+            selectors.append(selector)
+        }
+        var guestMemory: UInt64?
+        if let memory {
+            guard let bytes = ByteCount.parse(memory) else {
+                throw ValidationError("--memory \(memory): expected a size such as 512M or 2G")
+            }
+            guestMemory = bytes
+        }
+        let doctor = HostDoctor(roots: roots)
+        if let lab {
+            let loaded = try Lab.load(path: lab)
+            let labSelectors = doctor.selectors(for: loaded)
+            selectors = labSelectors + selectors
+            if guestMemory == nil && !labSelectors.isEmpty { guestMemory = HostDoctor.guestMemory(for: loaded) }
+        }
+
+        if setupPlan {
+            let sysfs = Sysfs(roots: roots)
+            let plan = SetupPlan(roots: roots, devices: selectors.flatMap { $0.resolve(in: sysfs) })
+            print(json ? try plan.json.jsonString(pretty: true) : plan.text, terminator: json ? "\n" : "")
+            return
+        }
+
+        let report = doctor.run(devices: selectors, guestMemory: guestMemory)
+        if json {
+            print(try report.json.jsonString(pretty: true))
+        } else {
+            print(report.text(onlyProblems: onlyProblems), terminator: "")
+        }
+        if !report.ok { throw ExitCode(1) }
+    }
+}
