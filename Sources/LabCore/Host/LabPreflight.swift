@@ -26,7 +26,19 @@ extension HostDoctor {
     /// devices gets the host checks only (and no memlock requirement).
     public func run(lab: Lab, guest: LabGuest? = nil) -> DoctorReport {
         let selectors = selectors(for: lab)
-        return run(devices: selectors, guestMemory: selectors.isEmpty ? nil : Self.guestMemory(for: lab, guest: guest))
+        var report = run(devices: selectors, guestMemory: selectors.isEmpty ? nil : Self.guestMemory(for: lab, guest: guest))
+        // The lab's own ROM options settle the rom check: rombar=0 hides the ROM, romfile= replaces it.
+        let passthroughs = lab.devices.compactMap(\.passthrough)
+        for (selector, passthrough) in zip(selectors, passthroughs) where passthrough.rombar == false || passthrough.romfile != nil {
+            guard let index = report.devices.firstIndex(where: { $0.address == selector.description }),
+                let check = report.devices[index].checks.firstIndex(where: { $0.id == "rom" }),
+                report.devices[index].checks[check].status == .warn
+            else { continue }
+            let setting = passthrough.romfile.map { "romfile=\($0)" } ?? "rombar=0"
+            report.devices[index].checks[check] = DoctorCheck("rom", .pass,
+                report.devices[index].checks[check].detail + "; the lab sets \(setting), so QEMU does not read it")
+        }
+        return report
     }
 
     /// What `qlab up` calls before launching: refuse the launch when `ok` is false

@@ -320,3 +320,38 @@ import QMP
         #expect(table.contains("9004:5078"))
     }
 }
+
+@Suite struct HostDoctorLabTests {
+    @Test func labPassthroughDevicesAndMemory() throws {
+        let tree = try SysfsTreeBuilder.originalBench(cardSlot: 5, irq: 17, cardDriver: "vfio-pci")
+        try tree.setMemlock(nil)
+        try tree.write("rom-card.yaml", """
+            name: romcard
+            machine: {type: q35, memory: 512M}
+            devices:
+              scsi0:
+                passthrough: {host: "0000:03:05.0", rombar: false}
+              scsi1:
+                passthrough: {ids: "1000:0012"}
+            guests:
+              linux: {os: linux, kernel: /nonexistent/vmlinuz}
+            """)
+        let lab = try Lab.load(path: tree.path("rom-card.yaml"))
+        var doctor = HostDoctor(roots: tree.roots, probePolicy: .never)
+        doctor.effectiveUserID = 0
+        #expect(doctor.selectors(for: lab) == [.address(.bdf("0000:03:05.0")), .ids(vendor: 0x1000, device: 0x0012)])
+        #expect(HostDoctor.guestMemory(for: lab) == 512 << 20)
+        let report = doctor.run(lab: lab)
+        #expect(report.device("0000:03:05.0")?.check("rom")?.status == .pass)
+        #expect(report.device("0000:03:05.0")?.check("rom")?.detail.contains("rombar=0") == true)
+        #expect(report.device("1000:0012")?.check("device-present")?.status == .fail)
+        #expect(report.hostCheck("memlock")?.detail.contains("512 MiB") == true)
+        // Once a 53c895a is on the host, ids: picks the first in address order.
+        try tree.add(.init(address: .bdf("0000:03:07.0"), vendor: 0x1000, device: 0x0012, interruptPin: 1, irq: 19,
+            driver: "vfio-pci", group: 7), parent: SysfsTreeBuilder.pericom)
+        try tree.add(.init(address: .bdf("0000:03:06.0"), vendor: 0x1000, device: 0x0012, interruptPin: 1, irq: 18,
+            driver: "vfio-pci", group: 7), parent: SysfsTreeBuilder.pericom)
+        #expect(doctor.selectors(for: lab).last == .address(.bdf("0000:03:06.0")))
+        #expect(HostDoctor.preflight(lab: lab, roots: tree.roots).ok)
+    }
+}

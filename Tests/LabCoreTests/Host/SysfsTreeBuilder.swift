@@ -65,7 +65,12 @@ final class SysfsTreeBuilder {
         try setInterrupts([])
     }
 
+    /// Removes the tree, unless QLAB_KEEP_SYSFS_TREE is set (to run `qlab doctor --sysfs` on it by hand).
     deinit {
+        if let keep = getenv("QLAB_KEEP_SYSFS_TREE"), keep.pointee != 0 {
+            FileHandle.standardError.write(Data("kept sysfs tree: \(base)\n".utf8))
+            return
+        }
         try? FileManager.default.removeItem(atPath: base)
     }
 
