@@ -54,7 +54,10 @@ maketemp() { TMP=$(mktemp -d "$OUT/.tmp.XXXXXX"); TMPDIRS+=("$TMP"); }
 
 check_tools() {
 	local missing=() t pkg
+	local -A asked=()
 	for t in "$@"; do
+		[ -n "${asked[$t]:-}" ] && continue
+		asked[$t]=1
 		command -v "$t" >/dev/null 2>&1 && continue
 		case $t in
 		apt-get | apt-cache) pkg=apt ;; dpkg-deb) pkg=dpkg ;; qemu-img) pkg=qemu-utils ;;

@@ -4,6 +4,7 @@
   images/smoke.py linux   boots the test guest with the SCSI target behind lsi53c895a,
                           checks the pattern, hotplugs an am53c974 with a second target
                           disk over QMP, rescans, unplugs, saves an internal snapshot
+  images/smoke.py linux-q35  the same on q35, the card hotplugged into a pcie-root-port
   images/smoke.py bench   boots the bench host (L1) with the issue-6 command line and runs
                           checks inside it (9p root, IRQs, IOMMU groups, qemu --version)
   images/smoke.py busy    bench: reproduces the vfio INTx EBUSY failure inside L1
@@ -150,21 +151,25 @@ def check(what, ok, detail=""):
         FAILURES.append(what)
 
 
-def smoke_linux():
+def smoke_linux(machine="pc"):
     lin = os.path.join(OUT, "linux")
     target = os.path.join(OUT, "scsi-target.qcow2")
-    g = Guest(["-accel", "tcg", "-m", "256", "-machine", "pc",
+    # On q35 the hotplugged card goes into a PCIe root port (native PCIe hotplug, pciehp);
+    # on pc onto the root bus (ACPI hotplug, acpiphp).
+    extra = ["-device", "pcie-root-port,id=rp1,chassis=1,slot=1"] if machine == "q35" else []
+    hp_bus = {"bus": "rp1"} if machine == "q35" else {}
+    g = Guest(extra + ["-accel", "tcg", "-m", "256", "-machine", machine,
                "-kernel", f"{lin}/vmlinuz", "-initrd", f"{lin}/initrd.img",
                "-append", "console=ttyS0 quiet loglevel=3 panic=-1 qlab.ready=\"smoke guest ready\"",
                "-drive", f"file={lin}/disk.qcow2,if=none,id=base,snapshot=on",
                "-device", "virtio-blk-pci,drive=base",
                "-drive", f"file={target},if=none,id=t0,snapshot=on,format=qcow2",
                "-device", "lsi53c895a,id=scsi0", "-device", "scsi-hd,drive=t0,bus=scsi0.0"],
-              "/tmp/qlab-smoke-linux.log")
+              f"/tmp/qlab-smoke-linux-{machine}.log")
     try:
         g.expect(rb"smoke guest ready\r?\n# ", 60)
         boot = time.monotonic() - g.start
-        print(f"boot to prompt: {boot:.2f} s (TCG, 256 MiB)", flush=True)
+        print(f"boot to prompt: {boot:.2f} s (TCG, 256 MiB, {machine})", flush=True)
         st, out = g.run("qlab-scsi-info")
         check("lsi53c895a disk at boot", st == 0 and "driver=sym53c8xx" in out and "block=sd" in out, out)
         st, out = g.run("qlab-target-check")
@@ -180,11 +185,13 @@ def smoke_linux():
         r = g.qmp_cmd("blockdev-add", **{"node-name": "hp0", "driver": "qcow2", "read-only": True,
                                           "file": {"driver": "file", "filename": target, "read-only": True}})
         check("blockdev-add", "return" in r, str(r))
-        r = g.qmp_cmd("device_add", driver="am53c974", id="hpscsi")
+        r = g.qmp_cmd("device_add", driver="am53c974", id="hpscsi", **hp_bus)
         check("device_add am53c974", "return" in r, str(r))
         r = g.qmp_cmd("device_add", driver="scsi-hd", id="hpdisk", drive="hp0", bus="hpscsi.0")
         check("device_add scsi-hd", "return" in r, str(r))
+        t0 = time.monotonic()
         st, out = g.run("qlab-scsi-scan -w 20 -n 2", timeout=60)
+        print(f"hotplug to disk listed: {time.monotonic() - t0:.2f} s", flush=True)
         check("hotplugged am53c974 disk found", st == 0 and "driver=am53c974" in out, out)
         print(out, end="")
         st, out = g.run("qlab-target-check /dev/sdb")
@@ -294,6 +301,7 @@ def smoke_busy():
 if __name__ == "__main__":
     what = sys.argv[1:] or ["linux"]
     for w in what:
-        {"linux": smoke_linux, "bench": smoke_bench, "busy": smoke_busy}[w]()
+        {"linux": smoke_linux, "linux-q35": lambda: smoke_linux("q35"),
+         "bench": smoke_bench, "busy": smoke_busy}[w]()
     print(f"{len(FAILURES)} failed" if FAILURES else "all checks passed")
     sys.exit(1 if FAILURES else 0)
