@@ -9,7 +9,7 @@ public struct DeviceSummary: Sendable, Hashable {
         case bindable
         /// Something other than binding fails (group, IOMMU, IRQ line, ...).
         case blocked
-        /// A bridge: passed through only as part of its group, never itself.
+        /// A bridge (PCI, host or ISA bridge): passed through only as part of its group, never itself.
         case bridge
     }
 
@@ -34,14 +34,15 @@ public struct DeviceSummary: Sendable, Hashable {
             let masking = device.interruptPin == 0 ? nil : doctor.intxMasking(device, context).verdict
             let failing = checks.filter { $0.status == .fail }.map(\.id)
             let blockers = failing.filter { $0 != "driver-bound" && $0 != "vfio-nodes" }
+            let isBridge = device.isBridge || device.baseClass == 0x06
             let verdict: Verdict =
-                device.isBridge ? .bridge : !blockers.isEmpty ? .blocked : failing.isEmpty ? .ready : .bindable
+                isBridge ? .bridge : !blockers.isEmpty ? .blocked : failing.isEmpty ? .ready : .bindable
             return DeviceSummary(
                 address: device.address, ids: device.ids,
                 name: KnownPCIDevices.lookup(vendor: device.vendorID, device: device.deviceID)?.name,
                 className: KnownPCIDevices.className(device.classCode), iommuGroup: device.iommuGroup,
                 driver: device.driver, irq: device.interruptPin == 0 ? nil : device.irq, intxMasking: masking,
-                verdict: verdict, blockers: blockers)
+                verdict: verdict, blockers: isBridge ? [] : blockers)
         }
     }
 

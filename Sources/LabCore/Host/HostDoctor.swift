@@ -365,8 +365,12 @@ public struct HostDoctor {
             let consequence = masking.verdict == .no
                 ? "; the card cannot mask INTx, so vfio-pci's exclusive request_irq fails with EBUSY (QEMU: 'Failed to set up TRIGGER eventfd signaling for interrupt INTX-0 ... Device or resource busy')"
                 : "; if the card cannot mask INTx, vfio-pci's exclusive request_irq fails with EBUSY"
-            let hint = "free IRQ \(irq): unbind \(others.joined(separator: ", ")) or "
-                + slotAdvice(device, irq: irq, context: context)
+            let holders = sameLine.filter { $0.driver != nil && $0.driver != "vfio-pci" }
+                .map { "\($0.address) from \($0.driver ?? "")" }
+            let free = holders.isEmpty
+                ? "free IRQ \(irq) (stop the drivers behind \(others.joined(separator: ", "))), or "
+                : "free IRQ \(irq) (unbind \(holders.joined(separator: ", ")), behind \(others.joined(separator: ", "))), or "
+            let hint = free + slotAdvice(device, irq: irq, context: context)
             return DoctorCheck("intx-shared", status, taken + consequence, hint: hint)
         }
     }
@@ -467,8 +471,11 @@ extension Substring {
 public enum ByteCount {
     public static func format(_ bytes: UInt64) -> String {
         let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
-        for (size, name) in units where bytes >= size {
-            if bytes % size == 0 { return "\(bytes / size) \(name)" }
+        // The largest unit that divides exactly (2112 MiB, not 2.0 GiB), else one decimal.
+        for (size, name) in units where bytes >= size && bytes % size == 0 {
+            return "\(bytes / size) \(name)"
+        }
+        if let (size, name) = units.first(where: { bytes >= $0.0 }) {
             let tenths = bytes * 10 / size
             return "\(tenths / 10).\(tenths % 10) \(name)"
         }

@@ -103,6 +103,9 @@ import QMP
         #expect(ByteCount.parse("4GiB") == 4 << 30)
         #expect(ByteCount.parse("lots") == nil)
         #expect(ByteCount.format(512 << 20) == "512 MiB")
+        #expect(ByteCount.format((2 << 30) + (64 << 20)) == "2112 MiB")
+        #expect(ByteCount.format(1536) == "1.5 KiB")
+        #expect(ByteCount.format(1000) == "1000 B")
     }
 
     @Test func readsProcessLimitsAndRoutes() throws {
