@@ -50,38 +50,32 @@ struct DoctorCommand: ParsableCommand {
 
     @OptionGroup var host: HostRootOptions
 
+    func validate() throws {
+        for text in devices where DeviceSelector(text) == nil {
+            throw ValidationError("--device \(text): expected a PCI address such as 0000:03:04.0 or ids such as 9004:5078")
+        }
+        if let memory, ByteCount.parse(memory) == nil {
+            throw ValidationError("--memory \(memory): expected a size such as 512M or 2G")
+        }
+    }
+
     func run() throws {
         let roots = host.roots
-        var selectors: [DeviceSelector] = []
-        for text in devices {
-            guard let selector = DeviceSelector(text) else {
-                throw ValidationError("--device \(text): expected a PCI address such as 0000:03:04.0 or ids such as 9004:5078")
-            }
-            selectors.append(selector)
-        }
-        var guestMemory: UInt64?
-        if let memory {
-            guard let bytes = ByteCount.parse(memory) else {
-                throw ValidationError("--memory \(memory): expected a size such as 512M or 2G")
-            }
-            guestMemory = bytes
-        }
+        let selectors = devices.compactMap(DeviceSelector.init)
+        let guestMemory = memory.flatMap { ByteCount.parse($0) }
         let doctor = HostDoctor(roots: roots)
-        if let lab {
-            let loaded = try Lab.load(path: lab)
-            let labSelectors = doctor.selectors(for: loaded)
-            selectors = labSelectors + selectors
-            if guestMemory == nil && !labSelectors.isEmpty { guestMemory = HostDoctor.guestMemory(for: loaded) }
-        }
+        let loaded = try lab.map { try Lab.load(path: $0) }
 
         if setupPlan {
             let sysfs = Sysfs(roots: roots)
-            let plan = SetupPlan(roots: roots, devices: selectors.flatMap { $0.resolve(in: sysfs) })
+            let all = (loaded.map { doctor.selectors(for: $0) } ?? []) + selectors
+            let plan = SetupPlan(roots: roots, devices: all.flatMap { $0.resolve(in: sysfs) })
             print(json ? try plan.json.jsonString(pretty: true) : plan.text, terminator: json ? "\n" : "")
             return
         }
 
-        let report = doctor.run(devices: selectors, guestMemory: guestMemory)
+        let report = loaded.map { doctor.run(lab: $0, extraDevices: selectors, guestMemory: guestMemory) }
+            ?? doctor.run(devices: selectors, guestMemory: guestMemory)
         if json {
             print(try report.json.jsonString(pretty: true))
         } else {

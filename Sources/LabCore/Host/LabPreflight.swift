@@ -24,9 +24,13 @@ extension HostDoctor {
 
     /// All checks for a lab's passthrough devices. A lab without passthrough
     /// devices gets the host checks only (and no memlock requirement).
-    public func run(lab: Lab, guest: LabGuest? = nil) -> DoctorReport {
+    /// - Parameters:
+    ///   - extraDevices: more devices to check along with the lab's.
+    ///   - guestMemory: overrides the lab's guest memory for `memlock`.
+    public func run(lab: Lab, guest: LabGuest? = nil, extraDevices: [DeviceSelector] = [], guestMemory: UInt64? = nil) -> DoctorReport {
         let selectors = selectors(for: lab)
-        var report = run(devices: selectors, guestMemory: selectors.isEmpty ? nil : Self.guestMemory(for: lab, guest: guest))
+        let memory = guestMemory ?? (selectors.isEmpty ? nil : Self.guestMemory(for: lab, guest: guest))
+        var report = run(devices: selectors + extraDevices, guestMemory: memory)
         // The lab's own ROM options settle the rom check: rombar=0 hides the ROM, romfile= replaces it.
         let passthroughs = lab.devices.compactMap(\.passthrough)
         for (selector, passthrough) in zip(selectors, passthroughs) where passthrough.rombar == false || passthrough.romfile != nil {
