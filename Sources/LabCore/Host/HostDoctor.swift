@@ -340,18 +340,30 @@ public struct HostDoctor {
     func intxShared(_ device: PCIDevice, _ masking: INTxMasking, _ context: Context) -> DoctorCheck {
         let pin = device.interruptPin
         guard pin != 0 else { return DoctorCheck("intx-shared", .skip, "no INTx pin") }
-        guard let irq = device.irq, irq != 0 else { return DoctorCheck("intx-shared", .skip, "no IRQ assigned (see irq-assigned)") }
+        guard var irq = device.irq, irq != 0 else { return DoctorCheck("intx-shared", .skip, "no IRQ assigned (see irq-assigned)") }
         guard let table = context.interrupts else {
             return DoctorCheck("intx-shared", .warn, "cannot read \(roots.proc("interrupts"))", hint: "check the procfs root")
+        }
+        // While a host driver uses MSI, `irq` names the MSI vector; the INTx line vfio will
+        // request is the one x86 firmware and Linux write to config 0x3C.
+        var prefix = ""
+        if let row = table.line(irq: irq), row.chip.contains("MSI") {
+            guard let line = device.config.interruptLine, line != 0, line != 0xFF else {
+                return DoctorCheck("intx-shared", .warn,
+                    "irq \(irq) is an MSI vector of \(device.driver ?? "the host driver") (\(row.chip)); the INTx line is unknown until the card is unbound",
+                    hint: "run the doctor again after 'qlab vfio bind \(device.address)'")
+            }
+            prefix = "irq \(irq) is an MSI vector of \(device.driver ?? "the host driver"); INTx line from config 0x3C: "
+            irq = Int(line)
         }
         let sameLine = context.devices.filter { $0.address != device.address && $0.irq == irq && $0.interruptPin != 0 }
         let neighbours = sameLine.isEmpty ? "" : "; other PCI devices with irq \(irq): "
             + sameLine.map { "\($0.address) (\($0.driver ?? "no driver"))" }.joined(separator: ", ")
         guard let line = table.line(irq: irq) else {
-            return DoctorCheck("intx-shared", .pass, "IRQ \(irq) has no handler in /proc/interrupts" + neighbours)
+            return DoctorCheck("intx-shared", .pass, prefix + "IRQ \(irq) has no handler in /proc/interrupts" + neighbours)
         }
         let others = Self.otherHandlers(line.handlers, device: device)
-        let lineText = "IRQ \(irq) (\(line.chip)\(line.hardwareIRQ.map { " " + $0 } ?? "")) handlers: "
+        let lineText = prefix + "IRQ \(irq) (\(line.chip)\(line.hardwareIRQ.map { " " + $0 } ?? "")) handlers: "
             + (line.handlers.isEmpty ? "none" : line.handlers.joined(separator: ", "))
         if others.isEmpty {
             return DoctorCheck("intx-shared", .pass, lineText + "; no other driver on the line" + neighbours)

@@ -149,6 +149,20 @@ import QMP
         #expect(status(bit10, "0000:00:03.0", "intx-shared") == .pass)
     }
 
+    @Test func msiVectorIsNotTheINTxLine() throws {
+        let tree = try SysfsTreeBuilder.originalBench()
+        // An unknown card whose host driver uses MSI: `irq` is the MSI vector 45; INTx is line 16.
+        try tree.add(.init(address: .bdf("0000:00:04.0"), vendor: 0x10b7, device: 0x9050, classCode: 0x020000,
+            interruptPin: 1, irq: 45, interruptLine: 16, driver: "3c59x", group: 11))
+        try tree.setInterrupts([.init(irq: 16, handlers: ["ehci_hcd:usb1"]),
+            .init(irq: 45, chip: "PCI-MSI", flow: "edge", handlers: ["3c59x"])])
+        let report = HostDoctor(roots: tree.roots, probePolicy: .never).run(devices: [.address(.bdf("0000:00:04.0"))], guestMemory: nil)
+        let shared = try #require(report.device("0000:00:04.0")?.check("intx-shared"))
+        #expect(shared.status == .warn)
+        #expect(shared.detail.hasPrefix("irq 45 is an MSI vector of 3c59x; INTx line from config 0x3C: IRQ 16"))
+        #expect(shared.detail.contains("taken by ehci_hcd:usb1"))
+    }
+
     @Test func nointxmaskMakesEveryCardUnableToMask() throws {
         let tree = try SysfsTreeBuilder.originalBench()
         try tree.loadVFIO(noINTxMask: true)

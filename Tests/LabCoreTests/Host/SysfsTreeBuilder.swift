@@ -27,6 +27,8 @@ final class SysfsTreeBuilder {
         var capabilities: [UInt8] = []
         var interruptPin: UInt8 = 1
         var irq: Int = 0
+        /// Config 0x3C; defaults to `irq` (differs while a host driver uses MSI).
+        var interruptLine: UInt8? = nil
         var driver: String? = nil
         var group: Int? = nil
         /// `nil`: no reset_method file and no reset file.
@@ -203,7 +205,7 @@ final class SysfsTreeBuilder {
                 bytes[offset + 1] = index + 1 < f.capabilities.count ? UInt8(offset + 0x10) : 0
             }
         }
-        bytes[0x3C] = UInt8(truncatingIfNeeded: f.irq)
+        bytes[0x3C] = f.interruptLine ?? UInt8(truncatingIfNeeded: f.irq)
         bytes[0x3D] = f.interruptPin
         return bytes
     }
