@@ -188,10 +188,12 @@ public enum DiagnosisCatalog {
         DiagnosisRule(
             id: "migration-blocked", keywords: ["migrat"],
             patterns: [
-                #"VFIO device doesn't support migration"#, #"VFIO migration is not supported"#,
+                #"VFIO device doesn't support migration"#,
+                #"(?:vfio (?<bdf>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): )?VFIO migration is not supported"#,
                 #"State blocked by non-migratable device"#, #"non-migratable device"#,
             ],
-            takesDeviceFromLine: true,
+            // "non-migratable device '0000:00:05.0/vfio'" names the guest's slot, not the host's.
+            takesDeviceFromLine: false,
             explain: { _ in
                 (
                     summary: "The snapshot is refused: a passed-through device cannot be migrated",

@@ -1,0 +1,182 @@
+import Foundation
+import LabCore
+import QMP
+import Testing
+
+/// The catalog against real texts: the wordings of QEMU's source across
+/// versions (hw/vfio), the kernel's, and what QEMU 7.2 printed on this machine.
+@Suite("Diagnosis catalog")
+struct DiagnosisTests {
+    struct Sample: CustomStringConvertible, Sendable {
+        var text: String
+        var id: String
+        var device: String?
+        var description: String { id + ": " + text }
+    }
+
+    static let samples: [Sample] = [
+        // INTx TRIGGER EBUSY: QEMU 4.x+ (vfio_set_irq_signaling), 2.x (error_report), kernel genirq.
+        Sample(
+            text: "qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0,id=scsi0: vfio 0000:03:05.0: Failed to set up TRIGGER eventfd signaling for interrupt INTX-0: VFIO_DEVICE_SET_IRQS failure: Device or resource busy",
+            id: "vfio-intx-busy", device: "0000:03:05.0"),
+        Sample(text: "qemu-system-x86_64: vfio: Error: Failed to setup INTx fd: Device or resource busy", id: "vfio-intx-busy", device: nil),
+        Sample(text: "vfio: Error: Failed to setup INTx fd Device or resource busy", id: "vfio-intx-busy", device: nil),
+        Sample(text: "[ 4242.123456] genirq: Flags mismatch irq 16. 00000000 (vfio-intx(0000:03:05.0)) vs. 00000080 (ahci[0000:00:1f.2])", id: "vfio-intx-busy", device: "0000:03:05.0"),
+        Sample(
+            text: "vfio 0000:04:00.0: Failed to set up TRIGGER eventfd signaling for interrupt INTX-0: VFIO_DEVICE_SET_IRQS failure: No such device",
+            id: "vfio-intx-noirq", device: "0000:04:00.0"),
+        Sample(text: "vfio: Error: Failed to setup INTx fd: No such device", id: "vfio-intx-noirq", device: nil),
+        Sample(
+            text: "vfio 0000:03:05.0: Failed to set up UNMASK eventfd signaling for interrupt INTX-0: VFIO_DEVICE_SET_IRQS failure: Invalid argument",
+            id: "vfio-kvm-intx", device: "0000:03:05.0"),
+        Sample(text: "vfio: Error: Failed to setup resample irqfd: Invalid argument", id: "vfio-kvm-intx", device: nil),
+        Sample(
+            text: "qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0: vfio 0000:03:05.0: no iommu_group found: No such file or directory",
+            id: "vfio-no-iommu-group", device: "0000:03:05.0"),
+        Sample(text: "qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0: vfio 0000:03:05.0: group 12 is not viable", id: "vfio-group-not-viable", device: "0000:03:05.0"),
+        Sample(
+            text: "vfio: error, group 12 is not viable, please ensure all devices within the iommu_group are bound to their vfio bus driver.",
+            id: "vfio-group-not-viable", device: nil),
+        Sample(text: "vfio 0000:03:05.0: failed to open /dev/vfio/12: Permission denied", id: "vfio-group-open", device: "0000:03:05.0"),
+        Sample(text: "qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0: Could not open '/dev/vfio/12': No such file or directory", id: "vfio-group-open", device: "0000:03:05.0"),
+        Sample(text: "vfio: error opening /dev/vfio/12: No such file or directory", id: "vfio-group-open", device: nil),
+        Sample(text: "vfio 0000:03:05.0: failed to open /dev/vfio/vfio: No such file or directory", id: "vfio-container", device: "0000:03:05.0"),
+        Sample(text: "vfio: No available IOMMU models", id: "vfio-container", device: nil),
+        Sample(text: "vfio 0000:03:05.0: failed to setup container for group 12: Failed to set group container: Invalid argument", id: "vfio-container", device: "0000:03:05.0"),
+        Sample(text: "vfio 0000:03:05.0: error getting device from group 12: Invalid argument", id: "vfio-device-get", device: "0000:03:05.0"),
+        Sample(text: "vfio: error getting device 0000:03:05.0 from group 12: Device or resource busy", id: "vfio-device-get", device: "0000:03:05.0"),
+        Sample(text: "Error: vfio 0000:41:00.0: device is already attached", id: "vfio-already-attached", device: "0000:41:00.0"),
+        Sample(
+            text: "qemu-system-x86_64: vfio_container_dma_map(0x55d5f1b0, 0x100000000, 0x40000000, 0x7f0000000000) = -12 (Cannot allocate memory)",
+            id: "vfio-memlock", device: nil),
+        Sample(text: "qemu-system-x86_64: VFIO_MAP_DMA failed: Cannot allocate memory", id: "vfio-memlock", device: nil),
+        Sample(text: "vfio_dma_map(0x7f2a, 0xc0000, 0x7ff40000, 0x7f29bffc0000) = -12 (Cannot allocate memory)", id: "vfio-memlock", device: nil),
+        Sample(text: "[  812.001] vfio_pin_pages_remote: RLIMIT_MEMLOCK (65536) exceeded", id: "vfio-memlock", device: nil),
+        Sample(text: "qemu-system-x86_64: vfio-pci: Cannot read device rom at 0000:03:05.0", id: "vfio-rom", device: "0000:03:05.0"),
+        Sample(text: "vfio: Error getting ROM info: Inappropriate ioctl for device", id: "vfio-rom", device: nil),
+        Sample(text: "qemu-system-x86_64: vfio: Cannot reset device 0000:03:05.0, no available reset mechanism.", id: "vfio-reset", device: "0000:03:05.0"),
+        Sample(text: "vfio: Cannot reset device 0000:03:05.0, depends on group 12 which is not owned.", id: "vfio-reset", device: "0000:03:05.0"),
+        Sample(text: "vfio 0000:03:05.0: hot reset info failed: Operation not supported", id: "vfio-reset", device: "0000:03:05.0"),
+        // Printed by QEMU 7.2 on this machine (see realQEMUErrorsAreDiagnosed for a live one).
+        Sample(
+            text: "qemu-system-x86_64: -device vfio-pci,host=0000:7f:1f.7,id=scsi0: vfio /sys/bus/pci/devices/0000:7f:1f.7: no such host device: No such file or directory",
+            id: "vfio-no-host-device", device: "0000:7f:1f.7"),
+        Sample(text: "Error: State blocked by non-migratable device '0000:00:05.0/vfio'", id: "migration-blocked", device: nil),
+        Sample(text: "VFIO device doesn't support migration", id: "migration-blocked", device: nil),
+        Sample(text: "qemu-system-x86_64: vfio 0000:03:05.0: VFIO migration is not supported in kernel", id: "migration-blocked", device: "0000:03:05.0"),
+        Sample(text: "Could not access KVM kernel module: No such file or directory", id: "kvm-unavailable", device: nil),
+        Sample(text: "qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied", id: "kvm-unavailable", device: nil),
+        Sample(text: "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69", id: "kvm-cpu-rejected", device: nil),
+        Sample(text: "qemu-system-x86_64: -blockdev driver=qcow2,file=f,node-name=d: Failed to get \"write\" lock", id: "image-locked", device: nil),
+        Sample(text: "qemu-system-x86_64: -blockdev driver=file,filename=/nonexist.qcow2,node-name=f: Could not open '/nonexist.qcow2': No such file or directory", id: "image-missing", device: nil),
+        Sample(text: "qemu-system-x86_64: -device nosuchdev,id=x: 'nosuchdev' is not a valid device model name", id: "device-unknown-driver", device: nil),
+        Sample(text: "qemu-system-x86_64: -device lsi53c895a,id=x,bogus=1: Property 'lsi53c895a.bogus' not found", id: "device-bad-property", device: nil),
+        Sample(text: "qemu-system-x86_64: -device lsi53c895a,id=a,bus=nobus: Bus 'nobus' not found", id: "bus-not-found", device: nil),
+        Sample(text: "qemu-system-x86_64: -device lsi53c895a,id=b,bus=pcie.0,addr=0x5: PCI: slot 5 function 0 not available for lsi53c895a, in use by lsi53c895a,id=a", id: "pci-slot-in-use", device: nil),
+        Sample(text: "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Bus 'pcie.0' does not support hotplugging\"}}", id: "bus-no-hotplug", device: nil),
+        Sample(text: "qemu-system-x86_64: -device lsi53c895a,id=a: Duplicate ID 'a' for device", id: "duplicate-id", device: nil),
+        Sample(text: "Device hp is already in the process of unplug", id: "unplug-pending", device: nil),
+        Sample(text: "Error: Device 'vr' is writable but does not support snapshots", id: "snapshot-unsupported", device: nil),
+        Sample(text: "Error: no block device can store vmstate for snapshot", id: "snapshot-no-disk", device: nil),
+        Sample(text: "qemu-system-x86_64: -chardev socket,id=m,path=/tmp/xxxx: UNIX socket path '/tmp/xxxx' is too long", id: "socket-path-too-long", device: nil),
+        Sample(text: "qemu-system-x86_64: -qmp tcp:127.0.0.1:4444,server=on: Failed to bind socket: Address already in use", id: "socket-in-use", device: nil),
+    ]
+
+    @Test(arguments: samples)
+    func eachWordingIsRecognised(_ sample: Sample) {
+        let diagnoses = Diagnoser.diagnose(sample.text)
+        #expect(diagnoses.map(\.id) == [sample.id])
+        #expect(diagnoses.first?.device == sample.device)
+        #expect(diagnoses.first?.summary.isEmpty == false)
+        #expect(diagnoses.first?.fix.isEmpty == false)
+        #expect(diagnoses.first?.evidence == sample.text.trimmingCharacters(in: .whitespaces))
+    }
+
+    @Test func everyIssueIDIsInTheCatalog() {
+        let required = [
+            "vfio-intx-busy", "vfio-intx-noirq", "vfio-no-iommu-group", "vfio-group-not-viable", "vfio-group-open",
+            "vfio-container", "vfio-device-get", "vfio-already-attached", "vfio-memlock", "vfio-rom", "vfio-reset",
+            "vfio-no-host-device", "migration-blocked", "kvm-unavailable", "image-locked",
+        ]
+        let ids = DiagnosisCatalog.ids
+        for id in required { #expect(ids.contains(id), "\(id)") }
+        #expect(Set(ids).count == ids.count)
+        // Every sample above is recognised by its own rule: each rule is exercised.
+        #expect(Set(Self.samples.map(\.id)) == Set(ids))
+    }
+
+    @Test func genirqNamesTheOtherDriverAndTheIRQ() throws {
+        let text = """
+            qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0,id=scsi0,bus=qlab-pcibr0,addr=0x1: vfio 0000:03:05.0: Failed to set up TRIGGER eventfd signaling for interrupt INTX-0: VFIO_DEVICE_SET_IRQS failure: Device or resource busy
+            [  123.456789] genirq: Flags mismatch irq 17. 00000000 (vfio-intx(0000:03:05.0)) vs. 00000080 (ehci_hcd:usb1)
+            """
+        let diagnoses = Diagnoser.diagnose(text)
+        // One problem, one device: QEMU's line and the kernel's merge.
+        #expect(diagnoses.count == 1)
+        let d = try #require(diagnoses.first)
+        #expect(d.id == "vfio-intx-busy")
+        #expect(d.device == "0000:03:05.0")
+        #expect(d.summary.contains("IRQ 17"))
+        #expect(d.summary.contains("ehci_hcd:usb1"))
+        #expect(d.fix.contains("ehci_hcd:usb1"))
+        #expect(d.fix.contains("another slot"))
+        #expect(d.evidence.hasPrefix("qemu-system-x86_64: -device vfio-pci"))
+
+        // The other way round: vfio holds the line exclusively and a shared driver is refused.
+        let reverse = Diagnoser.diagnose("genirq: Flags mismatch irq 22. 00000080 (snd_hda_intel:card0) vs. 00000000 (vfio-intx(0000:03:06.0))")
+        #expect(reverse.map(\.id) == ["vfio-intx-busy"])
+        #expect(reverse.first?.device == "0000:03:06.0")
+        #expect(reverse.first?.summary.contains("snd_hda_intel:card0") == true)
+    }
+
+    @Test func orderDeduplicationAndUnrelatedText() {
+        let text = """
+            qemu-system-x86_64: warning: host doesn't support requested feature: CPUID.01H:ECX.vmx [bit 5]
+            qemu-system-x86_64: vfio: Cannot reset device 0000:03:05.0, no available reset mechanism.
+            qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0: vfio 0000:03:05.0: group 7 is not viable
+            Please ensure all devices within the iommu_group are bound to their vfio bus driver.
+            qemu-system-x86_64: vfio: Cannot reset device 0000:03:05.0, no available reset mechanism.
+            qemu-system-x86_64: vfio: Cannot reset device 0000:03:06.0, no available reset mechanism.
+            """
+        let diagnoses = Diagnoser.diagnose(text)
+        #expect(diagnoses.map(\.id) == ["vfio-reset", "vfio-group-not-viable", "vfio-reset"])
+        #expect(diagnoses.map(\.device) == ["0000:03:05.0", "0000:03:05.0", "0000:03:06.0"])
+        #expect(diagnoses[1].summary.contains("group 7"))
+        #expect(diagnoses[1].fix.contains("/sys/kernel/iommu_groups/7/devices"))
+        #expect(Diagnoser.diagnose("all is well\nqemu-system-x86_64: terminating on signal 15").isEmpty)
+        #expect(Diagnoser.diagnose("").isEmpty)
+    }
+
+    @Test func jsonShape() throws {
+        let diagnoses = Diagnoser.diagnose("vfio 0000:03:05.0: group 12 is not viable\nCould not access KVM kernel module: No such file or directory")
+        let json = Diagnosis.json(diagnoses)
+        let list = try #require(json["diagnoses"]?.arrayValue)
+        #expect(list.count == 2)
+        #expect(list[0].objectValue?.keys == ["id", "device", "summary", "cause", "fix"])
+        #expect(list[0]["device"] == "0000:03:05.0")
+        #expect(list[1]["device"] == .null)
+        // Through jansson and back.
+        #expect(try JSONValue.parse(try json.jsonString()) == json)
+    }
+
+    /// Real QEMU 7.2 failures, diagnosed from its own stderr.
+    @Test func realQEMUErrorsAreDiagnosed() throws {
+        let dir = try LabTempDirectory("diag")
+        defer { dir.remove() }
+        let base = ["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-S", "-nodefaults", "-display", "none"]
+        // An address this machine lacks.
+        let missing = try LabFixtures.run(base + ["-device", "vfio-pci,host=0000:7f:1f.7,id=scsi0"])
+        #expect(missing.status != 0)
+        let d = Diagnoser.diagnose(missing.output)
+        #expect(d.map(\.id) == ["vfio-no-host-device"])
+        #expect(d.first?.device == "0000:7f:1f.7")
+        // A bad property and an unknown model.
+        #expect(Diagnoser.diagnose(try LabFixtures.run(base + ["-device", "lsi53c895a,id=x,bogus=1"]).output).map(\.id) == ["device-bad-property"])
+        #expect(Diagnoser.diagnose(try LabFixtures.run(base + ["-device", "nosuchdev"]).output).map(\.id) == ["device-unknown-driver"])
+        // A missing image names the path.
+        let image = try LabFixtures.run(base + ["-blockdev", "driver=file,filename=\(dir.path)/none.qcow2,node-name=f"])
+        let imageDiagnoses = Diagnoser.diagnose(image.output)
+        #expect(imageDiagnoses.map(\.id) == ["image-missing"])
+        #expect(imageDiagnoses.first?.summary.contains("\(dir.path)/none.qcow2") == true)
+    }
+}
