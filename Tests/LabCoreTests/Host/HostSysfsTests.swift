@@ -124,3 +124,32 @@ import QMP
         #expect(procfs.mounts().last?.mountPoint == "/mnt/with space")
     }
 }
+
+/// Read-only checks against this machine's kernel, to keep the fixtures honest:
+/// the readers must understand the real layout the trees imitate. Nothing is written.
+@Suite struct HostLiveReadTests {
+    @Test(.enabled(if: HostFiles.exists("/proc/interrupts"))) func parsesThisKernelsProcInterrupts() throws {
+        let table = try #require(Procfs(roots: .live).interrupts())
+        #expect(!table.cpus.isEmpty)
+        let numbered = table.lines.filter { $0.irq != nil }
+        #expect(!numbered.isEmpty)
+        for line in numbered {
+            #expect(line.counts.count == table.cpus.count, "\(line.name): \(line.counts)")
+            #expect(!line.chip.isEmpty, "\(line.name)")
+            #expect(line.chip.first?.isNumber == false, "\(line.name): chip \(line.chip)")
+        }
+    }
+
+    @Test(.enabled(if: !(HostFiles.list("/sys/bus/pci/devices") ?? []).isEmpty)) func readsThisKernelsPCIDevices() throws {
+        let sysfs = Sysfs(roots: .live)
+        let devices = sysfs.devices()
+        #expect(devices.count == HostFiles.list("/sys/bus/pci/devices")?.count)
+        for device in devices {
+            #expect(device.devicePath.hasPrefix("devices/pci"), "\(device.devicePath)")
+            #expect(device.devicePath.hasSuffix(device.address.description))
+            #expect(device.vendorID != 0xFFFF)
+            #expect(device.config.vendorID == device.vendorID, "config space and the vendor file agree")
+            if let driver = device.driver { #expect(sysfs.hasPCIDriver(driver)) }
+        }
+    }
+}
