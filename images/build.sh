@@ -96,6 +96,7 @@ cached_deb() {
 }
 
 # Sets DEB to the path of PACKAGE's .deb at VERSION in the cache, downloading it if needed.
+# Fails (with apt-get's output on stderr) when the download fails.
 fetch_deb() {
 	local pkg=$1 ver=$2 file dir
 	file=$CACHE/debs/${pkg}_${ver//:/%3a}_amd64.deb
@@ -105,7 +106,7 @@ fetch_deb() {
 		dir=$TMP
 		if ! (cd "$dir" && apt-get download "$pkg=$ver" >"$dir/log" 2>&1); then
 			cat "$dir/log" >&2
-			die "apt-get download $pkg=$ver failed"
+			return 1
 		fi
 		mkdir -p "$CACHE/debs"
 		mv "$dir"/*.deb "$file"
@@ -114,32 +115,30 @@ fetch_deb() {
 }
 
 # Sets KERNEL_DEB and BUSYBOX_DEB: the .deb files of Debian's current kernel image package
-# (linux-image-amd64 -> linux-image-<abi>-amd64) and of busybox-static.
+# (linux-image-amd64 -> linux-image-<abi>-amd64) and of busybox-static. Package lists that
+# are missing, or stale (their version no longer downloadable), are updated once; without
+# usable lists the newest cached .deb files are used.
 resolve_packages() {
 	[ -n "${KERNEL_DEB:-}" ] && return 0
-	local kpkg kver bver
-	kpkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
-	bver=$(candidate_version busybox-static)
-	if [ -z "$kpkg" ] || [ -z "$bver" ]; then
-		apt_update_once
+	local kpkg kver bver try
+	for try in 1 2; do
 		kpkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
+		kver=
+		[ -n "$kpkg" ] && kver=$(candidate_version "$kpkg")
 		bver=$(candidate_version busybox-static)
-	fi
-	if [ -n "$kpkg" ] && kver=$(candidate_version "$kpkg") && [ -n "$kver" ]; then
-		fetch_deb "$kpkg" "$kver"
-		KERNEL_DEB=$DEB
-	else
-		KERNEL_DEB=$(cached_deb 'linux-image-[0-9]*-amd64')
-		[ -n "$KERNEL_DEB" ] || die "cannot resolve $KERNEL_META to a kernel package (apt-cache depends $KERNEL_META); run apt-get update"
-		say "warning: package lists unusable, using cached ${KERNEL_DEB##*/}"
-	fi
-	if [ -n "$bver" ]; then
-		fetch_deb busybox-static "$bver"
-		BUSYBOX_DEB=$DEB
-	else
-		BUSYBOX_DEB=$(cached_deb busybox-static)
-		[ -n "$BUSYBOX_DEB" ] || die "cannot find busybox-static in the package lists; run apt-get update"
-	fi
+		if [ -n "$kver" ] && [ -n "$bver" ] &&
+			fetch_deb "$kpkg" "$kver" && KERNEL_DEB=$DEB &&
+			fetch_deb busybox-static "$bver" && BUSYBOX_DEB=$DEB; then
+			return 0
+		fi
+		[ "$APT_UPDATED" = 1 ] && break
+		apt_update_once
+	done
+	KERNEL_DEB=$(cached_deb 'linux-image-[0-9]*-amd64')
+	BUSYBOX_DEB=$(cached_deb busybox-static)
+	[ -n "$KERNEL_DEB" ] && [ -n "$BUSYBOX_DEB" ] ||
+		die "cannot get $KERNEL_META (its linux-image-<abi>-amd64) and busybox-static from apt; check apt-get update and the network"
+	say "warning: package lists unusable, using the cached ${KERNEL_DEB##*/} and ${BUSYBOX_DEB##*/}"
 }
 
 # Extracts the .deb file DEB into the cache once and sets EXTRACTED to its directory.
