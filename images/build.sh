@@ -120,7 +120,14 @@ fetch_deb() {
 # usable lists the newest cached .deb files are used.
 resolve_packages() {
 	[ -n "${KERNEL_DEB:-}" ] && return 0
-	local kpkg kver bver try
+	local kpkg kver bver try lists memo
+	# apt-cache takes over a second; its answer only changes with the package lists.
+	lists=$( { echo "$KERNEL_META"; stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null; } | sha256sum | cut -c1-16)
+	memo=$CACHE/resolved-$lists
+	if [ -f "$memo" ]; then
+		{ read -r KERNEL_DEB; read -r BUSYBOX_DEB; } <"$memo" || true
+		[ -s "${KERNEL_DEB:-/nonexistent}" ] && [ -s "${BUSYBOX_DEB:-/nonexistent}" ] && return 0
+	fi
 	for try in 1 2; do
 		kpkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
 		kver=
@@ -129,6 +136,8 @@ resolve_packages() {
 		if [ -n "$kver" ] && [ -n "$bver" ] &&
 			fetch_deb "$kpkg" "$kver" && KERNEL_DEB=$DEB &&
 			fetch_deb busybox-static "$bver" && BUSYBOX_DEB=$DEB; then
+			rm -f "$CACHE"/resolved-*
+			printf '%s\n' "$KERNEL_DEB" "$BUSYBOX_DEB" >"$memo"
 			return 0
 		fi
 		[ "$APT_UPDATED" = 1 ] && break
