@@ -7,7 +7,7 @@ import Synchronization
 public enum ChannelInput: Sendable {
     case message(JSONObject)
     case decodingError(QMPDecodingError)
-    /// The reader woke up (a deadline may have passed).
+    /// The reader's poll timed out or was woken: a deadline may have passed.
     case tick
     /// The stream ended; nothing more follows.
     case closed(reason: String)
@@ -19,14 +19,19 @@ public enum ChannelInput: Sendable {
 /// A dedicated reader thread blocks in `poll(2)` on the socket and a
 /// self-pipe used for wake-ups; it decodes with ``QMPMessageDecoder`` and
 /// hands every message to `handler` in order. Deadlines are the owner's:
-/// `nextDeadline` is asked before each poll, and `.tick` follows each wake.
-/// Writes happen on the caller's thread under a lock.
+/// `nextDeadline` is asked before each poll, and `.tick` follows a poll
+/// that timed out or was woken. Writes happen on the caller's thread under
+/// a lock.
+///
+/// The reader thread is also a task executor (``executor``): between polls
+/// it runs the jobs of tasks that prefer it, so a reply resumes such a task
+/// without a thread switch.
 public final class MessageChannel: Sendable {
     public typealias Handler = @Sendable (ChannelInput) -> Void
 
+    /// Runs preferring tasks on the reader thread; also holds the wake-up pipe.
+    public let executor: ReaderThreadExecutor
     private let fd: Int32
-    private let wakeFD: Int32
-    private let wakeWriteFD: Int32
     private let writeLock = Mutex<Bool>(false)  // true once closed for writing
     private let state = Mutex<ReaderState>(ReaderState())
     private let handler: Handler
@@ -36,8 +41,14 @@ public final class MessageChannel: Sendable {
     struct ReaderState {
         var started = false
         var stopRequested = false
+        /// fd is closed (by `finish`).
+        var fdClosed = false
+        /// `.closed` has been delivered.
         var finished = false
+        /// The reader thread until someone joins or detaches it.
         var thread: pthread_t?
+        /// The reader thread's identity, kept for `isReaderThread`.
+        var readerThread: pthread_t?
     }
 
     /// Adopts `fd` (a connected stream socket); the channel closes it.
@@ -47,50 +58,47 @@ public final class MessageChannel: Sendable {
         nextDeadline: @escaping @Sendable () -> ContinuousClock.Instant? = { nil },
         handler: @escaping Handler
     ) throws(SystemCallError) {
-        // A self-pipe wakes the reader's poll(2).
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-        for end in ends {
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-        }
+        self.executor = try ReaderThreadExecutor()
         self.fd = fd
-        self.wakeFD = ends[0]
-        self.wakeWriteFD = ends[1]
         self.handler = handler
         self.nextDeadline = nextDeadline
         self.decoderTemplate = decoder
     }
 
     deinit {
-        Glibc.close(wakeFD)
-        Glibc.close(wakeWriteFD)
+        // Only when the reader never ran: it holds the channel until `finish`.
+        state.withLock { s in if !s.fdClosed { Glibc.close(fd) } }
     }
 
     /// Starts the reader thread (once).
     public func start() throws(SystemCallError) {
-        let alreadyStarted = state.withLock { s in
-            defer { s.started = true }
-            return s.started
-        }
-        guard !alreadyStarted else { return }
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
-        // Converting a deeply nested jansson tree recurses; give it room.
+        // Converting a deeply nested jansson tree recurses, and preferring
+        // tasks run here too: give it room.
         pthread_attr_setstacksize(&attributes, 16 << 20)
-        let box = Unmanaged.passRetained(self).toOpaque()
-        var thread = pthread_t()
-        let result = pthread_create(&thread, &attributes, { raw in
-            let channel = Unmanaged<MessageChannel>.fromOpaque(raw!).takeRetainedValue()
-            channel.readLoop()
-            return nil
-        }, box)
-        guard result == 0 else {
-            Unmanaged<MessageChannel>.fromOpaque(box).release()
-            throw SystemCallError("pthread_create", errno: result)
+        // Created under the lock, so the thread's identity is stored before
+        // anything (the thread's own first step, a close) can ask for it.
+        let result: Int32? = state.withLock { s in
+            guard !s.started, !s.stopRequested else { return nil }
+            s.started = true
+            let box = Unmanaged.passRetained(self).toOpaque()
+            var thread = pthread_t()
+            let result = pthread_create(&thread, &attributes, { raw in
+                let channel = Unmanaged<MessageChannel>.fromOpaque(raw!).takeRetainedValue()
+                channel.readLoop()
+                return nil
+            }, box)
+            if result == 0 {
+                s.thread = thread
+                s.readerThread = thread
+            } else {
+                Unmanaged<MessageChannel>.fromOpaque(box).release()
+            }
+            return result
         }
-        state.withLock { $0.thread = thread }
+        if let result, result != 0 { throw SystemCallError("pthread_create", errno: result) }
     }
 
     /// Sends one message: its compact serialisation and a line end.
@@ -107,68 +115,108 @@ public final class MessageChannel: Sendable {
 
     /// Sends bytes as they are (a fault-injection and guest-agent sync hook).
     public func sendRaw(_ bytes: [UInt8]) throws(QMPError) {
+        let result = bytes.withUnsafeBytes { raw in Result { () throws(QMPError) in try sendRaw(raw) } }
+        try result.get()
+    }
+
+    /// Sends bytes as they are with `send(2)`, all of them or an error.
+    public func sendRaw(_ bytes: UnsafeRawBufferPointer) throws(QMPError) {
         let failure: SystemCallError? = writeLock.withLock { closed -> SystemCallError? in
             if closed { return SystemCallError("send", errno: EPIPE) }
-            return bytes.withUnsafeBytes { raw -> SystemCallError? in
-                do { try FileIO.writeAll(fd, raw) } catch { return (error as? SystemCallError) ?? SystemCallError("send") }
-                return nil
-            }
+            do throws(SystemCallError) { try FileIO.writeAll(fd, bytes) } catch { return error }
+            return nil
         }
         if let failure { throw QMPError.disconnected("could not send to QEMU: \(failure)") }
     }
 
     /// Wakes the reader so it re-reads `nextDeadline`.
     public func wake() {
-        var one: UInt8 = 1
-        _ = write(wakeWriteFD, &one, 1)
+        executor.wake()
     }
 
-    /// Shuts the socket down and waits for the reader to finish; the
-    /// handler's `.closed` has been delivered when this returns.
+    /// True on the reader thread (in the handler or a job it runs).
+    public var isReaderThread: Bool {
+        state.withLock { s in s.readerThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+    }
+
+    /// Shuts the socket down; the handler's `.closed` has been delivered
+    /// when this returns. Off the reader thread it also waits for the
+    /// reader to end; on it (a preferring task closing), the reader ends
+    /// as soon as the current job returns.
     public func close() {
-        // Under the lock that the reader holds when it closes fd, so the
+        // Under the lock that `finish` holds when it closes fd, so the
         // shutdown never hits a closed (or reused) descriptor.
-        let thread: pthread_t? = state.withLock { s in
+        let (thread, onReader): (pthread_t?, Bool) = state.withLock { s in
             s.stopRequested = true
-            if !s.finished { shutdown(fd, Int32(SHUT_RDWR)) }
-            return s.thread
+            if !s.fdClosed { shutdown(fd, Int32(SHUT_RDWR)) }
+            let onReader = s.readerThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false
+            defer { s.thread = nil }
+            return (s.thread, onReader)
         }
-        wake()
-        if let thread, pthread_self() != thread {
+        executor.wake()
+        if onReader {
+            if let thread { pthread_detach(thread) }
+            finish(reason: "the connection was closed by qlab")
+        } else if let thread {
             pthread_join(thread, nil)
-            state.withLock { $0.thread = nil }
+        } else if state.withLock({ $0.started }) {
+            // Another caller is joining (or the reader closed itself): it
+            // cannot be joined twice; wait until it has delivered `.closed`.
+            while !state.withLock({ $0.finished }) { usleep(200) }
+        } else {
+            finish(reason: "the connection was closed by qlab")
         }
+    }
+
+    /// Ends the stream once: no more writes, fd closed, `.closed` delivered.
+    private func finish(reason: String) {
+        writeLock.withLock { $0 = true }  // no write is in progress after this
+        let first = state.withLock { s -> Bool in
+            guard !s.fdClosed else { return false }
+            s.fdClosed = true
+            Glibc.close(fd)
+            return true
+        }
+        guard first else { return }
+        handler(.closed(reason: reason))
+        // Set after the handler: a closer waiting for `finished` may rely on `.closed`.
+        state.withLock { $0.finished = true }
     }
 
     private func readLoop() {
+        executor.open()
         var decoder = decoderTemplate
         let capacity = 256 << 10
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
-        defer { buffer.deallocate() }
+        let fds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
+        var spareJobs: [UnownedJob] = []
+        defer {
+            buffer.deallocate()
+            fds.deallocate()
+        }
         var reason = "QEMU closed the connection"
         loop: while true {
+            executor.runJobs(spare: &spareJobs)
             if state.withLock({ $0.stopRequested }) {
                 reason = "the connection was closed by qlab"
                 break
             }
-            var fds = [
-                pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
-                pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
-            ]
+            fds[0] = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            fds[1] = pollfd(fd: executor.wakeReadFD, events: Int16(POLLIN), revents: 0)
             var timeout: Int32 = -1
             if let deadline = nextDeadline() {
                 let remaining = ContinuousClock.now.duration(to: deadline)
                 let ms = remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000
                 timeout = Int32(clamping: max(0, ms + 1))
             }
-            let ready = poll(&fds, 2, timeout)
-            if ready < 0 && errno != EINTR {
-                reason = "poll failed: \(SystemCallError("poll"))"
+            let mayBlock = executor.prepareToSleep()
+            let ready = poll(fds, 2, mayBlock ? timeout : 0)
+            let pollErrno = errno
+            let woken = fds[1].revents != 0
+            executor.awoke(pipeReadable: woken)
+            if ready < 0 && pollErrno != EINTR {
+                reason = "poll failed: \(SystemCallError("poll", errno: pollErrno))"
                 break
-            }
-            if fds[1].revents != 0 {
-                var drain = [UInt8](repeating: 0, count: 64)
-                _ = read(wakeFD, &drain, 64)
             }
             if ready > 0 && fds[0].revents != 0 {
                 let n: Int
@@ -193,13 +241,12 @@ public final class MessageChannel: Sendable {
                     }
                 }
             }
-            handler(.tick)
+            // Deadlines matter only when poll timed out or was woken for
+            // them; skipping the check after a reply keeps that path short.
+            if ready == 0 || woken || !mayBlock { handler(.tick) }
         }
-        writeLock.withLock { $0 = true }
-        state.withLock { s in
-            s.finished = true
-            Glibc.close(fd)
-        }
-        handler(.closed(reason: reason))
+        finish(reason: reason)
+        // Jobs resumed by `.closed` (and any later ones) run elsewhere.
+        executor.shutDown()
     }
 }

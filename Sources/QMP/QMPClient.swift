@@ -1,3 +1,4 @@
+import CJansson
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,6 +10,14 @@ import Synchronization
 /// Thread-safe (`Sendable`): many tasks may call ``execute(_:arguments:timeout:outOfBand:)``
 /// at once. Every wait has a timeout. When the socket drops or QEMU exits,
 /// every pending call fails at once with ``QMPError/disconnected(_:)``.
+///
+/// Command ids are small integers, unique among the commands QEMU may still
+/// answer: an id is reused only once its reply has arrived; the id of a
+/// command that timed out or was cancelled stays retired until its late
+/// reply comes, so a late reply never reaches another command. Short ids
+/// matter: QEMU 7.2 reads QMP input one byte per main-loop turn, about
+/// 3.5 us a byte here, so `"id":"q12345"` would cost 25 us per round trip
+/// more than `"id":0`.
 public final class QMPClient: Sendable {
     /// How many events are kept for ``waitForEvent(_:matching:after:timeout:)``.
     public let eventHistoryLimit: Int
@@ -44,8 +53,12 @@ public final class QMPClient: Sendable {
     }
 
     struct State {
-        var nextCommandNumber: UInt64 = 0
-        var pending: [String: PendingCommand] = [:]
+        /// Ids never used yet start here; `freeIDs` holds answered ones for reuse.
+        var nextFreshID: UInt64 = 0
+        var freeIDs: [UInt64] = []
+        /// Ids of commands given up on (timeout, cancellation) whose reply may still come.
+        var retiredIDs: Set<UInt64> = []
+        var pending: [UInt64: PendingCommand] = [:]
         var greeting: QMPGreeting?
         var greetingWaiter: (continuation: UnsafeContinuation<QMPGreeting, Error>, deadline: ContinuousClock.Instant)?
         var closedReason: String?
@@ -140,6 +153,32 @@ public final class QMPClient: Sendable {
         _ = try await execute("qmp_capabilities", arguments: arguments)
     }
 
+    // MARK: Running on the reader thread
+
+    /// The reader thread's task executor. A task that prefers it runs its
+    /// nonisolated code on the thread that reads QEMU's replies, so a reply
+    /// resumes it without waking another thread: sequential callers (a CLI
+    /// command, a revert loop) pay one thread switch per round trip instead
+    /// of two. See ``withPreferredExecutor(isolation:_:)``.
+    public var executor: ReaderThreadExecutor { channel.executor }
+
+    /// Runs `operation` preferring ``executor``: `withTaskExecutorPreference`
+    /// with this client's reader thread.
+    ///
+    /// Nonisolated code in `operation` (and the client's own methods) then
+    /// runs on the reader thread; code isolated to an actor still runs on
+    /// that actor, so call this from nonisolated code to gain the most.
+    /// Everything works as without it, including timeouts, events and a
+    /// dropped connection; once the connection has closed, the work goes
+    /// on on the global executor. Inside, only await: blocking the thread
+    /// (a semaphore, blocking I/O) also stops replies from being read.
+    public func withPreferredExecutor<T, Failure: Error>(
+        isolation: isolated (any Actor)? = #isolation,
+        _ operation: () async throws(Failure) -> T
+    ) async throws(Failure) -> T {
+        try await withTaskExecutorPreference(channel.executor, isolation: isolation, operation: operation)
+    }
+
     /// Closes the connection; pending calls fail with `.disconnected`.
     public func close() {
         channel?.close()
@@ -163,22 +202,18 @@ public final class QMPClient: Sendable {
     public func execute(
         _ command: String, arguments: JSONObject? = nil, timeout: Duration? = nil, outOfBand: Bool = false
     ) async throws -> JSONValue {
-        let number = state.withLock { s in
-            s.nextCommandNumber += 1
-            return s.nextCommandNumber
+        let id = state.withLock { s in
+            if let reused = s.freeIDs.popLast() { return reused }
+            defer { s.nextFreshID += 1 }
+            return s.nextFreshID
         }
-        let id = "q" + String(number)
-        var message = JSONObject()
-        message[outOfBand ? "exec-oob" : "execute"] = .string(command)
-        if let arguments { message["arguments"] = .object(arguments) }
-        message["id"] = .string(id)
-        var bytes: [UInt8]
+        let bytes: [UInt8]
         do {
-            bytes = try JSONValue.object(message).serialized()
+            bytes = try Self.encodeCommand(command, arguments: arguments, id: id, outOfBand: outOfBand)
         } catch {
+            state.withLock { $0.freeIDs.append(id) }
             throw QMPError.encoding(error.description)
         }
-        bytes.append(0x0A)
         let limit = timeout ?? timeouts.timeout(for: command, arguments: arguments)
         let deadline = ContinuousClock.now + limit
 
@@ -203,10 +238,46 @@ public final class QMPClient: Sendable {
                 }
             }
         } onCancel: {
-            if let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) {
-                pending.continuation.resume(throwing: QMPError.cancelled)
+            let pending: PendingCommand? = state.withLock { s in
+                guard let pending = s.pending.removeValue(forKey: id) else { return nil }
+                s.retiredIDs.insert(id)
+                return pending
             }
+            pending?.continuation.resume(throwing: QMPError.cancelled)
         }
+    }
+
+    /// `{"execute": command, "arguments": ..., "id": id}` and a line end,
+    /// serialised by jansson from a tree built directly (no ``JSONObject`` in
+    /// between), with one `json_dumpb` pass for the usual small command.
+    static func encodeCommand(
+        _ command: String, arguments: JSONObject?, id: UInt64, outOfBand: Bool
+    ) throws(JSONEncodeError) -> [UInt8] {
+        var bigIntegers: [UInt64] = []
+        let root = json_object()!
+        defer { qlab_json_decref(root) }
+        _ = json_object_set_new_nocheck(root, outOfBand ? "exec-oob" : "execute", try JSONValue.string(command).makeJansson(bigIntegers: &bigIntegers))
+        if let arguments {
+            _ = json_object_set_new_nocheck(root, "arguments", try JSONValue.object(arguments).makeJansson(bigIntegers: &bigIntegers))
+        }
+        _ = json_object_set_new_nocheck(root, "id", json_integer(json_int_t(id)))
+        let flags = JanssonFlags.compact
+        let bytes: [UInt8] = try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 512) { stack throws(JSONEncodeError) in
+            let size = json_dumpb(root, UnsafeMutableRawPointer(stack.baseAddress!).assumingMemoryBound(to: CChar.self), stack.count, flags)
+            guard size > 0 else { throw JSONEncodeError(description: "json_dumpb failed") }
+            if size <= stack.count {
+                var bytes = [UInt8]()
+                bytes.reserveCapacity(size + 1)
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: stack[..<size]))
+                return bytes
+            }
+            var bytes = [UInt8](repeating: 0, count: size)
+            _ = bytes.withUnsafeMutableBytes { json_dumpb(root, $0.baseAddress!.assumingMemoryBound(to: CChar.self), size, flags) }
+            return bytes
+        }
+        var line = bigIntegers.isEmpty ? bytes : BigIntegerRescue.substituteTokens(in: bytes, with: bigIntegers)
+        line.append(0x0A)
+        return line
     }
 
     // MARK: Events
@@ -329,10 +400,21 @@ public final class QMPClient: Sendable {
     }
 
     private func deliverReply(_ message: JSONObject, id: JSONValue) {
-        guard let key = id.stringValue, let pending = state.withLock({ $0.pending.removeValue(forKey: key) }) else {
-            state.withLock { $0.unmatchedReplies += 1 }
-            return
+        let pending: PendingCommand? = state.withLock { s in
+            guard let key = id.uint64Value else {
+                s.unmatchedReplies += 1
+                return nil
+            }
+            if let pending = s.pending.removeValue(forKey: key) {
+                s.freeIDs.append(key)
+                return pending
+            }
+            // A late reply to a command given up on: its id is free again.
+            if s.retiredIDs.remove(key) != nil { s.freeIDs.append(key) }
+            s.unmatchedReplies += 1
+            return nil
         }
+        guard let pending else { return }
         if let value = message["return"] {
             pending.continuation.resume(returning: value)
         } else {
@@ -361,11 +443,14 @@ public final class QMPClient: Sendable {
             s.lastEventSequence += 1
             var consumed = false
             var satisfied: EventWaiter?
-            if let key = s.eventWaiters
-                .filter({ $0.value.after < event.sequence && Self.matches(event, $0.value.name, $0.value.pattern) })
-                .keys.min()
-            {
-                satisfied = s.eventWaiters.removeValue(forKey: key)
+            // The oldest matching waiter gets it.
+            var oldest: UInt64?
+            for (key, waiter) in s.eventWaiters
+            where waiter.after < event.sequence && Self.matches(event, waiter.name, waiter.pattern) {
+                if oldest.map({ key < $0 }) ?? true { oldest = key }
+            }
+            if let oldest {
+                satisfied = s.eventWaiters.removeValue(forKey: oldest)
                 consumed = true
             }
             s.history.append(HistoryEntry(event: event, consumed: consumed))
@@ -383,9 +468,17 @@ public final class QMPClient: Sendable {
 
     private func expireDeadlines() {
         let now = ContinuousClock.now
+        let due = state.withLock { s in
+            s.pending.values.contains { $0.deadline <= now } || s.eventWaiters.values.contains { $0.deadline <= now }
+                || (s.greetingWaiter.map { $0.deadline <= now } ?? false)
+        }
+        guard due else { return }
         let (commands, waiters, greeting) = state.withLock { s in
             let commands = s.pending.filter { $0.value.deadline <= now }
-            for key in commands.keys { s.pending.removeValue(forKey: key) }
+            for key in commands.keys {
+                s.pending.removeValue(forKey: key)
+                s.retiredIDs.insert(key)
+            }
             let waiters = s.eventWaiters.filter { $0.value.deadline <= now }
             for key in waiters.keys { s.eventWaiters.removeValue(forKey: key) }
             var greeting: UnsafeContinuation<QMPGreeting, Error>?

@@ -47,7 +47,13 @@ final class FakeQMPServer: @unchecked Sendable {
     func handshake(bytewise: Bool = false) {
         write(Self.greeting + "\r\n", bytewise: bytewise)
         let negotiate = readMessage()
-        write(#"{"return": {}, "id": "\#(negotiate?["id"]?.stringValue ?? "")"}"# + "\r\n", bytewise: bytewise)
+        reply(to: negotiate, [:], bytewise: bytewise)
+    }
+
+    /// Sends `{"return": value, "id": <the command's id>}` as QEMU frames it.
+    func reply(to command: JSONValue?, _ value: JSONValue, bytewise: Bool = false) {
+        let message: JSONValue = ["return": value, "id": command?["id"] ?? .null]
+        write(message.description + "\r\n", bytewise: bytewise)
     }
 
     func closeServer() { close(serverFD) }
@@ -67,7 +73,7 @@ struct QMPFaultTests {
             s.handshake(bytewise: true)
             let command = s.readMessage()
             s.write(#"{"timestamp": {"seconds": 5, "microseconds": 6}, "event": "STOP"}"# + "\r\n", bytewise: true)
-            s.write(#"{"return": {"status": "paused", "running": false}, "id": "\#(command?["id"]?.stringValue ?? "")"}"# + "\r\n", bytewise: true)
+            s.reply(to: command, ["status": "paused", "running": false], bytewise: true)
         }
         let client = try await QMPClient.adopt(fd: server.clientFD)
         defer { client.close() }
@@ -84,7 +90,7 @@ struct QMPFaultTests {
             s.handshake()
             let command = s.readMessage()
             s.write("this is not json\r\n\u{1}\u{2}{{{\r\n")
-            s.write(#"{"return": 7, "id": "\#(command?["id"]?.stringValue ?? "")"}"# + "\r\n")
+            s.reply(to: command, 7)
         }
         let client = try await QMPClient.adopt(fd: server.clientFD)
         defer { client.close() }
@@ -120,7 +126,8 @@ struct QMPFaultTests {
         server.run { s in
             s.handshake()
             let command = s.readMessage()
-            s.write(#"{"return": {"size": 18446744073709551615, "small": 1}, "id": "\#(command?["id"]?.stringValue ?? "")"}"# + "\r\n")
+            // Serialised through jansson with the integer kept exactly: 18446744073709551615.
+            s.reply(to: command, ["size": .uint(UInt64.max), "small": 1])
         }
         let client = try await QMPClient.adopt(fd: server.clientFD)
         defer { client.close() }
