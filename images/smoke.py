@@ -7,6 +7,7 @@
   images/smoke.py linux-q35  the same on q35, the card hotplugged into a pcie-root-port
   images/smoke.py bench   boots the bench host (L1) with the issue-6 command line and runs
                           checks inside it (9p root, IRQs, IOMMU groups, qemu --version)
+  images/smoke.py bench-bind  the same with qlab.root=bind (no overlay)
   images/smoke.py busy    bench: reproduces the vfio INTx EBUSY failure inside L1
                           (qlab.nointxmask=1) and the control case (nointxmask=0)
 
@@ -211,6 +212,13 @@ def smoke_linux(machine="pc"):
         check("snapshot listed", "smoke" in r.get("return", ""), str(r))
         st, out = g.run("uname -r; cat /proc/cmdline")
         print(out, end="")
+        g.proc.stdin.write(b"poweroff\n")
+        g.proc.stdin.flush()
+        try:
+            g.proc.wait(30)
+            check("poweroff ends QEMU", True)
+        except subprocess.TimeoutExpired:
+            check("poweroff ends QEMU", False, "still running after 30 s")
     finally:
         g.close()
 
@@ -231,8 +239,8 @@ def bench_guest(extra_append, log):
                                + extra_append], log)
 
 
-def smoke_bench():
-    g = bench_guest("", "/tmp/qlab-smoke-bench.log")
+def smoke_bench(root="overlay"):
+    g = bench_guest(f"qlab.root={root}", f"/tmp/qlab-smoke-bench-{root}.log")
     try:
         g.expect(rb"qlab-bench-ready\r?\n# ", 120)
         print(f"L1 boot to prompt: {time.monotonic() - g.start:.2f} s (TCG, 2 GiB, 2 vCPUs)", flush=True)
@@ -249,8 +257,12 @@ def smoke_bench():
         print(out, end="")
         st, out = g.run("ls -d /dev/vfio/vfio && cat /sys/module/vfio_pci/parameters/nointxmask")
         check("/dev/vfio/vfio, nointxmask=N", st == 0 and out.strip().endswith("N"), out)
-        st, out = g.run("touch /usr/qlab-write-test && echo $QLAB_BENCH_ROOT && mount | grep -E ' / | /tmp '")
-        check("writable root", st == 0, out)
+        if root == "overlay":
+            st, out = g.run("touch /usr/qlab-write-test && echo $QLAB_BENCH_ROOT && mount | grep -E ' / | /tmp '")
+            check("writable root", st == 0 and "overlay" in out, out)
+        else:
+            st, out = g.run("touch /tmp/x /root/x && echo $QLAB_BENCH_ROOT && ! touch /usr/x 2>/dev/null")
+            check("bind root: /tmp, /root writable, /usr read-only", st == 0 and "bind" in out, out)
         print(out, end="")
     finally:
         g.close()
@@ -302,6 +314,6 @@ if __name__ == "__main__":
     what = sys.argv[1:] or ["linux"]
     for w in what:
         {"linux": smoke_linux, "linux-q35": lambda: smoke_linux("q35"),
-         "bench": smoke_bench, "busy": smoke_busy}[w]()
+         "bench": smoke_bench, "bench-bind": lambda: smoke_bench("bind"), "busy": smoke_busy}[w]()
     print(f"{len(FAILURES)} failed" if FAILURES else "all checks passed")
     sys.exit(1 if FAILURES else 0)
