@@ -10,6 +10,9 @@
   images/smoke.py bench-bind  the same with qlab.root=bind (no overlay)
   images/smoke.py busy    bench: reproduces the vfio INTx EBUSY failure inside L1
                           (qlab.nointxmask=1) and the control case (nointxmask=0)
+  images/smoke.py l2hotplug  bench: hotplugs the slot-2 card into a paused L2 twice
+                          (unplug completed by system_reset), savevm refused with the card,
+                          accepted without it
 
 A developer's tool (not part of the test suite): prints what it does and the boot time, and
 ends every QEMU it started. Exit status 0 when every check passed.
@@ -310,10 +313,103 @@ def smoke_busy():
             g.close()
 
 
+L2_HOTPLUG = r"""
+import json, os, socket, subprocess, sys, time
+dev = "0000:01:02.0"
+def sh(c):
+    print("+", c, flush=True)
+    r = subprocess.run(c, shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(r.stdout, end="", flush=True)
+    return r.returncode
+for d in ("0000:01:01.0", dev):
+    sh(f"echo vfio-pci > /sys/bus/pci/devices/{d}/driver_override; echo {d} > /sys/bus/pci/devices/{d}/driver/unbind; echo {d} > /sys/bus/pci/drivers_probe")
+sh("qemu-img create -q -f qcow2 /tmp/l2.qcow2 16M")
+q = subprocess.Popen(["qemu-system-x86_64", "-accel", "tcg", "-S", "-machine", "pc", "-nodefaults", "-display", "none",
+    "-qmp", "unix:/tmp/l2.sock,server=on,wait=off", "-drive", "file=/tmp/l2.qcow2,if=none,id=d0",
+    "-device", "virtio-blk-pci,drive=d0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+s = socket.socket(socket.AF_UNIX)
+for _ in range(200):
+    try:
+        s.connect("/tmp/l2.sock"); break
+    except OSError:
+        time.sleep(0.1)
+f = s.makefile("rw")
+events = []
+f.readline()
+def cmd(name, **a):
+    m = {"execute": name}
+    if a: m["arguments"] = a
+    f.write(json.dumps(m) + "\n"); f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "event" in r:
+            events.append(r["event"]); continue
+        print(f"L2 QMP {name} {a} -> {json.dumps(r)[:300]}", flush=True)
+        return r
+def wait_event(name, t):
+    end = time.time() + t
+    while time.time() < end:
+        if name in events:
+            events.remove(name); return True
+        cmd("query-status"); time.sleep(0.2)
+    return False
+cmd("qmp_capabilities")
+for rnd in (1, 2):
+    r = cmd("device_add", driver="vfio-pci", host=dev, id="card")
+    print(f"round {rnd}: device_add ok={'return' in r}")
+    pci = cmd("query-pci")
+    print(f"round {rnd}: card in query-pci: {'card' in json.dumps(pci)}")
+    if rnd == 1:
+        r = cmd("human-monitor-command", **{"command-line": "savevm withcard"})
+        print("savevm with card:", r.get("return", r))
+    cmd("device_del", id="card")
+    got = wait_event("DEVICE_DELETED", 3)
+    print(f"round {rnd}: DEVICE_DELETED without reset within 3 s: {got}")
+    if not got:
+        cmd("system_reset")
+        print(f"round {rnd}: DEVICE_DELETED after system_reset: {wait_event('DEVICE_DELETED', 10)}")
+r = cmd("human-monitor-command", **{"command-line": "savevm nocard"})
+print("savevm without card:", repr(r.get("return", r)))
+r = cmd("human-monitor-command", **{"command-line": "info snapshots"})
+print(r.get("return", r))
+cmd("quit")
+q.wait(20)
+print(q.stdout.read())
+"""
+
+
+def smoke_l2hotplug():
+    tmp = tempfile.mkdtemp(prefix="qlab-smoke-l2-")
+    os.chmod(tmp, 0o755)
+    script = os.path.join(tmp, "l2hotplug.py")
+    with open(script, "w") as f:
+        f.write(L2_HOTPLUG)
+    wrapper = os.path.join(tmp, "run.sh")
+    with open(wrapper, "w") as f:
+        f.write(f"#!/bin/sh\nexec python3 /host{script}\n")
+    os.chmod(wrapper, 0o755)
+    g = bench_guest(f"qlab.nointxmask=1 qlab.run={wrapper}", "/tmp/qlab-smoke-l2hotplug.log")
+    try:
+        m = g.expect(rb"qlab-bench-exit=(\d+)", 400)
+        out = g.buf.decode(errors="replace").replace("\r", "")
+        print(f"--- L1 run took {time.monotonic() - g.start:.1f} s, exit {m.group(1).decode()}")
+        print(out[out.find("qlab-bench-run"):])
+        check("card hotplugged into L2 twice (id reused)", out.count("device_add ok=True") == 2)
+        check("card listed by query-pci", "round 1: card in query-pci: True" in out)
+        check("savevm refused with the card", "savevm with card:" in out and "migrat" in out.split("savevm with card:")[1].split("\n")[0])
+        check("unplug completed (DEVICE_DELETED)", out.count("DEVICE_DELETED after system_reset: True") +
+              out.count("DEVICE_DELETED without reset within 3 s: True") == 2)
+        check("savevm without the card", "savevm without card: ''" in out)
+    finally:
+        g.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 if __name__ == "__main__":
     what = sys.argv[1:] or ["linux"]
     for w in what:
         {"linux": smoke_linux, "linux-q35": lambda: smoke_linux("q35"),
-         "bench": smoke_bench, "bench-bind": lambda: smoke_bench("bind"), "busy": smoke_busy}[w]()
+         "bench": smoke_bench, "bench-bind": lambda: smoke_bench("bind"), "busy": smoke_busy,
+         "l2hotplug": smoke_l2hotplug}[w]()
     print(f"{len(FAILURES)} failed" if FAILURES else "all checks passed")
     sys.exit(1 if FAILURES else 0)
