@@ -47,7 +47,7 @@ public final class MessageChannel: Sendable {
         var finished = false
         /// The reader thread until someone joins or detaches it.
         var thread: pthread_t?
-        /// The reader thread's identity, kept for `isReaderThread`.
+        /// The reader thread's identity, kept after `thread` is taken by a joiner.
         var readerThread: pthread_t?
     }
 
@@ -132,11 +132,6 @@ public final class MessageChannel: Sendable {
     /// Wakes the reader so it re-reads `nextDeadline`.
     public func wake() {
         executor.wake()
-    }
-
-    /// True on the reader thread (in the handler or a job it runs).
-    public var isReaderThread: Bool {
-        state.withLock { s in s.readerThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
     }
 
     /// Shuts the socket down; the handler's `.closed` has been delivered

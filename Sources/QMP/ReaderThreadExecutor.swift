@@ -26,6 +26,8 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
         var jobs: [UnownedJob] = []
         /// The reader thread runs jobs; otherwise they go to the global executor.
         var accepting = false
+        /// Set by the reader thread itself in `open()`.
+        var readerThread: pthread_t?
         /// The reader is in, or about to enter, a blocking `poll(2)`.
         var sleeping = false
         /// `wake()` came while the reader was awake: its next poll must not block.
@@ -90,9 +92,21 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
 
     // MARK: Reader side (called on the reader thread only)
 
-    /// The reader starts taking jobs.
+    /// True when called on the reader thread while it runs jobs (in a task
+    /// that prefers this executor, between its suspensions).
+    public var isCurrentThread: Bool {
+        state.withLock { s in
+            // After the reader ends its id may belong to a new thread: ask only while it runs.
+            s.accepting && s.readerThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false
+        }
+    }
+
+    /// The reader (the calling thread) starts taking jobs.
     func open() {
-        state.withLock { $0.accepting = true }
+        state.withLock { s in
+            s.readerThread = pthread_self()
+            s.accepting = true
+        }
     }
 
     /// Runs the queued jobs, and those they enqueue, until none is left.

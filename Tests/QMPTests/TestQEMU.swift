@@ -23,8 +23,14 @@ final class TestQEMU: @unchecked Sendable {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
+        // The socket file appears at bind(2), a moment before listen(2):
+        // wait until a connection is accepted (QEMU then serves the next one).
         let deadline = Date().addingTimeInterval(15)
-        while !FileManager.default.fileExists(atPath: socketPath) {
+        while true {
+            if let probe = try? UnixSocket.connect(path: socketPath) {
+                close(probe)
+                break
+            }
             guard process.isRunning, Date() < deadline else {
                 terminate()
                 throw TestQEMUError.didNotStart
