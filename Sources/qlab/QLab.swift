@@ -22,6 +22,10 @@ struct QLab: AsyncParsableCommand {
             VFIOCommand.self,
             ArgsCommand.self,
             DiagnoseCommand.self,
+            HotplugCommand.self,
+            UnplugCommand.self,
+            SnapshotCommand.self,
+            ResetCommand.self,
         ]
     )
 }

@@ -1,0 +1,169 @@
+import QMP
+
+/// What ``LabSession/attach(_:)`` did.
+public struct AttachResult: Sendable {
+    public var device: String
+    /// `vfio-pci` or the emulated controller's model.
+    public var driver: String
+    public var placement: PCIPlacement
+    /// Fresh overlays made for this attach, by disk id.
+    public var overlays: [String: String]
+    /// QEMU ids added, controller first.
+    public var deviceIDs: [String]
+    public var timings: StepTimings
+}
+
+extension LabSession {
+    /// Hotplugs a lab device into the running VM.
+    ///
+    /// Emulated controller: for each writable disk a fresh qcow2 overlay over
+    /// its base image (``FreshOverlay``: no run sees another's writes; the
+    /// base is never written), `blockdev-add` of its file and format nodes,
+    /// then `device_add` of the controller at its planned slot (the same as at
+    /// boot, see ``DevicePlacement``), then a `scsi-hd` per disk on its bus.
+    /// Passthrough: `device_add vfio-pci,host=...` at its slot.
+    ///
+    /// On failure whatever was added is removed again and QEMU's text comes
+    /// back with qlab's diagnosis. The lab record then says `hotplug`.
+    public func attach(_ deviceName: String) async throws -> AttachResult {
+        var timings = StepTimings()
+        let device = try labDevice(deviceName)
+        let state = currentDeviceState(deviceName)
+        if state == "boot" || state == "hotplug" {
+            // The record may be stale (a reset completed a pending unplug, or
+            // someone used `qlab qmp`): ask QEMU before refusing.
+            var start = ContinuousClock.now
+            let present = try await qmp.queryPCI().contains { $0.qdevID == deviceName }
+            timings.record("query-pci", since: start)
+            if present { throw DeviceError.alreadyAttached(device: deviceName, state: state ?? "") }
+            start = ContinuousClock.now
+            await removeBlockNodes(of: device)
+            timings.record("blockdev-del stale nodes", since: start)
+        }
+
+        let guest = try self.guest
+        var overlays: [String: String] = [:]
+        var start = ContinuousClock.now
+        for disk in device.emulated?.disks ?? [] where !disk.readonly {
+            let path = hotplugOverlayPath(disk)
+            do {
+                try FreshOverlay.create(
+                    overlay: path, base: disk.image, baseFormat: disk.format,
+                    templateDirectory: overlayTemplateDirectory, name: disk.id)
+            } catch {
+                for made in overlays.values { FileSystem.remove(made) }
+                throw DeviceError.overlay(device: deviceName, message: error.description)
+            }
+            overlays[disk.id] = path
+        }
+        if !overlays.isEmpty { timings.record("overlay", since: start) }
+
+        let attachment: DeviceAttachment
+        do {
+            attachment = try lab.attachment(of: deviceName, for: guest, diskOverlays: overlays)
+        } catch {
+            for made in overlays.values { FileSystem.remove(made) }
+            throw error
+        }
+        guard let placement = try? DevicePlacement.plan(devices: lab.devices, machineType: lab.machineSettings(for: guest).type)
+            .placement(of: deviceName)
+        else { throw DeviceError.qemuRefused(device: deviceName, command: "placement", message: "no slot planned", diagnoses: []) }
+
+        var addedNodes: [String] = []
+        var addedDevices: [String] = []
+        do {
+            for node in attachment.blockdevs {
+                start = ContinuousClock.now
+                guard case .object(let arguments) = node.blockdevAddArguments else { continue }
+                try await qmpStep(deviceName, "blockdev-add") { _ = try await qmp.execute("blockdev-add", arguments: arguments) }
+                addedNodes.append(node.nodeName)
+                timings.record("blockdev-add \(node.nodeName)", since: start)
+            }
+            for spec in attachment.devices {
+                start = ContinuousClock.now
+                guard case .object(let arguments) = spec.deviceAddArguments else { continue }
+                try await qmpStep(deviceName, "device_add \(spec.driver)") { _ = try await qmp.execute("device_add", arguments: arguments) }
+                addedDevices.append(spec.id)
+                timings.record("device_add \(spec.id)", since: start)
+            }
+        } catch {
+            await rollBack(devices: addedDevices, nodes: addedNodes)
+            for made in overlays.values { FileSystem.remove(made) }
+            if let error = error as? DeviceError, case .qemuRefused(_, _, let message, _) = error, message.contains("Duplicate") {
+                throw DeviceError.alreadyAttached(device: deviceName, state: "QEMU already has it: \(message)")
+            }
+            throw error
+        }
+        start = ContinuousClock.now
+        try setDeviceState(deviceName, "hotplug")
+        timings.record("record", since: start)
+        return AttachResult(
+            device: deviceName, driver: attachment.devices.first?.driver ?? "", placement: placement, overlays: overlays,
+            deviceIDs: attachment.devices.map(\.id), timings: timings)
+    }
+
+    // MARK: Shared by attach and detach
+
+    /// The lab's device named, or ``DeviceError/unknownDevice(device:lab:available:)``.
+    func labDevice(_ name: String) throws -> LabDevice {
+        guard let device = lab.device(named: name) else {
+            throw DeviceError.unknownDevice(device: name, lab: lab.name, available: lab.devices.map(\.name))
+        }
+        return device
+    }
+
+    /// The device's state in the lab record as it is on disk now ("boot", "hotplug", "detached"), nil when unknown.
+    public func currentDeviceState(_ name: String) -> String? {
+        (runtime.record ?? record).devices.first { $0.name == name }?.state
+    }
+
+    /// Names of the lab's devices attached now, per the lab record, in lab order.
+    public func attachedDevices() -> [String] {
+        lab.devices.map(\.name).filter { ["boot", "hotplug"].contains(currentDeviceState($0)) }
+    }
+
+    /// `STATE/LAB/GUEST/hotplug/DISK-ID.qcow2`: the overlay of a hotplugged disk.
+    func hotplugOverlayPath(_ disk: EmulatedDisk) -> String {
+        runtime.stateDirectory + "/" + record.guest + "/hotplug/" + disk.id + ".qcow2"
+    }
+
+    /// `STATE/LAB/overlay-templates`.
+    var overlayTemplateDirectory: String { runtime.stateDirectory + "/overlay-templates" }
+
+    /// Runs one QMP step; a QEMU error becomes ``DeviceError/qemuRefused(device:command:message:diagnoses:)``.
+    func qmpStep(_ device: String, _ command: String, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch let error as QMPError {
+            if case .command(_, _, let message) = error {
+                throw DeviceError.qemuRefused(device: device, command: command, message: message, diagnoses: Diagnoser.diagnose(message))
+            }
+            throw error
+        }
+    }
+
+    /// Best effort after a failed attach: the scsi-hd disks go at once; a
+    /// PCI controller needs the unplug handshake, so it gets a reset-at-once unplug.
+    func rollBack(devices: [String], nodes: [String]) async {
+        if let controller = devices.first {
+            for disk in devices.dropFirst().reversed() { _ = try? await qmp.execute("device_del", arguments: ["id": .string(disk)]) }
+            let mark = qmp.eventMark()
+            if (try? await qmp.execute("device_del", arguments: ["id": .string(controller)])) != nil {
+                _ = try? await qmp.execute("system_reset")
+                _ = try? await qmp.waitForEvent("DEVICE_DELETED", matching: ["device": .string(controller)], after: mark, timeout: .seconds(5))
+            }
+        }
+        for node in nodes.reversed() {
+            _ = try? await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
+        }
+    }
+
+    /// `blockdev-del` of every node of the device's disks that exists, ignoring errors.
+    func removeBlockNodes(of device: LabDevice) async {
+        for disk in device.emulated?.disks ?? [] {
+            for node in [disk.formatNodeName, disk.fileNodeName] {
+                _ = try? await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
+            }
+        }
+    }
+}

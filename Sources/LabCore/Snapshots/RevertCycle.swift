@@ -1,0 +1,51 @@
+import QMP
+
+/// What one revert cycle did, step by step.
+public struct RevertResult: Sendable {
+    public var tag: String
+    /// Devices unplugged before the load (reset at once: the state is replaced).
+    public var detached: [DetachResult]
+    /// How the load ran (`snapshot-load job`, `HMP loadvm`).
+    public var via: String
+    public var attached: [AttachResult]
+    /// Every step: `detach DEV: ...`, the load, `attach DEV: ...`.
+    public var timings: StepTimings
+    /// Wall time of the whole cycle (the steps plus the little between them).
+    public var total: Duration
+}
+
+extension LabSession {
+    /// One revert cycle of the test loop, as fast as qlab can make it:
+    /// unplug whatever qlab hotplugged (`device_del` + `system_reset`, since the
+    /// guest's state is about to be replaced), load snapshot `tag`, then attach
+    /// `devices` (nil: the lab's hotplug devices for this guest) with fresh
+    /// disk overlays. The guest then finds the cards itself (ACPI hotplug);
+    /// rescanning inside it is the console's job.
+    ///
+    /// No listing or existence check on the way: a missing tag fails in the
+    /// load with QEMU's words.
+    public func revert(to tag: String, attaching devices: [String]? = nil, backend: SnapshotBackend = .auto) async throws -> RevertResult {
+        let begin = ContinuousClock.now
+        try validate(tag)
+        let names = try devices ?? hotplugDeviceNames()
+        for name in names { _ = try labDevice(name) }
+        var timings = StepTimings()
+        let detached = try await detachHotplugged(policy: .resetAtOnce, timings: &timings)
+        let start = ContinuousClock.now
+        let via = try await runSnapshotCommand(.load, tag: tag, options: SnapshotOptions(backend: backend))
+        timings.record(via, since: start)
+        var attached: [AttachResult] = []
+        for name in names {
+            let result = try await attach(name)
+            timings.append(result.timings, prefix: "attach \(name): ")
+            attached.append(result)
+        }
+        return RevertResult(tag: tag, detached: detached, via: via, attached: attached, timings: timings, total: ContinuousClock.now - begin)
+    }
+
+    /// The lab's devices attached with hotplug for the guest this lab runs, in lab order.
+    public func hotplugDeviceNames() throws -> [String] {
+        let guest = try self.guest
+        return lab.devices.filter { lab.effectiveAttach(of: $0, for: guest) == .hotplug }.map(\.name)
+    }
+}

@@ -1,0 +1,117 @@
+import ArgumentParser
+import LabCore
+import QMP
+
+/// Opens a session on a running lab while holding the lab's lock (one
+/// changing command at a time), runs `body`, closes the session. Errors are
+/// reported as `qlab NAME: ...` with the documented exit code.
+func withLabSession<T>(_ lab: String, command: String, _ body: (LabSession) async throws -> T) async throws -> T {
+    do {
+        let runtime = try LabRuntime.locate(lab)
+        let lock = try await runtime.takeLock()
+        defer { _ = lock }
+        let session = try await LabSession.open(runtime: runtime)
+        defer { session.close() }
+        return try await body(session)
+    } catch let error as ExitCode {
+        throw error
+    } catch {
+        reportError("qlab \(command): \(error)")
+        throw deviceExitCode(error)
+    }
+}
+
+/// 2 for what the user typed wrong (an unknown device, a bad tag, a bad lab file), 1 otherwise.
+func deviceExitCode(_ error: Error) -> ExitCode {
+    switch error {
+    case DeviceError.unknownDevice, SnapshotError.badTag: return ExitCode(2)
+    default: return exitCodeFor(error)
+    }
+}
+
+func stepLines(_ timings: StepTimings) -> [String] {
+    timings.steps.map { "  \($0.name): \(formatMilliseconds($0.duration))" }
+}
+
+struct HotplugCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hotplug",
+        abstract: "Attach a lab device to the running VM (device_add; disks get fresh overlays).",
+        discussion: """
+            An emulated controller gets a fresh qcow2 overlay over each disk's base image, \
+            blockdev-add, device_add at its planned slot, and a scsi-hd per disk on its bus; \
+            a passthrough device gets device_add vfio-pci. The guest then sees the card through \
+            ACPI hotplug (Linux: possibly after a rescan).
+            """)
+
+    @Argument(help: "The lab name or file.") var lab: String
+    @Argument(help: "The lab's device name.") var device: String
+    @Flag(help: "Print each step's time.") var verbose = false
+
+    func run() async throws {
+        try await withLabSession(lab, command: "hotplug") { session in
+            let result = try await session.attach(device)
+            var line = "\(device) attached: \(result.driver) at \(result.placement)"
+            if !result.overlays.isEmpty {
+                line += ", disk\(result.overlays.count == 1 ? "" : "s") \(result.overlays.keys.sorted().joined(separator: ", ")) on fresh overlay\(result.overlays.count == 1 ? "" : "s")"
+            }
+            print(line + " (\(formatMilliseconds(result.timings.total)))")
+            if verbose { stepLines(result.timings).forEach { print($0) } }
+        }
+    }
+}
+
+struct UnplugCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unplug",
+        abstract: "Detach a lab device: device_del, wait for the guest, clean up its disks.",
+        discussion: """
+            PCI unplug needs the guest's OS to eject the card. qlab waits up to --timeout \
+            seconds for DEVICE_DELETED; when the guest does not answer, refuses \
+            (DEVICE_UNPLUG_GUEST_ERROR), or cannot (the VM is paused), a system_reset \
+            completes the unplug, which resets the guest (--no-reset-fallback: fail instead). \
+            The output says which happened.
+            """)
+
+    @Argument(help: "The lab name or file.") var lab: String
+    @Argument(help: "The lab's device name.") var device: String
+    @Option(help: "Seconds the guest gets to release the device.") var timeout: Double = 10
+    @Flag(help: "Never reset the VM: fail when the guest does not release the device.") var noResetFallback = false
+    @Flag(help: "Reset at once instead of asking the guest (its state is lost).") var reset = false
+    @Flag(help: "Print each step's time.") var verbose = false
+
+    func validate() throws {
+        guard timeout >= 0 else { throw ValidationError("--timeout must be 0 or more seconds") }
+        if reset && noResetFallback { throw ValidationError("--reset and --no-reset-fallback contradict each other") }
+    }
+
+    func run() async throws {
+        let policy = UnplugPolicy(
+            guestTimeout: .milliseconds(Int64(timeout * 1000)), resetFallback: !noResetFallback, resetAtOnce: reset)
+        try await withLabSession(lab, command: "unplug") { session in
+            let result = try await session.detach(device, policy: policy)
+            var line = "\(device) detached after \(formatMilliseconds(result.unplugTime)): \(result.method)"
+            if !result.removedOverlays.isEmpty { line += "; its disk overlays were deleted" }
+            print(line)
+            if verbose { stepLines(result.timings).forEach { print($0) } }
+        }
+    }
+}
+
+struct ResetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reset", abstract: "Reset the lab's VM (system_reset) and wait for the RESET event.")
+
+    @Argument(help: "The lab name or file.") var lab: String
+
+    func run() async throws {
+        try await withLabSession(lab, command: "reset") { session in
+            let result = try await session.reset()
+            var line = "lab \(session.lab.name) reset (\(formatMilliseconds(result.timings.total)))"
+            if !result.completedUnplugs.isEmpty {
+                line += "; the reset completed the pending unplug of \(result.completedUnplugs.joined(separator: ", "))"
+            }
+            print(line)
+        }
+    }
+}
