@@ -380,8 +380,8 @@ public struct HostDoctor {
             let holders = sameLine.filter { $0.driver != nil && $0.driver != "vfio-pci" }
                 .map { "\($0.address) from \($0.driver ?? "")" }
             let free = holders.isEmpty
-                ? "free IRQ \(irq) (stop the drivers behind \(others.joined(separator: ", "))), or "
-                : "free IRQ \(irq) (unbind \(holders.joined(separator: ", ")), behind \(others.joined(separator: ", "))), or "
+                ? "free IRQ \(irq) by stopping the drivers whose handlers are on it (\(others.joined(separator: ", "))), or "
+                : "free IRQ \(irq) by unbinding \(holders.joined(separator: ", ")) (handlers on the line: \(others.joined(separator: ", "))), or "
             let hint = free + slotAdvice(device, irq: irq, context: context)
             return DoctorCheck("intx-shared", status, taken + consequence, hint: hint)
         }

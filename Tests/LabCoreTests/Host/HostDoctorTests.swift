@@ -34,7 +34,7 @@ import QMP
         #expect(shared.hint.contains("bridge 0000:02:00.0"))
         #expect(shared.hint.contains("slots 01 05 09 0d 11 15 19 1d → bridge INTB"))
         #expect(shared.hint.contains("slots 00 04 08 0c 10 14 18 1c land on the same line"))
-        #expect(shared.hint.contains("unbind 0000:00:1d.0 from ehci-pci, behind ehci_hcd:usb1"))
+        #expect(shared.hint.contains("free IRQ 16 by unbinding 0000:00:1d.0 from ehci-pci (handlers on the line: ehci_hcd:usb1)"))
         #expect(card.check("driver-bound")?.status == .fail)
         #expect(card.check("driver-bound")?.detail.contains("aic7xxx") == true)
         #expect(card.check("group-viable")?.status == .pass, "the only other member is the bridge")
