@@ -70,6 +70,15 @@ qlab_load_modules() {
 	done </lib/qlab/modules.load
 }
 
+# Sets the console log level once /init is done (qlab.loglevel=, default 2): kernel messages
+# printed on the console in the middle of a command's output could split the marker lines
+# that automation waits for, so only EMERG and ALERT (panics, BUG/oops headers) still go to
+# the console; the rest is in dmesg. Boot messages before /init follow quiet/loglevel=.
+qlab_console_loglevel() {
+	level=$(cmdline_or qlab.loglevel 2)
+	case $level in [0-8]) echo "$level" >/proc/sys/kernel/printk ;; esac
+}
+
 # Writes /etc/inittab for busybox init: one respawning console shell on the console device
 # (qlab.console=, default ttyS0), started through LAUNCHER.
 qlab_write_inittab() {
