@@ -46,6 +46,7 @@ struct ArgsCommand: ParsableCommand {
                 runtimeDirectory: LabDirectories.runtimeRoot(environment: environment, uid: getuid()),
                 stateDirectory: LabDirectories.stateRoot(environment: environment), accel: accel)
             let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: runtime)
+            printError("# guest \(guest.name), accel \(accel)")
             if json {
                 print(try JSONValue.array(commandLine.argv.map { .string($0) }).jsonString(pretty: false))
             } else {

@@ -185,4 +185,54 @@ struct CommandLineQEMUTests {
         qemu.process.waitUntilExit()
         #expect(qemu.process.terminationStatus == 0)
     }
+
+    /// Every OS profile's command line (machine, firmware, CPU, disk interface, NIC, a card
+    /// at boot in qlab's slot) is accepted by QEMU 7.2.
+    @Test(arguments: GuestOS.allCases)
+    func everyProfileStartsInQEMU(_ os: GuestOS) async throws {
+        let dir = try LabTempDirectory("profile")
+        defer { dir.remove() }
+        #expect(try LabFixtures.run(["qemu-img", "create", "-q", "-f", "qcow2", dir.path + "/base.qcow2", "64M"]).status == 0)
+        #expect(try LabFixtures.run(["qemu-img", "create", "-q", "-f", "qcow2", dir.path + "/target.qcow2", "16M"]).status == 0)
+        let lab = try LabFixtures.load(
+            """
+            name: profile-\(os.rawValue)
+            devices:
+              card:
+                emulated: {driver: lsi53c895a, disks: [target.qcow2]}
+                attach: boot
+            guests:
+              g:
+                os: \(os.rawValue)
+                disk: base.qcow2
+                network: user
+            """, in: dir)
+        let guest = try lab.selectGuest("g")
+        var runtime = QEMURuntime.standard(lab: lab, guest: guest, runtimeDirectory: dir.path + "/run", stateDirectory: dir.path + "/state", accel: AccelDecision(.tcg, reason: "test"))
+        runtime.startPaused = true
+        try FileManager.default.createDirectory(atPath: dir.path + "/run/" + lab.name, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir.path + "/state/\(lab.name)/g/disks", withIntermediateDirectories: true)
+        try DiskOverlay.create(overlay: runtime.diskOverlay!, base: guest.disk!, baseFormat: "qcow2")
+        for (_, overlay) in runtime.deviceDiskOverlays { try DiskOverlay.create(overlay: overlay, base: dir.path + "/target.qcow2", baseFormat: "qcow2") }
+        if let vars = runtime.firmwareVars { try FirmwareVariables.create(at: vars) }
+        let commandLine = try QEMUCommandLine.build(lab: lab, guest: "g", runtime: runtime)
+        let family = commandLine.placement.family
+        #expect(family == (os == .dos ? .pc : .q35))
+        let qemu = try RunningQEMU(commandLine)
+        defer { qemu.stop() }
+        #expect(qemu.waitForSocket(runtime.qmpSocket), "QEMU refused the \(os) command line: \(qemu.errorText)")
+        let client = try await Self.connect(runtime.qmpSocket)
+        defer { client.close() }
+        #expect(try await client.execute("query-status")["status"]?.stringValue == "prelaunch")
+        // The card in qlab's slot: behind the bridge on q35, pci.0 slot 5 on pc.
+        let devfn = try await client.execute("qom-get", arguments: ["path": "/machine/peripheral/card", "property": "addr"])
+        #expect(devfn.intValue == (family == .q35 ? 1 : 5) * 8)
+        let nic = try await client.execute("qom-get", arguments: ["path": "/machine/peripheral/qlab-nic0", "property": "type"])
+        #expect(nic.stringValue == guest.profile.nicModel)
+        // Snapshots work: every writable drive (overlay, card disk, UEFI variables) is qcow2.
+        let saved = try await client.execute("human-monitor-command", arguments: ["command-line": "savevm ready"])
+        #expect(saved.stringValue == "", "savevm: \(saved)")
+        _ = try? await client.execute("quit")
+        qemu.process.waitUntilExit()
+    }
 }

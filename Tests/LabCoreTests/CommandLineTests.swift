@@ -21,7 +21,8 @@ struct CommandLineTests {
         #expect(QEMUValue.inferred("on") == .bool(true))
         #expect(QEMUValue.inferred("false") == .bool(false))
         #expect(QEMUValue.inferred("16") == .int(16))
-        #expect(QEMUValue.inferred("0x9004") == .string("0x9004"))
+        #expect(QEMUValue.inferred("0x9004") == .int(0x9004))
+        #expect(QEMUValue.inferred("0xzz") == .string("0xzz"))
         #expect(QEMUValue.inferred("007") == .string("007"))
         #expect(QEMUValue.bool(true).description == "on")
         let device = QEMUDeviceSpec(driver: "vfio-pci", id: "scsi0", properties: [("host", .string("0000:03:05.0")), ("rombar", .int(0)), ("x-no-kvm-intx", .bool(true))])
@@ -120,28 +121,28 @@ struct CommandLineTests {
     }
 
     @Test func placementConflictsNameTheDevice() throws {
-        let twice = try Self.devices("  a: {emulated: {driver: am53c974}, addr: \"0x2\"}\n  b:\n    emulated: {driver: am53c974}\n    addr: \"0x2\"\n")
-        #expect(throws: LabFileError.self) { try DevicePlacement.plan(devices: twice, machineType: "q35") }
-        do { _ = try DevicePlacement.plan(devices: twice, machineType: "q35") } catch {
-            #expect(error.keyPath == "devices.b.addr")
-            #expect(error.line == 6)
-            #expect(error.message.contains("already given to 'a'"))
-        }
-        let reserved = try Self.devices("  a: {emulated: {driver: am53c974}, bus: pci.0, addr: \"0x1\"}\n")
+        // Checked when the lab file is loaded, for every machine type its guests use.
+        let head = "name: t\nguests: {g: {os: linux, kernel: k}, d: {os: dos, disk: d.img}}\ndevices:\n"
+        let twice = try #require(try LabFixtures.loadError(head + "  a: {emulated: {driver: am53c974}, addr: \"0x2\"}\n  b:\n    emulated: {driver: am53c974}\n    addr: \"0x2\"\n"))
+        #expect(twice.keyPath == "devices.b.addr")
+        #expect(twice.line == 6)
+        #expect(twice.message.contains("already given to 'a'"))
+        // pci.0 slot 1 is PIIX3 on the DOS guest's pc machine.
+        let reserved = try #require(try LabFixtures.loadError(head + "  a: {emulated: {driver: am53c974}, bus: pci.0, addr: \"0x1\"}\n"))
+        #expect(reserved.keyPath == "devices.a.addr")
+        #expect(reserved.message.contains("reserved"))
+
+        // The plan itself: hotplug onto pcie.0 is refused on q35, accepted onto pci.0 on pc.
+        var card = LabDevice(name: "a", kind: .emulated(EmulatedController(driver: "am53c974")), attach: .hotplug, bus: "pcie.0")
         do {
-            _ = try DevicePlacement.plan(devices: reserved, machineType: "pc")
-            Issue.record("slot 1 of pci.0 (PIIX3) accepted")
-        } catch { #expect(error.message.contains("reserved")) }
-        let rootHotplug = try Self.devices("  a: {emulated: {driver: am53c974}, bus: pcie.0, attach: hotplug}\n")
-        do {
-            _ = try DevicePlacement.plan(devices: rootHotplug, machineType: "q35")
+            _ = try DevicePlacement.plan(devices: [card], machineType: "q35")
             Issue.record("hotplug on pcie.0 accepted")
         } catch {
-            #expect(error.keyPath == "devices.a.bus")
             #expect(error.message.contains("does not support hotplugging"))
         }
-        // On pc the root bus takes hotplug.
-        #expect(try DevicePlacement.plan(devices: rootHotplug.map { var d = $0; d.bus = "pci.0"; return d }, machineType: "pc").placement(of: "a") != nil)
+        card.bus = "pci.0"
+        #expect(try DevicePlacement.plan(devices: [card], machineType: "pc").placement(of: "a") == PCIPlacement(bus: "pci.0", addr: nil))
+        #expect(throws: LabFileError.self) { try DevicePlacement.plan(devices: [card], machineType: "virt") }
     }
 
     // MARK: Command lines of the example labs

@@ -58,6 +58,7 @@ struct LabFileTests {
             let guest = try #require(lab.guest(named: name))
             #expect(lab.effectiveAttach(of: scsi0, for: guest) == attach, "\(name)")
             #expect(lab.effectiveStrategy(for: guest) == strategy, "\(name)")
+            #expect(lab.hotplugDevices(for: guest).map(\.name) == (attach == .hotplug ? ["scsi0"] : []), "\(name)")
         }
         let macos = try #require(lab.guest(named: "macos"))
         #expect(lab.machineSettings(for: macos).memory == .mebibytes(2048))
@@ -217,7 +218,14 @@ struct LabFileTests {
             line: 6, keyPath: "tests.t1.guests[1]", message: "no guest 'gx'"),
         BadCase(title: "bad strategy", yaml: "name: t\nguests: {g: {os: linux, kernel: k}}\nstrategy: revert\n", line: 3, keyPath: "strategy", message: "snapshot|reset"),
         BadCase(title: "qemu_args not a list", yaml: "name: t\nguests: {g: {os: linux, kernel: k}}\nqemu_args: {a: b}\n", line: 3, keyPath: "qemu_args", message: "expected a list"),
-        BadCase(title: "duplicate key", yaml: "name: t\nname: u\nguests: {g: {os: linux, kernel: k}}\n", line: 1, keyPath: "", message: "duplicate key 'name'"),
+        BadCase(title: "duplicate key", yaml: "name: t\nname: u\nguests: {g: {os: linux, kernel: k}}\n", line: 2, keyPath: "", message: "duplicate key 'name'"),
+        BadCase(
+            title: "duplicate nested key", yaml: "name: t\nguests:\n  g:\n    os: linux\n    kernel: k\n    os: freebsd\n", line: 6, keyPath: "",
+            message: "duplicate key 'os'"),
+        BadCase(
+            title: "placement checked at load",
+            yaml: "name: t\ndevices:\n  a:\n    emulated: {driver: am53c974}\n    bus: pcie.0\n    attach: hotplug\nguests: {g: {os: linux, kernel: k}}\n",
+            line: 4, keyPath: "devices.a.bus", message: "takes no hotplug"),
         BadCase(title: "YAML syntax", yaml: "name: t\nguests: {g: {os: linux, kernel: k}\n", line: 3, keyPath: "", message: "YAML syntax"),
         BadCase(title: "empty file", yaml: "\n", line: 1, keyPath: "", message: "empty"),
         BadCase(title: "bios with uefi", yaml: "name: t\nguests:\n  w:\n    os: windows\n    disk: w.qcow2\n    bios: b.bin\n", line: 4, keyPath: "guests.w", message: "bios: is for BIOS firmware"),

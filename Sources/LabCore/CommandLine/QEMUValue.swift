@@ -26,7 +26,7 @@ public enum QEMUValue: Sendable, Hashable, CustomStringConvertible {
     }
 
     /// A value from a lab file, typed the way QEMU's properties usually are:
-    /// on/off/true/false are booleans, decimal numbers integers, anything else text.
+    /// on/off/true/false are booleans, decimal and `0x` hex numbers integers, anything else text.
     public static func inferred(_ text: String) -> QEMUValue {
         switch text.lowercased() {
         case "on", "true", "yes": return .bool(true)
@@ -34,6 +34,10 @@ public enum QEMUValue: Sendable, Hashable, CustomStringConvertible {
         default: break
         }
         if let number = Int64(text), String(number) == text { return .int(number) }
+        // QMP checks types: `x-pci-sub-vendor-id: 0x9004` must reach device_add as a number.
+        if text.hasPrefix("0x") || text.hasPrefix("0X"), text.count > 2, let number = Int64(text.dropFirst(2), radix: 16) {
+            return .int(number)
+        }
         return .string(text)
     }
 }

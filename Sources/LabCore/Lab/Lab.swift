@@ -85,6 +85,11 @@ public struct Lab: Sendable {
         return device.attach
     }
 
+    /// The devices the test loop plugs in for each run of `guest` (and unplugs after), in file order.
+    public func hotplugDevices(for guest: LabGuest) -> [LabDevice] {
+        devices.filter { effectiveAttach(of: $0, for: guest) == .hotplug }
+    }
+
     /// The strategy the test loop uses for `guest`: `reset` when the lab asks
     /// for it, and also when a hotplug device must be attached at boot for this
     /// guest (a booted-in passthrough device blocks snapshots).

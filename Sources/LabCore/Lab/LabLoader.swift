@@ -31,7 +31,7 @@ extension Lab {
         do {
             node = try Yams.compose(yaml: text)
         } catch let error as YamlError {
-            throw Self.syntaxError(error, file: shownName)
+            throw Self.syntaxError(error, file: shownName, text: text)
         } catch {
             throw LabFileError(file: shownName, message: "not valid YAML: \(error)")
         }
@@ -42,14 +42,31 @@ extension Lab {
         return try loader.lab(YAMLReader.Field(node: node, path: "", keyNode: nil))
     }
 
-    static func syntaxError(_ error: YamlError, file: String) -> LabFileError {
+    /// Where a duplicated key appears the second time (Yams marks the mapping, not the key).
+    static func secondOccurrence(of key: String, in text: String, from line: Int) -> (line: Int, column: Int)? {
+        var seen = 0
+        for (index, content) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where index + 1 >= line {
+            var rest = Substring(content)
+            var column = 1
+            while let first = rest.first, first == " " || first == "-" || first == "{" || first == "," {
+                rest = rest.dropFirst()
+                column += 1
+            }
+            guard rest.hasPrefix(key), rest.dropFirst(key.count).drop(while: { $0 == " " }).first == ":" else { continue }
+            seen += 1
+            if seen == 2 { return (index + 1, column) }
+        }
+        return nil
+    }
+
+    static func syntaxError(_ error: YamlError, file: String, text: String) -> LabFileError {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
             .composer(let context, let problem, let mark, _):
             let prefix = context.map { "\($0.text) " } ?? ""
             return LabFileError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(prefix)\(problem)")
         case .duplicatedKeysInMapping(let duplicates, let context):
-            let mark = context.mark
+            let mark = Self.secondOccurrence(of: duplicates.first ?? "", in: text, from: context.mark.line) ?? (context.mark.line, context.mark.column)
             return LabFileError(
                 file: file, line: mark.line, column: mark.column,
                 message: "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", ")) in one mapping; keep one")
@@ -127,6 +144,14 @@ struct LabLoader {
         if let deviceField { lab.devices = try devices(deviceField) }
         if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name)) }
         lab.missingFiles = missing
+        // Placement problems (slot clashes, hotplug onto pcie.0) are lab file errors too:
+        // find them now, for every machine type a guest uses, not at launch.
+        var types: [String] = []
+        for guest in lab.guests {
+            let type = lab.machineSettings(for: guest).type
+            if !types.contains(type) { types.append(type) }
+        }
+        for type in types { _ = try DevicePlacement.plan(devices: lab.devices, machineType: type) }
         return lab
     }
 
