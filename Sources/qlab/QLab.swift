@@ -16,6 +16,7 @@ struct QLab: AsyncParsableCommand {
             QMPCommand.self,
             EventsCommand.self,
             ConsoleCommand.self,
+            ExecCommand.self,
             SuperviseCommand.self,
             DoctorCommand.self,
             DevicesCommand.self,

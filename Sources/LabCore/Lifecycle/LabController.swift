@@ -65,7 +65,8 @@ public struct LabController: Sendable {
         let record = LabRecord(
             name: lab.name, labFile: lab.file, guest: guest.name, qemuPID: 0, supervisorPID: 0, foreground: false,
             startedAt: wallClockSeconds(), accel: accel, consoleLog: qemuRuntime.serialLog, devices: devices,
-            passthroughHosts: hosts, qemuLogOffset: 0)
+            passthroughHosts: hosts, qemuLogOffset: 0,
+            consoleLogOffset: qemuRuntime.serialLog.flatMap(FileSystem.size) ?? 0)
         return LaunchSpec(argv: commandLine.argv, record: record, runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
     }
 

@@ -112,11 +112,13 @@ public struct LabRecord: Sendable {
     /// Host PCI addresses of passthrough devices: for conflicts between labs.
     public var passthroughHosts: [(device: String, host: String)]
     public var qemuLogOffset: Int
+    /// The console log's size when QEMU started: this boot's console output begins there.
+    public var consoleLogOffset: Int
 
     public init(
         name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
         startedAt: Double, accel: AccelDecision, consoleLog: String?, devices: [(name: String, state: String)],
-        passthroughHosts: [(device: String, host: String)], qemuLogOffset: Int
+        passthroughHosts: [(device: String, host: String)], qemuLogOffset: Int, consoleLogOffset: Int = 0
     ) {
         self.name = name
         self.labFile = labFile
@@ -130,6 +132,7 @@ public struct LabRecord: Sendable {
         self.devices = devices
         self.passthroughHosts = passthroughHosts
         self.qemuLogOffset = qemuLogOffset
+        self.consoleLogOffset = consoleLogOffset
     }
 
     public var json: JSONValue {
@@ -142,6 +145,7 @@ public struct LabRecord: Sendable {
             "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state)] }),
             "passthrough": .array(passthroughHosts.map { ["device": .string($0.device), "host": .string($0.host)] }),
             "qemu_log_offset": JSONValue(qemuLogOffset),
+            "console_log_offset": JSONValue(consoleLogOffset),
         ])
     }
 
@@ -168,6 +172,7 @@ public struct LabRecord: Sendable {
             return (device, host)
         }
         self.qemuLogOffset = json["qemu_log_offset"]?.intValue ?? 0
+        self.consoleLogOffset = json["console_log_offset"]?.intValue ?? 0
     }
 }
 

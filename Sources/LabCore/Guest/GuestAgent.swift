@@ -1,0 +1,313 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+import Synchronization
+
+/// A client of the QEMU guest agent (qemu-ga) running in the guest, over the
+/// virtio-serial port QEMU exposes as a Unix socket (`-chardev socket,...,id=qga0
+/// -device virtio-serial -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0`).
+///
+/// The transport is the QMP library's ``MessageChannel`` (newline-framed
+/// JSON) with a decoder that resets at a 0xFF byte: qemu-ga prefixes the
+/// reply to `guest-sync-delimited` with 0xFF, so whatever a previous client
+/// left half-read is dropped. Every connection starts with that sync, so
+/// stale replies never answer a new request.
+///
+/// Commands run with `guest-exec` (output captured), polled with
+/// `guest-exec-status` until the process exits. Requests carry ids; qemu-ga
+/// handles them one at a time, in order.
+public final class GuestAgent: GuestSession {
+    public let transportName = "agent"
+    /// The program and its options that run a command line: `/bin/sh -c`, `cmd.exe /c` on Windows.
+    public let shell: [String]
+    /// The first and the longest pause between `guest-exec-status` polls.
+    public let pollInterval: (first: Duration, maximum: Duration)
+
+    private let state = Mutex<State>(State())
+    // Set once in init, before the reader starts; read-only afterwards.
+    nonisolated(unsafe) private var channel: MessageChannel!
+
+    struct Pending {
+        var continuation: UnsafeContinuation<JSONValue, Error>
+        var command: String
+        var deadline: ContinuousClock.Instant
+        var timeout: Duration
+        /// `guest-sync(-delimited)`: the value its reply must return.
+        var syncValue: Int?
+    }
+
+    struct State {
+        var nextID = 0
+        var pending: [Int: Pending] = [:]
+        var closedReason: String?
+        var decodingErrors = 0
+    }
+
+    private init(shell: [String], pollInterval: (first: Duration, maximum: Duration)) {
+        self.shell = shell
+        self.pollInterval = pollInterval
+    }
+
+    deinit {
+        channel?.close()
+    }
+
+    /// The shell for an OS profile's guests.
+    public static func shell(for os: GuestOS) -> [String] {
+        os == .windows ? ["cmd.exe", "/c"] : ["/bin/sh", "-c"]
+    }
+
+    /// Connects to the agent socket at `path` and syncs with the agent.
+    public static func connect(
+        path: String, shell: [String] = ["/bin/sh", "-c"], timeout: Duration = .seconds(10),
+        pollInterval: (first: Duration, maximum: Duration) = (.milliseconds(2), .milliseconds(100))
+    ) async throws -> GuestAgent {
+        let fd: Int32
+        do { fd = try UnixSocket.connect(path: path) } catch { throw GuestError.connect(error.description) }
+        return try await adopt(fd: fd, shell: shell, timeout: timeout, pollInterval: pollInterval)
+    }
+
+    /// Adopts a connected socket (the agent's side is elsewhere: QEMU, or a test's fake agent) and syncs.
+    public static func adopt(
+        fd: Int32, shell: [String] = ["/bin/sh", "-c"], timeout: Duration = .seconds(10),
+        pollInterval: (first: Duration, maximum: Duration) = (.milliseconds(2), .milliseconds(100))
+    ) async throws -> GuestAgent {
+        let agent = GuestAgent(shell: shell, pollInterval: pollInterval)
+        do {
+            agent.channel = try MessageChannel(
+                adopting: fd, decoder: QMPMessageDecoder(resetByte: 0xFF),
+                nextDeadline: { [weak agent] in agent?.nextDeadline() },
+                handler: { [weak agent] input in agent?.handle(input) })
+            try agent.channel.start()
+        } catch {
+            Glibc.close(fd)
+            throw GuestError.connect(error.description)
+        }
+        do {
+            try await agent.sync(timeout: timeout)
+        } catch {
+            agent.close()
+            throw error
+        }
+        return agent
+    }
+
+    public func close() {
+        channel?.close()
+    }
+
+    // MARK: Protocol
+
+    /// `guest-sync-delimited` with a random id, after a 0xFF byte that makes
+    /// the agent drop any partial input; replies to earlier requests that
+    /// arrive before the sync's are dropped.
+    public func sync(timeout: Duration = .seconds(10)) async throws {
+        var generator = SystemRandomNumberGenerator()
+        let value = Int(generator.next(upperBound: UInt32(Int32.max)))
+        do {
+            try channel.sendRaw([0xFF])
+        } catch {
+            throw GuestError.disconnected(reason: error.description, consoleTail: "")
+        }
+        let reply: JSONValue
+        do {
+            reply = try await request("guest-sync-delimited", arguments: ["id": JSONValue(value)], timeout: timeout, syncValue: value)
+        } catch GuestError.timeout {
+            throw GuestError.agent("no answer to guest-sync-delimited within \(formatGuestSeconds(timeout.guestSeconds)): is qemu-ga running in the guest (and the lab's agent channel configured)?")
+        }
+        guard reply.intValue == value else {
+            throw GuestError.agent("guest-sync-delimited returned \((try? reply.jsonString()) ?? "?"), expected \(value)")
+        }
+    }
+
+    /// `guest-ping`: the agent answers.
+    public func ping(timeout: Duration = .seconds(5)) async throws {
+        _ = try await execute("guest-ping", timeout: timeout)
+    }
+
+    /// Executes an agent command and returns its `return` value.
+    public func execute(_ command: String, arguments: JSONObject? = nil, timeout: Duration = .seconds(10)) async throws -> JSONValue {
+        try await request(command, arguments: arguments, timeout: timeout, syncValue: nil)
+    }
+
+    private func request(_ command: String, arguments: JSONObject?, timeout: Duration, syncValue: Int?) async throws -> JSONValue {
+        let id = state.withLock { s -> Int in
+            s.nextID += 1
+            return s.nextID
+        }
+        var message: JSONObject = ["execute": .string(command), "id": JSONValue(id)]
+        if let arguments { message["arguments"] = .object(arguments) }
+        let deadline = ContinuousClock.now + timeout
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<JSONValue, Error>) in
+                let closed: String? = state.withLock { s in
+                    if let reason = s.closedReason { return reason }
+                    s.pending[id] = Pending(continuation: continuation, command: command, deadline: deadline, timeout: timeout, syncValue: syncValue)
+                    return nil
+                }
+                if let closed {
+                    continuation.resume(throwing: GuestError.disconnected(reason: closed, consoleTail: ""))
+                    return
+                }
+                channel.wake()
+                do {
+                    try channel.send(message)
+                } catch {
+                    if let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) {
+                        pending.continuation.resume(throwing: GuestError.disconnected(reason: "\(error)", consoleTail: ""))
+                    }
+                }
+            }
+        } onCancel: {
+            if let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) {
+                pending.continuation.resume(throwing: GuestError.cancelled)
+            }
+        }
+    }
+
+    private func nextDeadline() -> ContinuousClock.Instant? {
+        state.withLock { s in
+            var earliest = ContinuousClock.now + .milliseconds(250)
+            for pending in s.pending.values where pending.deadline < earliest { earliest = pending.deadline }
+            return earliest
+        }
+    }
+
+    private func handle(_ input: ChannelInput) {
+        switch input {
+        case .message(let message):
+            deliver(message)
+        case .decodingError:
+            state.withLock { $0.decodingErrors += 1 }
+        case .tick:
+            let now = ContinuousClock.now
+            let expired = state.withLock { s -> [Pending] in
+                let keys = s.pending.filter { $0.value.deadline <= now }.map(\.key)
+                return keys.compactMap { s.pending.removeValue(forKey: $0) }
+            }
+            for pending in expired {
+                pending.continuation.resume(throwing: GuestError.timeout(
+                    what: "reply from the guest agent to \(pending.command)", seconds: pending.timeout.guestSeconds, consoleTail: ""))
+            }
+        case .closed(let reason):
+            let all = state.withLock { s -> [Pending] in
+                s.closedReason = reason.replacingAll("QEMU closed", with: "the guest agent channel closed")
+                defer { s.pending = [:] }
+                return Array(s.pending.values)
+            }
+            for pending in all {
+                pending.continuation.resume(throwing: GuestError.disconnected(reason: reason, consoleTail: ""))
+            }
+        }
+    }
+
+    /// Routes a reply by its id; one without an id (an agent that does not
+    /// echo ids) goes to the sync whose value it returns, else to the oldest request.
+    private func deliver(_ message: JSONObject) {
+        guard message["return"] != nil || message["error"] != nil else { return }
+        let pending: Pending? = state.withLock { s in
+            if let id = message["id"]?.intValue {
+                guard let pending = s.pending[id] else { return nil }  // a stale reply
+                if let value = pending.syncValue, message["return"].flatMap(\.intValue) != value, message["error"] == nil { return nil }
+                return s.pending.removeValue(forKey: id)
+            }
+            if let value = message["return"]?.intValue, let key = s.pending.first(where: { $0.value.syncValue == value })?.key {
+                return s.pending.removeValue(forKey: key)
+            }
+            guard let oldest = s.pending.filter({ $0.value.syncValue == nil }).keys.min() else { return nil }
+            return s.pending.removeValue(forKey: oldest)
+        }
+        guard let pending else { return }
+        if let error = message["error"] {
+            let errorClass = error["class"]?.stringValue ?? "Error"
+            let description = error["desc"]?.stringValue ?? ((try? error.jsonString()) ?? "")
+            pending.continuation.resume(throwing: GuestError.agent("\(pending.command): \(errorClass): \(description)"))
+        } else {
+            pending.continuation.resume(returning: message["return"] ?? .null)
+        }
+    }
+
+    // MARK: Running programs
+
+    /// What `guest-exec` reported for a process that ended.
+    public struct ExecResult: Sendable, Hashable {
+        public var pid: Int
+        public var exitCode: Int32?
+        /// The signal that ended it (POSIX guests).
+        public var signal: Int32?
+        public var standardOutput: [UInt8]
+        public var standardError: [UInt8]
+        public var truncated: Bool
+        public var duration: Duration
+
+        /// The exit status a shell would show: the exit code, or 128 + the signal.
+        public var status: Int32 { exitCode ?? signal.map { 128 + $0 } ?? -1 }
+    }
+
+    /// Runs `path` with `arguments` in the guest (`guest-exec`, output
+    /// captured, `input` on its standard input) and polls `guest-exec-status`
+    /// until it ends, at most `timeout`. On a timeout the process may still
+    /// run: on a POSIX guest qlab then asks the agent to kill it (best effort).
+    public func exec(path: String, arguments: [String], input: [UInt8]? = nil, timeout: Duration) async throws -> ExecResult {
+        let started = ContinuousClock.now
+        let deadline = started + timeout
+        var execArguments: JSONObject = [
+            "path": .string(path), "arg": .array(arguments.map(JSONValue.string)), "capture-output": .bool(true),
+        ]
+        if let input { execArguments["input-data"] = .string(Base64.encode(input)) }
+        let reply = try await execute("guest-exec", arguments: execArguments, timeout: min(timeout, .seconds(30)))
+        guard let pid = reply["pid"]?.intValue else {
+            throw GuestError.agent("guest-exec returned no pid: \((try? reply.jsonString()) ?? "?")")
+        }
+        var pause = pollInterval.first
+        while true {
+            let remaining = ContinuousClock.now.duration(to: deadline)
+            if remaining <= .zero {
+                await killAfterTimeout(pid: pid)
+                throw GuestError.commandTimeout(
+                    command: ([path] + arguments).joined(separator: " "), seconds: timeout.guestSeconds, recovered: true, consoleTail: "")
+            }
+            let status = try await execute("guest-exec-status", arguments: ["pid": JSONValue(pid)], timeout: max(remaining, .seconds(5)))
+            if status["exited"]?.boolValue == true {
+                var result = ExecResult(
+                    pid: pid, exitCode: status["exitcode"]?.intValue.map { Int32(truncatingIfNeeded: $0) },
+                    signal: status["signal"]?.intValue.map { Int32(truncatingIfNeeded: $0) },
+                    standardOutput: [], standardError: [],
+                    truncated: status["out-truncated"]?.boolValue == true || status["err-truncated"]?.boolValue == true,
+                    duration: started.duration(to: .now))
+                for (key, keyPath) in [("out-data", \ExecResult.standardOutput), ("err-data", \ExecResult.standardError)] {
+                    guard let text = status[key]?.stringValue else { continue }
+                    guard let bytes = Base64.decode(text) else {
+                        throw GuestError.agent("guest-exec-status: \(key) is not valid base64")
+                    }
+                    result[keyPath: keyPath] = bytes
+                }
+                return result
+            }
+            try await Task.sleep(for: min(pause, max(.zero, ContinuousClock.now.duration(to: deadline))))
+            pause = min(pause * 2, pollInterval.maximum)
+        }
+    }
+
+    /// Kills a process that outlived its timeout, and its children (POSIX guests; errors ignored).
+    private func killAfterTimeout(pid: Int) async {
+        guard shell.first != "cmd.exe" else { return }
+        let script = "pkill -KILL -P \(pid) 2>/dev/null; kill -KILL \(pid) 2>/dev/null; true"
+        _ = try? await execute(
+            "guest-exec", arguments: ["path": .string(shell[0]), "arg": .array((Array(shell.dropFirst()) + [script]).map(JSONValue.string))],
+            timeout: .seconds(5))
+    }
+
+    public func run(_ command: String, timeout: Duration) async throws -> GuestCommandResult {
+        do {
+            let result = try await exec(path: shell[0], arguments: Array(shell.dropFirst()) + [command], timeout: timeout)
+            return GuestCommandResult(
+                output: String(decoding: result.standardOutput, as: UTF8.self),
+                errorOutput: String(decoding: result.standardError, as: UTF8.self),
+                exitStatus: result.status, duration: result.duration, truncated: result.truncated)
+        } catch GuestError.commandTimeout(_, let seconds, let recovered, let tail) {
+            throw GuestError.commandTimeout(command: command, seconds: seconds, recovered: recovered, consoleTail: tail)
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import LabCore
+import QMP
+
+struct ExecCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run one command in a lab's guest: its output on stdout, its exit status as qlab's.",
+        discussion: """
+            The command words are joined with spaces and run by the guest's shell (sh -c), \
+            through the guest agent when the lab has one and it answers, else on the serial \
+            console (where stdout and stderr are one stream). Exit status: the command's; \
+            124 when it did not finish within --timeout (qlab interrupts it with Ctrl-C and \
+            prints the console's last lines on stderr); 125 when qlab itself failed.
+            """)
+
+    @Argument(help: "The lab name or file.") var lab: String
+    @Option(help: "Seconds the command may run.") var timeout: Double = 60
+    @Option(help: "auto (agent if the lab has one, else console), agent, or console.") var via: String = "auto"
+    @Flag(help: "First wait until the guest is ready (its ready text, login), up to its boot_timeout.") var ready = false
+    @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
+
+    func run() async throws {
+        guard !command.isEmpty else {
+            reportError("qlab exec: no command; usage: qlab exec LAB [--timeout S] -- COMMAND...")
+            throw ExitCode(125)
+        }
+        guard let transport = GuestTransport(rawValue: via) else {
+            reportError("qlab exec: --via \(via): use auto, agent or console")
+            throw ExitCode(125)
+        }
+        guard timeout > 0, timeout.isFinite else {
+            reportError("qlab exec: --timeout must be a positive number of seconds")
+            throw ExitCode(125)
+        }
+        let result: GuestCommandResult
+        do {
+            let runtime = try LabRuntime.locate(lab)
+            let session = try await GuestConnection.open(runtime: runtime, transport: transport)
+            defer { session.close() }
+            if ready, let console = session as? GuestConsole, let record = runtime.record {
+                let guest = try Lab.load(path: record.labFile).selectGuest(record.guest)
+                try await console.waitForReady(guest)
+            }
+            result = try await session.run(command.joined(separator: " "), timeout: .milliseconds(Int64(timeout * 1000)))
+        } catch let error as GuestError where error.isTimeout {
+            reportError("qlab exec: \(error)")
+            throw ExitCode(124)
+        } catch {
+            reportError("qlab exec: \(error)")
+            throw ExitCode(125)
+        }
+        FileHandle.standardOutput.write(Data(result.output.utf8))
+        if let errorOutput = result.errorOutput { FileHandle.standardError.write(Data(errorOutput.utf8)) }
+        if result.truncated { reportError("qlab exec: part of the output was lost (it did not fit the buffer)") }
+        if result.exitStatus != 0 {
+            throw ExitCode((0...255).contains(result.exitStatus) ? result.exitStatus : 125)
+        }
+    }
+}
