@@ -19,7 +19,16 @@ struct DiagnoseCommand: ParsableCommand {
     @Flag(help: "Print {\"diagnoses\":[{\"id\",\"device\",\"summary\",\"cause\",\"fix\"}]}.")
     var json = false
 
+    @Flag(help: "List the problems qlab recognises (the catalog) instead.")
+    var list = false
+
     func run() throws {
+        if list {
+            for rule in DiagnosisCatalog.rules {
+                print(rule.id.padding(28) + rule.explain([:]).summary)
+            }
+            return
+        }
         let fd: Int32 = file == "-" ? 0 : open(file, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             printError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
@@ -65,5 +74,11 @@ fileprivate func printError(_ message: String) {
         if n < 0 && errno == EINTR { continue }
         if n <= 0 { return }
         bytes = bytes.dropFirst(n)
+    }
+}
+
+extension String {
+    fileprivate func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
     }
 }

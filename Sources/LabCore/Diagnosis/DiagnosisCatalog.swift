@@ -12,7 +12,8 @@ public struct DiagnosisRule: Sendable {
     var patterns: [String]
     /// Whether the first host PCI address on the line is the device concerned.
     var takesDeviceFromLine: Bool
-    var explain: @Sendable (_ captures: [String: String]) -> (summary: String, cause: String, fix: String)
+    /// The texts for a match; `[:]` gives the generic wording.
+    public var explain: @Sendable (_ captures: [String: String]) -> (summary: String, cause: String, fix: String)
 }
 
 public enum DiagnosisCatalog {

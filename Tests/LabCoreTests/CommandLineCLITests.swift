@@ -1,0 +1,102 @@
+import Foundation
+import LabCore
+import QMP
+import Testing
+
+/// `qlab args` and `qlab diagnose` as a user runs them: the built binary.
+@Suite("qlab args and qlab diagnose")
+struct CommandLineCLITests {
+    /// The `qlab` executable built next to the test bundle.
+    static var qlab: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        while dir.path != "/" {
+            let candidate = dir.appendingPathComponent("qlab").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return "qlab"
+    }
+
+    /// Runs qlab with `stdin` fed from a file; returns status, stdout, stderr.
+    static func run(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
+        let dir = try LabTempDirectory("cli")
+        defer { dir.remove() }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: qlab)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let outFile = try dir.write("out", ""), errFile = try dir.write("err", "")
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outFile))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errFile))
+        if let stdin { process.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: try dir.write("in", stdin))) }
+        try process.run()
+        process.waitUntilExit()
+        return (process.terminationStatus, try String(contentsOfFile: outFile, encoding: .utf8), try String(contentsOfFile: errFile, encoding: .utf8))
+    }
+
+    @Test func argsPrintsWhatUpWouldRun() throws {
+        let env = ["QLAB_RUNTIME_DIR": "/tmp/qlab cli,run", "QLAB_STATE_DIR": "/var/tmp/qlab-state"]
+        let plain = try Self.run(["args", LabFixtures.emulatedLab], environment: env)
+        #expect(plain.status == 0, "\(plain.err)")
+        // Shell-quoted: the runtime path's space and comma survive a shell, the comma doubled for QEMU.
+        #expect(plain.out.contains("'socket,id=qlab-qmp,path=/tmp/qlab cli,,run/emulated-scsi/qmp.sock,server=on,wait=off'"))
+        #expect(plain.err.contains("# guest linux, accel "))
+        let json = try Self.run(["args", LabFixtures.emulatedLab, "--json"], environment: env)
+        let argv = try #require(try JSONValue.parse(json.out).arrayValue?.compactMap(\.stringValue))
+        let lab = try Lab.load(path: LabFixtures.emulatedLab)
+        let guest = try lab.selectGuest(nil)
+        let expected = try QEMUCommandLine.build(
+            lab: lab, guest: nil,
+            runtime: QEMURuntime.standard(
+                lab: lab, guest: guest, runtimeDirectory: "/tmp/qlab cli,run", stateDirectory: "/var/tmp/qlab-state",
+                accel: AccelDecision.decide(lab.machineSettings(for: guest).accel)))
+        #expect(argv == expected.argv)
+        // The printed line is the same argv once a shell has read it.
+        let reread = try LabFixtures.run(["sh", "-c", "printf '%s\\0' " + plain.out.trimmingCharacters(in: .newlines)])
+        #expect(reread.output.split(separator: "\0").map(String.init) == expected.argv)
+
+        let netbsd = try Self.run(["args", LabFixtures.benchLab, "--guest", "netbsd", "--json"], environment: env)
+        let netbsdArgv = try #require(try JSONValue.parse(netbsd.out).arrayValue?.compactMap(\.stringValue))
+        #expect(netbsdArgv.contains("vfio-pci,id=scsi0,host=0000:03:05.0,bus=qlab-pcibr0,addr=0x1,rombar=0"))
+        #expect(netbsd.err.contains("guests.netbsd.disk"))  // the image is not there: a warning, not an error
+    }
+
+    @Test func argsRejectsBadInputWithExitTwo() throws {
+        let dir = try LabTempDirectory("cli-bad")
+        defer { dir.remove() }
+        let bad = try dir.write("bad.yaml", "name: t\ndevices:\n  scsi0:\n    passthrough: {host: \"0000:03:05.0\"}\n    atach: boot\nguests: {g: {os: linux, kernel: k}}\n")
+        let result = try Self.run(["args", bad])
+        #expect(result.status == 2)
+        #expect(result.out.isEmpty)
+        #expect(result.err.trimmingCharacters(in: .newlines) == "\(bad):5:5: devices.scsi0.atach: unknown key 'atach'; did you mean 'attach'?")
+        let guest = try Self.run(["args", LabFixtures.emulatedLab, "--guest", "linus"])
+        #expect(guest.status == 2)
+        #expect(guest.err.contains("did you mean 'linux'?"))
+        #expect(try Self.run(["args", dir.path + "/none.yaml"]).status == 2)
+    }
+
+    @Test func diagnoseReadsStdinAndFiles() throws {
+        let text = """
+            qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0,id=scsi0: vfio 0000:03:05.0: Failed to set up TRIGGER eventfd signaling for interrupt INTX-0: VFIO_DEVICE_SET_IRQS failure: Device or resource busy
+            genirq: Flags mismatch irq 17. 00000000 (vfio-intx(0000:03:05.0)) vs. 00000080 (ehci_hcd:usb1)
+            Could not access KVM kernel module: No such file or directory
+            """
+        let json = try Self.run(["diagnose", "--json"], stdin: text)
+        #expect(json.status == 0)
+        let value = try JSONValue.parse(json.out)
+        #expect(value == Diagnosis.json(Diagnoser.diagnose(text)))
+        #expect(value["diagnoses"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == ["vfio-intx-busy", "kvm-unavailable"])
+
+        let dir = try LabTempDirectory("cli-diag")
+        defer { dir.remove() }
+        let readable = try Self.run(["diagnose", try dir.write("qemu.log", text)])
+        #expect(readable.out.hasPrefix("vfio-intx-busy [0000:03:05.0]: "))
+        #expect(readable.out.contains("  fix:   Move the card to another slot"))
+        let nothing = try Self.run(["diagnose", "-"], stdin: "all fine\n")
+        #expect(nothing.out == "No known problem recognised.\n")
+        #expect(try Self.run(["diagnose", dir.path + "/missing.log"]).status == 2)
+        let list = try Self.run(["diagnose", "--list"])
+        #expect(list.out.split(separator: "\n").count == DiagnosisCatalog.rules.count)
+    }
+}
