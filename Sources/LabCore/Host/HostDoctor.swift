@@ -291,6 +291,12 @@ public struct HostDoctor {
             return INTxMasking(verdict: probed ? .yes : .no, source: .probe,
                 reason: probed ? "live probe: command bit 10 toggled and read back, restored" : "live probe: command bit 10 did not change when written (reserved before PCI 2.3), restored")
         }
+        // QEMU's PCI core makes Interrupt Disable writable for every device it emulates, and
+        // stamps the Red Hat/QEMU subsystem 1af4:1100 on those that do not set their own.
+        if device.subsystemVendorID == 0x1af4 && device.subsystemDeviceID == 0x1100 {
+            return INTxMasking(verdict: .yes, source: .table,
+                reason: "emulated by QEMU (subsystem 1af4:1100): QEMU implements Interrupt Disable for every PCI device")
+        }
         let config = device.config
         if let command = config.command, command & PCIConfigSpace.commandInterruptDisable != 0 {
             return INTxMasking(verdict: .yes, source: .configSpace, reason: "command register 0x\(PCIDeviceIDs.hex4(command)) has Interrupt Disable (bit 10) set, so the bit is implemented")

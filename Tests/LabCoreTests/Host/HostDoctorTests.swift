@@ -189,6 +189,20 @@ import QMP
         #expect(shared.detail.contains("taken by ehci_hcd:usb1"))
     }
 
+    @Test func qemuEmulatedCardsMaskINTx() throws {
+        let tree = try SysfsTreeBuilder.originalBench()
+        // QEMU's am53c974 carries QEMU's default subsystem; its lsi53c895a carries LSI's own.
+        try tree.add(.init(address: .bdf("0000:00:04.0"), vendor: 0x1022, device: 0x2020, subsystemVendor: 0x1af4,
+            subsystemDevice: 0x1100, interruptPin: 1, irq: 16, driver: "am53c974", group: 11))
+        try tree.add(.init(address: .bdf("0000:00:06.0"), vendor: 0x1000, device: 0x0012, subsystemVendor: 0x0000,
+            subsystemDevice: 0x1000, interruptPin: 1, irq: 16, driver: "sym53c8xx", group: 12))
+        let report = HostDoctor(roots: tree.roots, probePolicy: .never).run(
+            devices: [.address(.bdf("0000:00:04.0")), .address(.bdf("0000:00:06.0"))], guestMemory: nil)
+        #expect(report.device("0000:00:04.0")?.check("intx-masking")?.status == .pass)
+        #expect(report.device("0000:00:04.0")?.check("intx-masking")?.detail.contains("subsystem 1af4:1100") == true)
+        #expect(report.device("0000:00:06.0")?.check("intx-masking")?.detail.hasPrefix("unknown") == true)
+    }
+
     @Test func deviceWithNoINTxPin() throws {
         let tree = try SysfsTreeBuilder.originalBench()
         try tree.add(.init(address: .bdf("0000:00:02.0"), vendor: 0x1b36, device: 0x000d, classCode: 0x0c0330,
