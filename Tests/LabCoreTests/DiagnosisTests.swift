@@ -52,6 +52,13 @@ struct DiagnosisTests {
         Sample(text: "qemu-system-x86_64: VFIO_MAP_DMA failed: Cannot allocate memory", id: "vfio-memlock", device: nil),
         Sample(text: "vfio_dma_map(0x7f2a, 0xc0000, 0x7ff40000, 0x7f29bffc0000) = -12 (Cannot allocate memory)", id: "vfio-memlock", device: nil),
         Sample(text: "[  812.001] vfio_pin_pages_remote: RLIMIT_MEMLOCK (65536) exceeded", id: "vfio-memlock", device: nil),
+        // QEMU 7.2's shape: the pinning failure inside the container setup is memlock, not the container.
+        Sample(
+            text: "qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0,id=scsi0: vfio 0000:03:05.0: failed to setup container for group 12: memory listener initialization failed: Region pc.ram: vfio_dma_map(0x55ba53e7a9d0, 0x100000, 0x3ff00000, 0x7ed243e00000) = -12 (Cannot allocate memory)",
+            id: "vfio-memlock", device: nil),
+        Sample(
+            text: "qemu-system-aarch64: -device vfio-pci,host=01:00.0: vfio 0000:01:00.0: failed to setup container for group 11: memory listener initialization failed: Region mach-virt.ram: vfio_dma_map(0x55de3c2a97f0, 0x40000000, 0x100000000, 0x7f8fcbe00000) = -22 (Invalid argument)",
+            id: "vfio-container", device: "0000:01:00.0"),
         Sample(text: "qemu-system-x86_64: vfio-pci: Cannot read device rom at 0000:03:05.0", id: "vfio-rom", device: "0000:03:05.0"),
         Sample(text: "vfio: Error getting ROM info: Inappropriate ioctl for device", id: "vfio-rom", device: nil),
         Sample(text: "qemu-system-x86_64: vfio: Cannot reset device 0000:03:05.0, no available reset mechanism.", id: "vfio-reset", device: "0000:03:05.0"),
@@ -64,6 +71,7 @@ struct DiagnosisTests {
         Sample(text: "Error: State blocked by non-migratable device '0000:00:05.0/vfio'", id: "migration-blocked", device: nil),
         Sample(text: "VFIO device doesn't support migration", id: "migration-blocked", device: nil),
         Sample(text: "qemu-system-x86_64: vfio 0000:03:05.0: VFIO migration is not supported in kernel", id: "migration-blocked", device: "0000:03:05.0"),
+        Sample(text: "TASK ERROR: VM 100 qmp command 'savevm-start' failed - 0000:01:00.1: VFIO migration is not supported in kernel", id: "migration-blocked", device: "0000:01:00.1"),
         Sample(text: "Could not access KVM kernel module: No such file or directory", id: "kvm-unavailable", device: nil),
         Sample(text: "qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied", id: "kvm-unavailable", device: nil),
         Sample(text: "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69", id: "kvm-cpu-rejected", device: nil),

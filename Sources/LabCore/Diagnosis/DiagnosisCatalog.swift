@@ -91,6 +91,22 @@ public enum DiagnosisCatalog {
                     fix: "List /sys/kernel/iommu_groups/\(group)/devices and bind every other endpoint there to vfio-pci, or unbind it; then start again."
                 )
             }),
+        // Before vfio-container: QEMU 7.2 reports a pinning failure as "failed to setup
+        // container for group N: memory listener initialization failed: ... vfio_dma_map(...) = -12".
+        DiagnosisRule(
+            id: "vfio-memlock", keywords: ["dma_map", "map_dma", "rlimit_memlock"],
+            patterns: [
+                #"(?:vfio_dma_map|vfio_container_dma_map|VFIO_MAP_DMA).*(?:-12|Cannot allocate memory|ENOMEM)"#,
+                #"RLIMIT_MEMLOCK \((?<limit>\d+)\) exceeded"#,
+            ],
+            takesDeviceFromLine: false,
+            explain: { c in
+                (
+                    summary: "VFIO cannot pin the guest's memory: the locked-memory limit is too low",
+                    cause: "A VM with a passed-through device pins all of its RAM for DMA, and RLIMIT_MEMLOCK\(c["limit"].map { " (\($0))" } ?? "") is below the guest's memory.",
+                    fix: "Raise the limit above guest RAM: `ulimit -l unlimited` before qlab up, LimitMEMLOCK=infinity in a systemd unit, or a memlock line in /etc/security/limits.d/; or give QEMU CAP_IPC_LOCK."
+                )
+            }),
         DiagnosisRule(
             id: "vfio-container", keywords: ["/dev/vfio/vfio", "container", "iommu models", "vfio_set_iommu"],
             patterns: [
@@ -140,20 +156,6 @@ public enum DiagnosisCatalog {
                 )
             }),
         DiagnosisRule(
-            id: "vfio-memlock", keywords: ["dma_map", "map_dma", "rlimit_memlock"],
-            patterns: [
-                #"(?:vfio_dma_map|vfio_container_dma_map|VFIO_MAP_DMA).*(?:-12|Cannot allocate memory|ENOMEM)"#,
-                #"RLIMIT_MEMLOCK \((?<limit>\d+)\) exceeded"#,
-            ],
-            takesDeviceFromLine: false,
-            explain: { c in
-                (
-                    summary: "VFIO cannot pin the guest's memory: the locked-memory limit is too low",
-                    cause: "A VM with a passed-through device pins all of its RAM for DMA, and RLIMIT_MEMLOCK\(c["limit"].map { " (\($0))" } ?? "") is below the guest's memory.",
-                    fix: "Raise the limit above guest RAM: `ulimit -l unlimited` before qlab up, LimitMEMLOCK=infinity in a systemd unit, or a memlock line in /etc/security/limits.d/; or give QEMU CAP_IPC_LOCK."
-                )
-            }),
-        DiagnosisRule(
             id: "vfio-rom", keywords: ["rom"],
             patterns: [#"Cannot read device rom"#, #"Error getting ROM info"#, #"Error reading device ROM"#],
             takesDeviceFromLine: true,
@@ -190,7 +192,7 @@ public enum DiagnosisCatalog {
             id: "migration-blocked", keywords: ["migrat"],
             patterns: [
                 #"VFIO device doesn't support migration"#,
-                #"(?:vfio (?<bdf>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): )?VFIO migration is not supported"#,
+                #"(?:(?<bdf>[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]): )?VFIO migration is not supported"#,
                 #"State blocked by non-migratable device"#, #"non-migratable device"#,
             ],
             // "non-migratable device '0000:00:05.0/vfio'" names the guest's slot, not the host's.
