@@ -42,6 +42,13 @@ struct DiagnosisTests {
         Sample(text: "vfio: error opening /dev/vfio/12: No such file or directory", id: "vfio-group-open", device: nil),
         Sample(text: "vfio 0000:03:05.0: failed to open /dev/vfio/vfio: No such file or directory", id: "vfio-container", device: "0000:03:05.0"),
         Sample(text: "vfio: No available IOMMU models", id: "vfio-container", device: nil),
+        Sample(text: "vfio: failed to set iommu for container: Invalid argument", id: "vfio-container", device: nil),
+        Sample(
+            text: "qemu-system-x86_64: -device vfio-pci,host=0000:03:05.0: vfio 0000:03:05.0: failed to setup container for group 12: failed to set iommu for container: Operation not permitted",
+            id: "vfio-unsafe-interrupts", device: "0000:03:05.0"),
+        Sample(
+            text: "vfio_iommu_type1_attach_group: No interrupt remapping support.  Use the module param \"allow_unsafe_interrupts\" to enable VFIO IOMMU support on this platform",
+            id: "vfio-unsafe-interrupts", device: nil),
         Sample(text: "vfio 0000:03:05.0: failed to setup container for group 12: Failed to set group container: Invalid argument", id: "vfio-container", device: "0000:03:05.0"),
         Sample(text: "vfio 0000:03:05.0: error getting device from group 12: Invalid argument", id: "vfio-device-get", device: "0000:03:05.0"),
         Sample(text: "vfio: error getting device 0000:03:05.0 from group 12: Device or resource busy", id: "vfio-device-get", device: "0000:03:05.0"),

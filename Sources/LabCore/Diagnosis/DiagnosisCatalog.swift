@@ -108,6 +108,17 @@ public enum DiagnosisCatalog {
                 )
             }),
         DiagnosisRule(
+            id: "vfio-unsafe-interrupts", keywords: ["operation not permitted", "interrupt remapping"],
+            patterns: [#"set iommu for container: Operation not permitted"#, #"No interrupt remapping support"#],
+            takesDeviceFromLine: true,
+            explain: { _ in
+                (
+                    summary: "VFIO refuses the IOMMU: the host has no interrupt remapping",
+                    cause: "Without interrupt remapping a device could inject arbitrary MSIs, so vfio_iommu_type1 refuses VFIO_SET_IOMMU with EPERM (the kernel logs \"No interrupt remapping support\").",
+                    fix: "Enable interrupt remapping (VT-d/AMD-Vi with x2APIC/IR in the host firmware); or, trusting the guest, load vfio_iommu_type1 with allow_unsafe_interrupts=1 (options vfio_iommu_type1 allow_unsafe_interrupts=1)."
+                )
+            }),
+        DiagnosisRule(
             id: "vfio-container", keywords: ["/dev/vfio/vfio", "container", "iommu models", "vfio_set_iommu"],
             patterns: [
                 #"/dev/vfio/vfio"#, #"failed to setup container for group"#, #"Failed to set group container"#,
