@@ -41,10 +41,13 @@ struct ArgsCommand: ParsableCommand {
             }
             let environment = currentEnvironment()
             let accel = AccelDecision.decide(lab.machineSettings(for: guest).accel)
-            let runtime = QEMURuntime.standard(
+            var runtime = QEMURuntime.standard(
                 lab: lab, guest: guest,
                 runtimeDirectory: LabDirectories.runtimeRoot(environment: environment, uid: getuid()),
                 stateDirectory: LabDirectories.stateRoot(environment: environment), accel: accel)
+            if lab.devices.contains(where: { $0.passthrough?.rombar != nil }) {
+                runtime.rombar = RombarSpelling.probe(qemu: lab.qemu)
+            }
             let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: runtime)
             printError("# guest \(guest.name), accel \(accel)")
             if json {

@@ -254,6 +254,21 @@ struct CommandLineTests {
         #expect(LabFixtures.value(after: "-kernel", in: linux.arguments).count == 1)
     }
 
+    @Test func rombarIsSpelledTheWayThisQEMUReadsIt() throws {
+        // QEMU 7.2 here: a number. The probe asks the installed QEMU.
+        #expect(RombarSpelling.probe() == .number)
+        #expect(RombarSpelling.parse(help: "vfio-pci options:\n  rombar=<uint32>        -  (default: 1)\n") == .number)
+        #expect(RombarSpelling.parse(help: "vfio-pci options:\n  rombar=<OnOffAuto>     - on/off/auto (default: \"auto\")\n") == .onOff)
+        let lab = try Lab.load(path: LabFixtures.benchLab)
+        let guest = try lab.selectGuest("freebsd")
+        #expect(try lab.attachment(of: "scsi0", for: guest).devices[0].deviceAddArguments["rombar"] == 0)
+        #expect(try lab.attachment(of: "scsi0", for: guest, rombar: .onOff).devices[0].deviceAddArguments["rombar"] == "off")
+        var runtime = try Self.runtime(for: lab, guest: "netbsd")
+        runtime.rombar = .onOff
+        let args = try QEMUCommandLine.build(lab: lab, guest: "netbsd", runtime: runtime).arguments
+        #expect(LabFixtures.value(after: "-device", in: args).contains("vfio-pci,id=scsi0,host=0000:03:05.0,bus=qlab-pcibr0,addr=0x1,rombar=off"))
+    }
+
     @Test func passthroughByIDsResolvesAgainstSysfs() throws {
         let root = try LabTempDirectory("sysfs")
         defer { root.remove() }

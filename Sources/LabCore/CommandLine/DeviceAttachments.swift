@@ -24,10 +24,13 @@ extension Lab {
     /// `guest`: the `-device`/`-blockdev` arguments at boot, and the
     /// `blockdev-add`/`device_add` arguments for hotplug, placed by the same plan.
     ///
-    /// - Parameter diskOverlays: overlay paths by disk id; a disk without one is
-    ///   opened read-only on its base image.
+    /// - Parameters:
+    ///   - diskOverlays: overlay paths by disk id; a disk without one is
+    ///     opened read-only on its base image.
+    ///   - rombar: how this QEMU spells `rombar` (``RombarSpelling/probe(qemu:)``).
     public func attachment(
-        of deviceName: String, for guest: LabGuest, diskOverlays: [String: String] = [:], sysfsRoot: String = "/sys"
+        of deviceName: String, for guest: LabGuest, diskOverlays: [String: String] = [:], sysfsRoot: String = "/sys",
+        rombar: RombarSpelling = .number
     ) throws(QEMUCommandLineError) -> DeviceAttachment {
         guard let device = device(named: deviceName) else {
             var message = "no device '\(deviceName)' in this lab"
@@ -39,18 +42,20 @@ extension Lab {
         guard let placement = plan.placement(of: device.name) else {
             throw .runtime("internal: no placement for \(device.name)")
         }
-        return try device.attachment(placement: placement, diskOverlays: diskOverlays, sysfsRoot: sysfsRoot)
+        return try device.attachment(placement: placement, diskOverlays: diskOverlays, sysfsRoot: sysfsRoot, rombar: rombar)
     }
 }
 
 extension LabDevice {
-    /// See ``Lab/attachment(of:for:diskOverlays:sysfsRoot:)``.
-    public func attachment(placement: PCIPlacement, diskOverlays: [String: String], sysfsRoot: String) throws(QEMUCommandLineError) -> DeviceAttachment {
+    /// See ``Lab/attachment(of:for:diskOverlays:sysfsRoot:rombar:)``.
+    public func attachment(
+        placement: PCIPlacement, diskOverlays: [String: String], sysfsRoot: String, rombar spelling: RombarSpelling = .number
+    ) throws(QEMUCommandLineError) -> DeviceAttachment {
         switch kind {
         case .passthrough(let passthrough):
             let host = try passthrough.host.resolve(sysfsRoot: sysfsRoot)
             var properties: [(String, QEMUValue)] = [("host", .string(host.description))] + placement.properties
-            if let rombar = passthrough.rombar { properties.append(("rombar", .int(rombar ? 1 : 0))) }
+            if let rombar = passthrough.rombar { properties.append(("rombar", spelling.value(rombar))) }
             if let romfile = passthrough.romfile { properties.append(("romfile", .string(romfile))) }
             properties += self.properties.map { ($0.name, $0.value) }
             return DeviceAttachment(blockdevs: [], devices: [QEMUDeviceSpec(driver: "vfio-pci", id: name, properties: properties)])

@@ -117,7 +117,9 @@ public struct QEMUCommandLine: Sendable, Hashable {
 
         for device in lab.devices where lab.effectiveAttach(of: device, for: guest) == .boot {
             guard let placement = plan.placement(of: device.name) else { continue }
-            args += try device.attachment(placement: placement, diskOverlays: runtime.deviceDiskOverlays, sysfsRoot: runtime.sysfsRoot).commandLineArguments
+            args += try device.attachment(
+                placement: placement, diskOverlays: runtime.deviceDiskOverlays, sysfsRoot: runtime.sysfsRoot, rombar: runtime.rombar
+            ).commandLineArguments
         }
 
         args += lab.qemuArgs

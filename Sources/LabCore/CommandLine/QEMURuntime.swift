@@ -26,11 +26,14 @@ public struct QEMURuntime: Sendable, Hashable {
     public var startPaused: Bool
     /// Where host PCI devices are looked up for `ids:` selectors.
     public var sysfsRoot: String
+    /// How this QEMU spells vfio-pci's `rombar` (``RombarSpelling/probe(qemu:)``).
+    public var rombar: RombarSpelling
 
     public init(
         qmpSocket: String, supervisorSocket: String? = nil, serialSocket: String, serialLog: String? = nil,
         pidFile: String? = nil, diskOverlay: String? = nil, deviceDiskOverlays: [String: String] = [:],
-        firmwareVars: String? = nil, accel: AccelDecision, startPaused: Bool = false, sysfsRoot: String = "/sys"
+        firmwareVars: String? = nil, accel: AccelDecision, startPaused: Bool = false, sysfsRoot: String = "/sys",
+        rombar: RombarSpelling = .number
     ) {
         self.qmpSocket = qmpSocket
         self.supervisorSocket = supervisorSocket
@@ -43,6 +46,7 @@ public struct QEMURuntime: Sendable, Hashable {
         self.accel = accel
         self.startPaused = startPaused
         self.sysfsRoot = sysfsRoot
+        self.rombar = rombar
     }
 
     /// The standard layout:

@@ -1,0 +1,31 @@
+/// How this QEMU spells vfio-pci's `rombar`: a number up to 9.0 (`rombar=0`),
+/// on/off/auto once QEMU made it an OnOffAuto property (`rombar=off`). The
+/// spelling of one is refused by the other, so qlab asks the QEMU it runs.
+public enum RombarSpelling: Sendable, Hashable {
+    /// `rombar=0` / `rombar=1` (QEMU 7.2 here: `rombar=<uint32>`).
+    case number
+    /// `rombar=off` / `rombar=on`.
+    case onOff
+
+    /// Reads the property's type from `QEMU -device vfio-pci,help` (about 40 ms);
+    /// `.number` when QEMU cannot be asked.
+    public static func probe(qemu: String = "qemu-system-x86_64") -> RombarSpelling {
+        guard case .success(let outcome) = ToolRunner.run([qemu, "-device", "vfio-pci,help"]) else { return .number }
+        return parse(help: outcome.output)
+    }
+
+    /// The spelling from `-device vfio-pci,help` text (`rombar=<uint32>` or `rombar=<OnOffAuto>`).
+    public static func parse(help: String) -> RombarSpelling {
+        for line in help.split(separator: "\n") where String(line).trimmingSpaces().hasPrefix("rombar=") {
+            return line.contains("<uint32>") || line.contains("<int") ? .number : .onOff
+        }
+        return .number
+    }
+
+    public func value(_ enabled: Bool) -> QEMUValue {
+        switch self {
+        case .number: return .int(enabled ? 1 : 0)
+        case .onOff: return .string(enabled ? "on" : "off")
+        }
+    }
+}
