@@ -109,16 +109,16 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
         }
     }
 
-    /// Runs the queued jobs, and those they enqueue, until none is left.
-    /// `spare` is an empty array kept between calls so draining allocates nothing.
+    /// Runs the jobs queued so far. Jobs they enqueue wait for the next
+    /// turn, after the socket has been polled, so a task that keeps
+    /// yielding cannot starve reading (or a close waiting for the reader).
+    /// `spare` is an empty array kept between calls so this allocates nothing.
     func runJobs(spare: inout [UnownedJob]) {
-        while true {
-            state.withLock { s in swap(&s.jobs, &spare) }
-            if spare.isEmpty { return }
-            let me = asUnownedTaskExecutor()
-            for job in spare { job.runSynchronously(on: me) }
-            spare.removeAll(keepingCapacity: true)
-        }
+        state.withLock { s in swap(&s.jobs, &spare) }
+        if spare.isEmpty { return }
+        let me = asUnownedTaskExecutor()
+        for job in spare { job.runSynchronously(on: me) }
+        spare.removeAll(keepingCapacity: true)
     }
 
     /// Whether the reader may block in poll: not when jobs are queued or a

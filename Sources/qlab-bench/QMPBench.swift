@@ -10,12 +10,14 @@ import QMP
 /// rotating order, each on its own QMP monitor of the same QEMU, so a change
 /// in the shared machine's load hits them all alike.
 enum QMPBench {
-    static let allClients = ["raw", "qlab", "qlab-pool", "qemu.qmp"]
+    static let allClients = ["raw", "raw-id", "qlab", "qlab-pool", "qemu.qmp"]
+    /// Run unless --clients says otherwise (raw-id is for explaining the gap).
+    static let defaultClients = ["raw", "raw-id", "qlab", "qlab-pool", "qemu.qmp"]
 
     static func run(arguments: [String]) async throws {
         var count = 10_000
         var rounds = 10
-        var selected = allClients
+        var selected = defaultClients
         var index = 0
         while index < arguments.count {
             let value = index + 1 < arguments.count ? arguments[index + 1] : ""
@@ -43,7 +45,8 @@ enum QMPBench {
         var missing: [String] = []
         for (name, socket) in zip(selected, qemu.socketPaths) {
             switch name {
-            case "raw": runners.append((name, try RawRunner(path: socket)))
+            case "raw": runners.append((name, try RawRunner(path: socket, command: #"{"execute":"query-status"}"#)))
+            case "raw-id": runners.append((name, try RawRunner(path: socket, command: #"{"execute":"query-status","id":0}"#)))
             case "qlab": runners.append((name, try await QLabRunner(path: socket, preferReaderThread: true)))
             case "qlab-pool": runners.append((name, try await QLabRunner(path: socket, preferReaderThread: false)))
             default:
@@ -80,6 +83,11 @@ enum QMPBench {
                 + "qlab: inside client.withPreferredExecutor, replies resume the caller on the reader thread; "
                 + "qlab-pool: no executor preference, the caller runs on the cooperative pool")
         }
+        if let withID = samples["raw-id"]?.total.seconds, let raw {
+            print(String(format: "(raw-id/raw: %.2f) ", withID / raw)
+                + "raw-id: the raw client sending the 7 bytes of an id (,\"id\":0); QEMU 7.2 reads QMP one byte per main-loop turn")
+            if let qlab { print(String(format: "(qlab/raw-id: %.2f) the client's own cost over a floor that routes by id", qlab / withID)) }
+        }
     }
 
     static func positive(_ text: String, _ option: String) throws -> Int {
@@ -94,15 +102,19 @@ protocol RoundTripRunner {
     func close() async
 }
 
-/// The floor: a blocking socket client with no framing logic beyond "read to newline".
+/// The floor: a blocking socket client with no framing logic beyond
+/// "read to newline", sending one constant command line.
 final class RawRunner: RoundTripRunner {
     let client: RawQMPClient
+    let command: String
 
-    init(path: String) throws { client = try RawQMPClient(path: path) }
+    init(path: String, command: String) throws {
+        client = try RawQMPClient(path: path)
+        self.command = command + "\n"
+    }
 
     func run(_ n: Int) async throws -> LatencySamples {
-        let command = #"{"execute":"query-status"}"# + "\n"
-        return LatencySamples.measure(n) { client.roundTrip(command) }
+        LatencySamples.measure(n) { client.roundTrip(command) }
     }
 
     func close() async {}
