@@ -264,4 +264,47 @@ struct LabFileTests {
         do { _ = try lab.selectGuest("linx") } catch { #expect(error.message.contains("did you mean 'linux'?")) }
         #expect(try lab.selectGuest(nil).name == "linux")
     }
+
+    /// Mangled lab files never crash the loader: each either loads or fails with
+    /// an error that points inside the file.
+    @Test func mangledFilesFailCleanly() throws {
+        let original = try String(contentsOfFile: LabFixtures.benchLab, encoding: .utf8)
+        let lineCount = original.split(separator: "\n", omittingEmptySubsequences: false).count
+        var generator = SplitMix(seed: 0x9004_5078)
+        let alphabet = Array(" \n:{}[],-#\"'x0.&*!|>")
+        var failures = 0
+        for _ in 0..<400 {
+            var chars = Array(original)
+            for _ in 0..<Int(generator.next() % 4 + 1) {
+                let at = Int(generator.next() % UInt64(chars.count))
+                switch generator.next() % 3 {
+                case 0: chars.remove(at: at)
+                case 1: chars.insert(alphabet[Int(generator.next() % UInt64(alphabet.count))], at: at)
+                default: chars[at] = alphabet[Int(generator.next() % UInt64(alphabet.count))]
+                }
+            }
+            do {
+                _ = try Lab.parse(yaml: String(chars), file: LabFixtures.benchLab)
+            } catch {
+                failures += 1
+                #expect(error.file == LabFixtures.benchLab)
+                if let line = error.line { #expect(line >= 1 && line <= lineCount + 2, "\(error)") }
+                #expect(!error.message.isEmpty)
+            }
+        }
+        #expect(failures > 100)  // the mangling does break most files
+    }
+}
+
+/// A small deterministic PRNG for reproducible mangling.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
