@@ -120,7 +120,7 @@ fetch_deb() {
 # usable lists the newest cached .deb files are used.
 resolve_packages() {
 	[ -n "${KERNEL_DEB:-}" ] && return 0
-	local kpkg kver bver try lists memo
+	local kpkg kver bver lists memo _
 	# apt-cache takes over a second; its answer only changes with the package lists.
 	lists=$( { echo "$KERNEL_META"; stat -c '%n %Y %s' /var/lib/apt/lists/*Packages* 2>/dev/null; } | sha256sum | cut -c1-16)
 	memo=$CACHE/resolved-$lists
@@ -128,7 +128,7 @@ resolve_packages() {
 		{ read -r KERNEL_DEB; read -r BUSYBOX_DEB; } <"$memo" || true
 		[ -s "${KERNEL_DEB:-/nonexistent}" ] && [ -s "${BUSYBOX_DEB:-/nonexistent}" ] && return 0
 	fi
-	for try in 1 2; do
+	for _ in 1 2; do
 		kpkg=$(apt-cache depends "$KERNEL_META" 2>/dev/null | awk '/Depends: linux-image-/ { print $2; exit }')
 		kver=
 		[ -n "$kpkg" ] && kver=$(candidate_version "$kpkg")
