@@ -33,8 +33,8 @@ extension LabSession {
             // The record may be stale (a reset completed a pending unplug, or
             // someone used `qlab qmp`): ask QEMU before refusing.
             var start = ContinuousClock.now
-            let present = try await qmp.queryPCI().contains { $0.qdevID == deviceName }
-            timings.record("query-pci", since: start)
+            let present = try await peripheralIDs().contains(deviceName)
+            timings.record("qom-list", since: start)
             if present { throw DeviceError.alreadyAttached(device: deviceName, state: state ?? "") }
             start = ContinuousClock.now
             await removeBlockNodes(of: device)
@@ -158,11 +158,46 @@ extension LabSession {
         }
     }
 
+    /// Ids of the devices created with an id (`qom-list /machine/peripheral`).
+    ///
+    /// Used to tell whether a device exists: `query-pci` does not list cards
+    /// behind a bridge whose secondary bus number the firmware has not set
+    /// yet (a VM started with -S that never ran), while QOM always has them.
+    public func peripheralIDs() async throws -> Set<String> {
+        let reply = try await qmp.execute("qom-list", arguments: ["path": "/machine/peripheral"])
+        return Set((reply.arrayValue ?? []).compactMap { entry in
+            entry["type"]?.stringValue?.hasPrefix("child<") == true ? entry["name"]?.stringValue : nil
+        })
+    }
+
     /// `blockdev-del` of every node of the device's disks that exists, ignoring errors.
     func removeBlockNodes(of device: LabDevice) async {
+        _ = try? await deleteBlockNodes(of: device)
+    }
+
+    /// `blockdev-del` of the device's disk nodes, format node first; a node
+    /// that does not exist is skipped.
+    ///
+    /// QEMU releases a deleted scsi-hd's hold on its node a little after the
+    /// device is gone (its finalisation is deferred; measured on 7.2: right
+    /// after a reset-completed unplug `blockdev-del` answers "Node ... is in
+    /// use", a few ms later it succeeds), so "in use" is retried for up to `patience`.
+    func deleteBlockNodes(of device: LabDevice, patience: Duration = .seconds(5)) async throws {
+        let deadline = ContinuousClock.now + patience
         for disk in device.emulated?.disks ?? [] {
             for node in [disk.formatNodeName, disk.fileNodeName] {
-                _ = try? await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
+                while true {
+                    do {
+                        _ = try await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
+                        break
+                    } catch QMPError.command(_, _, let message) where message.contains("Failed to find node") || message.contains("not found") {
+                        break
+                    } catch QMPError.command(_, _, let message) where message.contains("is in use") && ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(1))
+                    } catch QMPError.command(_, _, let message) {
+                        throw DeviceError.qemuRefused(device: device.name, command: "blockdev-del \(node)", message: message, diagnoses: [])
+                    }
+                }
             }
         }
     }

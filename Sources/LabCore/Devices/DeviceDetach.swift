@@ -1,6 +1,6 @@
 import QMP
 
-/// What ``LabSession/detach(_:policy:)`` did.
+/// What ``LabSession/detach(_:policy:)`` did for one device.
 public struct DetachResult: Sendable {
     public var device: String
     public var method: UnplugMethod
@@ -8,6 +8,8 @@ public struct DetachResult: Sendable {
     public var unplugTime: Duration
     /// Overlays deleted (the hotplugged disks' writes, thrown away).
     public var removedOverlays: [String]
+    /// The steps of this detach; when several devices went together, the
+    /// shared steps (the reset, query-pci) are in the first device's timings.
     public var timings: StepTimings
 }
 
@@ -24,25 +26,32 @@ extension LabSession {
     /// only then does the record say `detached`. The result says which way
     /// the unplug completed.
     public func detach(_ deviceName: String, policy: UnplugPolicy = .standard) async throws -> DetachResult {
-        var timings = StepTimings()
-        let device = try labDevice(deviceName)
+        try await detach(devices: [deviceName], policy: policy)[0]
+    }
+
+    /// Unplugs several devices at once: every `device_del` first, so the
+    /// guest handles them together, and with a reset one `system_reset`
+    /// completes them all. Results in the order given.
+    public func detach(devices names: [String], policy: UnplugPolicy = .standard) async throws -> [DetachResult] {
+        guard !names.isEmpty else { return [] }
+        var shared = StepTimings()
+        let devices = try names.map { try labDevice($0) }
         var start = ContinuousClock.now
-        let state = currentDeviceState(deviceName)
-        if state != "boot" && state != "hotplug" {
+        if names.contains(where: { !["boot", "hotplug"].contains(currentDeviceState($0)) }) {
             // The record may be stale; QEMU decides.
-            let present = try await qmp.queryPCI().contains { $0.qdevID == deviceName }
-            timings.record("query-pci", since: start)
-            if !present { throw DeviceError.notAttached(device: deviceName) }
+            let present = try await peripheralIDs()
+            shared.record("qom-list", since: start)
+            if let missing = names.first(where: { !present.contains($0) }) { throw DeviceError.notAttached(device: missing) }
         }
 
         var resetFirst: UnplugMethod? = policy.resetAtOnce ? .resetRequested : nil
         if resetFirst == nil {
             start = ContinuousClock.now
             let status = try await qmp.queryStatus()
-            timings.record("query-status", since: start)
+            shared.record("query-status", since: start)
             if !status.running {
                 guard policy.resetFallback else {
-                    throw DeviceError.guestCannotUnplug(device: deviceName, vmStatus: status.status)
+                    throw DeviceError.guestCannotUnplug(device: names[0], vmStatus: status.status)
                 }
                 resetFirst = .resetVMNotRunning
             }
@@ -50,76 +59,90 @@ extension LabSession {
 
         let mark = qmp.eventMark()
         let unplugStart = ContinuousClock.now
-        var method = UnplugMethod.guest
-        var gone = false
-        do {
-            _ = try await qmp.execute("device_del", arguments: ["id": .string(deviceName)])
-        } catch QMPError.command(_, let errorClass, let message) {
-            if errorClass == "DeviceNotFound" || message.contains("not found") {
-                gone = true
-                method = .alreadyGone
-            } else if !message.contains("already in the process of unplug") {
-                // An unplug pending from an earlier attempt is fine: keep waiting for it.
-                throw DeviceError.qemuRefused(device: deviceName, command: "device_del", message: message, diagnoses: Diagnoser.diagnose(message))
+        var methods: [String: UnplugMethod] = [:]
+        var pending: [String] = []
+        for name in names {
+            start = ContinuousClock.now
+            do {
+                _ = try await qmp.execute("device_del", arguments: ["id": .string(name)])
+                pending.append(name)
+            } catch QMPError.command(_, let errorClass, let message) {
+                if errorClass == "DeviceNotFound" || message.contains("not found") {
+                    methods[name] = .alreadyGone
+                } else if message.contains("already in the process of unplug") {
+                    // Pending from an earlier attempt: keep waiting for it.
+                    pending.append(name)
+                } else {
+                    throw DeviceError.qemuRefused(device: name, command: "device_del", message: message, diagnoses: Diagnoser.diagnose(message))
+                }
             }
+            shared.record("device_del \(name)", since: start)
         }
-        timings.record("device_del", since: unplugStart)
 
-        if !gone {
-            if let resetFirst {
-                method = resetFirst
-                try await completeUnplugWithReset(deviceName, after: mark, timings: &timings)
-            } else {
+        var unplugTimes: [String: Duration] = [:]
+        if let resetFirst, !pending.isEmpty {
+            try await completeUnplugsWithReset(pending, after: mark, timings: &shared)
+            for name in pending {
+                methods[name] = resetFirst
+                unplugTimes[name] = ContinuousClock.now - unplugStart
+            }
+        } else if !pending.isEmpty {
+            var needReset: [String] = []
+            let deadline = unplugStart + policy.guestTimeout
+            for name in pending {
                 start = ContinuousClock.now
-                let outcome = try await waitForUnplug(deviceName, after: mark, timeout: policy.guestTimeout)
+                let outcome = try await waitForUnplug(name, after: mark, timeout: max(.zero, deadline - ContinuousClock.now))
                 switch outcome {
                 case .deleted:
-                    timings.record("DEVICE_DELETED (guest)", since: start)
+                    shared.record("DEVICE_DELETED \(name) (guest)", since: start)
+                    methods[name] = .guest
+                    unplugTimes[name] = ContinuousClock.now - unplugStart
                 case .guestError, .timedOut:
-                    timings.record(outcome == .guestError ? "DEVICE_UNPLUG_GUEST_ERROR" : "guest timeout", since: start)
+                    shared.record((outcome == .guestError ? "DEVICE_UNPLUG_GUEST_ERROR " : "guest timeout ") + name, since: start)
                     guard policy.resetFallback else {
-                        if outcome == .guestError { throw DeviceError.guestRefusedUnplug(device: deviceName) }
-                        throw DeviceError.unplugTimedOut(device: deviceName, waited: policy.guestTimeout)
+                        if outcome == .guestError { throw DeviceError.guestRefusedUnplug(device: name) }
+                        throw DeviceError.unplugTimedOut(device: name, waited: policy.guestTimeout)
                     }
-                    method = outcome == .guestError ? .resetAfterGuestError : .resetAfterTimeout
-                    try await completeUnplugWithReset(deviceName, after: mark, timings: &timings)
+                    methods[name] = outcome == .guestError ? .resetAfterGuestError : .resetAfterTimeout
+                    needReset.append(name)
                 }
             }
+            if !needReset.isEmpty {
+                try await completeUnplugsWithReset(needReset, after: mark, timings: &shared)
+                for name in needReset { unplugTimes[name] = ContinuousClock.now - unplugStart }
+            }
         }
-        let unplugTime = ContinuousClock.now - unplugStart
 
+        // Gone from QOM (authoritative, see peripheralIDs) and from query-pci.
         start = ContinuousClock.now
-        if try await qmp.queryPCI().contains(where: { $0.qdevID == deviceName }) {
-            throw DeviceError.stillPresent(device: deviceName)
-        }
-        timings.record("query-pci", since: start)
+        let inQOM = try await peripheralIDs()
+        let onPCI = Set(try await qmp.queryPCI().map(\.qdevID))
+        shared.record("qom-list, query-pci", since: start)
+        if let still = names.first(where: { inQOM.contains($0) || onPCI.contains($0) }) { throw DeviceError.stillPresent(device: still) }
 
-        start = ContinuousClock.now
-        for disk in device.emulated?.disks ?? [] {
-            for node in [disk.formatNodeName, disk.fileNodeName] {
-                do {
-                    _ = try await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
-                } catch QMPError.command(_, _, let message) where message.contains("Failed to find node") || message.contains("not found") {
-                    continue
-                } catch QMPError.command(_, _, let message) {
-                    throw DeviceError.qemuRefused(device: deviceName, command: "blockdev-del \(node)", message: message, diagnoses: [])
+        var results: [DetachResult] = []
+        for device in devices {
+            var timings = results.isEmpty ? shared : StepTimings()
+            start = ContinuousClock.now
+            try await deleteBlockNodes(of: device)
+            if device.emulated.map({ !$0.disks.isEmpty }) ?? false { timings.record("blockdev-del", since: start) }
+            var removed: [String] = []
+            for disk in device.emulated?.disks ?? [] {
+                let path = hotplugOverlayPath(disk)
+                if FileSystem.exists(path) {
+                    FileSystem.remove(path)
+                    removed.append(path)
                 }
             }
+            start = ContinuousClock.now
+            try setDeviceState(device.name, "detached")
+            timings.record("record", since: start)
+            results.append(
+                DetachResult(
+                    device: device.name, method: methods[device.name] ?? .alreadyGone,
+                    unplugTime: unplugTimes[device.name] ?? .zero, removedOverlays: removed, timings: timings))
         }
-        if device.emulated.map({ !$0.disks.isEmpty }) ?? false { timings.record("blockdev-del", since: start) }
-
-        var removed: [String] = []
-        for disk in device.emulated?.disks ?? [] {
-            let path = hotplugOverlayPath(disk)
-            if FileSystem.exists(path) {
-                FileSystem.remove(path)
-                removed.append(path)
-            }
-        }
-        start = ContinuousClock.now
-        try setDeviceState(deviceName, "detached")
-        timings.record("record", since: start)
-        return DetachResult(device: deviceName, method: method, unplugTime: unplugTime, removedOverlays: removed, timings: timings)
+        return results
     }
 
     enum UnplugOutcome { case deleted, guestError, timedOut }
@@ -154,16 +177,18 @@ extension LabSession {
         }
     }
 
-    /// `system_reset`, then DEVICE_DELETED for `id` (after `mark`).
-    func completeUnplugWithReset(_ id: String, after mark: QMPEventMark, timings: inout StepTimings) async throws {
+    /// One `system_reset`, then DEVICE_DELETED for each of `ids` (after `mark`).
+    func completeUnplugsWithReset(_ ids: [String], after mark: QMPEventMark, timings: inout StepTimings) async throws {
         var start = ContinuousClock.now
         _ = try await qmp.execute("system_reset")
         timings.record("system_reset", since: start)
         start = ContinuousClock.now
-        do {
-            _ = try await qmp.waitForEvent("DEVICE_DELETED", matching: ["device": .string(id)], after: mark, timeout: .seconds(10))
-        } catch QMPError.timeout {
-            throw DeviceError.unplugTimedOut(device: id, waited: .seconds(10))
+        for id in ids {
+            do {
+                _ = try await qmp.waitForEvent("DEVICE_DELETED", matching: ["device": .string(id)], after: mark, timeout: .seconds(10))
+            } catch QMPError.timeout {
+                throw DeviceError.unplugTimedOut(device: id, waited: .seconds(10))
+            }
         }
         timings.record("DEVICE_DELETED (reset)", since: start)
     }

@@ -11,8 +11,8 @@ extension LabSession {
     /// `system_reset`, then waits for the RESET event (1-2 ms on QEMU 7.2).
     ///
     /// A reset also completes any pending PCI unplug (a `device_del` the
-    /// guest never answered): those devices are cleaned up (block nodes,
-    /// overlays) and recorded as detached.
+    /// guest never answered): lab devices the record has attached that QEMU
+    /// no longer has are cleaned up (block nodes, overlays) and recorded as detached.
     public func reset(timeout: Duration = .seconds(10)) async throws -> ResetResult {
         var timings = StepTimings()
         let mark = qmp.eventMark()
@@ -23,12 +23,14 @@ extension LabSession {
         _ = try await qmp.waitForEvent("RESET", after: mark, timeout: timeout)
         timings.record("RESET", since: start)
 
-        // DEVICE_DELETED is emitted in the same main-loop turn as RESET.
-        let deleted = Set(qmp.eventHistory.filter { $0.sequence > mark.sequence && $0.name == "DEVICE_DELETED" }
-            .compactMap { $0.data["device"]?.stringValue })
+        // A reset completes pending unplugs in the same main-loop turn, before
+        // QEMU reads the next command: after this reply, QOM shows the outcome.
+        start = ContinuousClock.now
+        let present = try await peripheralIDs()
+        timings.record("qom-list", since: start)
         var completed: [String] = []
-        for device in lab.devices where deleted.contains(device.name) {
-            await removeBlockNodes(of: device)
+        for device in lab.devices where ["boot", "hotplug"].contains(currentDeviceState(device.name)) && !present.contains(device.name) {
+            try await deleteBlockNodes(of: device)
             for disk in device.emulated?.disks ?? [] { FileSystem.remove(hotplugOverlayPath(disk)) }
             try setDeviceState(device.name, "detached")
             completed.append(device.name)

@@ -127,8 +127,21 @@ extension LabSession {
     public func loadSnapshot(_ tag: String, options: SnapshotOptions = SnapshotOptions()) async throws -> SnapshotResult {
         try validate(tag)
         var timings = StepTimings()
+        // Check first: a load that fails leaves the VM stopped, and the unplug resets it.
+        var start = ContinuousClock.now
+        let existing = try await listSnapshots()
+        timings.record("list", since: start)
+        guard let snapshot = existing.first(where: { $0.tag == tag }) else {
+            throw SnapshotError.notFound(tag: tag, available: existing.map(\.tag))
+        }
+        guard snapshot.complete else {
+            throw SnapshotError.failed(
+                operation: "load", tag: tag,
+                qemuText: "the snapshot is only on \(snapshot.nodes.joined(separator: ", ")), not on every writable qcow2 disk of the VM",
+                vmStatus: nil, diagnoses: [])
+        }
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .resetAtOnce, timings: &timings)
-        let start = ContinuousClock.now
+        start = ContinuousClock.now
         let via = try await runSnapshotCommand(.load, tag: tag, options: options)
         timings.record(via, since: start)
         let reattached = options.reattach ? try await reattach(detached.map(\.device), operation: "load", tag: tag, timings: &timings) : []
@@ -162,13 +175,10 @@ extension LabSession {
 
     /// Unplugs every device qlab hotplugged (record state `hotplug`), in reverse lab order.
     func detachHotplugged(policy: UnplugPolicy, timings: inout StepTimings) async throws -> [DetachResult] {
-        var results: [DetachResult] = []
-        for name in lab.devices.map(\.name).reversed() where currentDeviceState(name) == "hotplug" {
-            let result = try await detach(name, policy: policy)
-            timings.append(result.timings, prefix: "detach \(name): ")
-            results.append(result)
-        }
-        return results.reversed()
+        let names = lab.devices.map(\.name).filter { currentDeviceState($0) == "hotplug" }
+        let results = try await detach(devices: names, policy: policy)
+        for result in results { timings.append(result.timings, prefix: "detach \(result.device): ") }
+        return results
     }
 
     func reattach(_ devices: [String], operation: String, tag: String, timings: inout StepTimings) async throws -> [AttachResult] {
@@ -201,10 +211,13 @@ extension LabSession {
         let version = try await qmp.greeting().version
         let arguments: JSONObject? = version >= QEMUVersion(major: 5, minor: 0, micro: 0) ? ["flat": true] : nil
         let reply = try await qmp.execute("query-named-block-nodes", arguments: arguments)
+        // Disks of devices qlab hotplugged are not part of the VM's snapshots.
+        let hotplugged = Set(
+            lab.devices.filter { currentDeviceState($0.name) == "hotplug" }.flatMap { $0.emulated?.disks ?? [] }.map(\.formatNodeName))
         var nodes: [SnapshotNode] = []
         for node in reply.arrayValue ?? [] {
             guard node["drv"]?.stringValue == "qcow2", node["ro"]?.boolValue == false,
-                let name = node["node-name"]?.stringValue
+                let name = node["node-name"]?.stringValue, !hotplugged.contains(name)
             else { continue }
             let snapshots = (node["image"]?["snapshots"]?.arrayValue ?? []).compactMap { SnapshotInfo($0, node: name) }
             nodes.append(SnapshotNode(name: name, snapshots: snapshots))
@@ -264,7 +277,17 @@ extension LabSession {
             let text = output.replacingCRLF().trimmingCharacters(in: "\n ")
             if !text.isEmpty { failure = text }
         }
-        guard var text = failure else { return via }
+        guard var text = failure else {
+            if operation == .load {
+                // A failed load leaves QEMU in restore-vm, and a later good load
+                // keeps it stopped (QEMU resumes only a VM that was running).
+                if try await qmp.queryStatus().status == "restore-vm" {
+                    try await qmp.cont()
+                    return via + ", resumed from restore-vm"
+                }
+            }
+            return via
+        }
         let logged = Supervisor.readLog(runtime.qemuLogPath, from: logOffset)
         if !logged.isEmpty, !text.contains(logged) { text += "\n" + logged }
         let status = try? await qmp.queryStatus().status

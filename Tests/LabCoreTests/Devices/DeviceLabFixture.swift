@@ -1,0 +1,195 @@
+import Foundation
+import LabCore
+import QMP
+import Testing
+
+/// A private runtime/state root and lab directory for one device or snapshot
+/// test, labs started through ``LabController`` (the built qlab binary runs
+/// the supervisor), and a teardown that takes every lab down and kills any
+/// QEMU left, whether the test passed or not.
+final class DeviceLabFixture: @unchecked Sendable {
+    let root: String
+    let runtimeRoot: String
+    let stateRoot: String
+    let labDirectory: String
+
+    init() throws {
+        // Short: Unix socket paths are limited to 107 bytes.
+        root = "/tmp/qdv-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        runtimeRoot = root + "/run"
+        stateRoot = root + "/state"
+        labDirectory = root + "/labs"
+        try FileManager.default.createDirectory(atPath: labDirectory, withIntermediateDirectories: true)
+    }
+
+    static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    static var imagesOut: String { repositoryRoot + "/images/out" }
+    static var scsiTarget: String { imagesOut + "/scsi-target.qcow2" }
+
+    /// True when images/build.sh has built the test guest.
+    static var haveGuestImages: Bool {
+        ["linux/vmlinuz", "linux/initrd.img", "linux/disk.qcow2", "scsi-target.qcow2"].allSatisfy {
+            FileManager.default.fileExists(atPath: imagesOut + "/" + $0)
+        }
+    }
+
+    var environment: [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        env["QLAB_RUNTIME_DIR"] = runtimeRoot
+        env["QLAB_STATE_DIR"] = stateRoot
+        return env
+    }
+
+    /// The qlab executable of this build (beside the test bundle).
+    static var qlabExecutable: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        while dir.path != "/" {
+            let candidate = dir.appendingPathComponent("qlab").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return "qlab"
+    }
+
+    var controller: LabController {
+        LabController(supervisorExecutable: Self.qlabExecutable, environment: environment)
+    }
+
+    func runtime(_ name: String) -> LabRuntime {
+        LabRuntime(name: name, runtimeRoot: runtimeRoot, stateRoot: stateRoot)
+    }
+
+    func writeLab(_ name: String, _ yaml: String) throws -> String {
+        let path = labDirectory + "/" + name + ".yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    /// The repository's emulated-scsi lab with its image paths made absolute.
+    func emulatedLab() throws -> String {
+        let text = try String(contentsOfFile: Self.repositoryRoot + "/labs/emulated-scsi.yaml", encoding: .utf8)
+        return try writeLab("emulated-scsi", text.replacingOccurrences(of: "../images/out", with: Self.imagesOut))
+    }
+
+    /// A lab with no OS (a blank qcow2 disk: snapshots work, nothing boots)
+    /// and one hotplug am53c974 with the SCSI target disk.
+    func bareLab(name: String = "bare-dev", extraTopLevel: String = "") throws -> String {
+        let disk = labDirectory + "/blank.qcow2"
+        if !FileManager.default.fileExists(atPath: disk) {
+            let result = try Self.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, "16M"])
+            #expect(result.status == 0, "\(result.output)")
+        }
+        return try writeLab(name, """
+            name: \(name)
+            machine: {type: q35, accel: tcg, memory: 64M}
+            devices:
+              scsi-am:
+                emulated: {driver: am53c974, disks: [{image: \(Self.scsiTarget)}]}
+                attach: hotplug
+            guests:
+              bare: {os: linux, disk: blank.qcow2}
+            \(extraTopLevel)
+            """)
+    }
+
+    /// `up`, then a session; the body runs; the session closes and the lab
+    /// goes down whatever happened.
+    func withLab<T>(
+        _ labFile: String, paused: Bool = false, _ body: (LabSession) async throws -> T
+    ) async throws -> T {
+        let result = try await controller.up(labFile: labFile, options: LabController.UpOptions(paused: paused))
+        let name = result.record.name
+        do {
+            let session = try await LabSession.open(runtime: runtime(name))
+            let value: T
+            do {
+                value = try await body(session)
+            } catch {
+                session.close()
+                throw error
+            }
+            session.close()
+            await down(name)
+            return value
+        } catch {
+            await down(name)
+            throw error
+        }
+    }
+
+    func down(_ name: String) async {
+        let record = runtime(name).record
+        _ = try? await controller.down(name)
+        if let pid = record?.qemuPID, ProcessTable.isRunning(pid) { kill(pid, SIGKILL) }
+    }
+
+    /// Waits until the guest's console log shows `text`.
+    func waitForConsole(_ lab: String, guest: String, text: String, timeout: Duration = .seconds(180)) async throws {
+        let log = stateRoot + "/" + lab + "/" + guest + "/console.log"
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let content = try? String(contentsOfFile: log, encoding: .utf8), content.contains(text) { return }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        Issue.record("the guest did not print \(text) within \(timeout); console log: \(log)")
+        throw CancellationError()
+    }
+
+    /// Takes down every lab here, kills leftovers, removes the tree.
+    func cleanUp() async {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: runtimeRoot)) ?? [] where !name.hasSuffix(".lock") {
+            await down(name)
+        }
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    struct Run {
+        var status: Int32
+        var output: String
+    }
+
+    /// Runs a program (PATH lookup) to completion; stdout and stderr together.
+    static func run(_ argv: [String], environment: [String: String]? = nil) throws -> Run {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = argv
+        if let environment { process.environment = environment }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+    }
+
+    /// Runs the built qlab with this fixture's runtime and state roots.
+    func qlab(_ arguments: String...) throws -> Run {
+        try Self.run([Self.qlabExecutable] + arguments, environment: environment)
+    }
+
+    /// SHA-256 of a file (`sha256sum`), to show a base image was not written.
+    static func digest(_ path: String) throws -> String {
+        String(try run(["sha256sum", path]).output.prefix(64))
+    }
+}
+
+extension LabSession {
+    /// QEMU's device ids: QOM's /machine/peripheral, which also has cards
+    /// behind a bridge the firmware has not numbered yet (query-pci misses
+    /// those in a VM started with -S).
+    func pciIDs() async throws -> Set<String> {
+        try await peripheralIDs()
+    }
+
+    /// Node names QEMU has now.
+    func blockNodeNames() async throws -> Set<String> {
+        let reply = try await qmp.execute("query-named-block-nodes", arguments: ["flat": true])
+        return Set((reply.arrayValue ?? []).compactMap { $0["node-name"]?.stringValue })
+    }
+}
