@@ -18,6 +18,9 @@ struct QMPExecutorTests {
             #expect(status.status == "prelaunch")
             // Resumed by the reply on the thread that read it.
             #expect(client.executor.isCurrentThread)
+            // A timer resumes the task from another thread: the job wakes the reader's poll.
+            try await Task.sleep(for: .milliseconds(20))
+            #expect(client.executor.isCurrentThread)
 
             let stream = client.events()
             let mark = client.eventMark()
