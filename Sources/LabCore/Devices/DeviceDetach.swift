@@ -134,14 +134,14 @@ extension LabSession {
                     removed.append(path)
                 }
             }
-            start = ContinuousClock.now
-            try setDeviceState(device.name, "detached")
-            timings.record("record", since: start)
             results.append(
                 DetachResult(
                     device: device.name, method: methods[device.name] ?? .alreadyGone,
                     unplugTime: unplugTimes[device.name] ?? .zero, removedOverlays: removed, timings: timings))
         }
+        start = ContinuousClock.now
+        try setDeviceStates(names.map { ($0, "detached") })
+        results[results.count - 1].timings.record("record", since: start)
         return results
     }
 

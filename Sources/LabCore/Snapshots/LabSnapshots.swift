@@ -182,17 +182,14 @@ extension LabSession {
     }
 
     func reattach(_ devices: [String], operation: String, tag: String, timings: inout StepTimings) async throws -> [AttachResult] {
-        var results: [AttachResult] = []
-        for name in devices {
-            do {
-                let result = try await attach(name)
-                timings.append(result.timings, prefix: "attach \(name): ")
-                results.append(result)
-            } catch {
-                throw SnapshotError.reattachFailed(operation: operation, tag: tag, device: name, error: "\(error)")
-            }
+        do {
+            let results = try await attach(devices: devices)
+            for result in results { timings.append(result.timings, prefix: "attach \(result.device): ") }
+            return results
+        } catch {
+            let failed = devices.first { currentDeviceState($0) != "hotplug" } ?? devices.first ?? ""
+            throw SnapshotError.reattachFailed(operation: operation, tag: tag, device: failed, error: "\(error)")
         }
-        return results
     }
 
     struct SnapshotNode {

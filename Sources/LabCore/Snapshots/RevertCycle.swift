@@ -34,12 +34,8 @@ extension LabSession {
         let start = ContinuousClock.now
         let via = try await runSnapshotCommand(.load, tag: tag, options: SnapshotOptions(backend: backend))
         timings.record(via, since: start)
-        var attached: [AttachResult] = []
-        for name in names {
-            let result = try await attach(name)
-            timings.append(result.timings, prefix: "attach \(name): ")
-            attached.append(result)
-        }
+        let attached = try await attach(devices: names)
+        for result in attached { timings.append(result.timings, prefix: "attach \(result.device): ") }
         return RevertResult(tag: tag, detached: detached, via: via, attached: attached, timings: timings, total: ContinuousClock.now - begin)
     }
 
