@@ -187,12 +187,12 @@ struct QMPExecutorTests {
 /// Ids the fake server saw, handed from its thread to the test.
 final class IDLog: @unchecked Sendable {
     private let lock = NSLock()
-    private var first: JSONValue?
-    private var second: JSONValue?
+    private var ids: [JSONValue?] = []
 
-    func record(_ first: JSONValue?, _ second: JSONValue?) {
-        lock.withLock { (self.first, self.second) = (first, second) }
+    func record(_ ids: JSONValue?...) {
+        lock.withLock { self.ids += ids }
     }
 
-    var values: (JSONValue?, JSONValue?) { lock.withLock { (first, second) } }
+    var all: [JSONValue?] { lock.withLock { ids } }
+    var values: (JSONValue?, JSONValue?) { lock.withLock { (ids.first ?? nil, ids.dropFirst().first ?? nil) } }
 }

@@ -158,6 +158,31 @@ struct QMPFaultTests {
         }
     }
 
+    @Test func sequentialCommandsReuseOneShortID() async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        let ids = IDLog()
+        server.run { s in
+            s.handshake()
+            for index in 0..<3 {
+                let command = s.readMessage()
+                ids.record(command?["id"])
+                s.reply(to: command, JSONValue(index))
+            }
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        for index in 0..<3 {
+            #expect(try await client.execute("query-\(index)") == JSONValue(index))
+        }
+        // Answered ids are free again: every command of a sequential caller
+        // carries the same one-digit id (QEMU reads QMP a byte at a time).
+        let seen = ids.all
+        #expect(seen.count == 3)
+        #expect(Set(seen.map { $0?.description }).count == 1)
+        #expect(seen.allSatisfy { ($0?.uint64Value ?? 10) < 10 })
+    }
+
     @Test func noGreetingTimesOut() async throws {
         let server = try FakeQMPServer()
         defer { server.closeServer() }
