@@ -39,9 +39,12 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "Letters, digits, - _ . : (not all digits), at most 64.") var tag: String
         @Flag(help: "Replace an existing snapshot of this tag.") var replace = false
         @Flag(help: "Leave unplugged devices unplugged afterwards.") var noReattach = false
+        @Flag(help: "When the guest does not release a hotplugged device (or the VM is paused), complete the unplug with a system_reset; the reset machine is what gets saved.")
+        var resetFallback = false
 
         func run() async throws {
-            let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach, replace: replace)
+            var options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach, replace: replace)
+            if resetFallback { options.unplugPolicy = .standard }
             try await withLabSession(common.lab, command: "snapshot save") { session in
                 SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), verbose: common.verbose)
             }

@@ -41,7 +41,7 @@ public enum DeviceError: Error, Sendable, CustomStringConvertible {
                 + "The unplug is still pending in QEMU; a reset completes it: `qlab reset LAB`, or unplug again without --no-reset-fallback"
         case .guestCannotUnplug(let device, let status):
             return "device \(device): the VM is \(status), so no guest can complete the unplug; resume it (`qlab qmp LAB cont`) "
-                + "or allow the reset fallback (a system_reset completes the unplug)"
+                + "or allow the reset fallback (a system_reset completes the unplug; `qlab snapshot save --reset-fallback`)"
         case .guestRefusedUnplug(let device):
             return "device \(device): the guest refused the unplug (DEVICE_UNPLUG_GUEST_ERROR; the device may be in use in the guest); "
                 + "release it in the guest, or allow the reset fallback"
