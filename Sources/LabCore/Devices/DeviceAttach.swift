@@ -49,6 +49,18 @@ extension LabSession {
     }
 
     func attachOne(_ deviceName: String) async throws -> AttachResult {
+        do {
+            return try await attachOnce(deviceName)
+        } catch DeviceError.alreadyAttached(_, let state) where state.contains("Duplicate nodes") {
+            // Block nodes left over from an interrupted detach, with no device
+            // using them: remove them and try once more.
+            guard try await !peripheralIDs().contains(deviceName) else { throw DeviceError.alreadyAttached(device: deviceName, state: state) }
+            await removeBlockNodes(of: try labDevice(deviceName))
+            return try await attachOnce(deviceName)
+        }
+    }
+
+    func attachOnce(_ deviceName: String) async throws -> AttachResult {
         var timings = StepTimings()
         let device = try labDevice(deviceName)
         let state = currentDeviceState(deviceName)
@@ -112,7 +124,7 @@ extension LabSession {
         } catch {
             await rollBack(devices: addedDevices, nodes: addedNodes)
             for made in overlays.values { FileSystem.remove(made) }
-            if let error = error as? DeviceError, case .qemuRefused(_, _, let message, _) = error, message.contains("Duplicate") {
+            if let error = error as? DeviceError, case .qemuRefused(_, _, let message, _) = error, message.contains("Duplicate nodes") || message.contains("Duplicate device ID '\(deviceName)'") {
                 throw DeviceError.alreadyAttached(device: deviceName, state: "QEMU already has it: \(message)")
             }
             throw error
@@ -163,18 +175,32 @@ extension LabSession {
     }
 
     /// Best effort after a failed attach: the scsi-hd disks go at once; a
-    /// PCI controller needs the unplug handshake, so it gets a reset-at-once unplug.
+    /// PCI controller needs the unplug handshake: the guest gets 10 s (or
+    /// none when the VM is not running), then a reset completes it.
     func rollBack(devices: [String], nodes: [String]) async {
         if let controller = devices.first {
             for disk in devices.dropFirst().reversed() { _ = try? await qmp.execute("device_del", arguments: ["id": .string(disk)]) }
             let mark = qmp.eventMark()
             if (try? await qmp.execute("device_del", arguments: ["id": .string(controller)])) != nil {
-                _ = try? await qmp.execute("system_reset")
-                _ = try? await qmp.waitForEvent("DEVICE_DELETED", matching: ["device": .string(controller)], after: mark, timeout: .seconds(5))
+                let running = (try? await qmp.queryStatus().running) ?? false
+                let outcome = running ? try? await waitForUnplug(controller, after: mark, timeout: .seconds(10)) : nil
+                if outcome != .deleted {
+                    _ = try? await qmp.execute("system_reset")
+                    _ = try? await qmp.waitForEvent("DEVICE_DELETED", matching: ["device": .string(controller)], after: mark, timeout: .seconds(5))
+                }
             }
         }
         for node in nodes.reversed() {
-            _ = try? await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
+            for _ in 0..<1000 {
+                do {
+                    _ = try await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
+                    break
+                } catch QMPError.command(_, _, let message) where message.contains("is in use") {
+                    try? await Task.sleep(for: .milliseconds(5))
+                } catch {
+                    break
+                }
+            }
         }
     }
 

@@ -67,6 +67,13 @@ struct HotplugTests {
                 #expect(try await !session.pciIDs().contains("scsi-am"))
                 #expect(session.currentDeviceState("scsi-am") == "detached")
                 #expect(try await session.blockNodeNames().isDisjoint(with: ["scsi-am-disk0-fmt"]))
+
+                // Nodes left behind by an interrupted detach do not block the next attach.
+                _ = try await session.qmp.execute(
+                    "blockdev-add", arguments: ["driver": "file", "node-name": "scsi-am-disk0-file", "filename": .string(DeviceLabFixture.scsiTarget), "read-only": true])
+                let afterLeftovers = try await session.attach("scsi-am")
+                #expect(afterLeftovers.deviceIDs == ["scsi-am", "scsi-am-disk0"])
+                #expect(try await session.pciIDs().contains("scsi-am"))
             }
         } catch {
             await fixture.cleanUp()
