@@ -55,7 +55,7 @@ public enum UnplugMethod: String, Sendable, Hashable, CustomStringConvertible {
         case .resetAfterTimeout: return "the guest did not release it in time; system_reset completed the unplug (the guest was reset)"
         case .resetAfterGuestError: return "the guest refused (DEVICE_UNPLUG_GUEST_ERROR); system_reset completed the unplug (the guest was reset)"
         case .resetVMNotRunning: return "the VM was not running, so no guest could release it; system_reset completed the unplug"
-        case .resetRequested: return "system_reset completed the unplug at once, as asked (the guest was reset)"
+        case .resetRequested: return "system_reset completed the unplug at once, without waiting for the guest (the guest was reset)"
         case .alreadyGone: return "QEMU had already removed it"
         }
     }

@@ -173,7 +173,7 @@ extension LabSession {
         do { try HMPCommand.validateSnapshotTag(tag) } catch { throw SnapshotError.badTag(error) }
     }
 
-    /// Unplugs every device qlab hotplugged (record state `hotplug`), in reverse lab order.
+    /// Unplugs every device qlab hotplugged (record state `hotplug`), together (one reset when resetting).
     func detachHotplugged(policy: UnplugPolicy, timings: inout StepTimings) async throws -> [DetachResult] {
         let names = lab.devices.map(\.name).filter { currentDeviceState($0) == "hotplug" }
         let results = try await detach(devices: names, policy: policy)
