@@ -7,8 +7,10 @@ import QMP
 /// when it is installed.
 ///
 /// The clients run interleaved, `count / rounds` round trips at a time in a
-/// rotating order, each on its own QMP monitor of the same QEMU, so a change
-/// in the shared machine's load hits them all alike.
+/// rotating order, so a change in the shared machine's load hits them all
+/// alike. They take turns on QEMU's one QMP monitor (as qlab's QEMUs have):
+/// each turn connects, warms up, is timed, and disconnects. (Every extra
+/// monitor slows QEMU's reading, which is one byte per main-loop turn.)
 enum QMPBench {
     static let allClients = ["raw", "raw-id", "qlab", "qlab-pool", "qemu.qmp"]
     /// Run unless --clients says otherwise (raw-id is for explaining the gap).
@@ -36,19 +38,20 @@ enum QMPBench {
         }
         rounds = min(rounds, count)
 
-        let qemu = try BenchQEMU(monitors: selected.count)
+        let qemu = try BenchQEMU()
         defer { qemu.stop() }
+        let socket = qemu.socketPath
         print("qlab-bench qmp: \(count) sequential query-status round trips per client, one QEMU (-S, TCG), "
             + "clients interleaved in \(rounds) rounds")
 
         var runners: [(name: String, runner: any RoundTripRunner)] = []
         var missing: [String] = []
-        for (name, socket) in zip(selected, qemu.socketPaths) {
+        for name in selected {
             switch name {
-            case "raw": runners.append((name, try RawRunner(path: socket, command: #"{"execute":"query-status"}"#)))
-            case "raw-id": runners.append((name, try RawRunner(path: socket, command: #"{"execute":"query-status","id":0}"#)))
-            case "qlab": runners.append((name, try await QLabRunner(path: socket, preferReaderThread: true)))
-            case "qlab-pool": runners.append((name, try await QLabRunner(path: socket, preferReaderThread: false)))
+            case "raw": runners.append((name, RawRunner(path: socket, command: #"{"execute":"query-status"}"#)))
+            case "raw-id": runners.append((name, RawRunner(path: socket, command: #"{"execute":"query-status","id":0}"#)))
+            case "qlab": runners.append((name, QLabRunner(path: socket, preferReaderThread: true)))
+            case "qlab-pool": runners.append((name, QLabRunner(path: socket, preferReaderThread: false)))
             default:
                 if let python = PythonQEMUQMPRunner(path: socket) { runners.append((name, python)) } else { missing.append(name) }
             }
@@ -96,25 +99,31 @@ enum QMPBench {
     }
 }
 
-/// One client that runs `n` sequential query-status round trips and returns their latencies.
+/// One client that connects, warms up with `warmUp` round trips, runs `n`
+/// timed sequential query-status round trips and disconnects.
 protocol RoundTripRunner {
     func run(_ n: Int) async throws -> LatencySamples
     func close() async
 }
 
+/// Untimed round trips on each new connection before the timed ones.
+let warmUp = 50
+
 /// The floor: a blocking socket client with no framing logic beyond
 /// "read to newline", sending one constant command line.
 final class RawRunner: RoundTripRunner {
-    let client: RawQMPClient
+    let path: String
     let command: String
 
-    init(path: String, command: String) throws {
-        client = try RawQMPClient(path: path)
+    init(path: String, command: String) {
+        self.path = path
         self.command = command + "\n"
     }
 
     func run(_ n: Int) async throws -> LatencySamples {
-        LatencySamples.measure(n) { client.roundTrip(command) }
+        let client = try RawQMPClient(path: path)
+        for _ in 0..<warmUp { client.roundTrip(command) }
+        return LatencySamples.measure(n) { client.roundTrip(command) }
     }
 
     func close() async {}
@@ -122,22 +131,25 @@ final class RawRunner: RoundTripRunner {
 
 /// qlab's QMPClient, with the caller on the reader thread or on the cooperative pool.
 final class QLabRunner: RoundTripRunner {
-    let client: QMPClient
+    let path: String
     let preferReaderThread: Bool
 
-    init(path: String, preferReaderThread: Bool) async throws {
-        client = try await QMPClient.connect(path: path)
+    init(path: String, preferReaderThread: Bool) {
+        self.path = path
         self.preferReaderThread = preferReaderThread
     }
 
     func run(_ n: Int) async throws -> LatencySamples {
+        let client = try await QMPClient.connect(path: path)
+        defer { client.close() }
         if preferReaderThread {
-            return try await client.withPreferredExecutor { try await loop(n) }
+            return try await client.withPreferredExecutor { try await loop(client, n) }
         }
-        return try await loop(n)
+        return try await loop(client, n)
     }
 
-    private func loop(_ n: Int) async throws -> LatencySamples {
+    private func loop(_ client: QMPClient, _ n: Int) async throws -> LatencySamples {
+        for _ in 0..<warmUp { _ = try await client.execute("query-status") }
         var samples = LatencySamples()
         samples.nanoseconds.reserveCapacity(n)
         let clock = ContinuousClock()
@@ -153,7 +165,7 @@ final class QLabRunner: RoundTripRunner {
         return samples
     }
 
-    func close() async { client.close() }
+    func close() async {}
 }
 
 /// qemu.qmp's QMPClient in a python3 child that runs `n` round trips per
@@ -168,11 +180,13 @@ final class PythonQEMUQMPRunner: RoundTripRunner {
         import asyncio, sys, time, json
         from qemu.qmp import QMPClient
         async def main():
-            qmp = QMPClient('bench')
-            await qmp.connect(sys.argv[1])
             print('ready', flush=True)
             for line in sys.stdin:
                 n = int(line)
+                qmp = QMPClient('bench')
+                await qmp.connect(sys.argv[1])
+                for _ in range(int(sys.argv[2])):
+                    await qmp.execute('query-status')
                 lat = []
                 cpu = time.process_time_ns()
                 start = time.perf_counter_ns()
@@ -182,15 +196,15 @@ final class PythonQEMUQMPRunner: RoundTripRunner {
                     lat.append(time.perf_counter_ns() - t)
                 total = time.perf_counter_ns() - start
                 cpu = time.process_time_ns() - cpu
+                await qmp.disconnect()
                 print(json.dumps({"total": total, "cpu": cpu, "latencies": lat}), flush=True)
-            await qmp.disconnect()
         asyncio.run(main())
         """
 
     /// nil when python3 or qemu.qmp is missing.
     init?(path: String) {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", Self.script, path]
+        process.arguments = ["python3", "-c", Self.script, path, String(warmUp)]
         process.standardInput = input
         process.standardOutput = output
         process.standardError = FileHandle.nullDevice
