@@ -77,6 +77,7 @@ extension JSONValue {
         switch json_type(UInt32(qlab_json_typeof(json))) {
         case JSON_OBJECT:
             var object = JSONObject()
+            object.entries.reserveCapacity(json_object_size(json))
             var iterator = json_object_iter(json)
             while let current = iterator {
                 let keyPointer = json_object_iter_key(current)!
