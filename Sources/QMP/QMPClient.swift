@@ -228,6 +228,17 @@ public final class QMPClient: Sendable {
                     continuation.resume(throwing: QMPError.disconnected(closed))
                     return
                 }
+                // Cancelled before the handler below was installed: do not send.
+                // (Cancelled later, the handler finds the command pending.)
+                if Task.isCancelled {
+                    let unsent: PendingCommand? = state.withLock { s in
+                        guard let pending = s.pending.removeValue(forKey: id) else { return nil }
+                        s.freeIDs.append(id)
+                        return pending
+                    }
+                    unsent?.continuation.resume(throwing: QMPError.cancelled)
+                    return
+                }
                 if mustWake { channel.wake() }
                 do {
                     try channel.sendRaw(bytes)
@@ -326,7 +337,14 @@ public final class QMPClient: Sendable {
                         timeout: timeout)
                     return nil
                 }
-                if let immediate { continuation.resume(with: immediate) } else { channel.wake() }
+                if let immediate {
+                    continuation.resume(with: immediate)
+                } else if Task.isCancelled {
+                    // Cancelled before the handler below was installed.
+                    state.withLock { $0.eventWaiters.removeValue(forKey: key) }?.continuation.resume(throwing: QMPError.cancelled)
+                } else {
+                    channel.wake()
+                }
             }
         } onCancel: {
             if let waiter = state.withLock({ $0.eventWaiters.removeValue(forKey: key) }) {

@@ -196,3 +196,48 @@ final class IDLog: @unchecked Sendable {
     var all: [JSONValue?] { lock.withLock { ids } }
     var values: (JSONValue?, JSONValue?) { lock.withLock { (ids.first ?? nil, ids.dropFirst().first ?? nil) } }
 }
+
+@Suite("QMP client cancellation")
+struct QMPCancellationTests {
+    /// Cancelling a command, before it is sent or while QEMU has it, ends
+    /// the call with `.cancelled`, on the reader thread as on the pool; the
+    /// reply that still comes reaches no later command.
+    @Test(arguments: [true, false]) func cancelledCommandsEndAndTheirRepliesGoNowhere(preferReaderThread: Bool) async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        let received = IDLog()
+        server.run { s in
+            s.handshake()
+            let first = s.readMessage()  // the one cancelled while pending
+            received.record(first?["id"])
+            let next = s.readMessage()
+            s.reply(to: first, "late")
+            s.reply(to: next, "next")
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        let executor: ReaderThreadExecutor? = preferReaderThread ? client.executor : nil
+        try await withTaskExecutorPreference(executor) {
+            // Cancelled before the call: nothing is sent.
+            let early = Task(executorPreference: executor) {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await client.execute("query-never-sent", timeout: .seconds(60))
+            }
+            await #expect(throws: QMPError.cancelled) { _ = try await early.value }
+            let earlyWait = Task(executorPreference: executor) {
+                withUnsafeCurrentTask { $0?.cancel() }
+                return try await client.waitForEvent("NEVER", timeout: .seconds(60))
+            }
+            await #expect(throws: QMPError.cancelled) { _ = try await earlyWait.value }
+
+            // Cancelled while QEMU has it.
+            let pending = Task(executorPreference: executor) {
+                try await client.execute("query-first", timeout: .seconds(60))
+            }
+            while received.all.isEmpty { try await Task.sleep(for: .milliseconds(5)) }
+            pending.cancel()
+            await #expect(throws: QMPError.cancelled) { _ = try await pending.value }
+            #expect(try await client.execute("query-next") == "next")
+        }
+    }
+}
