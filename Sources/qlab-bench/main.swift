@@ -1,1 +1,18 @@
-print("qlab-bench: nothing yet")
+import Foundation
+
+/// qlab-bench: speed and memory figures, each next to a baseline measured
+/// in the same run. Not a test: it asserts nothing, it prints.
+let arguments = Array(CommandLine.arguments.dropFirst())
+let benches: [String: () async throws -> Void] = [
+    "qmp": { try await QMPBench.run(arguments: Array(arguments.dropFirst())) },
+]
+guard let name = arguments.first, let bench = benches[name] else {
+    print("usage: qlab-bench \(benches.keys.sorted().joined(separator: "|")) [options]")
+    exit(2)
+}
+do {
+    try await bench()
+} catch {
+    print("qlab-bench \(name): \(error)")
+    exit(1)
+}

@@ -81,7 +81,8 @@ public struct LabController: Sendable {
     /// `qlab up`: checks, overlays, then QEMU under a detached supervisor.
     /// Returns once QMP answers. On failure nothing is left running.
     public func up(labFile: String, options: UpOptions) async throws -> UpResult {
-        let lab = try Lab.load(path: labFile, requireFiles: true)
+        let lab = try Lab.load(path: labFile)
+        try lab.checkFiles(guest: try lab.selectGuest(options.guest).name)
         let runtime = self.runtime(lab.name)
         let lock = try await runtime.takeLock()
         var spec = try prepare(lab: lab, options: options)
@@ -135,7 +136,8 @@ public struct LabController: Sendable {
     public func upForeground(
         labFile: String, options: UpOptions, onReady: @Sendable (LabRecord) -> Void
     ) async throws -> ExitRecord {
-        let lab = try Lab.load(path: labFile, requireFiles: true)
+        let lab = try Lab.load(path: labFile)
+        try lab.checkFiles(guest: try lab.selectGuest(options.guest).name)
         let runtime = self.runtime(lab.name)
         var spec: LaunchSpec
         do {

@@ -61,8 +61,9 @@ public final class Supervisor: Sendable {
         try? FileSystem.appendLine(
             runtime.qemuLogPath, "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
         let startOffset = FileSystem.size(runtime.qemuLogPath) ?? logOffset
-        // QEMU creates its sockets with the umask: 0600 sockets, 0600 logs.
-        umask(0o077)
+        // QEMU creates its sockets with the umask: 0600 sockets and logs.
+        // (qlab's own directories get explicit modes with chmod.)
+        umask(0o177)
         let child: ChildProcess
         do {
             child = try ChildProcess.spawn(

@@ -75,8 +75,13 @@ public struct ChildProcess: Sendable {
                 posix_spawn_file_actions_adddup2(&actions, fd, target)
             }
         }
+        // Descriptors qlab inherited without close-on-exec (e.g. a caller's
+        // pipe) must not leak into a long-lived child: it would hold the
+        // caller's pipe open for as long as it runs.
+        for fd in openDescriptors() where fd > 2 && !keepDescriptors.contains(fd) {
+            posix_spawn_file_actions_addclose(&actions, fd)
+        }
         for fd in keepDescriptors {
-            // dup2 onto itself clears FD_CLOEXEC in the child only.
             _ = fcntl(fd, F_SETFD, 0)
         }
         defer { for fd in keepDescriptors { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) } }
@@ -137,6 +142,22 @@ public struct ChildProcess: Sendable {
         }
         return poll()
     }
+}
+
+/// This process's open descriptors, from /proc/self/fd (the directory's own
+/// descriptor is closed before the list is returned).
+func openDescriptors() -> [Int32] {
+    guard let dir = opendir("/proc/self/fd") else { return [] }
+    let own = dirfd(dir)
+    var fds: [Int32] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if let fd = Int32(name), fd != own { fds.append(fd) }
+    }
+    closedir(dir)
+    return fds
 }
 
 /// The process's environment as a dictionary (`environ`).

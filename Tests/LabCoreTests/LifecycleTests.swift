@@ -1,0 +1,216 @@
+import Foundation
+import LabCore
+import QMP
+import Testing
+
+/// `qlab up/status/qmp/down` as a user runs them: the built qlab binary,
+/// real QEMU under TCG, a private runtime and state dir per test.
+@Suite("Lab lifecycle (real QEMU)", .serialized)
+struct LifecycleTests {
+    static func bareLab(_ env: QLabTestEnvironment, name: String = "bare", extra: String = "") throws -> String {
+        _ = try env.makeBlankDisk()
+        return try env.writeLab(name, """
+            name: \(name)
+            machine: {type: q35, accel: tcg, memory: 64M}
+            guests:
+              bare: {os: linux, disk: blank.qcow2}
+            \(extra)
+            """)
+    }
+
+    static func mode(_ path: String) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: path)[.posixPermissions]) as? Int) ?? -1
+    }
+
+    @Test func upQueryStatusDownLeavesNothing() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.bareLab(env)
+        let up = try env.qlab("up", lab)
+        #expect(up.status == 0, "\(up.stderr)")
+        #expect(up.stdout.contains("accel tcg"))
+        let runtime = env.runtime("bare")
+        let record = try #require(runtime.record)
+        #expect(ProcessTable.isRunning(record.qemuPID))
+        // QEMU runs as `-name bare`, so ps shows whose it is.
+        let argv = ProcessTable.commandLine(record.qemuPID)
+        #expect(argv.contains("-name"))
+        #expect(argv.contains { $0 == "bare" || $0.hasPrefix("bare,") || $0.hasPrefix("guest=bare") })
+        #expect(Self.mode(env.runtimeRoot) == 0o700)
+        #expect(Self.mode(runtime.directory) == 0o700)
+        #expect(Self.mode(runtime.qmpSocketPath) == 0o600)
+
+        let qmp = try env.qlab("qmp", "bare", "query-status")
+        #expect(qmp.status == 0, "\(qmp.stderr)")
+        let reply = try JSONValue.parse(qmp.stdout)
+        #expect(reply["status"]?.stringValue == "running")
+
+        let status = try env.qlab("status", "bare", "--json")
+        let json = try JSONValue.parse(status.stdout)
+        #expect(json["state"]?.stringValue == "running")
+        #expect(json["pid"]?.intValue == Int(record.qemuPID))
+        #expect(json["accel"]?["accelerator"]?.stringValue == "tcg")
+
+        let down = try env.qlab("down", "bare")
+        #expect(down.status == 0, "\(down.stderr)")
+        #expect(!ProcessTable.isRunning(record.qemuPID))
+        #expect(!ProcessTable.isRunning(record.supervisorPID))
+        #expect(!FileManager.default.fileExists(atPath: runtime.qmpSocketPath))
+        #expect(!FileManager.default.fileExists(atPath: runtime.directory))
+        #expect(!FileManager.default.fileExists(atPath: runtime.lockPath))
+        #expect(env.qemuProcesses().isEmpty)
+        let after = try JSONValue.parse(try env.qlab("status", "bare", "--json").stdout)
+        #expect(after["state"]?.stringValue == "stopped")
+        #expect(after["last_exit"]?["requested"]?.boolValue == true)
+        // Idempotent.
+        let again = try env.qlab("down", "bare")
+        #expect(again.status == 0)
+        #expect(again.stdout.contains("not running"))
+    }
+
+    @Test func killedQEMUShowsAsCrashedWithTheSignal() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.bareLab(env)
+        #expect(try env.qlab("up", lab).status == 0)
+        let record = try #require(env.runtime("bare").record)
+        kill(record.qemuPID, SIGKILL)
+        _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))
+        let status = try JSONValue.parse(try env.qlab("status", "bare", "--json").stdout)
+        #expect(status["state"]?.stringValue == "crashed")
+        #expect(status["last_exit"]?["signal"]?.intValue == Int(SIGKILL))
+        #expect(status["last_exit"]?["signal_name"]?.stringValue == "SIGKILL")
+        #expect(env.qemuProcesses().isEmpty)
+    }
+
+    @Test func killedSupervisorLeavesNoUnmanagedQEMU() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.bareLab(env)
+        #expect(try env.qlab("up", lab).status == 0)
+        let record = try #require(env.runtime("bare").record)
+        kill(record.supervisorPID, SIGKILL)
+        _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(5))
+        #expect(ProcessTable.isRunning(record.qemuPID))
+        let status = try JSONValue.parse(try env.qlab("status", "bare", "--json").stdout)
+        #expect(status["state"]?.stringValue == "running")
+        #expect(status["supervised"]?.boolValue == false)
+        let down = try env.qlab("down", "bare")
+        #expect(down.status == 0, "\(down.stderr)")
+        #expect(!ProcessTable.isRunning(record.qemuPID))
+        #expect(env.qemuProcesses().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: env.runtime("bare").directory))
+    }
+
+    @Test func secondUpOfARunningLabIsRefused() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.bareLab(env)
+        #expect(try env.qlab("up", lab).status == 0)
+        let pid = try #require(env.runtime("bare").record).qemuPID
+        let second = try env.qlab("up", lab)
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("already running"))
+        #expect(second.stderr.contains("\(pid)"))
+        #expect(env.qemuProcesses() == [pid])
+    }
+
+    @Test func missingHostDeviceFailsInQEMUWithADiagnosis() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        // An address no machine here has; --force skips the doctor so QEMU itself fails.
+        let lab = try Self.bareLab(env, name: "ghost", extra: """
+            devices:
+              scsi0:
+                passthrough: {host: "0000:7e:1f.7"}
+                attach: boot
+            """)
+        let refused = try env.qlab("up", lab)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("device-present"))
+        #expect(env.qemuProcesses().isEmpty)
+
+        let forced = try env.qlab("up", "--force", lab)
+        #expect(forced.status == 1)
+        #expect(forced.stderr.contains("QEMU said:"))
+        #expect(forced.stderr.contains("0000:7e:1f.7"))
+        #expect(forced.stderr.contains("vfio-no-host-device"))
+        #expect(env.qemuProcesses().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: env.runtime("ghost").directory))
+        let status = try JSONValue.parse(try env.qlab("status", "ghost", "--json").stdout)
+        #expect(status["state"]?.stringValue == "crashed")
+        #expect((status["last_exit"]?["diagnoses"]?.arrayValue?.count ?? 0) > 0)
+    }
+
+    @Test func badLabFilesAndNamesGiveClearErrors() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        _ = try env.makeBlankDisk()
+        let badKey = try env.writeLab("badkey", """
+            name: badkey
+            machine: {type: q35, memroy: 64M}
+            guests:
+              bare: {os: linux, disk: blank.qcow2}
+            """)
+        let result = try env.qlab("up", badKey)
+        #expect(result.status == 2)
+        #expect(result.stderr.contains("badkey.yaml:2"))
+        #expect(result.stderr.contains("memroy"))
+
+        let badName = try env.writeLab("badname", """
+            name: Bad_Name
+            guests:
+              bare: {os: linux, disk: blank.qcow2}
+            """)
+        let nameResult = try env.qlab("up", badName)
+        #expect(nameResult.status == 2)
+        #expect(nameResult.stderr.contains("name"))
+
+        let missing = try env.writeLab("missing", """
+            name: missing
+            guests:
+              bare: {os: linux, disk: nowhere.qcow2}
+            """)
+        let missingResult = try env.qlab("up", missing)
+        #expect(missingResult.status == 2)
+        #expect(missingResult.stderr.contains("nowhere.qcow2"))
+        #expect(env.qemuProcesses().isEmpty)
+
+        let unknown = try env.qlab("status", "no-such-lab", "--json")
+        #expect(try JSONValue.parse(unknown.stdout)["state"]?.stringValue == "stopped")
+        let qmp = try env.qlab("qmp", "no-such-lab", "query-status")
+        #expect(qmp.status != 0)
+        #expect(qmp.stderr.contains("not running"))
+    }
+
+    @Test func foregroundTakesQEMUDownOnSIGTERM() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.bareLab(env)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: QLabTestEnvironment.qlabExecutable)
+        process.arguments = ["up", "--foreground", lab]
+        process.environment = env.environment
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        defer { if process.isRunning { process.interrupt() } }
+        let runtime = env.runtime("bare")
+        var pid: Int32?
+        for _ in 0..<500 {
+            if let record = runtime.record, record.qemuPID > 0, FileManager.default.fileExists(atPath: runtime.qmpSocketPath) {
+                pid = record.qemuPID
+                break
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let qemu = try #require(pid)
+        #expect(try env.qlab("qmp", "bare", "query-status").status == 0)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        #expect(!ProcessTable.isRunning(qemu))
+        #expect(runtime.exitRecord?.requested == true)
+        #expect(env.qemuProcesses().isEmpty)
+    }
+}
