@@ -13,6 +13,8 @@ struct QLab: AsyncParsableCommand {
             DownCommand.self,
             StatusCommand.self,
             ListCommand.self,
+            RunCommand.self,
+            ReportCommand.self,
             QMPCommand.self,
             EventsCommand.self,
             ConsoleCommand.self,

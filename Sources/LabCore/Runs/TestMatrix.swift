@@ -1,0 +1,86 @@
+/// One cell of a run: a test on a guest, the n-th time.
+public struct TestRunEntry: Sendable, Hashable {
+    public var guest: String
+    public var test: String
+    /// 1-based.
+    public var repeatIndex: Int
+    /// Position in the whole (unsharded) matrix, 0-based: stable across shards.
+    public var matrixIndex: Int
+
+    public var displayName: String { repeatIndex > 1 ? "\(test)#\(repeatIndex)" : test }
+}
+
+/// `--shard K/N`: the K-th of N disjoint parts of the matrix.
+public struct Shard: Sendable, Hashable, CustomStringConvertible {
+    public var index: Int
+    public var count: Int
+
+    /// Parses `K/N` with 1 <= K <= N.
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, k >= 1, k <= n else { return nil }
+        index = k
+        count = n
+    }
+
+    public init(index: Int, count: Int) {
+        self.index = index
+        self.count = count
+    }
+
+    public var description: String { "\(index)/\(count)" }
+
+    /// Cells are dealt round-robin in matrix order, so every cell lands in
+    /// exactly one shard and shards differ in size by at most one.
+    public func contains(_ entry: TestRunEntry) -> Bool { entry.matrixIndex % count == index - 1 }
+}
+
+/// The guest × test × repeat matrix of a lab, in a deterministic order:
+/// guests in lab order, then tests in lab order, then repeats.
+public struct TestMatrix: Sendable {
+    public var entries: [TestRunEntry]
+
+    public enum SelectionError: Error, Sendable, CustomStringConvertible {
+        case unknownGuest(String, known: [String])
+        case unknownTest(String, known: [String])
+        case empty(String)
+
+        public var description: String {
+            switch self {
+            case .unknownGuest(let name, let known): return "no guest '\(name)' in the lab; its guests: \(known.joined(separator: ", "))"
+            case .unknownTest(let name, let known): return "no test '\(name)' in the lab; its tests: \(known.joined(separator: ", "))"
+            case .empty(let why): return "nothing to run: \(why)"
+            }
+        }
+    }
+
+    public init(lab: Lab, guests: [String] = [], tests: [String] = [], repeats: Int = 1, shard: Shard? = nil) throws {
+        for name in guests where lab.guest(named: name) == nil {
+            throw SelectionError.unknownGuest(name, known: lab.guests.map(\.name))
+        }
+        for name in tests where lab.test(named: name) == nil {
+            throw SelectionError.unknownTest(name, known: lab.tests.map(\.name))
+        }
+        var all: [TestRunEntry] = []
+        for guest in lab.guests where guests.isEmpty || guests.contains(guest.name) {
+            for test in lab.tests where (tests.isEmpty || tests.contains(test.name)) && test.applies(to: guest.name) {
+                for repeatIndex in 1...max(1, repeats) {
+                    all.append(TestRunEntry(guest: guest.name, test: test.name, repeatIndex: repeatIndex, matrixIndex: all.count))
+                }
+            }
+        }
+        if all.isEmpty { throw SelectionError.empty(lab.tests.isEmpty ? "the lab has no tests:" : "no selected test applies to the selected guests") }
+        entries = shard.map { s in all.filter { s.contains($0) } } ?? all
+    }
+
+    /// Entries grouped by guest, guests in matrix order.
+    public var byGuest: [(guest: String, entries: [TestRunEntry])] {
+        var order: [String] = []
+        var groups: [String: [TestRunEntry]] = [:]
+        for entry in entries {
+            if groups[entry.guest] == nil { order.append(entry.guest) }
+            groups[entry.guest, default: []].append(entry)
+        }
+        return order.map { ($0, groups[$0]!) }
+    }
+}

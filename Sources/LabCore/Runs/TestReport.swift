@@ -1,0 +1,162 @@
+import QMP
+
+/// How one run of a test ended.
+public enum TestOutcome: String, Sendable, CaseIterable {
+    /// Exit status as expected and every `expect` text in the output.
+    case passed
+    /// The test ran to its end and its result was wrong.
+    case failed
+    /// The test did not end within its timeout.
+    case timeout
+    /// Something other than the test went wrong: QEMU died, a hook failed, the guest would not boot.
+    case error
+}
+
+/// The record of one run of one test.
+public struct TestResult: Sendable {
+    public var entry: TestRunEntry
+    public var outcome: TestOutcome
+    public var duration: Double
+    public var exitStatus: Int32?
+    public var output: String
+    /// Why it did not pass, in one or two sentences.
+    public var message: String
+    public var diagnoses: [Diagnosis]
+    /// The last of the console, for failures.
+    public var consoleTail: String
+    /// Revert, attach, rescan, test, hooks: seconds each.
+    public var steps: [(name: String, seconds: Double)]
+
+    public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
+                message: String = "", diagnoses: [Diagnosis] = [], consoleTail: String = "", steps: [(name: String, seconds: Double)] = []) {
+        self.entry = entry
+        self.outcome = outcome
+        self.duration = duration
+        self.exitStatus = exitStatus
+        self.output = output
+        self.message = message
+        self.diagnoses = diagnoses
+        self.consoleTail = consoleTail
+        self.steps = steps
+    }
+
+    public var json: JSONValue {
+        .object([
+            "guest": .string(entry.guest), "test": .string(entry.test), "repeat": JSONValue(entry.repeatIndex),
+            "matrix_index": JSONValue(entry.matrixIndex), "outcome": .string(outcome.rawValue),
+            "duration_seconds": .double(duration), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
+            "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
+            "console_tail": .string(consoleTail),
+            "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double($0.seconds)] }),
+        ])
+    }
+
+    public init?(_ json: JSONValue) {
+        guard let guest = json["guest"]?.stringValue, let test = json["test"]?.stringValue,
+            let outcome = json["outcome"]?.stringValue.flatMap(TestOutcome.init(rawValue:))
+        else { return nil }
+        entry = TestRunEntry(guest: guest, test: test, repeatIndex: json["repeat"]?.intValue ?? 1, matrixIndex: json["matrix_index"]?.intValue ?? 0)
+        self.outcome = outcome
+        duration = json["duration_seconds"]?.doubleValue ?? 0
+        exitStatus = json["exit_status"]?.intValue.map { Int32($0) }
+        output = json["output"]?.stringValue ?? ""
+        message = json["message"]?.stringValue ?? ""
+        diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap { d in
+            guard let id = d["id"]?.stringValue else { return nil }
+            return Diagnosis(id: id, device: d["device"]?.stringValue, summary: d["summary"]?.stringValue ?? "",
+                             cause: d["cause"]?.stringValue ?? "", fix: d["fix"]?.stringValue ?? "")
+        }
+        consoleTail = json["console_tail"]?.stringValue ?? ""
+        steps = (json["steps"]?.arrayValue ?? []).compactMap { s in
+            guard let name = s["name"]?.stringValue, let seconds = s["seconds"]?.doubleValue else { return nil }
+            return (name, seconds)
+        }
+    }
+}
+
+/// A whole run's results: what `--json` writes and `qlab report merge` reads.
+public struct TestReport: Sendable {
+    public var lab: String
+    public var startedAt: Double
+    public var duration: Double
+    /// The shards this report covers ("1/3"), empty for a whole run.
+    public var shards: [String]
+    public var results: [TestResult]
+
+    public init(lab: String, startedAt: Double, duration: Double, shards: [String], results: [TestResult]) {
+        self.lab = lab
+        self.startedAt = startedAt
+        self.duration = duration
+        self.shards = shards
+        self.results = results
+    }
+
+    public func count(_ outcome: TestOutcome) -> Int { results.filter { $0.outcome == outcome }.count }
+    public var allPassed: Bool { !results.isEmpty && results.allSatisfy { $0.outcome == .passed } }
+
+    public var summaryLine: String {
+        "\(count(.passed)) passed, \(count(.failed) + count(.timeout) + count(.error)) failed"
+            + (count(.timeout) + count(.error) > 0 ? " (\(count(.timeout)) timed out, \(count(.error)) errors)" : "")
+    }
+
+    public var json: JSONValue {
+        .object([
+            "lab": .string(lab), "started_at": .double(startedAt), "duration_seconds": .double(duration),
+            "shards": .array(shards.map(JSONValue.string)),
+            "summary": ["total": JSONValue(results.count), "passed": JSONValue(count(.passed)), "failed": JSONValue(count(.failed)),
+                        "timeout": JSONValue(count(.timeout)), "error": JSONValue(count(.error))],
+            "results": .array(results.map(\.json)),
+        ])
+    }
+
+    public enum ReadError: Error, Sendable, CustomStringConvertible {
+        case unreadable(String)
+        case notAReport(String)
+        case differentLabs(String, String)
+        case overlapping(String, guest: String, test: String, repeatIndex: Int)
+
+        public var description: String {
+            switch self {
+            case .unreadable(let path): return "\(path): cannot read it as JSON"
+            case .notAReport(let path): return "\(path): not a qlab run report (no lab/results)"
+            case .differentLabs(let a, let b): return "reports of different labs cannot merge: \(a) and \(b)"
+            case .overlapping(let path, let guest, let test, let n): return "\(path): \(guest)/\(test)#\(n) is already in another report (overlapping shards?)"
+            }
+        }
+    }
+
+    public init(path: String) throws {
+        guard let json = FileSystem.readJSON(path) else { throw ReadError.unreadable(path) }
+        guard let lab = json["lab"]?.stringValue, let results = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
+        self.init(lab: lab, startedAt: json["started_at"]?.doubleValue ?? 0, duration: json["duration_seconds"]?.doubleValue ?? 0,
+                  shards: json["shards"]?.arrayValue?.compactMap(\.stringValue) ?? [], results: results.compactMap(TestResult.init))
+    }
+
+    /// Merges shard reports into one, in matrix order. Refuses overlaps and mixed labs.
+    public static func merge(paths: [String]) throws -> TestReport {
+        var merged: TestReport?
+        var seen: Set<String> = []
+        for path in paths {
+            let report = try TestReport(path: path)
+            for result in report.results {
+                let key = "\(result.entry.guest)\u{0}\(result.entry.test)\u{0}\(result.entry.repeatIndex)"
+                guard seen.insert(key).inserted else {
+                    throw ReadError.overlapping(path, guest: result.entry.guest, test: result.entry.test, repeatIndex: result.entry.repeatIndex)
+                }
+            }
+            if var current = merged {
+                guard current.lab == report.lab else { throw ReadError.differentLabs(current.lab, report.lab) }
+                current.results += report.results
+                current.shards += report.shards
+                current.startedAt = min(current.startedAt, report.startedAt)
+                current.duration = max(current.duration, report.duration)
+                merged = current
+            } else {
+                merged = report
+            }
+        }
+        guard var result = merged else { throw ReadError.notAReport("(no reports given)") }
+        result.results.sort { $0.entry.matrixIndex < $1.entry.matrixIndex }
+        return result
+    }
+}

@@ -1,0 +1,319 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+
+/// What a run reports while it goes, for a progress display.
+public enum TestRunEvent: Sendable {
+    case started(total: Int)
+    case guestBooting(guest: String)
+    case guestReady(guest: String, seconds: Double)
+    case entryStarted(TestRunEntry, index: Int, total: Int)
+    case entryFinished(TestResult, index: Int, total: Int)
+    /// Something worth a line of its own: a restart, a hook's failure.
+    case note(String)
+}
+
+/// `qlab run`: for each guest, boot once to `ready` and save the ready
+/// snapshot (strategy snapshot); then for each test and repeat: revert,
+/// attach the lab's hotplug devices, rescan, run the test with its timeout,
+/// judge it. Strategy reset uses a system_reset instead of a revert. A crash,
+/// hang or timeout is recorded with its diagnosis and console tail, the guest
+/// is restarted, and the loop goes on.
+public final class TestRunner: Sendable {
+    public struct Options: Sendable {
+        public var guests: [String] = []
+        public var tests: [String] = []
+        public var repeats = 1
+        public var shard: Shard?
+        /// The snapshot every run starts from.
+        public var readyTag = "qlab-ready"
+        public var transport: GuestTransport = .auto
+        public init() {}
+    }
+
+    public let controller: LabController
+    public let labFile: String
+    public let lab: Lab
+    public let options: Options
+    let observe: @Sendable (TestRunEvent) -> Void
+
+    public init(controller: LabController, labFile: String, options: Options, observe: @escaping @Sendable (TestRunEvent) -> Void = { _ in }) throws {
+        self.controller = controller
+        self.labFile = labFile
+        self.lab = try Lab.load(path: labFile)
+        self.options = options
+        self.observe = observe
+    }
+
+    public func matrix() throws -> TestMatrix {
+        try TestMatrix(lab: lab, guests: options.guests, tests: options.tests, repeats: options.repeats, shard: options.shard)
+    }
+
+    /// A booted guest being tested.
+    final class BootedGuest: @unchecked Sendable {
+        let guest: LabGuest
+        let session: LabSession
+        let console: GuestConsole
+        let commands: any GuestSession
+        let strategy: Strategy
+        var freshBoot = true
+
+        init(guest: LabGuest, session: LabSession, console: GuestConsole, commands: any GuestSession, strategy: Strategy) {
+            self.guest = guest
+            self.session = session
+            self.console = console
+            self.commands = commands
+            self.strategy = strategy
+        }
+    }
+
+    /// Runs the matrix. Throws only for what stops the whole run (a bad
+    /// selection, the lab already running); everything else is a result.
+    public func run() async throws -> TestReport {
+        let matrix = try matrix()
+        let runtime = controller.runtime(lab.name)
+        if let record = runtime.record, runtime.liveQEMU(record) != nil {
+            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID)
+        }
+        let started = wallClockSeconds()
+        let clock = ContinuousClock.now
+        let total = matrix.entries.count
+        observe(.started(total: total))
+        var results: [TestResult] = []
+        for (guestName, entries) in matrix.byGuest {
+            let guest = try lab.selectGuest(guestName)
+            var booted: BootedGuest?
+            var bootFailures = 0
+            for entry in entries {
+                let index = results.count + 1
+                observe(.entryStarted(entry, index: index, total: total))
+                let result: TestResult
+                if booted == nil && bootFailures < 2 {
+                    do {
+                        booted = try await boot(guest)
+                    } catch {
+                        bootFailures += 1
+                        await shutDown(nil)
+                        observe(.note("guest \(guest.name) did not start: \(error)"))
+                    }
+                }
+                if let current = booted {
+                    let (outcome, healthy) = await runEntry(entry, on: current, index: index, total: total)
+                    result = outcome
+                    if !healthy {
+                        observe(.note("restarting guest \(guest.name) after \(outcome.outcome.rawValue) in \(entry.displayName)"))
+                        await shutDown(current)
+                        booted = nil
+                    }
+                } else {
+                    result = await bootFailureResult(entry)
+                }
+                results.append(result)
+                observe(.entryFinished(result, index: index, total: total))
+            }
+            await shutDown(booted)
+        }
+        return TestReport(
+            lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).guestSeconds,
+            shards: options.shard.map { [$0.description] } ?? [], results: results)
+    }
+
+    // MARK: Guest lifecycle
+
+    func boot(_ guest: LabGuest) async throws -> BootedGuest {
+        observe(.guestBooting(guest: guest.name))
+        let begin = ContinuousClock.now
+        let up = try await controller.up(labFile: labFile, options: LabController.UpOptions(guest: guest.name, freshDisk: true))
+        let session = try await LabSession.open(runtime: up.runtime)
+        do {
+            let console = try GuestConsole.connect(runtime: up.runtime)
+            try await console.waitForReady(guest)
+            var commands: any GuestSession = console
+            if options.transport != .console, FileSystem.exists(up.runtime.agentSocketPath),
+                let agent = try? await GuestConnection.open(runtime: up.runtime, transport: .agent)
+            {
+                commands = agent
+            }
+            let strategy = lab.effectiveStrategy(for: guest)
+            if strategy == .snapshot {
+                _ = try await session.saveSnapshot(options.readyTag, options: SnapshotOptions(replace: true))
+            }
+            observe(.guestReady(guest: guest.name, seconds: (ContinuousClock.now - begin).guestSeconds))
+            return BootedGuest(guest: guest, session: session, console: console, commands: commands, strategy: strategy)
+        } catch {
+            session.close()
+            throw error
+        }
+    }
+
+    func shutDown(_ booted: BootedGuest?) async {
+        if let booted {
+            booted.commands.close()
+            booted.console.close()
+            booted.session.close()
+        }
+        _ = try? await controller.down(lab.name)
+    }
+
+    // MARK: One run
+
+    /// Runs one entry; `healthy` is false when the guest must be restarted.
+    func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
+        let test = lab.test(named: entry.test)!
+        let begin = ContinuousClock.now
+        var steps: [(String, Double)] = []
+        func step<T>(_ name: String, _ body: () async throws -> T) async throws -> T {
+            let start = ContinuousClock.now
+            defer { steps.append((name, (ContinuousClock.now - start).guestSeconds)) }
+            return try await body()
+        }
+        func finish(_ outcome: TestOutcome, status: Int32? = nil, output: String = "", message: String = "", diagnoses: [Diagnosis] = [], tail: String = "") -> TestResult {
+            TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).guestSeconds, exitStatus: status, output: output,
+                       message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
+        }
+        let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
+
+        do {
+            if let hook = lab.hooks.beforeEach {
+                let outcome = try await step("before_each") {
+                    try await HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
+                }
+                if !outcome.succeeded {
+                    return (finish(.error, output: outcome.output, message: "before_each hook " + Self.describe(outcome)), true)
+                }
+            }
+            try await prepare(booted, step: step)
+            let result = try await step("test") { try await booted.commands.run(test.run, timeout: test.timeout) }
+            var problems: [String] = []
+            if result.exitStatus != test.status {
+                problems.append("exit status \(result.exitStatus) (expected \(test.status))")
+            }
+            for text in test.expect where !result.output.contains(text) {
+                problems.append("output lacks \"\(text)\"")
+            }
+            var final = finish(problems.isEmpty ? .passed : .failed, status: result.exitStatus, output: result.output,
+                               message: problems.joined(separator: "; "), tail: problems.isEmpty ? "" : booted.console.tail())
+            if let hook = lab.hooks.afterEach {
+                var env = environment
+                env["QLAB_RESULT"] = final.outcome.rawValue
+                let outcome = try await step("after_each") {
+                    try await HostHook.run(hook, directory: lab.directory, environment: env, timeout: lab.hooks.timeout)
+                }
+                final.steps = steps
+                if !outcome.succeeded {
+                    final.outcome = .error
+                    final.message = (final.message.isEmpty ? "" : final.message + "; ") + "after_each hook " + Self.describe(outcome)
+                }
+            }
+            return (final, true)
+        } catch let error as GuestError {
+            if case .commandTimeout(_, let seconds, let recovered, let tail) = error {
+                let result = finish(.timeout, message: "the test did not end within \(Int(seconds)) s" + (recovered ? "" : "; the console did not recover"),
+                                    diagnoses: [], tail: tail)
+                return (result, recovered)
+            }
+            let (message, diagnoses) = await explainBreakage(error, booted: booted)
+            return (finish(.error, message: message, diagnoses: diagnoses, tail: booted.console.tail()), false)
+        } catch {
+            let (message, diagnoses) = await explainBreakage(error, booted: booted)
+            return (finish(.error, message: message, diagnoses: diagnoses, tail: booted.console.tail()), false)
+        }
+    }
+
+    /// Brings the guest to a clean state with the devices attached and found.
+    func prepare(_ booted: BootedGuest, step: (String, () async throws -> Void) async throws -> Void) async throws {
+        let hotplug = try booted.session.hotplugDeviceNames()
+        switch booted.strategy {
+        case .snapshot:
+            try await step("revert") {
+                _ = try await booted.session.revert(to: options.readyTag, attaching: hotplug)
+                booted.console.skipReceived()
+            }
+        case .reset:
+            if !booted.freshBoot {
+                try await step("reset") {
+                    let offset = booted.session.record.consoleLog.flatMap(FileSystem.size) ?? 0
+                    _ = try await booted.session.reset()
+                    try await booted.console.waitForReady(booted.guest, since: offset)
+                }
+            }
+            if !hotplug.isEmpty {
+                try await step("attach") { _ = try await booted.session.attach(devices: hotplug) }
+            }
+        }
+        booted.freshBoot = false
+        if !hotplug.isEmpty, let rescan = booted.guest.effectiveRescan {
+            try await step("rescan") {
+                let result = try await booted.commands.run(rescan, timeout: .seconds(120))
+                if result.exitStatus != 0 {
+                    throw TestRunError.rescanFailed(status: result.exitStatus, output: result.output)
+                }
+            }
+        }
+    }
+
+    /// Why the guest broke: QEMU's exit and its diagnosis when QEMU is gone.
+    func explainBreakage(_ error: Error, booted: BootedGuest) async -> (String, [Diagnosis]) {
+        var diagnoses = (error as? SnapshotError)?.diagnoses ?? (error as? DeviceError)?.diagnoses ?? []
+        let runtime = booted.session.runtime
+        var message = "\(error)"
+        if let record = runtime.record ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
+            // The supervisor writes the exit record once it has reaped QEMU.
+            var exit = runtime.exitRecord
+            for _ in 0..<100 where exit == nil || exit!.at < record.startedAt {
+                try? await Task.sleep(for: .milliseconds(50))
+                exit = runtime.exitRecord
+            }
+            if let exit, exit.at >= record.startedAt {
+                message = "QEMU \(exit.exitDescription) during the test (\(error))"
+                diagnoses += exit.diagnoses
+            } else {
+                message = "QEMU ended during the test (\(error))"
+            }
+        }
+        return (message, diagnoses)
+    }
+
+    func bootFailureResult(_ entry: TestRunEntry) async -> TestResult {
+        let runtime = controller.runtime(lab.name)
+        let exit = runtime.exitRecord
+        return TestResult(
+            entry: entry, outcome: .error, duration: 0,
+            message: "the guest did not start" + (exit.map { ": QEMU \($0.exitDescription)" } ?? ""),
+            diagnoses: exit?.diagnoses ?? [], consoleTail: exit?.qemuOutput ?? "")
+    }
+
+    func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
+        var env = controller.environment
+        env["QLAB_LAB"] = lab.name
+        env["QLAB_LAB_FILE"] = lab.file
+        env["QLAB_GUEST"] = entry.guest
+        env["QLAB_GUEST_OS"] = booted.guest.os.rawValue
+        env["QLAB_TEST"] = entry.test
+        env["QLAB_REPEAT"] = String(entry.repeatIndex)
+        env["QLAB_RUN_INDEX"] = String(index)
+        env["QLAB_RUN_TOTAL"] = String(total)
+        env["QLAB_QMP_SOCKET"] = booted.session.runtime.qmpSocketPath
+        env["QLAB_CONSOLE_LOG"] = booted.session.record.consoleLog ?? ""
+        env["QLAB_DEVICES"] = lab.devices.map(\.name).joined(separator: " ")
+        env["QLAB_PASSTHROUGH"] = booted.session.record.passthroughHosts.map(\.host).joined(separator: " ")
+        return env
+    }
+
+    static func describe(_ outcome: HostHook.Outcome) -> String {
+        if outcome.timedOut { return "timed out" }
+        return "failed (\(outcome.exit?.description ?? "unknown")): " + outcome.output.suffix(400)
+    }
+}
+
+public enum TestRunError: Error, Sendable, CustomStringConvertible {
+    case rescanFailed(status: Int32, output: String)
+
+    public var description: String {
+        switch self {
+        case .rescanFailed(let status, let output):
+            return "the guest's rescan command failed with status \(status): \(output.suffix(300))"
+        }
+    }
+}

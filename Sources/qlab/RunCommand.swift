@@ -1,0 +1,157 @@
+import ArgumentParser
+import Foundation
+import LabCore
+import QMP
+
+/// `qlab run LAB ...`: the test matrix.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a lab's tests on its guests: revert to a clean snapshot before every run.",
+        discussion: "Exit 0 only when every test passed. Reports: --junit (Jenkins, GitLab) and --json (merge shards with `qlab report merge`).")
+
+    @Argument(help: "The lab file.") var lab: String
+    @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
+    @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
+    @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1
+    @Option(help: "Run the K-th of N parts of the matrix, e.g. 2/4.") var shard: String?
+    @Option(help: "Write a JUnit XML report here.") var junit: String?
+    @Option(help: "Write a JSON report here.") var json: String?
+    @Option(help: "How to run commands in the guest: auto, console or agent.") var transport = "auto"
+
+    func run() async throws {
+        var options = TestRunner.Options()
+        options.guests = guests
+        options.tests = tests
+        guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1") }
+        options.repeats = repeats
+        if let shard {
+            guard let parsed = Shard(shard) else { throw ValidationError("--shard takes K/N with 1 <= K <= N, e.g. 2/4") }
+            options.shard = parsed
+        }
+        guard let parsedTransport = GuestTransport(rawValue: transport) else {
+            throw ValidationError("--transport takes auto, console or agent")
+        }
+        options.transport = parsedTransport
+        let progress = RunProgress(interactive: isatty(1) == 1)
+        let report: TestReport
+        do {
+            let runner = try TestRunner(controller: labController(), labFile: lab, options: options) { progress.handle($0) }
+            report = try await runner.run()
+        } catch {
+            progress.finishLine()
+            reportError("qlab run: \(error)")
+            throw exitCodeFor(error)
+        }
+        progress.finishLine()
+        do {
+            if let json { try FileSystem.writeJSON(json, report.json) }
+            if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(report).utf8), mode: 0o644) }
+        } catch {
+            reportError("qlab run: cannot write the report: \(error)")
+            throw ExitCode(1)
+        }
+        print(report.summaryLine)
+        if !report.allPassed { throw ExitCode(1) }
+    }
+}
+
+/// Progress on the terminal: a live line (run i of n, guest, test, elapsed,
+/// ETA) on a TTY, plain lines otherwise. Results always get a line.
+final class RunProgress: @unchecked Sendable {
+    let interactive: Bool
+    let lock = NSLock()
+    let start = Date()
+    var total = 0
+    var finished = 0
+    var durations: [Double] = []
+    var liveLine = false
+
+    init(interactive: Bool) { self.interactive = interactive }
+
+    func handle(_ event: TestRunEvent) {
+        lock.lock()
+        defer { lock.unlock() }
+        switch event {
+        case .started(let total):
+            self.total = total
+            line("qlab run: \(total) run\(total == 1 ? "" : "s")")
+        case .guestBooting(let guest):
+            live("booting \(guest)")
+        case .guestReady(let guest, let seconds):
+            line(String(format: "guest %@ ready in %.1f s (snapshot saved)", guest, seconds))
+        case .entryStarted(let entry, let index, let total):
+            live("[\(index)/\(total)] \(entry.guest) \(entry.displayName)")
+        case .entryFinished(let result, let index, let total):
+            finished = index
+            durations.append(result.duration)
+            var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest, result.entry.displayName,
+                              result.outcome.rawValue.uppercased(), result.duration)
+            if result.outcome != .passed, !result.message.isEmpty { text += "\n    " + result.message }
+            for diagnosis in result.diagnoses { text += "\n    [\(diagnosis.id)] \(diagnosis.summary) fix: \(diagnosis.fix)" }
+            line(text)
+        case .note(let text):
+            line("note: " + text)
+        }
+    }
+
+    /// A status line that the next output replaces (TTY only).
+    func live(_ text: String) {
+        guard interactive else { return }
+        let elapsed = Date().timeIntervalSince(start)
+        var eta = ""
+        if finished > 0, total > finished {
+            let perRun = durations.reduce(0, +) / Double(durations.count)
+            eta = "  ETA " + Self.clock(perRun * Double(total - finished))
+        }
+        let status = "\(text)  elapsed \(Self.clock(elapsed))\(eta)"
+        FileHandle.standardOutput.write(Data(("\r\u{1B}[K" + status).utf8))
+        liveLine = true
+    }
+
+    func line(_ text: String) {
+        if liveLine { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
+        liveLine = false
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    func finishLine() {
+        lock.lock()
+        defer { lock.unlock() }
+        if liveLine { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
+        liveLine = false
+    }
+
+    static func clock(_ seconds: Double) -> String {
+        let s = Int(seconds.rounded())
+        return String(format: "%02d:%02d", s / 60, s % 60)
+    }
+}
+
+struct ReportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Work with run reports.", subcommands: [Merge.self])
+
+    struct Merge: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "merge", abstract: "Merge the JSON reports of shards into one (refuses overlaps).")
+        @Argument(help: "JSON reports from `qlab run --json`.") var reports: [String]
+        @Option(help: "Write the merged JSON report here (default: stdout).") var json: String?
+        @Option(help: "Write a JUnit XML report of the merge here.") var junit: String?
+
+        func run() async throws {
+            do {
+                let merged = try TestReport.merge(paths: reports)
+                if let json { try FileSystem.writeJSON(json, merged.json) } else { print(try merged.json.jsonString(pretty: true)) }
+                if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(merged).utf8), mode: 0o644) }
+                reportError("merged \(reports.count) reports: \(merged.summaryLine)")
+                if !merged.allPassed { throw ExitCode(1) }
+            } catch let error as ExitCode {
+                throw error
+            } catch {
+                reportError("qlab report merge: \(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+}
