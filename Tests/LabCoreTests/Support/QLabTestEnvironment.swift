@@ -27,6 +27,44 @@ final class QLabTestEnvironment: @unchecked Sendable {
         return env
     }
 
+    static var repositoryRoot: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().deletingLastPathComponent().path
+    }
+
+    /// What images/build.sh builds (the README's test command builds it first).
+    static var imagesOut: String { repositoryRoot + "/images/out" }
+
+    /// A lab like labs/emulated-scsi.yaml with absolute image paths and the given tests.
+    func writeGuestLab(_ name: String, memory: String = "256M", devices: String? = nil, tests: String, extra: String = "") throws -> String {
+        let out = Self.imagesOut
+        let defaultDevices = """
+              scsi-lsi:
+                emulated: {driver: lsi53c895a, disks: [{image: \(out)/scsi-target.qcow2}]}
+                attach: hotplug
+            """
+        return try writeLab(name, """
+            name: \(name)
+            machine: {type: q35, accel: tcg, memory: \(memory), smp: 1}
+            devices:
+            \(devices ?? defaultDevices)
+            guests:
+              linux:
+                os: linux
+                kernel: \(out)/linux/vmlinuz
+                initrd: \(out)/linux/initrd.img
+                append: console=ttyS0 quiet panic=-1
+                disk: \(out)/linux/disk.qcow2
+                ready: qlab-guest-ready
+                prompt: "# "
+                boot_timeout: 180s
+                rescan: qlab-scsi-scan -w 20 -n 1
+            tests:
+            \(tests)
+            \(extra)
+            """)
+    }
+
     /// The `qlab` executable built next to the test bundle.
     static var qlabExecutable: String {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
