@@ -177,7 +177,7 @@ public final class TestRunner: Sendable {
         do {
             if let hook = lab.hooks.beforeEach {
                 let outcome = try await step("before_each") {
-                    try await HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
+                    try HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
                 }
                 if !outcome.succeeded {
                     return (finish(.error, output: outcome.output, message: "before_each hook " + Self.describe(outcome)), true)
@@ -198,7 +198,7 @@ public final class TestRunner: Sendable {
                 var env = environment
                 env["QLAB_RESULT"] = final.outcome.rawValue
                 let outcome = try await step("after_each") {
-                    try await HostHook.run(hook, directory: lab.directory, environment: env, timeout: lab.hooks.timeout)
+                    try HostHook.run(hook, directory: lab.directory, environment: env, timeout: lab.hooks.timeout)
                 }
                 final.steps = steps
                 if !outcome.succeeded {
@@ -301,7 +301,7 @@ public final class TestRunner: Sendable {
         return env
     }
 
-    static func describe(_ outcome: HostHook.Outcome) -> String {
+    static func describe(_ outcome: CapturedRun) -> String {
         if outcome.timedOut { return "timed out" }
         return "failed (\(outcome.exit?.description ?? "unknown")): " + outcome.output.suffix(400)
     }
