@@ -31,13 +31,13 @@ struct ArgsCommand: ParsableCommand {
         do {
             lab = try Lab.load(path: self.lab)
         } catch {
-            printError(error.description)
+            reportError(error.description)
             throw ExitCode(2)
         }
         do {
             let guest = try lab.selectGuest(guest)
             for missing in lab.missingFiles where missing.guest == nil || missing.guest == guest.name {
-                printError("warning: " + missing.error.description)
+                reportError("warning: " + missing.error.description)
             }
             let environment = currentEnvironment()
             let accel = AccelDecision.decide(lab.machineSettings(for: guest).accel)
@@ -49,33 +49,21 @@ struct ArgsCommand: ParsableCommand {
                 runtime.rombar = RombarSpelling.probe(qemu: lab.qemu)
             }
             let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: runtime)
-            printError("# guest \(guest.name), accel \(accel)")
+            reportError("# guest \(guest.name), accel \(accel)")
             if json {
                 print(try JSONValue.array(commandLine.argv.map { .string($0) }).jsonString(pretty: false))
             } else {
                 print(commandLine.shellQuoted(multiline: multiline))
             }
         } catch let error as LabFileError {
-            printError(error.description)
+            reportError(error.description)
             throw ExitCode(2)
         } catch let error as QEMUCommandLineError {
-            printError(error.description)
+            reportError(error.description)
             throw ExitCode(2)
         } catch let error as JSONEncodeError {
-            printError("cannot encode the command line as JSON: \(error)")
+            reportError("cannot encode the command line as JSON: \(error)")
             throw ExitCode(1)
         }
-    }
-}
-
-fileprivate func printError(_ message: String) {
-    var line = message
-    if !line.hasSuffix("\n") { line += "\n" }
-    var bytes = Array(line.utf8)[...]
-    while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        bytes = bytes.dropFirst(n)
     }
 }

@@ -31,7 +31,7 @@ struct DiagnoseCommand: ParsableCommand {
         }
         let fd: Int32 = file == "-" ? 0 : open(file, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
-            printError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
+            reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
             throw ExitCode(2)
         }
         defer { if fd != 0 { close(fd) } }
@@ -41,7 +41,7 @@ struct DiagnoseCommand: ParsableCommand {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                printError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
+                reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
                 throw ExitCode(2)
             }
             if n == 0 { break }
@@ -52,7 +52,7 @@ struct DiagnoseCommand: ParsableCommand {
             do {
                 print(try Diagnosis.json(diagnoses).jsonString(pretty: true))
             } catch {
-                printError("qlab diagnose: cannot encode JSON: \(error)")
+                reportError("qlab diagnose: cannot encode JSON: \(error)")
                 throw ExitCode(1)
             }
             return
@@ -62,18 +62,6 @@ struct DiagnoseCommand: ParsableCommand {
             return
         }
         print(diagnoses.map(\.text).joined(separator: "\n\n"))
-    }
-}
-
-fileprivate func printError(_ message: String) {
-    var line = message
-    if !line.hasSuffix("\n") { line += "\n" }
-    var bytes = Array(line.utf8)[...]
-    while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        bytes = bytes.dropFirst(n)
     }
 }
 

@@ -9,17 +9,6 @@ func labController() -> LabController {
     return LabController(supervisorExecutable: executable)
 }
 
-func reportError(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
-}
-
-/// Maps library errors to the documented exit codes: 2 for a bad lab file
-/// or usage, 1 for everything else.
-func exitCodeFor(_ error: Error) -> ExitCode {
-    if error is LabFileError { return ExitCode(2) }
-    return ExitCode(1)
-}
-
 struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up", abstract: "Start a lab's QEMU under a supervisor; returns once QMP answers.")

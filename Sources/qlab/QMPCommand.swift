@@ -62,9 +62,9 @@ struct QMPCommand: AsyncParsableCommand {
             print(try reply.jsonString(pretty: pretty))
         } catch let error as QMPError {
             if case .command(_, let errorClass, let description) = error {
-                FileHandle.standardError.write(Data("qlab qmp: \(command): \(errorClass): \(description)\n".utf8))
+                reportError("qlab qmp: \(command): \(errorClass): \(description)")
             } else {
-                FileHandle.standardError.write(Data("qlab qmp: \(error)\n".utf8))
+                reportError("qlab qmp: \(error)")
             }
             throw ExitCode(1)
         }

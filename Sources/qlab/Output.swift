@@ -1,0 +1,15 @@
+import ArgumentParser
+import Foundation
+import LabCore
+
+/// One line on standard error (a trailing newline is added when missing).
+func reportError(_ text: String) {
+    FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+}
+
+/// Maps library errors to the documented exit codes: 2 for a bad lab file
+/// or usage, 1 for everything else.
+func exitCodeFor(_ error: Error) -> ExitCode {
+    if error is LabFileError { return ExitCode(2) }
+    return ExitCode(1)
+}
