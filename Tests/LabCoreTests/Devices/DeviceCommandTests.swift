@@ -76,9 +76,9 @@ struct DeviceCommandTests {
             #expect(down.status == 1)
             #expect(down.output.contains("not running"), "\(down.output)")
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
     }
 }

@@ -7,27 +7,11 @@ import Testing
 /// test, labs started through ``LabController`` (the built qlab binary runs
 /// the supervisor), and a teardown that takes every lab down and kills any
 /// QEMU left, whether the test passed or not.
-final class DeviceLabFixture: @unchecked Sendable {
-    let root: String
-    let runtimeRoot: String
-    let stateRoot: String
-    let labDirectory: String
-
+final class DeviceLabFixture: QLabTestEnvironment, @unchecked Sendable {
     init() throws {
-        // Short: Unix socket paths are limited to 107 bytes.
-        root = "/tmp/qdv-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
-        runtimeRoot = root + "/run"
-        stateRoot = root + "/state"
-        labDirectory = root + "/labs"
-        try FileManager.default.createDirectory(atPath: labDirectory, withIntermediateDirectories: true)
+        try super.init(prefix: "qdv")
     }
 
-    static var repositoryRoot: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent().path
-    }
-
-    static var imagesOut: String { repositoryRoot + "/images/out" }
     static var scsiTarget: String { imagesOut + "/scsi-target.qcow2" }
 
     /// True when images/build.sh has built the test guest.
@@ -35,39 +19,6 @@ final class DeviceLabFixture: @unchecked Sendable {
         ["linux/vmlinuz", "linux/initrd.img", "linux/disk.qcow2", "scsi-target.qcow2"].allSatisfy {
             FileManager.default.fileExists(atPath: imagesOut + "/" + $0)
         }
-    }
-
-    var environment: [String: String] {
-        var env = ProcessInfo.processInfo.environment
-        env["QLAB_RUNTIME_DIR"] = runtimeRoot
-        env["QLAB_STATE_DIR"] = stateRoot
-        return env
-    }
-
-    /// The qlab executable of this build (beside the test bundle).
-    static var qlabExecutable: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        while dir.path != "/" {
-            let candidate = dir.appendingPathComponent("qlab").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return "qlab"
-    }
-
-    var controller: LabController {
-        LabController(supervisorExecutable: Self.qlabExecutable, environment: environment)
-    }
-
-    func runtime(_ name: String) -> LabRuntime {
-        LabRuntime(name: name, runtimeRoot: runtimeRoot, stateRoot: stateRoot)
-    }
-
-    func writeLab(_ name: String, _ yaml: String) throws -> String {
-        let path = labDirectory + "/" + name + ".yaml"
-        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
     }
 
     /// The repository's emulated-scsi lab with its image paths made absolute.
@@ -140,14 +91,6 @@ final class DeviceLabFixture: @unchecked Sendable {
         throw CancellationError()
     }
 
-    /// Takes down every lab here, kills leftovers, removes the tree.
-    func cleanUp() async {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: runtimeRoot)) ?? [] where !name.hasSuffix(".lock") {
-            await down(name)
-        }
-        try? FileManager.default.removeItem(atPath: root)
-    }
-
     struct Run {
         var status: Int32
         var output: String
@@ -166,11 +109,6 @@ final class DeviceLabFixture: @unchecked Sendable {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return Run(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
-    }
-
-    /// Runs the built qlab with this fixture's runtime and state roots.
-    func qlab(_ arguments: String...) throws -> Run {
-        try Self.run([Self.qlabExecutable] + arguments, environment: environment)
     }
 
     /// SHA-256 of a file (`sha256sum`), to show a base image was not written.

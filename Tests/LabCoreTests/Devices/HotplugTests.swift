@@ -76,10 +76,10 @@ struct HotplugTests {
                 #expect(try await session.pciIDs().contains("scsi-am"))
             }
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
         #expect(try DeviceLabFixture.digest(DeviceLabFixture.scsiTarget) == targetDigest, "the base image was written")
     }
 
@@ -112,10 +112,10 @@ struct HotplugTests {
                 #expect(try await !session.pciIDs().contains("scsi-am"))
             }
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
     }
 
     @Test(.enabled(if: DeviceLabFixture.haveGuestImages, "images/build.sh has not built the test guest"))
@@ -172,10 +172,10 @@ struct HotplugTests {
                 #expect(try await session.listSnapshots().allSatisfy { $0.tag != "ready" })
             }
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
         #expect(try DeviceLabFixture.digest(DeviceLabFixture.scsiTarget) == targetDigest)
         #expect(try DeviceLabFixture.digest(DeviceLabFixture.imagesOut + "/linux/disk.qcow2") == diskDigest)
     }

@@ -50,10 +50,10 @@ struct RevertCycleTests {
                 #expect(session.currentDeviceState("scsi-am") == "hotplug")
             }
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
     }
 
     @Test func revertToAMissingSnapshotFailsWithQEMUsWords() async throws {
@@ -77,10 +77,10 @@ struct RevertCycleTests {
                 #expect(try await session.qmp.queryStatus().status == "running")
             }
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
     }
 
     /// A card this machine does not have: QEMU's vfio-pci refuses the
@@ -116,9 +116,9 @@ struct RevertCycleTests {
             #expect(try await !session.peripheralIDs().contains("card"))
             #expect(session.currentDeviceState("card") == "detached")
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
     }
 }

@@ -74,10 +74,10 @@ struct SnapshotTests {
             #expect(zeros.output.contains("read 65536/65536"), "\(zeros.output)")
             #expect(try Self.qemuIO(overlay, "read -P 0x5a 0 64k").output.contains("Pattern verification failed"))
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
     }
 
     @Test func hotpluggedDisksStayOutOfSnapshotsAndComeBackFresh() async throws {
@@ -109,10 +109,10 @@ struct SnapshotTests {
             let compare = try DeviceLabFixture.run(["qemu-img", "compare", overlay, DeviceLabFixture.scsiTarget])
             #expect(compare.status == 0, "\(compare.output)")
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
     }
 
     /// QEMU 7.2 refuses a snapshot while a device blocks migration. vfio-pci
@@ -141,10 +141,10 @@ struct SnapshotTests {
                 #expect(try await session.listSnapshots().isEmpty)
             }
         } catch {
-            await fixture.cleanUp()
+            fixture.cleanUp()
             throw error
         }
-        await fixture.cleanUp()
+        fixture.cleanUp()
 
         let vfioText = "VFIO device doesn't support migration"
         let diagnoses = Diagnoser.diagnose(vfioText)

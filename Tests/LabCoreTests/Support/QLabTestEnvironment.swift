@@ -5,15 +5,15 @@ import QMP
 /// A private QLAB_RUNTIME_DIR/QLAB_STATE_DIR and lab directory for one
 /// test, and a way to run the built `qlab` binary in it. `cleanUp()` takes
 /// down every lab still running there, so no QEMU outlives a test.
-final class QLabTestEnvironment: @unchecked Sendable {
+class QLabTestEnvironment: @unchecked Sendable {
     let root: String
     let runtimeRoot: String
     let stateRoot: String
     let labDirectory: String
 
-    init() throws {
+    init(prefix: String = "qlt") throws {
         // Short paths: Unix socket paths are limited to 107 bytes.
-        root = "/tmp/qlt-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        root = "/tmp/\(prefix)-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         runtimeRoot = root + "/run"
         stateRoot = root + "/state"
         labDirectory = root + "/labs"
@@ -85,6 +85,8 @@ final class QLabTestEnvironment: @unchecked Sendable {
         var status: Int32
         var stdout: String
         var stderr: String
+        /// Both streams, stdout first.
+        var output: String { stdout + stderr }
     }
 
     /// Runs `qlab ARGS` to completion.
