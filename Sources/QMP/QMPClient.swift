@@ -512,7 +512,8 @@ public final class QMPClient: Sendable {
         for waiter in waiters.values {
             waiter.continuation.resume(throwing: QMPError.timeout(command: "waiting for event \(waiter.name)", seconds: waiter.timeout.seconds))
         }
-        greeting?.resume(throwing: QMPError.protocolViolation("no QMP greeting from QEMU in time"))
+        greeting?.resume(throwing: QMPError.protocolViolation(
+            "no QMP greeting from QEMU in time; QEMU serves one client per monitor socket, so another client (e.g. a running `qlab run`) may hold it"))
     }
 
     private func failEverything(_ reason: String) {
