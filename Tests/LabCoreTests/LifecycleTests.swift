@@ -213,4 +213,30 @@ struct LifecycleTests {
         #expect(runtime.exitRecord?.requested == true)
         #expect(env.qemuProcesses().isEmpty)
     }
+
+    @Test func aHostDeviceHeldByOneLabIsRefusedToAnother() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        // Hotplug: QEMU starts without the card, but the lab holds it.
+        let card = """
+            devices:
+              scsi0:
+                passthrough: {host: "0000:7e:1f.7"}
+                attach: hotplug
+            """
+        let first = try Self.bareLab(env, name: "holder", extra: card)
+        let second = try env.writeLab("taker", """
+            name: taker
+            machine: {type: q35, accel: tcg, memory: 64M}
+            guests:
+              bare: {os: linux, disk: blank.qcow2}
+            \(card)
+            """)
+        #expect(try env.qlab("up", "--force", first).status == 0)
+        let refused = try env.qlab("up", "--force", second)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("0000:7e:1f.7"))
+        #expect(refused.stderr.contains("holder"))
+        #expect(env.qemuProcesses().count == 1)
+    }
 }

@@ -205,4 +205,30 @@ struct RunLoopTests {
         #expect(victim.message.contains("SIGKILL"), "\(victim.message)")
         #expect(env.qemuProcesses().isEmpty)
     }
+
+    /// strategy: reset reboots between runs; hooks run on the host with the run's context.
+    @Test func resetStrategyAndHostHooks() async throws {
+        try Self.requireImages()
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let hookLog = env.root + "/hooks.log"
+        let file = try env.writeGuestLab("resets", tests: """
+              mark: {run: "test ! -e /tmp/qlab-mark && touch /tmp/qlab-mark && qlab-target-check /dev/sda", expect: "qlab-target-check: ok"}
+            """, extra: """
+            strategy: reset
+            hooks:
+              before_each: echo "before $QLAB_GUEST $QLAB_TEST $QLAB_REPEAT $QLAB_RUN_INDEX/$QLAB_RUN_TOTAL" >> \(hookLog)
+              after_each: echo "after $QLAB_TEST $QLAB_RESULT" >> \(hookLog)
+            """)
+        var options = TestRunner.Options()
+        options.repeats = 2
+        let runner = try TestRunner(controller: env.controller, labFile: file, options: options)
+        let report = try await runner.run()
+        // The second run passes only if the reset gave it a fresh guest (/tmp is the initramfs).
+        #expect(report.results.map(\.outcome) == [.passed, .passed], "\(report.results.map(\.message))")
+        #expect(report.results.last?.steps.contains { $0.name == "reset" } == true)
+        let log = try String(contentsOfFile: hookLog, encoding: .utf8)
+        #expect(log == "before linux mark 1 1/2\nafter mark passed\nbefore linux mark 2 2/2\nafter mark passed\n")
+        #expect(env.qemuProcesses().isEmpty)
+    }
 }

@@ -234,7 +234,14 @@ public final class TestRunner: Sendable {
             if !booted.freshBoot {
                 try await step("reset") {
                     let offset = booted.session.record.consoleLog.flatMap(FileSystem.size) ?? 0
-                    _ = try await booted.session.reset()
+                    // Hotplugged cards go first, so the next run gets fresh ones (and fresh
+                    // disk overlays); the reset that completes their unplug is the reboot.
+                    let attached = hotplug.filter { booted.session.currentDeviceState($0) == "hotplug" }
+                    if attached.isEmpty {
+                        _ = try await booted.session.reset()
+                    } else {
+                        _ = try await booted.session.detach(devices: attached, policy: .resetAtOnce)
+                    }
                     try await booted.console.waitForReady(booted.guest, since: offset)
                 }
             }
