@@ -29,6 +29,7 @@ struct QLab: AsyncParsableCommand {
             UnplugCommand.self,
             SnapshotCommand.self,
             ResetCommand.self,
+            NestedCommand.self,
         ]
     )
 }

@@ -190,6 +190,8 @@ public struct LabController: Sendable {
         let qemuRuntime = QEMURuntime.standard(
             lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot,
             accel: AccelDecision(.tcg, reason: ""))
+        // QEMU creates the console log but not its directory (a guest with no disk has no overlay to make it).
+        if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(LabPaths.directory(of: log), mode: 0o700) }
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             if fresh || !FileSystem.exists(overlay) {
