@@ -63,6 +63,8 @@ struct QMPCommand: AsyncParsableCommand {
         } catch let error as QMPError {
             if case .command(_, let errorClass, let description) = error {
                 reportError("qlab qmp: \(command): \(errorClass): \(description)")
+                // The diagnosis catalog applies to QMP errors too (e.g. a vfio device_add).
+                for diagnosis in Diagnoser.diagnose(description) { reportError("\n" + diagnosis.text) }
             } else {
                 reportError("qlab qmp: \(error)")
             }
