@@ -114,4 +114,27 @@ struct NestedBenchTests {
         #expect(environment.qemuProcesses().isEmpty)
         #expect(environment.runtime("nested-bench").record == nil)
     }
+
+    /// The checks can fail on the real bench: the control scenario's claims run with
+    /// nointxmask=1 must fail where the doctor predicts the EBUSY failure, and L1 still goes down.
+    @Test(.enabled(if: haveBenchImage, "images/out/bench or images/out/linux/disk.qcow2 not built: run images/build.sh"))
+    func theControlClaimsFailWithNoINTxMasking() async throws {
+        let environment = try QLabTestEnvironment(prefix: "qln")
+        defer { environment.cleanUp() }
+        let bench = NestedBench(labFile: Self.benchLab, qlabExecutable: QLabTestEnvironment.qlabExecutable, controller: environment.controller)
+        var misplaced = NestedScenario.control
+        misplaced.boot = "bench"
+        let report = try await bench.run([misplaced], runDirectory: try bench.newRunDirectory()) { _ in }
+        let result = try #require(report.scenarios.first)
+        #expect(result.outcome == .fail)
+        #expect(!report.passed)
+        let doctor = try #require(result.steps.first { $0.command.hasPrefix("qlab doctor") })
+        #expect(doctor.exitStatus == 1)
+        #expect(doctor.checks.contains { $0.what == "0000:01:01.0 intx-shared: pass" && !$0.passed })
+        let up = try #require(result.steps.first { $0.command == "qlab up labs/nested/slot1.yaml" })
+        #expect(up.exitStatus == 1 && up.output.contains("host checks failed"), "\(up.output)")
+        // Clean-up ran, and L1 is gone.
+        #expect(result.steps.contains { $0.cleanup && $0.command == "qlab down nested-slot1" })
+        #expect(environment.qemuProcesses().isEmpty)
+    }
 }
