@@ -5,6 +5,8 @@ import Foundation
 let arguments = Array(CommandLine.arguments.dropFirst())
 let benches: [String: () async throws -> Void] = [
     "qmp": { try await QMPBench.run(arguments: Array(arguments.dropFirst())) },
+    "lifecycle": { try await LifecycleBench.run(arguments: Array(arguments.dropFirst())) },
+    "revert": { try await RevertBench.run(arguments: Array(arguments.dropFirst())) },
 ]
 guard let name = arguments.first, let bench = benches[name] else {
     print("usage: qlab-bench \(benches.keys.sorted().joined(separator: "|")) [options]")
