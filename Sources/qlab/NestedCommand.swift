@@ -44,12 +44,17 @@ struct NestedCommand: AsyncParsableCommand {
         @Option(help: ArgumentHelp("The bench lab (default: labs/nested-bench.yaml here or beside this qlab's checkout).", valueName: "FILE"))
         var lab: String?
         @Flag(name: .shortAndLong, help: "Print every step's output.") var verbose = false
+        @Flag(help: "Boot L1 afresh for every scenario instead of once per vfio-pci setting (slower).") var isolated = false
 
         func run() async throws {
             let selected: [NestedScenario]
-            do { selected = try NestedBench.select(scenarios) } catch { throw ValidationError("\(error)") }
+            do { selected = try NestedBench.select(scenarios) } catch {
+                reportError("qlab nested run: \(error)")
+                throw ExitCode(2)
+            }
             guard let labFile = lab ?? Self.defaultLabFile() else {
-                throw ValidationError("labs/nested-bench.yaml not found here or beside this qlab; give --lab FILE")
+                reportError("qlab nested run: labs/nested-bench.yaml not found here or beside this qlab; give --lab FILE")
+                throw ExitCode(2)
             }
             let controller = labController()
             let bench = NestedBench(labFile: labFile, qlabExecutable: controller.supervisorExecutable, controller: controller)
@@ -60,7 +65,7 @@ struct NestedCommand: AsyncParsableCommand {
                 let stopper = NestedStopper()
                 stopper.install(controller: controller, labName: try Lab.load(path: labFile).name)
                 let verbose = self.verbose
-                report = try await bench.run(selected, runDirectory: runDirectory) { event in
+                report = try await bench.run(selected, runDirectory: runDirectory, isolated: isolated) { event in
                     NestedCommand.show(event, verbose: verbose)
                 }
             } catch {

@@ -89,18 +89,29 @@ public struct NestedBench: Sendable {
         return path
     }
 
-    /// Runs `scenarios` (see ``select(_:)``), booting L1 once per bench guest they need.
-    public func run(_ scenarios: [NestedScenario], runDirectory: String, onEvent: @escaping @Sendable (Event) -> Void) async throws -> NestedReport {
+    /// Runs `scenarios` (see ``select(_:)``), booting L1 once per bench guest they need,
+    /// or, `isolated`, once per scenario (each starts from a freshly booted L1).
+    public func run(
+        _ scenarios: [NestedScenario], runDirectory: String, isolated: Bool = false, onEvent: @escaping @Sendable (Event) -> Void
+    ) async throws -> NestedReport {
         let started = ContinuousClock.now
         try checkFiles()
         let lab = try Lab.load(path: labFile)
         var boots: [NestedBootRecord] = []
         var results: [NestedScenarioResult] = []
-        var guests: [String] = []
-        for scenario in scenarios where !guests.contains(scenario.boot) { guests.append(scenario.boot) }
-        for guestName in guests {
-            let group = scenarios.filter { $0.boot == guestName }
-            let (boot, groupResults) = await runBoot(lab: lab, guestName: guestName, scenarios: group, runDirectory: runDirectory, onEvent: onEvent)
+        var groups: [[NestedScenario]] = []
+        if isolated {
+            groups = scenarios.map { [$0] }
+        } else {
+            var guests: [String] = []
+            for scenario in scenarios where !guests.contains(scenario.boot) { guests.append(scenario.boot) }
+            groups = guests.map { guest in scenarios.filter { $0.boot == guest } }
+        }
+        for group in groups {
+            let guestName = group[0].boot
+            let logName = isolated ? "\(guestName)-\(group[0].id)" : guestName
+            let (boot, groupResults) = await runBoot(
+                lab: lab, guestName: guestName, logName: logName, scenarios: group, runDirectory: runDirectory, onEvent: onEvent)
             boots.append(boot)
             results += groupResults
         }
@@ -111,10 +122,11 @@ public struct NestedBench: Sendable {
 
     /// One L1 boot: up, console, scenarios, down (always), console log kept.
     func runBoot(
-        lab: Lab, guestName: String, scenarios: [NestedScenario], runDirectory: String, onEvent: @escaping @Sendable (Event) -> Void
+        lab: Lab, guestName: String, logName: String, scenarios: [NestedScenario], runDirectory: String,
+        onEvent: @escaping @Sendable (Event) -> Void
     ) async -> (NestedBootRecord, [NestedScenarioResult]) {
         let started = ContinuousClock.now
-        var boot = NestedBootRecord(guest: guestName, bootDuration: nil, duration: .zero, accel: nil, consoleLog: nil, error: nil)
+        var boot = NestedBootRecord(guest: guestName, scenarios: scenarios.map(\.id), bootDuration: nil, duration: .zero, accel: nil, consoleLog: nil, error: nil)
         var results: [NestedScenarioResult] = []
         onEvent(.booting(guest: guestName))
         var record: LabRecord?
@@ -165,7 +177,7 @@ public struct NestedBench: Sendable {
         _ = try? await controller.down(lab.name)
         boot.duration = started.duration(to: .now)
         if let log = record?.consoleLog, let offset = record?.consoleLogOffset {
-            let kept = runDirectory + "/l1-\(guestName).console.log"
+            let kept = runDirectory + "/l1-\(logName).console.log"
             if let bytes = ConsoleLog.read(log, from: offset, limit: 64 << 20), (try? FileSystem.writeAtomically(kept, bytes, mode: 0o644)) != nil {
                 boot.consoleLog = kept
             }

@@ -75,6 +75,8 @@ public struct NestedScenarioResult: Sendable {
 public struct NestedBootRecord: Sendable {
     /// The bench lab's guest that was booted (`bench`: nointxmask=1, `control`: nointxmask=0).
     public var guest: String
+    /// The scenarios run in this boot, in order.
+    public var scenarios: [String]
     /// From `qlab up` of L1 to its shell answering on the console.
     public var bootDuration: Duration?
     /// From `qlab up` of L1 to L1 gone again.
@@ -87,6 +89,7 @@ public struct NestedBootRecord: Sendable {
     public var json: JSONValue {
         [
             "guest": .string(guest),
+            "scenarios": .array(scenarios.map(JSONValue.string)),
             "boot_seconds": bootDuration.map { .double($0.nestedSeconds) } ?? .null,
             "duration_seconds": .double(duration.nestedSeconds),
             "accel": accel.map(JSONValue.string) ?? .null,
@@ -131,7 +134,7 @@ public struct NestedReport: Sendable {
             lines.append(line)
         }
         for boot in boots {
-            var line = "L1 \(boot.guest): boot " + (boot.bootDuration.map(formatNestedSeconds) ?? "-")
+            var line = "L1 \(boot.guest) (\(boot.scenarios.joined(separator: ", "))): boot " + (boot.bootDuration.map(formatNestedSeconds) ?? "-")
                 + ", up " + formatNestedSeconds(boot.duration) + (boot.accel.map { ", \($0)" } ?? "")
             if let log = boot.consoleLog { line += ", console log " + log }
             if let error = boot.error { line += "\n  error: " + error }

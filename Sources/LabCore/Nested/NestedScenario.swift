@@ -210,7 +210,8 @@ extension NestedScenario {
         let up = try await shell.run("qlab up \(context.lab("slot2"))")
         up.exits(0)
         up.prints("lab nested-slot2 up")
-        let pci = try await shell.run("qlab qmp nested-slot2 query-pci")
+        // SeaBIOS numbers L2's bridge a moment after QEMU starts; until then query-pci cannot see behind it.
+        let pci = try await shell.run("qlab qmp nested-slot2 query-pci", attempts: 5) { queryPCIDevice(try? JSONValue.parse($0.text), id: "card") != nil }
         pci.exits(0)
         pci.listsPCIDevice("card", vendor: 0x1000, device: 0x0012)
         let irqs = try await shell.run("grep vfio-intx /proc/interrupts")
@@ -296,7 +297,7 @@ extension NestedScenario {
         let up = try await shell.run("qlab up \(context.lab("slot1"))")
         up.exits(0)
         up.prints("lab nested-slot1 up")
-        let pci = try await shell.run("qlab qmp nested-slot1 query-pci")
+        let pci = try await shell.run("qlab qmp nested-slot1 query-pci", attempts: 5) { queryPCIDevice(try? JSONValue.parse($0.text), id: "card") != nil }
         pci.exits(0)
         pci.listsPCIDevice("card", vendor: 0x1022, device: 0x2020)
         let irqs = try await shell.run("grep -E '^ *22:' /proc/interrupts")

@@ -60,6 +60,24 @@ public final class NestedShell {
         }
     }
 
+    /// Runs `command` until `ready` holds for its output, at most `attempts` times,
+    /// `pause` apart; only the last attempt is recorded (its output says how many it took).
+    /// For state the guest's firmware sets up shortly after QEMU starts (L2's bridge numbers).
+    @discardableResult
+    func run(_ command: String, attempts: Int, pause: Duration = .seconds(2), until ready: (NestedOutput) -> Bool) async throws -> NestedOutput {
+        var attempt = 1
+        while true {
+            let output = try await run(command)
+            if ready(output) || attempt >= attempts {
+                if attempt > 1 { steps[output.index].output += "\n(attempt \(attempt) of \(attempts))" }
+                return output
+            }
+            steps.removeLast()
+            attempt += 1
+            try await Task.sleep(for: pause)
+        }
+    }
+
     /// Registers a clean-up command, run after the scenario (in reverse order).
     func atEnd(_ command: String) {
         if !cleanups.contains(command) { cleanups.append(command) }
