@@ -180,7 +180,7 @@ extension NestedScenario {
 
     static let intxBusy = NestedScenario(
         id: "intx-busy", title: "the slot-1 card fails: QEMU's real error, explained",
-        proves: "`qlab up` of a lab with the slot-1 card is refused by the host checks (intx-shared, naming sym53c8xx and the bridge slots that reach another line); with --force, QEMU in L1 really fails with 'Failed to set up TRIGGER eventfd signaling for interrupt INTX-0 ... Device or resource busy', qlab prints it with the vfio-intx-busy diagnosis and its fix (move the card to another bridge slot), and L1's kernel logged 'genirq: Flags mismatch irq 22'.",
+        proves: "`qlab up` of a lab with the slot-1 card is refused by the host checks (intx-shared, naming sym53c8xx and the bridge slots that reach another line); with --force, QEMU in L1 really fails with 'Failed to set up TRIGGER eventfd signaling for interrupt INTX-0 ... Device or resource busy', qlab prints it with the vfio-intx-busy diagnosis and its fix (move the card to another bridge slot); L1's kernel logged 'genirq: Flags mismatch irq 22', which `qlab diagnose` explains naming IRQ 22 and sym53c8xx.",
         boot: "bench", needsBoundGroup: true
     ) { context in
         let shell = context.shell
@@ -198,6 +198,11 @@ extension NestedScenario {
         forced.prints("Move the card to another slot behind its bridge")
         let kernel = try await shell.run("dmesg | grep 'genirq: Flags mismatch'")
         kernel.prints("Flags mismatch irq 22. 00000000 (vfio-intx(\(Facts.slot1))) vs. 00000080 (sym53c8xx)")
+        // The kernel's side of the story, explained: it names the line and the driver holding it.
+        let explained = try await shell.run("dmesg | grep 'genirq: Flags mismatch' | qlab diagnose -")
+        explained.prints("vfio-intx-busy [\(Facts.slot1)]")
+        explained.prints("IRQ 22 is already used by sym53c8xx")
+        explained.prints("unbind the sym53c8xx driver from IRQ 22")
     }
 
     static let slotFix = NestedScenario(
