@@ -108,11 +108,55 @@ enum RevertBench {
         var qmp: [Double] = []
         var guest: [Double] = []
         var total: [Double] = []
+        /// Milliseconds per cycle of each group of QMP-side steps.
+        var steps: [String: [Double]] = [:]
+        var stepOrder: [String] = []
 
-        mutating func add(qmp: Duration, guest: Duration) {
+        mutating func add(qmp: Duration, guest: Duration, steps: [(String, Duration)]) {
             self.qmp.append(qmp.seconds * 1000)
             self.guest.append(guest.seconds * 1000)
             total.append((qmp + guest).seconds * 1000)
+            var sums: [String: Double] = [:]
+            for (group, duration) in steps {
+                if sums[group] == nil && !stepOrder.contains(group) { stepOrder.append(group) }
+                sums[group, default: 0] += duration.seconds * 1000
+            }
+            let accounted = sums.values.reduce(0, +)
+            if !steps.isEmpty {
+                sums["between steps", default: 0] += max(0, qmp.seconds * 1000 - accounted)
+                if !stepOrder.contains("between steps") { stepOrder.append("between steps") }
+            }
+            for (group, value) in sums { self.steps[group, default: []].append(value) }
+        }
+
+        var stepLine: String {
+            stepOrder.map { String(format: "%@ %.1f", $0, Self.median(steps[$0] ?? [])) }.joined(separator: ", ")
+        }
+
+        /// The steps of a ``RevertResult`` in groups that the floor's phases can be set against.
+        static func groups(_ timings: StepTimings) -> [(String, Duration)] {
+            timings.steps.map { step in
+                let name = step.name
+                let group: String
+                if name.contains("device_del") || name.contains("system_reset") || name.contains("DEVICE_DELETED") {
+                    group = "unplug"
+                } else if name.contains("qom-list") || name.contains("query-pci") || name.contains("query-status") {
+                    group = "checks"
+                } else if name.contains("blockdev-del") {
+                    group = "blockdev-del"
+                } else if name.contains("snapshot-load") || name.contains("loadvm") {
+                    group = "load"
+                } else if name.contains("overlay") {
+                    group = "overlay"
+                } else if name.contains("blockdev-add") || name.contains("device_add") {
+                    group = "attach"
+                } else if name.contains("record") {
+                    group = "record"
+                } else {
+                    group = "other"
+                }
+                return (group, step.duration)
+            }
         }
 
         static func median(_ values: [Double]) -> Double { LifecycleBench.Samples.Series(values).median }
@@ -155,6 +199,7 @@ enum RevertBench {
             for kind in kinds {
                 cycleNumber += 1
                 var qmpTime = Duration.zero, guestTime = Duration.zero
+                var steps: [(String, Duration)] = []
                 switch kind {
                 case .qlab, .qlabPreferred:
                     if console == nil {
@@ -165,12 +210,14 @@ enum RevertBench {
                         guard try await console!.probe() else { throw BenchError("the guest console does not answer") }
                     }
                     let begin = clock.now
+                    let revert: RevertResult
                     if kind == .qlabPreferred {
                         let current = session
-                        _ = try await current.qmp.withPreferredExecutor { try await current.revert(to: tag) }
+                        revert = try await current.qmp.withPreferredExecutor { try await current.revert(to: tag) }
                     } else {
-                        _ = try await session.revert(to: tag)
+                        revert = try await session.revert(to: tag)
                     }
+                    steps = Cycles.groups(revert.timings)
                     let reverted = clock.now
                     let result = try await console!.run(rescan, timeout: .seconds(60))
                     guard result.exitStatus == 0 else { throw BenchError("qlab cycle: rescan exited \(result.exitStatus): \(result.output)") }
@@ -185,14 +232,15 @@ enum RevertBench {
                         rawConsole = try connectRaw { try RawConsole(path: runtime.consoleSocketPath) }
                         try rawConsole!.run("true", number: 0)
                     }
+                    let job = try floor.jobCommands(number: cycleNumber)
                     let begin = clock.now
-                    try floor.cycle(rawQMP!, number: cycleNumber)
+                    steps = try floor.cycle(rawQMP!, job: job)
                     let reverted = clock.now
                     try rawConsole!.run(rescan, number: cycleNumber)
                     qmpTime = reverted - begin
                     guestTime = clock.now - reverted
                 }
-                if round >= 0 { results[kind, default: Cycles()].add(qmp: qmpTime, guest: guestTime) }
+                if round >= 0 { results[kind, default: Cycles()].add(qmp: qmpTime, guest: guestTime, steps: steps) }
             }
         }
         rawQMP = nil
@@ -206,6 +254,8 @@ enum RevertBench {
         print(floorCycles.line("floor"))
         let ratio = Cycles.median(qlab.total) / Cycles.median(floorCycles.total)
         print(String(format: "ratio qlab/floor: %.2f", ratio))
+        print("  QMP part by step, median ms: qlab: \(qlab.stepLine)")
+        print("                                floor: \(floorCycles.stepLine)")
         print(String(format: "  memory %@: QMP part alone %.2f; with withPreferredExecutor %.2f (QMP part %.2f); target 1.2 or less",
                      memory, Cycles.median(qlab.qmp) / Cycles.median(floorCycles.qmp),
                      Cycles.median(preferred.total) / Cycles.median(floorCycles.total),
@@ -288,14 +338,37 @@ struct FloorPlan {
         return try command(name, object)
     }
 
-    /// One floor cycle over `client` (the cards attached on entry).
-    func cycle(_ client: RawQMPClient, number: Int) throws {
+    struct JobCommands {
+        var id: String
+        var load: [UInt8]
+        var dismiss: [UInt8]
+    }
+
+    /// snapshot-load and job-dismiss with a job id of their own.
+    func jobCommands(number: Int) throws -> JobCommands {
+        let id = "floor-load-\(number)"
+        let load = try Self.command("snapshot-load", [
+            "job-id": .string(id), "tag": .string(tag), "vmstate": .string(vmstate),
+            "devices": .array(snapshotNodes.map(JSONValue.string)),
+        ])
+        return JobCommands(id: id, load: load, dismiss: try Self.command("job-dismiss", ["id": .string(id)]))
+    }
+
+    /// One floor cycle over `client` (the cards attached on entry); returns its phases' times.
+    func cycle(_ client: RawQMPClient, job: JobCommands) throws -> [(String, Duration)] {
         var events: [JSONValue] = []
+        var phases: [(String, Duration)] = []
+        var start = ContinuousClock.now
+        func phase(_ name: String) {
+            phases.append((name, ContinuousClock.now - start))
+            start = ContinuousClock.now
+        }
         for line in deviceDel { try client.call(line, events: &events) }
         try client.call(systemReset, events: &events)
         for device in devices {
             try client.waitForEvent("DEVICE_DELETED", events: &events) { $0["device"]?.stringValue == device }
         }
+        phase("unplug")
         for line in blockdevDel {
             while true {
                 do {
@@ -306,16 +379,15 @@ struct FloorPlan {
                 }
             }
         }
-        let job = "floor-load-\(number)"
-        let load = try Self.command("snapshot-load", [
-            "job-id": .string(job), "tag": .string(tag), "vmstate": .string(vmstate),
-            "devices": .array(snapshotNodes.map(JSONValue.string)),
-        ])
-        try client.call(load, events: &events)
-        try client.waitForEvent("JOB_STATUS_CHANGE", events: &events) { $0["id"]?.stringValue == job && $0["status"]?.stringValue == "concluded" }
-        try client.call(try Self.command("job-dismiss", ["id": .string(job)]), events: &events)
+        phase("blockdev-del")
+        try client.call(job.load, events: &events)
+        try client.waitForEvent("JOB_STATUS_CHANGE", events: &events) { $0["id"]?.stringValue == job.id && $0["status"]?.stringValue == "concluded" }
+        try client.call(job.dismiss, events: &events)
+        phase("load")
         for line in blockdevAdd { try client.call(line, events: &events) }
         for line in deviceAdd { try client.call(line, events: &events) }
+        phase("attach")
+        return phases
     }
 }
 
