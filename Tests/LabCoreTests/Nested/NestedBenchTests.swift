@@ -19,7 +19,8 @@ struct NestedBenchTests {
     @Test func theBenchLabDescribesL1() throws {
         let lab = try Lab.load(path: Self.benchLab)
         #expect(lab.name == "nested-bench")
-        #expect(lab.guests.map(\.name) == ["bench", "control"])
+        #expect(lab.guests.map(\.name) == ["bench", "control", "interactive"])
+        #expect(lab.guest(named: "interactive")?.append?.contains("qlab.nointxmask=1 qlab.echo=1") == true)
         #expect(lab.guest(named: "bench")?.append?.contains("qlab.nointxmask=1") == true)
         #expect(lab.guest(named: "control")?.append?.contains("qlab.nointxmask=0") == true)
         for guest in lab.guests {
