@@ -124,7 +124,7 @@ public struct LabController: Sendable {
         _ = await supervisor.wait(timeout: .seconds(10))
         lock.removeFile()
         if let exit = runtime.exitRecord {
-            throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: exit.diagnoses)
+            throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         }
         let log = Supervisor.readLog(runtime.supervisorLogPath, from: 0)
         runtime.removeRuntimeFiles()
@@ -153,10 +153,24 @@ public struct LabController: Sendable {
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed(let exit):
-            throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: exit.diagnoses)
+            throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         case .ready:
             onReady(runtime.record ?? spec.record)
             return await supervisor.watch(child: child!, client: client!)
+        }
+    }
+
+    /// QEMU's text names the card but not a better slot: for an INTx-busy
+    /// failure, the doctor's `intx-shared` check on this host adds which
+    /// handlers hold the line and which bridge slots reach another one.
+    public func withHostFacts(_ diagnoses: [Diagnosis]) -> [Diagnosis] {
+        diagnoses.map { diagnosis in
+            guard diagnosis.id == "vfio-intx-busy", let device = diagnosis.device, let address = PCIAddress(device) else { return diagnosis }
+            let report = HostDoctor(roots: hostRoots).run(devices: [.address(address)], guestMemory: nil)
+            guard let check = report.device(address.description)?.check("intx-shared"), check.status == .fail else { return diagnosis }
+            var enriched = diagnosis
+            enriched.fix += "\nOn this host: \(check.detail) \(check.hint)"
+            return enriched
         }
     }
 
