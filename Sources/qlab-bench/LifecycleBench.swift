@@ -68,8 +68,7 @@ enum LifecycleBench {
 
         // Warm-up (page cache, overlay creation): one of each, not counted.
         var hand = Samples(), cli = Samples(), library = Samples()
-        var rss: [Double] = []
-        var hwm: [Double] = []
+        var rss: [Double] = [], hwm: [Double] = [], pss: [Double] = [], privateMemory: [Double] = []
         var scratch = Samples()
         _ = try await cliCycle(qlabPath: qlabPath, labFile: labFile, runtime: runtime, into: &scratch)
         let spec = try controller.prepare(lab: try Lab.load(path: labFile), options: LabController.UpOptions())
@@ -84,6 +83,8 @@ enum LifecycleBench {
                     let memory = try await cliCycle(qlabPath: qlabPath, labFile: labFile, runtime: runtime, into: &cli)
                     rss.append(memory.rss)
                     hwm.append(memory.hwm)
+                    pss.append(memory.pss)
+                    privateMemory.append(memory.private)
                 case 1:
                     try handCycle(argv: spec.argv, runtime: runtime, log: directory + "/hand-qemu.log", pid: &handQEMU, into: &hand)
                 default:
@@ -99,11 +100,13 @@ enum LifecycleBench {
         print(String(format: "overhead ms: %.1f", overhead))
         print(String(format: "  = median(qlab up + down) %.1f - median(hand up + down) %.1f; up %+.1f ms, down %+.1f ms; target under 50",
                      cli.total.median, hand.total.median, cli.up.median - hand.up.median, cli.down.median - hand.down.median))
-        print(String(format: "  in-process library: overhead %.1f ms (up %+.1f, down %+.1f): the rest is the qlab process's own start, twice",
+        print(String(format: "  in-process library: overhead %.1f ms (up %+.1f, down %+.1f); CLI minus library: the qlab process's own start and exit, in up and in down",
                      library.total.median - hand.total.median, library.up.median - hand.up.median, library.down.median - hand.down.median))
         print(String(format: "supervisor rss MiB: %.1f", Samples.Series(rss).median))
         print(String(format: "  VmRSS of `qlab _supervise` 300 ms after up returned: median %.1f, max %.1f MiB; VmHWM max %.1f MiB; target under 15",
                      Samples.Series(rss).median, rss.max() ?? 0, hwm.max() ?? 0))
+        print(String(format: "  of which private %.1f MiB, Pss %.1f MiB (smaps_rollup medians): the rest is shared, clean library pages",
+                     Samples.Series(privateMemory).median, Samples.Series(pss).median))
     }
 
     /// Times of one way of bringing the lab up and down, per round.
@@ -134,8 +137,11 @@ enum LifecycleBench {
     }
 
     /// `qlab up LAB`, then `qlab down NAME`, each timed to the command's exit.
-    /// Returns the supervisor's VmRSS and VmHWM (MiB) read in between.
-    static func cliCycle(qlabPath: String, labFile: String, runtime: LabRuntime, into samples: inout Samples) async throws -> (rss: Double, hwm: Double) {
+    /// Returns the supervisor's memory (MiB) read in between: VmRSS and VmHWM
+    /// (/proc/PID/status), Pss and Private_Clean + Private_Dirty (/proc/PID/smaps_rollup).
+    static func cliCycle(
+        qlabPath: String, labFile: String, runtime: LabRuntime, into samples: inout Samples
+    ) async throws -> (rss: Double, hwm: Double, pss: Double, private: Double) {
         let output = (labFile as NSString).deletingLastPathComponent + "/qlab-cli.out"
         let clock = ContinuousClock()
         let start = clock.now
@@ -146,15 +152,18 @@ enum LifecycleBench {
         let cmdline = ProcessTable.commandLine(record.supervisorPID)
         guard cmdline.contains("_supervise") else { throw BenchError("pid \(record.supervisorPID) is not the supervisor: \(cmdline)") }
         try await Task.sleep(for: .milliseconds(300))
-        let rss = BenchProcess.statusKiB(record.supervisorPID, "VmRSS") / 1024
-        let hwm = BenchProcess.statusKiB(record.supervisorPID, "VmHWM") / 1024
+        let pid = record.supervisorPID
+        let rss = BenchProcess.procKiB(pid, "status", "VmRSS") / 1024
+        let hwm = BenchProcess.procKiB(pid, "status", "VmHWM") / 1024
+        let pss = BenchProcess.procKiB(pid, "smaps_rollup", "Pss") / 1024
+        let privateMemory = (BenchProcess.procKiB(pid, "smaps_rollup", "Private_Clean") + BenchProcess.procKiB(pid, "smaps_rollup", "Private_Dirty")) / 1024
         let downStart = clock.now
         let down = try BenchProcess.run([qlabPath, "down", runtime.name], output: output)
         let downTime = clock.now - downStart
         guard down == 0 else { throw BenchError("qlab down exited \(down): \(BenchProcess.text(output))") }
         guard !ProcessTable.isRunning(record.qemuPID) else { throw BenchError("qlab down returned with QEMU \(record.qemuPID) still running") }
         samples.add(up: upTime, down: downTime)
-        return (rss, hwm)
+        return (rss, hwm, pss, privateMemory)
     }
 
     /// `LabController.up` and `.down` in this process.
@@ -267,11 +276,11 @@ enum BenchProcess {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").suffix(2000).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// A `kB` field of /proc/PID/status (VmRSS, VmHWM), 0 when unreadable.
-    static func statusKiB(_ pid: pid_t, _ field: String) -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+    /// A `kB` field of /proc/PID/FILE (status: VmRSS, VmHWM; smaps_rollup: Pss, ...), 0 when unreadable.
+    static func procKiB(_ pid: pid_t, _ file: String, _ field: String) -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/\(file)", encoding: .utf8) else { return 0 }
         for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
-            return Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+            return Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "0") ?? 0
         }
         return 0
     }
