@@ -93,13 +93,19 @@ public final class GuestConsole: GuestSession {
     public static func connect(path: String, logPath: String? = nil, bootLogOffset: Int = 0, options: Options = Options()) throws -> GuestConsole {
         let fd: Int32
         do { fd = try UnixSocket.connect(path: path) } catch { throw GuestError.connect(error.description) }
+        return try adopt(fd: fd, path: path, logPath: logPath, bootLogOffset: bootLogOffset, options: options)
+    }
+
+    /// Adopts a connected stream socket whose other end is a console (QEMU's, or a test's fake); closes it when done.
+    public static func adopt(fd: Int32, path: String = "", logPath: String? = nil, bootLogOffset: Int = 0, options: Options = Options()) throws -> GuestConsole {
         let stream: ConsoleStream
         do {
             stream = try ConsoleStream(adopting: fd, capacity: options.bufferCapacity)
-            try stream.start()
         } catch {
+            Glibc.close(fd)
             throw GuestError.connect(error.description)
         }
+        do { try stream.start() } catch { throw GuestError.connect(error.description) }
         return GuestConsole(path: path, logPath: logPath, bootLogOffset: bootLogOffset, options: options, stream: stream)
     }
 
