@@ -47,6 +47,8 @@ final class ConsoleStream: Sendable {
     private let wakeReadFD: Int32
     private let wakeWriteFD: Int32
     private let state = Mutex<State>(State())
+    /// Held while writing and while closing: true once `fd` is closed.
+    private let fdClosed = Mutex<Bool>(false)
 
     /// Adopts `fd`, a connected stream socket; the stream closes it.
     init(adopting fd: Int32, capacity: Int = 4 << 20) throws(SystemCallError) {
@@ -63,7 +65,7 @@ final class ConsoleStream: Sendable {
     }
 
     deinit {
-        Glibc.close(fd)
+        fdClosed.withLock { closed in if !closed { Glibc.close(fd) } }
         Glibc.close(wakeReadFD)
         Glibc.close(wakeWriteFD)
     }
@@ -96,6 +98,11 @@ final class ConsoleStream: Sendable {
         wake()
         if let thread { pthread_join(thread, nil) }
         finish(reason: "the console connection was closed by qlab")
+        // Closing the socket is what tells QEMU the console is free for its next client.
+        fdClosed.withLock { closed in
+            if !closed { Glibc.close(fd) }
+            closed = true
+        }
     }
 
     /// The stream offset after the last byte received.
@@ -132,6 +139,14 @@ final class ConsoleStream: Sendable {
 
     /// Writes every byte with `send(2)` (MSG_NOSIGNAL), waiting with `poll(2)` while the socket is full.
     func write(_ bytes: [UInt8], timeout: Duration = .seconds(10)) throws(GuestError) {
+        let result = fdClosed.withLock { closed -> Result<Void, GuestError> in
+            if closed { return .failure(GuestError.disconnected(reason: "the console connection was closed by qlab", consoleTail: "")) }
+            return Result { () throws(GuestError) in try writeOpen(bytes, timeout: timeout) }
+        }
+        try result.get()
+    }
+
+    private func writeOpen(_ bytes: [UInt8], timeout: Duration) throws(GuestError) {
         if let reason = closedReason { throw GuestError.disconnected(reason: reason, consoleTail: "") }
         let deadline = ContinuousClock.now + timeout
         var offset = 0
