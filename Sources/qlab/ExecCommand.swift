@@ -37,11 +37,21 @@ struct ExecCommand: AsyncParsableCommand {
         let result: GuestCommandResult
         do {
             let runtime = try LabRuntime.locate(lab)
-            let session = try await GuestConnection.open(runtime: runtime, transport: transport)
+            let probe = Duration.milliseconds(Int64(min(timeout, 5) * 1000))
+            let session = try await GuestConnection.open(
+                runtime: runtime, transport: transport,
+                consoleOptions: GuestConsole.Options(probeTimeout: probe, recoveryAttempts: 2))
             defer { session.close() }
-            if ready, let console = session as? GuestConsole, let record = runtime.record {
-                let guest = try Lab.load(path: record.labFile).selectGuest(record.guest)
-                try await console.waitForReady(guest)
+            if let console = session as? GuestConsole {
+                if ready, let record = runtime.record {
+                    let guest = try Lab.load(path: record.labFile).selectGuest(record.guest)
+                    try await console.waitForReady(guest)
+                } else if !(try await console.probe()), !(try await console.recover()) {
+                    // QEMU serves one console client at a time: a second one is connected but never served.
+                    throw GuestError.consoleUnusable(
+                        reason: "the shell does not answer, not even after Ctrl-C: another client may hold the console (qlab console, qlab run), the guest may still be booting (use --ready), or it hangs",
+                        consoleTail: console.tail())
+                }
             }
             result = try await session.run(command.joined(separator: " "), timeout: .milliseconds(Int64(timeout * 1000)))
         } catch let error as GuestError where error.isTimeout {

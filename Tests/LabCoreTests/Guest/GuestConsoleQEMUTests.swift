@@ -184,6 +184,18 @@ struct GuestConsoleQEMUTests {
         #expect(next.status == 0, "\(next.stderr)")
         #expect(next.stdout == "fine\n")
 
+        // QEMU serves one console client: while qlab holds it here, exec says so instead of hanging.
+        let holder = try GuestConsole.connect(runtime: env.runtime("gc"))
+        #expect(try await holder.probe())
+        let held = try env.qlab("exec", "gc", "--timeout", "2", "--", "echo never")
+        #expect(held.status == 125)
+        #expect(held.stderr.contains("another client may hold the console"))
+        #expect(!held.stdout.contains("never"))
+        holder.close()
+        let free = try env.qlab("exec", "gc", "--", "echo free-again")
+        #expect(free.status == 0, "\(free.stderr)")
+        #expect(free.stdout == "free-again\n")
+
         let notRunning = try env.qlab("exec", "no-such-lab", "--", "true")
         #expect(notRunning.status == 125)
         #expect(notRunning.stderr.contains("not running"))
