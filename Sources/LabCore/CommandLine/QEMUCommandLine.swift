@@ -22,6 +22,9 @@ public struct QEMUCommandLine: Sendable, Hashable {
         public static let qmp = "qlab-qmp"
         public static let supervisorQMP = "qlab-qmp-supervisor"
         public static let console = "qlab-console"
+        public static let agent = "qlab-qga"
+        public static let agentSerial = "qlab-virtio-serial"
+        public static let agentPort = "qlab-qga-port"
         public static let disk = "qlab-disk"
         public static let diskFormatNode = "qlab-disk-fmt"
         public static let diskFileNode = "qlab-disk-file"
@@ -60,11 +63,12 @@ public struct QEMUCommandLine: Sendable, Hashable {
         // Monitors and console: Unix socket servers QEMU creates itself.
         var sockets: [(String, String)] = [(IDs.qmp, runtime.qmpSocket)]
         if let supervisor = runtime.supervisorSocket { sockets.append((IDs.supervisorQMP, supervisor)) }
+        if let agent = runtime.agentSocket { sockets.append((IDs.agent, agent)) }
         sockets.append((IDs.console, runtime.serialSocket))
         for (_, path) in sockets where path.utf8.count > maxSocketPathBytes {
             throw .runtime("socket path \(path) is \(path.utf8.count) bytes; Unix sockets allow \(maxSocketPathBytes). Use a shorter runtime directory (QLAB_RUNTIME_DIR)")
         }
-        for (id, path) in sockets.dropLast() {
+        for (id, path) in sockets.dropLast() where id != IDs.agent {
             add("-chardev", QEMUOptions.join("socket", [("id", .string(id)), ("path", .string(path)), ("server", .bool(true)), ("wait", .bool(false))]))
             add("-mon", QEMUOptions.join(nil, [("chardev", .string(id)), ("mode", .string("control"))]))
         }
@@ -74,6 +78,12 @@ public struct QEMUCommandLine: Sendable, Hashable {
         if let log = runtime.serialLog { console += [("logfile", .string(log)), ("logappend", .bool(true))] }
         add("-chardev", QEMUOptions.join("socket", console))
         add("-serial", "chardev:" + IDs.console)
+        // The guest agent: qemu-ga in the guest opens the virtio-serial port named org.qemu.guest_agent.0.
+        if let agent = runtime.agentSocket {
+            add("-chardev", QEMUOptions.join("socket", [("id", .string(IDs.agent)), ("path", .string(agent)), ("server", .bool(true)), ("wait", .bool(false))]))
+            add("-device", QEMUDeviceSpec(driver: "virtio-serial-pci", id: IDs.agentSerial, properties: [("bus", .string(plan.family.rootBus)), ("addr", .string(DevicePlacement.agentSlot.description))]).optionValue)
+            add("-device", QEMUDeviceSpec(driver: "virtserialport", id: IDs.agentPort, properties: [("chardev", .string(IDs.agent)), ("name", .string("org.qemu.guest_agent.0"))]).optionValue)
+        }
         if let pidFile = runtime.pidFile { add("-pidfile", pidFile) }
 
         // Firmware.

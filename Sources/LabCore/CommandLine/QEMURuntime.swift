@@ -8,6 +8,8 @@ public struct QEMURuntime: Sendable, Hashable {
     public var qmpSocket: String
     /// A second QMP monitor, owned by the supervisor (events, exit); nil for none.
     public var supervisorSocket: String?
+    /// The guest agent's channel as a Unix socket server; nil for none (the guest's `agent:`).
+    public var agentSocket: String?
     /// The serial console (ttyS0) as a Unix socket server.
     public var serialSocket: String
     /// Everything the console prints, appended (QEMU's chardev `logfile=`).
@@ -37,6 +39,7 @@ public struct QEMURuntime: Sendable, Hashable {
     ) {
         self.qmpSocket = qmpSocket
         self.supervisorSocket = supervisorSocket
+        self.agentSocket = nil
         self.serialSocket = serialSocket
         self.serialLog = serialLog
         self.pidFile = pidFile
@@ -67,11 +70,13 @@ public struct QEMURuntime: Sendable, Hashable {
                 overlays[disk.id] = state + "/disks/" + disk.id + ".qcow2"
             }
         }
-        return QEMURuntime(
+        var runtime = QEMURuntime(
             qmpSocket: run + "/qmp.sock", supervisorSocket: run + "/supervisor.sock",
             serialSocket: run + "/console.sock", serialLog: state + "/console.log", pidFile: run + "/qemu.pid",
             diskOverlay: guest.disk == nil ? nil : state + "/disk.qcow2", deviceDiskOverlays: overlays,
             firmwareVars: guest.effectiveFirmware == .uefi ? state + "/efivars.qcow2" : nil, accel: accel)
+        if guest.agent { runtime.agentSocket = run + "/qga.sock" }
+        return runtime
     }
 }
 

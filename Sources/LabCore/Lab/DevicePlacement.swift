@@ -75,6 +75,8 @@ public enum DevicePlacement {
     public static let bridgeSlot = PCISlotAddress(slot: 0x5)
     public static let nicSlot = PCISlotAddress(slot: 0x2)
     public static let diskSlot = PCISlotAddress(slot: 0x3)
+    /// The guest agent's virtio-serial controller (`agent: true`), in a slot reserved on both machines.
+    public static let agentSlot = PCISlotAddress(slot: 0x4)
 
     /// Slots of the root bus qlab or the machine itself use.
     static func reservedRootSlots(_ family: MachineFamily) -> Set<UInt8> {

@@ -31,6 +31,9 @@ public struct LabGuest: Sendable, Hashable {
     /// The shell command that makes the guest find hotplugged PCI/SCSI devices, overriding the profile's.
     public var rescan: String?
     public var network: NetworkMode
+    /// A QEMU guest agent channel (virtio-serial port `org.qemu.guest_agent.0`);
+    /// qlab then runs commands through qemu-ga when it answers.
+    public var agent: Bool
     /// Machine settings for this guest only.
     public var machine: MachineSettings
     /// Passed to QEMU verbatim after the lab's own `qemu_args`.
@@ -43,7 +46,7 @@ public struct LabGuest: Sendable, Hashable {
         firmware: FirmwareKind? = nil, firmwareCode: String? = nil, firmwareVars: String? = nil,
         ready: String? = nil, prompt: String? = nil, login: GuestLogin? = nil, bootTimeout: Duration = .seconds(300),
         rescan: String? = nil, network: NetworkMode = .none, machine: MachineSettings = MachineSettings(),
-        qemuArgs: [String] = [], location: SourceLocation = SourceLocation(file: "")
+        qemuArgs: [String] = [], location: SourceLocation = SourceLocation(file: ""), agent: Bool = false
     ) {
         self.name = name
         self.os = os
@@ -63,6 +66,7 @@ public struct LabGuest: Sendable, Hashable {
         self.bootTimeout = bootTimeout
         self.rescan = rescan
         self.network = network
+        self.agent = agent
         self.machine = machine
         self.qemuArgs = qemuArgs
         self.location = location

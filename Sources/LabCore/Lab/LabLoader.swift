@@ -97,7 +97,7 @@ struct LabLoader {
     static let diskKeys = ["image", "format", "readonly", "id"]
     static let guestKeys = [
         "os", "kernel", "initrd", "append", "disk", "disk_format", "disk_interface", "bios", "firmware",
-        "firmware_code", "firmware_vars", "ready", "prompt", "login", "boot_timeout", "rescan", "network", "machine",
+        "firmware_code", "firmware_vars", "ready", "prompt", "login", "boot_timeout", "rescan", "network", "agent", "machine",
         "qemu_args",
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
@@ -408,6 +408,7 @@ struct LabLoader {
             case "login": guest.login = try login(value)
             case "boot_timeout": guest.bootTimeout = try reader.duration(value)
             case "rescan": guest.rescan = try reader.string(value)
+            case "agent": guest.agent = try reader.bool(value)
             case "network": guest.network = try reader.choice(value, NetworkMode.self)
             case "machine": guest.machine = try machine(value)
             case "qemu_args": guest.qemuArgs = try reader.strings(value)

@@ -80,7 +80,7 @@ public struct LabRuntime: Sendable {
 
     /// Removes sockets, pid file and record: what a stopped lab leaves is its state dir.
     public func removeRuntimeFiles() {
-        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
+        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
             FileSystem.remove(path)
         }
         rmdir(directory)

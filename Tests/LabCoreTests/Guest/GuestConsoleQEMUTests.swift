@@ -11,7 +11,7 @@ struct GuestConsoleQEMUTests {
     static let imageDirectory = LabFixtures.repositoryRoot + "/images/out/linux"
 
     /// A lab with the test guest and nothing else.
-    static func guestLab(_ env: QLabTestEnvironment, name: String = "gc") throws -> String {
+    static func guestLab(_ env: QLabTestEnvironment, name: String = "gc", agent: Bool = false) throws -> String {
         for file in ["vmlinuz", "initrd.img", "disk.qcow2"] where !FileManager.default.fileExists(atPath: imageDirectory + "/" + file) {
             Issue.record("\(imageDirectory)/\(file) is missing: run images/build.sh first")
         }
@@ -28,6 +28,7 @@ struct GuestConsoleQEMUTests {
                 ready: qlab-guest-ready
                 prompt: "# "
                 boot_timeout: 180s
+                agent: \(agent)
             """)
     }
 
@@ -162,7 +163,8 @@ struct GuestConsoleQEMUTests {
     @Test func qlabExecEndToEnd() async throws {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
-        let lab = try Self.guestLab(env)
+        // With a guest agent channel, but no qemu-ga in the test guest: exec falls back to the console.
+        let lab = try Self.guestLab(env, agent: true)
         try await Self.up(env, lab)
 
         // --ready waits for the boot; stdout is the command's, the exit status too.
@@ -196,11 +198,23 @@ struct GuestConsoleQEMUTests {
         #expect(free.status == 0, "\(free.stderr)")
         #expect(free.stdout == "free-again\n")
 
+        // The agent channel: QEMU serves its socket, the guest sees the port qemu-ga would open.
+        let runtime = env.runtime("gc")
+        #expect(FileManager.default.fileExists(atPath: runtime.agentSocketPath))
+        let port = try env.qlab("exec", "gc", "--via", "console", "--", "cat /sys/class/virtio-ports/*/name")
+        #expect(port.stdout == "org.qemu.guest_agent.0\n", "\(port.stderr)")
+        let agent = try env.qlab("exec", "gc", "--via", "agent", "--", "true")
+        #expect(agent.status == 125)
+        #expect(agent.stderr.contains("qemu-ga"))
+
         let notRunning = try env.qlab("exec", "no-such-lab", "--", "true")
         #expect(notRunning.status == 125)
         #expect(notRunning.stderr.contains("not running"))
 
         let noCommand = try env.qlab("exec", "gc")
         #expect(noCommand.status == 125)
+
+        #expect(try env.qlab("down", "gc").status == 0)
+        #expect(!FileManager.default.fileExists(atPath: runtime.agentSocketPath))
     }
 }
