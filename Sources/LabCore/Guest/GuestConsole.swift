@@ -229,6 +229,10 @@ public final class GuestConsole: GuestSession {
             if interruptOnTimeout { recovered = await recoverUnlocked() }
             state.withLock { $0.usable = recovered }
             throw GuestError.commandTimeout(command: command, seconds: seconds, recovered: recovered, consoleTail: tailAtTimeout)
+        } catch GuestError.cancelled {
+            // The command may still run: the next one starts with Ctrl-C.
+            state.withLock { $0.usable = false }
+            throw GuestError.cancelled
         }
     }
 

@@ -250,6 +250,20 @@ struct FakeConsoleTests {
         #expect(try await slow.output == "slow\n")
     }
 
+    @Test func cancelledCommandIsInterruptedBeforeTheNext() async throws {
+        let fake = try FakeConsole(echo: true)
+        let console = try GuestConsole.adopt(fd: fake.clientFD)
+        defer { console.close() }
+        let task = Task { try await console.run("sleep 2; echo late", timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(200))
+        task.cancel()
+        await #expect(throws: GuestError.self) { _ = try await task.value }
+        // The next command first sends Ctrl-C (the fake answers "^C") and then runs.
+        let next = try await console.run("echo next", timeout: .seconds(30))
+        #expect(next.output == "next\n")
+        #expect(console.tail().contains("^C"))
+    }
+
     @Test func closedConsoleEndsWaits() async throws {
         let fake = try FakeConsole()
         let console = try GuestConsole.adopt(fd: fake.clientFD)
