@@ -84,9 +84,9 @@ struct ConsoleCommand: AsyncParsableCommand {
     }
 
     static func latestConsoleLog(_ runtime: LabRuntime) -> String? {
-        FileSystem.list(runtime.stateDirectory)
+        (HostFiles.list(runtime.stateDirectory) ?? [])
             .map { runtime.stateDirectory + "/" + $0 + "/console.log" }
-            .filter(FileSystem.exists)
+            .filter(HostFiles.exists)
             .max { (FileSystem.size($0) ?? 0) < (FileSystem.size($1) ?? 0) }
     }
 }

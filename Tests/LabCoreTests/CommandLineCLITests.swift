@@ -6,17 +6,7 @@ import Testing
 /// `qlab args` and `qlab diagnose` as a user runs them: the built binary.
 @Suite("qlab args and qlab diagnose")
 struct CommandLineCLITests {
-    /// The `qlab` executable built next to the test bundle.
-    static var qlab: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        while dir.path != "/" {
-            let candidate = dir.appendingPathComponent("qlab").path
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-            dir = dir.deletingLastPathComponent()
-        }
-        return "qlab"
-    }
+    static var qlab: String { QLabTestEnvironment.qlabExecutable }
 
     /// Runs qlab with `stdin` fed from a file; returns status, stdout, stderr.
     static func run(_ arguments: [String], stdin: String? = nil, environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {

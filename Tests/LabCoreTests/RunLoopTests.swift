@@ -147,7 +147,9 @@ struct RunLoopTests {
             let now = (openDescriptors(), qemuDescriptors(), stateFiles(), FileSystem.size(overlay) ?? -1, env.qemuProcesses().count)
             if cycle == 2 { baseline = now }
             if let baseline, cycle > 2 {
-                #expect(now.0 == baseline.fds, "test process descriptors after cycle \(cycle)")
+                // Other suites may run alongside and open descriptors of their own:
+                // a leak shows as growth, so the count may not rise.
+                #expect(now.0 <= baseline.fds, "test process descriptors after cycle \(cycle)")
                 #expect(now.1 == baseline.qemuFDs, "QEMU descriptors after cycle \(cycle)")
                 #expect(now.2 == baseline.files, "state files after cycle \(cycle)")
                 #expect(now.4 == 1)

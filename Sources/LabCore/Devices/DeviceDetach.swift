@@ -129,7 +129,7 @@ extension LabSession {
             var removed: [String] = []
             for disk in device.emulated?.disks ?? [] {
                 let path = hotplugOverlayPath(disk)
-                if FileSystem.exists(path) {
+                if HostFiles.exists(path) {
                     FileSystem.remove(path)
                     removed.append(path)
                 }

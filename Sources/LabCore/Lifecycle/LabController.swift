@@ -208,7 +208,7 @@ public struct LabController: Sendable {
         if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(LabPaths.directory(of: log), mode: 0o700) }
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
-            if fresh || !FileSystem.exists(overlay) {
+            if fresh || !HostFiles.exists(overlay) {
                 try DiskOverlay.create(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             }
         }
@@ -217,7 +217,7 @@ public struct LabController: Sendable {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
         }
-        if let vars = qemuRuntime.firmwareVars, !FileSystem.exists(vars) {
+        if let vars = qemuRuntime.firmwareVars, !HostFiles.exists(vars) {
             try FirmwareVariables.create(at: vars)
         }
     }
@@ -258,7 +258,7 @@ public struct LabController: Sendable {
         // A stopped lab leaves no lock file behind.
         defer { lock.removeFile() }
         guard let record = runtime.record else {
-            let leftovers = FileSystem.exists(runtime.directory)
+            let leftovers = HostFiles.exists(runtime.directory)
             runtime.removeRuntimeFiles()
             return leftovers ? .cleanedUp : .notRunning
         }
@@ -364,7 +364,7 @@ public struct LabController: Sendable {
     /// Every lab with runtime files or state, by name.
     public func list() async -> [Status] {
         let names = Set(LabRuntime.all(environment: environment).map(\.name))
-            .union(FileSystem.list(LabDirectories.stateRoot(environment: environment)).filter(LabName.isValid))
+            .union((HostFiles.list(LabDirectories.stateRoot(environment: environment)) ?? []).filter(LabName.isValid))
         var result: [Status] = []
         for name in names.sorted() { result.append(await status(name)) }
         return result

@@ -90,7 +90,7 @@ public struct LabRuntime: Sendable {
     public static func all(environment: [String: String] = currentEnvironment()) -> [LabRuntime] {
         let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
         let state = LabDirectories.stateRoot(environment: environment)
-        return FileSystem.list(root).filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {
+        return (HostFiles.list(root) ?? []).filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {
             LabRuntime(name: $0, runtimeRoot: root, stateRoot: state)
         }
     }

@@ -91,7 +91,7 @@ public final class Supervisor: Sendable {
                 finish(exitRecord)
                 return (.failed(exitRecord), nil, nil)
             }
-            if FileSystem.exists(runtime.supervisorSocketPath),
+            if HostFiles.exists(runtime.supervisorSocketPath),
                 let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
             {
                 return (.ready(qemuPID: child.pid), child, client)
@@ -121,30 +121,44 @@ public final class Supervisor: Sendable {
                 if let text = try? line.jsonString() { try? FileSystem.appendLine(logPath, text) }
             }
         }
-        // The monitor closes when QEMU exits; poll waitpid as well in case a
-        // monitor problem leaves the socket open.
-        var exit: ProcessExit?
-        while exit == nil {
-            if client.closedReason != nil {
-                exit = await child.wait(timeout: .seconds(30))
-                if exit == nil { continue }
-                break
+        // The monitor closes when QEMU exits, which ends the event stream: reap
+        // then. waitpid is also polled, slowly, in case the monitor stays open.
+        let exit: ProcessExit? = await withTaskGroup(of: ProcessExit?.self) { group in
+            group.addTask {
+                _ = await logger.value
+                return await child.wait(timeout: .seconds(30))
             }
-            exit = child.poll()
-            if exit == nil { try? await Task.sleep(for: .milliseconds(100)) }
+            group.addTask {
+                while !Task.isCancelled {
+                    if let exit = child.poll() { return exit }
+                    try? await Task.sleep(for: .milliseconds(500))
+                }
+                return nil
+            }
+            var result: ProcessExit?
+            while let next = await group.next() {
+                if let next {
+                    result = next
+                    break
+                }
+            }
+            group.cancelAll()
+            return result
         }
         client.close()
         _ = await logger.value
-        let requested = FileSystem.exists(runtime.stopRequestPath)
+        let requested = HostFiles.exists(runtime.stopRequestPath)
             || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
-        let record = makeExitRecord(exit!, requested: requested, logOffset: logOffset)
+        let record = makeExitRecord(exit, requested: requested, logOffset: logOffset)
         finish(record)
         return record
     }
 
     func makeExitRecord(_ exit: ProcessExit?, requested: Bool, logOffset: Int) -> ExitRecord {
         let output = Self.readLog(runtime.qemuLogPath, from: logOffset)
-        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: output, diagnoses: Diagnoser.diagnose(output))
+        // A clean, requested exit has nothing to explain.
+        let clean = requested && exit == .exited(0)
+        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: output, diagnoses: clean ? [] : Diagnoser.diagnose(output))
     }
 
     /// The log from `offset`, at most the last 64 KiB.

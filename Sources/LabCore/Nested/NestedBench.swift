@@ -64,7 +64,7 @@ public struct NestedBench: Sendable {
         for guest in lab.guests { try lab.checkFiles(guest: guest.name) }
         for name in ["slot1", "slot2", "hotplug"] {
             let path = l2LabDirectory + "/" + name + ".yaml"
-            guard FileSystem.exists(path) else { throw BenchError.missingFile(path, what: "the level-2 lab") }
+            guard HostFiles.exists(path) else { throw BenchError.missingFile(path, what: "the level-2 lab") }
             _ = try Lab.load(path: path)
         }
         guard access(qlabExecutable, X_OK) == 0 else { throw BenchError.missingFile(qlabExecutable, what: "the qlab executable") }
@@ -81,7 +81,7 @@ public struct NestedBench: Sendable {
         let stamp = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var path = controller.runtime(lab.name).stateDirectory + "/nested-runs/" + stamp
         var suffix = 1
-        while FileSystem.exists(path) {
+        while HostFiles.exists(path) {
             suffix += 1
             path = controller.runtime(lab.name).stateDirectory + "/nested-runs/" + stamp + "-\(suffix)"
         }

@@ -133,10 +133,11 @@ public struct ChildProcess: Sendable {
         return result == pid ? ProcessExit(waitStatus: status) : nil
     }
 
-    /// Waits at most `timeout` for the child, polling; nil if it still runs.
+    /// Waits at most `timeout` for the child, polling; nil if it still runs
+    /// (or the task is cancelled).
     public func wait(timeout: Duration) async -> ProcessExit? {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
+        while ContinuousClock.now < deadline && !Task.isCancelled {
             if let exit = poll() { return exit }
             try? await Task.sleep(for: .milliseconds(5))
         }

@@ -130,7 +130,7 @@ public final class TestRunner: Sendable {
             let console = try GuestConsole.connect(runtime: up.runtime)
             try await console.waitForReady(guest)
             var commands: any GuestSession = console
-            if options.transport != .console, FileSystem.exists(up.runtime.agentSocketPath),
+            if options.transport != .console, HostFiles.exists(up.runtime.agentSocketPath),
                 let agent = try? await GuestConnection.open(runtime: up.runtime, transport: .agent)
             {
                 commands = agent
