@@ -129,6 +129,7 @@ struct LifecycleTests {
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("device-present"))
         #expect(env.qemuProcesses().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: env.runtime("ghost").lockPath))
 
         let forced = try env.qlab("up", "--force", lab)
         #expect(forced.status == 1)
@@ -137,6 +138,7 @@ struct LifecycleTests {
         #expect(forced.stderr.contains("vfio-no-host-device"))
         #expect(env.qemuProcesses().isEmpty)
         #expect(!FileManager.default.fileExists(atPath: env.runtime("ghost").directory))
+        #expect(!FileManager.default.fileExists(atPath: env.runtime("ghost").lockPath))
         let status = try JSONValue.parse(try env.qlab("status", "ghost", "--json").stdout)
         #expect(status["state"]?.stringValue == "crashed")
         #expect((status["last_exit"]?["diagnoses"]?.arrayValue?.count ?? 0) > 0)

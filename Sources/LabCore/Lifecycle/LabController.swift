@@ -85,11 +85,17 @@ public struct LabController: Sendable {
         try lab.checkFiles(guest: try lab.selectGuest(options.guest).name)
         let runtime = self.runtime(lab.name)
         let lock = try await runtime.takeLock()
-        var spec = try prepare(lab: lab, options: options)
-        try checkCanStart(lab: lab, spec: spec, force: options.force)
-        try runtime.makeDirectories()
-        try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
-        try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
+        var spec: LaunchSpec
+        do {
+            spec = try prepare(lab: lab, options: options)
+            try checkCanStart(lab: lab, spec: spec, force: options.force)
+            try runtime.makeDirectories()
+            try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
+            try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
+        } catch {
+            abandon(runtime, lock)
+            throw error
+        }
 
         // The supervisor reports on a pipe: "ready PID" or "failed".
         var ends: [Int32] = [-1, -1]
@@ -141,23 +147,38 @@ public struct LabController: Sendable {
         let runtime = self.runtime(lab.name)
         var spec: LaunchSpec
         do {
+            // Held while preparing only: other commands work on the lab while it runs.
             let lock = try await runtime.takeLock()
-            spec = try prepare(lab: lab, options: options)
-            spec.record.foreground = true
-            try checkCanStart(lab: lab, spec: spec, force: options.force)
-            try runtime.makeDirectories()
-            try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
-            _ = lock
+            defer { withExtendedLifetime(lock) {} }
+            do {
+                spec = try prepare(lab: lab, options: options)
+                spec.record.foreground = true
+                try checkCanStart(lab: lab, spec: spec, force: options.force)
+                try runtime.makeDirectories()
+                try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
+            } catch {
+                abandon(runtime, lock)
+                throw error
+            }
         }
         let supervisor = Supervisor(spec: spec)
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed(let exit):
+            if let lock = try? await runtime.takeLock(timeout: .seconds(1)) { abandon(runtime, lock) }
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         case .ready:
             onReady(runtime.record ?? spec.record)
             return await supervisor.watch(child: child!, client: client!)
         }
+    }
+
+    /// A launch that stopped before QEMU ran leaves nothing behind: no
+    /// runtime dir, no lock file (unless the lab is running already).
+    func abandon(_ runtime: LabRuntime, _ lock: FileLock) {
+        if let record = runtime.record, runtime.liveQEMU(record) != nil || ProcessTable.isRunning(record.supervisorPID) { return }
+        runtime.removeRuntimeFiles()
+        lock.removeFile()
     }
 
     /// QEMU's text names the card but not a better slot: for an INTx-busy
