@@ -507,10 +507,10 @@ public final class QMPClient: Sendable {
             return (commands, waiters, greeting)
         }
         for pending in commands.values {
-            pending.continuation.resume(throwing: QMPError.timeout(command: pending.command, seconds: pending.timeout.seconds))
+            pending.continuation.resume(throwing: QMPError.timeout(command: pending.command, seconds: pending.timeout.inSeconds))
         }
         for waiter in waiters.values {
-            waiter.continuation.resume(throwing: QMPError.timeout(command: "waiting for event \(waiter.name)", seconds: waiter.timeout.seconds))
+            waiter.continuation.resume(throwing: QMPError.timeout(command: "waiting for event \(waiter.name)", seconds: waiter.timeout.inSeconds))
         }
         greeting?.resume(throwing: QMPError.protocolViolation(
             "no QMP greeting from QEMU in time; QEMU serves one client per monitor socket, so another client (e.g. a running `qlab run`) may hold it"))

@@ -40,7 +40,8 @@ func formatSeconds(_ seconds: Double) -> String {
 }
 
 extension Duration {
-    var seconds: Double {
+    /// The duration in seconds, as a Double (for messages, reports and figures).
+    public var inSeconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

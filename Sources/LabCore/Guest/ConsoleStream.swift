@@ -165,7 +165,7 @@ final class ConsoleStream: Sendable {
             }
             let remaining = ContinuousClock.now.duration(to: deadline)
             guard remaining > .zero else {
-                throw GuestError.consoleUnusable(reason: "the guest takes no input (the console socket stayed full for \(formatGuestSeconds(timeout.guestSeconds)))", consoleTail: "")
+                throw GuestError.consoleUnusable(reason: "the guest takes no input (the console socket stayed full for \(formatGuestSeconds(timeout.inSeconds)))", consoleTail: "")
             }
             var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
             _ = poll(&poller, 1, Int32(clamping: remaining.components.seconds * 1000 + 10))

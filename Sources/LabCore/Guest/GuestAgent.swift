@@ -114,7 +114,7 @@ public final class GuestAgent: GuestSession {
         do {
             reply = try await request("guest-sync-delimited", arguments: ["id": JSONValue(value)], timeout: timeout, syncValue: value)
         } catch GuestError.timeout {
-            throw GuestError.agent("no answer to guest-sync-delimited within \(formatGuestSeconds(timeout.guestSeconds)): is qemu-ga running in the guest (and the lab's agent channel configured)?")
+            throw GuestError.agent("no answer to guest-sync-delimited within \(formatGuestSeconds(timeout.inSeconds)): is qemu-ga running in the guest (and the lab's agent channel configured)?")
         }
         guard reply.intValue == value else {
             throw GuestError.agent("guest-sync-delimited returned \((try? reply.jsonString()) ?? "?"), expected \(value)")
@@ -188,7 +188,7 @@ public final class GuestAgent: GuestSession {
             }
             for pending in expired {
                 pending.continuation.resume(throwing: GuestError.timeout(
-                    what: "reply from the guest agent to \(pending.command)", seconds: pending.timeout.guestSeconds, consoleTail: ""))
+                    what: "reply from the guest agent to \(pending.command)", seconds: pending.timeout.inSeconds, consoleTail: ""))
             }
         case .closed(let reason):
             let all = state.withLock { s -> [Pending] in
@@ -266,7 +266,7 @@ public final class GuestAgent: GuestSession {
             if remaining <= .zero {
                 await killAfterTimeout(pid: pid)
                 throw GuestError.commandTimeout(
-                    command: ([path] + arguments).joined(separator: " "), seconds: timeout.guestSeconds, recovered: true, consoleTail: "")
+                    command: ([path] + arguments).joined(separator: " "), seconds: timeout.inSeconds, recovered: true, consoleTail: "")
             }
             let status = try await execute("guest-exec-status", arguments: ["pid": JSONValue(pid)], timeout: max(remaining, .seconds(5)))
             if status["exited"]?.boolValue == true {

@@ -175,7 +175,7 @@ public final class GuestConsole: GuestSession {
             let text = ConsoleLog.text(stream.bytes(from..<match.end).bytes)
             return WaitResult(text: text, match: match)
         case .timedOut:
-            throw GuestError.timeout(what: pattern.summary, seconds: timeout.guestSeconds, consoleTail: tail())
+            throw GuestError.timeout(what: pattern.summary, seconds: timeout.inSeconds, consoleTail: tail())
         case .closed(let reason):
             throw GuestError.disconnected(reason: reason, consoleTail: tail())
         case .cancelled:
@@ -326,7 +326,7 @@ public final class GuestConsole: GuestSession {
     private func check(_ outcome: ConsoleStream.WaitOutcome, what: String, timeout: Duration) throws -> ConsoleMatch {
         switch outcome {
         case .matched(let match): return match
-        case .timedOut: throw GuestError.timeout(what: what, seconds: timeout.guestSeconds, consoleTail: tail())
+        case .timedOut: throw GuestError.timeout(what: what, seconds: timeout.inSeconds, consoleTail: tail())
         case .closed(let reason): throw GuestError.disconnected(reason: reason, consoleTail: tail())
         case .cancelled: throw GuestError.cancelled
         }
@@ -372,7 +372,7 @@ public final class GuestConsole: GuestSession {
             if remaining() <= .zero {
                 throw GuestError.timeout(
                     what: readyText == nil ? "answer from the guest's shell" : "answer from the guest's shell after \"\(readyText!)\"",
-                    seconds: limit.guestSeconds, consoleTail: tail())
+                    seconds: limit.inSeconds, consoleTail: tail())
             }
         }
         state.withLock { $0.usable = true }
@@ -397,7 +397,7 @@ public final class GuestConsole: GuestSession {
             }
             let remaining = ContinuousClock.now.duration(to: deadline)
             if remaining <= .zero {
-                throw GuestError.timeout(what: "ready text \"\(text)\"", seconds: limit.guestSeconds, consoleTail: tail())
+                throw GuestError.timeout(what: "ready text \"\(text)\"", seconds: limit.inSeconds, consoleTail: tail())
             }
             let slice = logPath == nil ? remaining : min(remaining, .milliseconds(250))
             switch await stream.wait(for: .text(text), from: cursor, timeout: slice) {

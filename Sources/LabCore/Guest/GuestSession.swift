@@ -120,11 +120,6 @@ func formatGuestSeconds(_ seconds: Double) -> String {
     return "\(Int((seconds * 1000).rounded())) ms"
 }
 
-extension Duration {
-    /// The duration in seconds, as a Double.
-    var guestSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
-}
-
 extension String {
     /// Every occurrence of `target` replaced (no Foundation here).
     func replacingAll(_ target: String, with replacement: String) -> String {

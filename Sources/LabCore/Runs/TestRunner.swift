@@ -115,7 +115,7 @@ public final class TestRunner: Sendable {
             await shutDown(booted)
         }
         return TestReport(
-            lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).guestSeconds,
+            lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).inSeconds,
             shards: options.shard.map { [$0.description] } ?? [], results: results)
     }
 
@@ -139,7 +139,7 @@ public final class TestRunner: Sendable {
             if strategy == .snapshot {
                 _ = try await session.saveSnapshot(options.readyTag, options: SnapshotOptions(replace: true))
             }
-            observe(.guestReady(guest: guest.name, seconds: (ContinuousClock.now - begin).guestSeconds))
+            observe(.guestReady(guest: guest.name, seconds: (ContinuousClock.now - begin).inSeconds))
             return BootedGuest(guest: guest, session: session, console: console, commands: commands, strategy: strategy)
         } catch {
             session.close()
@@ -165,11 +165,11 @@ public final class TestRunner: Sendable {
         var steps: [(String, Double)] = []
         func step<T>(_ name: String, _ body: () async throws -> T) async throws -> T {
             let start = ContinuousClock.now
-            defer { steps.append((name, (ContinuousClock.now - start).guestSeconds)) }
+            defer { steps.append((name, (ContinuousClock.now - start).inSeconds)) }
             return try await body()
         }
         func finish(_ outcome: TestOutcome, status: Int32? = nil, output: String = "", message: String = "", diagnoses: [Diagnosis] = [], tail: String = "") -> TestResult {
-            TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).guestSeconds, exitStatus: status, output: output,
+            TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).inSeconds, exitStatus: status, output: output,
                        message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
         }
         let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
