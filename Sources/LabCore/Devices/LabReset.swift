@@ -29,12 +29,13 @@ extension LabSession {
         let present = try await peripheralIDs()
         timings.record("qom-list", since: start)
         var completed: [String] = []
-        for device in lab.devices where ["boot", "hotplug"].contains(currentDeviceState(device.name)) && !present.contains(device.name) {
+        let attached = Set(attachedDevices())
+        for device in lab.devices where attached.contains(device.name) && !present.contains(device.name) {
             try await deleteBlockNodes(of: device)
             for disk in device.emulated?.disks ?? [] { FileSystem.remove(hotplugOverlayPath(disk)) }
-            try setDeviceState(device.name, "detached")
             completed.append(device.name)
         }
+        try setDeviceStates(completed.map { ($0, "detached") })
         return ResetResult(completedUnplugs: completed, timings: timings)
     }
 }

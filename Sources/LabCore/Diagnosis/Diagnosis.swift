@@ -31,6 +31,13 @@ public struct Diagnosis: Sendable, Hashable {
         ]
     }
 
+    /// Reads back ``json`` (reports, exit records).
+    public init?(json: JSONValue) {
+        guard let id = json["id"]?.stringValue else { return nil }
+        self.init(id: id, device: json["device"]?.stringValue, summary: json["summary"]?.stringValue ?? "",
+                  cause: json["cause"]?.stringValue ?? "", fix: json["fix"]?.stringValue ?? "")
+    }
+
     /// Human-readable, a few lines.
     public var text: String {
         var lines = ["\(id)\(device.map { " [\($0)]" } ?? ""): \(summary)"]

@@ -46,6 +46,11 @@ public struct LabController: Sendable {
 
     /// Everything `up` decides before starting anything: the command line and the record.
     public func prepare(lab: Lab, options: UpOptions) throws -> LaunchSpec {
+        try plan(lab: lab, options: options).spec
+    }
+
+    /// The launch spec and the file layout it uses (overlays to make).
+    func plan(lab: Lab, options: UpOptions) throws -> (spec: LaunchSpec, layout: QEMURuntime, guest: LabGuest) {
         let guest = try lab.selectGuest(options.guest)
         let runtime = self.runtime(lab.name)
         let machine = lab.machineSettings(for: guest)
@@ -67,7 +72,8 @@ public struct LabController: Sendable {
             startedAt: wallClockSeconds(), accel: accel, consoleLog: qemuRuntime.serialLog, devices: devices,
             passthroughHosts: hosts, qemuLogOffset: 0,
             consoleLogOffset: qemuRuntime.serialLog.flatMap(FileSystem.size) ?? 0)
-        return LaunchSpec(argv: commandLine.argv, record: record, runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
+        let spec = LaunchSpec(argv: commandLine.argv, record: record, runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
+        return (spec, qemuRuntime, guest)
     }
 
     func resolveHost(_ selector: Passthrough.HostSelector) -> PCIAddress? {
@@ -81,21 +87,9 @@ public struct LabController: Sendable {
     /// `qlab up`: checks, overlays, then QEMU under a detached supervisor.
     /// Returns once QMP answers. On failure nothing is left running.
     public func up(labFile: String, options: UpOptions) async throws -> UpResult {
-        let lab = try Lab.load(path: labFile)
-        try lab.checkFiles(guest: try lab.selectGuest(options.guest).name)
+        let (lab, initialSpec, lock) = try await prepareLaunch(labFile: labFile, options: options, foreground: false)
+        var spec = initialSpec
         let runtime = self.runtime(lab.name)
-        let lock = try await runtime.takeLock()
-        var spec: LaunchSpec
-        do {
-            spec = try prepare(lab: lab, options: options)
-            try checkCanStart(lab: lab, spec: spec, force: options.force)
-            try runtime.makeDirectories()
-            try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
-            try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
-        } catch {
-            abandon(runtime, lock)
-            throw error
-        }
 
         // The supervisor reports on a pipe: "ready PID" or "failed".
         var ends: [Int32] = [-1, -1]
@@ -142,25 +136,9 @@ public struct LabController: Sendable {
     public func upForeground(
         labFile: String, options: UpOptions, onReady: @Sendable (LabRecord) -> Void
     ) async throws -> ExitRecord {
-        let lab = try Lab.load(path: labFile)
-        try lab.checkFiles(guest: try lab.selectGuest(options.guest).name)
+        // The lock is dropped once prepared: other commands work on the lab while it runs.
+        let (lab, spec, _) = try await prepareLaunch(labFile: labFile, options: options, foreground: true)
         let runtime = self.runtime(lab.name)
-        var spec: LaunchSpec
-        do {
-            // Held while preparing only: other commands work on the lab while it runs.
-            let lock = try await runtime.takeLock()
-            defer { withExtendedLifetime(lock) {} }
-            do {
-                spec = try prepare(lab: lab, options: options)
-                spec.record.foreground = true
-                try checkCanStart(lab: lab, spec: spec, force: options.force)
-                try runtime.makeDirectories()
-                try makeOverlays(lab: lab, guest: try lab.selectGuest(options.guest), fresh: options.freshDisk)
-            } catch {
-                abandon(runtime, lock)
-                throw error
-            }
-        }
         let supervisor = Supervisor(spec: spec)
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
@@ -170,6 +148,28 @@ public struct LabController: Sendable {
         case .ready:
             onReady(runtime.record ?? spec.record)
             return await supervisor.watch(child: child!, client: client!)
+        }
+    }
+
+    /// Everything before QEMU starts, under the lab's lock (returned held):
+    /// load and check the lab, plan, refuse what must not start, make the
+    /// directories, overlays and launch spec. On failure nothing is left.
+    func prepareLaunch(labFile: String, options: UpOptions, foreground: Bool) async throws -> (Lab, LaunchSpec, FileLock) {
+        let lab = try Lab.load(path: labFile)
+        try lab.checkFiles(guest: try lab.selectGuest(options.guest).name)
+        let runtime = self.runtime(lab.name)
+        let lock = try await runtime.takeLock()
+        do {
+            var (spec, layout, guest) = try plan(lab: lab, options: options)
+            spec.record.foreground = foreground
+            try checkCanStart(lab: lab, spec: spec, force: options.force)
+            try runtime.makeDirectories()
+            try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk)
+            try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
+            return (lab, spec, lock)
+        } catch {
+            abandon(runtime, lock)
+            throw error
         }
     }
 
@@ -220,11 +220,7 @@ public struct LabController: Sendable {
 
     /// The guest disk overlay (kept across `up`s unless `fresh`: snapshots
     /// live in it) and the firmware variable store.
-    func makeOverlays(lab: Lab, guest: LabGuest, fresh: Bool) throws {
-        let runtime = self.runtime(lab.name)
-        let qemuRuntime = QEMURuntime.standard(
-            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot,
-            accel: AccelDecision(.tcg, reason: ""))
+    func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) throws {
         // QEMU creates the console log but not its directory (a guest with no disk has no overlay to make it).
         if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(LabPaths.directory(of: log), mode: 0o700) }
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
@@ -287,8 +283,8 @@ public struct LabController: Sendable {
         guard let pid = runtime.liveQEMU(record) else {
             if supervisorAlive { _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10)) }
             if runtime.exitRecord.map({ $0.at < record.startedAt }) ?? true {
-                let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false,
-                                      qemuOutput: Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset), diagnoses: [])
+                let output = Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset)
+                let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false, qemuOutput: output, diagnoses: Diagnoser.diagnose(output))
                 try? FileSystem.writeJSON(runtime.exitRecordPath, exit.json)
             }
             runtime.removeRuntimeFiles()

@@ -234,8 +234,7 @@ public struct ExitRecord: Sendable {
         at = json["at"]?.doubleValue ?? 0
         requested = json["requested"]?.boolValue ?? false
         qemuOutput = json["qemu_output"]?.stringValue ?? ""
-        diagnoses = []
-        if !qemuOutput.isEmpty { diagnoses = Diagnoser.diagnose(qemuOutput) }
+        diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
     }
 }
 

@@ -42,12 +42,6 @@ public final class LabSession: Sendable {
 
     /// Updates one device's state in the lab record ("boot", "hotplug", "detached").
     public func setDeviceState(_ device: String, _ state: String) throws {
-        guard var current = runtime.record else { throw LabError.notRunning(runtime.name) }
-        if let index = current.devices.firstIndex(where: { $0.name == device }) {
-            current.devices[index].state = state
-        } else {
-            current.devices.append((device, state))
-        }
-        try FileSystem.writeJSON(runtime.recordPath, current.json)
+        try setDeviceStates([(device, state)])
     }
 }

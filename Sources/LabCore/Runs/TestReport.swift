@@ -61,11 +61,7 @@ public struct TestResult: Sendable {
         exitStatus = json["exit_status"]?.intValue.map { Int32($0) }
         output = json["output"]?.stringValue ?? ""
         message = json["message"]?.stringValue ?? ""
-        diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap { d in
-            guard let id = d["id"]?.stringValue else { return nil }
-            return Diagnosis(id: id, device: d["device"]?.stringValue, summary: d["summary"]?.stringValue ?? "",
-                             cause: d["cause"]?.stringValue ?? "", fix: d["fix"]?.stringValue ?? "")
-        }
+        diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
         consoleTail = json["console_tail"]?.stringValue ?? ""
         steps = (json["steps"]?.arrayValue ?? []).compactMap { s in
             guard let name = s["name"]?.stringValue, let seconds = s["seconds"]?.doubleValue else { return nil }
