@@ -8,8 +8,8 @@ import QMP
 func withLabSession<T>(_ lab: String, command: String, _ body: (LabSession) async throws -> T) async throws -> T {
     do {
         let runtime = try LabRuntime.locate(lab)
-        let lock = try await runtime.takeLock()
-        defer { _ = lock }
+        let lock = try await runtime.takeLockOfRunningLab()
+        defer { withExtendedLifetime(lock) {} }
         let session = try await LabSession.open(runtime: runtime)
         defer { session.close() }
         return try await body(session)

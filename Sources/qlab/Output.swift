@@ -10,6 +10,6 @@ func reportError(_ text: String) {
 /// Maps library errors to the documented exit codes: 2 for a bad lab file
 /// or usage, 1 for everything else.
 func exitCodeFor(_ error: Error) -> ExitCode {
-    if error is LabFileError { return ExitCode(2) }
+    if error is LabFileError || error is TestMatrix.SelectionError { return ExitCode(2) }
     return ExitCode(1)
 }

@@ -67,6 +67,13 @@ public struct LabRuntime: Sendable {
         return try await FileLock(path: lockPath, timeout: timeout)
     }
 
+    /// The lock of a lab that must be running: a lab that is not running
+    /// gets its error before any lock file is created.
+    public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
+        guard let record, liveQEMU(record) != nil else { throw LabError.notRunning(name) }
+        return try await takeLock(timeout: timeout)
+    }
+
     public var record: LabRecord? { FileSystem.readJSON(recordPath).flatMap(LabRecord.init) }
     public var exitRecord: ExitRecord? { FileSystem.readJSON(exitRecordPath).flatMap(ExitRecord.init) }
 
