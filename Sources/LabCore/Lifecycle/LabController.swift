@@ -30,11 +30,16 @@ public struct LabController: Sendable {
         public var paused = false
         /// Replace the guest disk overlay with a fresh one (drops its snapshots).
         public var freshDisk = false
-        public init(guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false) {
+        /// The lab belongs to the caller (`qlab run`): it lives while the
+        /// caller holds ``UpResult/ownership``, and its supervisor takes it
+        /// down when the caller dies without doing so.
+        public var owned = false
+        public init(guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, owned: Bool = false) {
             self.guest = guest
             self.force = force
             self.paused = paused
             self.freshDisk = freshDisk
+            self.owned = owned
         }
     }
 
@@ -42,6 +47,8 @@ public struct LabController: Sendable {
         public var record: LabRecord
         public var status: VMStatus
         public var runtime: LabRuntime
+        /// For an owned lab: hold it while the lab is needed; release it after `down`.
+        public var ownership: LabOwnership?
     }
 
     /// Everything `up` decides before starting anything: the command line and the record.
@@ -85,8 +92,13 @@ public struct LabController: Sendable {
     }
 
     /// `qlab up`: checks, overlays, then QEMU under a detached supervisor.
-    /// Returns once QMP answers. On failure nothing is left running.
+    /// Returns once QMP answers. On failure nothing is left running; nor
+    /// when this process dies or the task is cancelled during the launch
+    /// (the supervisor watches an owner pipe until it is ready).
     public func up(labFile: String, options: UpOptions) async throws -> UpResult {
+        let owner = try LabOwnership.makePipe()
+        let ownership = LabOwnership(writeEnd: owner.write)
+        defer { close(owner.read) }
         let (lab, initialSpec, lock) = try await prepareLaunch(labFile: labFile, options: options, foreground: false)
         var spec = initialSpec
         let runtime = self.runtime(lab.name)
@@ -100,9 +112,10 @@ public struct LabController: Sendable {
         do {
             supervisor = try ChildProcess.spawn(
                 executable: supervisorExecutable,
-                arguments: ["_supervise", runtime.launchSpecPath, "--ready-fd", String(ends[1])],
+                arguments: ["_supervise", runtime.launchSpecPath, "--ready-fd", String(ends[1]), "--owner-fd", String(owner.read)]
+                    + (options.owned ? ["--owned"] : []),
                 environment: environment, stdin: .null, stdout: .appendToFile(runtime.supervisorLogPath),
-                stderr: .appendToFile(runtime.supervisorLogPath), keepDescriptors: [ends[1]], newSession: true)
+                stderr: .appendToFile(runtime.supervisorLogPath), keepDescriptors: [ends[1], owner.read], newSession: true)
         } catch {
             close(ends[0])
             close(ends[1])
@@ -113,13 +126,18 @@ public struct LabController: Sendable {
         let message = Self.readLine(ends[0], timeout: .seconds(90))
         close(ends[0])
 
+        if Task.isCancelled && !message.hasPrefix("ready") {
+            await abandonLaunch(supervisor: supervisor, ownership: ownership, runtime: runtime, lock: lock)
+            throw CancellationError()
+        }
         if message.hasPrefix("ready") {
             // The supervisor runs on in its own session; reap nothing here.
+            if !options.owned { ownership.release() }
             let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
             defer { client.close() }
             let status = try await client.queryStatus()
             spec.record = runtime.record ?? spec.record
-            return UpResult(record: spec.record, status: status, runtime: runtime)
+            return UpResult(record: spec.record, status: status, runtime: runtime, ownership: options.owned ? ownership : nil)
         }
         _ = await supervisor.wait(timeout: .seconds(10))
         lock.removeFile()
@@ -131,10 +149,33 @@ public struct LabController: Sendable {
         throw LabError.supervisor("the supervisor ended without reporting (\(message.isEmpty ? "no message" : message)); its log: \(log)")
     }
 
-    /// `qlab up --foreground`: supervises in this process until QEMU ends;
-    /// `stop` (e.g. on SIGINT/SIGTERM) takes QEMU down. `onReady` runs once QMP answers.
+    /// The launch was cancelled before the supervisor said ready: let go of
+    /// the owner pipe (the supervisor kills QEMU and cleans up), wait for
+    /// the supervisor, and make sure of it; no runtime dir or lock file stays.
+    func abandonLaunch(supervisor: ChildProcess, ownership: LabOwnership, runtime: LabRuntime, lock: FileLock) async {
+        ownership.release()
+        await shielded {
+            // The supervisor is our child until reaped here: its pid is ours to signal.
+            if await supervisor.wait(timeout: .seconds(15)) == nil {
+                kill(supervisor.pid, SIGKILL)
+                _ = supervisor.wait()
+            }
+            if let record = runtime.record, let pid = runtime.liveQEMU(record) {
+                kill(pid, SIGKILL)
+                _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
+            }
+        }
+        runtime.removeRuntimeFiles()
+        lock.removeFile()
+    }
+
+    /// `qlab up --foreground`: supervises in this process until QEMU ends.
+    /// Cancelling the task takes QEMU down (quit, then SIGTERM, then SIGKILL);
+    /// a second request of `stop` kills it at once. `onReady` runs once QMP answers.
+    /// Throws `CancellationError` when cancelled before QEMU was ready.
+    /// When it returns or throws, no QEMU, runtime dir or lock file is left.
     public func upForeground(
-        labFile: String, options: UpOptions, onReady: @Sendable (LabRecord) -> Void
+        labFile: String, options: UpOptions, stop: StopRequest? = nil, onReady: @Sendable (LabRecord) -> Void
     ) async throws -> ExitRecord {
         // The lock is dropped once prepared: other commands work on the lab while it runs.
         let (lab, spec, _) = try await prepareLaunch(labFile: labFile, options: options, foreground: true)
@@ -143,11 +184,27 @@ public struct LabController: Sendable {
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed(let exit):
-            if let lock = try? await runtime.takeLock(timeout: .seconds(1)) { abandon(runtime, lock) }
+            await shielded {
+                if let lock = try? await runtime.takeLock(timeout: .seconds(1)) { abandon(runtime, lock) }
+            }
+            if Task.isCancelled { throw CancellationError() }
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         case .ready:
             onReady(runtime.record ?? spec.record)
-            return await supervisor.watch(child: child!, client: client!)
+            let (child, client) = (child!, client!)
+            stop?.onRequest { count in
+                // QEMU is this process's unreaped child.
+                if count > 1 { kill(child.pid, SIGKILL) }
+            }
+            let exit = await withTaskCancellationHandler {
+                await shielded { await supervisor.watch(child: child, client: client) }
+            } onCancel: {
+                Task.detached { await supervisor.stop(child: child, client: client, urgent: stop?.isUrgent ?? false) }
+            }
+            await shielded {
+                if let lock = try? await runtime.takeLock(timeout: .seconds(2)) { abandon(runtime, lock) }
+            }
+            return exit
         }
     }
 
@@ -247,6 +304,7 @@ public struct LabController: Sendable {
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, 100)
             if ready < 0 && errno != EINTR { break }
+            if Task.isCancelled { break }
             if ready <= 0 { continue }
             var byte: UInt8 = 0
             let n = read(fd, &byte, 1)
@@ -269,7 +327,9 @@ public struct LabController: Sendable {
     /// `qlab down`: quit over QMP, then SIGTERM, then SIGKILL, each with a
     /// bounded wait; reaped by the supervisor (or waited for by pid when the
     /// supervisor is gone); sockets and record removed. Idempotent.
-    public func down(_ name: String) async throws -> DownOutcome {
+    /// Once `stop` is urgent (a second Ctrl-C), the graceful steps are skipped: SIGKILL.
+    public func down(_ name: String, stop: StopRequest? = nil) async throws -> DownOutcome {
+        let urgent: @Sendable () -> Bool = { stop?.isUrgent ?? false }
         let runtime = self.runtime(name)
         let lock = try await runtime.takeLock()
         // A stopped lab leaves no lock file behind.
@@ -292,14 +352,14 @@ public struct LabController: Sendable {
         }
         try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
         var method = "quit"
-        if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
+        if !urgent(), let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
             _ = try? await client.execute("quit", timeout: .seconds(5))
             client.close()
         }
-        if !(await ProcessTable.waitGone(pid, timeout: .seconds(10))) {
+        if !(await ProcessTable.waitGone(pid, timeout: .seconds(10), unless: urgent)) {
             method = "SIGTERM"
-            kill(pid, SIGTERM)
-            if !(await ProcessTable.waitGone(pid, timeout: .seconds(5))) {
+            if !urgent() { kill(pid, SIGTERM) }
+            if !(await ProcessTable.waitGone(pid, timeout: .seconds(5), unless: urgent)) {
                 method = "SIGKILL"
                 kill(pid, SIGKILL)
                 _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))

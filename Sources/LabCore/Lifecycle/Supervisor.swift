@@ -40,13 +40,27 @@ public struct LaunchSpec: Sendable {
 /// QEMU is its child, so `waitpid` gives the real exit code or signal.
 /// If the supervisor itself is killed, QEMU keeps running and `status` and
 /// `down` still find it by the record's pid.
+///
+/// `up` hands it the read end of an owner pipe (``LabOwnership``): when the
+/// owner goes away during the launch, QEMU is killed and nothing is left;
+/// for a lab that belongs to its owner (`ownedForLife`: `qlab run`), the
+/// same holds for the lab's whole life, and QEMU is taken down.
 public final class Supervisor: Sendable {
     public let spec: LaunchSpec
     public var runtime: LabRuntime { spec.runtime }
+    let owner: OwnerWatch?
+    let ownedForLife: Bool
 
-    public init(spec: LaunchSpec) {
+    /// `ownerFD`: the owner pipe's read end, if any.
+    public init(spec: LaunchSpec, ownerFD: Int32? = nil, ownedForLife: Bool = false) {
         self.spec = spec
+        self.owner = ownerFD.map(OwnerWatch.init(fd:))
+        self.ownedForLife = ownedForLife && ownerFD != nil
     }
+
+    /// True when the launch must stop: the owner went away, or (in
+    /// `up --foreground`, where this runs in the command) the task was cancelled.
+    var launchAbandoned: Bool { owner?.ownerGone == true || Task.isCancelled }
 
     /// How the launch went, reported to `up` through the ready pipe.
     public enum Readiness: Sendable {
@@ -64,6 +78,12 @@ public final class Supervisor: Sendable {
         // QEMU creates its sockets with the umask: 0600 sockets and logs.
         // (qlab's own directories get explicit modes with chmod.)
         umask(0o177)
+        if launchAbandoned {
+            let record = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true, qemuOutput: "qlab: the launch was abandoned before QEMU started", diagnoses: [])
+            finish(record)
+            await removeLockFileIfOwnerGone()
+            return (.failed(record), nil, nil)
+        }
         let child: ChildProcess
         do {
             child = try ChildProcess.spawn(
@@ -86,6 +106,15 @@ public final class Supervisor: Sendable {
         // until it answers, an early exit is a launch failure.
         let deadline = ContinuousClock.now + readyTimeout
         while ContinuousClock.now < deadline {
+            if launchAbandoned {
+                // QEMU is our unreaped child: its pid is ours to signal.
+                kill(child.pid, SIGKILL)
+                var exitRecord = makeExitRecord(child.wait(), requested: true, logOffset: startOffset)
+                exitRecord.qemuOutput += "\nqlab: the launch was abandoned (its owner went away or it was cancelled); QEMU was killed."
+                finish(exitRecord)
+                await removeLockFileIfOwnerGone()
+                return (.failed(exitRecord), nil, nil)
+            }
             if let exit = child.poll() {
                 let exitRecord = makeExitRecord(exit, requested: false, logOffset: startOffset)
                 finish(exitRecord)
@@ -135,6 +164,19 @@ public final class Supervisor: Sendable {
                 }
                 return nil
             }
+            if ownedForLife, let owner {
+                // The owner (qlab run) died or let go without taking the lab down.
+                group.addTask {
+                    while !Task.isCancelled {
+                        if owner.ownerGone {
+                            await self.stop(child: child, client: client, urgent: false)
+                            return nil
+                        }
+                        try? await Task.sleep(for: .milliseconds(200))
+                    }
+                    return nil
+                }
+            }
             var result: ProcessExit?
             while let next = await group.next() {
                 if let next {
@@ -151,7 +193,31 @@ public final class Supervisor: Sendable {
             || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
         let record = makeExitRecord(exit, requested: requested, logOffset: logOffset)
         finish(record)
+        if ownedForLife { await removeLockFileIfOwnerGone() }
         return record
+    }
+
+    /// Takes QEMU down from inside: quit over the supervisor's monitor, then
+    /// SIGTERM, then SIGKILL; SIGKILL at once when `urgent`. QEMU is this
+    /// process's child and ``watch(child:client:)`` has not reaped it while
+    /// this runs, so the pid is still QEMU's.
+    public func stop(child: ChildProcess, client: QMPClient, urgent: Bool) async {
+        try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
+        if !urgent {
+            _ = try? await client.execute("quit", timeout: .seconds(3))
+            if await ProcessTable.waitGone(child.pid, timeout: .seconds(5)) { return }
+            kill(child.pid, SIGTERM)
+            if await ProcessTable.waitGone(child.pid, timeout: .seconds(3)) { return }
+        }
+        kill(child.pid, SIGKILL)
+    }
+
+    /// A lab whose owner died leaves no lock file either (the owner cannot
+    /// remove it any more). Taken first, so a command holding it is not
+    /// disturbed; an owner that let go while alive holds it and cleans up itself.
+    func removeLockFileIfOwnerGone() async {
+        guard owner?.ownerGone == true, let lock = try? await runtime.takeLock(timeout: .milliseconds(200)) else { return }
+        lock.removeFile()
     }
 
     func makeExitRecord(_ exit: ProcessExit?, requested: Bool, logOffset: Int) -> ExitRecord {
