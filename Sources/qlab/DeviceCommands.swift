@@ -4,20 +4,25 @@ import QMP
 
 /// Opens a session on a running lab while holding the lab's lock (one
 /// changing command at a time), runs `body`, closes the session. Errors are
-/// reported as `qlab NAME: ...` with the documented exit code.
-func withLabSession<T>(_ lab: String, command: String, _ body: (LabSession) async throws -> T) async throws -> T {
-    do {
-        let runtime = try LabRuntime.locate(lab)
-        let lock = try await runtime.takeLockOfRunningLab()
-        defer { withExtendedLifetime(lock) {} }
-        let session = try await LabSession.open(runtime: runtime)
-        defer { session.close() }
-        return try await body(session)
-    } catch let error as ExitCode {
-        throw error
-    } catch {
-        reportError("qlab \(command): \(error)")
-        throw deviceExitCode(error)
+/// reported as `qlab NAME: ...` with the documented exit code. SIGINT,
+/// SIGTERM and SIGHUP cancel `body` and exit 130/143/129.
+func withLabSession(_ lab: String, command: String, _ body: @escaping @Sendable (LabSession) async throws -> Void) async throws {
+    try await runCancellable(command) { _ in
+        do {
+            let runtime = try LabRuntime.locate(lab)
+            let lock = try await runtime.takeLockOfRunningLab()
+            defer { withExtendedLifetime(lock) {} }
+            let session = try await LabSession.open(runtime: runtime)
+            defer { session.close() }
+            try await body(session)
+        } catch let error as ExitCode {
+            throw error
+        } catch where Task.isCancelled {
+            throw error
+        } catch {
+            reportError("qlab \(command): \(error)")
+            throw deviceExitCode(error)
+        }
     }
 }
 

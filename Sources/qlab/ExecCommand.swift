@@ -34,6 +34,15 @@ struct ExecCommand: AsyncParsableCommand {
             reportError("qlab exec: --timeout must be a positive number of seconds")
             throw ExitCode(125)
         }
+        // SIGINT/SIGTERM/SIGHUP stop the command (Ctrl-C on the console) and
+        // exit 130/143/129; the lab stays up.
+        let (lab, timeout, ready, command) = (lab, timeout, ready, command)
+        try await runCancellable("exec") { _ in
+            try await Self.execute(lab: lab, transport: transport, timeout: timeout, ready: ready, command: command)
+        }
+    }
+
+    static func execute(lab: String, transport: GuestTransport, timeout: Double, ready: Bool, command: [String]) async throws {
         let result: GuestCommandResult
         do {
             let runtime = try LabRuntime.locate(lab)
@@ -53,7 +62,15 @@ struct ExecCommand: AsyncParsableCommand {
                         consoleTail: console.tail())
                 }
             }
-            result = try await session.run(command.joined(separator: " "), timeout: .milliseconds(Int64(timeout * 1000)))
+            do {
+                result = try await session.run(command.joined(separator: " "), timeout: .milliseconds(Int64(timeout * 1000)))
+            } catch where Task.isCancelled {
+                // The guest's command may still run: interrupt it, as a terminal would.
+                if let console = session as? GuestConsole { try? console.interrupt() }
+                throw CancellationError()
+            }
+        } catch where Task.isCancelled {
+            throw error
         } catch let error as GuestError where error.isTimeout {
             reportError("qlab exec: \(error)")
             throw ExitCode(124)

@@ -15,7 +15,7 @@ struct UpCommand: AsyncParsableCommand {
 
     @Argument(help: "The lab file.") var lab: String
     @Option(help: "The guest to boot (default: the lab's only or first guest).") var guest: String?
-    @Flag(help: "Stay attached: supervise in this process, take QEMU down on SIGINT/SIGTERM.") var foreground = false
+    @Flag(help: "Stay attached: supervise in this process, take QEMU down on SIGINT/SIGTERM/SIGHUP.") var foreground = false
     @Flag(help: "Launch even when host checks for passthrough devices fail.") var force = false
     @Flag(help: "Start with the guest's CPUs stopped (-S).") var paused = false
     @Flag(help: "Replace the guest disk overlay with a fresh one (drops its snapshots).") var freshDisk = false
@@ -25,13 +25,18 @@ struct UpCommand: AsyncParsableCommand {
         let options = LabController.UpOptions(guest: guest, force: force, paused: paused, freshDisk: freshDisk)
         do {
             if foreground {
-                let stopper = ForegroundStopper()
-                let exit = try await controller.upForeground(labFile: lab, options: options) { record in
-                    print(UpCommand.describe(record))
-                    stopper.install(runtime: controller.runtime(record.name))
+                // SIGINT/SIGTERM/SIGHUP: QEMU is asked to quit (a second signal
+                // kills it); nothing is left; exit 130/143/129.
+                let lab = lab
+                try await runCancellable("up") { stop in
+                    let exit = try await controller.upForeground(labFile: lab, options: options, stop: stop) { record in
+                        print(UpCommand.describe(record))
+                        // Whoever waits on this line (a script, a test) gets it now, not at exit.
+                        fflush(nil)
+                    }
+                    print("lab QEMU \(exit.exitDescription)")
+                    if exit.crashed && !stop.isRequested { throw ExitCode(1) }
                 }
-                print("lab QEMU \(exit.exitDescription)")
-                if exit.crashed { throw ExitCode(1) }
             } else {
                 let result = try await controller.up(labFile: lab, options: options)
                 print(UpCommand.describe(result.record) + ", \(result.status.status)")
@@ -46,39 +51,6 @@ struct UpCommand: AsyncParsableCommand {
 
     static func describe(_ record: LabRecord) -> String {
         "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
-    }
-}
-
-/// SIGINT/SIGTERM in `up --foreground`: ask QEMU to quit; the supervisor
-/// loop then records the exit. A second signal kills QEMU.
-final class ForegroundStopper: @unchecked Sendable {
-    var sources: [DispatchSourceSignal] = []
-    var signalled = 0
-
-    func install(runtime: LabRuntime) {
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
-            source.setEventHandler { [self] in
-                signalled += 1
-                try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
-                let record = runtime.record
-                if signalled > 1, let pid = record?.qemuPID {
-                    kill(pid, SIGKILL)
-                    return
-                }
-                Task {
-                    if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
-                        _ = try? await client.execute("quit", timeout: .seconds(5))
-                        client.close()
-                    } else if let pid = record?.qemuPID {
-                        kill(pid, SIGTERM)
-                    }
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
     }
 }
 
@@ -176,6 +148,10 @@ struct SuperviseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_supervise", shouldDisplay: false)
     @Argument var spec: String
     @Option var readyFd: Int32
+    /// The owner pipe's read end (see LabOwnership): watched until ready.
+    @Option var ownerFd: Int32?
+    /// The lab belongs to the owner: watched for the lab's whole life.
+    @Flag var owned = false
 
     func run() async throws {
         guard let json = FileSystem.readJSON(spec), let launch = LaunchSpec(json) else {
@@ -184,7 +160,7 @@ struct SuperviseCommand: AsyncParsableCommand {
         }
         signal(SIGHUP, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
-        let supervisor = Supervisor(spec: launch)
+        let supervisor = Supervisor(spec: launch, ownerFD: ownerFd, ownedForLife: owned)
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed:

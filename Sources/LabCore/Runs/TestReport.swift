@@ -10,6 +10,8 @@ public enum TestOutcome: String, Sendable, CaseIterable {
     case timeout
     /// Something other than the test went wrong: QEMU died, a hook failed, the guest would not boot.
     case error
+    /// The run was cancelled (SIGINT, SIGTERM, SIGHUP) during or before this entry.
+    case cancelled
 }
 
 /// The record of one run of one test.
@@ -89,10 +91,13 @@ public struct TestReport: Sendable {
 
     public func count(_ outcome: TestOutcome) -> Int { results.filter { $0.outcome == outcome }.count }
     public var allPassed: Bool { !results.isEmpty && results.allSatisfy { $0.outcome == .passed } }
+    /// True when some entry was cancelled (and so the run did not finish).
+    public var wasCancelled: Bool { count(.cancelled) > 0 }
 
     public var summaryLine: String {
         "\(count(.passed)) passed, \(count(.failed) + count(.timeout) + count(.error)) failed"
             + (count(.timeout) + count(.error) > 0 ? " (\(count(.timeout)) timed out, \(count(.error)) errors)" : "")
+            + (wasCancelled ? ", \(count(.cancelled)) cancelled" : "")
     }
 
     public var json: JSONValue {
@@ -100,7 +105,8 @@ public struct TestReport: Sendable {
             "lab": .string(lab), "started_at": .double(startedAt), "duration_seconds": .double(duration),
             "shards": .array(shards.map(JSONValue.string)),
             "summary": ["total": JSONValue(results.count), "passed": JSONValue(count(.passed)), "failed": JSONValue(count(.failed)),
-                        "timeout": JSONValue(count(.timeout)), "error": JSONValue(count(.error))],
+                        "timeout": JSONValue(count(.timeout)), "error": JSONValue(count(.error)),
+                        "cancelled": JSONValue(count(.cancelled))],
             "results": .array(results.map(\.json)),
         ])
     }
