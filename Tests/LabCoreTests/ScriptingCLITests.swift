@@ -1,0 +1,69 @@
+import Foundation
+import LabCore
+import QMP
+import Testing
+
+/// What scripts rely on: the exit-code table and lines reaching a pipe at once.
+@Suite("Scripting: exit codes and pipes (real QEMU)", .serialized)
+struct ScriptingCLITests {
+    @Test func usageErrorsExitTwoAndHelpListsTheTable() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let bogus = try env.qlab("--no-such-option")
+        #expect(bogus.status == ExitStatus.usage.rawValue, "argument parser errors exit 2, not 64")
+        #expect(bogus.stderr.contains("--no-such-option"))
+        let shard = try env.qlab("run", "--shard", "3/2", env.labDirectory + "/x.yaml")
+        #expect(shard.status == ExitStatus.usage.rawValue)
+        #expect(shard.stderr.contains("--shard"))
+        let help = try env.qlab("--help")
+        #expect(help.status == 0)
+        for status in ExitStatus.allCases {
+            #expect(help.stdout.contains(String(status.rawValue)), "--help lists exit code \(status.rawValue)")
+        }
+    }
+
+    /// `qlab events LAB --follow | grep -m1 EVENT` returns as soon as the event arrives:
+    /// the line is in the pipe while qlab is still following.
+    @Test func eventsFollowWritesEachLineToAPipeAtOnce() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try LifecycleTests.bareLab(env, name: "piped")
+        #expect(try env.qlab("up", lab, "--paused").status == 0)
+
+        let follow = Process()
+        follow.executableURL = URL(fileURLWithPath: QLabTestEnvironment.qlabExecutable)
+        follow.arguments = ["events", "piped", "--follow"]
+        follow.environment = env.environment
+        let pipe = Pipe()
+        follow.standardOutput = pipe
+        follow.standardError = FileHandle.nullDevice
+        try follow.run()
+        defer {
+            if follow.isRunning { follow.terminate() }
+            follow.waitUntilExit()
+        }
+        #expect(try env.qlab("qmp", "piped", "cont").status == 0)
+
+        // Read until a RESUME line arrives; the follower must still be running then.
+        let reader = pipe.fileHandleForReading
+        let found = await withCheckedContinuation { (continuation: CheckedContinuation<String?, Never>) in
+            DispatchQueue.global().async {
+                var text = ""
+                while true {
+                    let data = reader.availableData
+                    if data.isEmpty { continuation.resume(returning: nil); return }
+                    text += String(decoding: data, as: UTF8.self)
+                    if let line = text.split(separator: "\n").first(where: { $0.contains("RESUME") }) {
+                        continuation.resume(returning: String(line))
+                        return
+                    }
+                }
+            }
+            // A safety bound, not a timing assertion: end the follower if nothing comes.
+            DispatchQueue.global().asyncAfter(deadline: .now() + 60) { if follow.isRunning { follow.terminate() } }
+        }
+        #expect(found != nil, "the RESUME event reached the pipe")
+        #expect(follow.isRunning, "the line arrived while qlab was still following, not at exit")
+        #expect(try env.qlab("down", "piped").status == 0)
+    }
+}
