@@ -66,4 +66,38 @@ struct ScriptingCLITests {
         #expect(follow.isRunning, "the line arrived while qlab was still following, not at exit")
         #expect(try env.qlab("down", "piped").status == 0)
     }
+
+    /// `qlab report merge` names the shards it lacks and exits 1 unless --partial;
+    /// a missing file is "no such file".
+    @Test func reportMergeNamesMissingShards() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let entries = (0..<3).map { TestRunEntry(guest: "g", test: "t\($0)", repeatIndex: 1, matrixIndex: $0) }
+        func write(_ shard: String, _ indices: [Int]) throws -> String {
+            let path = env.root + "/shard-" + shard.replacingOccurrences(of: "/", with: "of") + ".json"
+            let results = indices.map { TestResult(entry: entries[$0], outcome: .passed, duration: 1) }
+            try FileSystem.writeJSON(path, TestReport(lab: "m", startedAt: 1, duration: 1, shards: [shard], results: results).json)
+            return path
+        }
+        let one = try write("1/3", [0])
+        let three = try write("3/3", [2])
+        #expect(TestReport(lab: "m", startedAt: 0, duration: 0, shards: ["1/3", "3/3"], results: []).missingShards == ["2/3"])
+        #expect(TestReport(lab: "m", startedAt: 0, duration: 0, shards: [], results: []).missingShards == [])
+
+        let refused = try env.qlab("report", "merge", one, three)
+        #expect(refused.status == ExitStatus.failed.rawValue)
+        #expect(refused.stderr.contains("2/3 missing"), "\(refused.stderr)")
+        #expect(refused.stdout.isEmpty, "nothing merged without --partial")
+        let partial = try env.qlab("report", "merge", "--partial", one, three)
+        #expect(partial.status == 0, "\(partial.stderr)")
+        #expect(partial.stderr.contains("partial"))
+        let merged = try JSONValue.parse(partial.stdout)
+        #expect(merged["results"]?.arrayValue?.count == 2)
+        let complete = try env.qlab("report", "merge", one, try write("2/3", [1]), three)
+        #expect(complete.status == 0, "\(complete.stderr)")
+
+        let missing = try env.qlab("report", "merge", one, env.root + "/nosuch.json")
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("nosuch.json: no such file"), "\(missing.stderr)")
+    }
 }
