@@ -10,7 +10,7 @@ struct RunCommand: AsyncParsableCommand {
         abstract: "Run a lab's tests on its guests: revert to a clean snapshot before every run.",
         discussion: "Exit 0 only when every test passed. Reports: --junit (Jenkins, GitLab) and --json (merge shards with `qlab report merge`).")
 
-    @Argument(help: "The lab file.") var lab: String
+    @Argument(help: "The lab file.", completion: .file(extensions: ["yaml", "yml"])) var lab: String
     @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
     @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
     @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1

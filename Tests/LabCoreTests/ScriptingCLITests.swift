@@ -100,4 +100,68 @@ struct ScriptingCLITests {
         #expect(missing.status != 0)
         #expect(missing.stderr.contains("nosuch.json: no such file"), "\(missing.stderr)")
     }
+
+    /// Every command on a lab name with no record says "no such lab" and exits 3, with a
+    /// near name when there is one; a known but stopped lab is not an error for status/down.
+    @Test func unknownLabExitsThreeWithASuggestion() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try LifecycleTests.bareLab(env, name: "bench-a")
+        #expect(try env.qlab("up", lab, "--paused").status == 0)
+        #expect(try env.qlab("down", "bench-a").status == 0)
+        let commands: [[String]] = [
+            ["status", "LAB"], ["events", "LAB"], ["qmp", "LAB", "query-status"], ["console", "LAB", "--log"],
+            ["exec", "LAB", "--", "true"], ["snapshot", "save", "LAB", "t"], ["snapshot", "list", "LAB"],
+            ["hotplug", "LAB", "d"], ["unplug", "LAB", "d"], ["reset", "LAB"], ["down", "LAB"],
+        ]
+        for command in commands {
+            for name in ["nosuchlab", "bench-b"] {
+                let arguments = command.map { $0 == "LAB" ? name : $0 }
+                let result = try env.qlab(arguments)
+                #expect(result.status == ExitStatus.noSuchLab.rawValue, "\(arguments): \(result.status) \(result.stderr)")
+                #expect(result.stderr.contains("no such lab \(name)"), "\(arguments): \(result.stderr)")
+                if name == "bench-b" {
+                    #expect(result.stderr.contains("did you mean bench-a"), "\(arguments): \(result.stderr)")
+                }
+            }
+        }
+        #expect(!FileManager.default.fileExists(atPath: env.runtimeRoot + "/nosuchlab"))
+        #expect(!FileManager.default.fileExists(atPath: env.stateRoot + "/nosuchlab"))
+        // Known but stopped: status reports it, down stays idempotent; commands that need it running exit 3.
+        #expect(try env.qlab("status", "bench-a").status == 0)
+        #expect(try env.qlab("down", "bench-a").status == 0)
+        let stopped = try env.qlab("qmp", "bench-a", "query-status")
+        #expect(stopped.status == ExitStatus.noSuchLab.rawValue, "\(stopped.stderr)")
+        #expect(stopped.stderr.contains("not running"))
+        let reset = try env.qlab("reset", "bench-a")
+        #expect(reset.status == ExitStatus.noSuchLab.rawValue, "\(reset.stderr)")
+    }
+
+    /// Shell completion (the protocol the generated scripts use) offers lab names,
+    /// lab files and a lab's devices; the scripts are generated for all three shells.
+    @Test func completionOffersLabsAndDevices() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try LifecycleTests.bareLab(env, name: "comp-a")
+        #expect(try env.qlab("up", lab, "--paused").status == 0)
+        defer { _ = try? env.qlab("down", "comp-a") }
+        let file = try env.writeLab("comp-b", """
+            name: comp-b
+            devices:
+              scsi-lsi: {emulated: {driver: lsi53c895a}}
+              scsi-am: {emulated: {driver: am53c974}}
+              mega: {emulated: {driver: megasas}}
+            guests:
+              g: {os: linux, kernel: /nonexistent}
+            """)
+        let labs = try env.qlab("---completion", "status", "--", "positional@0", "2", "4", "qlab", "status", "comp")
+        #expect(labs.stdout.split(separator: "\n").contains("comp-a"), "\(labs.output)")
+        let devices = try env.qlab("---completion", "hotplug", "--", "positional@1", "3", "5", "qlab", "hotplug", file, "scsi-")
+        #expect(devices.stdout.split(separator: "\n").map(String.init) == ["scsi-lsi", "scsi-am"], "\(devices.output)")
+        for shell in ["bash", "zsh", "fish"] {
+            let script = try env.qlab("--generate-completion-script", shell)
+            #expect(script.status == 0)
+            #expect(script.stdout.contains("---completion"), "\(shell) completes through qlab itself")
+        }
+    }
 }

@@ -380,10 +380,8 @@ public struct LabController: Sendable {
 
     /// Every lab with runtime files or state, by name.
     public func list() async -> [Status] {
-        let names = Set(LabRuntime.all(environment: environment).map(\.name))
-            .union((HostFiles.list(LabDirectories.stateRoot(environment: environment)) ?? []).filter(LabName.isValid))
         var result: [Status] = []
-        for name in names.sorted() { result.append(await status(name)) }
+        for name in LabRuntime.knownNames(environment: environment) { result.append(await status(name)) }
         return result
     }
 }
