@@ -13,7 +13,7 @@ struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up", abstract: "Start a lab's QEMU under a supervisor; returns once QMP answers.")
 
-    @Argument(help: "The lab file.", completion: .file(extensions: ["yaml", "yml"])) var lab: String
+    @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
     @Option(help: "The guest to boot (default: the lab's only or first guest).") var guest: String?
     @Flag(help: "Stay attached: supervise in this process, take QEMU down on SIGINT/SIGTERM.") var foreground = false
     @Flag(help: "Launch even when host checks for passthrough devices fail.") var force = false
@@ -24,6 +24,7 @@ struct UpCommand: AsyncParsableCommand {
         let controller = labController()
         let options = LabController.UpOptions(guest: guest, force: force, paused: paused, freshDisk: freshDisk)
         do {
+            let lab = try LabRuntime.labFile(for: self.lab)
             if foreground {
                 let stopper = ForegroundStopper()
                 let exit = try await controller.upForeground(labFile: lab, options: options) { record in

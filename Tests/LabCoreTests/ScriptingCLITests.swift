@@ -164,4 +164,24 @@ struct ScriptingCLITests {
             #expect(script.stdout.contains("---completion"), "\(shell) completes through qlab itself")
         }
     }
+
+    /// `qlab up NAME` starts a lab again from the lab file it last ran; an unknown name exits 3.
+    @Test func upByNameUsesTheLastLabFile() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try LifecycleTests.bareLab(env, name: "again")
+        #expect(try env.qlab("up", lab, "--paused").status == 0)
+        let first = try #require(env.runtime("again").record)
+        #expect(try env.qlab("down", "again").status == 0)
+        let byName = try env.qlab("up", "again", "--paused")
+        #expect(byName.status == 0, "\(byName.stderr)")
+        let second = try #require(env.runtime("again").record)
+        #expect(second.labFile == first.labFile)
+        #expect(second.qemuPID != first.qemuPID)
+        #expect(try env.qlab("down", "again").status == 0)
+        let unknown = try env.qlab("up", "agian")
+        #expect(unknown.status == ExitStatus.noSuchLab.rawValue)
+        #expect(unknown.stderr.contains("did you mean again"), "\(unknown.stderr)")
+        #expect(env.qemuProcesses().isEmpty)
+    }
 }

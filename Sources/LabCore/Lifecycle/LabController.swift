@@ -164,6 +164,7 @@ public struct LabController: Sendable {
             spec.record.foreground = foreground
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
+            try FileSystem.writeJSON(runtime.labFileRecordPath, ["lab_file": .string(lab.file)])
             try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk)
             try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
             return (lab, spec, lock)

@@ -82,6 +82,20 @@ public struct LabRuntime: Sendable {
     public var supervisorLogPath: String { stateDirectory + "/supervisor.log" }
     public var exitRecordPath: String { stateDirectory + "/last-exit.json" }
     public var launchSpecPath: String { directory + "/launch.json" }
+    /// The lab file this lab was last started from, kept with its state so that
+    /// `qlab up NAME` starts it again after `down`.
+    public var labFileRecordPath: String { stateDirectory + "/lab-file.json" }
+
+    /// The lab file behind `nameOrFile`: the path itself, or for a name the file
+    /// its running record or its last start names. `unknownLab` otherwise.
+    public static func labFile(for nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> String {
+        if isLabFile(nameOrFile) { return nameOrFile }
+        let runtime = try locateExisting(nameOrFile, environment: environment)
+        if let file = runtime.record?.labFile ?? FileSystem.readJSON(runtime.labFileRecordPath)?["lab_file"]?.stringValue {
+            return file
+        }
+        throw LabError.unknownLab(nameOrFile, suggestion: nil)
+    }
 
     /// Creates the runtime root and the lab's runtime dir (0700) and state dir.
     public func makeDirectories() throws {
