@@ -184,4 +184,23 @@ struct ScriptingCLITests {
         #expect(unknown.stderr.contains("did you mean again"), "\(unknown.stderr)")
         #expect(env.qemuProcesses().isEmpty)
     }
+
+    /// `qlab run` boots on its own overlay: a snapshot the user saved on the lab survives a run.
+    @Test func runKeepsTheUsersSnapshots() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let file = try env.writeGuestLab("keep", devices: "  {}", tests: "  quick: {run: \"true\", timeout: 60s}")
+        #expect(try env.qlab("up", file, "--paused").status == 0)
+        let saved = try env.qlab("snapshot", "save", "keep", "mine")
+        #expect(saved.status == 0, "\(saved.output)")
+        #expect(try env.qlab("down", "keep").status == 0)
+        let run = try env.qlab("run", file)
+        #expect(run.status == 0, "\(run.output)")
+        #expect(env.qemuProcesses().isEmpty)
+        #expect(try env.qlab("up", "keep", "--paused").status == 0)
+        let list = try env.qlab("snapshot", "list", "keep")
+        #expect(list.stdout.contains("mine"), "the run left the user's snapshot alone: \(list.output)")
+        #expect(!list.stdout.contains("qlab-ready"), "the run's own snapshot lives on the run's overlay")
+        #expect(try env.qlab("down", "keep").status == 0)
+    }
 }

@@ -30,11 +30,14 @@ public struct LabController: Sendable {
         public var paused = false
         /// Replace the guest disk overlay with a fresh one (drops its snapshots).
         public var freshDisk = false
-        public init(guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false) {
+        /// The lab's own overlay, or `qlab run`'s (always fresh).
+        public var overlays: OverlaySet = .lab
+        public init(guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, overlays: OverlaySet = .lab) {
             self.guest = guest
             self.force = force
             self.paused = paused
             self.freshDisk = freshDisk
+            self.overlays = overlays
         }
     }
 
@@ -56,7 +59,8 @@ public struct LabController: Sendable {
         let machine = lab.machineSettings(for: guest)
         let accel = AccelDecision.decide(machine.accel, devRoot: hostRoots.devfs, sysRoot: hostRoots.sysfs)
         var qemuRuntime = QEMURuntime.standard(
-            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot, accel: accel)
+            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot, accel: accel,
+            overlays: options.overlays)
         qemuRuntime.startPaused = options.paused
         qemuRuntime.sysfsRoot = hostRoots.sysfs
         let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: qemuRuntime)
@@ -165,7 +169,7 @@ public struct LabController: Sendable {
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
             try FileSystem.writeJSON(runtime.labFileRecordPath, ["lab_file": .string(lab.file)])
-            try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk)
+            try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk || options.overlays == .testRun)
             try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
             return (lab, spec, lock)
         } catch {
@@ -235,7 +239,8 @@ public struct LabController: Sendable {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
         }
-        if let vars = qemuRuntime.firmwareVars, !HostFiles.exists(vars) {
+        if let vars = qemuRuntime.firmwareVars, fresh || !HostFiles.exists(vars) {
+            try FileSystem.makeDirectory(LabPaths.directory(of: vars), mode: 0o700)
             try FirmwareVariables.create(at: vars)
         }
     }
