@@ -9,7 +9,7 @@ import QMP
 func withLabSession(_ lab: String, command: String, _ body: @escaping @Sendable (LabSession) async throws -> Void) async throws {
     try await runCancellable(command) { _ in
         do {
-            let runtime = try LabRuntime.locate(lab)
+            let runtime = try LabRuntime.locateExisting(lab)
             let lock = try await runtime.takeLockOfRunningLab()
             defer { withExtendedLifetime(lock) {} }
             let session = try await LabSession.open(runtime: runtime)
@@ -49,8 +49,8 @@ struct HotplugCommand: AsyncParsableCommand {
             ACPI hotplug (Linux: possibly after a rescan).
             """)
 
-    @Argument(help: "The lab name or file.") var lab: String
-    @Argument(help: "The lab's device name.") var device: String
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
+    @Argument(help: "The lab's device name.", completion: Completions.device) var device: String
     @Flag(help: "Print each step's time.") var verbose = false
 
     func run() async throws {
@@ -78,8 +78,8 @@ struct UnplugCommand: AsyncParsableCommand {
             The output says which happened.
             """)
 
-    @Argument(help: "The lab name or file.") var lab: String
-    @Argument(help: "The lab's device name.") var device: String
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
+    @Argument(help: "The lab's device name.", completion: Completions.device) var device: String
     @Option(help: "Seconds the guest gets to release the device.") var timeout: Double = 10
     @Flag(help: "Never reset the VM: fail when the guest does not release the device.") var noResetFallback = false
     @Flag(help: "Reset at once instead of asking the guest (its state is lost).") var reset = false
@@ -107,7 +107,7 @@ struct ResetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reset", abstract: "Reset the lab's VM (system_reset) and wait for the RESET event.")
 
-    @Argument(help: "The lab name or file.") var lab: String
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
 
     func run() async throws {
         try await withLabSession(lab, command: "reset") { session in

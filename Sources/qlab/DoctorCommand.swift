@@ -54,15 +54,15 @@ struct DoctorCommand: ParsableCommand {
         for text in devices where DeviceSelector(text) == nil {
             throw ValidationError("--device \(text): expected a PCI address such as 0000:03:04.0 or ids such as 9004:5078")
         }
-        if let memory, ByteCount.parse(memory) == nil {
-            throw ValidationError("--memory \(memory): expected a size such as 512M or 2G")
+        if let memory, ByteSize(parsing: memory) == nil {
+            throw ValidationError("--memory \(memory): expected a size such as 512M, 1.5G or 2G (MiB without a suffix)")
         }
     }
 
     func run() throws {
         let roots = host.roots
         let selectors = devices.compactMap(DeviceSelector.init)
-        let guestMemory = memory.flatMap { ByteCount.parse($0) }
+        let guestMemory = memory.flatMap { ByteSize(parsing: $0)?.bytes }
         let doctor = HostDoctor(roots: roots)
         let loaded = try lab.map { try Lab.load(path: $0) }
 

@@ -15,7 +15,7 @@ struct ExecCommand: AsyncParsableCommand {
             prints the console's last lines on stderr); 125 when qlab itself failed.
             """)
 
-    @Argument(help: "The lab name or file.") var lab: String
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Option(help: "Seconds the command may run.") var timeout: Double = 60
     @Option(help: "auto (agent if the lab has one, else console), agent, or console.") var via: String = "auto"
     @Flag(help: "First wait until the guest is ready (its ready text, login), up to its boot_timeout.") var ready = false
@@ -45,7 +45,7 @@ struct ExecCommand: AsyncParsableCommand {
     static func execute(lab: String, transport: GuestTransport, timeout: Double, ready: Bool, command: [String]) async throws {
         let result: GuestCommandResult
         do {
-            let runtime = try LabRuntime.locate(lab)
+            let runtime = try LabRuntime.locateExisting(lab)
             let probe = Duration.milliseconds(Int64(min(timeout, 5) * 1000))
             let session = try await GuestConnection.open(
                 runtime: runtime, transport: transport,
@@ -74,6 +74,12 @@ struct ExecCommand: AsyncParsableCommand {
         } catch let error as GuestError where error.isTimeout {
             reportError("qlab exec: \(error)")
             throw ExitCode(124)
+        } catch let error as LabError {
+            reportError("qlab exec: \(error)")
+            throw ExitCode(error.exitStatus.rawValue)
+        } catch let error as LabFileError {
+            reportError("qlab exec: \(error)")
+            throw ExitCode(ExitStatus.usage.rawValue)
         } catch {
             reportError("qlab exec: \(error)")
             throw ExitCode(125)

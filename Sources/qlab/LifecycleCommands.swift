@@ -13,7 +13,7 @@ struct UpCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "up", abstract: "Start a lab's QEMU under a supervisor; returns once QMP answers.")
 
-    @Argument(help: "The lab file.") var lab: String
+    @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
     @Option(help: "The guest to boot (default: the lab's only or first guest).") var guest: String?
     @Flag(help: "Stay attached: supervise in this process, take QEMU down on SIGINT/SIGTERM/SIGHUP.") var foreground = false
     @Flag(help: "Launch even when host checks for passthrough devices fail.") var force = false
@@ -24,6 +24,7 @@ struct UpCommand: AsyncParsableCommand {
         let controller = labController()
         let options = LabController.UpOptions(guest: guest, force: force, paused: paused, freshDisk: freshDisk)
         do {
+            let lab = try LabRuntime.labFile(for: self.lab)
             if foreground {
                 // SIGINT/SIGTERM/SIGHUP: QEMU is asked to quit (a second signal
                 // kills it); nothing is left; exit 130/143/129.
@@ -58,11 +59,11 @@ struct DownCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "down", abstract: "Stop a lab: quit, then SIGTERM, then SIGKILL; clean up. Idempotent.")
 
-    @Argument(help: "The lab name or file.") var lab: String
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
 
     func run() async throws {
         do {
-            let runtime = try LabRuntime.locate(lab)
+            let runtime = try LabRuntime.locateExisting(lab)
             switch try await labController().down(runtime.name) {
             case .notRunning: print("lab \(runtime.name) is not running")
             case .cleanedUp: print("lab \(runtime.name): QEMU was already gone; cleaned up")
@@ -79,7 +80,7 @@ struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Show a lab's state (running, paused, stopped, crashed), or every lab's.")
 
-    @Argument(help: "The lab name or file (default: all labs).") var lab: String?
+    @Argument(help: "The lab name or file (default: all labs).", completion: Completions.lab) var lab: String?
     @Flag(help: "JSON output.") var json = false
 
     func run() async throws {
@@ -87,7 +88,7 @@ struct StatusCommand: AsyncParsableCommand {
         var statuses: [LabController.Status]
         do {
             if let lab {
-                statuses = [await controller.status(try LabRuntime.locate(lab).name)]
+                statuses = [await controller.status(try LabRuntime.locateExisting(lab).name)]
             } else {
                 statuses = await controller.list()
             }

@@ -7,13 +7,13 @@ struct EventsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "events", abstract: "Print a lab's QMP events, as the supervisor logged them.")
 
-    @Argument(help: "The lab name or file.") var lab: String
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Flag(help: "Keep printing new events until the lab stops.") var follow = false
     @Flag(help: "One JSON object per line.") var json = false
 
     func run() async throws {
         let runtime: LabRuntime
-        do { runtime = try LabRuntime.locate(lab) } catch {
+        do { runtime = try LabRuntime.locateExisting(lab) } catch {
             reportError("qlab events: \(error)")
             throw exitCodeFor(error)
         }
@@ -51,12 +51,12 @@ struct ConsoleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "console", abstract: "Attach to a lab's serial console (Ctrl-] detaches), or print its log.")
 
-    @Argument(help: "The lab name or file.") var lab: String
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Flag(help: "Print what the console has captured and exit.") var log = false
 
     func run() async throws {
         let runtime: LabRuntime
-        do { runtime = try LabRuntime.locate(lab) } catch {
+        do { runtime = try LabRuntime.locateExisting(lab) } catch {
             reportError("qlab console: \(error)")
             throw exitCodeFor(error)
         }
@@ -71,7 +71,7 @@ struct ConsoleCommand: AsyncParsableCommand {
         }
         guard runtime.record != nil else {
             reportError("qlab console: \(LabError.notRunning(runtime.name))")
-            throw ExitCode(1)
+            throw ExitCode(ExitStatus.noSuchLab.rawValue)
         }
         let fd: Int32
         do { fd = try UnixSocket.connect(path: runtime.consoleSocketPath) } catch {

@@ -7,9 +7,10 @@ func reportError(_ text: String) {
     FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
 }
 
-/// Maps library errors to the documented exit codes: 2 for a bad lab file
-/// or usage, 1 for everything else.
+/// Maps library errors to the exit-code table (`ExitStatus`): 2 for a bad lab
+/// file or usage, 3 for a lab that is unknown or not running, 1 otherwise.
 func exitCodeFor(_ error: Error) -> ExitCode {
-    if error is LabFileError || error is TestMatrix.SelectionError { return ExitCode(2) }
-    return ExitCode(1)
+    if error is LabFileError || error is TestMatrix.SelectionError || error is ValidationError { return ExitCode(ExitStatus.usage.rawValue) }
+    if let error = error as? LabError { return ExitCode(error.exitStatus.rawValue) }
+    return ExitCode(ExitStatus.failed.rawValue)
 }

@@ -37,9 +37,14 @@ struct QMPCommand: AsyncParsableCommand {
             guard words.count >= 2 else {
                 throw ValidationError("give --socket PATH or a LAB before the command")
             }
-            let runtime = try LabRuntime.locate(words.removeFirst())
-            guard runtime.record != nil else { throw ValidationError(LabError.notRunning(runtime.name).description) }
-            socketPath = runtime.qmpSocketPath
+            do {
+                let runtime = try LabRuntime.locateExisting(words.removeFirst())
+                guard runtime.record != nil else { throw LabError.notRunning(runtime.name) }
+                socketPath = runtime.qmpSocketPath
+            } catch {
+                reportError("qlab qmp: \(error)")
+                throw exitCodeFor(error)
+            }
         }
         guard let command = words.first, words.count <= 2 else {
             throw ValidationError("expected COMMAND [JSON-ARGUMENTS]")

@@ -10,7 +10,7 @@ struct RunCommand: AsyncParsableCommand {
         abstract: "Run a lab's tests on its guests: revert to a clean snapshot before every run.",
         discussion: "Exit 0 only when every test passed. Reports: --junit (Jenkins, GitLab) and --json (merge shards with `qlab report merge`).")
 
-    @Argument(help: "The lab file.") var lab: String
+    @Argument(help: "The lab file.", completion: .file(extensions: ["yaml", "yml"])) var lab: String
     @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
     @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
     @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1
@@ -146,13 +146,21 @@ struct ReportCommand: AsyncParsableCommand {
         @Argument(help: "JSON reports from `qlab run --json`.") var reports: [String]
         @Option(help: "Write the merged JSON report here (default: stdout).") var json: String?
         @Option(help: "Write a JUnit XML report of the merge here.") var junit: String?
+        @Flag(help: "Merge even when shards are missing (exit 1 otherwise).") var partial = false
 
         func run() async throws {
             do {
                 let merged = try TestReport.merge(paths: reports)
+                let missing = merged.missingShards
+                if !missing.isEmpty && !partial {
+                    reportError("qlab report merge: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing; "
+                        + "give every shard's report, or --partial to merge what is here")
+                    throw ExitCode(ExitStatus.failed.rawValue)
+                }
                 if let json { try FileSystem.writeJSON(json, merged.json) } else { print(try merged.json.jsonString(pretty: true)) }
                 if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(merged).utf8), mode: 0o644) }
-                reportError("merged \(reports.count) reports: \(merged.summaryLine)")
+                reportError("merged \(reports.count) reports: \(merged.summaryLine)"
+                    + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))
                 if !merged.allPassed { throw ExitCode(1) }
             } catch let error as ExitCode {
                 throw error

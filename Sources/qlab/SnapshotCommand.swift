@@ -16,7 +16,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         subcommands: [Save.self, Load.self, List.self, Delete.self])
 
     struct Common: ParsableArguments {
-        @Argument(help: "The lab name or file.") var lab: String
+        @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
         @Flag(help: "Use HMP savevm/loadvm/delvm even where the job commands exist.") var hmp = false
         @Flag(help: "Print each step's time.") var verbose = false
     }
@@ -54,7 +54,7 @@ struct SnapshotCommand: AsyncParsableCommand {
     struct Load: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Load snapshot TAG (hotplugged devices are reset out first).")
         @OptionGroup var common: Common
-        @Argument(help: "The snapshot's tag.") var tag: String
+        @Argument(help: "The snapshot's tag.", completion: Completions.snapshotTag) var tag: String
         @Flag(help: "Leave unplugged devices unplugged afterwards.") var noReattach = false
 
         func run() async throws {
@@ -68,7 +68,7 @@ struct SnapshotCommand: AsyncParsableCommand {
     struct Delete: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Delete snapshot TAG.")
         @OptionGroup var common: Common
-        @Argument(help: "The snapshot's tag.") var tag: String
+        @Argument(help: "The snapshot's tag.", completion: Completions.snapshotTag) var tag: String
 
         func run() async throws {
             let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto)
@@ -80,7 +80,7 @@ struct SnapshotCommand: AsyncParsableCommand {
 
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List snapshots: tag, VM state size, date (UTC), VM clock.")
-        @Argument(help: "The lab name or file.") var lab: String
+        @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
         @Flag(help: "JSON output.") var json = false
 
         func run() async throws {

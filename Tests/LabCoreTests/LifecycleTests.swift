@@ -178,11 +178,13 @@ struct LifecycleTests {
         #expect(missingResult.stderr.contains("nowhere.qcow2"))
         #expect(env.qemuProcesses().isEmpty)
 
+        // Issue 10's exit-code table: a name with no record is "no such lab", exit 3.
         let unknown = try env.qlab("status", "no-such-lab", "--json")
-        #expect(try JSONValue.parse(unknown.stdout)["state"]?.stringValue == "stopped")
+        #expect(unknown.status == ExitStatus.noSuchLab.rawValue)
+        #expect(unknown.stderr.contains("no such lab no-such-lab"))
         let qmp = try env.qlab("qmp", "no-such-lab", "query-status")
-        #expect(qmp.status != 0)
-        #expect(qmp.stderr.contains("not running"))
+        #expect(qmp.status == ExitStatus.noSuchLab.rawValue)
+        #expect(qmp.stderr.contains("no such lab"))
     }
 
     @Test func foregroundTakesQEMUDownOnSIGTERM() async throws {

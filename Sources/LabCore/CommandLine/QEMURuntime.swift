@@ -58,26 +58,40 @@ public struct QEMURuntime: Sendable, Hashable {
     ///     STATE/LAB/GUEST/disk.qcow2  efivars.qcow2  console.log
     ///     STATE/LAB/GUEST/disks/DISK-ID.qcow2     (boot-attached device disks)
     ///
+    /// `qlab run` boots on its own set (`.testRun`): STATE/LAB/GUEST/run/disk.qcow2
+    /// and efivars.qcow2, made fresh for every run, so a run never touches the
+    /// overlay holding snapshots a user saved by hand.
+    ///
     /// Directories are not created here.
     public static func standard(
-        lab: Lab, guest: LabGuest, runtimeDirectory: String, stateDirectory: String, accel: AccelDecision
+        lab: Lab, guest: LabGuest, runtimeDirectory: String, stateDirectory: String, accel: AccelDecision,
+        overlays: OverlaySet = .lab
     ) -> QEMURuntime {
         let run = runtimeDirectory + "/" + lab.name
         let state = stateDirectory + "/" + lab.name + "/" + guest.name
-        var overlays: [String: String] = [:]
+        let disks = overlays == .testRun ? state + "/run" : state
+        var deviceOverlays: [String: String] = [:]
         for device in lab.devices where lab.effectiveAttach(of: device, for: guest) == .boot {
             for disk in device.emulated?.disks ?? [] where !disk.readonly {
-                overlays[disk.id] = state + "/disks/" + disk.id + ".qcow2"
+                deviceOverlays[disk.id] = state + "/disks/" + disk.id + ".qcow2"
             }
         }
         var runtime = QEMURuntime(
             qmpSocket: run + "/qmp.sock", supervisorSocket: run + "/supervisor.sock",
             serialSocket: run + "/console.sock", serialLog: state + "/console.log", pidFile: run + "/qemu.pid",
-            diskOverlay: guest.disk == nil ? nil : state + "/disk.qcow2", deviceDiskOverlays: overlays,
-            firmwareVars: guest.effectiveFirmware == .uefi ? state + "/efivars.qcow2" : nil, accel: accel)
+            diskOverlay: guest.disk == nil ? nil : disks + "/disk.qcow2", deviceDiskOverlays: deviceOverlays,
+            firmwareVars: guest.effectiveFirmware == .uefi ? disks + "/efivars.qcow2" : nil, accel: accel)
         if guest.agent { runtime.agentSocket = run + "/qga.sock" }
         return runtime
     }
+}
+
+/// Which guest disk overlay (and UEFI variable store) a launch uses.
+public enum OverlaySet: String, Sendable, Hashable {
+    /// The lab's own, kept across `up`s: snapshots saved by hand live in it.
+    case lab
+    /// `qlab run`'s, replaced at every run's boot.
+    case testRun = "test_run"
 }
 
 /// Where labs keep their runtime files (sockets, pid) and their state (overlays, logs).

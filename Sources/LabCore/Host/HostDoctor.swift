@@ -499,22 +499,6 @@ public enum ByteCount {
         }
         return "\(bytes) B"
     }
-
-    /// Parses QEMU-style sizes: `512M`, `2G`, `1024` (MiB when no suffix, as QEMU's -m), `4GiB`.
-    public static func parse(_ text: String, defaultUnit: UInt64 = 1 << 20) -> UInt64? {
-        var body = Substring(text.hostTrimmed())
-        var unit = defaultUnit
-        let suffixes: [(String, UInt64)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40),
-            ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30), ("T", 1 << 40), ("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30), ("B", 1)]
-        for (suffix, size) in suffixes where body.hasSuffix(suffix) {
-            unit = size
-            body = body.dropLast(suffix.count)
-            break
-        }
-        guard let value = UInt64(body), value > 0 else { return nil }
-        let (product, overflow) = value.multipliedReportingOverflow(by: unit)
-        return overflow ? nil : product
-    }
 }
 
 extension String {

@@ -29,6 +29,7 @@ extension HostDoctor {
     ///   - guestMemory: overrides the lab's guest memory for `memlock`.
     public func run(lab: Lab, guest: LabGuest? = nil, extraDevices: [DeviceSelector] = [], guestMemory: UInt64? = nil) -> DoctorReport {
         let selectors = selectors(for: lab)
+        if selectors.isEmpty && extraDevices.isEmpty { return Self.notNeeded(lab: lab) }
         let memory = guestMemory ?? (selectors.isEmpty ? nil : Self.guestMemory(for: lab, guest: guest))
         var report = run(devices: selectors + extraDevices, guestMemory: memory)
         // The lab's own ROM options settle the rom check: rombar=0 hides the ROM, romfile= replaces it.
@@ -43,6 +44,13 @@ extension HostDoctor {
                 report.devices[index].checks[check].detail + "; the lab sets \(setting), so QEMU does not read it")
         }
         return report
+    }
+
+    /// The report for a lab that passes no host device through: the host's vfio
+    /// checks are not needed (skipped, saying why), so the doctor passes.
+    static func notNeeded(lab: Lab) -> DoctorReport {
+        let why = "not needed: lab \(lab.name) passes no host device through (vfio is not involved)"
+        return DoctorReport(host: ["iommu-enabled", "vfio-module", "vfio-nodes", "memlock"].map { DoctorCheck($0, .skip, why) }, devices: [])
     }
 
     /// What `qlab up` calls before launching: refuse the launch when `ok` is false

@@ -30,15 +30,21 @@ public struct LabController: Sendable {
         public var paused = false
         /// Replace the guest disk overlay with a fresh one (drops its snapshots).
         public var freshDisk = false
+        /// The lab's own overlay, or `qlab run`'s (always fresh).
+        public var overlays: OverlaySet = .lab
         /// The lab belongs to the caller (`qlab run`): it lives while the
         /// caller holds ``UpResult/ownership``, and its supervisor takes it
         /// down when the caller dies without doing so.
         public var owned = false
-        public init(guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, owned: Bool = false) {
+        public init(
+            guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, overlays: OverlaySet = .lab,
+            owned: Bool = false
+        ) {
             self.guest = guest
             self.force = force
             self.paused = paused
             self.freshDisk = freshDisk
+            self.overlays = overlays
             self.owned = owned
         }
     }
@@ -63,7 +69,8 @@ public struct LabController: Sendable {
         let machine = lab.machineSettings(for: guest)
         let accel = AccelDecision.decide(machine.accel, devRoot: hostRoots.devfs, sysRoot: hostRoots.sysfs)
         var qemuRuntime = QEMURuntime.standard(
-            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot, accel: accel)
+            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot, accel: accel,
+            overlays: options.overlays)
         qemuRuntime.startPaused = options.paused
         qemuRuntime.sysfsRoot = hostRoots.sysfs
         let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: qemuRuntime)
@@ -221,7 +228,8 @@ public struct LabController: Sendable {
             spec.record.foreground = foreground
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
-            try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk)
+            try FileSystem.writeJSON(runtime.labFileRecordPath, ["lab_file": .string(lab.file)])
+            try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk || options.overlays == .testRun)
             try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
             return (lab, spec, lock)
         } catch {
@@ -291,7 +299,8 @@ public struct LabController: Sendable {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
         }
-        if let vars = qemuRuntime.firmwareVars, !HostFiles.exists(vars) {
+        if let vars = qemuRuntime.firmwareVars, fresh || !HostFiles.exists(vars) {
+            try FileSystem.makeDirectory(LabPaths.directory(of: vars), mode: 0o700)
             try FirmwareVariables.create(at: vars)
         }
     }
@@ -440,10 +449,8 @@ public struct LabController: Sendable {
 
     /// Every lab with runtime files or state, by name.
     public func list() async -> [Status] {
-        let names = Set(LabRuntime.all(environment: environment).map(\.name))
-            .union((HostFiles.list(LabDirectories.stateRoot(environment: environment)) ?? []).filter(LabName.isValid))
         var result: [Status] = []
-        for name in names.sorted() { result.append(await status(name)) }
+        for name in LabRuntime.knownNames(environment: environment) { result.append(await status(name)) }
         return result
     }
 }

@@ -4,7 +4,8 @@ import QMP
 public enum LabError: Error, Sendable, CustomStringConvertible {
     /// Another qlab command holds the lab's lock.
     case busy(String)
-    case unknownLab(String)
+    /// No lab of this name has a record or state here; a near name when there is one.
+    case unknownLab(String, suggestion: String? = nil)
     case alreadyRunning(lab: String, pid: Int32)
     case notRunning(String)
     case deviceInUse(device: String, host: String, otherLab: String)
@@ -14,12 +15,22 @@ public enum LabError: Error, Sendable, CustomStringConvertible {
     case supervisor(String)
     case system(String)
 
+    /// The exit status this error means (README's table): 3 for a lab that is
+    /// unknown or not running, 1 otherwise.
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .unknownLab, .notRunning: return .noSuchLab
+        default: return .failed
+        }
+    }
+
     public var description: String {
         switch self {
         case .busy(let path):
             return "another qlab command is working on this lab (lock \(path) is held); wait for it to finish and try again"
-        case .unknownLab(let name):
-            return "no lab named '\(name)' is known here: give the lab file's path, or check `qlab list`"
+        case .unknownLab(let name, let suggestion):
+            return "no such lab \(name)" + (suggestion.map { " (did you mean \($0)?)" } ?? "")
+                + ": give a lab file's path, or a name from `qlab list`"
         case .alreadyRunning(let lab, let pid):
             return "lab \(lab) is already running (QEMU pid \(pid)); use `qlab down \(lab)` first"
         case .notRunning(let lab):

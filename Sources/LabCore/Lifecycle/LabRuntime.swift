@@ -31,12 +31,40 @@ public struct LabRuntime: Sendable {
 
     /// A lab by name, or by lab file (whose `name:` is used).
     public static func locate(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> LabRuntime {
-        if nameOrFile.contains("/") || nameOrFile.hasSuffix(".yaml") || nameOrFile.hasSuffix(".yml") {
+        if isLabFile(nameOrFile) {
             let lab = try Lab.load(path: nameOrFile)
             return LabRuntime(name: lab.name, environment: environment)
         }
         guard LabName.isValid(nameOrFile) else { throw LabError.unknownLab(nameOrFile) }
         return LabRuntime(name: nameOrFile, environment: environment)
+    }
+
+    /// `locate`, for commands on an existing lab: a lab file always names one;
+    /// a bare name must have a record or state here, else `unknownLab` with
+    /// the nearest known name. Creates nothing.
+    public static func locateExisting(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> LabRuntime {
+        let runtime: LabRuntime
+        do {
+            runtime = try locate(nameOrFile, environment: environment)
+        } catch LabError.unknownLab(let name, _) {
+            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: knownNames(environment: environment)))
+        }
+        if isLabFile(nameOrFile) || HostFiles.exists(runtime.recordPath) || HostFiles.exists(runtime.stateDirectory) {
+            return runtime
+        }
+        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: knownNames(environment: environment)))
+    }
+
+    /// Whether `locate` reads `nameOrFile` as a lab file's path rather than a name.
+    public static func isLabFile(_ nameOrFile: String) -> Bool {
+        nameOrFile.contains("/") || nameOrFile.hasSuffix(".yaml") || nameOrFile.hasSuffix(".yml")
+    }
+
+    /// Every lab with runtime files or state here, sorted.
+    public static func knownNames(environment: [String: String] = currentEnvironment()) -> [String] {
+        let running = all(environment: environment).map(\.name)
+        let stateful = (HostFiles.list(LabDirectories.stateRoot(environment: environment)) ?? []).filter(LabName.isValid)
+        return Set(running + stateful).sorted()
     }
 
     public var directory: String { runtimeRoot + "/" + name }
@@ -54,6 +82,20 @@ public struct LabRuntime: Sendable {
     public var supervisorLogPath: String { stateDirectory + "/supervisor.log" }
     public var exitRecordPath: String { stateDirectory + "/last-exit.json" }
     public var launchSpecPath: String { directory + "/launch.json" }
+    /// The lab file this lab was last started from, kept with its state so that
+    /// `qlab up NAME` starts it again after `down`.
+    public var labFileRecordPath: String { stateDirectory + "/lab-file.json" }
+
+    /// The lab file behind `nameOrFile`: the path itself, or for a name the file
+    /// its running record or its last start names. `unknownLab` otherwise.
+    public static func labFile(for nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> String {
+        if isLabFile(nameOrFile) { return nameOrFile }
+        let runtime = try locateExisting(nameOrFile, environment: environment)
+        if let file = runtime.record?.labFile ?? FileSystem.readJSON(runtime.labFileRecordPath)?["lab_file"]?.stringValue {
+            return file
+        }
+        throw LabError.unknownLab(nameOrFile, suggestion: nil)
+    }
 
     /// Creates the runtime root and the lab's runtime dir (0700) and state dir.
     public func makeDirectories() throws {

@@ -22,12 +22,12 @@ public final class LabSession: Sendable {
         return try await open(runtime: runtime)
     }
 
-    public static func open(runtime: LabRuntime) async throws -> LabSession {
+    public static func open(runtime: LabRuntime, connectTimeout: Duration = .seconds(10)) async throws -> LabSession {
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
             throw LabError.notRunning(runtime.name)
         }
         let lab = try Lab.load(path: record.labFile)
-        let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
+        let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: connectTimeout)
         return LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
     }
 

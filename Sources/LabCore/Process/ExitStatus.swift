@@ -30,9 +30,13 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     /// One line each, for `--help` and the README.
     public static var table: String {
         """
-        Exit codes: 0 success; 1 the operation ran and failed (run: a test did not pass);
-        2 bad input or usage; 3 no such lab, or the lab is not running; 124 the command timed out;
-        129/130/143 cancelled by SIGHUP/SIGINT/SIGTERM.
+        Exit codes (every command):
+          0        success
+          1        the operation ran and failed (run: a test did not pass)
+          2        bad input or usage
+          3        no such lab, or the lab is not running when it must be
+          124      the command's own timeout expired
+          129/130/143  cancelled by SIGHUP/SIGINT/SIGTERM
         """
     }
 }

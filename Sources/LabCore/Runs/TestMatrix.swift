@@ -7,6 +7,13 @@ public struct TestRunEntry: Sendable, Hashable {
     /// Position in the whole (unsharded) matrix, 0-based: stable across shards.
     public var matrixIndex: Int
 
+    public init(guest: String, test: String, repeatIndex: Int, matrixIndex: Int) {
+        self.guest = guest
+        self.test = test
+        self.repeatIndex = repeatIndex
+        self.matrixIndex = matrixIndex
+    }
+
     public var displayName: String { repeatIndex > 1 ? "\(test)#\(repeatIndex)" : test }
 }
 
@@ -15,10 +22,14 @@ public struct Shard: Sendable, Hashable, CustomStringConvertible {
     public var index: Int
     public var count: Int
 
-    /// Parses `K/N` with 1 <= K <= N.
+    /// The most shards a run may be cut into.
+    public static let maximumCount = 1000
+
+    /// Parses `K/N` with 1 <= K <= N <= `maximumCount`.
     public init?(_ text: String) {
         let parts = text.split(separator: "/")
-        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, k >= 1, k <= n else { return nil }
+        guard parts.count == 2, let k = Int(parts[0]), let n = Int(parts[1]), n >= 1, n <= Self.maximumCount, k >= 1, k <= n
+        else { return nil }
         index = k
         count = n
     }

@@ -112,6 +112,7 @@ public struct TestReport: Sendable {
     }
 
     public enum ReadError: Error, Sendable, CustomStringConvertible {
+        case noSuchFile(String)
         case unreadable(String)
         case notAReport(String)
         case differentLabs(String, String)
@@ -119,6 +120,7 @@ public struct TestReport: Sendable {
 
         public var description: String {
             switch self {
+            case .noSuchFile(let path): return "\(path): no such file"
             case .unreadable(let path): return "\(path): cannot read it as JSON"
             case .notAReport(let path): return "\(path): not a qlab run report (no lab/results)"
             case .differentLabs(let a, let b): return "reports of different labs cannot merge: \(a) and \(b)"
@@ -128,6 +130,7 @@ public struct TestReport: Sendable {
     }
 
     public init(path: String) throws {
+        guard HostFiles.exists(path) else { throw ReadError.noSuchFile(path) }
         guard let json = FileSystem.readJSON(path) else { throw ReadError.unreadable(path) }
         guard let lab = json["lab"]?.stringValue, let results = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
         self.init(lab: lab, startedAt: json["started_at"]?.doubleValue ?? 0, duration: json["duration_seconds"]?.doubleValue ?? 0,
@@ -160,5 +163,15 @@ public struct TestReport: Sendable {
         guard var result = merged else { throw ReadError.notAReport("(no reports given)") }
         result.results.sort { $0.entry.matrixIndex < $1.entry.matrixIndex }
         return result
+    }
+
+    /// The shards ("2/4") a merge of shard reports lacks: for each shard count N
+    /// seen in the reports, the K in 1...N that no report covers. Empty for whole runs.
+    public var missingShards: [String] {
+        let present = Set(shards.compactMap(Shard.init))
+        let counts = Set(present.map(\.count)).sorted()
+        return counts.flatMap { n in
+            (1...n).compactMap { k in present.contains { $0.index == k && $0.count == n } ? nil : "\(k)/\(n)" }
+        }
     }
 }

@@ -73,7 +73,7 @@ struct DeviceCommandTests {
 
             await fixture.down("bare-dev")
             let down = try fixture.qlab("hotplug", "bare-dev", "scsi-am")
-            #expect(down.status == 1)
+            #expect(down.status == ExitStatus.noSuchLab.rawValue, "a lab that is not running: exit 3")
             #expect(down.output.contains("not running"), "\(down.output)")
         } catch {
             fixture.cleanUp()

@@ -207,9 +207,10 @@ struct GuestConsoleQEMUTests {
         #expect(agent.status == 125)
         #expect(agent.stderr.contains("qemu-ga"))
 
+        // The exit-code table: a lab with no record is "no such lab", exit 3.
         let notRunning = try env.qlab("exec", "no-such-lab", "--", "true")
-        #expect(notRunning.status == 125)
-        #expect(notRunning.stderr.contains("not running"))
+        #expect(notRunning.status == ExitStatus.noSuchLab.rawValue)
+        #expect(notRunning.stderr.contains("no such lab no-such-lab"))
 
         let noCommand = try env.qlab("exec", "gc")
         #expect(noCommand.status == 125)

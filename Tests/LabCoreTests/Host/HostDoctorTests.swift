@@ -384,4 +384,28 @@ import QMP
         #expect(doctor.selectors(for: lab).last == .address(.bdf("0000:03:06.0")))
         #expect(HostDoctor.preflight(lab: lab, roots: tree.roots).ok)
     }
+
+    @Test func labWithoutPassthroughNeedsNoVFIO() throws {
+        // A host with no IOMMU and no vfio: the host checks would fail for a passthrough lab.
+        let tree = try SysfsTreeBuilder.originalBench()
+        try tree.write("emulated.yaml", """
+            name: emulated
+            machine: {type: q35, memory: 512M}
+            devices:
+              scsi-lsi:
+                emulated: {driver: lsi53c895a}
+            guests:
+              linux: {os: linux, kernel: /nonexistent/vmlinuz}
+            """)
+        let lab = try Lab.load(path: tree.path("emulated.yaml"))
+        let doctor = HostDoctor(roots: tree.roots, probePolicy: .never)
+        let report = doctor.run(lab: lab)
+        #expect(report.ok)
+        #expect(report.devices.isEmpty)
+        #expect(report.host.map(\.id) == ["iommu-enabled", "vfio-module", "vfio-nodes", "memlock"])
+        #expect(report.host.allSatisfy { $0.status == .skip && $0.detail.hasPrefix("not needed") })
+        // The same host with a device to check still runs the vfio checks.
+        let withDevice = doctor.run(lab: lab, extraDevices: [.address(.bdf("0000:03:04.0"))])
+        #expect(withDevice.hostCheck("iommu-enabled")?.status != .skip)
+    }
 }
