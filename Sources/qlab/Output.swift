@@ -3,7 +3,10 @@ import Foundation
 import LabCore
 
 /// One line on standard error (a trailing newline is added when missing).
+/// Errors carry text from QEMU and guests: control characters and escape
+/// sequences are shown escaped (``TerminalText``).
 func reportError(_ text: String) {
+    let text = TerminalText.neutralised(text)
     FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
 }
 
