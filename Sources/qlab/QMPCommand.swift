@@ -61,9 +61,9 @@ struct QMPCommand: AsyncParsableCommand {
                 throw ValidationError("JSON-ARGUMENTS is not valid JSON: \(error)")
             }
         }
-        let client = try await QMPClient.connect(path: socketPath)
-        defer { client.close() }
         do {
+            let client = try await QMPClient.connect(path: socketPath)
+            defer { client.close() }
             let reply = try await client.execute(command, arguments: arguments, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
             print(TerminalText.neutralised(try reply.jsonString(pretty: pretty)))
         } catch let error as QMPError {
@@ -74,7 +74,7 @@ struct QMPCommand: AsyncParsableCommand {
             } else {
                 reportError("qlab qmp: \(error)")
             }
-            throw ExitCode(1)
+            throw exitCodeFor(error)
         }
     }
 }

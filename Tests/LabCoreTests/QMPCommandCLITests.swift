@@ -69,4 +69,17 @@ struct QMPCommandCLITests {
         let reply = try JSONValue.parse(result.out.trimmingCharacters(in: .newlines))
         #expect(reply["name"]?.stringValue == "x\u{9B}2Jy\u{7F}")
     }
+
+    /// A reply that never comes is the command's own timeout: exit 124 (the exit-code table).
+    @Test func aReplyThatNeverComesExits124() throws {
+        let dir = try LabTempDirectory("qmp-cli")
+        defer { dir.remove() }
+        let socket = dir.path + "/qmp.sock"
+        _ = try Self.serveOnce(path: socket) { _ in
+            #"{"event": "STOP", "data": {}, "timestamp": {"seconds": 1, "microseconds": 0}}"#
+        }
+        let result = try CommandLineCLITests.run(["qmp", "--socket", socket, "--timeout", "1", "query-status"])
+        #expect(result.status == ExitStatus.timeout.rawValue, "\(result.err)")
+        #expect(result.err.contains("no reply from QEMU within"), "\(result.err)")
+    }
 }
