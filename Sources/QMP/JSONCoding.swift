@@ -63,6 +63,15 @@ extension JSONValue {
         if buffer.isEmpty {
             return .failure(JSONParseError(kind: .truncated, text: "empty input", line: 1, column: 0, position: 0))
         }
+        // JSON text never holds a raw NUL (a string escapes it as \u0000), but
+        // jansson stops at one after a top-level number: `123\0` would load as 123.
+        if let nul = memchr(buffer.baseAddress!, 0, buffer.count) {
+            let position = buffer.baseAddress!.distance(to: UnsafeRawPointer(nul))
+            let before = UnsafeRawBufferPointer(rebasing: buffer[..<position])
+            let line = 1 + before.count { $0 == 0x0A }
+            let column = position - (before.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1
+            return .failure(JSONParseError(kind: .nulByte, text: "NUL byte", line: line, column: column, position: position))
+        }
         var error = json_error_t()
         let flags = JanssonFlags.decodeAny | JanssonFlags.allowNul
         guard let root = json_loadb(buffer.baseAddress!.assumingMemoryBound(to: CChar.self), buffer.count, flags, &error) else {
@@ -209,8 +218,9 @@ extension JSONObject {
 extension JSONParseError {
     init(_ error: json_error_t) {
         var error = error
+        // jansson quotes the offending input ("invalid token near '...'"): escaped, like excerpts.
         let text = withUnsafeBytes(of: &error.text) { raw in
-            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            QMPMessageDecoder.excerpt(UnsafeRawBufferPointer(rebasing: raw.prefix(while: { $0 != 0 })), limit: raw.count)
         }
         let kind: Kind
         switch json_error_code(UInt32(qlab_json_error_code(&error))) {

@@ -6,8 +6,12 @@ import Synchronization
 /// What a ``MessageChannel``'s reader reports to its owner.
 public enum ChannelInput: Sendable {
     case message(JSONObject)
+    /// A message that did not decode. The peer is broken: `.closed` follows
+    /// at once and nothing after the bad message is delivered.
     case decodingError(QMPDecodingError)
-    /// The reader's poll timed out or was woken: a deadline may have passed.
+    /// A deadline may have passed: the reader's poll timed out or was
+    /// woken, or the deadline it was given has passed while input kept
+    /// arriving.
     case tick
     /// The stream ended; nothing more follows.
     case closed(reason: String)
@@ -20,8 +24,12 @@ public enum ChannelInput: Sendable {
 /// self-pipe used for wake-ups; it decodes with ``QMPMessageDecoder`` and
 /// hands every message to `handler` in order. Deadlines are the owner's:
 /// `nextDeadline` is asked before each poll, and `.tick` follows a poll
-/// that timed out or was woken. Writes happen on the caller's thread under
-/// a lock.
+/// that timed out or was woken, or any poll once that deadline has passed,
+/// so a steady stream of input cannot hold a deadline off. A message that
+/// does not decode ends the stream (`.decodingError`, then `.closed`), as in
+/// qemu.qmp: a peer that sends one is broken, and waiting on it for replies
+/// would only end in a misleading timeout. Writes happen on the caller's
+/// thread under a lock.
 ///
 /// The reader thread is also a task executor (``executor``): between polls
 /// it runs the jobs of tasks that prefer it, so a reply resumes such a task
@@ -199,7 +207,8 @@ public final class MessageChannel: Sendable {
             fds[0] = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             fds[1] = pollfd(fd: executor.wakeReadFD, events: Int16(POLLIN), revents: 0)
             var timeout: Int32 = -1
-            if let deadline = nextDeadline() {
+            let deadline = nextDeadline()
+            if let deadline {
                 let remaining = ContinuousClock.now.duration(to: deadline)
                 let ms = remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000
                 timeout = Int32(clamping: max(0, ms + 1))
@@ -232,13 +241,20 @@ public final class MessageChannel: Sendable {
                 while let result = decoder.next() {
                     switch result {
                     case .success(let message): handler(.message(message))
-                    case .failure(let error): handler(.decodingError(error))
+                    case .failure(let error):
+                        handler(.decodingError(error))
+                        reason = "received a malformed message: \(error)"
+                        break loop
                     }
                 }
             }
             // Deadlines matter only when poll timed out or was woken for
-            // them; skipping the check after a reply keeps that path short.
-            if ready == 0 || woken || !mayBlock { handler(.tick) }
+            // them, or when input kept poll from timing out past the
+            // deadline; skipping the check after a timely reply keeps that
+            // path short.
+            if ready == 0 || woken || !mayBlock || deadline.map({ ContinuousClock.now >= $0 }) == true {
+                handler(.tick)
+            }
         }
         finish(reason: reason)
         // Jobs resumed by `.closed` (and any later ones) run elsewhere.

@@ -34,7 +34,9 @@ public enum QMPDecodingError: Error, Sendable, Hashable, CustomStringConvertible
 ///
 /// The guest agent prefixes a `guest-sync-delimited` reply with a 0xFF byte
 /// to flush partial input; with `resetByte` set, that byte discards
-/// everything buffered before it.
+/// everything buffered before it, and a bad line before the first reset
+/// byte is dropped without an error: it is what an earlier client left
+/// half-read, which the protocol says to discard.
 public struct QMPMessageDecoder: Sendable {
     public let maximumMessageSize: Int
     public let resetByte: UInt8?
@@ -45,6 +47,8 @@ public struct QMPMessageDecoder: Sendable {
     private var scanned = 0
     /// Set after an oversized message: drop input up to the next line end.
     private var discarding = false
+    /// A reset byte has arrived (only meaningful with `resetByte`).
+    private var sawResetByte = false
 
     public init(maximumMessageSize: Int = 64 << 20, resetByte: UInt8? = nil) {
         self.maximumMessageSize = maximumMessageSize
@@ -63,6 +67,7 @@ public struct QMPMessageDecoder: Sendable {
             start = 0
             scanned = 0
             discarding = false
+            sawResetByte = true
             buffer.append(contentsOf: bytes[(position + 1)...])
             return
         }
@@ -109,9 +114,11 @@ public struct QMPMessageDecoder: Sendable {
             while end > begin && Self.isWhitespace(buffer[end - 1]) { end -= 1 }
             while begin < end && Self.isWhitespace(buffer[begin]) { begin += 1 }
             if begin == end { continue }
-            return buffer.withUnsafeBytes { raw in
+            let result = buffer.withUnsafeBytes { raw in
                 Self.decodeLine(UnsafeRawBufferPointer(rebasing: raw[begin..<end]))
             }
+            if case .failure = result, resetByte != nil, !sawResetByte { continue }
+            return result
         }
     }
 
@@ -144,13 +151,22 @@ public struct QMPMessageDecoder: Sendable {
         }
     }
 
-    static func excerpt(_ line: UnsafeRawBufferPointer) -> String {
-        let prefix = line.prefix(120)
+    /// At most `limit` bytes of `line`, printable ASCII as it is, every
+    /// other byte as `\xNN` and a backslash as `\\`: safe on any terminal.
+    static func excerpt(_ line: UnsafeRawBufferPointer, limit: Int = 120) -> String {
+        let prefix = line.prefix(limit)
         var text = ""
         for byte in prefix {
-            if byte >= 0x20 && byte < 0x7F { text.unicodeScalars.append(UnicodeScalar(byte)) } else { text += "\\x" + String(byte, radix: 16) }
+            if byte == 0x5C {
+                text += "\\\\"
+            } else if byte >= 0x20 && byte < 0x7F {
+                text.unicodeScalars.append(UnicodeScalar(byte))
+            } else {
+                text += byte < 0x10 ? "\\x0" : "\\x"
+                text += String(byte, radix: 16)
+            }
         }
-        return line.count > 120 ? text + "..." : text
+        return line.count > limit ? text + "..." : text
     }
 
     static func isWhitespace(_ byte: UInt8) -> Bool {

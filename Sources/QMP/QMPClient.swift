@@ -10,6 +10,10 @@ import Synchronization
 /// Thread-safe (`Sendable`): many tasks may call ``execute(_:arguments:timeout:outOfBand:)``
 /// at once. Every wait has a timeout. When the socket drops or QEMU exits,
 /// every pending call fails at once with ``QMPError/disconnected(_:)``.
+/// When QEMU sends a message that does not decode (not JSON, invalid
+/// UTF-8, a NUL byte), the peer is broken: every pending call fails at once
+/// with ``QMPError/protocolViolation(_:)`` naming what was received, and
+/// the connection closes. Timeouts fire whatever QEMU sends meanwhile.
 ///
 /// Command ids are small integers, unique among the commands QEMU may still
 /// answer: an id is reused only once its reply has arrived; the id of a
@@ -70,6 +74,8 @@ public final class QMPClient: Sendable {
         var subscribers: [UInt64: AsyncStream<QMPEvent>.Continuation] = [:]
         var plannedWake: ContinuousClock.Instant?
         var decodingErrors: [QMPDecodingError] = []
+        /// The message that broke the connection; the close that follows fails pending calls with it.
+        var malformedMessage: QMPDecodingError?
         var unmatchedReplies = 0
     }
 
@@ -187,7 +193,8 @@ public final class QMPClient: Sendable {
     /// Why the connection ended, or nil while it is open.
     public var closedReason: String? { state.withLock { $0.closedReason } }
 
-    /// Lines that did not decode (garbage, bad UTF-8, ...), most recent last.
+    /// Lines that did not decode (garbage, bad UTF-8, ...), most recent
+    /// last; the first one closes the connection.
     public var decodingErrors: [QMPDecodingError] { state.withLock { $0.decodingErrors } }
 
     // MARK: Commands
@@ -409,6 +416,8 @@ public final class QMPClient: Sendable {
             state.withLock { s in
                 s.decodingErrors.append(error)
                 if s.decodingErrors.count > 64 { s.decodingErrors.removeFirst() }
+                // A stream cut inside a message is a lost connection, not a broken peer.
+                if case .truncated = error {} else if s.malformedMessage == nil { s.malformedMessage = error }
             }
         case .tick:
             expireDeadlines()
@@ -517,23 +526,27 @@ public final class QMPClient: Sendable {
     }
 
     private func failEverything(_ reason: String) {
-        let (commands, waiters, greeting, subscribers) = state.withLock { s in
-            s.closedReason = reason
+        let (commands, waiters, greeting, subscribers, malformed) = state.withLock { s in
+            s.closedReason = s.malformedMessage.map { "QEMU sent a malformed message: \($0)" } ?? reason
             defer {
                 s.pending = [:]
                 s.eventWaiters = [:]
                 s.greetingWaiter = nil
                 s.subscribers = [:]
             }
-            return (s.pending, s.eventWaiters, s.greetingWaiter, s.subscribers)
+            return (s.pending, s.eventWaiters, s.greetingWaiter, s.subscribers, s.malformedMessage)
+        }
+        func failure(_ during: String) -> QMPError {
+            if let malformed { return .protocolViolation("QEMU sent a malformed message \(during): \(malformed)") }
+            return .disconnected("\(reason) \(during)")
         }
         for pending in commands.values {
-            pending.continuation.resume(throwing: QMPError.disconnected("\(reason) while \(pending.command) was pending"))
+            pending.continuation.resume(throwing: failure("while \(pending.command) was pending"))
         }
         for waiter in waiters.values {
-            waiter.continuation.resume(throwing: QMPError.disconnected("\(reason) while waiting for event \(waiter.name)"))
+            waiter.continuation.resume(throwing: failure("while waiting for event \(waiter.name)"))
         }
-        greeting?.continuation.resume(throwing: QMPError.disconnected("\(reason) before the QMP greeting"))
+        greeting?.continuation.resume(throwing: failure("before the QMP greeting"))
         for subscriber in subscribers.values { subscriber.finish() }
     }
 }

@@ -12,7 +12,9 @@ struct ExecCommand: AsyncParsableCommand {
             through the guest agent when the lab has one and it answers, else on the serial \
             console (where stdout and stderr are one stream). Exit status: the command's; \
             124 when it did not finish within --timeout (qlab interrupts it with Ctrl-C and \
-            prints the console's last lines on stderr); 125 when qlab itself failed.
+            prints the console's last lines on stderr); 125 when qlab itself failed. \
+            On a terminal, control characters and escape sequences in the output are shown \
+            escaped (\\x1b); to a pipe or file the output is passed on as received.
             """)
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
@@ -84,8 +86,11 @@ struct ExecCommand: AsyncParsableCommand {
             reportError("qlab exec: \(error)")
             throw ExitCode(125)
         }
-        FileHandle.standardOutput.write(Data(result.output.utf8))
-        if let errorOutput = result.errorOutput { FileHandle.standardError.write(Data(errorOutput.utf8)) }
+        // To a pipe or file the output is passed on as received; a terminal gets it neutralised.
+        FileHandle.standardOutput.write(Data((isatty(1) == 1 ? TerminalText.neutralised(result.output) : result.output).utf8))
+        if let errorOutput = result.errorOutput {
+            FileHandle.standardError.write(Data((isatty(2) == 1 ? TerminalText.neutralised(errorOutput) : errorOutput).utf8))
+        }
         if result.truncated { reportError("qlab exec: part of the output was lost (it did not fit the buffer)") }
         if result.exitStatus != 0 {
             throw ExitCode((0...255).contains(result.exitStatus) ? result.exitStatus : 125)

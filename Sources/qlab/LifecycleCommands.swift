@@ -102,7 +102,7 @@ struct StatusCommand: AsyncParsableCommand {
             return
         }
         if statuses.isEmpty { print("no labs") }
-        for status in statuses { print(Self.text(status)) }
+        for status in statuses { print(TerminalText.neutralised(Self.text(status))) }
     }
 
     static func text(_ status: LabController.Status) -> String {

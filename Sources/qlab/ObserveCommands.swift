@@ -37,19 +37,25 @@ struct EventsCommand: AsyncParsableCommand {
 
     func printEvent(_ line: [UInt8]) {
         if json {
-            print(String(decoding: line, as: UTF8.self))
+            print(TerminalText.neutralised(line))
             return
         }
         guard let value = try? JSONValue.parse(line), let name = value["event"]?.stringValue else { return }
         let time = value["time"]?.doubleValue.map { Date(timeIntervalSince1970: $0).formatted(.iso8601) } ?? "?"
         let data = value["data"].flatMap { $0.isNull ? nil : (try? $0.jsonString()) } ?? ""
-        print("\(time) \(name) \(data)")
+        print(TerminalText.neutralised("\(time) \(name) \(data)", keepingLines: false))
     }
 }
 
 struct ConsoleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "console", abstract: "Attach to a lab's serial console (Ctrl-] detaches), or print its log.")
+        commandName: "console", abstract: "Attach to a lab's serial console (Ctrl-] detaches), or print its log.",
+        discussion: """
+            Attached, the terminal is a raw pass-through: the guest's bytes reach it unaltered, \
+            escape sequences included, as with any serial console; attach only to guests you trust \
+            with your terminal. --log shows control characters escaped (\\x1b) on a terminal and \
+            writes the log byte for byte to a pipe or file.
+            """)
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Flag(help: "Print what the console has captured and exit.") var log = false
@@ -66,7 +72,8 @@ struct ConsoleCommand: AsyncParsableCommand {
                 reportError("qlab console: no console log for lab \(runtime.name) yet")
                 throw ExitCode(1)
             }
-            FileHandle.standardOutput.write(Data(bytes))
+            // Data through a pipe stays byte-exact; a terminal gets it neutralised.
+            FileHandle.standardOutput.write(isatty(1) == 1 ? Data(TerminalText.neutralised(bytes).utf8) : Data(bytes))
             return
         }
         guard runtime.record != nil else {

@@ -10,7 +10,8 @@ struct QMPCommand: AsyncParsableCommand {
         abstract: "Execute one QMP command and print its return value as JSON.",
         discussion: """
             Connects, negotiates capabilities, executes COMMAND with the JSON object ARGUMENTS, \
-            and prints the return value on stdout. A QMP error goes to stderr with its class; exit 1.
+            and prints the return value on stdout. A QMP error goes to stderr with its class; exit 1. \
+            Control characters in QEMU's text are shown escaped (\\u009b), which keeps the JSON valid.
             Examples:
               qlab qmp --socket /run/qlab/demo/qmp.sock query-status
               qlab qmp demo device_del '{"id": "scsi0"}'
@@ -60,11 +61,11 @@ struct QMPCommand: AsyncParsableCommand {
                 throw ValidationError("JSON-ARGUMENTS is not valid JSON: \(error)")
             }
         }
-        let client = try await QMPClient.connect(path: socketPath)
-        defer { client.close() }
         do {
+            let client = try await QMPClient.connect(path: socketPath)
+            defer { client.close() }
             let reply = try await client.execute(command, arguments: arguments, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
-            print(try reply.jsonString(pretty: pretty))
+            print(TerminalText.neutralised(try reply.jsonString(pretty: pretty)))
         } catch let error as QMPError {
             if case .command(_, let errorClass, let description) = error {
                 reportError("qlab qmp: \(command): \(errorClass): \(description)")
@@ -73,7 +74,7 @@ struct QMPCommand: AsyncParsableCommand {
             } else {
                 reportError("qlab qmp: \(error)")
             }
-            throw ExitCode(1)
+            throw exitCodeFor(error)
         }
     }
 }

@@ -112,7 +112,7 @@ final class RunProgress: @unchecked Sendable {
             let perRun = durations.reduce(0, +) / Double(durations.count)
             eta = "  ETA " + Self.clock(perRun * Double(total - finished))
         }
-        let status = "\(text)  elapsed \(Self.clock(elapsed))\(eta)"
+        let status = "\(TerminalText.neutralised(text, keepingLines: false))  elapsed \(Self.clock(elapsed))\(eta)"
         FileHandle.standardOutput.write(Data(("\r\u{1B}[K" + status).utf8))
         liveLine = true
     }
@@ -120,7 +120,7 @@ final class RunProgress: @unchecked Sendable {
     func line(_ text: String) {
         if liveLine { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
         liveLine = false
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        FileHandle.standardOutput.write(Data((TerminalText.neutralised(text) + "\n").utf8))
     }
 
     func finishLine() {

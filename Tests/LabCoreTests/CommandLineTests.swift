@@ -258,6 +258,8 @@ struct CommandLineTests {
         // QEMU 7.2 here: a number. The probe asks the installed QEMU.
         #expect(RombarSpelling.probe() == .number)
         #expect(RombarSpelling.parse(help: "vfio-pci options:\n  rombar=<uint32>        -  (default: 1)\n") == .number)
+        // QEMU 10.0 (bookworm-backports): a signed number, -1 for auto; `rombar=off` is refused.
+        #expect(RombarSpelling.parse(help: "vfio-pci options:\n  rombar=<int32>         -  (default: -1)\n") == .number)
         #expect(RombarSpelling.parse(help: "vfio-pci options:\n  rombar=<OnOffAuto>     - on/off/auto (default: \"auto\")\n") == .onOff)
         let lab = try Lab.load(path: LabFixtures.benchLab)
         let guest = try lab.selectGuest("freebsd")

@@ -117,6 +117,41 @@ struct MessageDecoderTests {
         #expect((try? next?.get())?["return"] == .int(1))
     }
 
+    @Test func aNumberFollowedByANULIsAnError() throws {
+        // jansson alone stops at the NUL after a top-level number and returns 123.
+        #expect(throws: JSONParseError.self) { _ = try JSONValue.parse([0x31, 0x32, 0x33, 0x00]) }
+        do {
+            _ = try JSONValue.parse([0x31, 0x32, 0x33, 0x00])
+        } catch {
+            #expect(error.kind == .nulByte)
+            #expect(error.position == 3)
+        }
+        let results = Self.decodeAll([[0x31, 0x32, 0x33, 0x00, 0x0A]])
+        guard case .failure(.invalidJSON(let error, let excerpt)) = results.first else {
+            Issue.record("expected invalid JSON, got \(results)")
+            return
+        }
+        #expect(error.kind == .nulByte)
+        #expect(excerpt == #"123\x00"#)
+        #expect(throws: JSONParseError.self) { _ = try JSONValue.parse(#"{"a": 1}"# + "\u{0}") }
+        // An escaped NUL inside a string is fine.
+        #expect(try JSONValue.parse(#"{"a": "x\u0000y"}"#)["a"]?.stringValue == "x\u{0}y")
+    }
+
+    @Test func guestAgentDropsBadLinesOnlyBeforeTheFirstResetByte() {
+        var decoder = QMPMessageDecoder(resetByte: 0xFF)
+        // What an earlier client left half-read arrives in a read of its own.
+        decoder.append(Array("\"partial\": 1}}\n{\"return\": 7}\n".utf8))
+        #expect((try? decoder.next()?.get())?["return"] == .int(7))
+        #expect(decoder.next() == nil)
+        decoder.append([0xFF] + Array("{\"return\": 42}\nnot json\n".utf8))
+        #expect((try? decoder.next()?.get())?["return"] == .int(42))
+        guard case .failure(.invalidJSON) = decoder.next() else {
+            Issue.record("a bad line after the reset byte was not reported")
+            return
+        }
+    }
+
     @Test func guestAgentResetByteDiscardsPartialInput() {
         var decoder = QMPMessageDecoder(resetByte: 0xFF)
         decoder.append(Array("{\"return\": 12, \"partial".utf8) + [0xFF] + Array("{\"return\": 42}\n".utf8))

@@ -1,5 +1,6 @@
 import Foundation
 import QMP
+import Synchronization
 import Testing
 
 /// A scripted QMP peer on a socketpair: for faults real QEMU will not
@@ -83,20 +84,117 @@ struct QMPFaultTests {
         #expect(event.timestamp == 5.000006)
     }
 
-    @Test func garbageIsReportedAndTheConnectionGoesOn() async throws {
+    @Test func garbageFailsEveryPendingCallAtOnceNamingWhatCame() async throws {
         let server = try FakeQMPServer()
         defer { server.closeServer() }
+        let answered = Mutex(false)
         server.run { s in
             s.handshake()
-            let command = s.readMessage()
-            s.write("this is not json\r\n\u{1}\u{2}{{{\r\n")
-            s.reply(to: command, 7)
+            _ = s.readMessage()
+            _ = s.readMessage()
+            // A broken peer: an escape sequence and text that is not JSON. The
+            // connection stays open; nothing answers the two commands.
+            s.write("\u{1B}[2Jthis is not json\r\n")
+            if s.readMessage() != nil { answered.withLock { $0 = true } }
         }
         let client = try await QMPClient.adopt(fd: server.clientFD)
         defer { client.close() }
-        let reply = try await client.execute("query-anything")
-        #expect(reply == .int(7))
-        #expect(client.decodingErrors.count == 2)
+        // Long timeouts: a failure that waits for them would be a timeout error, not this one.
+        let first = Task { try await client.execute("query-status", timeout: .seconds(600)) }
+        let second = Task { try await client.execute("query-block", timeout: .seconds(600)) }
+        let event = Task { try await client.waitForEvent("SHUTDOWN", timeout: .seconds(600)) }
+        // The wait may begin after the connection closed: it fails at once, saying why.
+        let waited = await event.result
+        guard case .failure(let waitError as QMPError) = waited, waitError.description.contains("malformed message") else {
+            Issue.record("expected the event wait to fail with the malformed message, got \(waited)")
+            return
+        }
+        for outcome in [await first.result.map { _ in () }, await second.result.map { _ in () }] {
+            guard case .failure(let error as QMPError) = outcome, case .protocolViolation(let text) = error else {
+                Issue.record("expected a protocol error, got \(outcome)")
+                continue
+            }
+            #expect(text.contains("malformed message"))
+            #expect(text.contains("invalid JSON"))
+            // What was received, escaped: no raw ESC in the message.
+            #expect(text.contains("\\x1b[2Jthis is not json"))
+            #expect(!text.unicodeScalars.contains("\u{1B}"))
+        }
+        #expect(client.decodingErrors.count == 1)
+        // The connection is closed: later calls fail at once, saying why.
+        #expect(client.closedReason?.contains("malformed message") == true)
+        await #expect(throws: QMPError.self) { _ = try await client.execute("query-status", timeout: .seconds(600)) }
+        #expect(!answered.withLock { $0 })
+    }
+
+    @Test func invalidUTF8AndNULBytesBreakTheConnectionToo() async throws {
+        let payloads: [(bytes: [UInt8], shown: String)] = [
+            (Array(#"{"return": "caf"#.utf8) + [0xC3, 0x28] + Array(#"", "id": 0}"#.utf8), #"caf\xc3("#),
+            (Array("123".utf8) + [0x00], #"123\x00"#),
+            (Array(#"{"return": {}, "id": 0}"#.utf8) + [0x00], #"0}\x00"#),
+        ]
+        for payload in payloads {
+            let server = try FakeQMPServer()
+            defer { server.closeServer() }
+            server.run { s in
+                s.handshake()
+                _ = s.readMessage()
+                let line = payload.bytes + [0x0D, 0x0A]
+                line.withUnsafeBytes { _ = Foundation.write(s.serverFD, $0.baseAddress, $0.count) }
+            }
+            let client = try await QMPClient.adopt(fd: server.clientFD)
+            defer { client.close() }
+            do {
+                let reply = try await client.execute("query-status", timeout: .seconds(600))
+                Issue.record("\(payload.shown): accepted as \(reply)")
+            } catch let error as QMPError {
+                guard case .protocolViolation(let text) = error else {
+                    Issue.record("\(payload.shown): expected a protocol error, got \(error)")
+                    continue
+                }
+                #expect(text.contains(payload.shown), "\(text)")
+            }
+        }
+    }
+
+    @Test func deadlineFiresWhileEventsKeepArriving() async throws {
+        let server = try FakeQMPServer()
+        defer { server.closeServer() }
+        let stop = Mutex(false)
+        let streamEnded = Mutex(false)
+        server.run { s in
+            s.handshake()
+            _ = s.readMessage()  // and never answer it, but never go quiet either
+            let giveUp = ContinuousClock.now + .seconds(60)
+            // Batches without a pause: the socket is never empty when the reader polls.
+            let batch = String(
+                repeating: #"{"timestamp": {"seconds": 1, "microseconds": 0}, "event": "RTC_CHANGE", "data": {"offset": 0}}"# + "\r\n",
+                count: 200)
+            while !stop.withLock({ $0 }) && ContinuousClock.now < giveUp { s.write(batch) }
+            streamEnded.withLock { $0 = true }
+        }
+        let client = try await QMPClient.adopt(fd: server.clientFD)
+        defer { client.close() }
+        defer {
+            // The script stops writing before its descriptor closes.
+            stop.withLock { $0 = true }
+            while !streamEnded.withLock({ $0 }) { usleep(1_000) }
+        }
+        do {
+            _ = try await client.execute("query-status", timeout: .milliseconds(300))
+            Issue.record("expected a timeout")
+        } catch let error as QMPError {
+            #expect(error == .timeout(command: "query-status", seconds: 0.3))
+        }
+        // It fired while the stream was still flowing (not once it stopped after a minute).
+        #expect(!streamEnded.withLock { $0 })
+        let mark = client.eventMark()
+        _ = try await client.waitForEvent("RTC_CHANGE", after: mark, timeout: .seconds(30))
+        // An event wait's deadline fires under the stream too.
+        await #expect(throws: QMPError.timeout(command: "waiting for event RESET", seconds: 0.2)) {
+            _ = try await client.waitForEvent("RESET", timeout: .milliseconds(200))
+        }
+        #expect(!streamEnded.withLock { $0 })
     }
 
     @Test func replyThatNeverComesTimesOut() async throws {

@@ -15,7 +15,7 @@ final class TestQEMU: @unchecked Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         socketPath = directory.appendingPathComponent("qmp.sock").path
         accel = FileManager.default.isReadableFile(atPath: "/dev/kvm") && FileManager.default.isWritableFile(atPath: "/dev/kvm") ? "kvm" : "tcg"
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
+        process.executableURL = URL(fileURLWithPath: Self.executable)
         process.arguments = [
             "-S", "-nodefaults", "-display", "none", "-machine", "q35", "-accel", accel, "-m", "64",
             "-qmp", "unix:\(socketPath),server=on,wait=off",
@@ -41,6 +41,12 @@ final class TestQEMU: @unchecked Sendable {
 
     var pid: Int32 { process.processIdentifier }
 
+    /// `$QLAB_QEMU` (a second QEMU, e.g. scripts/install-qemu10's), else the system's.
+    static var executable: String {
+        let chosen = ProcessInfo.processInfo.environment["QLAB_QEMU"] ?? ""
+        return chosen.isEmpty ? "/usr/bin/qemu-system-x86_64" : chosen
+    }
+
     func connect(negotiate: Bool = true, enableOOB: Bool = false) async throws -> QMPClient {
         try await QMPClient.connect(path: socketPath, negotiate: negotiate, enableOOB: enableOOB)
     }
@@ -54,10 +60,10 @@ final class TestQEMU: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    /// `qemu-system-x86_64 --version`'s first line, parsed to major.minor.micro.
+    /// `executable --version`'s first line, parsed to major.minor.micro.
     static func installedVersion() throws -> (Int, Int, Int) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-system-x86_64")
+        p.executableURL = URL(fileURLWithPath: Self.executable)
         p.arguments = ["--version"]
         let pipe = Pipe()
         p.standardOutput = pipe

@@ -1,6 +1,8 @@
-/// How this QEMU spells vfio-pci's `rombar`: a number up to 9.0 (`rombar=0`),
-/// on/off/auto once QEMU made it an OnOffAuto property (`rombar=off`). The
-/// spelling of one is refused by the other, so qlab asks the QEMU it runs.
+/// How this QEMU spells vfio-pci's `rombar`: a number (`rombar=0`; QEMU 7.2
+/// has `<uint32>`, 10.0 `<int32>` with -1 for auto, and both refuse `off`),
+/// or on/off/auto where QEMU made it an OnOffAuto property (`rombar=off`).
+/// The spelling of one is refused by the other, so qlab asks the QEMU it
+/// runs rather than going by its version number.
 public enum RombarSpelling: Sendable, Hashable {
     /// `rombar=0` / `rombar=1` (QEMU 7.2 here: `rombar=<uint32>`).
     case number
@@ -9,7 +11,7 @@ public enum RombarSpelling: Sendable, Hashable {
 
     /// Reads the property's type from `QEMU -device vfio-pci,help` (about 40 ms);
     /// `.number` when QEMU cannot be asked.
-    public static func probe(qemu: String = "qemu-system-x86_64") -> RombarSpelling {
+    public static func probe(qemu: String = Lab.defaultQEMU) -> RombarSpelling {
         guard case .success(let outcome) = ToolRunner.run([qemu, "-device", "vfio-pci,help"]) else { return .number }
         return parse(help: outcome.output)
     }

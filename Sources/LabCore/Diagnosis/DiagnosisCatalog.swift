@@ -174,7 +174,7 @@ public enum DiagnosisCatalog {
                 (
                     summary: "The card's option ROM cannot be read through VFIO",
                     cause: "The ROM BAR is absent or disabled, or its contents are not a valid ROM image; the guest would see no or a broken option ROM.",
-                    fix: "Set `rombar: false` on the device (QEMU rombar=0; QEMU 9.2+ spells it rombar=off), or give a dumped ROM image with `romfile:`."
+                    fix: "Set `rombar: false` on the device (QEMU rombar=0, or rombar=off where `-device vfio-pci,help` lists rombar=<OnOffAuto>; qlab asks its QEMU), or give a dumped ROM image with `romfile:`."
                 )
             }),
         DiagnosisRule(

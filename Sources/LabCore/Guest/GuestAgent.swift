@@ -12,7 +12,10 @@ import Synchronization
 /// JSON) with a decoder that resets at a 0xFF byte: qemu-ga prefixes the
 /// reply to `guest-sync-delimited` with 0xFF, so whatever a previous client
 /// left half-read is dropped. Every connection starts with that sync, so
-/// stale replies never answer a new request.
+/// stale replies never answer a new request. After the agent's 0xFF, a
+/// message that does not decode means the agent is broken: every pending
+/// request fails at once with what was received, and the channel closes.
+/// Timeouts fire whatever the agent sends meanwhile (``MessageChannel``).
 ///
 /// Commands run with `guest-exec` (output captured), polled with
 /// `guest-exec-status` until the process exits. Requests carry ids; qemu-ga
@@ -41,7 +44,8 @@ public final class GuestAgent: GuestSession {
         var nextID = 0
         var pending: [Int: Pending] = [:]
         var closedReason: String?
-        var decodingErrors = 0
+        /// The message that broke the channel (the channel closes after it).
+        var malformedMessage: QMPDecodingError?
     }
 
     private init(shell: [String], pollInterval: (first: Duration, maximum: Duration)) {
@@ -178,8 +182,10 @@ public final class GuestAgent: GuestSession {
         switch input {
         case .message(let message):
             deliver(message)
-        case .decodingError:
-            state.withLock { $0.decodingErrors += 1 }
+        case .decodingError(let error):
+            // A stream cut inside a message is a lost connection, not a broken agent.
+            if case .truncated = error { break }
+            state.withLock { s in if s.malformedMessage == nil { s.malformedMessage = error } }
         case .tick:
             let now = ContinuousClock.now
             let expired = state.withLock { s -> [Pending] in
@@ -191,13 +197,19 @@ public final class GuestAgent: GuestSession {
                     what: "reply from the guest agent to \(pending.command)", seconds: pending.timeout.inSeconds, consoleTail: ""))
             }
         case .closed(let reason):
-            let all = state.withLock { s -> [Pending] in
-                s.closedReason = reason.replacingAll("QEMU closed", with: "the guest agent channel closed")
+            let (all, malformed) = state.withLock { s -> ([Pending], QMPDecodingError?) in
+                s.closedReason = s.malformedMessage.map { "the guest agent sent a malformed message: \($0)" }
+                    ?? reason.replacingAll("QEMU closed", with: "the guest agent channel closed")
                 defer { s.pending = [:] }
-                return Array(s.pending.values)
+                return (Array(s.pending.values), s.malformedMessage)
             }
             for pending in all {
-                pending.continuation.resume(throwing: GuestError.disconnected(reason: reason, consoleTail: ""))
+                if let malformed {
+                    pending.continuation.resume(throwing: GuestError.agent(
+                        "sent a malformed message while \(pending.command) was pending: \(malformed)"))
+                } else {
+                    pending.continuation.resume(throwing: GuestError.disconnected(reason: reason, consoleTail: ""))
+                }
             }
         }
     }

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A lab: one QEMU machine, the devices qlab attaches to it, the guest
 /// operating systems it can boot, and the tests to run in them.
 ///
@@ -11,7 +15,8 @@ public struct Lab: Sendable {
     public var file: String
     /// The directory relative paths in the file are resolved against.
     public var directory: String
-    /// The QEMU system emulator to run (a path or a name looked up in PATH).
+    /// The QEMU system emulator to run (a path or a name looked up in PATH):
+    /// the lab file's `qemu:`, else ``defaultQEMU``.
     public var qemu: String
     /// Lab-wide machine settings; a guest's own `machine:` and its OS profile fill in the rest.
     public var machine: MachineSettings
@@ -31,7 +36,7 @@ public struct Lab: Sendable {
     public var missingFiles: [MissingFile]
 
     public init(
-        name: String, file: String, directory: String, qemu: String = "qemu-system-x86_64",
+        name: String, file: String, directory: String, qemu: String = Lab.defaultQEMU,
         machine: MachineSettings = MachineSettings(), devices: [LabDevice] = [], guests: [LabGuest] = [],
         tests: [LabTest] = [], strategy: Strategy = .snapshot, hooks: Hooks = Hooks(), qemuArgs: [String] = [],
         missingFiles: [MissingFile] = []
@@ -48,6 +53,14 @@ public struct Lab: Sendable {
         self.hooks = hooks
         self.qemuArgs = qemuArgs
         self.missingFiles = missingFiles
+    }
+
+    /// The QEMU for labs that do not name one: `$QLAB_QEMU` when set and not
+    /// empty (e.g. the QEMU 10 that scripts/install-qemu10 unpacks), else
+    /// `qemu-system-x86_64` from PATH.
+    public static var defaultQEMU: String {
+        if let value = getenv("QLAB_QEMU"), value.pointee != 0 { return String(cString: value) }
+        return "qemu-system-x86_64"
     }
 
     public func guest(named name: String) -> LabGuest? { guests.first { $0.name == name } }

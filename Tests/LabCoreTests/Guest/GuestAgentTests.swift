@@ -164,6 +164,76 @@ struct GuestAgentTests {
         #expect(try await agent.run("true", timeout: .seconds(10)).output == "ok")
     }
 
+    @Test func aMalformedReplyFailsThePendingRequestAtOnce() async throws {
+        let fake = try FakeAgent { request in
+            switch request["execute"]?.stringValue {
+            case "guest-sync-delimited": return FakeAgent.syncReply(request)
+            // After the delimiter: a window-title escape sequence that is not JSON.
+            case "guest-ping": return Array("\u{1B}]0;pwned\u{7}\n".utf8)
+            default: return nil
+            }
+        }
+        let agent = try await GuestAgent.adopt(fd: fake.clientFD, timeout: .seconds(5))
+        defer { agent.close() }
+        do {
+            try await agent.ping(timeout: .seconds(600))
+            Issue.record("a malformed reply was accepted")
+        } catch let error as GuestError {
+            guard case .agent(let text) = error else {
+                Issue.record("expected an agent error, got \(error)")
+                return
+            }
+            #expect(text.contains("malformed message while guest-ping was pending"))
+            #expect(text.contains(#"\x1b]0;pwned\x07"#))
+        }
+        // The channel is closed: the next request fails at once.
+        await #expect(throws: GuestError.self) { try await agent.ping(timeout: .seconds(600)) }
+    }
+
+    @Test func garbageLeftByAnEarlierClientInItsOwnReadIsDropped() async throws {
+        let script = ScriptedExec(status: ["exitcode": 0])
+        let fake = try FakeAgent { script.respond($0) }
+        // Waiting in the channel before this client syncs: the tail of a reply half read by someone else.
+        let leftover = Array("ial\": 1}}\n".utf8)
+        leftover.withUnsafeBytes { _ = write(fake.agentFD, $0.baseAddress, $0.count) }
+        let agent = try await GuestAgent.adopt(fd: fake.clientFD, timeout: .seconds(5))
+        defer { agent.close() }
+        #expect(try await agent.run("true", timeout: .seconds(10)).exitStatus == 0)
+    }
+
+    @Test func deadlineFiresWhileTheAgentKeepsTalking() async throws {
+        let stop = Mutex(false)
+        let streamEnded = Mutex(false)
+        let fake = try FakeAgent { request in
+            guard request["execute"]?.stringValue == "guest-sync-delimited" else { return nil }
+            return FakeAgent.syncReply(request)
+        }
+        let agent = try await GuestAgent.adopt(fd: fake.clientFD, timeout: .seconds(5))
+        defer { agent.close() }
+        defer {
+            // The writer ends before the channel (and the fake's descriptor) closes.
+            stop.withLock { $0 = true }
+            while !streamEnded.withLock({ $0 }) { usleep(1_000) }
+        }
+        // Stale replies (ids nobody waits for) arrive every few milliseconds, for up to a minute.
+        let stale = Array(repeating: Array(#"{"return": {}, "id": 999999}"#.utf8) + [0x0A], count: 500).flatMap { $0 }
+        Thread {
+            let giveUp = ContinuousClock.now + .seconds(60)
+            while !stop.withLock({ $0 }) && ContinuousClock.now < giveUp {
+                // Batches without a pause: the socket is never empty when the reader polls.
+                _ = stale.withUnsafeBytes { write(fake.agentFD, $0.baseAddress, $0.count) }
+            }
+            streamEnded.withLock { $0 = true }
+        }.start()
+        do {
+            try await agent.ping(timeout: .milliseconds(300))
+            Issue.record("expected a timeout")
+        } catch let error as GuestError {
+            #expect(error.isTimeout, "\(error)")
+        }
+        #expect(!streamEnded.withLock { $0 })
+    }
+
     @Test func agentThatDoesNotEchoIDs() async throws {
         let script = ScriptedExec(status: ["exitcode": 5])
         let fake = try FakeAgent { script.respond($0, echoID: false) }

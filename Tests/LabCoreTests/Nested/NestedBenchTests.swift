@@ -104,7 +104,8 @@ struct NestedBenchTests {
         for boot in report.boots {
             #expect(boot.error == nil, "\(boot.guest): \(boot.error ?? "")")
             let log = try #require(boot.consoleLog)
-            let text = try String(contentsOfFile: log, encoding: .utf8)
+            // A serial log may hold bytes that are not UTF-8 (firmware output, a line cut by a reset).
+            let text = String(decoding: try Data(contentsOf: URL(fileURLWithPath: log)), as: UTF8.self)
             #expect(text.contains("qlab-bench: root=overlay nointxmask=\(boot.guest == "control" ? "N" : "Y")"), "\(log)")
         }
         #expect(report.passed)
