@@ -46,7 +46,7 @@ struct UpCommand: AsyncParsableCommand {
     }
 
     static func describe(_ record: LabRecord) -> String {
-        "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
+        "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
     }
 }
 

@@ -28,7 +28,15 @@ public final class LabSession: Sendable {
         }
         let lab = try Lab.load(path: record.labFile)
         let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: connectTimeout)
-        return LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
+        let session = LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
+        // An earlier command killed half-way may have left the record behind QEMU.
+        do {
+            guard try await !session.reconcileDeviceStates().isEmpty, let updated = runtime.record else { return session }
+            return LabSession(runtime: runtime, lab: lab, record: updated, qmp: qmp)
+        } catch {
+            qmp.close()
+            throw error
+        }
     }
 
     /// The guest this lab was started with.
