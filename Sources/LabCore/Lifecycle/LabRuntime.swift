@@ -128,10 +128,14 @@ public struct LabRuntime: Sendable {
         return argv.contains(where: { $0.contains(qmpSocketPath) }) ? record.qemuPID : nil
     }
 
-    /// The lab's supervisor when it is alive and has the start time it
-    /// recorded for itself (a reused pid is not it); nil otherwise.
+    /// The lab's supervisor when it is alive, has the start time it recorded
+    /// for itself (a reused pid is not it) and is a qlab supervising this
+    /// lab (`_supervise` of its launch spec, or `up --foreground`); nil otherwise.
     public func liveSupervisor(_ record: LabRecord) -> Int32? {
-        ProcessIdentity.matches(record.supervisorPID, startTime: record.supervisorStartTime) ? record.supervisorPID : nil
+        guard ProcessIdentity.matches(record.supervisorPID, startTime: record.supervisorStartTime) else { return nil }
+        let argv = ProcessTable.commandLine(record.supervisorPID)
+        let supervising = record.foreground ? argv.contains("--foreground") : argv.contains("_supervise") && argv.contains(launchSpecPath)
+        return supervising ? record.supervisorPID : nil
     }
 
     /// Removes sockets, pid file and record: what a stopped lab leaves is its state dir.
