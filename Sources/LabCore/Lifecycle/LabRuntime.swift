@@ -121,9 +121,12 @@ public struct LabRuntime: Sendable {
 
     /// The QEMU of this lab when it is alive and really is this lab's: pids
     /// get reused, so it must have the start time the supervisor recorded and
-    /// a command line naming the lab's QMP socket.
+    /// a command line naming the lab's QMP socket. (A record written before
+    /// qlab kept start times has only the command line to go by.)
     public func liveQEMU(_ record: LabRecord) -> Int32? {
-        guard ProcessIdentity.matches(record.qemuPID, startTime: record.qemuStartTime) else { return nil }
+        let alive = record.qemuStartTime == nil
+            ? ProcessTable.isRunning(record.qemuPID) : ProcessIdentity.matches(record.qemuPID, startTime: record.qemuStartTime)
+        guard alive else { return nil }
         let argv = ProcessTable.commandLine(record.qemuPID)
         return argv.contains(where: { $0.contains(qmpSocketPath) }) ? record.qemuPID : nil
     }
