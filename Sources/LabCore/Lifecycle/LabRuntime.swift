@@ -297,9 +297,9 @@ public struct ExitRecord: Sendable {
 
     public init?(_ json: JSONValue) {
         if let signal = json["signal"]?.intValue {
-            exit = .signaled(Int32(signal))
+            exit = .signaled(Int32(clamping: signal))
         } else if let code = json["exit_code"]?.intValue {
-            exit = .exited(Int32(code))
+            exit = .exited(Int32(clamping: code))
         } else {
             exit = nil
         }
