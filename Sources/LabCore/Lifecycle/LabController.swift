@@ -390,6 +390,7 @@ public struct LabController: Sendable {
             object["vm_status"] = vmStatus.map(JSONValue.string) ?? .null
             if let record {
                 object["pid"] = JSONValue(record.qemuPID)
+                object["supervisor_pid"] = JSONValue(record.supervisorPID)
                 object["guest"] = .string(record.guest)
                 object["lab_file"] = .string(record.labFile)
                 object["accel"] = ["accelerator": .string(record.accel.accelerator.rawValue), "reason": .string(record.accel.reason)]
