@@ -10,7 +10,9 @@ func withLabSession<T>(_ lab: String, command: String, _ body: (LabSession) asyn
         let runtime = try LabRuntime.locateExisting(lab)
         let lock = try await runtime.takeLockOfRunningLab()
         defer { withExtendedLifetime(lock) {} }
-        let session = try await LabSession.open(runtime: runtime)
+        // Under the lock: the record is made to agree with QEMU first (a
+        // command killed half-way may have left it behind).
+        let session = try await LabSession.open(runtime: runtime, reconcilingDevices: true)
         defer { session.close() }
         return try await body(session)
     } catch let error as ExitCode {
