@@ -42,11 +42,18 @@ struct TrackingTests {
     /// (the same pid), so it cannot answer before the kill.
     @Test func supervisorKilledDuringUpLeavesNoQEMU() async throws {
         let env = try QLabTestEnvironment()
-        defer { env.cleanUp() }
+        defer {
+            // Whatever this test's qlab left (nothing, unless it fails): the wrapper too.
+            for pid in Self.processesUsing(env) { kill(pid, SIGKILL) }
+            env.cleanUp()
+        }
         let wrapper = env.labDirectory + "/slow-qemu"
+        // It never starts QEMU here (no `go` file); it gives up after a while on its own.
         try """
             #!/bin/sh
-            while [ ! -e "\(env.labDirectory)/go" ]; do sleep 0.05; done
+            n=0
+            while [ ! -e "\(env.labDirectory)/go" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n + 1)); done
+            [ -e "\(env.labDirectory)/go" ] || exit 1
             exec qemu-system-x86_64 "$@"
 
             """.write(toFile: wrapper, atomically: true, encoding: .utf8)
