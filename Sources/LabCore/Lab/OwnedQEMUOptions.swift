@@ -7,16 +7,16 @@
 enum OwnedQEMUOptions {
     /// Options refused outright, with why.
     static let refused: [String: String] = [
-        "daemonize": "would detach QEMU from its supervisor, so `status` and `down` lose it",
+        "daemonize": "QEMU would detach from its supervisor, and `status` and `down` would lose it",
         "pidfile": "qlab writes QEMU's pid file itself",
         "name": "qlab names the QEMU process after the lab (`-name LAB,process=qlab-LAB`)",
         "qmp": "qlab gives QEMU its QMP monitors; talk to the lab with `qlab qmp LAB ...`",
         "qmp-pretty": "qlab gives QEMU its QMP monitors; talk to the lab with `qlab qmp LAB ...`",
         "monitor": "a second monitor could quit or change QEMU behind qlab's back; use `qlab qmp LAB ...`",
         "mon": "a second monitor could quit or change QEMU behind qlab's back; use `qlab qmp LAB ...`",
-        "runas": "QEMU would drop to another user, who could then signal or hide it",
-        "chroot": "QEMU could no longer reach the sockets qlab gave it",
-        "readconfig": "a config file can carry options qlab owns (monitors, daemonize); put its options in qemu_args",
+        "runas": "QEMU would run as another user, who could then signal or hide it",
+        "chroot": "QEMU could no longer reach the sockets qlab gives it",
+        "readconfig": "a config file can carry options qlab owns (monitors, -daemonize); put its options in qemu_args",
     ]
 
     /// Options whose value is a character device backend that may carry a
@@ -41,7 +41,7 @@ enum OwnedQEMUOptions {
             value = String(name[name.index(after: equals)...])
             name = name[..<equals]
         }
-        if let why = refused[String(name)] { return "-\(name) is qlab's to give: it \(why)" }
+        if let why = refused[String(name)] { return "-\(name) is qlab's to give: \(why)" }
         if backendOptions.contains(String(name)), let value {
             if value.hasPrefix("chardev:" + reservedIDPrefix) {
                 return "-\(name) \(value) uses one of qlab's chardevs; give your own -chardev with another id"
