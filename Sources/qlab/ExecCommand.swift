@@ -32,14 +32,11 @@ struct ExecCommand: AsyncParsableCommand {
             reportError("qlab exec: --via \(via): use auto, agent or console")
             throw ExitCode(125)
         }
-        guard timeout > 0, timeout.isFinite else {
-            reportError("qlab exec: --timeout must be a positive number of seconds")
-            throw ExitCode(125)
-        }
+        let limit = try checkedSeconds(timeout, option: "--timeout", command: "exec")
         let result: GuestCommandResult
         do {
             let runtime = try LabRuntime.locateExisting(lab)
-            let probe = Duration.milliseconds(Int64(min(timeout, 5) * 1000))
+            let probe = min(limit, .seconds(5))
             let session = try await GuestConnection.open(
                 runtime: runtime, transport: transport,
                 consoleOptions: GuestConsole.Options(probeTimeout: probe, recoveryAttempts: 2))
@@ -55,7 +52,7 @@ struct ExecCommand: AsyncParsableCommand {
                         consoleTail: console.tail())
                 }
             }
-            result = try await session.run(command.joined(separator: " "), timeout: .milliseconds(Int64(timeout * 1000)))
+            result = try await session.run(command.joined(separator: " "), timeout: limit)
         } catch let error as GuestError where error.isTimeout {
             reportError("qlab exec: \(error)")
             throw ExitCode(124)
