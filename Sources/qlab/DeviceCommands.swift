@@ -12,7 +12,9 @@ func withLabSession(_ lab: String, command: String, _ body: @escaping @Sendable 
             let runtime = try LabRuntime.locateExisting(lab)
             let lock = try await runtime.takeLockOfRunningLab()
             defer { withExtendedLifetime(lock) {} }
-            let session = try await LabSession.open(runtime: runtime)
+            // Under the lock: the record is made to agree with QEMU first (a
+            // command killed half-way may have left it behind).
+            let session = try await LabSession.open(runtime: runtime, reconcilingDevices: true)
             defer { session.close() }
             try await body(session)
         } catch let error as ExitCode {
@@ -86,13 +88,14 @@ struct UnplugCommand: AsyncParsableCommand {
     @Flag(help: "Print each step's time.") var verbose = false
 
     func validate() throws {
-        guard timeout >= 0 else { throw ValidationError("--timeout must be 0 or more seconds") }
         if reset && noResetFallback { throw ValidationError("--reset and --no-reset-fallback contradict each other") }
     }
 
     func run() async throws {
+        // 0 is meaningful here: do not wait for the guest at all.
+        let guestTimeout = try checkedSeconds(timeout, option: "--timeout", command: "unplug", allowZero: true)
         let policy = UnplugPolicy(
-            guestTimeout: .milliseconds(Int64(timeout * 1000)), resetFallback: !noResetFallback, resetAtOnce: reset)
+            guestTimeout: guestTimeout, resetFallback: !noResetFallback, resetAtOnce: reset)
         try await withLabSession(lab, command: "unplug") { session in
             let result = try await session.detach(device, policy: policy)
             var line = "\(device) detached after \(formatMilliseconds(result.unplugTime)): \(result.method)"

@@ -51,7 +51,7 @@ struct UpCommand: AsyncParsableCommand {
     }
 
     static func describe(_ record: LabRecord) -> String {
-        "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
+        "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
     }
 }
 
@@ -108,7 +108,7 @@ struct StatusCommand: AsyncParsableCommand {
     static func text(_ status: LabController.Status) -> String {
         var lines = ["\(status.name): \(status.state.rawValue)"]
         if let record = status.record {
-            lines.append("  pid \(record.qemuPID), guest \(record.guest), QEMU state \(status.vmStatus ?? "unknown (monitor busy)")")
+            lines.append("  QEMU pid \(record.qemuPID) (supervisor pid \(record.supervisorPID)), guest \(record.guest), QEMU state \(status.vmStatus ?? "unknown (monitor busy)")")
             lines.append("  accel \(record.accel.accelerator.rawValue): \(record.accel.reason)")
             if let uptime = status.uptime { lines.append("  up \(Int(uptime)) s" + (status.supervised ? "" : " (supervisor gone: `qlab down` still stops it)")) }
             if !record.devices.isEmpty {

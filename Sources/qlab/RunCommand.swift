@@ -23,8 +23,7 @@ struct RunCommand: AsyncParsableCommand {
         var options = TestRunner.Options()
         options.guests = guests
         options.tests = tests
-        guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        options.repeats = repeats
+        options.repeats = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat", command: "run")
         if let shard {
             guard let parsed = Shard(shard) else { throw ValidationError("--shard takes K/N with 1 <= K <= N, e.g. 2/4") }
             options.shard = parsed

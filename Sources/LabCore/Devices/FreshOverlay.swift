@@ -42,13 +42,9 @@ public enum FreshOverlay {
         }
     }
 
-    /// `path\nformat\nsize\nmtime-seconds.nanoseconds` of the base image (`stat(2)`).
+    /// The base image's path, format, size, modification time, device and inode (`stat(2)`).
     static func templateKey(base: String, format: String) throws(ImageToolError) -> String {
-        var st = stat()
-        guard stat(base, &st) == 0 else {
-            throw ImageToolError(message: "base image \(base): \(String(cString: strerror(errno)))")
-        }
-        return "\(base)\n\(format)\n\(st.st_size)\n\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\n"
+        try DiskOverlay.baseIdentity(base: base, format: format)
     }
 
     static func readSmallFile(_ path: String) -> String? {

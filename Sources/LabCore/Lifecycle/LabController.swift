@@ -146,14 +146,39 @@ public struct LabController: Sendable {
             spec.record = runtime.record ?? spec.record
             return UpResult(record: spec.record, status: status, runtime: runtime, ownership: options.owned ? ownership : nil)
         }
-        _ = await supervisor.wait(timeout: .seconds(10))
+        // The supervisor failed, hung or died before QEMU answered: whatever
+        // it started must not outlive this failed `up`.
+        if await supervisor.wait(timeout: .seconds(10)) == nil {
+            kill(supervisor.pid, SIGKILL)  // our unreaped child: its pid cannot have been reused
+            _ = supervisor.wait()
+        }
+        let stray = await killLaunchingQEMU(runtime)
         lock.removeFile()
-        if let exit = runtime.exitRecord {
+        if let exit = runtime.exitRecord, exit.at >= spec.record.startedAt {
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         }
         let log = Supervisor.readLog(runtime.supervisorLogPath, from: 0)
         runtime.removeRuntimeFiles()
-        throw LabError.supervisor("the supervisor ended without reporting (\(message.isEmpty ? "no message" : message)); its log: \(log)")
+        let killed = stray.map { "; its QEMU (pid \($0)) was killed" } ?? ""
+        throw LabError.supervisor("the supervisor ended before QEMU answered (\(message.isEmpty ? "no message" : message))\(killed); its log: \(log)")
+    }
+
+    /// Kills the QEMU of a launch whose supervisor is gone before QEMU
+    /// answered: found by the record the supervisor wrote right after
+    /// starting it (pid and start time), else by QEMU's pid file, and only
+    /// while its command line names this lab's QMP socket. Returns its pid.
+    func killLaunchingQEMU(_ runtime: LabRuntime) async -> Int32? {
+        var pid: Int32?
+        if let record = runtime.record { pid = runtime.liveQEMU(record) }
+        if pid == nil, let text = HostFiles.readText(runtime.pidFilePath), let filed = Int32(text.trimmingSpaces()),
+            ProcessTable.isRunning(filed), ProcessTable.commandLine(filed).contains(where: { $0.contains(runtime.qmpSocketPath) })
+        {
+            pid = filed
+        }
+        guard let pid else { return nil }
+        kill(pid, SIGKILL)
+        _ = await ProcessTable.waitGone(pid, timeout: .seconds(10))
+        return pid
     }
 
     /// The launch was cancelled before the supervisor said ready: let go of
@@ -167,10 +192,7 @@ public struct LabController: Sendable {
                 kill(supervisor.pid, SIGKILL)
                 _ = supervisor.wait()
             }
-            if let record = runtime.record, let pid = runtime.liveQEMU(record) {
-                kill(pid, SIGKILL)
-                _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
-            }
+            _ = await self.killLaunchingQEMU(runtime)
         }
         runtime.removeRuntimeFiles()
         lock.removeFile()
@@ -241,7 +263,7 @@ public struct LabController: Sendable {
     /// A launch that stopped before QEMU ran leaves nothing behind: no
     /// runtime dir, no lock file (unless the lab is running already).
     func abandon(_ runtime: LabRuntime, _ lock: FileLock) {
-        if let record = runtime.record, runtime.liveQEMU(record) != nil || ProcessTable.isRunning(record.supervisorPID) { return }
+        if let record = runtime.record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil { return }
         runtime.removeRuntimeFiles()
         lock.removeFile()
     }
@@ -261,11 +283,14 @@ public struct LabController: Sendable {
     }
 
     func checkCanStart(lab: Lab, spec: LaunchSpec, force: Bool) throws {
+        try checkMemory(lab: lab, guest: try lab.selectGuest(spec.record.guest))
         let runtime = self.runtime(lab.name)
         if let record = runtime.record {
-            if let pid = runtime.liveQEMU(record) { throw LabError.alreadyRunning(lab: lab.name, pid: pid) }
-            if ProcessTable.isRunning(record.supervisorPID) && record.supervisorPID != getpid() {
-                throw LabError.alreadyRunning(lab: lab.name, pid: record.supervisorPID)
+            if let pid = runtime.liveQEMU(record) {
+                throw LabError.alreadyRunning(lab: lab.name, pid: pid, supervisorPID: runtime.liveSupervisor(record))
+            }
+            if let supervisor = runtime.liveSupervisor(record), supervisor != getpid() {
+                throw LabError.alreadyRunning(lab: lab.name, pid: nil, supervisorPID: supervisor)
             }
             runtime.removeRuntimeFiles()
         }
@@ -283,6 +308,18 @@ public struct LabController: Sendable {
         }
     }
 
+    /// Guest memory the host cannot ever give (more than RAM + swap in the
+    /// procfs's meminfo) is refused before QEMU starts, naming the field.
+    func checkMemory(lab: Lab, guest: LabGuest) throws(LabFileError) {
+        let memory = lab.machineSettings(for: guest).memory
+        guard let ceiling = Procfs(roots: hostRoots).memoryCeiling(), memory.bytes > ceiling else { return }
+        let field = guest.machine.memory != nil ? "guests.\(guest.name).machine.memory"
+            : lab.machine.memory != nil ? "machine.memory" : "guests.\(guest.name).os (its profile's default memory)"
+        throw LabFileError(
+            file: lab.file, keyPath: field,
+            message: "\(memory) is more than this host can ever give (RAM + swap: \(ByteSize(bytes: ceiling & ~((1 << 20) - 1)))); give less memory")
+    }
+
     /// The guest disk overlay (kept across `up`s unless `fresh`: snapshots
     /// live in it) and the firmware variable store.
     func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) throws {
@@ -291,7 +328,9 @@ public struct LabController: Sendable {
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             if fresh || !HostFiles.exists(overlay) {
-                try DiskOverlay.create(overlay: overlay, base: base, baseFormat: guest.diskFormat)
+                try DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
+            } else {
+                try DiskOverlay.checkBase(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             }
         }
         for (id, overlay) in qemuRuntime.deviceDiskOverlays {
@@ -348,7 +387,9 @@ public struct LabController: Sendable {
             runtime.removeRuntimeFiles()
             return leftovers ? .cleanedUp : .notRunning
         }
-        let supervisorAlive = ProcessTable.isRunning(record.supervisorPID)
+        // Only processes that still have the start times recorded at launch
+        // are signalled: a reused pid belongs to someone else.
+        let supervisorAlive = runtime.liveSupervisor(record) != nil
         guard let pid = runtime.liveQEMU(record) else {
             if supervisorAlive { _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10)) }
             if runtime.exitRecord.map({ $0.at < record.startedAt }) ?? true {
@@ -367,16 +408,16 @@ public struct LabController: Sendable {
         }
         if !(await ProcessTable.waitGone(pid, timeout: .seconds(10), unless: urgent)) {
             method = "SIGTERM"
-            if !urgent() { kill(pid, SIGTERM) }
+            if !urgent(), runtime.liveQEMU(record) != nil { kill(pid, SIGTERM) }
             if !(await ProcessTable.waitGone(pid, timeout: .seconds(5), unless: urgent)) {
                 method = "SIGKILL"
-                kill(pid, SIGKILL)
+                if runtime.liveQEMU(record) != nil { kill(pid, SIGKILL) }
                 _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
             }
         }
         if supervisorAlive {
             // It reaps QEMU, writes the exit record and removes the runtime files.
-            if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))) {
+            if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))), runtime.liveSupervisor(record) != nil {
                 kill(record.supervisorPID, SIGKILL)
             }
         } else {
@@ -409,6 +450,7 @@ public struct LabController: Sendable {
             object["vm_status"] = vmStatus.map(JSONValue.string) ?? .null
             if let record {
                 object["pid"] = JSONValue(record.qemuPID)
+                object["supervisor_pid"] = JSONValue(record.supervisorPID)
                 object["guest"] = .string(record.guest)
                 object["lab_file"] = .string(record.labFile)
                 object["accel"] = ["accelerator": .string(record.accel.accelerator.rawValue), "reason": .string(record.accel.reason)]
@@ -443,7 +485,7 @@ public struct LabController: Sendable {
         // A running lab's last exit belongs to an earlier run: not shown.
         return Status(
             name: name, state: state, vmStatus: vmStatus, record: record,
-            supervised: ProcessTable.isRunning(record.supervisorPID), uptime: wallClockSeconds() - record.startedAt,
+            supervised: runtime.liveSupervisor(record) != nil, uptime: wallClockSeconds() - record.startedAt,
             lastExit: nil)
     }
 

@@ -119,12 +119,26 @@ public struct LabRuntime: Sendable {
     public var record: LabRecord? { FileSystem.readJSON(recordPath).flatMap(LabRecord.init) }
     public var exitRecord: ExitRecord? { FileSystem.readJSON(exitRecordPath).flatMap(ExitRecord.init) }
 
-    /// The QEMU of this lab when it is alive and really is this lab's
-    /// (its command line names the lab's QMP socket: pids get reused).
+    /// The QEMU of this lab when it is alive and really is this lab's: pids
+    /// get reused, so it must have the start time the supervisor recorded and
+    /// a command line naming the lab's QMP socket. (A record written before
+    /// qlab kept start times has only the command line to go by.)
     public func liveQEMU(_ record: LabRecord) -> Int32? {
-        guard ProcessTable.isRunning(record.qemuPID) else { return nil }
+        let alive = record.qemuStartTime == nil
+            ? ProcessTable.isRunning(record.qemuPID) : ProcessIdentity.matches(record.qemuPID, startTime: record.qemuStartTime)
+        guard alive else { return nil }
         let argv = ProcessTable.commandLine(record.qemuPID)
         return argv.contains(where: { $0.contains(qmpSocketPath) }) ? record.qemuPID : nil
+    }
+
+    /// The lab's supervisor when it is alive, has the start time it recorded
+    /// for itself (a reused pid is not it) and is a qlab supervising this
+    /// lab (`_supervise` of its launch spec, or `up --foreground`); nil otherwise.
+    public func liveSupervisor(_ record: LabRecord) -> Int32? {
+        guard ProcessIdentity.matches(record.supervisorPID, startTime: record.supervisorStartTime) else { return nil }
+        let argv = ProcessTable.commandLine(record.supervisorPID)
+        let supervising = record.foreground ? argv.contains("--foreground") : argv.contains("_supervise") && argv.contains(launchSpecPath)
+        return supervising ? record.supervisorPID : nil
     }
 
     /// Removes sockets, pid file and record: what a stopped lab leaves is its state dir.
@@ -152,6 +166,10 @@ public struct LabRecord: Sendable {
     public var guest: String
     public var qemuPID: Int32
     public var supervisorPID: Int32
+    /// Start times (/proc/PID/stat field 22) of the two, taken at launch:
+    /// a pid is signalled only while it still has its start time.
+    public var qemuStartTime: UInt64?
+    public var supervisorStartTime: UInt64?
     public var foreground: Bool
     public var startedAt: Double
     public var accel: AccelDecision
@@ -188,6 +206,8 @@ public struct LabRecord: Sendable {
         .object([
             "name": .string(name), "lab_file": .string(labFile), "guest": .string(guest),
             "qemu_pid": JSONValue(qemuPID), "supervisor_pid": JSONValue(supervisorPID), "foreground": .bool(foreground),
+            "qemu_start_time": qemuStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
+            "supervisor_start_time": supervisorStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
             "started_at": .double(startedAt),
             "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
             "console_log": consoleLog.map(JSONValue.string) ?? .null,
@@ -206,8 +226,11 @@ public struct LabRecord: Sendable {
         self.name = name
         self.labFile = json["lab_file"]?.stringValue ?? ""
         self.guest = json["guest"]?.stringValue ?? ""
-        self.qemuPID = Int32(qemuPID)
-        self.supervisorPID = Int32(json["supervisor_pid"]?.intValue ?? 0)
+        guard let pid = Int32(exactly: qemuPID) else { return nil }
+        self.qemuPID = pid
+        self.supervisorPID = Int32(clamping: json["supervisor_pid"]?.intValue ?? 0)
+        self.qemuStartTime = json["qemu_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
+        self.supervisorStartTime = json["supervisor_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
         self.foreground = json["foreground"]?.boolValue ?? false
         self.startedAt = json["started_at"]?.doubleValue ?? 0
         self.accel = AccelDecision(accelerator, reason: json["accel"]?["reason"]?.stringValue ?? "")
@@ -274,9 +297,9 @@ public struct ExitRecord: Sendable {
 
     public init?(_ json: JSONValue) {
         if let signal = json["signal"]?.intValue {
-            exit = .signaled(Int32(signal))
+            exit = .signaled(Int32(clamping: signal))
         } else if let code = json["exit_code"]?.intValue {
-            exit = .exited(Int32(code))
+            exit = .exited(Int32(clamping: code))
         } else {
             exit = nil
         }

@@ -38,8 +38,8 @@ public struct LaunchSpec: Sendable {
 /// log, keeps QEMU's stderr in a log, and records how QEMU ended.
 ///
 /// QEMU is its child, so `waitpid` gives the real exit code or signal.
-/// If the supervisor itself is killed, QEMU keeps running and `status` and
-/// `down` still find it by the record's pid.
+/// If the supervisor itself is killed once QEMU answered, QEMU keeps running
+/// and `status` and `down` still find it by the record's pid and start time.
 ///
 /// `up` hands it the read end of an owner pipe (``LabOwnership``): when the
 /// owner goes away during the launch, QEMU is killed and nothing is left;
@@ -99,6 +99,8 @@ public final class Supervisor: Sendable {
         var record = spec.record
         record.qemuPID = child.pid
         record.supervisorPID = getpid()
+        record.qemuStartTime = ProcessIdentity.startTime(child.pid)
+        record.supervisorStartTime = ProcessIdentity.startTime(getpid())
         record.qemuLogOffset = startOffset
         try? FileSystem.writeJSON(runtime.recordPath, record.json)
 

@@ -49,7 +49,10 @@ public enum JUnitReport {
     }
 
     static func seconds(_ value: Double) -> String {
-        let millis = Int((value * 1000).rounded())
+        // Durations come back from report files too: nothing out of range may trap.
+        let milliseconds = (value * 1000).rounded()
+        guard milliseconds.isFinite, milliseconds >= 0, milliseconds < 1e15 else { return "0.000" }
+        let millis = Int(milliseconds)
         let fraction = String(millis % 1000)
         return "\(millis / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
     }

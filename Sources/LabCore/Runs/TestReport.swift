@@ -60,7 +60,7 @@ public struct TestResult: Sendable {
         entry = TestRunEntry(guest: guest, test: test, repeatIndex: json["repeat"]?.intValue ?? 1, matrixIndex: json["matrix_index"]?.intValue ?? 0)
         self.outcome = outcome
         duration = json["duration_seconds"]?.doubleValue ?? 0
-        exitStatus = json["exit_status"]?.intValue.map { Int32($0) }
+        exitStatus = json["exit_status"]?.intValue.flatMap { Int32(exactly: $0) }
         output = json["output"]?.stringValue ?? ""
         message = json["message"]?.stringValue ?? ""
         diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))

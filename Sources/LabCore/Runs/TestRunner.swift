@@ -86,7 +86,7 @@ public final class TestRunner: Sendable {
         let matrix = try matrix()
         let runtime = controller.runtime(lab.name)
         if let record = runtime.record, runtime.liveQEMU(record) != nil {
-            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID)
+            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
         }
         let started = wallClockSeconds()
         let clock = ContinuousClock.now
