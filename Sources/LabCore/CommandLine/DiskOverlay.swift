@@ -31,10 +31,10 @@ public enum DiskOverlay {
         }
     }
 
-    /// Runs `body` to make `temporary`, then renames it to `path`; removes it on failure.
+    /// Runs `body` to make `temporary` (an unpredictable name beside `path`,
+    /// nothing there yet), then renames it to `path`; removes it on failure.
     static func atomically(_ path: String, _ body: (String) throws(ImageToolError) -> Void) throws(ImageToolError) {
-        let temporary = LabPaths.directory(of: path) + "/." + LabPaths.baseName(path) + ".tmp-\(getpid())"
-        unlink(temporary)
+        let temporary = LabPaths.directory(of: path) + "/" + RandomName.temporary(for: LabPaths.baseName(path))
         do {
             try body(temporary)
         } catch {

@@ -83,23 +83,14 @@ public struct VFIOBindingStore {
         try Self.writeAtomically(bytes, to: path)
     }
 
-    /// Writes a sibling temporary file, `fsync(2)`s it and `rename(2)`s it over `path`,
-    /// creating missing parent directories (`mkdir(2)`, mode 0700).
+    /// ``FileSystem/writeAtomically(_:_:mode:)`` (an unpredictable `O_EXCL`
+    /// temporary name, `fsync(2)`, `renameat(2)`), creating missing parent
+    /// directories (`mkdir(2)`, mode 0700; existing ones are left as they are).
     static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         try makeDirectories(directory)
-        let temporary = path + ".tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var failure: String?
-        let written = bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress, raw.count) }
-        if written != bytes.count { failure = "cannot write \(temporary): \(String(cString: strerror(errno)))" }
-        if failure == nil && fsync(fd) != 0 { failure = "cannot fsync \(temporary): \(String(cString: strerror(errno)))" }
-        close(fd)
-        if failure == nil && rename(temporary, path) != 0 { failure = "cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))" }
-        if let failure {
-            unlink(temporary)
-            throw StoreError(description: failure)
+        do { try FileSystem.writeAtomically(path, bytes) } catch {
+            throw StoreError(description: "cannot write the vfio binding state: \(error)")
         }
     }
 
