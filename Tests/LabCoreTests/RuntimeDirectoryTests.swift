@@ -227,7 +227,8 @@ struct RuntimeDirectoryTests {
         let runtime = env.runtime("bare")
         let victim = try Self.startVictim(naming: runtime.qmpSocketPath)
         defer {
-            victim.terminate()
+            // SIGKILL: the test process's blocked signals (SIGTERM among them) are inherited.
+            kill(victim.processIdentifier, SIGKILL)
             victim.waitUntilExit()
         }
         // 1: the whole runtime root is another user's. 2: the root is ours, the lab dir is not.
