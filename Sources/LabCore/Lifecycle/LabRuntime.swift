@@ -4,7 +4,9 @@ import Glibc
 import QMP
 
 /// Where a lab's runtime files (sockets, record, lock) and state files
-/// (overlays, logs, event log) live, and the records kept there.
+/// (overlays, logs, event log) live, and the records kept there. Both trees
+/// are used only when private to the user (``PrivateDirectory``,
+/// docs/runtime-directories.md).
 ///
 ///     RUNTIME/                0700
 ///     RUNTIME/LAB.lock        flock(2): one changing command at a time

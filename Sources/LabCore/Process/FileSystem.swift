@@ -55,8 +55,6 @@ public enum FileSystem {
             }
             offset += n
         }
-        // The umask may have narrowed `mode`; this file is new and ours.
-        fchmod(fd, mode)
         fsync(fd)
         close(fd)
         guard renameat(directory, temp, directory, name) == 0 else {
