@@ -128,7 +128,7 @@ struct RuntimeDirectoryTests {
         var environment = env.environment
         environment["QLAB_RUNTIME_DIR"] = parent + "/run"
         let status = try env.qlab(environment: environment, "down", "bare")
-        #expect(status.status == 0, "\(status.output)")
+        #expect(status.status == 3, "no such lab: \(status.output)")
         #expect(Self.entries(parent).isEmpty, "down of a lab that is not running makes nothing")
         let root = try #require(try LabRuntime(name: "bare", runtimeRoot: parent + "/run", stateRoot: env.stateRoot).runtimeRootDirectory(create: true))
         #expect(Self.info(root.path)?.mode == 0o700)
@@ -193,7 +193,7 @@ struct RuntimeDirectoryTests {
         // Neither root exists: nothing is made, no lock.
         for arguments in [["down", "nosuchlab"], ["status", "nosuchlab"], ["list"]] {
             let result = try env.qlab(arguments)
-            #expect(result.status == 0, "\(arguments): \(result.output)")
+            #expect(result.status == (arguments == ["list"] ? 0 : 3), "\(arguments): \(result.output)")
         }
         #expect(!FileManager.default.fileExists(atPath: env.runtimeRoot))
         #expect(!FileManager.default.fileExists(atPath: env.stateRoot))
