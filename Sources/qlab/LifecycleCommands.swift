@@ -62,7 +62,7 @@ final class ForegroundStopper: @unchecked Sendable {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
             source.setEventHandler { [self] in
                 signalled += 1
-                try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
+                try? runtime.requestStop()
                 let record = runtime.record
                 if signalled > 1, let pid = record?.qemuPID {
                     kill(pid, SIGKILL)
@@ -116,9 +116,9 @@ struct StatusCommand: AsyncParsableCommand {
         var statuses: [LabController.Status]
         do {
             if let lab {
-                statuses = [await controller.status(try LabRuntime.locateExisting(lab).name)]
+                statuses = [try await controller.status(try LabRuntime.locateExisting(lab).name)]
             } else {
-                statuses = await controller.list()
+                statuses = try await controller.list()
             }
         } catch {
             reportError("qlab status: \(error)")
@@ -159,7 +159,13 @@ struct ListCommand: AsyncParsableCommand {
     @Flag(help: "JSON output.") var json = false
 
     func run() async throws {
-        let statuses = await labController().list()
+        let statuses: [LabController.Status]
+        do {
+            statuses = try await labController().list()
+        } catch {
+            reportError("qlab list: \(error)")
+            throw exitCodeFor(error)
+        }
         if json {
             print(try JSONValue.array(statuses.map(\.json)).jsonString(pretty: true))
             return
@@ -179,8 +185,9 @@ struct SuperviseCommand: AsyncParsableCommand {
     @Option var readyFd: Int32
 
     func run() async throws {
-        guard let json = FileSystem.readJSON(spec), let launch = LaunchSpec(json) else {
-            reportError("qlab _supervise: cannot read launch spec \(spec)")
+        let launch: LaunchSpec
+        do { launch = try LaunchSpec.read(path: spec) } catch {
+            reportError("qlab _supervise: \(error)")
             throw ExitCode(1)
         }
         signal(SIGHUP, SIG_IGN)
