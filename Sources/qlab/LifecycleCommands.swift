@@ -88,9 +88,9 @@ struct StatusCommand: AsyncParsableCommand {
         var statuses: [LabController.Status]
         do {
             if let lab {
-                statuses = [await controller.status(try LabRuntime.locateExisting(lab).name)]
+                statuses = [try await controller.status(try LabRuntime.locateExisting(lab).name)]
             } else {
-                statuses = await controller.list()
+                statuses = try await controller.list()
             }
         } catch {
             reportError("qlab status: \(error)")
@@ -131,7 +131,13 @@ struct ListCommand: AsyncParsableCommand {
     @Flag(help: "JSON output.") var json = false
 
     func run() async throws {
-        let statuses = await labController().list()
+        let statuses: [LabController.Status]
+        do {
+            statuses = try await labController().list()
+        } catch {
+            reportError("qlab list: \(error)")
+            throw exitCodeFor(error)
+        }
         if json {
             print(try JSONValue.array(statuses.map(\.json)).jsonString(pretty: true))
             return
@@ -155,8 +161,9 @@ struct SuperviseCommand: AsyncParsableCommand {
     @Flag var owned = false
 
     func run() async throws {
-        guard let json = FileSystem.readJSON(spec), let launch = LaunchSpec(json) else {
-            reportError("qlab _supervise: cannot read launch spec \(spec)")
+        let launch: LaunchSpec
+        do { launch = try LaunchSpec.read(path: spec) } catch {
+            reportError("qlab _supervise: \(error)")
             throw ExitCode(1)
         }
         signal(SIGHUP, SIG_IGN)

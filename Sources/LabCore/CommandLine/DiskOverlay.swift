@@ -79,10 +79,10 @@ public enum DiskOverlay {
         return "\(base)\n\(format)\nsize=\(st.st_size)\nmtime=\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\ndev=\(st.st_dev)\ninode=\(st.st_ino)\n"
     }
 
-    /// Runs `body` to make `temporary`, then renames it to `path`; removes it on failure.
+    /// Runs `body` to make `temporary` (an unpredictable name beside `path`,
+    /// nothing there yet), then renames it to `path`; removes it on failure.
     static func atomically(_ path: String, _ body: (String) throws(ImageToolError) -> Void) throws(ImageToolError) {
-        let temporary = LabPaths.directory(of: path) + "/." + LabPaths.baseName(path) + ".tmp-\(getpid())"
-        unlink(temporary)
+        let temporary = LabPaths.directory(of: path) + "/" + RandomName.temporary(for: LabPaths.baseName(path))
         do {
             try body(temporary)
         } catch {

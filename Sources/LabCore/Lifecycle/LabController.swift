@@ -117,12 +117,15 @@ public struct LabController: Sendable {
         _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
         let supervisor: ChildProcess
         do {
+            guard let state = try runtime.labStateDirectory(create: false) else { throw LabError.system("\(runtime.stateDirectory) is missing") }
+            let log = try state.openForAppending(LabPaths.baseName(runtime.supervisorLogPath))
+            defer { close(log) }
             supervisor = try ChildProcess.spawn(
                 executable: supervisorExecutable,
                 arguments: ["_supervise", runtime.launchSpecPath, "--ready-fd", String(ends[1]), "--owner-fd", String(owner.read)]
                     + (options.owned ? ["--owned"] : []),
-                environment: environment, stdin: .null, stdout: .appendToFile(runtime.supervisorLogPath),
-                stderr: .appendToFile(runtime.supervisorLogPath), keepDescriptors: [ends[1], owner.read], newSession: true)
+                environment: environment, stdin: .null, stdout: .descriptor(log),
+                stderr: .descriptor(log), keepDescriptors: [ends[1], owner.read], newSession: true)
         } catch {
             close(ends[0])
             close(ends[1])
@@ -250,9 +253,9 @@ public struct LabController: Sendable {
             spec.record.foreground = foreground
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
-            try FileSystem.writeJSON(runtime.labFileRecordPath, ["lab_file": .string(lab.file)])
+            try runtime.writeLastLabFile(lab.file)
             try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk || options.overlays == .testRun)
-            try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
+            try runtime.writeLaunchSpec(spec)
             return (lab, spec, lock)
         } catch {
             abandon(runtime, lock)
@@ -294,7 +297,7 @@ public struct LabController: Sendable {
             }
             runtime.removeRuntimeFiles()
         }
-        for other in LabRuntime.all(environment: environment) where other.name != lab.name {
+        for other in try LabRuntime.all(environment: environment) where other.name != lab.name {
             guard let record = other.record, other.liveQEMU(record) != nil else { continue }
             for (device, host) in spec.record.passthroughHosts {
                 if record.passthroughHosts.contains(where: { $0.host == host }) {
@@ -379,6 +382,13 @@ public struct LabController: Sendable {
     public func down(_ name: String, stop: StopRequest? = nil) async throws -> DownOutcome {
         let urgent: @Sendable () -> Bool = { stop?.isUrgent ?? false }
         let runtime = self.runtime(name)
+        // A lab with no runtime dir is not running: nothing is made or changed
+        // (no lock file, no directory), and a directory that fails the checks
+        // stops here, before any record in it is read.
+        guard try runtime.runtimeDirectory(create: false) != nil else {
+            try runtime.checkDirectories()
+            return .notRunning
+        }
         let lock = try await runtime.takeLock()
         // A stopped lab leaves no lock file behind.
         defer { lock.removeFile() }
@@ -395,12 +405,12 @@ public struct LabController: Sendable {
             if runtime.exitRecord.map({ $0.at < record.startedAt }) ?? true {
                 let output = Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset)
                 let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false, qemuOutput: output, diagnoses: Diagnoser.diagnose(output))
-                try? FileSystem.writeJSON(runtime.exitRecordPath, exit.json)
+                try? runtime.writeExitRecord(exit)
             }
             runtime.removeRuntimeFiles()
             return .cleanedUp
         }
-        try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
+        try? runtime.requestStop()
         var method = "quit"
         if !urgent(), let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
             _ = try? await client.execute("quit", timeout: .seconds(5))
@@ -423,7 +433,7 @@ public struct LabController: Sendable {
         } else {
             let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true,
                                   qemuOutput: Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset), diagnoses: [])
-            try? FileSystem.writeJSON(runtime.exitRecordPath, exit.json)
+            try? runtime.writeExitRecord(exit)
         }
         runtime.removeRuntimeFiles()
         return .stopped(method: method)
@@ -463,8 +473,10 @@ public struct LabController: Sendable {
         }
     }
 
-    public func status(_ name: String) async -> Status {
+    /// Throws ``UnsafeDirectoryError`` when the lab's directories fail the checks (nothing in them is trusted).
+    public func status(_ name: String) async throws -> Status {
         let runtime = self.runtime(name)
+        try runtime.checkDirectories()
         let lastExit = runtime.exitRecord
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
             let crashed = lastExit?.crashed ?? false
@@ -490,9 +502,9 @@ public struct LabController: Sendable {
     }
 
     /// Every lab with runtime files or state, by name.
-    public func list() async -> [Status] {
+    public func list() async throws -> [Status] {
         var result: [Status] = []
-        for name in LabRuntime.knownNames(environment: environment) { result.append(await status(name)) }
+        for name in try LabRuntime.knownNames(environment: environment) { result.append(try await status(name)) }
         return result
     }
 }

@@ -4,7 +4,9 @@ import Glibc
 import QMP
 
 /// Where a lab's runtime files (sockets, record, lock) and state files
-/// (overlays, logs, event log) live, and the records kept there.
+/// (overlays, logs, event log) live, and the records kept there. Both trees
+/// are used only when private to the user (``PrivateDirectory``,
+/// docs/runtime-directories.md).
 ///
 ///     RUNTIME/                0700
 ///     RUNTIME/LAB.lock        flock(2): one changing command at a time
@@ -29,14 +31,20 @@ public struct LabRuntime: Sendable {
             stateRoot: LabDirectories.stateRoot(environment: environment))
     }
 
-    /// A lab by name, or by lab file (whose `name:` is used).
+    /// A lab by name, or by lab file (whose `name:` is used). Its directories
+    /// that exist are checked (``checkDirectories()``): a command on a lab
+    /// whose runtime or state dir another user can change stops here.
     public static func locate(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> LabRuntime {
+        let runtime: LabRuntime
         if isLabFile(nameOrFile) {
             let lab = try Lab.load(path: nameOrFile)
-            return LabRuntime(name: lab.name, environment: environment)
+            runtime = LabRuntime(name: lab.name, environment: environment)
+        } else {
+            guard LabName.isValid(nameOrFile) else { throw LabError.unknownLab(nameOrFile) }
+            runtime = LabRuntime(name: nameOrFile, environment: environment)
         }
-        guard LabName.isValid(nameOrFile) else { throw LabError.unknownLab(nameOrFile) }
-        return LabRuntime(name: nameOrFile, environment: environment)
+        try runtime.checkDirectories()
+        return runtime
     }
 
     /// `locate`, for commands on an existing lab: a lab file always names one;
@@ -47,12 +55,12 @@ public struct LabRuntime: Sendable {
         do {
             runtime = try locate(nameOrFile, environment: environment)
         } catch LabError.unknownLab(let name, _) {
-            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: knownNames(environment: environment)))
+            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: (try? knownNames(environment: environment)) ?? []))
         }
         if isLabFile(nameOrFile) || HostFiles.exists(runtime.recordPath) || HostFiles.exists(runtime.stateDirectory) {
             return runtime
         }
-        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: knownNames(environment: environment)))
+        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: (try? knownNames(environment: environment)) ?? []))
     }
 
     /// Whether `locate` reads `nameOrFile` as a lab file's path rather than a name.
@@ -60,10 +68,12 @@ public struct LabRuntime: Sendable {
         nameOrFile.contains("/") || nameOrFile.hasSuffix(".yaml") || nameOrFile.hasSuffix(".yml")
     }
 
-    /// Every lab with runtime files or state here, sorted.
-    public static func knownNames(environment: [String: String] = currentEnvironment()) -> [String] {
-        let running = all(environment: environment).map(\.name)
-        let stateful = (HostFiles.list(LabDirectories.stateRoot(environment: environment)) ?? []).filter(LabName.isValid)
+    /// Every lab with runtime files or state here, sorted (an error when a
+    /// root fails the checks of ``PrivateDirectory``).
+    public static func knownNames(environment: [String: String] = currentEnvironment()) throws -> [String] {
+        let running = try all(environment: environment).map(\.name)
+        let stateRoot = try PrivateDirectory.open(LabDirectories.stateRoot(environment: environment), role: .state, create: false)
+        let stateful = (stateRoot?.names() ?? []).filter(LabName.isValid)
         return Set(running + stateful).sorted()
     }
 
@@ -91,33 +101,120 @@ public struct LabRuntime: Sendable {
     public static func labFile(for nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> String {
         if isLabFile(nameOrFile) { return nameOrFile }
         let runtime = try locateExisting(nameOrFile, environment: environment)
-        if let file = runtime.record?.labFile ?? FileSystem.readJSON(runtime.labFileRecordPath)?["lab_file"]?.stringValue {
+        if let file = runtime.record?.labFile ?? runtime.lastLabFile {
             return file
         }
         throw LabError.unknownLab(nameOrFile, suggestion: nil)
     }
 
-    /// Creates the runtime root and the lab's runtime dir (0700) and state dir.
+    // MARK: directories (see docs/runtime-directories.md)
+
+    /// The runtime root, checked as a ``PrivateDirectory`` (this user's alone,
+    /// nothing on its path another user can change); nil when it does not
+    /// exist and `create` is false. Throws for one that fails the checks.
+    public func runtimeRootDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try PrivateDirectory.open(runtimeRoot, role: .runtime, create: create)
+    }
+
+    /// `RUNTIME/LAB`, checked like its root; nil when missing and not `create`.
+    public func runtimeDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try runtimeRootDirectory(create: create)?.subdirectory(name, create: create)
+    }
+
+    /// The state root, checked like the runtime root.
+    public func stateRootDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try PrivateDirectory.open(stateRoot, role: .state, create: create)
+    }
+
+    /// `STATE/LAB`, checked; nil when missing and not `create`.
+    public func labStateDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try stateRootDirectory(create: create)?.subdirectory(name, create: create)
+    }
+
+    /// Checks every directory of this lab that exists (both roots and the
+    /// lab's own) and makes none: a command on a lab that does not exist
+    /// touches nothing, and one on a directory another user can change stops here.
+    public func checkDirectories() throws(UnsafeDirectoryError) {
+        _ = try runtimeDirectory(create: false)
+        _ = try labStateDirectory(create: false)
+    }
+
+    /// Creates (or checks) the runtime root, the lab's runtime dir and its state dir, all 0700.
     public func makeDirectories() throws {
-        try FileSystem.makeDirectory(runtimeRoot, mode: 0o700)
-        try FileSystem.makeDirectory(directory, mode: 0o700)
-        try FileSystem.makeDirectory(stateDirectory, mode: 0o700)
+        _ = try runtimeDirectory(create: true)
+        _ = try labStateDirectory(create: true)
     }
 
     public func takeLock(timeout: Duration = .seconds(30)) async throws -> FileLock {
-        try FileSystem.makeDirectory(runtimeRoot, mode: 0o700)
-        return try await FileLock(path: lockPath, timeout: timeout)
+        guard let root = try runtimeRootDirectory(create: true) else { throw LabError.system("cannot create \(runtimeRoot)") }
+        return try await FileLock(in: root, name: name + ".lock", timeout: timeout)
     }
 
     /// The lock of a lab that must be running: a lab that is not running
     /// gets its error before any lock file is created.
     public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
+        try checkDirectories()
         guard let record, liveQEMU(record) != nil else { throw LabError.notRunning(name) }
         return try await takeLock(timeout: timeout)
     }
 
-    public var record: LabRecord? { FileSystem.readJSON(recordPath).flatMap(LabRecord.init) }
-    public var exitRecord: ExitRecord? { FileSystem.readJSON(exitRecordPath).flatMap(ExitRecord.init) }
+    // MARK: records
+
+    /// `lab.json`, read only from a runtime dir that passes the checks (a
+    /// record anyone else could have written is never trusted).
+    public var record: LabRecord? {
+        guard let directory = try? runtimeDirectory(create: false) else { return nil }
+        return directory.readJSON(Self.recordFile).flatMap(LabRecord.init)
+    }
+
+    /// `last-exit.json`, read only from a state dir that passes the checks.
+    public var exitRecord: ExitRecord? {
+        guard let directory = try? labStateDirectory(create: false) else { return nil }
+        return directory.readJSON(Self.exitRecordFile).flatMap(ExitRecord.init)
+    }
+
+    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir.
+    public func writeRecord(_ record: LabRecord) throws {
+        guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
+        try directory.writeJSON(Self.recordFile, record.json)
+    }
+
+    /// Replaces `last-exit.json` in the lab's state dir (made when missing).
+    public func writeExitRecord(_ record: ExitRecord) throws {
+        guard let directory = try labStateDirectory(create: true) else { return }
+        try directory.writeJSON(Self.exitRecordFile, record.json)
+    }
+
+    /// Writes `launch.json` in the lab's existing runtime dir.
+    public func writeLaunchSpec(_ spec: LaunchSpec) throws {
+        guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
+        try directory.writeJSON(Self.launchSpecFile, spec.json)
+    }
+
+    /// The lab file of the last `up` (`lab-file.json` in the checked state dir).
+    public var lastLabFile: String? {
+        guard let directory = try? labStateDirectory(create: false) else { return nil }
+        return directory.readJSON(Self.labFileRecordFile)?["lab_file"]?.stringValue
+    }
+
+    public func writeLastLabFile(_ file: String) throws {
+        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, ["lab_file": .string(file)])
+    }
+
+    /// Marks the coming exit as requested (`stop-requested`, see ``stopRequestPath``).
+    public func requestStop() throws {
+        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [])
+    }
+
+    public var stopRequested: Bool {
+        (try? runtimeDirectory(create: false))??.contains(Self.stopRequestFile) ?? false
+    }
+
+    static let recordFile = "lab.json"
+    static let exitRecordFile = "last-exit.json"
+    static let launchSpecFile = "launch.json"
+    static let stopRequestFile = "stop-requested"
+    static let labFileRecordFile = "lab-file.json"
 
     /// The QEMU of this lab when it is alive and really is this lab's: pids
     /// get reused, so it must have the start time the supervisor recorded and
@@ -141,19 +238,24 @@ public struct LabRuntime: Sendable {
         return supervising ? record.supervisorPID : nil
     }
 
-    /// Removes sockets, pid file and record: what a stopped lab leaves is its state dir.
+    /// Removes sockets, pid file and record (`unlinkat(2)` in the checked
+    /// runtime dir; nothing in one that fails the checks): what a stopped lab
+    /// leaves is its state dir.
     public func removeRuntimeFiles() {
+        guard let root = try? runtimeRootDirectory(create: false), let directory = try? root.subdirectory(name, create: false) else { return }
         for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
-            FileSystem.remove(path)
+            directory.remove(LabPaths.baseName(path))
         }
-        rmdir(directory)
+        root.removeDirectory(name)
     }
 
-    /// Every lab with a runtime dir under `runtimeRoot`.
-    public static func all(environment: [String: String] = currentEnvironment()) -> [LabRuntime] {
+    /// Every lab with a runtime dir under the runtime root (none when it does
+    /// not exist; an error when it fails the checks).
+    public static func all(environment: [String: String] = currentEnvironment()) throws -> [LabRuntime] {
         let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
         let state = LabDirectories.stateRoot(environment: environment)
-        return (HostFiles.list(root) ?? []).filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {
+        let names = try PrivateDirectory.open(root, role: .runtime, create: false)?.names() ?? []
+        return names.filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {
             LabRuntime(name: $0, runtimeRoot: root, stateRoot: state)
         }
     }

@@ -28,6 +28,7 @@ public final class LabSession: Sendable {
     public static func open(
         runtime: LabRuntime, connectTimeout: Duration = .seconds(10), reconcilingDevices: Bool = false
     ) async throws -> LabSession {
+        try runtime.checkDirectories()
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
             throw LabError.notRunning(runtime.name)
         }

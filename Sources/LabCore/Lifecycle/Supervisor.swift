@@ -31,6 +31,15 @@ public struct LaunchSpec: Sendable {
         else { return nil }
         self.init(argv: argv, record: record, runtimeRoot: runtimeRoot, stateRoot: stateRoot)
     }
+
+    /// Reads a launch spec from a runtime dir that passes the checks of
+    /// ``PrivateDirectory`` (the supervisor runs what it says).
+    public static func read(path: String) throws -> LaunchSpec {
+        guard let directory = try PrivateDirectory.open(LabPaths.directory(of: path), role: .runtime, create: false),
+            let json = directory.readJSON(LabPaths.baseName(path)), let spec = LaunchSpec(json)
+        else { throw LabError.supervisor("cannot read launch spec \(path)") }
+        return spec
+    }
 }
 
 /// The small process that owns a lab's QEMU: it starts QEMU, holds the
@@ -72,11 +81,23 @@ public final class Supervisor: Sendable {
     /// On failure the exit record is written and runtime files removed.
     public func launch(readyTimeout: Duration = .seconds(60)) async -> (Readiness, ChildProcess?, QMPClient?) {
         let logOffset = FileSystem.size(runtime.qemuLogPath) ?? 0
-        try? FileSystem.appendLine(
-            runtime.qemuLogPath, "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
+        // QEMU is given paths in these directories: they must pass the checks.
+        let stateDirectory: PrivateDirectory
+        do {
+            guard try runtime.runtimeDirectory(create: false) != nil, let state = try runtime.labStateDirectory(create: false) else {
+                throw LabError.supervisor("the lab's runtime or state directory is missing")
+            }
+            stateDirectory = state
+        } catch {
+            let record = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false, qemuOutput: "qlab did not start QEMU: \(error)", diagnoses: [])
+            finish(record)
+            return (.failed(record), nil, nil)
+        }
+        try? stateDirectory.appendLine(
+            LabPaths.baseName(runtime.qemuLogPath), "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
         let startOffset = FileSystem.size(runtime.qemuLogPath) ?? logOffset
         // QEMU creates its sockets with the umask: 0600 sockets and logs.
-        // (qlab's own directories get explicit modes with chmod.)
+        // (qlab's own directories get explicit modes.)
         umask(0o177)
         if launchAbandoned {
             let record = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true, qemuOutput: "qlab: the launch was abandoned before QEMU started", diagnoses: [])
@@ -86,9 +107,11 @@ public final class Supervisor: Sendable {
         }
         let child: ChildProcess
         do {
+            let log = try stateDirectory.openForAppending(LabPaths.baseName(runtime.qemuLogPath))
+            defer { close(log) }
             child = try ChildProcess.spawn(
                 executable: spec.argv[0], arguments: Array(spec.argv.dropFirst()), stdin: .null,
-                stdout: .appendToFile(runtime.qemuLogPath), stderr: .appendToFile(runtime.qemuLogPath))
+                stdout: .descriptor(log), stderr: .descriptor(log))
         } catch {
             let record = ExitRecord(
                 exit: nil, at: wallClockSeconds(), requested: false,
@@ -102,7 +125,7 @@ public final class Supervisor: Sendable {
         record.qemuStartTime = ProcessIdentity.startTime(child.pid)
         record.supervisorStartTime = ProcessIdentity.startTime(getpid())
         record.qemuLogOffset = startOffset
-        try? FileSystem.writeJSON(runtime.recordPath, record.json)
+        try? runtime.writeRecord(record)
 
         // QEMU creates the monitor socket while it parses the command line;
         // until it answers, an early exit is a launch failure.
@@ -142,14 +165,15 @@ public final class Supervisor: Sendable {
     public func watch(child: ChildProcess, client: QMPClient) async -> ExitRecord {
         let logOffset = runtime.record?.qemuLogOffset ?? 0
         let events = client.events()
-        let logPath = runtime.eventLogPath
+        let eventLog = LabPaths.baseName(runtime.eventLogPath)
+        let stateDirectory = try? runtime.labStateDirectory(create: false)
         let logger = Task {
             for await event in events {
                 let line: JSONValue = [
                     "time": .double(wallClockSeconds()), "event": .string(event.name), "data": event.data,
                     "qemu_timestamp": .double(event.timestamp),
                 ]
-                if let text = try? line.jsonString() { try? FileSystem.appendLine(logPath, text) }
+                if let text = try? line.jsonString() { try? stateDirectory?.appendLine(eventLog, text) }
             }
         }
         // The monitor closes when QEMU exits, which ends the event stream: reap
@@ -191,7 +215,7 @@ public final class Supervisor: Sendable {
         }
         client.close()
         _ = await logger.value
-        let requested = HostFiles.exists(runtime.stopRequestPath)
+        let requested = runtime.stopRequested
             || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
         let record = makeExitRecord(exit, requested: requested, logOffset: logOffset)
         finish(record)
@@ -204,7 +228,7 @@ public final class Supervisor: Sendable {
     /// process's child and ``watch(child:client:)`` has not reaped it while
     /// this runs, so the pid is still QEMU's.
     public func stop(child: ChildProcess, client: QMPClient, urgent: Bool) async {
-        try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
+        try? runtime.requestStop()
         if !urgent {
             _ = try? await client.execute("quit", timeout: .seconds(3))
             if await ProcessTable.waitGone(child.pid, timeout: .seconds(5)) { return }
@@ -237,7 +261,7 @@ public final class Supervisor: Sendable {
     }
 
     func finish(_ record: ExitRecord) {
-        try? FileSystem.writeJSON(runtime.exitRecordPath, record.json)
+        try? runtime.writeExitRecord(record)
         runtime.removeRuntimeFiles()
     }
 }

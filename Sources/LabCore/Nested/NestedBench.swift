@@ -79,6 +79,9 @@ public struct NestedBench: Sendable {
         var buffer = [CChar](repeating: 0, count: 32)
         let count = strftime(&buffer, buffer.count, "%Y%m%dT%H%M%SZ", &parts)
         let stamp = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // The lab's state dir is made (or checked) private first; the run
+        // directory below it may then be 0755.
+        _ = try controller.runtime(lab.name).labStateDirectory(create: true)
         var path = controller.runtime(lab.name).stateDirectory + "/nested-runs/" + stamp
         var suffix = 1
         while HostFiles.exists(path) {
