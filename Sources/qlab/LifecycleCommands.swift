@@ -185,3 +185,22 @@ struct SuperviseCommand: AsyncParsableCommand {
         close(fd)
     }
 }
+
+struct RemoveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Remove a stopped lab's state: overlays, logs, event log and records (`down` it first).")
+
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
+
+    func run() async throws {
+        do {
+            let runtime = try LabRuntime.locateExisting(lab)
+            let removal = try await labController().remove(runtime.name)
+            print("lab \(removal.name) removed (\(ByteCount.format(UInt64(removal.bytes))) of state)")
+        } catch {
+            reportError("qlab rm: \(error)")
+            throw exitCodeFor(error)
+        }
+    }
+}

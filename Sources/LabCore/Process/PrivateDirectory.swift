@@ -170,8 +170,32 @@ public final class PrivateDirectory: Sendable {
         unlinkat(descriptor, name, AT_REMOVEDIR)
     }
 
+    /// Removes `name` and, when it is a directory, everything below it:
+    /// `unlinkat(2)` entry by entry from directory descriptors opened with
+    /// `O_NOFOLLOW`, so a link is removed, never followed. Returns the bytes
+    /// the regular files held.
+    @discardableResult
+    public func removeTree(_ name: String) -> Int { Self.removeTree(name, in: descriptor) }
+
+    static func removeTree(_ name: String, in parent: Int32) -> Int {
+        guard case .success(let status) = FileStatus.of(name, in: parent) else { return 0 }
+        guard status.kind == .directory else {
+            unlinkat(parent, name, 0)
+            return status.kind == .regular ? status.size : 0
+        }
+        let fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        var freed = 0
+        for entry in names(of: fd) { freed += removeTree(entry, in: fd) }
+        close(fd)
+        unlinkat(parent, name, AT_REMOVEDIR)
+        return freed
+    }
+
     /// The names here, sorted, without `.` and `..`: `fdopendir(3)` on a `dup(2)`.
-    public func names() -> [String] {
+    public func names() -> [String] { Self.names(of: descriptor) }
+
+    static func names(of descriptor: Int32) -> [String] {
         let copy = dup(descriptor)
         guard copy >= 0, let dir = fdopendir(copy) else {
             if copy >= 0 { close(copy) }
