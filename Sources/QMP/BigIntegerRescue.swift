@@ -97,12 +97,12 @@ enum BigIntegerRescue {
         return output
     }
 
-    /// Replaces `"\u0001qlab-int-...:N"` in dumped JSON with the N-th integer's digits.
-    static func substituteTokens(in bytes: [UInt8], with values: [UInt64]) -> [UInt8] {
+    /// Replaces `"\u0001qlab-int-...:N"` in dumped JSON with the N-th number's digits.
+    static func substituteTokens(in bytes: [UInt8], with values: [String]) -> [UInt8] {
         var text = String(decoding: bytes, as: UTF8.self)
         let escapedNonce = "\\u0001" + nonce.dropFirst()
         for (index, value) in values.enumerated().reversed() {
-            text = text.replacingAll("\"" + escapedNonce + String(index) + "\"", with: String(value))
+            text = text.replacingAll("\"" + escapedNonce + String(index) + "\"", with: value)
         }
         return Array(text.utf8)
     }
