@@ -128,26 +128,27 @@ extension JSONValue {
     }
 
     /// Builds the jansson tree for this value (new reference). Unsigned
-    /// integers above Int64.max and every double become tokens, substituted
-    /// after dumping with their digits (`numbers`): jansson prints doubles
-    /// with 17 significant digits (0.123 as 0.12299999999999999); Swift's
-    /// shortest text that reads back as the same double is used instead.
-    func makeJansson(bigIntegers numbers: inout [String]) throws(JSONEncodeError) -> UnsafeMutablePointer<json_t> {
+    /// integers above Int64.max, and every double, become tokens substituted
+    /// after dumping: jansson prints doubles with 17 significant digits
+    /// (0.123 as 0.12299999999999999); a double's token is replaced by the
+    /// shortest text that reads back as the same double (its bit pattern is
+    /// kept in `bigIntegers`, see ``BigIntegerRescue/doubleToken(_:)``).
+    func makeJansson(bigIntegers: inout [UInt64]) throws(JSONEncodeError) -> UnsafeMutablePointer<json_t> {
         switch self {
         case .null: return json_null()
         case .bool(let b): return b ? json_true() : json_false()
         case .int(let i): return json_integer(json_int_t(i))
         case .uint(let u):
             if let small = Int64(exactly: u) { return json_integer(json_int_t(small)) }
-            numbers.append(String(u))
-            let token = BigIntegerRescue.token(numbers.count - 1)
+            bigIntegers.append(u)
+            let token = BigIntegerRescue.token(bigIntegers.count - 1)
             return token.withCString { json_string($0) }
         case .double(let d):
             guard d.isFinite else {
                 throw JSONEncodeError(description: "JSON has no representation for \(d)")
             }
-            numbers.append(Self.shortestText(d))
-            let token = BigIntegerRescue.token(numbers.count - 1)
+            bigIntegers.append(d.bitPattern)
+            let token = BigIntegerRescue.doubleToken(bigIntegers.count - 1)
             return token.withCString { json_string($0) }
         case .string(let s):
             var s = s
@@ -158,7 +159,7 @@ extension JSONValue {
             let json = json_array()!
             for element in array {
                 do {
-                    let child = try element.makeJansson(bigIntegers: &numbers)
+                    let child = try element.makeJansson(bigIntegers: &bigIntegers)
                     json_array_append_new(json, child)
                 } catch {
                     qlab_json_decref(json)
@@ -170,7 +171,7 @@ extension JSONValue {
             let json = json_object()!
             for (key, value) in object {
                 do {
-                    let child = try value.makeJansson(bigIntegers: &numbers)
+                    let child = try value.makeJansson(bigIntegers: &bigIntegers)
                     var key = key
                     key.withUTF8 { utf8 in
                         utf8.withMemoryRebound(to: CChar.self) {
@@ -188,23 +189,19 @@ extension JSONValue {
 
     /// Serialises with `json_dumpb`, compact unless `pretty`, keys in order.
     public func serialized(pretty: Bool = false) throws(JSONEncodeError) -> [UInt8] {
-        var numbers: [String] = []
-        let root = try makeJansson(bigIntegers: &numbers)
+        var bigIntegers: [UInt64] = []
+        let root = try makeJansson(bigIntegers: &bigIntegers)
         defer { qlab_json_decref(root) }
         let flags = JanssonFlags.encodeAny | (pretty ? JanssonFlags.indent2 : JanssonFlags.compact)
         let size = json_dumpb(root, nil, 0, flags)
         guard size > 0 else { throw JSONEncodeError(description: "json_dumpb failed") }
         var bytes = [UInt8](repeating: 0, count: size)
         _ = bytes.withUnsafeMutableBytes { json_dumpb(root, $0.baseAddress!.assumingMemoryBound(to: CChar.self), size, flags) }
-        if !numbers.isEmpty {
-            bytes = BigIntegerRescue.substituteTokens(in: bytes, with: numbers)
+        if !bigIntegers.isEmpty {
+            bytes = BigIntegerRescue.substituteTokens(in: bytes, with: bigIntegers)
         }
         return bytes
     }
-
-    /// The shortest text that reads back as `value` (Swift's `description`:
-    /// `0.123`, `5.0`, `1e-05`, `1e+16`), which is a valid JSON number.
-    static func shortestText(_ value: Double) -> String { value.description }
 
     /// The compact serialisation as a string (`try?`-friendly for values
     /// built from Swift, which only fail on NaN or infinity).

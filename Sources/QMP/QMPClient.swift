@@ -271,7 +271,7 @@ public final class QMPClient: Sendable {
     static func encodeCommand(
         _ command: String, arguments: JSONObject?, id: UInt64, outOfBand: Bool
     ) throws(JSONEncodeError) -> [UInt8] {
-        var bigIntegers: [String] = []
+        var bigIntegers: [UInt64] = []
         let root = json_object()!
         defer { qlab_json_decref(root) }
         _ = json_object_set_new_nocheck(root, outOfBand ? "exec-oob" : "execute", try JSONValue.string(command).makeJansson(bigIntegers: &bigIntegers))
