@@ -50,12 +50,15 @@ extension ExitRecord {
         case .exited(let code):
             object["exit_code"] = JSONValue(code)
             object["signal"] = .null
+            object["signal_name"] = .null
         case .signaled(let signal):
             object["exit_code"] = .null
-            object["signal"] = ["number": JSONValue(signal), "name": .string(signalName(signal))]
+            object["signal"] = JSONValue(signal)
+            object["signal_name"] = .string(signalName(signal))
         case nil:
             object["exit_code"] = .null
             object["signal"] = .null
+            object["signal_name"] = .null
         }
         object["crashed"] = .bool(crashed)
         object["description"] = .string(exitDescription)
