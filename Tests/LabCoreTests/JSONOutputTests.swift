@@ -209,6 +209,10 @@ struct JSONOutputTests {
         #expect(all.allSatisfy { (scenario: JSONValue) -> Bool in scenario["id"]?.stringValue != nil && scenario["proves"]?.stringValue != nil })
         let unreadable = try json(["diagnose", env.root + "/nosuch.log", "--json"], status: 2)
         #expect(unreadable?["error"]?["exit_code"] == 2)
+        // `run --json FILE` (the old spelling) is a usage error now, as JSON too.
+        let oldSpelling = try json(["run", env.root + "/lab.yaml", "--json", env.root + "/report.json"], status: 2)
+        #expect(oldSpelling?["error"]?["message"]?.stringValue?.contains("report.json") == true)
+        #expect(!FileManager.default.fileExists(atPath: env.root + "/report.json"))
     }
 
     /// `report merge`: JSON on stdout by default and with --json, --json-report FILE and --junit FILE written 0644.
