@@ -8,7 +8,8 @@ import Synchronization
 /// virtio-serial port QEMU exposes as a Unix socket (`-chardev socket,...,id=qga0
 /// -device virtio-serial -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0`).
 ///
-/// The transport is the QMP library's ``MessageChannel`` (newline-framed
+/// Built on the QMP library's ``RequestEngine``, as ``QMPClient`` is (ids,
+/// deadlines, fail-all, cancellation), over a ``MessageChannel`` (newline-framed
 /// JSON) with a decoder that resets at a 0xFF byte: qemu-ga prefixes the
 /// reply to `guest-sync-delimited` with 0xFF, so whatever a previous client
 /// left half-read is dropped. Every connection starts with that sync, so
