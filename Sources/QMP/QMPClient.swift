@@ -14,6 +14,8 @@ import Synchronization
 /// UTF-8, a NUL byte), the peer is broken: every pending call fails at once
 /// with ``QMPError/protocolViolation(_:)`` naming what was received, and
 /// the connection closes. Timeouts fire whatever QEMU sends meanwhile.
+/// All of that is the ``RequestEngine``'s (the guest agent's client is
+/// built on it too); this class adds QMP's greeting, replies and events.
 ///
 /// Command ids are small integers, unique among the commands QEMU may still
 /// answer: an id is reused only once its reply has arrived; the id of a

@@ -16,7 +16,7 @@ import Synchronization
 /// stale replies never answer a new request. After the agent's 0xFF, a
 /// message that does not decode means the agent is broken: every pending
 /// request fails at once with what was received, and the channel closes.
-/// Timeouts fire whatever the agent sends meanwhile (``MessageChannel``).
+/// Timeouts fire whatever the agent sends meanwhile (``RequestEngine``).
 ///
 /// Commands run with `guest-exec` (output captured), polled with
 /// `guest-exec-status` until the process exits. Requests carry ids; qemu-ga
