@@ -73,6 +73,14 @@ public final class ByteStreamChannel: Sendable {
         var nextDeadline: (@Sendable () -> ContinuousClock.Instant?)?
         /// The reader thread's identity, while it runs.
         var readerThread: pthread_t?
+        /// Async writers waiting for room in the socket: the reader polls for POLLOUT for them.
+        var writers: [UInt64: Writer] = [:]
+        var nextWriterKey: UInt64 = 0
+    }
+
+    struct Writer {
+        var continuation: UnsafeContinuation<Void, Never>
+        var deadline: ContinuousClock.Instant
     }
 
     /// Adopts `fd` (a connected stream socket); the channel closes it.
@@ -169,6 +177,65 @@ public final class ByteStreamChannel: Sendable {
         if let failure { throw failure }
     }
 
+    /// Writes every byte without blocking the calling thread: when the
+    /// socket is full, the task waits for the reader thread to see room
+    /// (POLLOUT), at most `timeout` in all. One writer at a time: concurrent
+    /// writes may interleave.
+    public func write(_ bytes: [UInt8], timeout: Duration) async throws(StreamWriteError) {
+        let deadline = ContinuousClock.now + timeout
+        var offset = 0
+        while offset < bytes.count {
+            let result: Result<Int, StreamWriteError> = writeLock.withLock { closed in
+                if closed { return .failure(.closed) }
+                return bytes.withUnsafeBytes { raw in
+                    while true {
+                        let n = send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+                        if n >= 0 { return .success(n) }
+                        let error = errno
+                        if error == EINTR { continue }
+                        if error == EAGAIN || error == EWOULDBLOCK { return .success(0) }
+                        return .failure(.failed(SystemCallError("send", errno: error)))
+                    }
+                }
+            }
+            let written = try result.get()
+            offset += written
+            if written > 0 || offset == bytes.count { continue }
+            guard ContinuousClock.now < deadline else { throw .stalled }
+            await writable(until: deadline)
+        }
+    }
+
+    /// Returns once the reader saw room in the socket, the stream ended or `deadline` passed.
+    private func writable(until deadline: ContinuousClock.Instant) async {
+        await withUnsafeContinuation { (continuation: UnsafeContinuation<Void, Never>) in
+            let registered = state.withLock { s -> Bool in
+                guard s.started, !s.fdClosed else { return false }
+                s.nextWriterKey += 1
+                s.writers[s.nextWriterKey] = Writer(continuation: continuation, deadline: deadline)
+                return true
+            }
+            if registered {
+                executor.wake()
+            } else {
+                // Never entered the table: resumed here only.
+                continuation.resume()
+            }
+        }
+    }
+
+    /// Resumes the writers that may go on: all of them, or those whose deadline passed.
+    private func releaseWriters(all: Bool) {
+        let now = ContinuousClock.now
+        let released = state.withLock { s -> [UnsafeContinuation<Void, Never>] in
+            guard !s.writers.isEmpty else { return [] }
+            let due = s.writers.filter { all || $0.value.deadline <= now }
+            for key in due.keys { s.writers[key] = nil }
+            return due.values.map(\.continuation)
+        }
+        for continuation in released { continuation.resume() }
+    }
+
     /// Makes the reader's current or next poll return at once (it then re-reads `nextDeadline`).
     public func wake() {
         executor.wake()
@@ -206,6 +273,7 @@ public final class ByteStreamChannel: Sendable {
             return .some(s.handler)
         }
         if case .some(.some(let handler)) = handler { _ = handler(.ended(end)) }
+        releaseWriters(all: true)
     }
 
     static func milliseconds(_ duration: Duration) -> Int32 {
@@ -231,9 +299,11 @@ public final class ByteStreamChannel: Sendable {
                 end = .closedByOwner
                 break
             }
-            fds[0] = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let writerDeadline = state.withLock { s in s.writers.isEmpty ? nil : s.writers.values.map(\.deadline).min() }
+            fds[0] = pollfd(fd: fd, events: Int16(writerDeadline == nil ? POLLIN : POLLIN | POLLOUT), revents: 0)
             fds[1] = pollfd(fd: executor.wakeReadFD, events: Int16(POLLIN), revents: 0)
-            let deadline = nextDeadline()
+            let ownerDeadline = nextDeadline()
+            let deadline = [ownerDeadline, writerDeadline].compactMap { $0 }.min()
             let timeout = deadline.map { Self.milliseconds(ContinuousClock.now.duration(to: $0)) } ?? -1
             let mayBlock = executor.prepareToSleep()
             let ready = poll(fds, 2, mayBlock ? timeout : 0)
@@ -244,7 +314,10 @@ public final class ByteStreamChannel: Sendable {
                 end = .pollFailed(SystemCallError("poll", errno: pollErrno))
                 break
             }
-            if ready > 0 && fds[0].revents != 0 {
+            if writerDeadline != nil {
+                releaseWriters(all: fds[0].revents & Int16(POLLOUT | POLLERR | POLLHUP) != 0)
+            }
+            if ready > 0 && fds[0].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
                 let n = read(fd, buffer.baseAddress!, capacity)
                 if n == 0 { break }
                 if n > 0 {
@@ -261,7 +334,7 @@ public final class ByteStreamChannel: Sendable {
             // them, or when input kept poll from timing out past the
             // deadline; skipping the check after a timely reply keeps that
             // path short.
-            if ready == 0 || woken || !mayBlock || deadline.map({ ContinuousClock.now >= $0 }) == true {
+            if ready == 0 || woken || !mayBlock || ownerDeadline.map({ ContinuousClock.now >= $0 }) == true {
                 _ = handler(.tick)
             }
         }

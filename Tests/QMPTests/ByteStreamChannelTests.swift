@@ -73,4 +73,40 @@ struct ByteStreamChannelTests {
             try [UInt8(1)].withUnsafeBytes { try channel.write($0) }
         }
     }
+
+    /// The async write waits for room through the reader thread's poll (POLLOUT), not on the caller's thread.
+    @Test func anAsyncWriteWaitsForRoomAndStallsWithinItsTimeout() async throws {
+        let (mine, peer) = try UnixSocket.pair()
+        defer { close(peer) }
+        _ = fcntl(mine, F_SETFL, fcntl(mine, F_GETFL) | O_NONBLOCK)
+        let channel = try ByteStreamChannel(adopting: mine)
+        defer { channel.close() }
+        try Self.start(channel, Log())
+        let big = (0..<(8 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) }
+        await #expect(throws: StreamWriteError.stalled) { try await channel.write(big, timeout: .milliseconds(200)) }
+
+        // A peer that reads: every byte arrives, in order, after what the stalled write got through.
+        let (mine2, peer2) = try UnixSocket.pair()
+        _ = fcntl(mine2, F_SETFL, fcntl(mine2, F_GETFL) | O_NONBLOCK)
+        let channel2 = try ByteStreamChannel(adopting: mine2)
+        defer { channel2.close() }
+        try Self.start(channel2, Log())
+        let received = Mutex<[UInt8]>([])
+        let done = Mutex(false)
+        Thread {
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = read(peer2, &chunk, chunk.count)
+                if n <= 0 { break }
+                received.withLock { $0 += chunk[0..<n] }
+            }
+            done.withLock { $0 = true }
+        }.start()
+        try await channel2.write(big, timeout: .seconds(120))
+        shutdown(peer2, Int32(SHUT_WR))
+        channel2.close()
+        while !done.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+        close(peer2)
+        #expect(received.withLock { $0 } == big)
+    }
 }

@@ -120,10 +120,28 @@ final class ConsoleStream: Sendable {
         }
     }
 
-    /// Writes every byte (``ByteStreamChannel/write(_:timeout:)``), waiting while the socket is full, at most `timeout`.
+    /// Writes every byte, waiting on the caller's thread while the socket is full, at most `timeout`
+    /// (for the synchronous public API; async code uses ``writeAsync(_:timeout:)``).
     func write(_ bytes: [UInt8], timeout: Duration = .seconds(10)) throws(GuestError) {
         if let reason = closedReason { throw GuestError.disconnected(reason: reason, consoleTail: "") }
         let result = bytes.withUnsafeBytes { raw in Result { () throws(StreamWriteError) in try channel.write(raw, timeout: timeout) } }
+        try check(result, timeout: timeout)
+    }
+
+    /// Writes every byte; while the socket is full the task waits (the reader thread polls for room), at most `timeout`.
+    func writeAsync(_ bytes: [UInt8], timeout: Duration = .seconds(10)) async throws(GuestError) {
+        if let reason = closedReason { throw GuestError.disconnected(reason: reason, consoleTail: "") }
+        let result: Result<Void, StreamWriteError>
+        do throws(StreamWriteError) {
+            try await channel.write(bytes, timeout: timeout)
+            result = .success(())
+        } catch {
+            result = .failure(error)
+        }
+        try check(result, timeout: timeout)
+    }
+
+    private func check(_ result: Result<Void, StreamWriteError>, timeout: Duration) throws(GuestError) {
         switch result {
         case .success: return
         case .failure(.closed):
