@@ -4,20 +4,27 @@ import QMP
 
 /// Opens a session on a running lab while holding the lab's lock (one
 /// changing command at a time), runs `body`, closes the session. Errors are
-/// reported as `qlab NAME: ...` with the documented exit code.
-func withLabSession<T>(_ lab: String, command: String, _ body: (LabSession) async throws -> T) async throws -> T {
-    do {
-        let runtime = try LabRuntime.locateExisting(lab)
-        let lock = try await runtime.takeLockOfRunningLab()
-        defer { withExtendedLifetime(lock) {} }
-        let session = try await LabSession.open(runtime: runtime)
-        defer { session.close() }
-        return try await body(session)
-    } catch let error as ExitCode {
-        throw error
-    } catch {
-        reportError("qlab \(command): \(error)")
-        throw deviceExitCode(error)
+/// reported as `qlab NAME: ...` with the documented exit code. SIGINT,
+/// SIGTERM and SIGHUP cancel `body` and exit 130/143/129.
+func withLabSession(_ lab: String, command: String, _ body: @escaping @Sendable (LabSession) async throws -> Void) async throws {
+    try await runCancellable(command) { _ in
+        do {
+            let runtime = try LabRuntime.locateExisting(lab)
+            let lock = try await runtime.takeLockOfRunningLab()
+            defer { withExtendedLifetime(lock) {} }
+            // Under the lock: the record is made to agree with QEMU first (a
+            // command killed half-way may have left it behind).
+            let session = try await LabSession.open(runtime: runtime, reconcilingDevices: true)
+            defer { session.close() }
+            try await body(session)
+        } catch let error as ExitCode {
+            throw error
+        } catch where Task.isCancelled {
+            throw error
+        } catch {
+            reportError("qlab \(command): \(error)")
+            throw deviceExitCode(error)
+        }
     }
 }
 
@@ -81,13 +88,14 @@ struct UnplugCommand: AsyncParsableCommand {
     @Flag(help: "Print each step's time.") var verbose = false
 
     func validate() throws {
-        guard timeout >= 0 else { throw ValidationError("--timeout must be 0 or more seconds") }
         if reset && noResetFallback { throw ValidationError("--reset and --no-reset-fallback contradict each other") }
     }
 
     func run() async throws {
+        // 0 is meaningful here: do not wait for the guest at all.
+        let guestTimeout = try checkedSeconds(timeout, option: "--timeout", command: "unplug", allowZero: true)
         let policy = UnplugPolicy(
-            guestTimeout: .milliseconds(Int64(timeout * 1000)), resetFallback: !noResetFallback, resetAtOnce: reset)
+            guestTimeout: guestTimeout, resetFallback: !noResetFallback, resetAtOnce: reset)
         try await withLabSession(lab, command: "unplug") { session in
             let result = try await session.detach(device, policy: policy)
             var line = "\(device) detached after \(formatMilliseconds(result.unplugTime)): \(result.method)"

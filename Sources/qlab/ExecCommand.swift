@@ -32,14 +32,20 @@ struct ExecCommand: AsyncParsableCommand {
             reportError("qlab exec: --via \(via): use auto, agent or console")
             throw ExitCode(125)
         }
-        guard timeout > 0, timeout.isFinite else {
-            reportError("qlab exec: --timeout must be a positive number of seconds")
-            throw ExitCode(125)
+        let limit = try checkedSeconds(timeout, option: "--timeout", command: "exec")
+        // SIGINT/SIGTERM/SIGHUP stop the command (Ctrl-C on the console) and
+        // exit 130/143/129; the lab stays up.
+        let (lab, ready, command) = (lab, ready, command)
+        try await runCancellable("exec") { _ in
+            try await Self.execute(lab: lab, transport: transport, limit: limit, ready: ready, command: command)
         }
+    }
+
+    static func execute(lab: String, transport: GuestTransport, limit: Duration, ready: Bool, command: [String]) async throws {
         let result: GuestCommandResult
         do {
             let runtime = try LabRuntime.locateExisting(lab)
-            let probe = Duration.milliseconds(Int64(min(timeout, 5) * 1000))
+            let probe = min(limit, .seconds(5))
             let session = try await GuestConnection.open(
                 runtime: runtime, transport: transport,
                 consoleOptions: GuestConsole.Options(probeTimeout: probe, recoveryAttempts: 2))
@@ -55,7 +61,15 @@ struct ExecCommand: AsyncParsableCommand {
                         consoleTail: console.tail())
                 }
             }
-            result = try await session.run(command.joined(separator: " "), timeout: .milliseconds(Int64(timeout * 1000)))
+            do {
+                result = try await session.run(command.joined(separator: " "), timeout: limit)
+            } catch where Task.isCancelled {
+                // The guest's command may still run: interrupt it, as a terminal would.
+                if let console = session as? GuestConsole { try? console.interrupt() }
+                throw CancellationError()
+            }
+        } catch where Task.isCancelled {
+            throw error
         } catch let error as GuestError where error.isTimeout {
             reportError("qlab exec: \(error)")
             throw ExitCode(124)

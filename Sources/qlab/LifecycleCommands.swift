@@ -15,7 +15,7 @@ struct UpCommand: AsyncParsableCommand {
 
     @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
     @Option(help: "The guest to boot (default: the lab's only or first guest).") var guest: String?
-    @Flag(help: "Stay attached: supervise in this process, take QEMU down on SIGINT/SIGTERM.") var foreground = false
+    @Flag(help: "Stay attached: supervise in this process, take QEMU down on SIGINT/SIGTERM/SIGHUP.") var foreground = false
     @Flag(help: "Launch even when host checks for passthrough devices fail.") var force = false
     @Flag(help: "Start with the guest's CPUs stopped (-S).") var paused = false
     @Flag(help: "Replace the guest disk overlay with a fresh one (drops its snapshots).") var freshDisk = false
@@ -26,13 +26,18 @@ struct UpCommand: AsyncParsableCommand {
         do {
             let lab = try LabRuntime.labFile(for: self.lab)
             if foreground {
-                let stopper = ForegroundStopper()
-                let exit = try await controller.upForeground(labFile: lab, options: options) { record in
-                    print(UpCommand.describe(record))
-                    stopper.install(runtime: controller.runtime(record.name))
+                // SIGINT/SIGTERM/SIGHUP: QEMU is asked to quit (a second signal
+                // kills it); nothing is left; exit 130/143/129.
+                let lab = lab
+                try await runCancellable("up") { stop in
+                    let exit = try await controller.upForeground(labFile: lab, options: options, stop: stop) { record in
+                        print(UpCommand.describe(record))
+                        // Whoever waits on this line (a script, a test) gets it now, not at exit.
+                        fflush(nil)
+                    }
+                    print("lab QEMU \(exit.exitDescription)")
+                    if exit.crashed && !stop.isRequested { throw ExitCode(1) }
                 }
-                print("lab QEMU \(exit.exitDescription)")
-                if exit.crashed { throw ExitCode(1) }
             } else {
                 let result = try await controller.up(labFile: lab, options: options)
                 print(UpCommand.describe(result.record) + ", \(result.status.status)")
@@ -46,40 +51,7 @@ struct UpCommand: AsyncParsableCommand {
     }
 
     static func describe(_ record: LabRecord) -> String {
-        "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
-    }
-}
-
-/// SIGINT/SIGTERM in `up --foreground`: ask QEMU to quit; the supervisor
-/// loop then records the exit. A second signal kills QEMU.
-final class ForegroundStopper: @unchecked Sendable {
-    var sources: [DispatchSourceSignal] = []
-    var signalled = 0
-
-    func install(runtime: LabRuntime) {
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
-            source.setEventHandler { [self] in
-                signalled += 1
-                try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
-                let record = runtime.record
-                if signalled > 1, let pid = record?.qemuPID {
-                    kill(pid, SIGKILL)
-                    return
-                }
-                Task {
-                    if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
-                        _ = try? await client.execute("quit", timeout: .seconds(5))
-                        client.close()
-                    } else if let pid = record?.qemuPID {
-                        kill(pid, SIGTERM)
-                    }
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
+        "lab \(record.name) up: guest \(record.guest), QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID), accel \(record.accel.accelerator.rawValue) (\(record.accel.reason))"
     }
 }
 
@@ -116,9 +88,9 @@ struct StatusCommand: AsyncParsableCommand {
         var statuses: [LabController.Status]
         do {
             if let lab {
-                statuses = [await controller.status(try LabRuntime.locateExisting(lab).name)]
+                statuses = [try await controller.status(try LabRuntime.locateExisting(lab).name)]
             } else {
-                statuses = await controller.list()
+                statuses = try await controller.list()
             }
         } catch {
             reportError("qlab status: \(error)")
@@ -136,7 +108,7 @@ struct StatusCommand: AsyncParsableCommand {
     static func text(_ status: LabController.Status) -> String {
         var lines = ["\(status.name): \(status.state.rawValue)"]
         if let record = status.record {
-            lines.append("  pid \(record.qemuPID), guest \(record.guest), QEMU state \(status.vmStatus ?? "unknown (monitor busy)")")
+            lines.append("  QEMU pid \(record.qemuPID) (supervisor pid \(record.supervisorPID)), guest \(record.guest), QEMU state \(status.vmStatus ?? "unknown (monitor busy)")")
             lines.append("  accel \(record.accel.accelerator.rawValue): \(record.accel.reason)")
             if let uptime = status.uptime { lines.append("  up \(Int(uptime)) s" + (status.supervised ? "" : " (supervisor gone: `qlab down` still stops it)")) }
             if !record.devices.isEmpty {
@@ -159,7 +131,13 @@ struct ListCommand: AsyncParsableCommand {
     @Flag(help: "JSON output.") var json = false
 
     func run() async throws {
-        let statuses = await labController().list()
+        let statuses: [LabController.Status]
+        do {
+            statuses = try await labController().list()
+        } catch {
+            reportError("qlab list: \(error)")
+            throw exitCodeFor(error)
+        }
         if json {
             print(try JSONValue.array(statuses.map(\.json)).jsonString(pretty: true))
             return
@@ -177,15 +155,20 @@ struct SuperviseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "_supervise", shouldDisplay: false)
     @Argument var spec: String
     @Option var readyFd: Int32
+    /// The owner pipe's read end (see LabOwnership): watched until ready.
+    @Option var ownerFd: Int32?
+    /// The lab belongs to the owner: watched for the lab's whole life.
+    @Flag var owned = false
 
     func run() async throws {
-        guard let json = FileSystem.readJSON(spec), let launch = LaunchSpec(json) else {
-            reportError("qlab _supervise: cannot read launch spec \(spec)")
+        let launch: LaunchSpec
+        do { launch = try LaunchSpec.read(path: spec) } catch {
+            reportError("qlab _supervise: \(error)")
             throw ExitCode(1)
         }
         signal(SIGHUP, SIG_IGN)
         signal(SIGPIPE, SIG_IGN)
-        let supervisor = Supervisor(spec: launch)
+        let supervisor = Supervisor(spec: launch, ownerFD: ownerFd, ownedForLife: owned)
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed:
@@ -200,5 +183,24 @@ struct SuperviseCommand: AsyncParsableCommand {
         let bytes = Array((line + "\n").utf8)
         _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
+    }
+}
+
+struct RemoveCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm",
+        abstract: "Remove a stopped lab's state: overlays, logs, event log and records (`down` it first).")
+
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
+
+    func run() async throws {
+        do {
+            let runtime = try LabRuntime.locateExisting(lab)
+            let removal = try await labController().remove(runtime.name)
+            print("lab \(removal.name) removed (\(ByteCount.format(UInt64(removal.bytes))) of state)")
+        } catch {
+            reportError("qlab rm: \(error)")
+            throw exitCodeFor(error)
+        }
     }
 }

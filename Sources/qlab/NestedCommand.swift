@@ -56,19 +56,26 @@ struct NestedCommand: AsyncParsableCommand {
                 reportError("qlab nested run: labs/nested-bench.yaml not found here or beside this qlab; give --lab FILE")
                 throw ExitCode(2)
             }
+            // SIGINT/SIGTERM/SIGHUP: the current step stops, L1 (and every QEMU
+            // inside it) is taken down, the report so far is written; exit 130/143/129.
+            let (verbose, isolated, json) = (verbose, isolated, json)
+            try await runCancellable("nested run") { stop in
+                try await Self.runBench(selected, labFile: labFile, isolated: isolated, verbose: verbose, json: json, stop: stop)
+            }
+        }
+
+        static func runBench(_ selected: [NestedScenario], labFile: String, isolated: Bool, verbose: Bool, json: String?, stop: StopRequest) async throws {
             let controller = labController()
             let bench = NestedBench(labFile: labFile, qlabExecutable: controller.supervisorExecutable, controller: controller)
             let report: NestedReport
             do {
                 try bench.checkFiles()
                 let runDirectory = try bench.newRunDirectory()
-                let stopper = NestedStopper()
-                stopper.install(controller: controller, labName: try Lab.load(path: labFile).name)
-                let verbose = self.verbose
                 report = try await bench.run(selected, runDirectory: runDirectory, isolated: isolated) { event in
                     NestedCommand.show(event, verbose: verbose)
                 }
             } catch {
+                if stop.isRequested { return }
                 reportError("qlab nested run: \(error)")
                 throw exitCodeFor(error)
             }
@@ -126,26 +133,5 @@ struct NestedCommand: AsyncParsableCommand {
     static func wrap(_ text: String, indent: Int) -> String {
         let pad = String(repeating: " ", count: indent)
         return text.split(separator: "\n", omittingEmptySubsequences: false).map { pad + $0 }.joined(separator: "\n")
-    }
-}
-
-/// SIGINT/SIGTERM during `nested run`: take L1 down (every QEMU inside ends with it), then exit 130.
-final class NestedStopper: @unchecked Sendable {
-    var sources: [DispatchSourceSignal] = []
-
-    func install(controller: LabController, labName: String) {
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .main)
-            source.setEventHandler {
-                reportError("qlab nested run: interrupted; taking L1 (\(labName)) down")
-                Task {
-                    _ = try? await controller.down(labName)
-                    Foundation.exit(130)
-                }
-            }
-            source.resume()
-            sources.append(source)
-        }
     }
 }

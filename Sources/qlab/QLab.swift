@@ -16,6 +16,7 @@ struct QLab: AsyncParsableCommand {
         subcommands: [
             UpCommand.self,
             DownCommand.self,
+            RemoveCommand.self,
             StatusCommand.self,
             ListCommand.self,
             RunCommand.self,

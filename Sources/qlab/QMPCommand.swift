@@ -30,6 +30,7 @@ struct QMPCommand: AsyncParsableCommand {
     var words: [String]
 
     func run() async throws {
+        let replyTimeout = try timeout.map { try checkedSeconds($0, option: "--timeout", command: "qmp") }
         var words = words
         let socketPath: String
         if let socket {
@@ -64,7 +65,7 @@ struct QMPCommand: AsyncParsableCommand {
         do {
             let client = try await QMPClient.connect(path: socketPath)
             defer { client.close() }
-            let reply = try await client.execute(command, arguments: arguments, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+            let reply = try await client.execute(command, arguments: arguments, timeout: replyTimeout)
             print(TerminalText.neutralised(try reply.jsonString(pretty: pretty)))
         } catch let error as QMPError {
             if case .command(_, let errorClass, let description) = error {

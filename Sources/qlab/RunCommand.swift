@@ -23,8 +23,7 @@ struct RunCommand: AsyncParsableCommand {
         var options = TestRunner.Options()
         options.guests = guests
         options.tests = tests
-        guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1") }
-        options.repeats = repeats
+        options.repeats = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat", command: "run")
         if let shard {
             guard let parsed = Shard(shard) else { throw ValidationError("--shard takes K/N with 1 <= K <= N, e.g. 2/4") }
             options.shard = parsed
@@ -33,26 +32,34 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("--transport takes auto, console or agent")
         }
         options.transport = parsedTransport
-        let progress = RunProgress(interactive: isatty(1) == 1)
-        let report: TestReport
-        do {
-            let runner = try TestRunner(controller: labController(), labFile: lab, options: options) { progress.handle($0) }
-            report = try await runner.run()
-        } catch {
+        let (lab, json, junit) = (lab, json, junit)
+        // SIGINT/SIGTERM/SIGHUP: the runner stops, takes the lab down and
+        // returns the runs so far (the rest cancelled); the reports are written.
+        try await runCancellable("run") { [options] stop in
+            var options = options
+            options.stop = stop
+            let progress = RunProgress(interactive: isatty(1) == 1)
+            let report: TestReport
+            do {
+                let runner = try TestRunner(controller: labController(), labFile: lab, options: options) { progress.handle($0) }
+                report = try await runner.run()
+            } catch {
+                progress.finishLine()
+                if stop.isRequested { return }
+                reportError("qlab run: \(error)")
+                throw exitCodeFor(error)
+            }
             progress.finishLine()
-            reportError("qlab run: \(error)")
-            throw exitCodeFor(error)
+            do {
+                if let json { try FileSystem.writeJSON(json, report.json) }
+                if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(report).utf8), mode: 0o644) }
+            } catch {
+                reportError("qlab run: cannot write the report: \(error)")
+                throw ExitCode(1)
+            }
+            print(report.summaryLine)
+            if !report.allPassed { throw ExitCode(1) }
         }
-        progress.finishLine()
-        do {
-            if let json { try FileSystem.writeJSON(json, report.json) }
-            if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(report).utf8), mode: 0o644) }
-        } catch {
-            reportError("qlab run: cannot write the report: \(error)")
-            throw ExitCode(1)
-        }
-        print(report.summaryLine)
-        if !report.allPassed { throw ExitCode(1) }
     }
 }
 

@@ -45,7 +45,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         func run() async throws {
             var options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach, replace: replace)
             if resetFallback { options.unplugPolicy = .standard }
-            try await withLabSession(common.lab, command: "snapshot save") { session in
+            try await withLabSession(common.lab, command: "snapshot save") { [options] session in
                 SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), verbose: common.verbose)
             }
         }

@@ -203,4 +203,31 @@ struct ScriptingCLITests {
         #expect(!list.stdout.contains("qlab-ready"), "the run's own snapshot lives on the run's overlay")
         #expect(try env.qlab("down", "keep").status == 0)
     }
+
+    /// `qlab rm` removes a stopped lab's state and leftovers; a running lab is refused.
+    @Test func rmRemovesAStoppedLabsState() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try LifecycleTests.bareLab(env, name: "gone")
+        #expect(try env.qlab("up", lab, "--paused").status == 0)
+        let running = try env.qlab("rm", "gone")
+        #expect(running.status == ExitStatus.failed.rawValue)
+        #expect(running.stderr.contains("qlab down gone"), "\(running.stderr)")
+        #expect(FileManager.default.fileExists(atPath: env.stateRoot + "/gone"))
+        #expect(try env.qlab("down", "gone").status == 0)
+        // A link planted inside the state dir is removed, never followed.
+        let outside = env.root + "/outside"
+        try FileManager.default.createDirectory(atPath: outside, withIntermediateDirectories: true)
+        try "keep".write(toFile: outside + "/keep.txt", atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: env.stateRoot + "/gone/link", withDestinationPath: outside)
+        let removed = try env.qlab("rm", "gone")
+        #expect(removed.status == 0, "\(removed.stderr)")
+        #expect(removed.stdout.contains("lab gone removed"))
+        #expect(!FileManager.default.fileExists(atPath: env.stateRoot + "/gone"))
+        #expect(!FileManager.default.fileExists(atPath: env.runtimeRoot + "/gone.lock"))
+        #expect(FileManager.default.fileExists(atPath: outside + "/keep.txt"))
+        let again = try env.qlab("rm", "gone")
+        #expect(again.status == ExitStatus.noSuchLab.rawValue, "\(again.stderr)")
+        #expect(try env.qlab("status", "gone").status == ExitStatus.noSuchLab.rawValue)
+    }
 }

@@ -31,10 +31,58 @@ public enum DiskOverlay {
         }
     }
 
-    /// Runs `body` to make `temporary`, then renames it to `path`; removes it on failure.
+    /// ``create(overlay:base:baseFormat:qemuImg:)`` for an overlay that is
+    /// kept and reused (the guest disk's), recording the base's identity
+    /// beside it (`OVERLAY.base`) for ``checkBase(overlay:base:baseFormat:)``.
+    public static func createKept(overlay: String, base: String, baseFormat: String, qemuImg: String = "qemu-img") throws(ImageToolError) {
+        let identity = try baseIdentity(base: base, format: baseFormat)
+        try create(overlay: overlay, base: base, baseFormat: baseFormat, qemuImg: qemuImg)
+        try writeBaseIdentity(identity, overlay: overlay)
+    }
+
+    /// Refuses to reuse `overlay` when its base image is no longer the file
+    /// it was made over (other size, modification time, device or inode):
+    /// the overlay's writes and snapshots are block-level changes to the old
+    /// base and would be read over the new one. An overlay made before qlab
+    /// kept the base's identity adopts the current one.
+    public static func checkBase(overlay: String, base: String, baseFormat: String) throws(ImageToolError) {
+        let current = try baseIdentity(base: base, format: baseFormat)
+        guard let bytes = HostFiles.readBytes(baseIdentityPath(overlay), limit: 64 << 10) else {
+            try writeBaseIdentity(current, overlay: overlay)
+            return
+        }
+        let recorded = String(decoding: bytes, as: UTF8.self)
+        guard recorded != current else { return }
+        throw ImageToolError(message: """
+            base image \(base) changed after the overlay \(overlay) was made over it (was: \(recorded.split(separator: "\n").dropFirst(2).joined(separator: " ")); \
+            now: \(current.split(separator: "\n").dropFirst(2).joined(separator: " "))); the overlay's writes and snapshots belong to the old image. \
+            Start over with `qlab up --fresh-disk LABFILE` (a new, empty overlay; its snapshots are lost), or put the old base image back
+            """)
+    }
+
+    /// `OVERLAY.base`: the identity of the base image the overlay was made over.
+    static func baseIdentityPath(_ overlay: String) -> String { overlay + ".base" }
+
+    static func writeBaseIdentity(_ identity: String, overlay: String) throws(ImageToolError) {
+        do { try FileSystem.writeAtomically(baseIdentityPath(overlay), Array(identity.utf8)) } catch {
+            throw ImageToolError(message: "cannot write \(baseIdentityPath(overlay)): \(error)")
+        }
+    }
+
+    /// The base image as `path\nformat\nsize=N\nmtime=S.NS\ndev=D\ninode=I\n` (`stat(2)`):
+    /// a changed size or time, or another file put in its place, shows.
+    static func baseIdentity(base: String, format: String) throws(ImageToolError) -> String {
+        var st = stat()
+        guard stat(base, &st) == 0 else {
+            throw ImageToolError(message: "base image \(base): \(String(cString: strerror(errno)))")
+        }
+        return "\(base)\n\(format)\nsize=\(st.st_size)\nmtime=\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\ndev=\(st.st_dev)\ninode=\(st.st_ino)\n"
+    }
+
+    /// Runs `body` to make `temporary` (an unpredictable name beside `path`,
+    /// nothing there yet), then renames it to `path`; removes it on failure.
     static func atomically(_ path: String, _ body: (String) throws(ImageToolError) -> Void) throws(ImageToolError) {
-        let temporary = LabPaths.directory(of: path) + "/." + LabPaths.baseName(path) + ".tmp-\(getpid())"
-        unlink(temporary)
+        let temporary = LabPaths.directory(of: path) + "/" + RandomName.temporary(for: LabPaths.baseName(path))
         do {
             try body(temporary)
         } catch {

@@ -12,6 +12,6 @@ extension LabSession {
                 current.devices.append((device, state))
             }
         }
-        try FileSystem.writeJSON(runtime.recordPath, current.json)
+        try runtime.writeRecord(current)
     }
 }

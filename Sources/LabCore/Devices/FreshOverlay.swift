@@ -42,13 +42,9 @@ public enum FreshOverlay {
         }
     }
 
-    /// `path\nformat\nsize\nmtime-seconds.nanoseconds` of the base image (`stat(2)`).
+    /// The base image's path, format, size, modification time, device and inode (`stat(2)`).
     static func templateKey(base: String, format: String) throws(ImageToolError) -> String {
-        var st = stat()
-        guard stat(base, &st) == 0 else {
-            throw ImageToolError(message: "base image \(base): \(String(cString: strerror(errno)))")
-        }
-        return "\(base)\n\(format)\n\(st.st_size)\n\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\n"
+        try DiskOverlay.baseIdentity(base: base, format: format)
     }
 
     static func readSmallFile(_ path: String) -> String? {
@@ -56,12 +52,13 @@ public enum FreshOverlay {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// Copies `source` to a new file `destination` (0600) with `read(2)`/`write(2)`.
+    /// Copies `source` to a new file `destination` (0600; `O_EXCL|O_NOFOLLOW`:
+    /// nothing there is reused or followed) with `read(2)`/`write(2)`.
     static func copyFile(_ source: String, to destination: String) throws(ImageToolError) {
         let input = open(source, O_RDONLY | O_CLOEXEC)
         guard input >= 0 else { throw ImageToolError(message: "cannot open \(source): \(String(cString: strerror(errno)))") }
         defer { close(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard output >= 0 else { throw ImageToolError(message: "cannot create \(destination): \(String(cString: strerror(errno)))") }
         defer { close(output) }
         var buffer = [UInt8](repeating: 0, count: 256 << 10)

@@ -213,8 +213,9 @@ public final class GuestAgent: GuestSession {
 
     /// Runs `path` with `arguments` in the guest (`guest-exec`, output
     /// captured, `input` on its standard input) and polls `guest-exec-status`
-    /// until it ends, at most `timeout`. On a timeout the process may still
-    /// run: on a POSIX guest qlab then asks the agent to kill it (best effort).
+    /// until it ends, at most `timeout`. On a timeout or when the task is
+    /// cancelled the process may still run: on a POSIX guest qlab then asks
+    /// the agent to kill it (best effort).
     public func exec(path: String, arguments: [String], input: [UInt8]? = nil, timeout: Duration) async throws -> ExecResult {
         let started = ContinuousClock.now
         let deadline = started + timeout
@@ -226,6 +227,17 @@ public final class GuestAgent: GuestSession {
         guard let pid = reply["pid"]?.intValue else {
             throw GuestError.agent("guest-exec returned no pid: \((try? reply.jsonString()) ?? "?")")
         }
+        do {
+            return try await poll(pid: pid, path: path, arguments: arguments, started: started, deadline: deadline, timeout: timeout)
+        } catch where Task.isCancelled {
+            // Cancelled (e.g. `qlab exec` got SIGINT): the process would run on in the guest.
+            await shielded { await self.killAfterTimeout(pid: pid) }
+            throw GuestError.cancelled
+        }
+    }
+
+    /// `guest-exec-status` until the process ends or the deadline passes.
+    private func poll(pid: Int, path: String, arguments: [String], started: ContinuousClock.Instant, deadline: ContinuousClock.Instant, timeout: Duration) async throws -> ExecResult {
         var pause = pollInterval.first
         while true {
             let remaining = ContinuousClock.now.duration(to: deadline)

@@ -20,6 +20,20 @@ public struct Procfs: Sendable {
         kernelCommandLine()?.last { $0.hasPrefix(name + "=") }.map { String($0.dropFirst(name.count + 1)) }
     }
 
+    /// The most memory the host can ever give a process: MemTotal + SwapTotal
+    /// of `meminfo`, in bytes; nil when it cannot be read.
+    public func memoryCeiling() -> UInt64? {
+        guard let text = HostFiles.readText(roots.proc("meminfo")) else { return nil }
+        var kibibytes: [String: UInt64] = [:]
+        for row in text.split(separator: "\n") {
+            let fields = row.split(separator: " ")
+            guard fields.count >= 2, let value = UInt64(fields[1]) else { continue }
+            kibibytes[String(fields[0].dropLast())] = value
+        }
+        guard let total = kibibytes["MemTotal"] else { return nil }
+        return (total + (kibibytes["SwapTotal"] ?? 0)) << 10
+    }
+
     /// `interrupts`.
     public func interrupts() -> InterruptTable? {
         HostFiles.readText(roots.proc("interrupts")).map(InterruptTable.init(parsing:))

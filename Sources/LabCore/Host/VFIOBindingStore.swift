@@ -45,10 +45,15 @@ public struct VFIOBindingStore {
         return home + "/.local/state/qlab/vfio-bindings.json"
     }
 
-    /// The stored bindings; empty when the file does not exist.
+    /// The stored bindings; empty when the file does not exist. Read only from
+    /// a directory of the user's alone (``PrivateDirectory``): `unbind` writes
+    /// what it says to sysfs, so nobody else may have written it.
     public func load() throws -> [Binding] {
-        guard HostFiles.exists(path) else { return [] }
-        guard let bytes = HostFiles.readBytes(path) else { throw StoreError(description: "\(path): cannot read the vfio binding state") }
+        let name = LabPaths.baseName(path)
+        guard let directory = try PrivateDirectory.open(LabPaths.directory(of: path), role: .state, create: false),
+            directory.contains(name)
+        else { return [] }
+        guard let bytes = directory.read(name) else { throw StoreError(description: "\(path): cannot read the vfio binding state (not a regular file of yours?)") }
         let root: JSONValue
         do { root = try JSONValue.parse(bytes) } catch {
             throw StoreError(description: "\(path): line \(error.line), column \(error.column): \(error.text); fix or remove the file (it only records drivers to restore)")
@@ -83,32 +88,13 @@ public struct VFIOBindingStore {
         try Self.writeAtomically(bytes, to: path)
     }
 
-    /// Writes a sibling temporary file, `fsync(2)`s it and `rename(2)`s it over `path`,
-    /// creating missing parent directories (`mkdir(2)`, mode 0700).
+    /// Writes atomically in a directory of the user's alone, made (0700) when
+    /// missing: ``PrivateDirectory/writeAtomically(_:_:mode:)`` (an
+    /// unpredictable `O_EXCL` temporary name, `fsync(2)`, `renameat(2)`).
     static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        try makeDirectories(directory)
-        let temporary = path + ".tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw StoreError(description: "cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var failure: String?
-        let written = bytes.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress, raw.count) }
-        if written != bytes.count { failure = "cannot write \(temporary): \(String(cString: strerror(errno)))" }
-        if failure == nil && fsync(fd) != 0 { failure = "cannot fsync \(temporary): \(String(cString: strerror(errno)))" }
-        close(fd)
-        if failure == nil && rename(temporary, path) != 0 { failure = "cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))" }
-        if let failure {
-            unlink(temporary)
-            throw StoreError(description: failure)
-        }
-    }
-
-    static func makeDirectories(_ directory: String) throws {
-        guard !directory.isEmpty, !HostFiles.isDirectory(directory) else { return }
-        let parent = directory.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-        try makeDirectories(parent)
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw StoreError(description: "cannot create \(directory): \(String(cString: strerror(errno)))")
+        guard let directory = try PrivateDirectory.open(LabPaths.directory(of: path), role: .state, create: true) else { return }
+        do { try directory.writeAtomically(LabPaths.baseName(path), bytes) } catch {
+            throw StoreError(description: "cannot write the vfio binding state: \(error)")
         }
     }
 }

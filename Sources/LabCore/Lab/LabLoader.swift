@@ -9,8 +9,8 @@ extension Lab {
     ///   `qlab args` can print a command line before the images are built).
     public static func load(path: String, requireFiles: Bool = false) throws(LabFileError) -> Lab {
         let file = LabPaths.absolute(path, relativeTo: LabPaths.currentDirectory())
-        if LabPaths.isDirectory(file) {
-            throw LabFileError(file: path, message: "is a directory; give the lab's YAML file")
+        if let kind = LabPaths.unusableFileKind(file) {
+            throw LabFileError(file: path, message: "is \(kind); give the lab's YAML file")
         }
         let text: String
         switch LabPaths.readText(file) {
@@ -27,6 +27,9 @@ extension Lab {
     /// `displayName` is how errors name the file (default: `file`).
     public static func parse(yaml text: String, file: String, displayName: String? = nil) throws(LabFileError) -> Lab {
         let shownName = displayName ?? file
+        if let exceeded = YAMLSizeLimit.check(text) {
+            throw LabFileError(file: shownName, line: exceeded.line, column: exceeded.column, message: exceeded.message)
+        }
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
@@ -125,7 +128,7 @@ struct LabLoader {
             case "tests": testField = field
             case "strategy": lab.strategy = try reader.choice(field, Strategy.self)
             case "hooks": lab.hooks = try hooks(field)
-            case "qemu_args": lab.qemuArgs = try reader.strings(field)
+            case "qemu_args": lab.qemuArgs = try qemuArgs(field)
             default: break
             }
         }
@@ -153,6 +156,18 @@ struct LabLoader {
         }
         for type in types { _ = try DevicePlacement.plan(devices: lab.devices, machineType: type) }
         return lab
+    }
+
+    /// Extra QEMU options, none of them one qlab owns (``OwnedQEMUOptions``).
+    func qemuArgs(_ field: Field) throws(LabFileError) -> [String] {
+        let items: [Field]
+        if case .scalar = field.node { items = [field] } else { items = try reader.sequence(field) }
+        var words: [String] = []
+        for item in items { words.append(try reader.string(item)) }
+        for index in words.indices {
+            if let refusal = OwnedQEMUOptions.refusal(words, at: index) { throw reader.error(items[index], refusal) }
+        }
+        return words
     }
 
     func name(_ field: Field) throws(LabFileError) -> String {
@@ -362,6 +377,9 @@ struct LabLoader {
     mutating func path(_ field: Field, guest: String?) throws(LabFileError) -> String {
         let text = try reader.nonEmptyString(field)
         let resolved = LabPaths.absolute(text, relativeTo: directory)
+        if let kind = LabPaths.unusableFileKind(resolved) {
+            throw reader.error(field, "\(resolved) is \(kind), not a file QEMU can boot or use as an image; give a regular file")
+        }
         if !LabPaths.exists(resolved) {
             let hint = resolved.contains("/images/out/") ? " (build the images with images/build.sh)" : ""
             missing.append(
@@ -411,7 +429,7 @@ struct LabLoader {
             case "agent": guest.agent = try reader.bool(value)
             case "network": guest.network = try reader.choice(value, NetworkMode.self)
             case "machine": guest.machine = try machine(value)
-            case "qemu_args": guest.qemuArgs = try reader.strings(value)
+            case "qemu_args": guest.qemuArgs = try qemuArgs(value)
             default: break
             }
         }

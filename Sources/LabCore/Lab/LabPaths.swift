@@ -26,11 +26,15 @@ enum LabPaths {
         return .success(String(decoding: bytes, as: UTF8.self))
     }
 
-    /// The first `count` bytes of a file, or nil when it cannot be read.
+    /// The first `count` bytes of a regular file, or nil when it cannot be
+    /// read or is not a regular file. Opened O_NONBLOCK, so a FIFO put where
+    /// an image belongs cannot block the open.
     static func readPrefix(_ path: String, count: Int) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 { return nil }
         defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
         var buffer = [UInt8](repeating: 0, count: count)
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, count) }
         return n < 0 ? nil : Array(buffer[0..<n])
@@ -40,6 +44,21 @@ enum LabPaths {
     static func exists(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0
+    }
+
+    /// What `path` is when it exists and is not a regular file or a block
+    /// device ("a directory", "a FIFO", ...), from `stat`; nil otherwise.
+    static func unusableFileKind(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        switch st.st_mode & S_IFMT {
+        case S_IFREG, S_IFBLK: return nil
+        case S_IFDIR: return "a directory"
+        case S_IFIFO: return "a FIFO (named pipe)"
+        case S_IFCHR: return "a character device"
+        case S_IFSOCK: return "a socket"
+        default: return "not a regular file"
+        }
     }
 
     static func isDirectory(_ path: String) -> Bool {

@@ -41,12 +41,22 @@ public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible 
 }
 
 /// Durations in lab files: `60s`, `2m`, `1h`, `500ms`, `1m30s`; a bare number is seconds.
+/// Above zero and at most ``UserNumbers/maximumSeconds`` (a week): `inf`,
+/// `1e300` or `99999999999999h` are refused, not trapped on.
 public enum LabDuration {
     public static func parse(_ text: String) -> Duration? {
+        guard let milliseconds = milliseconds(text), milliseconds > 0,
+            Double(milliseconds) <= UserNumbers.maximumSeconds * 1000
+        else { return nil }
+        return .milliseconds(Int64(milliseconds))
+    }
+
+    /// The total in milliseconds as a Double (so no size overflows), or nil when malformed.
+    static func milliseconds(_ text: String) -> Double? {
         let s = text.trimmingSpaces()
         guard !s.isEmpty else { return nil }
-        if let seconds = Double(s), seconds >= 0 { return .milliseconds(Int64((seconds * 1000).rounded())) }
-        var total: Int64 = 0
+        if s.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), let seconds = Double(s) { return (seconds * 1000).rounded() }
+        var total: Double = 0
         var index = s.startIndex
         var sawComponent = false
         while index < s.endIndex {
@@ -63,10 +73,10 @@ public enum LabDuration {
             case "h": factor = 3_600_000
             default: return nil
             }
-            total += Int64((value * factor).rounded())
+            total += (value * factor).rounded()
             sawComponent = true
         }
-        return sawComponent ? .milliseconds(total) : nil
+        return sawComponent && total.isFinite ? total : nil
     }
 
     /// `90s` → `1m30s`, the way lab files write it.

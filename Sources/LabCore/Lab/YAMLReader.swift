@@ -114,8 +114,12 @@ struct YAMLReader {
 
     func duration(_ field: Field) throws(LabFileError) -> Duration {
         let value = try string(field)
-        guard let duration = LabDuration.parse(value) else {
+        guard let milliseconds = LabDuration.milliseconds(value) else {
             throw error(field, "'\(value)' is not a duration; write e.g. 30s, 2m, 1h or 500ms")
+        }
+        guard let duration = LabDuration.parse(value) else {
+            let problem = milliseconds <= 0 ? "must be more than 0" : "is more than a week"
+            throw error(field, "'\(value)' \(problem); write a duration from 1ms to \(Int(UserNumbers.maximumSeconds / 3600))h")
         }
         return duration
     }

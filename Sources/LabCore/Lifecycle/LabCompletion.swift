@@ -5,7 +5,7 @@ public enum LabCompletion {
     /// Lab names known here (runtime files or state) and lab files (`*.yaml`,
     /// `*.yml`) beside `prefix`, each starting with `prefix`.
     public static func labs(prefix: String, environment: [String: String] = currentEnvironment()) -> [String] {
-        var candidates = prefix.contains("/") ? [] : LabRuntime.knownNames(environment: environment)
+        var candidates = prefix.contains("/") ? [] : ((try? LabRuntime.knownNames(environment: environment)) ?? [])
         let slash = prefix.lastIndex(of: "/")
         let directory = slash.map { String(prefix[...$0]) } ?? ""
         for entry in HostFiles.list(directory.isEmpty ? "." : directory) ?? [] where !entry.hasPrefix(".") {

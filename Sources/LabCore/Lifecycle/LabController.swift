@@ -32,12 +32,20 @@ public struct LabController: Sendable {
         public var freshDisk = false
         /// The lab's own overlay, or `qlab run`'s (always fresh).
         public var overlays: OverlaySet = .lab
-        public init(guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, overlays: OverlaySet = .lab) {
+        /// The lab belongs to the caller (`qlab run`): it lives while the
+        /// caller holds ``UpResult/ownership``, and its supervisor takes it
+        /// down when the caller dies without doing so.
+        public var owned = false
+        public init(
+            guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, overlays: OverlaySet = .lab,
+            owned: Bool = false
+        ) {
             self.guest = guest
             self.force = force
             self.paused = paused
             self.freshDisk = freshDisk
             self.overlays = overlays
+            self.owned = owned
         }
     }
 
@@ -45,6 +53,8 @@ public struct LabController: Sendable {
         public var record: LabRecord
         public var status: VMStatus
         public var runtime: LabRuntime
+        /// For an owned lab: hold it while the lab is needed; release it after `down`.
+        public var ownership: LabOwnership?
     }
 
     /// Everything `up` decides before starting anything: the command line and the record.
@@ -89,8 +99,13 @@ public struct LabController: Sendable {
     }
 
     /// `qlab up`: checks, overlays, then QEMU under a detached supervisor.
-    /// Returns once QMP answers. On failure nothing is left running.
+    /// Returns once QMP answers. On failure nothing is left running; nor
+    /// when this process dies or the task is cancelled during the launch
+    /// (the supervisor watches an owner pipe until it is ready).
     public func up(labFile: String, options: UpOptions) async throws -> UpResult {
+        let owner = try LabOwnership.makePipe()
+        let ownership = LabOwnership(writeEnd: owner.write)
+        defer { close(owner.read) }
         let (lab, initialSpec, lock) = try await prepareLaunch(labFile: labFile, options: options, foreground: false)
         var spec = initialSpec
         let runtime = self.runtime(lab.name)
@@ -102,11 +117,15 @@ public struct LabController: Sendable {
         _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
         let supervisor: ChildProcess
         do {
+            guard let state = try runtime.labStateDirectory(create: false) else { throw LabError.system("\(runtime.stateDirectory) is missing") }
+            let log = try state.openForAppending(LabPaths.baseName(runtime.supervisorLogPath))
+            defer { close(log) }
             supervisor = try ChildProcess.spawn(
                 executable: supervisorExecutable,
-                arguments: ["_supervise", runtime.launchSpecPath, "--ready-fd", String(ends[1])],
-                environment: environment, stdin: .null, stdout: .appendToFile(runtime.supervisorLogPath),
-                stderr: .appendToFile(runtime.supervisorLogPath), keepDescriptors: [ends[1]], newSession: true)
+                arguments: ["_supervise", runtime.launchSpecPath, "--ready-fd", String(ends[1]), "--owner-fd", String(owner.read)]
+                    + (options.owned ? ["--owned"] : []),
+                environment: environment, stdin: .null, stdout: .descriptor(log),
+                stderr: .descriptor(log), keepDescriptors: [ends[1], owner.read], newSession: true)
         } catch {
             close(ends[0])
             close(ends[1])
@@ -117,28 +136,78 @@ public struct LabController: Sendable {
         let message = Self.readLine(ends[0], timeout: .seconds(90))
         close(ends[0])
 
+        if Task.isCancelled && !message.hasPrefix("ready") {
+            await abandonLaunch(supervisor: supervisor, ownership: ownership, runtime: runtime, lock: lock)
+            throw CancellationError()
+        }
         if message.hasPrefix("ready") {
             // The supervisor runs on in its own session; reap nothing here.
+            if !options.owned { ownership.release() }
             let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
             defer { client.close() }
             let status = try await client.queryStatus()
             spec.record = runtime.record ?? spec.record
-            return UpResult(record: spec.record, status: status, runtime: runtime)
+            return UpResult(record: spec.record, status: status, runtime: runtime, ownership: options.owned ? ownership : nil)
         }
-        _ = await supervisor.wait(timeout: .seconds(10))
+        // The supervisor failed, hung or died before QEMU answered: whatever
+        // it started must not outlive this failed `up`.
+        if await supervisor.wait(timeout: .seconds(10)) == nil {
+            kill(supervisor.pid, SIGKILL)  // our unreaped child: its pid cannot have been reused
+            _ = supervisor.wait()
+        }
+        let stray = await killLaunchingQEMU(runtime)
         lock.removeFile()
-        if let exit = runtime.exitRecord {
+        if let exit = runtime.exitRecord, exit.at >= spec.record.startedAt {
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         }
         let log = Supervisor.readLog(runtime.supervisorLogPath, from: 0)
         runtime.removeRuntimeFiles()
-        throw LabError.supervisor("the supervisor ended without reporting (\(message.isEmpty ? "no message" : message)); its log: \(log)")
+        let killed = stray.map { "; its QEMU (pid \($0)) was killed" } ?? ""
+        throw LabError.supervisor("the supervisor ended before QEMU answered (\(message.isEmpty ? "no message" : message))\(killed); its log: \(log)")
     }
 
-    /// `qlab up --foreground`: supervises in this process until QEMU ends;
-    /// `stop` (e.g. on SIGINT/SIGTERM) takes QEMU down. `onReady` runs once QMP answers.
+    /// Kills the QEMU of a launch whose supervisor is gone before QEMU
+    /// answered: found by the record the supervisor wrote right after
+    /// starting it (pid and start time), else by QEMU's pid file, and only
+    /// while its command line names this lab's QMP socket. Returns its pid.
+    func killLaunchingQEMU(_ runtime: LabRuntime) async -> Int32? {
+        var pid: Int32?
+        if let record = runtime.record { pid = runtime.liveQEMU(record) }
+        if pid == nil, let text = HostFiles.readText(runtime.pidFilePath), let filed = Int32(text.trimmingSpaces()),
+            ProcessTable.isRunning(filed), ProcessTable.commandLine(filed).contains(where: { $0.contains(runtime.qmpSocketPath) })
+        {
+            pid = filed
+        }
+        guard let pid else { return nil }
+        kill(pid, SIGKILL)
+        _ = await ProcessTable.waitGone(pid, timeout: .seconds(10))
+        return pid
+    }
+
+    /// The launch was cancelled before the supervisor said ready: let go of
+    /// the owner pipe (the supervisor kills QEMU and cleans up), wait for
+    /// the supervisor, and make sure of it; no runtime dir or lock file stays.
+    func abandonLaunch(supervisor: ChildProcess, ownership: LabOwnership, runtime: LabRuntime, lock: FileLock) async {
+        ownership.release()
+        await shielded {
+            // The supervisor is our child until reaped here: its pid is ours to signal.
+            if await supervisor.wait(timeout: .seconds(15)) == nil {
+                kill(supervisor.pid, SIGKILL)
+                _ = supervisor.wait()
+            }
+            _ = await self.killLaunchingQEMU(runtime)
+        }
+        runtime.removeRuntimeFiles()
+        lock.removeFile()
+    }
+
+    /// `qlab up --foreground`: supervises in this process until QEMU ends.
+    /// Cancelling the task takes QEMU down (quit, then SIGTERM, then SIGKILL);
+    /// a second request of `stop` kills it at once. `onReady` runs once QMP answers.
+    /// Throws `CancellationError` when cancelled before QEMU was ready.
+    /// When it returns or throws, no QEMU, runtime dir or lock file is left.
     public func upForeground(
-        labFile: String, options: UpOptions, onReady: @Sendable (LabRecord) -> Void
+        labFile: String, options: UpOptions, stop: StopRequest? = nil, onReady: @Sendable (LabRecord) -> Void
     ) async throws -> ExitRecord {
         // The lock is dropped once prepared: other commands work on the lab while it runs.
         let (lab, spec, _) = try await prepareLaunch(labFile: labFile, options: options, foreground: true)
@@ -147,11 +216,27 @@ public struct LabController: Sendable {
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed(let exit):
-            if let lock = try? await runtime.takeLock(timeout: .seconds(1)) { abandon(runtime, lock) }
+            await shielded {
+                if let lock = try? await runtime.takeLock(timeout: .seconds(1)) { abandon(runtime, lock) }
+            }
+            if Task.isCancelled { throw CancellationError() }
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         case .ready:
             onReady(runtime.record ?? spec.record)
-            return await supervisor.watch(child: child!, client: client!)
+            let (child, client) = (child!, client!)
+            stop?.onRequest { count in
+                // QEMU is this process's unreaped child.
+                if count > 1 { kill(child.pid, SIGKILL) }
+            }
+            let exit = await withTaskCancellationHandler {
+                await shielded { await supervisor.watch(child: child, client: client) }
+            } onCancel: {
+                Task.detached { await supervisor.stop(child: child, client: client, urgent: stop?.isUrgent ?? false) }
+            }
+            await shielded {
+                if let lock = try? await runtime.takeLock(timeout: .seconds(2)) { abandon(runtime, lock) }
+            }
+            return exit
         }
     }
 
@@ -168,9 +253,9 @@ public struct LabController: Sendable {
             spec.record.foreground = foreground
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
-            try FileSystem.writeJSON(runtime.labFileRecordPath, ["lab_file": .string(lab.file)])
+            try runtime.writeLastLabFile(lab.file)
             try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk || options.overlays == .testRun)
-            try FileSystem.writeJSON(runtime.launchSpecPath, spec.json)
+            try runtime.writeLaunchSpec(spec)
             return (lab, spec, lock)
         } catch {
             abandon(runtime, lock)
@@ -181,7 +266,7 @@ public struct LabController: Sendable {
     /// A launch that stopped before QEMU ran leaves nothing behind: no
     /// runtime dir, no lock file (unless the lab is running already).
     func abandon(_ runtime: LabRuntime, _ lock: FileLock) {
-        if let record = runtime.record, runtime.liveQEMU(record) != nil || ProcessTable.isRunning(record.supervisorPID) { return }
+        if let record = runtime.record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil { return }
         runtime.removeRuntimeFiles()
         lock.removeFile()
     }
@@ -201,15 +286,18 @@ public struct LabController: Sendable {
     }
 
     func checkCanStart(lab: Lab, spec: LaunchSpec, force: Bool) throws {
+        try checkMemory(lab: lab, guest: try lab.selectGuest(spec.record.guest))
         let runtime = self.runtime(lab.name)
         if let record = runtime.record {
-            if let pid = runtime.liveQEMU(record) { throw LabError.alreadyRunning(lab: lab.name, pid: pid) }
-            if ProcessTable.isRunning(record.supervisorPID) && record.supervisorPID != getpid() {
-                throw LabError.alreadyRunning(lab: lab.name, pid: record.supervisorPID)
+            if let pid = runtime.liveQEMU(record) {
+                throw LabError.alreadyRunning(lab: lab.name, pid: pid, supervisorPID: runtime.liveSupervisor(record))
+            }
+            if let supervisor = runtime.liveSupervisor(record), supervisor != getpid() {
+                throw LabError.alreadyRunning(lab: lab.name, pid: nil, supervisorPID: supervisor)
             }
             runtime.removeRuntimeFiles()
         }
-        for other in LabRuntime.all(environment: environment) where other.name != lab.name {
+        for other in try LabRuntime.all(environment: environment) where other.name != lab.name {
             guard let record = other.record, other.liveQEMU(record) != nil else { continue }
             for (device, host) in spec.record.passthroughHosts {
                 if record.passthroughHosts.contains(where: { $0.host == host }) {
@@ -223,6 +311,18 @@ public struct LabController: Sendable {
         }
     }
 
+    /// Guest memory the host cannot ever give (more than RAM + swap in the
+    /// procfs's meminfo) is refused before QEMU starts, naming the field.
+    func checkMemory(lab: Lab, guest: LabGuest) throws(LabFileError) {
+        let memory = lab.machineSettings(for: guest).memory
+        guard let ceiling = Procfs(roots: hostRoots).memoryCeiling(), memory.bytes > ceiling else { return }
+        let field = guest.machine.memory != nil ? "guests.\(guest.name).machine.memory"
+            : lab.machine.memory != nil ? "machine.memory" : "guests.\(guest.name).os (its profile's default memory)"
+        throw LabFileError(
+            file: lab.file, keyPath: field,
+            message: "\(memory) is more than this host can ever give (RAM + swap: \(ByteSize(bytes: ceiling & ~((1 << 20) - 1)))); give less memory")
+    }
+
     /// The guest disk overlay (kept across `up`s unless `fresh`: snapshots
     /// live in it) and the firmware variable store.
     func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) throws {
@@ -231,7 +331,9 @@ public struct LabController: Sendable {
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             if fresh || !HostFiles.exists(overlay) {
-                try DiskOverlay.create(overlay: overlay, base: base, baseFormat: guest.diskFormat)
+                try DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
+            } else {
+                try DiskOverlay.checkBase(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             }
         }
         for (id, overlay) in qemuRuntime.deviceDiskOverlays {
@@ -253,6 +355,7 @@ public struct LabController: Sendable {
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&poller, 1, 100)
             if ready < 0 && errno != EINTR { break }
+            if Task.isCancelled { break }
             if ready <= 0 { continue }
             var byte: UInt8 = 0
             let n = read(fd, &byte, 1)
@@ -275,8 +378,17 @@ public struct LabController: Sendable {
     /// `qlab down`: quit over QMP, then SIGTERM, then SIGKILL, each with a
     /// bounded wait; reaped by the supervisor (or waited for by pid when the
     /// supervisor is gone); sockets and record removed. Idempotent.
-    public func down(_ name: String) async throws -> DownOutcome {
+    /// Once `stop` is urgent (a second Ctrl-C), the graceful steps are skipped: SIGKILL.
+    public func down(_ name: String, stop: StopRequest? = nil) async throws -> DownOutcome {
+        let urgent: @Sendable () -> Bool = { stop?.isUrgent ?? false }
         let runtime = self.runtime(name)
+        // A lab with no runtime dir is not running: nothing is made or changed
+        // (no lock file, no directory), and a directory that fails the checks
+        // stops here, before any record in it is read.
+        guard try runtime.runtimeDirectory(create: false) != nil else {
+            try runtime.checkDirectories()
+            return .notRunning
+        }
         let lock = try await runtime.takeLock()
         // A stopped lab leaves no lock file behind.
         defer { lock.removeFile() }
@@ -285,41 +397,43 @@ public struct LabController: Sendable {
             runtime.removeRuntimeFiles()
             return leftovers ? .cleanedUp : .notRunning
         }
-        let supervisorAlive = ProcessTable.isRunning(record.supervisorPID)
+        // Only processes that still have the start times recorded at launch
+        // are signalled: a reused pid belongs to someone else.
+        let supervisorAlive = runtime.liveSupervisor(record) != nil
         guard let pid = runtime.liveQEMU(record) else {
             if supervisorAlive { _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10)) }
             if runtime.exitRecord.map({ $0.at < record.startedAt }) ?? true {
                 let output = Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset)
                 let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false, qemuOutput: output, diagnoses: Diagnoser.diagnose(output))
-                try? FileSystem.writeJSON(runtime.exitRecordPath, exit.json)
+                try? runtime.writeExitRecord(exit)
             }
             runtime.removeRuntimeFiles()
             return .cleanedUp
         }
-        try? FileSystem.writeAtomically(runtime.stopRequestPath, [])
+        try? runtime.requestStop()
         var method = "quit"
-        if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
+        if !urgent(), let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
             _ = try? await client.execute("quit", timeout: .seconds(5))
             client.close()
         }
-        if !(await ProcessTable.waitGone(pid, timeout: .seconds(10))) {
+        if !(await ProcessTable.waitGone(pid, timeout: .seconds(10), unless: urgent)) {
             method = "SIGTERM"
-            kill(pid, SIGTERM)
-            if !(await ProcessTable.waitGone(pid, timeout: .seconds(5))) {
+            if !urgent(), runtime.liveQEMU(record) != nil { kill(pid, SIGTERM) }
+            if !(await ProcessTable.waitGone(pid, timeout: .seconds(5), unless: urgent)) {
                 method = "SIGKILL"
-                kill(pid, SIGKILL)
+                if runtime.liveQEMU(record) != nil { kill(pid, SIGKILL) }
                 _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
             }
         }
         if supervisorAlive {
             // It reaps QEMU, writes the exit record and removes the runtime files.
-            if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))) {
+            if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))), runtime.liveSupervisor(record) != nil {
                 kill(record.supervisorPID, SIGKILL)
             }
         } else {
             let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true,
                                   qemuOutput: Supervisor.readLog(runtime.qemuLogPath, from: record.qemuLogOffset), diagnoses: [])
-            try? FileSystem.writeJSON(runtime.exitRecordPath, exit.json)
+            try? runtime.writeExitRecord(exit)
         }
         runtime.removeRuntimeFiles()
         return .stopped(method: method)
@@ -346,6 +460,7 @@ public struct LabController: Sendable {
             object["vm_status"] = vmStatus.map(JSONValue.string) ?? .null
             if let record {
                 object["pid"] = JSONValue(record.qemuPID)
+                object["supervisor_pid"] = JSONValue(record.supervisorPID)
                 object["guest"] = .string(record.guest)
                 object["lab_file"] = .string(record.labFile)
                 object["accel"] = ["accelerator": .string(record.accel.accelerator.rawValue), "reason": .string(record.accel.reason)]
@@ -358,8 +473,10 @@ public struct LabController: Sendable {
         }
     }
 
-    public func status(_ name: String) async -> Status {
+    /// Throws ``UnsafeDirectoryError`` when the lab's directories fail the checks (nothing in them is trusted).
+    public func status(_ name: String) async throws -> Status {
         let runtime = self.runtime(name)
+        try runtime.checkDirectories()
         let lastExit = runtime.exitRecord
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
             let crashed = lastExit?.crashed ?? false
@@ -380,14 +497,14 @@ public struct LabController: Sendable {
         // A running lab's last exit belongs to an earlier run: not shown.
         return Status(
             name: name, state: state, vmStatus: vmStatus, record: record,
-            supervised: ProcessTable.isRunning(record.supervisorPID), uptime: wallClockSeconds() - record.startedAt,
+            supervised: runtime.liveSupervisor(record) != nil, uptime: wallClockSeconds() - record.startedAt,
             lastExit: nil)
     }
 
     /// Every lab with runtime files or state, by name.
-    public func list() async -> [Status] {
+    public func list() async throws -> [Status] {
         var result: [Status] = []
-        for name in LabRuntime.knownNames(environment: environment) { result.append(await status(name)) }
+        for name in try LabRuntime.knownNames(environment: environment) { result.append(try await status(name)) }
         return result
     }
 }

@@ -6,7 +6,8 @@ public enum LabError: Error, Sendable, CustomStringConvertible {
     case busy(String)
     /// No lab of this name has a record or state here; a near name when there is one.
     case unknownLab(String, suggestion: String? = nil)
-    case alreadyRunning(lab: String, pid: Int32)
+    /// QEMU's pid and its supervisor's, when each is alive.
+    case alreadyRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
     case notRunning(String)
     case deviceInUse(device: String, host: String, otherLab: String)
     case preflightFailed(String)
@@ -31,8 +32,9 @@ public enum LabError: Error, Sendable, CustomStringConvertible {
         case .unknownLab(let name, let suggestion):
             return "no such lab \(name)" + (suggestion.map { " (did you mean \($0)?)" } ?? "")
                 + ": give a lab file's path, or a name from `qlab list`"
-        case .alreadyRunning(let lab, let pid):
-            return "lab \(lab) is already running (QEMU pid \(pid)); use `qlab down \(lab)` first"
+        case .alreadyRunning(let lab, let pid, let supervisorPID):
+            let pids = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }].compactMap { $0 }
+            return "lab \(lab) is already running (\(pids.joined(separator: ", "))); use `qlab down \(lab)` first"
         case .notRunning(let lab):
             return "lab \(lab) is not running; start it with `qlab up LABFILE`"
         case .deviceInUse(let device, let host, let otherLab):

@@ -4,7 +4,9 @@ import Glibc
 import QMP
 
 /// Where a lab's runtime files (sockets, record, lock) and state files
-/// (overlays, logs, event log) live, and the records kept there.
+/// (overlays, logs, event log) live, and the records kept there. Both trees
+/// are used only when private to the user (``PrivateDirectory``,
+/// docs/runtime-directories.md).
 ///
 ///     RUNTIME/                0700
 ///     RUNTIME/LAB.lock        flock(2): one changing command at a time
@@ -29,14 +31,20 @@ public struct LabRuntime: Sendable {
             stateRoot: LabDirectories.stateRoot(environment: environment))
     }
 
-    /// A lab by name, or by lab file (whose `name:` is used).
+    /// A lab by name, or by lab file (whose `name:` is used). Its directories
+    /// that exist are checked (``checkDirectories()``): a command on a lab
+    /// whose runtime or state dir another user can change stops here.
     public static func locate(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> LabRuntime {
+        let runtime: LabRuntime
         if isLabFile(nameOrFile) {
             let lab = try Lab.load(path: nameOrFile)
-            return LabRuntime(name: lab.name, environment: environment)
+            runtime = LabRuntime(name: lab.name, environment: environment)
+        } else {
+            guard LabName.isValid(nameOrFile) else { throw LabError.unknownLab(nameOrFile) }
+            runtime = LabRuntime(name: nameOrFile, environment: environment)
         }
-        guard LabName.isValid(nameOrFile) else { throw LabError.unknownLab(nameOrFile) }
-        return LabRuntime(name: nameOrFile, environment: environment)
+        try runtime.checkDirectories()
+        return runtime
     }
 
     /// `locate`, for commands on an existing lab: a lab file always names one;
@@ -47,12 +55,12 @@ public struct LabRuntime: Sendable {
         do {
             runtime = try locate(nameOrFile, environment: environment)
         } catch LabError.unknownLab(let name, _) {
-            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: knownNames(environment: environment)))
+            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: (try? knownNames(environment: environment)) ?? []))
         }
         if isLabFile(nameOrFile) || HostFiles.exists(runtime.recordPath) || HostFiles.exists(runtime.stateDirectory) {
             return runtime
         }
-        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: knownNames(environment: environment)))
+        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: (try? knownNames(environment: environment)) ?? []))
     }
 
     /// Whether `locate` reads `nameOrFile` as a lab file's path rather than a name.
@@ -60,10 +68,12 @@ public struct LabRuntime: Sendable {
         nameOrFile.contains("/") || nameOrFile.hasSuffix(".yaml") || nameOrFile.hasSuffix(".yml")
     }
 
-    /// Every lab with runtime files or state here, sorted.
-    public static func knownNames(environment: [String: String] = currentEnvironment()) -> [String] {
-        let running = all(environment: environment).map(\.name)
-        let stateful = (HostFiles.list(LabDirectories.stateRoot(environment: environment)) ?? []).filter(LabName.isValid)
+    /// Every lab with runtime files or state here, sorted (an error when a
+    /// root fails the checks of ``PrivateDirectory``).
+    public static func knownNames(environment: [String: String] = currentEnvironment()) throws -> [String] {
+        let running = try all(environment: environment).map(\.name)
+        let stateRoot = try PrivateDirectory.open(LabDirectories.stateRoot(environment: environment), role: .state, create: false)
+        let stateful = (stateRoot?.names() ?? []).filter(LabName.isValid)
         return Set(running + stateful).sorted()
     }
 
@@ -91,55 +101,161 @@ public struct LabRuntime: Sendable {
     public static func labFile(for nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> String {
         if isLabFile(nameOrFile) { return nameOrFile }
         let runtime = try locateExisting(nameOrFile, environment: environment)
-        if let file = runtime.record?.labFile ?? FileSystem.readJSON(runtime.labFileRecordPath)?["lab_file"]?.stringValue {
+        if let file = runtime.record?.labFile ?? runtime.lastLabFile {
             return file
         }
         throw LabError.unknownLab(nameOrFile, suggestion: nil)
     }
 
-    /// Creates the runtime root and the lab's runtime dir (0700) and state dir.
+    // MARK: directories (see docs/runtime-directories.md)
+
+    /// The runtime root, checked as a ``PrivateDirectory`` (this user's alone,
+    /// nothing on its path another user can change); nil when it does not
+    /// exist and `create` is false. Throws for one that fails the checks.
+    public func runtimeRootDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try PrivateDirectory.open(runtimeRoot, role: .runtime, create: create)
+    }
+
+    /// `RUNTIME/LAB`, checked like its root; nil when missing and not `create`.
+    public func runtimeDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try runtimeRootDirectory(create: create)?.subdirectory(name, create: create)
+    }
+
+    /// The state root, checked like the runtime root.
+    public func stateRootDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try PrivateDirectory.open(stateRoot, role: .state, create: create)
+    }
+
+    /// `STATE/LAB`, checked; nil when missing and not `create`.
+    public func labStateDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        try stateRootDirectory(create: create)?.subdirectory(name, create: create)
+    }
+
+    /// Checks every directory of this lab that exists (both roots and the
+    /// lab's own) and makes none: a command on a lab that does not exist
+    /// touches nothing, and one on a directory another user can change stops here.
+    public func checkDirectories() throws(UnsafeDirectoryError) {
+        _ = try runtimeDirectory(create: false)
+        _ = try labStateDirectory(create: false)
+    }
+
+    /// Creates (or checks) the runtime root, the lab's runtime dir and its state dir, all 0700.
     public func makeDirectories() throws {
-        try FileSystem.makeDirectory(runtimeRoot, mode: 0o700)
-        try FileSystem.makeDirectory(directory, mode: 0o700)
-        try FileSystem.makeDirectory(stateDirectory, mode: 0o700)
+        _ = try runtimeDirectory(create: true)
+        _ = try labStateDirectory(create: true)
     }
 
     public func takeLock(timeout: Duration = .seconds(30)) async throws -> FileLock {
-        try FileSystem.makeDirectory(runtimeRoot, mode: 0o700)
-        return try await FileLock(path: lockPath, timeout: timeout)
+        guard let root = try runtimeRootDirectory(create: true) else { throw LabError.system("cannot create \(runtimeRoot)") }
+        return try await FileLock(in: root, name: name + ".lock", timeout: timeout)
     }
 
     /// The lock of a lab that must be running: a lab that is not running
     /// gets its error before any lock file is created.
     public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
+        try checkDirectories()
         guard let record, liveQEMU(record) != nil else { throw LabError.notRunning(name) }
         return try await takeLock(timeout: timeout)
     }
 
-    public var record: LabRecord? { FileSystem.readJSON(recordPath).flatMap(LabRecord.init) }
-    public var exitRecord: ExitRecord? { FileSystem.readJSON(exitRecordPath).flatMap(ExitRecord.init) }
+    // MARK: records
 
-    /// The QEMU of this lab when it is alive and really is this lab's
-    /// (its command line names the lab's QMP socket: pids get reused).
+    /// `lab.json`, read only from a runtime dir that passes the checks (a
+    /// record anyone else could have written is never trusted).
+    public var record: LabRecord? {
+        guard let directory = try? runtimeDirectory(create: false) else { return nil }
+        return directory.readJSON(Self.recordFile).flatMap(LabRecord.init)
+    }
+
+    /// `last-exit.json`, read only from a state dir that passes the checks.
+    public var exitRecord: ExitRecord? {
+        guard let directory = try? labStateDirectory(create: false) else { return nil }
+        return directory.readJSON(Self.exitRecordFile).flatMap(ExitRecord.init)
+    }
+
+    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir.
+    public func writeRecord(_ record: LabRecord) throws {
+        guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
+        try directory.writeJSON(Self.recordFile, record.json)
+    }
+
+    /// Replaces `last-exit.json` in the lab's state dir (made when missing).
+    public func writeExitRecord(_ record: ExitRecord) throws {
+        guard let directory = try labStateDirectory(create: true) else { return }
+        try directory.writeJSON(Self.exitRecordFile, record.json)
+    }
+
+    /// Writes `launch.json` in the lab's existing runtime dir.
+    public func writeLaunchSpec(_ spec: LaunchSpec) throws {
+        guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
+        try directory.writeJSON(Self.launchSpecFile, spec.json)
+    }
+
+    /// The lab file of the last `up` (`lab-file.json` in the checked state dir).
+    public var lastLabFile: String? {
+        guard let directory = try? labStateDirectory(create: false) else { return nil }
+        return directory.readJSON(Self.labFileRecordFile)?["lab_file"]?.stringValue
+    }
+
+    public func writeLastLabFile(_ file: String) throws {
+        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, ["lab_file": .string(file)])
+    }
+
+    /// Marks the coming exit as requested (`stop-requested`, see ``stopRequestPath``).
+    public func requestStop() throws {
+        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [])
+    }
+
+    public var stopRequested: Bool {
+        (try? runtimeDirectory(create: false))??.contains(Self.stopRequestFile) ?? false
+    }
+
+    static let recordFile = "lab.json"
+    static let exitRecordFile = "last-exit.json"
+    static let launchSpecFile = "launch.json"
+    static let stopRequestFile = "stop-requested"
+    static let labFileRecordFile = "lab-file.json"
+
+    /// The QEMU of this lab when it is alive and really is this lab's: pids
+    /// get reused, so it must have the start time the supervisor recorded and
+    /// a command line naming the lab's QMP socket. (A record written before
+    /// qlab kept start times has only the command line to go by.)
     public func liveQEMU(_ record: LabRecord) -> Int32? {
-        guard ProcessTable.isRunning(record.qemuPID) else { return nil }
+        let alive = record.qemuStartTime == nil
+            ? ProcessTable.isRunning(record.qemuPID) : ProcessIdentity.matches(record.qemuPID, startTime: record.qemuStartTime)
+        guard alive else { return nil }
         let argv = ProcessTable.commandLine(record.qemuPID)
         return argv.contains(where: { $0.contains(qmpSocketPath) }) ? record.qemuPID : nil
     }
 
-    /// Removes sockets, pid file and record: what a stopped lab leaves is its state dir.
-    public func removeRuntimeFiles() {
-        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
-            FileSystem.remove(path)
-        }
-        rmdir(directory)
+    /// The lab's supervisor when it is alive, has the start time it recorded
+    /// for itself (a reused pid is not it) and is a qlab supervising this
+    /// lab (`_supervise` of its launch spec, or `up --foreground`); nil otherwise.
+    public func liveSupervisor(_ record: LabRecord) -> Int32? {
+        guard ProcessIdentity.matches(record.supervisorPID, startTime: record.supervisorStartTime) else { return nil }
+        let argv = ProcessTable.commandLine(record.supervisorPID)
+        let supervising = record.foreground ? argv.contains("--foreground") : argv.contains("_supervise") && argv.contains(launchSpecPath)
+        return supervising ? record.supervisorPID : nil
     }
 
-    /// Every lab with a runtime dir under `runtimeRoot`.
-    public static func all(environment: [String: String] = currentEnvironment()) -> [LabRuntime] {
+    /// Removes sockets, pid file and record (`unlinkat(2)` in the checked
+    /// runtime dir; nothing in one that fails the checks): what a stopped lab
+    /// leaves is its state dir.
+    public func removeRuntimeFiles() {
+        guard let root = try? runtimeRootDirectory(create: false), let directory = try? root.subdirectory(name, create: false) else { return }
+        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
+            directory.remove(LabPaths.baseName(path))
+        }
+        root.removeDirectory(name)
+    }
+
+    /// Every lab with a runtime dir under the runtime root (none when it does
+    /// not exist; an error when it fails the checks).
+    public static func all(environment: [String: String] = currentEnvironment()) throws -> [LabRuntime] {
         let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
         let state = LabDirectories.stateRoot(environment: environment)
-        return (HostFiles.list(root) ?? []).filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {
+        let names = try PrivateDirectory.open(root, role: .runtime, create: false)?.names() ?? []
+        return names.filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {
             LabRuntime(name: $0, runtimeRoot: root, stateRoot: state)
         }
     }
@@ -152,6 +268,10 @@ public struct LabRecord: Sendable {
     public var guest: String
     public var qemuPID: Int32
     public var supervisorPID: Int32
+    /// Start times (/proc/PID/stat field 22) of the two, taken at launch:
+    /// a pid is signalled only while it still has its start time.
+    public var qemuStartTime: UInt64?
+    public var supervisorStartTime: UInt64?
     public var foreground: Bool
     public var startedAt: Double
     public var accel: AccelDecision
@@ -188,6 +308,8 @@ public struct LabRecord: Sendable {
         .object([
             "name": .string(name), "lab_file": .string(labFile), "guest": .string(guest),
             "qemu_pid": JSONValue(qemuPID), "supervisor_pid": JSONValue(supervisorPID), "foreground": .bool(foreground),
+            "qemu_start_time": qemuStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
+            "supervisor_start_time": supervisorStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
             "started_at": .double(startedAt),
             "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
             "console_log": consoleLog.map(JSONValue.string) ?? .null,
@@ -206,8 +328,11 @@ public struct LabRecord: Sendable {
         self.name = name
         self.labFile = json["lab_file"]?.stringValue ?? ""
         self.guest = json["guest"]?.stringValue ?? ""
-        self.qemuPID = Int32(qemuPID)
-        self.supervisorPID = Int32(json["supervisor_pid"]?.intValue ?? 0)
+        guard let pid = Int32(exactly: qemuPID) else { return nil }
+        self.qemuPID = pid
+        self.supervisorPID = Int32(clamping: json["supervisor_pid"]?.intValue ?? 0)
+        self.qemuStartTime = json["qemu_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
+        self.supervisorStartTime = json["supervisor_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
         self.foreground = json["foreground"]?.boolValue ?? false
         self.startedAt = json["started_at"]?.doubleValue ?? 0
         self.accel = AccelDecision(accelerator, reason: json["accel"]?["reason"]?.stringValue ?? "")
@@ -274,9 +399,9 @@ public struct ExitRecord: Sendable {
 
     public init?(_ json: JSONValue) {
         if let signal = json["signal"]?.intValue {
-            exit = .signaled(Int32(signal))
+            exit = .signaled(Int32(clamping: signal))
         } else if let code = json["exit_code"]?.intValue {
-            exit = .exited(Int32(code))
+            exit = .exited(Int32(clamping: code))
         } else {
             exit = nil
         }

@@ -22,13 +22,28 @@ public final class LabSession: Sendable {
         return try await open(runtime: runtime)
     }
 
-    public static func open(runtime: LabRuntime, connectTimeout: Duration = .seconds(10)) async throws -> LabSession {
+    /// `reconcilingDevices`: first make the record's device states agree with
+    /// QEMU (``reconcileDeviceStates()``); it writes the record, so only a
+    /// caller holding the lab's lock may ask for it.
+    public static func open(
+        runtime: LabRuntime, connectTimeout: Duration = .seconds(10), reconcilingDevices: Bool = false
+    ) async throws -> LabSession {
+        try runtime.checkDirectories()
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
             throw LabError.notRunning(runtime.name)
         }
         let lab = try Lab.load(path: record.labFile)
         let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: connectTimeout)
-        return LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
+        let session = LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
+        guard reconcilingDevices else { return session }
+        // An earlier command killed half-way may have left the record behind QEMU.
+        do {
+            guard try await !session.reconcileDeviceStates().isEmpty, let updated = runtime.record else { return session }
+            return LabSession(runtime: runtime, lab: lab, record: updated, qmp: qmp)
+        } catch {
+            qmp.close()
+            throw error
+        }
     }
 
     /// The guest this lab was started with.

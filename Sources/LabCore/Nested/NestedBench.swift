@@ -79,6 +79,9 @@ public struct NestedBench: Sendable {
         var buffer = [CChar](repeating: 0, count: 32)
         let count = strftime(&buffer, buffer.count, "%Y%m%dT%H%M%SZ", &parts)
         let stamp = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // The lab's state dir is made (or checked) private first; the run
+        // directory below it may then be 0755.
+        _ = try controller.runtime(lab.name).labStateDirectory(create: true)
         var path = controller.runtime(lab.name).stateDirectory + "/nested-runs/" + stamp
         var suffix = 1
         while HostFiles.exists(path) {
@@ -108,6 +111,8 @@ public struct NestedBench: Sendable {
             groups = guests.map { guest in scenarios.filter { $0.boot == guest } }
         }
         for group in groups {
+            // Cancelled (SIGINT/SIGTERM): no further boot; the report says what ran.
+            if Task.isCancelled { break }
             let guestName = group[0].boot
             let logName = isolated ? "\(guestName)-\(group[0].id)" : guestName
             let (boot, groupResults) = await runBoot(
@@ -131,9 +136,12 @@ public struct NestedBench: Sendable {
         onEvent(.booting(guest: guestName))
         var record: LabRecord?
         var console: GuestConsole?
+        // L1 belongs to this run: should qlab die, its supervisor takes it down.
+        var ownership: LabOwnership?
         do {
             let guest = try lab.selectGuest(guestName)
-            let up = try await controller.up(labFile: labFile, options: LabController.UpOptions(guest: guestName))
+            let up = try await controller.up(labFile: labFile, options: LabController.UpOptions(guest: guestName, owned: true))
+            ownership = up.ownership
             record = up.record
             boot.accel = up.record.accel.accelerator.rawValue
             let connected = try GuestConsole.connect(runtime: up.runtime)
@@ -174,7 +182,10 @@ public struct NestedBench: Sendable {
             }
         }
         console?.close()
-        _ = try? await controller.down(lab.name)
+        // Run to its end even when cancelled.
+        let (controller, name) = (controller, lab.name)
+        _ = await shielded { try? await controller.down(name) }
+        ownership?.release()
         boot.duration = started.duration(to: .now)
         if let log = record?.consoleLog, let offset = record?.consoleLogOffset {
             let kept = runDirectory + "/l1-\(logName).console.log"

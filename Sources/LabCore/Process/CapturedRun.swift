@@ -4,13 +4,17 @@ import Glibc
 import QMP
 
 /// A child run to completion with stdout and stderr captured together
-/// (`posix_spawn`, one pipe, `waitpid`), killed with its process group at a timeout.
+/// (`posix_spawn`, one pipe, `waitpid`), in its own session and process
+/// group, which is killed (SIGKILL to the group) at a timeout and when the
+/// calling task is cancelled, so no background child of it survives either.
 public struct CapturedRun: Sendable {
     public var exit: ProcessExit?
     public var output: String
     public var timedOut: Bool
+    /// The calling task was cancelled and the group killed.
+    public var cancelled = false
 
-    public var succeeded: Bool { !timedOut && exit == .exited(0) }
+    public var succeeded: Bool { !timedOut && !cancelled && exit == .exited(0) }
 
     /// The exit status as a shell reports it: 128+N for signal N.
     public var shellStatus: Int32 {
@@ -56,18 +60,25 @@ public struct CapturedRun: Sendable {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         var exit: ProcessExit?
         var timedOut = false
+        var cancelled = false
         while exit == nil {
             var poller = pollfd(fd: ends[0], events: Int16(POLLIN), revents: 0)
             _ = poll(&poller, 1, 20)
             drain()
             exit = child.poll()
-            if exit == nil, let deadline, ContinuousClock.now >= deadline {
+            guard exit == nil else { break }
+            if let deadline, ContinuousClock.now >= deadline {
                 timedOut = true
-                kill(-child.pid, SIGKILL)
-                exit = child.wait()
+            } else if Task.isCancelled {
+                cancelled = true
+            } else {
+                continue
             }
+            // The child is not reaped yet, so its pid (the group's id) is still ours.
+            kill(-child.pid, SIGKILL)
+            exit = child.wait()
         }
         drain()
-        return CapturedRun(exit: exit, output: String(decoding: output, as: UTF8.self), timedOut: timedOut)
+        return CapturedRun(exit: exit, output: String(decoding: output, as: UTF8.self), timedOut: timedOut, cancelled: cancelled)
     }
 }

@@ -198,10 +198,11 @@ public enum ProcessTable {
         return bytes.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// Waits until `pid` is gone (for processes that are not our children).
-    public static func waitGone(_ pid: pid_t, timeout: Duration) async -> Bool {
+    /// Waits until `pid` is gone (for processes that are not our children);
+    /// stops waiting early (false) once `hurry` says so.
+    public static func waitGone(_ pid: pid_t, timeout: Duration, unless hurry: @Sendable () -> Bool = { false }) async -> Bool {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
+        while ContinuousClock.now < deadline && !hurry() {
             if !isRunning(pid) { return true }
             try? await Task.sleep(for: .milliseconds(10))
         }

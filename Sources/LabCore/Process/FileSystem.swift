@@ -5,44 +5,79 @@ import QMP
 
 /// The few file operations lab state needs, as thin wrappers over the calls.
 public enum FileSystem {
-    /// `mkdir(2)` for each missing component; the last gets `mode`
-    /// (then `chmod(2)`, so the umask cannot widen or narrow it).
+    /// `mkdir(2)` for each missing component; a directory made here gets
+    /// `mode` (then `chmod(2)`, so the umask cannot narrow it). An existing
+    /// directory is left as it is: qlab never changes the mode of a directory
+    /// it did not create (one it cannot use is reported when used).
+    /// qlab's runtime and state directories go through ``PrivateDirectory``.
     public static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(SystemCallError) {
         var prefix = path.hasPrefix("/") ? "" : "."
-        for component in path.split(separator: "/") {
+        let components = path.split(separator: "/")
+        for (index, component) in components.enumerated() {
             prefix += "/" + component
-            if mkdir(prefix, prefix == path ? mode : 0o755) != 0 && errno != EEXIST {
+            let last = index == components.count - 1
+            if mkdir(prefix, last ? mode : 0o755) == 0 {
+                if last { guard chmod(prefix, mode) == 0 else { throw SystemCallError("chmod \(prefix)") } }
+            } else if errno != EEXIST {
                 throw SystemCallError("mkdir \(prefix)")
             }
         }
-        guard chmod(path, mode) == 0 else { throw SystemCallError("chmod \(path)") }
     }
 
-    /// Writes `bytes` to a temp file beside `path`, fsyncs, and `rename(2)`s
-    /// it into place: readers see the old or the new file, never half of one.
+    /// Replaces `path` atomically: a new file under an unpredictable name in
+    /// the same directory, `fsync(2)`, `rename(2)`. Readers see the old or the
+    /// new file, never half of one, and a link planted at any name is never followed.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws(SystemCallError) {
-        let temp = path + ".tmp-\(getpid())"
-        let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw SystemCallError("open \(temp)") }
+        let directory = LabPaths.directory(of: path)
+        let fd = open(directory, O_PATH | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemCallError("open \(directory)") }
+        defer { close(fd) }
+        try writeAtomically(in: fd, name: LabPaths.baseName(path), shownAs: path, bytes, mode: mode)
+    }
+
+    /// The atomic write relative to a directory descriptor: `openat(2)` of
+    /// `.NAME.tmp-RANDOM` with `O_CREAT|O_EXCL|O_NOFOLLOW` (so nothing there
+    /// already, link or file, is reused), `write(2)`, `fsync(2)`, `renameat(2)`
+    /// (which replaces a link at `name`, never what it points to).
+    static func writeAtomically(in directory: Int32, name: String, shownAs path: String, _ bytes: [UInt8], mode: mode_t) throws(SystemCallError) {
+        let temp = RandomName.temporary(for: name)
+        let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw SystemCallError("create a temporary file beside \(path)") }
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
             if n < 0 {
                 if errno == EINTR { continue }
-                let error = SystemCallError("write \(temp)")
+                let error = SystemCallError("write \(path)")
                 close(fd)
-                unlink(temp)
+                unlinkat(directory, temp, 0)
                 throw error
             }
             offset += n
         }
         fsync(fd)
         close(fd)
-        guard rename(temp, path) == 0 else {
-            let error = SystemCallError("rename \(temp)")
-            unlink(temp)
+        guard renameat(directory, temp, directory, name) == 0 else {
+            let error = SystemCallError("rename into \(path)")
+            unlinkat(directory, temp, 0)
             throw error
         }
+    }
+
+    /// `read(2)` until end of file or `limit` bytes; nil on a read error.
+    static func readAll(_ fd: Int32, limit: Int) -> [UInt8]? {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while result.count < limit {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - result.count)) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if count == 0 { break }
+            result.append(contentsOf: buffer[0..<count])
+        }
+        return result
     }
 
     public static func writeJSON(_ path: String, _ value: JSONValue) throws {
@@ -56,9 +91,10 @@ public enum FileSystem {
         return try? JSONValue.parse(bytes)
     }
 
-    /// Appends one line with `O_APPEND` (atomic for lines under PIPE_BUF between writers).
+    /// Appends one line with `O_APPEND` (atomic for lines under PIPE_BUF between
+    /// writers); `O_NOFOLLOW`: a link at `path` is not written through.
     public static func appendLine(_ path: String, _ line: String) throws(SystemCallError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemCallError("open \(path)") }
         defer { close(fd) }
         let bytes = Array((line + "\n").utf8)
@@ -87,23 +123,29 @@ public enum FileSystem {
 /// An exclusive `flock(2)` on a lock file, so two qlab commands do not
 /// change one lab at once. Released when the value is released or the process dies.
 public final class FileLock: Sendable {
-    public let path: String
+    public let directory: PrivateDirectory
+    public let name: String
     private let fd: Int32
 
-    /// Takes the lock, waiting at most `timeout`; throws when another holder keeps it.
+    public var path: String { directory.path(name) }
+
+    /// Takes the lock on `name` in `directory` (`openat(2)` with
+    /// `O_CREAT|O_NOFOLLOW`), waiting at most `timeout`; throws when another
+    /// holder keeps it.
     ///
     /// The lock file may be removed by its holder (``removeFile()``), so after
-    /// locking, the path must still name the locked inode; else retry.
-    public init(path: String, timeout: Duration = .seconds(30)) async throws {
+    /// locking, the name must still be the locked inode; else retry.
+    public init(in directory: PrivateDirectory, name: String, timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw SystemCallError("open \(path)") }
+            let fd = openat(directory.descriptor, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw SystemCallError("open \(directory.path(name))") }
             if flock(fd, LOCK_EX | LOCK_NB) == 0 {
-                var held = stat()
-                var named = stat()
-                if fstat(fd, &held) == 0, stat(path, &named) == 0, held.st_ino == named.st_ino, held.st_dev == named.st_dev {
-                    self.path = path
+                if case .success(let held) = FileStatus.of(descriptor: fd), case .success(let named) = FileStatus.of(name, in: directory.descriptor),
+                    held.inode == named.inode, held.device == named.device
+                {
+                    self.directory = directory
+                    self.name = name
                     self.fd = fd
                     return
                 }
@@ -113,15 +155,15 @@ public final class FileLock: Sendable {
             let error = errno
             close(fd)
             guard error == EWOULDBLOCK || error == EINTR, ContinuousClock.now < deadline else {
-                throw LabError.busy(path)
+                throw LabError.busy(directory.path(name))
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
 
-    /// Unlinks the lock file while holding it: waiters then retry on a new file.
+    /// Unlinks the lock file while holding it (`unlinkat(2)`): waiters then retry on a new file.
     public func removeFile() {
-        unlink(path)
+        directory.remove(name)
     }
 
     deinit {

@@ -10,6 +10,8 @@ public enum TestOutcome: String, Sendable, CaseIterable {
     case timeout
     /// Something other than the test went wrong: QEMU died, a hook failed, the guest would not boot.
     case error
+    /// The run was cancelled (SIGINT, SIGTERM, SIGHUP) during or before this entry.
+    case cancelled
 }
 
 /// The record of one run of one test.
@@ -58,7 +60,7 @@ public struct TestResult: Sendable {
         entry = TestRunEntry(guest: guest, test: test, repeatIndex: json["repeat"]?.intValue ?? 1, matrixIndex: json["matrix_index"]?.intValue ?? 0)
         self.outcome = outcome
         duration = json["duration_seconds"]?.doubleValue ?? 0
-        exitStatus = json["exit_status"]?.intValue.map { Int32($0) }
+        exitStatus = json["exit_status"]?.intValue.flatMap { Int32(exactly: $0) }
         output = json["output"]?.stringValue ?? ""
         message = json["message"]?.stringValue ?? ""
         diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
@@ -89,10 +91,13 @@ public struct TestReport: Sendable {
 
     public func count(_ outcome: TestOutcome) -> Int { results.filter { $0.outcome == outcome }.count }
     public var allPassed: Bool { !results.isEmpty && results.allSatisfy { $0.outcome == .passed } }
+    /// True when some entry was cancelled (and so the run did not finish).
+    public var wasCancelled: Bool { count(.cancelled) > 0 }
 
     public var summaryLine: String {
         "\(count(.passed)) passed, \(count(.failed) + count(.timeout) + count(.error)) failed"
             + (count(.timeout) + count(.error) > 0 ? " (\(count(.timeout)) timed out, \(count(.error)) errors)" : "")
+            + (wasCancelled ? ", \(count(.cancelled)) cancelled" : "")
     }
 
     public var json: JSONValue {
@@ -100,7 +105,8 @@ public struct TestReport: Sendable {
             "lab": .string(lab), "started_at": .double(startedAt), "duration_seconds": .double(duration),
             "shards": .array(shards.map(JSONValue.string)),
             "summary": ["total": JSONValue(results.count), "passed": JSONValue(count(.passed)), "failed": JSONValue(count(.failed)),
-                        "timeout": JSONValue(count(.timeout)), "error": JSONValue(count(.error))],
+                        "timeout": JSONValue(count(.timeout)), "error": JSONValue(count(.error)),
+                        "cancelled": JSONValue(count(.cancelled))],
             "results": .array(results.map(\.json)),
         ])
     }

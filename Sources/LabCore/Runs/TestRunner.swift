@@ -20,6 +20,12 @@ public enum TestRunEvent: Sendable {
 /// judge it. Strategy reset uses a system_reset instead of a revert. A crash,
 /// hang or timeout is recorded with its diagnosis and console tail, the guest
 /// is restarted, and the loop goes on.
+///
+/// Cancelling the task that runs ``run()`` (``StopRequest/cancelling(_:)``)
+/// stops the current step (a hook's whole process group is killed), takes
+/// the lab down and returns the report so far, the rest marked `cancelled`.
+/// The lab belongs to the run: should this process die, its supervisor takes
+/// QEMU down by itself (``LabOwnership``).
 public final class TestRunner: Sendable {
     public struct Options: Sendable {
         public var guests: [String] = []
@@ -29,6 +35,8 @@ public final class TestRunner: Sendable {
         /// The snapshot every run starts from.
         public var readyTag = "qlab-ready"
         public var transport: GuestTransport = .auto
+        /// What cancels the run, if any: its second request makes the clean-up hurry (SIGKILL).
+        public var stop: StopRequest?
         public init() {}
     }
 
@@ -57,24 +65,28 @@ public final class TestRunner: Sendable {
         let console: GuestConsole
         let commands: any GuestSession
         let strategy: Strategy
+        /// Held until the lab is down.
+        let ownership: LabOwnership?
         var freshBoot = true
 
-        init(guest: LabGuest, session: LabSession, console: GuestConsole, commands: any GuestSession, strategy: Strategy) {
+        init(guest: LabGuest, session: LabSession, console: GuestConsole, commands: any GuestSession, strategy: Strategy, ownership: LabOwnership?) {
             self.guest = guest
             self.session = session
             self.console = console
             self.commands = commands
             self.strategy = strategy
+            self.ownership = ownership
         }
     }
 
     /// Runs the matrix. Throws only for what stops the whole run (a bad
-    /// selection, the lab already running); everything else is a result.
+    /// selection, the lab already running); everything else is a result,
+    /// cancellation too (``TestReport/wasCancelled``).
     public func run() async throws -> TestReport {
         let matrix = try matrix()
         let runtime = controller.runtime(lab.name)
         if let record = runtime.record, runtime.liveQEMU(record) != nil {
-            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID)
+            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
         }
         let started = wallClockSeconds()
         let clock = ContinuousClock.now
@@ -87,21 +99,27 @@ public final class TestRunner: Sendable {
             var bootFailures = 0
             for entry in entries {
                 let index = results.count + 1
+                if Task.isCancelled {
+                    results.append(TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "not run: the run was cancelled"))
+                    continue
+                }
                 observe(.entryStarted(entry, index: index, total: total))
-                let result: TestResult
+                var result: TestResult
                 if booted == nil && bootFailures < 2 {
                     do {
                         booted = try await boot(guest)
                     } catch {
                         bootFailures += 1
                         await shutDown(nil)
-                        observe(.note("guest \(guest.name) did not start: \(error)"))
+                        if !Task.isCancelled { observe(.note("guest \(guest.name) did not start: \(error)")) }
                     }
                 }
-                if let current = booted {
+                if Task.isCancelled {
+                    result = TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "cancelled while the guest booted")
+                } else if let current = booted {
                     let (outcome, healthy) = await runEntry(entry, on: current, index: index, total: total)
                     result = outcome
-                    if !healthy {
+                    if !healthy && !Task.isCancelled {
                         observe(.note("restarting guest \(guest.name) after \(outcome.outcome.rawValue) in \(entry.displayName)"))
                         await shutDown(current)
                         booted = nil
@@ -124,8 +142,14 @@ public final class TestRunner: Sendable {
     func boot(_ guest: LabGuest) async throws -> BootedGuest {
         observe(.guestBooting(guest: guest.name))
         let begin = ContinuousClock.now
-        let up = try await controller.up(labFile: labFile, options: LabController.UpOptions(guest: guest.name, overlays: .testRun))
-        let session = try await LabSession.open(runtime: up.runtime)
+        let up = try await controller.up(labFile: labFile, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
+        let session: LabSession
+        do {
+            session = try await LabSession.open(runtime: up.runtime)
+        } catch {
+            await takeDown(ownership: up.ownership)
+            throw error
+        }
         do {
             let console = try GuestConsole.connect(runtime: up.runtime)
             try await console.waitForReady(guest)
@@ -140,9 +164,10 @@ public final class TestRunner: Sendable {
                 _ = try await session.saveSnapshot(options.readyTag, options: SnapshotOptions(replace: true))
             }
             observe(.guestReady(guest: guest.name, seconds: (ContinuousClock.now - begin).inSeconds))
-            return BootedGuest(guest: guest, session: session, console: console, commands: commands, strategy: strategy)
+            return BootedGuest(guest: guest, session: session, console: console, commands: commands, strategy: strategy, ownership: up.ownership)
         } catch {
             session.close()
+            await takeDown(ownership: up.ownership)
             throw error
         }
     }
@@ -153,7 +178,15 @@ public final class TestRunner: Sendable {
             booted.console.close()
             booted.session.close()
         }
-        _ = try? await controller.down(lab.name)
+        await takeDown(ownership: booted?.ownership)
+    }
+
+    /// `down`, run to its end even when the run is cancelled (hurried by a
+    /// second stop request); then the lab is let go of.
+    func takeDown(ownership: LabOwnership?) async {
+        let (controller, name, stop) = (controller, lab.name, options.stop)
+        _ = await shielded { try? await controller.down(name, stop: stop) }
+        ownership?.release()
     }
 
     // MARK: One run
@@ -173,18 +206,25 @@ public final class TestRunner: Sendable {
                        message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
         }
         let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
+        func cancelled() -> TestResult {
+            let during = steps.last.map { " during \($0.0)" } ?? ""
+            return finish(.cancelled, message: "cancelled" + during)
+        }
 
         do {
             if let hook = lab.hooks.beforeEach {
                 let outcome = try await step("before_each") {
                     try HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
                 }
+                if Task.isCancelled { return (cancelled(), false) }
                 if !outcome.succeeded {
                     return (finish(.error, output: outcome.output, message: "before_each hook " + Self.describe(outcome)), true)
                 }
             }
             try await prepare(booted, step: step)
+            if Task.isCancelled { return (cancelled(), false) }
             let result = try await step("test") { try await booted.commands.run(test.run, timeout: test.timeout) }
+            if Task.isCancelled { return (cancelled(), false) }
             var problems: [String] = []
             if result.exitStatus != test.status {
                 problems.append("exit status \(result.exitStatus) (expected \(test.status))")
@@ -201,12 +241,17 @@ public final class TestRunner: Sendable {
                     try HostHook.run(hook, directory: lab.directory, environment: env, timeout: lab.hooks.timeout)
                 }
                 final.steps = steps
-                if !outcome.succeeded {
+                if outcome.cancelled {
+                    final.outcome = .cancelled
+                    final.message = (final.message.isEmpty ? "" : final.message + "; ") + "cancelled during after_each"
+                } else if !outcome.succeeded {
                     final.outcome = .error
                     final.message = (final.message.isEmpty ? "" : final.message + "; ") + "after_each hook " + Self.describe(outcome)
                 }
             }
             return (final, true)
+        } catch where Task.isCancelled {
+            return (cancelled(), false)
         } catch let error as GuestError {
             if case .commandTimeout(_, let seconds, let recovered, let tail) = error {
                 let result = finish(.timeout, message: "the test did not end within \(Int(seconds)) s" + (recovered ? "" : "; the console did not recover"),

@@ -125,7 +125,7 @@ struct SnapshotTests {
     @Test func migrationBlockerMakesSaveFailWithQEMUsTextAndTheDiagnosis() async throws {
         let fixture = try DeviceLabFixture()
         let lab = try fixture.bareLab(extraTopLevel: """
-            qemu_args: [-object, "memory-backend-ram,id=qlab-test-mem,size=1M", -device, "ivshmem-plain,memdev=qlab-test-mem,id=blocker"]
+            qemu_args: [-object, "memory-backend-ram,id=test-mem,size=1M", -device, "ivshmem-plain,memdev=test-mem,id=blocker"]
             """)
         do {
             try await fixture.withLab(lab, paused: true) { session in

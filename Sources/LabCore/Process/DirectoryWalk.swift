@@ -1,0 +1,121 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Opens a directory by path one component at a time, each with `openat(2)`
+/// and `O_NOFOLLOW` from the previous component's descriptor, so that no
+/// step is taken on another user's word:
+///
+/// - every directory passed through must be owned by root or this user, and
+///   not writable by group or others unless sticky (like /tmp, where others
+///   may not rename or remove what is ours);
+/// - a symbolic link passed through is followed (`readlinkat(2)`) only when
+///   root or this user owns it: anyone else could point it elsewhere later.
+///
+/// This is OpenSSH's `safe_path` rule, applied while walking rather than on a
+/// resolved path, so a link on the way is judged too.
+enum DirectoryWalk {
+    struct Opened {
+        /// `O_PATH|O_DIRECTORY` descriptor of the last directory.
+        var descriptor: Int32
+        var status: FileStatus
+        /// The last component was made here by `mkdirat(2)`.
+        var created: Bool
+    }
+
+    /// Opens `path` (relative paths against the working directory). A missing
+    /// component is made with `mkdirat(2)` when `create` (0755 on the way,
+    /// `finalMode` for the last; the umask applies), else the answer is nil.
+    /// The last directory itself is not judged here: the caller decides what it needs.
+    static func open(_ path: String, role: DirectoryRole, create: Bool, finalMode: mode_t = 0o700) throws(UnsafeDirectoryError) -> Opened? {
+        let absolute = path.hasPrefix("/") ? path : LabPaths.currentDirectory() + "/" + path
+        var pending = components(absolute)
+        var fd = Glibc.open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw UnsafeDirectoryError(role: role, path: "/", problem: .system(operation: "open", SystemErrno(errno))) }
+        var shown = ""
+        var links = 0
+        var createdLast = false
+        func fail(_ at: String, _ problem: UnsafeDirectoryError.Problem) -> UnsafeDirectoryError {
+            close(fd)
+            return UnsafeDirectoryError(role: role, path: at.isEmpty ? "/" : at, problem: problem)
+        }
+        while !pending.isEmpty {
+            let name = pending.removeFirst()
+            if name == "." { continue }
+            let isLast = pending.isEmpty
+            let here = shown + "/" + name
+            let examined = FileStatus.of(name, in: fd)
+            if case .failure(let error) = examined, error.code == ENOENT {
+                guard create else {
+                    close(fd)
+                    return nil
+                }
+                if mkdirat(fd, name, isLast ? finalMode : 0o755) == 0 {
+                    createdLast = isLast
+                } else if errno != EEXIST {
+                    throw fail(here, .system(operation: "mkdir", SystemErrno(errno)))
+                }
+                pending.insert(name, at: 0)  // examine what is there now
+                continue
+            }
+            let status: FileStatus
+            switch examined {
+            case .success(let found): status = found
+            case .failure(let error): throw fail(here, .system(operation: "stat", error))
+            }
+            switch status.kind {
+            case .symbolicLink:
+                guard status.ownedByRootOrCaller else { throw fail(here, .foreignLink(status)) }
+                links += 1
+                guard links <= 40, let target = readLink(name, in: fd) else {
+                    throw fail(here, .system(operation: "readlink", SystemErrno(links > 40 ? ELOOP : errno)))
+                }
+                if target.hasPrefix("/") {
+                    close(fd)
+                    fd = Glibc.open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
+                    guard fd >= 0 else { throw UnsafeDirectoryError(role: role, path: "/", problem: .system(operation: "open", SystemErrno(errno))) }
+                    shown = ""
+                }
+                pending = components(target) + pending
+            case .directory:
+                let next = openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard next >= 0 else { throw fail(here, .system(operation: "open", SystemErrno(errno))) }
+                close(fd)
+                fd = next
+                shown = name == ".." ? LabPaths.directory(of: shown.isEmpty ? "/" : shown) : here
+                if shown == "/" { shown = "" }
+                guard case .success(let opened) = FileStatus.of(descriptor: fd) else {
+                    throw fail(here, .system(operation: "fstat", SystemErrno(errno)))
+                }
+                if isLast { return Opened(descriptor: fd, status: opened, created: createdLast) }
+                if !opened.ownedByRootOrCaller || (opened.writableByOthers && !opened.sticky) {
+                    throw fail(shown, .unsafeAncestor(opened))
+                }
+            default:
+                throw fail(here, .notADirectory(status))
+            }
+        }
+        // The path was "/" (or folded to it).
+        guard case .success(let opened) = FileStatus.of(descriptor: fd) else {
+            throw fail("/", .system(operation: "fstat", SystemErrno(errno)))
+        }
+        return Opened(descriptor: fd, status: opened, created: false)
+    }
+
+    static func components(_ path: String) -> [String] {
+        path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+    }
+
+    /// `readlinkat(2)`.
+    static func readLink(_ name: String, in directory: Int32) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlinkat(directory, name, &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// `O_PATH` (Linux: a descriptor that names a directory for `*at` calls and
+/// `fstat(2)` without needing read permission). Glibc defines it through
+/// `__O_PATH`, which Swift does not import.
+let O_PATH: Int32 = 0o10000000

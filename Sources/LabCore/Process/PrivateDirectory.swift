@@ -1,0 +1,215 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+
+/// An open directory that is this user's alone: a real directory (not a
+/// link), owned by the effective user, mode 0700 (no group or other access,
+/// and the owner may write). qlab keeps its runtime and state files only in
+/// such directories and reaches every entry with `openat(2)`-family calls
+/// from the directory's descriptor, never following a link (`O_NOFOLLOW`).
+///
+/// Since no other user can add, remove or rename anything in it (and every
+/// directory above it was checked by ``DirectoryWalk``), a path below it that
+/// QEMU is given (a socket, a log) names what qlab expects.
+///
+/// qlab never changes the mode of a directory it did not just create: one
+/// that fails the checks is reported (``UnsafeDirectoryError``), not fixed.
+public final class PrivateDirectory: Sendable {
+    public let path: String
+    public let role: DirectoryRole
+    /// `O_RDONLY|O_DIRECTORY` descriptor, the base of every `*at` call here.
+    let descriptor: Int32
+
+    private init(path: String, role: DirectoryRole, descriptor: Int32) {
+        self.path = path
+        self.role = role
+        self.descriptor = descriptor
+    }
+
+    deinit { close(descriptor) }
+
+    /// Opens the directory at `path` through ``DirectoryWalk`` (checking every
+    /// directory and link above it) and checks it is private. With `create`,
+    /// missing directories are made (`mkdirat(2)`; this one 0700); without, a
+    /// missing one gives nil and nothing is made.
+    public static func open(_ path: String, role: DirectoryRole, create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        guard let opened = try DirectoryWalk.open(path, role: role, create: create) else { return nil }
+        defer { close(opened.descriptor) }
+        return try adopt(pathDescriptor: opened.descriptor, status: opened.status, created: opened.created, path: path, role: role)
+    }
+
+    /// The subdirectory `name` (one or more components separated by `/`),
+    /// each private and none a link; made (0700) when missing and `create`.
+    public func subdirectory(_ name: String, create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        var current = self
+        for component in DirectoryWalk.components(name) {
+            guard component != "." && component != ".." else {
+                throw UnsafeDirectoryError(role: role, path: current.path(component), problem: .system(operation: "open", SystemErrno(EINVAL)))
+            }
+            guard let next = try current.child(component, create: create) else { return nil }
+            current = next
+        }
+        return current
+    }
+
+    private func child(_ name: String, create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        let shown = path(name)
+        var created = false
+        while true {
+            switch FileStatus.of(name, in: descriptor) {
+            case .failure(let error) where error.code == ENOENT:
+                guard create else { return nil }
+                if mkdirat(descriptor, name, 0o700) == 0 {
+                    created = true
+                } else if errno != EEXIST {
+                    throw UnsafeDirectoryError(role: role, path: shown, problem: .system(operation: "mkdir", SystemErrno(errno)))
+                }
+                continue
+            case .failure(let error):
+                throw UnsafeDirectoryError(role: role, path: shown, problem: .system(operation: "stat", error))
+            case .success(let status) where status.kind == .symbolicLink:
+                throw UnsafeDirectoryError(role: role, path: shown, problem: .symbolicLink(status))
+            case .success(let status) where status.kind != .directory:
+                throw UnsafeDirectoryError(role: role, path: shown, problem: .notADirectory(status))
+            case .success:
+                let fd = openat(descriptor, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard fd >= 0 else { throw UnsafeDirectoryError(role: role, path: shown, problem: .system(operation: "open", SystemErrno(errno))) }
+                defer { close(fd) }
+                guard case .success(let status) = FileStatus.of(descriptor: fd) else {
+                    throw UnsafeDirectoryError(role: role, path: shown, problem: .system(operation: "fstat", SystemErrno(errno)))
+                }
+                return try Self.adopt(pathDescriptor: fd, status: status, created: created, path: shown, role: role)
+            }
+        }
+    }
+
+    /// Checks an `O_PATH` descriptor's directory and reopens it for reading.
+    /// A directory made just now gets 0700 with `fchmod(2)` (the umask may have
+    /// narrowed it); any other is judged as it is.
+    private static func adopt(pathDescriptor: Int32, status: FileStatus, created: Bool, path: String, role: DirectoryRole) throws(UnsafeDirectoryError) -> PrivateDirectory {
+        let fd = openat(pathDescriptor, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        var status = status
+        if created, fd >= 0, status.mode != 0o700, status.owner == geteuid(), fchmod(fd, 0o700) == 0 {
+            status.mode = 0o700
+        }
+        func refuse(_ problem: UnsafeDirectoryError.Problem) -> UnsafeDirectoryError {
+            if fd >= 0 { close(fd) }
+            return UnsafeDirectoryError(role: role, path: path, problem: problem)
+        }
+        guard status.kind == .directory else { throw refuse(.notADirectory(status)) }
+        guard status.owner == geteuid() else { throw refuse(.ownedByOther(status)) }
+        guard status.mode & 0o077 == 0 else { throw refuse(.sharedMode(status)) }
+        guard status.mode & 0o700 == 0o700 else { throw refuse(.notWritable(status)) }
+        guard fd >= 0 else { throw refuse(.system(operation: "open", SystemErrno(errno))) }
+        return PrivateDirectory(path: path, role: role, descriptor: fd)
+    }
+
+    /// The path of an entry, for messages and for programs given paths (QEMU).
+    public func path(_ name: String) -> String { path + "/" + name }
+
+    /// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW`; nil when missing.
+    public func status(_ name: String) -> FileStatus? {
+        if case .success(let status) = FileStatus.of(name, in: descriptor) { return status }
+        return nil
+    }
+
+    public func contains(_ name: String) -> Bool { status(name) != nil }
+
+    /// The whole of a regular file of this user's, at most `limit` bytes:
+    /// `openat(2)` with `O_NOFOLLOW|O_NONBLOCK` (a link or FIFO planted there
+    /// is not followed or waited on), `fstat(2)`, `read(2)`. nil otherwise.
+    public func read(_ name: String, limit: Int = 16 << 20) -> [UInt8]? {
+        let fd = openat(descriptor, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard case .success(let status) = FileStatus.of(descriptor: fd), status.kind == .regular, status.owner == geteuid() else { return nil }
+        return FileSystem.readAll(fd, limit: limit)
+    }
+
+    public func readJSON(_ name: String) -> JSONValue? {
+        read(name).flatMap { try? JSONValue.parse($0) }
+    }
+
+    /// Replaces `name` atomically: a new file under an unpredictable name
+    /// (`openat(2)` with `O_CREAT|O_EXCL|O_NOFOLLOW`), `fsync(2)`, `renameat(2)`.
+    public func writeAtomically(_ name: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws(SystemCallError) {
+        try FileSystem.writeAtomically(in: descriptor, name: name, shownAs: path(name), bytes, mode: mode)
+    }
+
+    public func writeJSON(_ name: String, _ value: JSONValue) throws {
+        var bytes = try value.serialized(pretty: true)
+        bytes.append(0x0A)
+        try writeAtomically(name, bytes)
+    }
+
+    /// Appends one line: `openat(2)` with `O_APPEND|O_CREAT|O_NOFOLLOW` (0600).
+    public func appendLine(_ name: String, _ line: String) throws(SystemCallError) {
+        let fd = try openForAppending(name)
+        defer { close(fd) }
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+
+    /// A descriptor appending to `name` (created 0600 when missing), e.g. a
+    /// child's output: `openat(2)` with `O_WRONLY|O_APPEND|O_CREAT|O_NOFOLLOW|O_CLOEXEC`.
+    /// The caller closes it.
+    public func openForAppending(_ name: String) throws(SystemCallError) -> Int32 {
+        let fd = openat(descriptor, name, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemCallError("open \(path(name))") }
+        return fd
+    }
+
+    /// `unlinkat(2)`: the entry itself, never what a link names.
+    public func remove(_ name: String) {
+        unlinkat(descriptor, name, 0)
+    }
+
+    /// `unlinkat(2)` with `AT_REMOVEDIR`: an empty subdirectory.
+    public func removeDirectory(_ name: String) {
+        unlinkat(descriptor, name, AT_REMOVEDIR)
+    }
+
+    /// Removes `name` and, when it is a directory, everything below it:
+    /// `unlinkat(2)` entry by entry from directory descriptors opened with
+    /// `O_NOFOLLOW`, so a link is removed, never followed. Returns the bytes
+    /// the regular files held.
+    @discardableResult
+    public func removeTree(_ name: String) -> Int { Self.removeTree(name, in: descriptor) }
+
+    static func removeTree(_ name: String, in parent: Int32) -> Int {
+        guard case .success(let status) = FileStatus.of(name, in: parent) else { return 0 }
+        guard status.kind == .directory else {
+            unlinkat(parent, name, 0)
+            return status.kind == .regular ? status.size : 0
+        }
+        let fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        var freed = 0
+        for entry in names(of: fd) { freed += removeTree(entry, in: fd) }
+        close(fd)
+        unlinkat(parent, name, AT_REMOVEDIR)
+        return freed
+    }
+
+    /// The names here, sorted, without `.` and `..`: `fdopendir(3)` on a `dup(2)`.
+    public func names() -> [String] { Self.names(of: descriptor) }
+
+    static func names(of descriptor: Int32) -> [String] {
+        let copy = dup(descriptor)
+        guard copy >= 0, let dir = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            return []
+        }
+        defer { closedir(dir) }
+        rewinddir(dir)
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+}
