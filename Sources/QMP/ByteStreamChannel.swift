@@ -338,6 +338,9 @@ public final class ByteStreamChannel: Sendable {
                 _ = handler(.tick)
             }
         }
+        // `close` shuts the socket down, so the reader may see that as end of
+        // stream (or a failed read) before it sees the request: say who ended it.
+        if end != .stoppedByHandler, state.withLock({ $0.stopRequested }) { end = .closedByOwner }
         finish(end)
         state.withLock { $0.readerThread = nil }
         // Jobs resumed by `.ended` (and any later ones) run elsewhere.
