@@ -43,7 +43,10 @@ public enum ConsoleLog {
         let size = size(path)
         // Framing lines are dropped after reading: read more than is shown.
         let start = max(max(0, offset), size - 4 * bytes)
-        let clean = withoutFraming(read(path, from: start, limit: size - start) ?? [])
+        var raw = read(path, from: start, limit: size - start) ?? []
+        // Started in the middle of a line: drop that part, it might be a piece of a marker.
+        if start > max(0, offset), let newline = raw.firstIndex(of: 0x0A) { raw.removeSubrange(...newline) }
+        let clean = withoutFraming(raw)
         return text(clean.suffix(bytes))
     }
 
@@ -57,8 +60,8 @@ public enum ConsoleLog {
     /// echo of a framing command (`printf '%s%s\n' '__QLAB_B' 'EGIN_N__'; ...`)
     /// keeps only what came before it on the line (a shell prompt), and is
     /// dropped when that is blank. Every other byte stays as it was (`\r`,
-    /// escape sequences), so the result is still the log, less qlab's lines.
-    /// A guest's own output that contains `__QLAB_` is treated the same.
+    /// escape sequences, a guest's own text that merely contains `__QLAB_`),
+    /// so the result is still the log, less qlab's lines.
     public static func withoutFraming(_ bytes: [UInt8]) -> [UInt8] {
         let needle = Array("__QLAB_".utf8)
         guard bytes.withUnsafeBufferPointer({ ConsoleMatcher.find(needle, in: $0, from: 0, before: $0.count) }) != nil else { return bytes }
@@ -83,15 +86,27 @@ public enum ConsoleLog {
         return out
     }
 
-    /// Where qlab's framing begins in `line`: its `printf '` or `__QLAB_`
-    /// (whichever is first), when the line has `__QLAB_` at all.
+    /// The split spellings of the markers in a framing command (``ConsoleCommandFraming``).
+    static let echoedPieces = ["__QLAB_B' 'EGIN_", "__QLAB_E' 'ND_", "__QLAB_C' 'HUNK_"].map { Array($0.utf8) }
+
+    /// Where qlab's framing begins in `line`, if it has any: a framing
+    /// command's `printf '` (or the quoted marker piece), or a whole marker
+    /// that ends the line.
     static func framingStart(_ line: ArraySlice<UInt8>) -> Int? {
-        guard let marker = firstIndex(of: Array("__QLAB_".utf8), in: line) else { return nil }
-        var cut = marker
-        if let printf = firstIndex(of: Array("printf '".utf8), in: line), printf < cut { cut = printf }
-        // An echoed marker quoted in a command starts at its quote.
-        if cut > line.startIndex, cut == marker, line[cut - 1] == 0x27 { cut -= 1 }
-        return cut
+        let needle = Array("__QLAB_".utf8)
+        var from = line.startIndex
+        while let marker = firstIndex(of: needle, in: line[from...]) {
+            let rest = line[marker...]
+            if marker > line.startIndex, line[marker - 1] == 0x27, echoedPieces.contains(where: { rest.starts(with: $0) }) {
+                // The echo of a framing command: from its first printf on.
+                let quote = marker - 1
+                if let printf = firstIndex(of: Array("printf '".utf8), in: line[..<quote]) { return printf }
+                return quote
+            }
+            if ConsoleCommandFraming.isMarker(Substring(String(decoding: rest, as: UTF8.self))) { return marker }
+            from = marker + 1
+        }
+        return nil
     }
 
     static func firstIndex(of needle: [UInt8], in haystack: ArraySlice<UInt8>) -> Int? {
