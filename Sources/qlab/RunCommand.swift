@@ -79,6 +79,8 @@ final class RunProgress: @unchecked Sendable {
     /// The guest booting and since when: the ticker redraws its line.
     var booting: (guest: String, since: Date)?
     var ticker: Task<Void, Never>?
+    /// The entry running, redrawn after a boot's line.
+    var current: String?
 
     init(interactive: Bool) { self.interactive = interactive }
 
@@ -98,13 +100,16 @@ final class RunProgress: @unchecked Sendable {
         case .guestReady(let guest, let seconds):
             booting = nil
             line(String(format: "guest %@ ready in %.1f s", guest, seconds))
+            if let current { live(current) }
         case .guestBootFailed(let guest, let seconds, let reason):
             booting = nil
             let prefix = "guest \(guest) did not boot: "
             line(String(format: "guest %@ did not boot (%.1f s): ", guest, seconds) + (reason.hasPrefix(prefix) ? String(reason.dropFirst(prefix.count)) : reason))
         case .entryStarted(let entry, let index, let total):
-            if booting == nil { live("[\(index)/\(total)] \(entry.guest) \(entry.displayName)") }
+            current = "[\(index)/\(total)] \(entry.guest) \(entry.displayName)"
+            if booting == nil { live(current!) }
         case .entryFinished(let result, let index, let total):
+            current = nil
             finished = index
             durations.append(result.duration)
             var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest, result.entry.displayName,

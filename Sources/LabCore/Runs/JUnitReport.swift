@@ -46,8 +46,10 @@ public enum JUnitReport {
                     lines.append(#"      <error message="\#(escape(result.message))" type="timeout">\#(escape(detail))</error>"#)
                 case .error:
                     lines.append(#"      <error message="\#(escape(result.message))" type="error">\#(escape(detail))</error>"#)
-                case .skipped, .cancelled:
-                    lines.append(#"      <skipped message="\#(escape(result.message.isEmpty ? result.outcome.rawValue : result.message))" type="\#(result.outcome.rawValue)"/>"#)
+                case .skipped:
+                    lines.append(#"      <skipped message="\#(escape(result.message.isEmpty ? "skipped" : result.message))"/>"#)
+                case .cancelled:
+                    lines.append(#"      <skipped message="cancelled">\#(escape(detail))</skipped>"#)
                 }
                 if !result.output.isEmpty {
                     lines.append("      <system-out>\(escape(result.output))</system-out>")

@@ -22,8 +22,9 @@ public enum TestRunEvent: Sendable {
 /// judge it. Strategy reset uses a system_reset instead of a revert. A crash,
 /// hang or timeout is recorded with its diagnosis and console tail, the guest
 /// is restarted, and the loop goes on. A guest that does not boot is a
-/// `boot` entry (an error with the reason and that boot's console tail); the
-/// entries it would have run are `skipped`.
+/// `boot` entry (an error with the reason and that boot's console tail) and
+/// the entry it booted for is `skipped`; the next entry boots it once more,
+/// and after a second failed boot the guest's remaining entries are `skipped`.
 ///
 /// Cancelling the task that runs ``run()`` (``StopRequest/cancelling(_:)``)
 /// stops the current step (a hook's whole process group is killed), takes
@@ -102,6 +103,7 @@ public final class TestRunner: Sendable {
             let guest = try lab.selectGuest(guestName)
             var booted: BootedGuest?
             var bootFailure: String?
+            var failedBoots = 0
             for entry in entries {
                 let index = results.filter { !$0.isBoot }.count + 1
                 if Task.isCancelled {
@@ -110,14 +112,15 @@ public final class TestRunner: Sendable {
                 }
                 observe(.entryStarted(entry, index: index, total: total))
                 var result: TestResult
-                if booted == nil && bootFailure == nil {
+                // A guest gets a second boot (QEMU may have been killed from outside), not a third.
+                if booted == nil && failedBoots < 2 {
                     let bootStarted = wallClockSeconds()
                     do {
                         booted = try await boot(guest)
                         boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
                     } catch let failure as BootFailure where !Task.isCancelled {
                         boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: failure.seconds, ready: false))
-                        // A guest that did not boot once will not for the next entry either: the rest is skipped.
+                        failedBoots += 1
                         bootFailure = failure.message
                         observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
                         results.append(TestResult(
@@ -140,7 +143,7 @@ public final class TestRunner: Sendable {
                     }
                 } else {
                     result = TestResult(entry: entry, outcome: .skipped, duration: 0,
-                                        message: "not run: guest \(guest.name) did not boot (\(bootFailure ?? "see its boot entry"))")
+                                        message: "not run: " + (bootFailure ?? "guest \(guest.name) did not boot"))
                 }
                 results.append(result)
                 observe(.entryFinished(result, index: index, total: total))
