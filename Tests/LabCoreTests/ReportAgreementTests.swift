@@ -38,7 +38,7 @@ struct ReportAgreementTests {
             #expect(summary[outcome.rawValue]?.intValue == 1, "summary.\(outcome.rawValue)")
         }
         #expect(summary["total"]?.intValue == 6)
-        #expect(summary["boot_seconds"]?.doubleValue == 27.2)
+        #expect(summary["boot_seconds"]?.doubleValue == 7.2)
         #expect(report.json["started_at"]?.stringValue == "2025-11-30T17:39:39.500Z")
         #expect(report.json["started_at_seconds"]?.doubleValue == 1_764_524_379.5)
         #expect(report.json["duration_seconds"]?.doubleValue == 40)

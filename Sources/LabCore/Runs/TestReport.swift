@@ -160,7 +160,8 @@ public struct TestReport: Sendable {
     public var summaryJSON: JSONValue {
         var summary: [(String, JSONValue)] = [("total", JSONValue(results.count))]
         for outcome in TestOutcome.allCases { summary.append((outcome.rawValue, JSONValue(count(outcome)))) }
-        summary.append(("boot_seconds", .double(ReportTime.seconds(boots.reduce(0) { $0 + $1.seconds }))))
+        // Good boots only, as in JUnit: a failed boot's time is its `boot` entry's duration.
+        summary.append(("boot_seconds", .double(ReportTime.seconds(boots.filter(\.ready).reduce(0) { $0 + $1.seconds }))))
         return .object(JSONObject(summary))
     }
 
