@@ -6,9 +6,11 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "QMP", targets: ["QMP"]),
+        .library(name: "LabSupervision", targets: ["LabSupervision"]),
         .library(name: "LabCore", targets: ["LabCore"]),
         .executable(name: "qlab", targets: ["qlab"]),
         .executable(name: "qlab-bench", targets: ["qlab-bench"]),
+        .executable(name: "qlab-supervisor", targets: ["qlab-supervisor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -21,12 +23,17 @@ let package = Package(
             providers: [.apt(["libjansson-dev"])]
         ),
         .target(name: "QMP", dependencies: ["CJansson"]),
-        .target(name: "LabCore", dependencies: ["QMP", "Yams"]),
+        // What a lab's supervisor needs (records, runtime dirs, processes):
+        // Foundation-free, so the supervisor stays small (LabCore re-exports it).
+        .target(name: "LabSupervision", dependencies: ["QMP"]),
+        .target(name: "LabCore", dependencies: ["LabSupervision", "QMP", "Yams"]),
         .executableTarget(
             name: "qlab",
             dependencies: ["LabCore", "QMP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(name: "qlab-bench", dependencies: ["LabCore", "QMP"]),
+        // Started by `qlab up` for each lab: no Foundation (see LabSupervision).
+        .executableTarget(name: "qlab-supervisor", dependencies: ["LabSupervision", "QMP"]),
         .testTarget(name: "QMPTests", dependencies: ["QMP"]),
         .testTarget(name: "LabCoreTests", dependencies: ["LabCore", "QMP"]),
     ]

@@ -1,3 +1,5 @@
+@_exported import LabSupervision
+
 /// LabCore: labs, QEMU command lines, processes, snapshots, hotplug,
 /// diagnosis, host checks and test runs. The `qlab` command is a thin
 /// front end over this library.

@@ -3,7 +3,7 @@ import Foundation
 import LabCore
 import QMP
 
-/// The qlab binary itself runs each lab's supervisor (`_supervise`).
+/// `up` runs each lab's supervisor as `qlab-supervisor` next to this binary, else `qlab _supervise`.
 func labController() -> LabController {
     let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     return LabController(supervisorExecutable: executable)
@@ -179,28 +179,9 @@ struct SuperviseCommand: AsyncParsableCommand {
     @Flag var owned = false
 
     func run() async throws {
-        let launch: LaunchSpec
-        do { launch = try LaunchSpec.read(path: spec) } catch {
-            reportError("qlab _supervise: \(error)")
-            throw ExitCode(1)
-        }
-        signal(SIGHUP, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
-        let supervisor = Supervisor(spec: launch, ownerFD: ownerFd, ownedForLife: owned)
-        let (readiness, child, client) = await supervisor.launch()
-        switch readiness {
-        case .failed:
-            Self.report(readyFd, "failed")
-        case .ready(let pid):
-            Self.report(readyFd, "ready \(pid)")
-            _ = await supervisor.watch(child: child!, client: client!)
-        }
-    }
-
-    static func report(_ fd: Int32, _ line: String) {
-        let bytes = Array((line + "\n").utf8)
-        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
+        let arguments = SupervisorProcess.Arguments(specPath: spec, readyFD: readyFd, ownerFD: ownerFd, owned: owned)
+        let status = await SupervisorProcess.run(arguments, program: "qlab _supervise")
+        if status != 0 { throw ExitCode(status) }
     }
 }
 

@@ -8,12 +8,6 @@ public enum GuestTransport: String, Sendable, CaseIterable {
     case console
 }
 
-extension LabRuntime {
-    /// The guest agent's socket: a lab with an agent channel has QEMU serve
-    /// it here (`-chardev socket,path=RUNTIME/LAB/qga.sock,server=on,wait=off,id=qga0`).
-    public var agentSocketPath: String { directory + "/qga.sock" }
-}
-
 /// Opens guest sessions on running labs.
 public enum GuestConnection {
     /// A session with the guest of the running lab `runtime`, over `transport`.

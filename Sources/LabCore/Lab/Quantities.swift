@@ -90,15 +90,6 @@ public enum LabDuration {
     }
 }
 
-extension String {
-    func trimmingSpaces() -> String {
-        var s = Substring(self)
-        while let first = s.first, first.isWhitespace { s = s.dropFirst() }
-        while let last = s.last, last.isWhitespace { s = s.dropLast() }
-        return String(s)
-    }
-}
-
 /// "Did you mean" for misspelt keys and names.
 enum Suggestion {
     /// The candidate within edit distance 2 (or 1 for short words), closest first.

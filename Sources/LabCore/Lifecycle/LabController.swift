@@ -120,10 +120,16 @@ public struct LabController: Sendable {
             guard let state = try runtime.labStateDirectory(create: false) else { throw LabError.system("\(runtime.stateDirectory) is missing") }
             let log = try state.openForAppending(LabPaths.baseName(runtime.supervisorLogPath))
             defer { close(log) }
+            let executable = Self.supervisorProgram(qlab: supervisorExecutable)
+            if executable == supervisorExecutable {
+                try? state.appendLine(
+                    LabPaths.baseName(runtime.supervisorLogPath),
+                    "qlab: no qlab-supervisor next to \(supervisorExecutable); supervising with `qlab _supervise` (links Foundation, more memory)")
+            }
+            let arguments = SupervisorProcess.Arguments(specPath: runtime.launchSpecPath, readyFD: ends[1], ownerFD: owner.read, owned: options.owned)
             supervisor = try ChildProcess.spawn(
-                executable: supervisorExecutable,
-                arguments: ["_supervise", runtime.launchSpecPath, "--ready-fd", String(ends[1]), "--owner-fd", String(owner.read)]
-                    + (options.owned ? ["--owned"] : []),
+                executable: executable,
+                arguments: arguments.argv,
                 environment: environment, stdin: .null, stdout: .descriptor(log),
                 stderr: .descriptor(log), keepDescriptors: [ends[1], owner.read], newSession: true)
         } catch {
@@ -164,6 +170,16 @@ public struct LabController: Sendable {
         runtime.removeRuntimeFiles()
         let killed = stray.map { "; its QEMU (pid \($0)) was killed" } ?? ""
         throw LabError.supervisor("the supervisor ended before QEMU answered (\(message.isEmpty ? "no message" : message))\(killed); its log: \(log)")
+    }
+
+    /// The program `up` starts as a lab's supervisor: `qlab-supervisor` in the
+    /// directory of the qlab executable `qlab` when it is there (a small
+    /// process without Foundation), else `qlab` itself (`qlab _supervise`).
+    public static func supervisorProgram(qlab: String) -> String {
+        let candidate = LabPaths.directory(of: qlab) + "/qlab-supervisor"
+        var info = stat()
+        guard qlab.contains("/"), stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0 else { return qlab }
+        return candidate
     }
 
     /// Kills the QEMU of a launch whose supervisor is gone before QEMU

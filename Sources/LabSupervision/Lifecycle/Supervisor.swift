@@ -254,7 +254,7 @@ public final class Supervisor: Sendable {
     }
 
     /// The log from `offset`, at most the last 64 KiB.
-    static func readLog(_ path: String, from offset: Int) -> String {
+    package static func readLog(_ path: String, from offset: Int) -> String {
         guard let bytes = HostFiles.readBytes(path, limit: 64 << 20), offset <= bytes.count else { return "" }
         let tail = bytes[offset...].suffix(64 << 10)
         return String(decoding: tail, as: UTF8.self).trimmingCharacters(in: "\n ")
@@ -266,7 +266,7 @@ public final class Supervisor: Sendable {
     }
 }
 
-func formatTimestamp(_ seconds: Double) -> String {
+package func formatTimestamp(_ seconds: Double) -> String {
     var time = time_t(seconds)
     var parts = tm()
     gmtime_r(&time, &parts)
@@ -275,7 +275,7 @@ func formatTimestamp(_ seconds: Double) -> String {
 }
 
 extension String {
-    func trimmingCharacters(in set: String) -> String {
+    package func trimmingCharacters(in set: String) -> String {
         var s = Substring(self)
         while let first = s.first, set.contains(first) { s.removeFirst() }
         while let last = s.last, set.contains(last) { s.removeLast() }

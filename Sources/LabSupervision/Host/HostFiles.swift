@@ -74,14 +74,14 @@ public enum HostFiles {
         access(path, R_OK | W_OK) == 0
     }
 
-    static func trim(_ text: String) -> String {
+    package static func trim(_ text: String) -> String {
         var scalars = Substring(text)
         while let first = scalars.first, first.isWhitespace { scalars.removeFirst() }
         while let last = scalars.last, last.isWhitespace { scalars.removeLast() }
         return String(scalars)
     }
 
-    static func lastComponent(_ path: String) -> String {
+    package static func lastComponent(_ path: String) -> String {
         path.split(separator: "/").last.map(String.init) ?? path
     }
 }

@@ -31,52 +31,6 @@ public struct LabRuntime: Sendable {
             stateRoot: LabDirectories.stateRoot(environment: environment))
     }
 
-    /// A lab by name, or by lab file (whose `name:` is used). Its directories
-    /// that exist are checked (``checkDirectories()``): a command on a lab
-    /// whose runtime or state dir another user can change stops here.
-    public static func locate(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> LabRuntime {
-        let runtime: LabRuntime
-        if isLabFile(nameOrFile) {
-            let lab = try Lab.load(path: nameOrFile)
-            runtime = LabRuntime(name: lab.name, environment: environment)
-        } else {
-            guard LabName.isValid(nameOrFile) else { throw LabError.unknownLab(nameOrFile) }
-            runtime = LabRuntime(name: nameOrFile, environment: environment)
-        }
-        try runtime.checkDirectories()
-        return runtime
-    }
-
-    /// `locate`, for commands on an existing lab: a lab file always names one;
-    /// a bare name must have a record or state here, else `unknownLab` with
-    /// the nearest known name. Creates nothing.
-    public static func locateExisting(_ nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> LabRuntime {
-        let runtime: LabRuntime
-        do {
-            runtime = try locate(nameOrFile, environment: environment)
-        } catch LabError.unknownLab(let name, _) {
-            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: (try? knownNames(environment: environment)) ?? []))
-        }
-        if isLabFile(nameOrFile) || HostFiles.exists(runtime.recordPath) || HostFiles.exists(runtime.stateDirectory) {
-            return runtime
-        }
-        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: (try? knownNames(environment: environment)) ?? []))
-    }
-
-    /// Whether `locate` reads `nameOrFile` as a lab file's path rather than a name.
-    public static func isLabFile(_ nameOrFile: String) -> Bool {
-        nameOrFile.contains("/") || nameOrFile.hasSuffix(".yaml") || nameOrFile.hasSuffix(".yml")
-    }
-
-    /// Every lab with runtime files or state here, sorted (an error when a
-    /// root fails the checks of ``PrivateDirectory``).
-    public static func knownNames(environment: [String: String] = currentEnvironment()) throws -> [String] {
-        let running = try all(environment: environment).map(\.name)
-        let stateRoot = try PrivateDirectory.open(LabDirectories.stateRoot(environment: environment), role: .state, create: false)
-        let stateful = (stateRoot?.names() ?? []).filter(LabName.isValid)
-        return Set(running + stateful).sorted()
-    }
-
     public var directory: String { runtimeRoot + "/" + name }
     public var stateDirectory: String { stateRoot + "/" + name }
     public var lockPath: String { runtimeRoot + "/" + name + ".lock" }
@@ -92,20 +46,12 @@ public struct LabRuntime: Sendable {
     public var supervisorLogPath: String { stateDirectory + "/supervisor.log" }
     public var exitRecordPath: String { stateDirectory + "/last-exit.json" }
     public var launchSpecPath: String { directory + "/launch.json" }
+    /// The guest agent's socket: a lab with an agent channel has QEMU serve
+    /// it here (`-chardev socket,path=RUNTIME/LAB/qga.sock,server=on,wait=off,id=qga0`).
+    public var agentSocketPath: String { directory + "/qga.sock" }
     /// The lab file this lab was last started from, kept with its state so that
     /// `qlab up NAME` starts it again after `down`.
     public var labFileRecordPath: String { stateDirectory + "/lab-file.json" }
-
-    /// The lab file behind `nameOrFile`: the path itself, or for a name the file
-    /// its running record or its last start names. `unknownLab` otherwise.
-    public static func labFile(for nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> String {
-        if isLabFile(nameOrFile) { return nameOrFile }
-        let runtime = try locateExisting(nameOrFile, environment: environment)
-        if let file = runtime.record?.labFile ?? runtime.lastLabFile {
-            return file
-        }
-        throw LabError.unknownLab(nameOrFile, suggestion: nil)
-    }
 
     // MARK: directories (see docs/runtime-directories.md)
 

@@ -15,7 +15,7 @@ import Synchronization
 public final class LabOwnership: Sendable {
     private let fd: Mutex<Int32>
 
-    init(writeEnd: Int32) {
+    package init(writeEnd: Int32) {
         fd = Mutex(writeEnd)
     }
 
@@ -33,7 +33,7 @@ public final class LabOwnership: Sendable {
     /// A pipe for the owner (write end) and the supervisor (read end, handed
     /// to it by number), both close-on-exec. (A child spawned meanwhile does
     /// not inherit them either: ``ChildProcess/spawn`` closes what it does not keep.)
-    static func makePipe() throws(SystemCallError) -> (read: Int32, write: Int32) {
+    package static func makePipe() throws(SystemCallError) -> (read: Int32, write: Int32) {
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
         _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)

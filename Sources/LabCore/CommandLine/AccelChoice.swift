@@ -4,23 +4,7 @@ import Glibc
 import Darwin
 #endif
 
-/// Which accelerator QEMU runs with, and why: what `up` and `status` report.
-public struct AccelDecision: Sendable, Hashable, CustomStringConvertible {
-    public enum Accelerator: String, Sendable, Hashable {
-        case kvm, tcg
-    }
-
-    public var accelerator: Accelerator
-    /// One sentence: why this accelerator.
-    public var reason: String
-
-    public init(_ accelerator: Accelerator, reason: String) {
-        self.accelerator = accelerator
-        self.reason = reason
-    }
-
-    public var description: String { "\(accelerator.rawValue) (\(reason))" }
-
+extension AccelDecision {
     /// Decides `machine.accel`.
     ///
     /// `auto` uses KVM only where it can run a stock guest: `/dev/kvm` exists

@@ -5,9 +5,9 @@ import Darwin
 #endif
 
 /// The few file-system calls lab loading needs, as thin wrappers.
-enum LabPaths {
+package enum LabPaths {
     /// The whole file as UTF-8 text (`open`, `read`), or an errno message.
-    static func readText(_ path: String) -> Result<String, LabPathError> {
+    package static func readText(_ path: String) -> Result<String, LabPathError> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { return .failure(LabPathError(errno: errno)) }
         defer { close(fd) }
@@ -29,7 +29,7 @@ enum LabPaths {
     /// The first `count` bytes of a regular file, or nil when it cannot be
     /// read or is not a regular file. Opened O_NONBLOCK, so a FIFO put where
     /// an image belongs cannot block the open.
-    static func readPrefix(_ path: String, count: Int) -> [UInt8]? {
+    package static func readPrefix(_ path: String, count: Int) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         if fd < 0 { return nil }
         defer { close(fd) }
@@ -41,14 +41,14 @@ enum LabPaths {
     }
 
     /// `stat` succeeds.
-    static func exists(_ path: String) -> Bool {
+    package static func exists(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0
     }
 
     /// What `path` is when it exists and is not a regular file or a block
     /// device ("a directory", "a FIFO", ...), from `stat`; nil otherwise.
-    static func unusableFileKind(_ path: String) -> String? {
+    package static func unusableFileKind(_ path: String) -> String? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         switch st.st_mode & S_IFMT {
@@ -61,20 +61,20 @@ enum LabPaths {
         }
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    package static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// `getcwd`.
-    static func currentDirectory() -> String {
+    package static func currentDirectory() -> String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         guard getcwd(&buffer, buffer.count) != nil else { return "/" }
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// `path` made absolute against `base` (and `~/` against $HOME), with `.` and `..` folded.
-    static func absolute(_ path: String, relativeTo base: String) -> String {
+    package static func absolute(_ path: String, relativeTo base: String) -> String {
         var path = path
         if path == "~" || path.hasPrefix("~/"), let home = getenv("HOME") {
             path = String(cString: home) + path.dropFirst()
@@ -92,18 +92,18 @@ enum LabPaths {
         return "/" + parts.joined(separator: "/")
     }
 
-    static func directory(of path: String) -> String {
+    package static func directory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
-    static func baseName(_ path: String) -> String {
+    package static func baseName(_ path: String) -> String {
         path.split(separator: "/").last.map(String.init) ?? path
     }
 
     /// `qcow2` when the file starts with qcow2's magic, `raw` when it exists
     /// otherwise, and by extension when it does not exist yet.
-    static func imageFormat(_ path: String) -> String {
+    package static func imageFormat(_ path: String) -> String {
         if let head = readPrefix(path, count: 4) {
             return head == [0x51, 0x46, 0x49, 0xFB] ? "qcow2" : "raw"
         }
@@ -111,9 +111,9 @@ enum LabPaths {
     }
 }
 
-struct LabPathError: Error {
-    var message: String
+package struct LabPathError: Error {
+    package var message: String
 
-    init(message: String) { self.message = message }
-    init(errno code: Int32) { self.message = String(cString: strerror(code)) }
+    package init(message: String) { self.message = message }
+    package init(errno code: Int32) { self.message = String(cString: strerror(code)) }
 }

@@ -1,0 +1,23 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Which accelerator QEMU runs with, and why: what `up` and `status` report.
+public struct AccelDecision: Sendable, Hashable, CustomStringConvertible {
+    public enum Accelerator: String, Sendable, Hashable {
+        case kvm, tcg
+    }
+
+    public var accelerator: Accelerator
+    /// One sentence: why this accelerator.
+    public var reason: String
+
+    public init(_ accelerator: Accelerator, reason: String) {
+        self.accelerator = accelerator
+        self.reason = reason
+    }
+
+    public var description: String { "\(accelerator.rawValue) (\(reason))" }
+}

@@ -1,0 +1,92 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The detached supervisor process that `qlab up` starts: the body of both
+/// `qlab-supervisor` and the hidden `qlab _supervise`.
+///
+/// Its command line is `_supervise SPEC --ready-fd N [--owner-fd N] [--owned]`
+/// for both executables: ``LabRuntime/liveSupervisor(_:)`` recognises a
+/// supervisor by `_supervise` and the launch spec's path in its argv.
+public enum SupervisorProcess {
+    /// What `up` passes.
+    public struct Arguments: Sendable, Equatable {
+        public var specPath: String
+        public var readyFD: Int32
+        public var ownerFD: Int32?
+        public var owned: Bool
+
+        public init(specPath: String, readyFD: Int32, ownerFD: Int32? = nil, owned: Bool = false) {
+            self.specPath = specPath
+            self.readyFD = readyFD
+            self.ownerFD = ownerFD
+            self.owned = owned
+        }
+
+        /// The arguments after the executable's name.
+        public var argv: [String] {
+            ["_supervise", specPath, "--ready-fd", String(readyFD)] + (ownerFD.map { ["--owner-fd", String($0)] } ?? []) + (owned ? ["--owned"] : [])
+        }
+
+        /// Parses ``argv``; nil (with a message) for anything else.
+        public static func parse(_ argv: [String]) -> Result<Arguments, LabError> {
+            var rest = argv[...]
+            guard rest.popFirst() == "_supervise", let spec = rest.popFirst(), !spec.hasPrefix("-") else {
+                return .failure(.supervisor("usage: qlab-supervisor _supervise SPEC --ready-fd N [--owner-fd N] [--owned]"))
+            }
+            var ready: Int32?
+            var owner: Int32?
+            var owned = false
+            while let option = rest.popFirst() {
+                switch option {
+                case "--ready-fd", "--owner-fd":
+                    guard let value = rest.popFirst().flatMap({ Int32($0) }), value >= 0 else {
+                        return .failure(.supervisor("\(option) needs a descriptor number"))
+                    }
+                    if option == "--ready-fd" { ready = value } else { owner = value }
+                case "--owned":
+                    owned = true
+                default:
+                    return .failure(.supervisor("unknown argument \(option)"))
+                }
+            }
+            guard let ready else { return .failure(.supervisor("--ready-fd is required")) }
+            return .success(Arguments(specPath: spec, readyFD: ready, ownerFD: owner, owned: owned))
+        }
+    }
+
+    /// Reads the launch spec, launches QEMU, reports "ready PID" or "failed"
+    /// on the ready descriptor, then watches QEMU until it ends. Returns the
+    /// process's exit status.
+    public static func run(_ arguments: Arguments, program: String) async -> Int32 {
+        let launch: LaunchSpec
+        do { launch = try LaunchSpec.read(path: arguments.specPath) } catch {
+            printError("\(program): \(error)")
+            return ExitStatus.failed.rawValue
+        }
+        signal(SIGHUP, SIG_IGN)
+        signal(SIGPIPE, SIG_IGN)
+        let supervisor = Supervisor(spec: launch, ownerFD: arguments.ownerFD, ownedForLife: arguments.owned)
+        let (readiness, child, client) = await supervisor.launch()
+        switch readiness {
+        case .failed:
+            report(arguments.readyFD, "failed")
+        case .ready(let pid):
+            report(arguments.readyFD, "ready \(pid)")
+            if let child, let client { _ = await supervisor.watch(child: child, client: client) }
+        }
+        return ExitStatus.success.rawValue
+    }
+
+    /// One line to `up` on the ready pipe, then the pipe is closed.
+    public static func report(_ fd: Int32, _ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
+    static func printError(_ line: String) {
+        let bytes = Array((line + "\n").utf8)
+        _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+    }
+}

@@ -1,0 +1,15 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import LabSupervision
+
+// qlab-supervisor: the process that owns one lab's QEMU, started by `qlab up`
+// (`_supervise SPEC --ready-fd N [--owner-fd N] [--owned]`). It links only
+// LabSupervision and QMP, no Foundation, to keep its memory small.
+switch SupervisorProcess.Arguments.parse(Array(CommandLine.arguments.dropFirst())) {
+case .failure(let error):
+    SupervisorProcess.report(STDERR_FILENO, "qlab-supervisor: \(error)")
+    exit(ExitStatus.usage.rawValue)
+case .success(let arguments):
+    exit(await SupervisorProcess.run(arguments, program: "qlab-supervisor"))
+}
