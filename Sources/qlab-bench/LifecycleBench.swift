@@ -17,7 +17,8 @@ import QMP
 ///
 /// The lab is bare: a blank qcow2 disk, q35, TCG, 64 MiB, in a temporary
 /// QLAB_RUNTIME_DIR and QLAB_STATE_DIR. The supervisor's resident memory is
-/// read from /proc/PID/status of the `qlab _supervise` process while the lab runs.
+/// read from /proc/PID/status of the supervisor process (`qlab-supervisor`, or
+/// `qlab _supervise` without it) while the lab runs.
 enum LifecycleBench {
     static let labName = "bench-lifecycle"
 
@@ -55,6 +56,7 @@ enum LifecycleBench {
         ])
 
         let controller = LabController(supervisorExecutable: qlabPath)
+        let supervisorName = LabController.supervisorProgram(qlab: qlabPath) == qlabPath ? "qlab _supervise" : "qlab-supervisor"
         let runtime = controller.runtime(labName)
         // Whatever happens, nothing of ours stays running.
         var handQEMU: pid_t = 0
@@ -103,7 +105,7 @@ enum LifecycleBench {
         print(String(format: "  in-process library: overhead %.1f ms (up %+.1f, down %+.1f); CLI minus library: the qlab process's own start and exit, in up and in down",
                      library.total.median - hand.total.median, library.up.median - hand.up.median, library.down.median - hand.down.median))
         print(String(format: "supervisor rss MiB: %.1f", Samples.Series(rss).median))
-        print(String(format: "  VmRSS of `qlab _supervise` 300 ms after up returned: median %.1f, max %.1f MiB; VmHWM max %.1f MiB; target under 15",
+        print(String(format: "  VmRSS of the supervisor (\(supervisorName)) 300 ms after up returned: median %.1f, max %.1f MiB; VmHWM max %.1f MiB; target under 15",
                      Samples.Series(rss).median, rss.max() ?? 0, hwm.max() ?? 0))
         print(String(format: "  of which private %.1f MiB, Pss %.1f MiB (smaps_rollup medians): the rest is shared, clean library pages",
                      Samples.Series(privateMemory).median, Samples.Series(pss).median))
