@@ -57,6 +57,25 @@ struct SupervisorExecutableTests {
         #expect(qlab.range(of: marker) != nil)
     }
 
+    @Test func qlabSupervisorRefusesBadArgumentsWithUsage() throws {
+        for arguments in [[], ["_supervise"], ["_supervise", "/nonexistent/launch.json"], ["_supervise", "x", "--ready-fd", "no"], ["other"]] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Self.supervisorExecutable)
+            process.arguments = arguments
+            let err = Pipe()
+            process.standardError = err
+            try process.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            #expect(process.terminationStatus == ExitStatus.usage.rawValue, "\(arguments)")
+            #expect(text.hasPrefix("qlab-supervisor: "), "\(arguments): \(text)")
+        }
+        #expect(try SupervisorProcess.Arguments.parse(["_supervise", "/r/lab/launch.json", "--ready-fd", "5", "--owner-fd", "7", "--owned"]).get()
+            == SupervisorProcess.Arguments(specPath: "/r/lab/launch.json", readyFD: 5, ownerFD: 7, owned: true))
+        let arguments = SupervisorProcess.Arguments(specPath: "/r/lab/launch.json", readyFD: 5, ownerFD: 7, owned: true)
+        #expect(try SupervisorProcess.Arguments.parse(arguments.argv).get() == arguments)
+    }
+
     @Test func withoutQlabSupervisorUpFallsBackToQlabSupervise() async throws {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
