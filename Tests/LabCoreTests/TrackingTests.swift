@@ -168,7 +168,7 @@ struct TrackingTests {
     static func states(_ fixture: DeviceLabFixture, _ lab: String) throws -> (record: String?, inQEMU: Bool) {
         let reply = try fixture.qlab("qmp", lab, "qom-list", #"{"path": "/machine/peripheral"}"#)
         let ids = try JSONValue.parse(reply.stdout).arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
-        let record = fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state
+        let record = fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state.rawValue
         return (record, ids.contains("scsi-am"))
     }
 

@@ -39,11 +39,11 @@ extension LabSession {
         do {
             for name in names { results.append(try await attachOne(name)) }
         } catch {
-            try? setDeviceStates(results.map { ($0.device, "hotplug") })
+            try? setDeviceStates(results.map { ($0.device, .hotplug) })
             throw error
         }
         let start = ContinuousClock.now
-        try setDeviceStates(results.map { ($0.device, "hotplug") })
+        try setDeviceStates(results.map { ($0.device, .hotplug) })
         if !results.isEmpty { results[results.count - 1].timings.record("record", since: start) }
         return results
     }
@@ -64,13 +64,13 @@ extension LabSession {
         var timings = StepTimings()
         let device = try labDevice(deviceName)
         let state = currentDeviceState(deviceName)
-        if state == "boot" || state == "hotplug" {
+        if let state, state.isAttached {
             // The record may be stale (a reset completed a pending unplug, or
             // someone used `qlab qmp`): ask QEMU before refusing.
             var start = ContinuousClock.now
             let present = try await peripheralIDs().contains(deviceName)
             timings.record("qom-list", since: start)
-            if present { throw DeviceError.alreadyAttached(device: deviceName, state: state ?? "") }
+            if present { throw DeviceError.alreadyAttached(device: deviceName, state: state.rawValue) }
             start = ContinuousClock.now
             await removeBlockNodes(of: device)
             timings.record("blockdev-del stale nodes", since: start)
@@ -144,14 +144,14 @@ extension LabSession {
         return device
     }
 
-    /// The device's state in the lab record as it is on disk now ("boot", "hotplug", "detached"), nil when unknown.
-    public func currentDeviceState(_ name: String) -> String? {
+    /// The device's state in the lab record as it is on disk now, nil when unknown.
+    public func currentDeviceState(_ name: String) -> DeviceState? {
         (runtime.record ?? record).devices.first { $0.name == name }?.state
     }
 
     /// Names of the lab's devices attached now, per the lab record, in lab order.
     public func attachedDevices() -> [String] {
-        lab.devices.map(\.name).filter { ["boot", "hotplug"].contains(currentDeviceState($0)) }
+        lab.devices.map(\.name).filter { currentDeviceState($0)?.isAttached ?? false }
     }
 
     /// `STATE/LAB/GUEST/hotplug/DISK-ID.qcow2`: the overlay of a hotplugged disk.

@@ -75,7 +75,7 @@ public struct LabController: Sendable {
         qemuRuntime.sysfsRoot = hostRoots.sysfs
         let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: qemuRuntime)
         let devices = lab.devices.map { device in
-            (name: device.name, state: lab.effectiveAttach(of: device, for: guest) == .boot ? "boot" : "detached")
+            (name: device.name, state: lab.effectiveAttach(of: device, for: guest) == .boot ? DeviceState.boot : .detached)
         }
         let hosts = lab.devices.compactMap { device -> (device: String, host: String)? in
             guard let passthrough = device.passthrough else { return nil }
@@ -464,7 +464,7 @@ public struct LabController: Sendable {
                 object["guest"] = .string(record.guest)
                 object["lab_file"] = .string(record.labFile)
                 object["accel"] = ["accelerator": .string(record.accel.accelerator.rawValue), "reason": .string(record.accel.reason)]
-                object["devices"] = .array(record.devices.map { ["name": .string($0.name), "state": .string($0.state)] })
+                object["devices"] = .array(record.devices.map { ["name": .string($0.name), "state": .string($0.state.rawValue)] })
             }
             object["supervised"] = .bool(supervised)
             object["uptime_seconds"] = uptime.map(JSONValue.double) ?? .null

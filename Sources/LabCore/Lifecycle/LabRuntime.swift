@@ -276,8 +276,8 @@ public struct LabRecord: Sendable {
     public var startedAt: Double
     public var accel: AccelDecision
     public var consoleLog: String?
-    /// Device name → how it is attached now ("boot", "hotplug", or "detached").
-    public var devices: [(name: String, state: String)]
+    /// Device name → how it is attached now.
+    public var devices: [(name: String, state: DeviceState)]
     /// Host PCI addresses of passthrough devices: for conflicts between labs.
     public var passthroughHosts: [(device: String, host: String)]
     public var qemuLogOffset: Int
@@ -286,7 +286,7 @@ public struct LabRecord: Sendable {
 
     public init(
         name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
-        startedAt: Double, accel: AccelDecision, consoleLog: String?, devices: [(name: String, state: String)],
+        startedAt: Double, accel: AccelDecision, consoleLog: String?, devices: [(name: String, state: DeviceState)],
         passthroughHosts: [(device: String, host: String)], qemuLogOffset: Int, consoleLogOffset: Int = 0
     ) {
         self.name = name
@@ -313,7 +313,7 @@ public struct LabRecord: Sendable {
             "started_at": .double(startedAt),
             "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
             "console_log": consoleLog.map(JSONValue.string) ?? .null,
-            "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state)] }),
+            "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state.rawValue)] }),
             "passthrough": .array(passthroughHosts.map { ["device": .string($0.device), "host": .string($0.host)] }),
             "qemu_log_offset": JSONValue(qemuLogOffset),
             "console_log_offset": JSONValue(consoleLogOffset),
@@ -321,13 +321,15 @@ public struct LabRecord: Sendable {
     }
 
     public init?(_ json: JSONValue) {
+        // A record without its lab file or guest is not one `up` wrote: refused, not defaulted.
         guard let name = json["name"]?.stringValue, let qemuPID = json["qemu_pid"]?.intValue,
+            let labFile = json["lab_file"]?.stringValue, !labFile.isEmpty, let guest = json["guest"]?.stringValue,
             let accelName = json["accel"]?["accelerator"]?.stringValue,
             let accelerator = AccelDecision.Accelerator(rawValue: accelName)
         else { return nil }
         self.name = name
-        self.labFile = json["lab_file"]?.stringValue ?? ""
-        self.guest = json["guest"]?.stringValue ?? ""
+        self.labFile = labFile
+        self.guest = guest
         guard let pid = Int32(exactly: qemuPID) else { return nil }
         self.qemuPID = pid
         self.supervisorPID = Int32(clamping: json["supervisor_pid"]?.intValue ?? 0)
@@ -338,7 +340,7 @@ public struct LabRecord: Sendable {
         self.accel = AccelDecision(accelerator, reason: json["accel"]?["reason"]?.stringValue ?? "")
         self.consoleLog = json["console_log"]?.stringValue
         self.devices = (json["devices"]?.arrayValue ?? []).compactMap { entry in
-            guard let name = entry["name"]?.stringValue, let state = entry["state"]?.stringValue else { return nil }
+            guard let name = entry["name"]?.stringValue, let state = entry["state"]?.stringValue.flatMap(DeviceState.init(rawValue:)) else { return nil }
             return (name, state)
         }
         self.passthroughHosts = (json["passthrough"]?.arrayValue ?? []).compactMap { entry in

@@ -55,8 +55,8 @@ public final class LabSession: Sendable {
         qmp.close()
     }
 
-    /// Updates one device's state in the lab record ("boot", "hotplug", "detached").
-    public func setDeviceState(_ device: String, _ state: String) throws {
+    /// Updates one device's state in the lab record.
+    public func setDeviceState(_ device: String, _ state: DeviceState) throws {
         try setDeviceStates([(device, state)])
     }
 }

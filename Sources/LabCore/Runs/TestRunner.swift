@@ -281,7 +281,7 @@ public final class TestRunner: Sendable {
                     let offset = booted.session.record.consoleLog.flatMap(FileSystem.size) ?? 0
                     // Hotplugged cards go first, so the next run gets fresh ones (and fresh
                     // disk overlays); the reset that completes their unplug is the reboot.
-                    let attached = hotplug.filter { booted.session.currentDeviceState($0) == "hotplug" }
+                    let attached = hotplug.filter { booted.session.currentDeviceState($0) == .hotplug }
                     if attached.isEmpty {
                         _ = try await booted.session.reset()
                     } else {

@@ -1,0 +1,34 @@
+import Testing
+@testable import LabCore
+import QMP
+
+@Suite("Lab records")
+struct LabRecordTests {
+    static func sample() -> LabRecord {
+        LabRecord(
+            name: "rec", labFile: "/labs/rec.yaml", guest: "linux", qemuPID: 42, supervisorPID: 41, foreground: false,
+            startedAt: 1.5, accel: AccelDecision(.tcg, reason: "test"), consoleLog: "/state/console.log",
+            devices: [("a", .boot), ("b", .hotplug), ("c", .detached)], passthroughHosts: [("p", "0000:01:00.0")],
+            qemuLogOffset: 7, consoleLogOffset: 9)
+    }
+
+    /// Device states are kept as the enum, written as their names, and read back.
+    @Test func deviceStatesRoundTrip() throws {
+        let json = Self.sample().json
+        #expect(json["devices"]?.arrayValue?.compactMap { $0["state"]?.stringValue } == ["boot", "hotplug", "detached"])
+        let back = try #require(LabRecord(try JSONValue.parse(json.jsonString(pretty: false))))
+        #expect(back.devices.map(\.state) == [.boot, .hotplug, .detached])
+        #expect(back.devices.map(\.name) == ["a", "b", "c"])
+        #expect(back.labFile == "/labs/rec.yaml")
+        #expect(back.passthroughHosts.map(\.host) == ["0000:01:00.0"])
+    }
+
+    /// A record without its lab file is refused, not read with an empty path.
+    @Test func recordWithoutLabFileIsRefused() throws {
+        guard case .object(var object) = Self.sample().json else { Issue.record("not an object"); return }
+        object["lab_file"] = nil
+        #expect(LabRecord(.object(object)) == nil)
+        object["lab_file"] = .string("")
+        #expect(LabRecord(.object(object)) == nil)
+    }
+}
