@@ -52,7 +52,7 @@ struct ExecCommand: AsyncParsableCommand {
             defer { session.close() }
             if let console = session as? GuestConsole {
                 if ready, let record = runtime.record {
-                    let guest = try Lab.load(path: record.labFile).selectGuest(record.guest)
+                    let guest = try record.lab().selectGuest(record.guest)
                     try await console.waitForReady(guest)
                 } else if !(try await console.probe()), !(try await console.recover()) {
                     // QEMU serves one console client at a time: a second one is connected but never served.

@@ -24,6 +24,22 @@ public enum RombarSpelling: Sendable, Hashable {
         return .number
     }
 
+    /// As kept in the lab record: `number` or `on_off`.
+    public var name: String {
+        switch self {
+        case .number: return "number"
+        case .onOff: return "on_off"
+        }
+    }
+
+    public init?(name: String) {
+        switch name {
+        case "number": self = .number
+        case "on_off": self = .onOff
+        default: return nil
+        }
+    }
+
     public func value(_ enabled: Bool) -> QEMUValue {
         switch self {
         case .number: return .int(enabled ? 1 : 0)

@@ -76,7 +76,6 @@ extension LabSession {
             timings.record("blockdev-del stale nodes", since: start)
         }
 
-        let guest = try self.guest
         var overlays: [String: String] = [:]
         var start = ContinuousClock.now
         for disk in device.emulated?.disks ?? [] where !disk.readonly {
@@ -93,16 +92,19 @@ extension LabSession {
         }
         if !overlays.isEmpty { timings.record("overlay", since: start) }
 
+        // The slot and option spellings planned at boot (the session's placement, the record's capabilities).
+        guard let placement = placement?.placement(of: deviceName) else {
+            for made in overlays.values { FileSystem.remove(made) }
+            throw DeviceError.qemuRefused(device: deviceName, command: "placement", message: "no slot planned", diagnoses: [])
+        }
         let attachment: DeviceAttachment
         do {
-            attachment = try lab.attachment(of: deviceName, for: guest, diskOverlays: overlays)
+            attachment = try device.attachment(
+                placement: placement, diskOverlays: overlays, sysfsRoot: "/sys", rombar: record.capabilities.rombar)
         } catch {
             for made in overlays.values { FileSystem.remove(made) }
             throw error
         }
-        guard let placement = try? DevicePlacement.plan(devices: lab.devices, machineType: lab.machineSettings(for: guest).type)
-            .placement(of: deviceName)
-        else { throw DeviceError.qemuRefused(device: deviceName, command: "placement", message: "no slot planned", diagnoses: []) }
 
         var addedNodes: [String] = []
         var addedDevices: [String] = []

@@ -283,6 +283,14 @@ public struct LabRecord: Sendable {
     public var qemuLogOffset: Int
     /// The console log's size when QEMU started: this boot's console output begins there.
     public var consoleLogOffset: Int
+    /// The lab file's text as planned (``Lab/source``): later commands re-make
+    /// the running lab from it, never from the file as edited since. nil in
+    /// records written before qlab kept it.
+    public var labSource: String?
+    /// What the planner found this QEMU binary can do (hotplug spells options the same way).
+    public var capabilities = QEMUCapabilities()
+    /// The command line QEMU was started with (empty in older records).
+    public var argv: [String] = []
 
     public init(
         name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
@@ -317,7 +325,18 @@ public struct LabRecord: Sendable {
             "passthrough": .array(passthroughHosts.map { ["device": .string($0.device), "host": .string($0.host)] }),
             "qemu_log_offset": JSONValue(qemuLogOffset),
             "console_log_offset": JSONValue(consoleLogOffset),
+            "lab_source": labSource.map(JSONValue.string) ?? .null,
+            "qemu_capabilities": ["rombar": .string(capabilities.rombar.name)],
+            "argv": .array(argv.map(JSONValue.string)),
         ])
+    }
+
+    /// The running lab as it was planned: parsed from ``labSource`` (paths
+    /// resolve against ``labFile``'s directory as when it was read); an older
+    /// record without it reads the lab file.
+    public func lab() throws(LabFileError) -> Lab {
+        guard let labSource else { return try Lab.load(path: labFile) }
+        return try Lab.parse(yaml: labSource, file: labFile)
     }
 
     public init?(_ json: JSONValue) {
@@ -349,6 +368,10 @@ public struct LabRecord: Sendable {
         }
         self.qemuLogOffset = json["qemu_log_offset"]?.intValue ?? 0
         self.consoleLogOffset = json["console_log_offset"]?.intValue ?? 0
+        self.labSource = json["lab_source"]?.stringValue
+        self.capabilities = QEMUCapabilities(
+            rombar: json["qemu_capabilities"]?["rombar"]?.stringValue.flatMap(RombarSpelling.init(name:)) ?? .number)
+        self.argv = json["argv"]?.arrayValue?.compactMap(\.stringValue) ?? []
     }
 }
 

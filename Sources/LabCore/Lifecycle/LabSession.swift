@@ -1,6 +1,7 @@
 import QMP
 
-/// An open connection to a running lab: its lab file, record and the user
+/// An open connection to a running lab: its record, the lab as it was
+/// planned (from the record, not the lab file as edited since) and the user
 /// QMP monitor. Hotplug, snapshots, reset and test runs work through one
 /// session, because QEMU serves one client per QMP socket at a time.
 public final class LabSession: Sendable {
@@ -8,12 +9,15 @@ public final class LabSession: Sendable {
     public let lab: Lab
     public let record: LabRecord
     public let qmp: QMPClient
+    /// Where the lab's devices go (the boot placement, computed once): hotplug uses it.
+    public let placement: PlacementPlan?
 
     public init(runtime: LabRuntime, lab: Lab, record: LabRecord, qmp: QMPClient) {
         self.runtime = runtime
         self.lab = lab
         self.record = record
         self.qmp = qmp
+        self.placement = (try? lab.selectGuest(record.guest)).flatMap { try? lab.placement(for: $0) }
     }
 
     /// Opens a session on the running lab named `nameOrFile`.
@@ -32,7 +36,7 @@ public final class LabSession: Sendable {
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
             throw LabError.notRunning(runtime.name)
         }
-        let lab = try Lab.load(path: record.labFile)
+        let lab = try record.lab()
         let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: connectTimeout)
         let session = LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
         guard reconcilingDevices else { return session }

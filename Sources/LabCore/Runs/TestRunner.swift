@@ -142,7 +142,7 @@ public final class TestRunner: Sendable {
     func boot(_ guest: LabGuest) async throws -> BootedGuest {
         observe(.guestBooting(guest: guest.name))
         let begin = ContinuousClock.now
-        let up = try await controller.up(labFile: labFile, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
+        let up = try await controller.up(lab: lab, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
         let session: LabSession
         do {
             session = try await LabSession.open(runtime: up.runtime)

@@ -32,3 +32,22 @@ struct LabRecordTests {
         #expect(LabRecord(.object(object)) == nil)
     }
 }
+
+extension LabRecordTests {
+    /// The plan's part of the record (lab text, capabilities, argv) round-trips,
+    /// and the lab comes back from the kept text, not from the file.
+    @Test func planPartRoundTripsAndTheLabComesFromTheRecord() throws {
+        var record = Self.sample()
+        record.labFile = "/nonexistent-dir/rec.yaml"
+        record.labSource = "name: rec\nguests:\n  linux: {os: linux, kernel: vmlinuz}\n"
+        record.capabilities = QEMUCapabilities(rombar: .onOff)
+        record.argv = ["qemu-system-x86_64", "-name", "rec"]
+        let back = try #require(LabRecord(try JSONValue.parse(record.json.jsonString(pretty: false))))
+        #expect(back.labSource == record.labSource)
+        #expect(back.capabilities == QEMUCapabilities(rombar: .onOff))
+        #expect(back.argv == record.argv)
+        let lab = try back.lab()
+        #expect(lab.name == "rec")
+        #expect(lab.guests.first?.kernel == "/nonexistent-dir/vmlinuz")
+    }
+}
