@@ -126,7 +126,7 @@ struct TrackingTests {
             try FileManager.default.createDirectory(atPath: runtime.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             chmod(env.runtimeRoot, 0o700)
             var record = LabRecord(
-                name: name, labFile: "", guest: "g", qemuPID: pid, supervisorPID: pid, foreground: false,
+                name: name, labFile: "/nonexistent.yaml", guest: "g", qemuPID: pid, supervisorPID: pid, foreground: false,
                 startedAt: wallClockSeconds(), accel: AccelDecision(.tcg, reason: "test"), consoleLog: nil,
                 devices: [], passthroughHosts: [], qemuLogOffset: 0)
             record.qemuStartTime = startTime

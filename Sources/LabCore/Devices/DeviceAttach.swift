@@ -146,9 +146,9 @@ extension LabSession {
         return device
     }
 
-    /// The device's state in the lab record as it is on disk now, nil when unknown.
+    /// The device's state in the lab record now (``currentRecord``), nil when unknown.
     public func currentDeviceState(_ name: String) -> DeviceState? {
-        (runtime.record ?? record).devices.first { $0.name == name }?.state
+        currentRecord.devices.first { $0.name == name }?.state
     }
 
     /// Names of the lab's devices attached now, per the lab record, in lab order.

@@ -282,9 +282,9 @@ public struct LabController: Sendable {
         }
         for other in try LabRuntime.all(environment: environment) where other.name != lab.name {
             guard let record = other.record, other.liveQEMU(record) != nil else { continue }
-            for (device, host) in spec.record.passthroughHosts {
-                if record.passthroughHosts.contains(where: { $0.host == host }) {
-                    throw LabError.deviceInUse(device: device, host: host, otherLab: other.name)
+            for planned in spec.record.passthroughHosts {
+                if record.passthroughHosts.contains(where: { $0.host == planned.host }) {
+                    throw LabError.deviceInUse(device: planned.device, host: planned.host, otherLab: other.name)
                 }
             }
         }

@@ -261,7 +261,7 @@ public struct LabRuntime: Sendable {
     }
 }
 
-/// `lab.json`: what `up` started, for later commands.
+/// `lab.json`: what `up` started and decided, for later commands.
 public struct LabRecord: Sendable {
     public var name: String
     public var labFile: String
@@ -276,10 +276,10 @@ public struct LabRecord: Sendable {
     public var startedAt: Double
     public var accel: AccelDecision
     public var consoleLog: String?
-    /// Device name → how it is attached now.
-    public var devices: [(name: String, state: DeviceState)]
+    /// Each lab device and how it is attached now.
+    public var devices: [RecordedDevice]
     /// Host PCI addresses of passthrough devices: for conflicts between labs.
-    public var passthroughHosts: [(device: String, host: String)]
+    public var passthroughHosts: [RecordedPassthrough]
     public var qemuLogOffset: Int
     /// The console log's size when QEMU started: this boot's console output begins there.
     public var consoleLogOffset: Int
@@ -306,29 +306,15 @@ public struct LabRecord: Sendable {
         self.startedAt = startedAt
         self.accel = accel
         self.consoleLog = consoleLog
-        self.devices = devices
-        self.passthroughHosts = passthroughHosts
+        self.devices = devices.map { RecordedDevice(name: $0.name, state: $0.state) }
+        self.passthroughHosts = passthroughHosts.map { RecordedPassthrough(device: $0.device, host: $0.host) }
         self.qemuLogOffset = qemuLogOffset
         self.consoleLogOffset = consoleLogOffset
     }
 
+    /// The record as `lab.json` holds it (``JSONValueEncoder``; nil optionals as null).
     public var json: JSONValue {
-        .object([
-            "name": .string(name), "lab_file": .string(labFile), "guest": .string(guest),
-            "qemu_pid": JSONValue(qemuPID), "supervisor_pid": JSONValue(supervisorPID), "foreground": .bool(foreground),
-            "qemu_start_time": qemuStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
-            "supervisor_start_time": supervisorStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
-            "started_at": .double(startedAt),
-            "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
-            "console_log": consoleLog.map(JSONValue.string) ?? .null,
-            "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state.rawValue)] }),
-            "passthrough": .array(passthroughHosts.map { ["device": .string($0.device), "host": .string($0.host)] }),
-            "qemu_log_offset": JSONValue(qemuLogOffset),
-            "console_log_offset": JSONValue(consoleLogOffset),
-            "lab_source": labSource.map(JSONValue.string) ?? .null,
-            "qemu_capabilities": ["rombar": .string(capabilities.rombar.name)],
-            "argv": .array(argv.map(JSONValue.string)),
-        ])
+        (try? JSONValueEncoder().encode(self)) ?? .null
     }
 
     /// The running lab as it was planned: parsed from ``labSource`` (paths
@@ -339,39 +325,78 @@ public struct LabRecord: Sendable {
         return try Lab.parse(yaml: labSource, file: labFile)
     }
 
+    /// A record read from `lab.json`; nil for one `up` did not write (see ``init(from:)``).
     public init?(_ json: JSONValue) {
-        // A record without its lab file or guest is not one `up` wrote: refused, not defaulted.
-        guard let name = json["name"]?.stringValue, let qemuPID = json["qemu_pid"]?.intValue,
-            let labFile = json["lab_file"]?.stringValue, !labFile.isEmpty, let guest = json["guest"]?.stringValue,
-            let accelName = json["accel"]?["accelerator"]?.stringValue,
-            let accelerator = AccelDecision.Accelerator(rawValue: accelName)
-        else { return nil }
+        guard let record = try? JSONValueDecoder().decode(LabRecord.self, from: json) else { return nil }
+        self = record
+    }
+}
+
+/// One device of ``LabRecord/devices``: `{"name": ..., "state": "boot"|"hotplug"|"detached"}`.
+public struct RecordedDevice: Sendable, Hashable, Codable {
+    public var name: String
+    public var state: DeviceState
+
+    public init(name: String, state: DeviceState) {
         self.name = name
-        self.labFile = labFile
-        self.guest = guest
-        guard let pid = Int32(exactly: qemuPID) else { return nil }
-        self.qemuPID = pid
-        self.supervisorPID = Int32(clamping: json["supervisor_pid"]?.intValue ?? 0)
-        self.qemuStartTime = json["qemu_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
-        self.supervisorStartTime = json["supervisor_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
-        self.foreground = json["foreground"]?.boolValue ?? false
-        self.startedAt = json["started_at"]?.doubleValue ?? 0
-        self.accel = AccelDecision(accelerator, reason: json["accel"]?["reason"]?.stringValue ?? "")
-        self.consoleLog = json["console_log"]?.stringValue
-        self.devices = (json["devices"]?.arrayValue ?? []).compactMap { entry in
-            guard let name = entry["name"]?.stringValue, let state = entry["state"]?.stringValue.flatMap(DeviceState.init(rawValue:)) else { return nil }
-            return (name, state)
+        self.state = state
+    }
+}
+
+/// One passthrough device of ``LabRecord/passthroughHosts``: `{"device": ..., "host": "0000:01:00.0"}`.
+public struct RecordedPassthrough: Sendable, Hashable, Codable {
+    public var device: String
+    public var host: String
+
+    public init(device: String, host: String) {
+        self.device = device
+        self.host = host
+    }
+}
+
+extension LabRecord: Codable {
+    enum CodingKeys: String, CodingKey {
+        case name, guest, foreground, accel, devices, argv
+        case labFile = "lab_file"
+        case qemuPID = "qemu_pid"
+        case supervisorPID = "supervisor_pid"
+        case qemuStartTime = "qemu_start_time"
+        case supervisorStartTime = "supervisor_start_time"
+        case startedAt = "started_at"
+        case consoleLog = "console_log"
+        case passthroughHosts = "passthrough"
+        case qemuLogOffset = "qemu_log_offset"
+        case consoleLogOffset = "console_log_offset"
+        case labSource = "lab_source"
+        case capabilities = "qemu_capabilities"
+    }
+
+    /// Name, lab file (not empty), guest, QEMU pid and accelerator are
+    /// required: a record without them is not one `up` wrote, and is refused
+    /// rather than read with defaults. Fields later versions added default.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        labFile = try c.decode(String.self, forKey: .labFile)
+        guard !labFile.isEmpty else {
+            throw DecodingError.dataCorruptedError(forKey: .labFile, in: c, debugDescription: "a lab record names its lab file")
         }
-        self.passthroughHosts = (json["passthrough"]?.arrayValue ?? []).compactMap { entry in
-            guard let device = entry["device"]?.stringValue, let host = entry["host"]?.stringValue else { return nil }
-            return (device, host)
-        }
-        self.qemuLogOffset = json["qemu_log_offset"]?.intValue ?? 0
-        self.consoleLogOffset = json["console_log_offset"]?.intValue ?? 0
-        self.labSource = json["lab_source"]?.stringValue
-        self.capabilities = QEMUCapabilities(
-            rombar: json["qemu_capabilities"]?["rombar"]?.stringValue.flatMap(RombarSpelling.init(name:)) ?? .number)
-        self.argv = json["argv"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        guest = try c.decode(String.self, forKey: .guest)
+        qemuPID = try c.decode(Int32.self, forKey: .qemuPID)
+        accel = try c.decode(AccelDecision.self, forKey: .accel)
+        supervisorPID = try c.decodeIfPresent(Int32.self, forKey: .supervisorPID) ?? 0
+        qemuStartTime = try c.decodeIfPresent(UInt64.self, forKey: .qemuStartTime)
+        supervisorStartTime = try c.decodeIfPresent(UInt64.self, forKey: .supervisorStartTime)
+        foreground = try c.decodeIfPresent(Bool.self, forKey: .foreground) ?? false
+        startedAt = try c.decodeIfPresent(Double.self, forKey: .startedAt) ?? 0
+        consoleLog = try c.decodeIfPresent(String.self, forKey: .consoleLog)
+        devices = try c.decodeIfPresent([RecordedDevice].self, forKey: .devices) ?? []
+        passthroughHosts = try c.decodeIfPresent([RecordedPassthrough].self, forKey: .passthroughHosts) ?? []
+        qemuLogOffset = try c.decodeIfPresent(Int.self, forKey: .qemuLogOffset) ?? 0
+        consoleLogOffset = try c.decodeIfPresent(Int.self, forKey: .consoleLogOffset) ?? 0
+        labSource = try c.decodeIfPresent(String.self, forKey: .labSource)
+        capabilities = try c.decodeIfPresent(QEMUCapabilities.self, forKey: .capabilities) ?? QEMUCapabilities()
+        argv = try c.decodeIfPresent([String].self, forKey: .argv) ?? []
     }
 }
 
