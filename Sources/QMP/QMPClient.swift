@@ -14,6 +14,8 @@ import Synchronization
 /// UTF-8, a NUL byte), the peer is broken: every pending call fails at once
 /// with ``QMPError/protocolViolation(_:)`` naming what was received, and
 /// the connection closes. Timeouts fire whatever QEMU sends meanwhile.
+/// All of that is the ``RequestEngine``'s (the guest agent's client is
+/// built on it too); this class adds QMP's greeting, replies and events.
 ///
 /// Command ids are small integers, unique among the commands QEMU may still
 /// answer: an id is reused only once its reply has arrived; the id of a
@@ -27,28 +29,25 @@ public final class QMPClient: Sendable {
     public let eventHistoryLimit: Int
     public let timeouts: QMPTimeouts
 
-    private let state: Mutex<State>
-    // Set once in init, before the reader starts; read-only afterwards.
-    nonisolated(unsafe) private var channel: MessageChannel!
+    /// Ids, deadlines, fail-all and cancellation; this class adds QMP's greeting, replies and events.
+    private let engine: RequestEngine<Waiting, Delivery, Events>
 
     /// The reader re-checks deadlines at least this often, so a new call
     /// with a longer timeout need not wake it.
     static let maximumPollInterval: Duration = .milliseconds(250)
 
-    struct PendingCommand {
-        var continuation: UnsafeContinuation<JSONValue, Error>
-        var command: String
-        var deadline: ContinuousClock.Instant
-        var timeout: Duration
+    /// What a pending call waits for.
+    enum Waiting: Sendable {
+        case reply(command: String)
+        case event(name: String, pattern: JSONValue?, after: UInt64)
+        case greeting
     }
 
-    struct EventWaiter {
-        var continuation: UnsafeContinuation<QMPEvent, Error>
-        var name: String
-        var pattern: JSONValue?
-        var after: UInt64
-        var deadline: ContinuousClock.Instant
-        var timeout: Duration
+    /// What ends a pending call.
+    enum Delivery: Sendable {
+        case reply(JSONValue)
+        case event(QMPEvent)
+        case greeting(QMPGreeting)
     }
 
     struct HistoryEntry {
@@ -56,37 +55,50 @@ public final class QMPClient: Sendable {
         var consumed = false
     }
 
-    struct State {
-        /// Ids never used yet start here; `freeIDs` holds answered ones for reuse.
-        var nextFreshID: UInt64 = 0
-        var freeIDs: [UInt64] = []
-        /// Ids of commands given up on (timeout, cancellation) whose reply may still come.
-        var retiredIDs: Set<UInt64> = []
-        var pending: [UInt64: PendingCommand] = [:]
+    /// QMP's state next to the pending table, under the engine's lock.
+    struct Events: Sendable {
         var greeting: QMPGreeting?
-        var greetingWaiter: (continuation: UnsafeContinuation<QMPGreeting, Error>, deadline: ContinuousClock.Instant)?
-        var closedReason: String?
         var history: [HistoryEntry] = []
         var historyStart = 0
         var lastEventSequence: UInt64 = 0
-        var nextWaiterKey: UInt64 = 0
-        var eventWaiters: [UInt64: EventWaiter] = [:]
+        var nextSubscriberKey: UInt64 = 0
         var subscribers: [UInt64: AsyncStream<QMPEvent>.Continuation] = [:]
-        var plannedWake: ContinuousClock.Instant?
-        var decodingErrors: [QMPDecodingError] = []
-        /// The message that broke the connection; the close that follows fails pending calls with it.
-        var malformedMessage: QMPDecodingError?
-        var unmatchedReplies = 0
     }
 
-    private init(eventHistoryLimit: Int, timeouts: QMPTimeouts) {
+    private init(fd: Int32, eventHistoryLimit: Int, timeouts: QMPTimeouts) throws(SystemCallError) {
         self.eventHistoryLimit = eventHistoryLimit
         self.timeouts = timeouts
-        self.state = Mutex(State())
+        self.engine = try RequestEngine(
+            adopting: fd, extra: Events(),
+            policy: .init(
+                failure: Self.failure,
+                closedReason: { reason, malformed in malformed.map { "QEMU sent a malformed message: \($0)" } ?? reason },
+                maximumPollInterval: Self.maximumPollInterval))
     }
 
-    deinit {
-        channel?.close()
+    /// What a caller waiting for `waiting` sees when it fails.
+    static func failure(_ waiting: Waiting, _ failure: RequestFailure) -> any Error {
+        let during: String
+        switch waiting {
+        case .reply(let command): during = "while \(command) was pending"
+        case .event(let name, _, _): during = "while waiting for event \(name)"
+        case .greeting: during = "before the QMP greeting"
+        }
+        switch failure {
+        case .timedOut(let timeout):
+            switch waiting {
+            case .reply(let command): return QMPError.timeout(command: command, seconds: timeout.inSeconds)
+            case .event(let name, _, _): return QMPError.timeout(command: "waiting for event \(name)", seconds: timeout.inSeconds)
+            case .greeting:
+                return QMPError.protocolViolation(
+                    "no QMP greeting from QEMU in time; QEMU serves one client per monitor socket, so another client (e.g. a running `qlab run`) may hold it")
+            }
+        case .closed(let reason): return QMPError.disconnected("\(reason) \(during)")
+        case .malformed(let error): return QMPError.protocolViolation("QEMU sent a malformed message \(during): \(error)")
+        case .alreadyClosed(let reason): return QMPError.disconnected(reason)
+        case .sendFailed(let error): return error
+        case .cancelled: return QMPError.cancelled
+        }
     }
 
     // MARK: Connecting
@@ -114,15 +126,18 @@ public final class QMPClient: Sendable {
         fd: Int32, negotiate: Bool = true, enableOOB: Bool = false, timeout: Duration = .seconds(5),
         eventHistoryLimit: Int = 1024, timeouts: QMPTimeouts = QMPTimeouts()
     ) async throws -> QMPClient {
-        let client = QMPClient(eventHistoryLimit: eventHistoryLimit, timeouts: timeouts)
+        let client: QMPClient
         do {
-            client.channel = try MessageChannel(
-                adopting: fd,
-                nextDeadline: { [weak client] in client?.nextDeadline() },
-                handler: { [weak client] input in client?.handle(input) })
-            try client.channel.start()
+            client = try QMPClient(fd: fd, eventHistoryLimit: eventHistoryLimit, timeouts: timeouts)
         } catch {
             Glibc.close(fd)
+            throw QMPError.connect(error.description)
+        }
+        do {
+            try client.engine.start(
+                onMessage: { [weak client] message in client?.handle(message) },
+                onClosed: { [weak client] in client?.finishSubscribers() })
+        } catch {
             throw QMPError.connect(error.description)
         }
         do {
@@ -137,21 +152,16 @@ public final class QMPClient: Sendable {
 
     /// Waits for QEMU's greeting (it is the first thing QEMU sends).
     public func greeting(timeout: Duration = .seconds(5)) async throws -> QMPGreeting {
-        let deadline = ContinuousClock.now + timeout
-        return try await withUnsafeThrowingContinuation { continuation in
-            let immediate: Result<QMPGreeting, Error>? = state.withLock { s in
-                if let greeting = s.greeting { return .success(greeting) }
-                if let reason = s.closedReason { return .failure(QMPError.disconnected(reason)) }
-                s.greetingWaiter = (continuation, deadline)
-                return nil
-            }
-            if let immediate { continuation.resume(with: immediate) } else { channel.wake() }
+        let delivery = try await engine.wait(.greeting, timeout: timeout) { table in
+            table.extra.greeting.map { .success(.greeting($0)) }
         }
+        guard case .greeting(let greeting) = delivery else { preconditionFailure("a greeting wait ended with \(delivery)") }
+        return greeting
     }
 
     /// `qmp_capabilities`, enabling out-of-band execution when asked for and offered.
     public func negotiate(enableOOB: Bool = false) async throws {
-        let offered = state.withLock { $0.greeting?.capabilities ?? [] }
+        let offered = engine.update { $0.extra.greeting?.capabilities ?? [] }
         var arguments: JSONObject?
         if enableOOB && offered.contains("oob") {
             arguments = ["enable": ["oob"]]
@@ -166,7 +176,7 @@ public final class QMPClient: Sendable {
     /// resumes it without waking another thread: sequential callers (a CLI
     /// command, a revert loop) pay one thread switch per round trip instead
     /// of two. See ``withPreferredExecutor(isolation:_:)``.
-    public var executor: ReaderThreadExecutor { channel.executor }
+    public var executor: ReaderThreadExecutor { engine.channel.executor }
 
     /// Runs `operation` preferring ``executor``: `withTaskExecutorPreference`
     /// with this client's reader thread.
@@ -182,20 +192,20 @@ public final class QMPClient: Sendable {
         isolation: isolated (any Actor)? = #isolation,
         _ operation: () async throws(Failure) -> T
     ) async throws(Failure) -> T {
-        try await withTaskExecutorPreference(channel.executor, isolation: isolation, operation: operation)
+        try await withTaskExecutorPreference(engine.channel.executor, isolation: isolation, operation: operation)
     }
 
     /// Closes the connection; pending calls fail with `.disconnected`.
     public func close() {
-        channel?.close()
+        engine.close()
     }
 
     /// Why the connection ended, or nil while it is open.
-    public var closedReason: String? { state.withLock { $0.closedReason } }
+    public var closedReason: String? { engine.closedReason }
 
     /// Lines that did not decode (garbage, bad UTF-8, ...), most recent
     /// last; the first one closes the connection.
-    public var decodingErrors: [QMPDecodingError] { state.withLock { $0.decodingErrors } }
+    public var decodingErrors: [QMPDecodingError] { engine.decodingErrors }
 
     // MARK: Commands
 
@@ -209,60 +219,16 @@ public final class QMPClient: Sendable {
     public func execute(
         _ command: String, arguments: JSONObject? = nil, timeout: Duration? = nil, outOfBand: Bool = false
     ) async throws -> JSONValue {
-        let id = state.withLock { s in
-            if let reused = s.freeIDs.popLast() { return reused }
-            defer { s.nextFreshID += 1 }
-            return s.nextFreshID
-        }
-        let bytes: [UInt8]
-        do {
-            bytes = try Self.encodeCommand(command, arguments: arguments, id: id, outOfBand: outOfBand)
-        } catch {
-            state.withLock { $0.freeIDs.append(id) }
-            throw QMPError.encoding(error.description)
-        }
         let limit = timeout ?? timeouts.timeout(for: command, arguments: arguments)
-        let deadline = ContinuousClock.now + limit
-
-        return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<JSONValue, Error>) in
-                let (closed, mustWake): (String?, Bool) = state.withLock { s in
-                    if let reason = s.closedReason { return (reason, false) }
-                    s.pending[id] = PendingCommand(continuation: continuation, command: command, deadline: deadline, timeout: limit)
-                    return (nil, s.plannedWake.map { deadline < $0 } ?? true)
-                }
-                if let closed {
-                    continuation.resume(throwing: QMPError.disconnected(closed))
-                    return
-                }
-                // Cancelled before the handler below was installed: do not send.
-                // (Cancelled later, the handler finds the command pending.)
-                if Task.isCancelled {
-                    let unsent: PendingCommand? = state.withLock { s in
-                        guard let pending = s.pending.removeValue(forKey: id) else { return nil }
-                        s.freeIDs.append(id)
-                        return pending
-                    }
-                    unsent?.continuation.resume(throwing: QMPError.cancelled)
-                    return
-                }
-                if mustWake { channel.wake() }
-                do {
-                    try channel.sendRaw(bytes)
-                } catch {
-                    if let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) {
-                        pending.continuation.resume(throwing: error)
-                    }
-                }
+        let delivery = try await engine.request(.reply(command: command), timeout: limit) { id in
+            do throws(JSONEncodeError) {
+                return try Self.encodeCommand(command, arguments: arguments, id: id, outOfBand: outOfBand)
+            } catch {
+                throw QMPError.encoding(error.description)
             }
-        } onCancel: {
-            let pending: PendingCommand? = state.withLock { s in
-                guard let pending = s.pending.removeValue(forKey: id) else { return nil }
-                s.retiredIDs.insert(id)
-                return pending
-            }
-            pending?.continuation.resume(throwing: QMPError.cancelled)
         }
+        guard case .reply(let value) = delivery else { preconditionFailure("a command ended with \(delivery)") }
+        return value
     }
 
     /// `{"execute": command, "arguments": ..., "id": id}` and a line end,
@@ -302,12 +268,12 @@ public final class QMPClient: Sendable {
 
     /// A mark at the current end of the event stream.
     public func eventMark() -> QMPEventMark {
-        QMPEventMark(sequence: state.withLock { $0.lastEventSequence })
+        QMPEventMark(sequence: engine.update { $0.extra.lastEventSequence })
     }
 
     /// The retained events, oldest first.
     public var eventHistory: [QMPEvent] {
-        state.withLock { s in s.history[s.historyStart...].map(\.event) }
+        engine.update { t in t.extra.history[t.extra.historyStart...].map(\.event) }
     }
 
     /// Waits for an event named `name` whose data contains `pattern`
@@ -322,60 +288,37 @@ public final class QMPClient: Sendable {
         _ name: String, matching pattern: JSONValue? = nil, after mark: QMPEventMark? = nil,
         timeout: Duration = .seconds(30)
     ) async throws -> QMPEvent {
-        let deadline = ContinuousClock.now + timeout
-        let key = state.withLock { s in
-            s.nextWaiterKey += 1
-            return s.nextWaiterKey
-        }
-        return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<QMPEvent, Error>) in
-                let immediate: Result<QMPEvent, Error>? = state.withLock { s in
-                    let after = mark?.sequence ?? 0
-                    for index in s.history.indices.dropFirst(s.historyStart) {
-                        let entry = s.history[index]
-                        if !entry.consumed && entry.event.sequence > after && Self.matches(entry.event, name, pattern) {
-                            s.history[index].consumed = true
-                            return .success(entry.event)
-                        }
-                    }
-                    if let reason = s.closedReason { return .failure(QMPError.disconnected(reason)) }
-                    s.eventWaiters[key] = EventWaiter(
-                        continuation: continuation, name: name, pattern: pattern, after: after, deadline: deadline,
-                        timeout: timeout)
-                    return nil
-                }
-                if let immediate {
-                    continuation.resume(with: immediate)
-                } else if Task.isCancelled {
-                    // Cancelled before the handler below was installed.
-                    state.withLock { $0.eventWaiters.removeValue(forKey: key) }?.continuation.resume(throwing: QMPError.cancelled)
-                } else {
-                    channel.wake()
+        let after = mark?.sequence ?? 0
+        let delivery = try await engine.wait(.event(name: name, pattern: pattern, after: after), timeout: timeout) { table in
+            for index in table.extra.history.indices.dropFirst(table.extra.historyStart) {
+                let entry = table.extra.history[index]
+                if !entry.consumed && entry.event.sequence > after && Self.matches(entry.event, name, pattern) {
+                    table.extra.history[index].consumed = true
+                    return .success(.event(entry.event))
                 }
             }
-        } onCancel: {
-            if let waiter = state.withLock({ $0.eventWaiters.removeValue(forKey: key) }) {
-                waiter.continuation.resume(throwing: QMPError.cancelled)
-            }
+            return nil
         }
+        guard case .event(let event) = delivery else { preconditionFailure("an event wait ended with \(delivery)") }
+        return event
     }
 
     /// Every event from now on, in order, unbounded (none is dropped). The
     /// stream finishes when the connection closes.
     public func events() -> AsyncStream<QMPEvent> {
         let (stream, continuation) = AsyncStream.makeStream(of: QMPEvent.self, bufferingPolicy: .unbounded)
-        let key: UInt64? = state.withLock { s in
-            if s.closedReason != nil { return nil }
-            s.nextWaiterKey += 1
-            s.subscribers[s.nextWaiterKey] = continuation
-            return s.nextWaiterKey
+        let key: UInt64? = engine.update { t in
+            if t.closedReason != nil { return nil }
+            t.extra.nextSubscriberKey += 1
+            t.extra.subscribers[t.extra.nextSubscriberKey] = continuation
+            return t.extra.nextSubscriberKey
         }
         guard let key else {
             continuation.finish()
             return stream
         }
         continuation.onTermination = { [weak self] _ in
-            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: key) }
+            _ = self?.engine.update { $0.extra.subscribers.removeValue(forKey: key) }
         }
         return stream
     }
@@ -386,167 +329,70 @@ public final class QMPClient: Sendable {
 
     // MARK: Reader side
 
-    private func nextDeadline() -> ContinuousClock.Instant? {
-        state.withLock { s in
-            var earliest = ContinuousClock.now + Self.maximumPollInterval
-            for pending in s.pending.values where pending.deadline < earliest { earliest = pending.deadline }
-            for waiter in s.eventWaiters.values where waiter.deadline < earliest { earliest = waiter.deadline }
-            if let greeting = s.greetingWaiter, greeting.deadline < earliest { earliest = greeting.deadline }
-            s.plannedWake = earliest
-            return earliest
-        }
-    }
-
-    private func handle(_ input: ChannelInput) {
-        switch input {
-        case .message(let message):
-            if let id = message["id"], message["return"] != nil || message["error"] != nil {
-                deliverReply(message, id: id)
-            } else if message["event"] != nil {
-                deliverEvent(message)
-            } else if message["QMP"] != nil {
-                deliverGreeting(message)
-            } else if message["error"] != nil {
-                // An error without id: QEMU could not parse a command at all.
-                state.withLock { $0.unmatchedReplies += 1 }
-            } else {
-                state.withLock { $0.unmatchedReplies += 1 }
-            }
-        case .decodingError(let error):
-            state.withLock { s in
-                s.decodingErrors.append(error)
-                if s.decodingErrors.count > 64 { s.decodingErrors.removeFirst() }
-                // A stream cut inside a message is a lost connection, not a broken peer.
-                if case .truncated = error {} else if s.malformedMessage == nil { s.malformedMessage = error }
-            }
-        case .tick:
-            expireDeadlines()
-        case .closed(let reason):
-            failEverything(reason)
+    private func handle(_ message: JSONObject) {
+        if let id = message["id"], message["return"] != nil || message["error"] != nil {
+            deliverReply(message, id: id)
+        } else if message["event"] != nil {
+            deliverEvent(message)
+        } else if message["QMP"] != nil {
+            deliverGreeting(message)
+        } else {
+            // E.g. an error without id: QEMU could not parse a command at all.
+            engine.update { $0.noteUnmatchedReply() }
         }
     }
 
     private func deliverReply(_ message: JSONObject, id: JSONValue) {
-        let pending: PendingCommand? = state.withLock { s in
-            guard let key = id.uint64Value else {
-                s.unmatchedReplies += 1
-                return nil
-            }
-            if let pending = s.pending.removeValue(forKey: key) {
-                s.freeIDs.append(key)
-                return pending
-            }
-            // A late reply to a command given up on: its id is free again.
-            if s.retiredIDs.remove(key) != nil { s.freeIDs.append(key) }
-            s.unmatchedReplies += 1
-            return nil
-        }
-        guard let pending else { return }
-        if let value = message["return"] {
-            pending.continuation.resume(returning: value)
-        } else {
-            let error = message["error"]
-            pending.continuation.resume(
-                throwing: QMPError.command(
-                    name: pending.command,
+        engine.update { table in
+            guard let key = id.uint64Value else { return table.noteUnmatchedReply() }
+            table.answer(id: key) { waiting in
+                if let value = message["return"] { return .success(.reply(value)) }
+                guard case .reply(let command) = waiting else { return nil }
+                let error = message["error"]
+                return .failure(QMPError.command(
+                    name: command,
                     errorClass: error?["class"]?.stringValue ?? "GenericError",
                     description: error?["desc"]?.stringValue ?? "(no description)"))
+            }
         }
     }
 
     private func deliverGreeting(_ message: JSONObject) {
         guard let greeting = QMPGreeting(message) else { return }
-        let waiter = state.withLock { s in
-            s.greeting = greeting
-            defer { s.greetingWaiter = nil }
-            return s.greetingWaiter
+        engine.update { table in
+            table.extra.greeting = greeting
+            table.deliverToWaits(where: { if case .greeting = $0 { true } else { false } }, .greeting(greeting))
         }
-        waiter?.continuation.resume(returning: greeting)
     }
 
     private func deliverEvent(_ message: JSONObject) {
-        let (event, waiter, subscribers): (QMPEvent?, EventWaiter?, [AsyncStream<QMPEvent>.Continuation]) = state.withLock { s in
-            guard let event = QMPEvent(message, sequence: s.lastEventSequence + 1) else { return (nil, nil, []) }
-            s.lastEventSequence += 1
-            var consumed = false
-            var satisfied: EventWaiter?
+        let limit = eventHistoryLimit
+        let (event, subscribers): (QMPEvent?, [AsyncStream<QMPEvent>.Continuation]) = engine.update { table in
+            guard let event = QMPEvent(message, sequence: table.extra.lastEventSequence + 1) else { return (nil, []) }
+            table.extra.lastEventSequence += 1
             // The oldest matching waiter gets it.
-            var oldest: UInt64?
-            for (key, waiter) in s.eventWaiters
-            where waiter.after < event.sequence && Self.matches(event, waiter.name, waiter.pattern) {
-                if oldest.map({ key < $0 }) ?? true { oldest = key }
+            let consumed = table.deliverToOldestWait(where: { waiting in
+                guard case .event(let name, let pattern, let after) = waiting else { return false }
+                return after < event.sequence && Self.matches(event, name, pattern)
+            }, .event(event))
+            table.extra.history.append(HistoryEntry(event: event, consumed: consumed))
+            if table.extra.history.count - table.extra.historyStart > limit { table.extra.historyStart += 1 }
+            if table.extra.historyStart > limit {
+                table.extra.history.removeFirst(table.extra.historyStart)
+                table.extra.historyStart = 0
             }
-            if let oldest {
-                satisfied = s.eventWaiters.removeValue(forKey: oldest)
-                consumed = true
-            }
-            s.history.append(HistoryEntry(event: event, consumed: consumed))
-            if s.history.count - s.historyStart > eventHistoryLimit { s.historyStart += 1 }
-            if s.historyStart > eventHistoryLimit {
-                s.history.removeFirst(s.historyStart)
-                s.historyStart = 0
-            }
-            return (event, satisfied, Array(s.subscribers.values))
+            return (event, Array(table.extra.subscribers.values))
         }
         guard let event else { return }
-        waiter?.continuation.resume(returning: event)
         for subscriber in subscribers { subscriber.yield(event) }
     }
 
-    private func expireDeadlines() {
-        let now = ContinuousClock.now
-        let due = state.withLock { s in
-            s.pending.values.contains { $0.deadline <= now } || s.eventWaiters.values.contains { $0.deadline <= now }
-                || (s.greetingWaiter.map { $0.deadline <= now } ?? false)
+    /// The connection ended: event streams finish (outside the lock: finishing runs their `onTermination`).
+    private func finishSubscribers() {
+        let subscribers = engine.update { table in
+            defer { table.extra.subscribers = [:] }
+            return Array(table.extra.subscribers.values)
         }
-        guard due else { return }
-        let (commands, waiters, greeting) = state.withLock { s in
-            let commands = s.pending.filter { $0.value.deadline <= now }
-            for key in commands.keys {
-                s.pending.removeValue(forKey: key)
-                s.retiredIDs.insert(key)
-            }
-            let waiters = s.eventWaiters.filter { $0.value.deadline <= now }
-            for key in waiters.keys { s.eventWaiters.removeValue(forKey: key) }
-            var greeting: UnsafeContinuation<QMPGreeting, Error>?
-            if let waiter = s.greetingWaiter, waiter.deadline <= now {
-                greeting = waiter.continuation
-                s.greetingWaiter = nil
-            }
-            return (commands, waiters, greeting)
-        }
-        for pending in commands.values {
-            pending.continuation.resume(throwing: QMPError.timeout(command: pending.command, seconds: pending.timeout.inSeconds))
-        }
-        for waiter in waiters.values {
-            waiter.continuation.resume(throwing: QMPError.timeout(command: "waiting for event \(waiter.name)", seconds: waiter.timeout.inSeconds))
-        }
-        greeting?.resume(throwing: QMPError.protocolViolation(
-            "no QMP greeting from QEMU in time; QEMU serves one client per monitor socket, so another client (e.g. a running `qlab run`) may hold it"))
-    }
-
-    private func failEverything(_ reason: String) {
-        let (commands, waiters, greeting, subscribers, malformed) = state.withLock { s in
-            s.closedReason = s.malformedMessage.map { "QEMU sent a malformed message: \($0)" } ?? reason
-            defer {
-                s.pending = [:]
-                s.eventWaiters = [:]
-                s.greetingWaiter = nil
-                s.subscribers = [:]
-            }
-            return (s.pending, s.eventWaiters, s.greetingWaiter, s.subscribers, s.malformedMessage)
-        }
-        func failure(_ during: String) -> QMPError {
-            if let malformed { return .protocolViolation("QEMU sent a malformed message \(during): \(malformed)") }
-            return .disconnected("\(reason) \(during)")
-        }
-        for pending in commands.values {
-            pending.continuation.resume(throwing: failure("while \(pending.command) was pending"))
-        }
-        for waiter in waiters.values {
-            waiter.continuation.resume(throwing: failure("while waiting for event \(waiter.name)"))
-        }
-        greeting?.continuation.resume(throwing: failure("before the QMP greeting"))
-        for subscriber in subscribers.values { subscriber.finish() }
+        for subscriber in subscribers { subscriber.finish() }
     }
 }

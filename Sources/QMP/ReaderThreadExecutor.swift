@@ -3,7 +3,7 @@ import Glibc
 #endif
 import Synchronization
 
-/// The task executor of a ``MessageChannel``'s reader thread.
+/// The task executor of a ``ByteStreamChannel``'s reader thread (under every ``MessageChannel``).
 ///
 /// The reader runs the jobs enqueued here between polls of its socket. A
 /// task that prefers this executor (``QMPClient/withPreferredExecutor(isolation:_:)``,

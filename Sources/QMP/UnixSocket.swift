@@ -101,36 +101,3 @@ public enum UnixSocket {
         return address
     }
 }
-
-/// Byte I/O on a file descriptor, retrying on EINTR.
-enum FileIO {
-    /// `write(2)` until every byte is written. MSG_NOSIGNAL semantics come from
-    /// ignoring SIGPIPE process-wide in ``QMPClient``; EPIPE is returned as an error.
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) throws(SystemCallError) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == ENOTSOCK {
-                    let m = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                    if m < 0 { if errno == EINTR { continue }; throw SystemCallError("write") }
-                    offset += m
-                    continue
-                }
-                throw SystemCallError("send")
-            }
-            offset += n
-        }
-    }
-
-    /// `read(2)` once: 0 at end of stream.
-    static func readSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) throws(SystemCallError) -> Int {
-        while true {
-            let n = read(fd, buffer.baseAddress!, buffer.count)
-            if n >= 0 { return n }
-            if errno == EINTR { continue }
-            throw SystemCallError("read")
-        }
-    }
-}

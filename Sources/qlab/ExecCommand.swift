@@ -26,11 +26,11 @@ struct ExecCommand: AsyncParsableCommand {
     func run() async throws {
         guard !command.isEmpty else {
             reportError("qlab exec: no command; usage: qlab exec LAB [--timeout S] -- COMMAND...")
-            throw ExitCode(125)
+            throw ExitCode(ExitStatus.usage.rawValue)
         }
         guard let transport = GuestTransport(rawValue: via) else {
             reportError("qlab exec: --via \(via): use auto, agent or console")
-            throw ExitCode(125)
+            throw ExitCode(ExitStatus.usage.rawValue)
         }
         let limit = try checkedSeconds(timeout, option: "--timeout", command: "exec")
         // SIGINT/SIGTERM/SIGHUP stop the command (Ctrl-C on the console) and
@@ -43,26 +43,37 @@ struct ExecCommand: AsyncParsableCommand {
 
     static func execute(lab: String, transport: GuestTransport, limit: Duration, ready: Bool, command: [String]) async throws {
         let result: GuestCommandResult
+        // --timeout bounds the whole command: waiting for the console (or --ready) included.
+        let budget = CommandBudget(limit)
         do {
             let runtime = try LabRuntime.locateExisting(lab)
             let probe = min(limit, .seconds(5))
+            // The agent gets a quarter of the budget to answer before the console is tried.
             let session = try await GuestConnection.open(
-                runtime: runtime, transport: transport,
+                runtime: runtime, transport: transport, agentTimeout: min(.seconds(3), limit / 4),
                 consoleOptions: GuestConsole.Options(probeTimeout: probe, recoveryAttempts: 2))
             defer { session.close() }
             if let console = session as? GuestConsole {
+                // QEMU serves one console client at a time: a second one is connected but never served.
+                let unusable = GuestError.consoleUnusable(
+                    reason: "the shell did not answer within \(LabDuration.format(limit)): another client may hold the console (qlab console, qlab run), the guest may still be booting (use --ready), or it hangs",
+                    consoleTail: console.tail())
                 if ready, let record = runtime.record {
                     let guest = try record.lab().selectGuest(record.guest)
-                    try await console.waitForReady(guest)
-                } else if !(try await console.probe()), !(try await console.recover()) {
-                    // QEMU serves one console client at a time: a second one is connected but never served.
-                    throw GuestError.consoleUnusable(
-                        reason: "the shell does not answer, not even after Ctrl-C: another client may hold the console (qlab console, qlab run), the guest may still be booting (use --ready), or it hangs",
-                        consoleTail: console.tail())
+                    guard let left = budget.remaining() else { throw unusable }
+                    try await console.waitForReady(guest, timeout: left)
+                } else {
+                    guard let left = budget.remaining() else { throw unusable }
+                    if !(try await console.probe(timeout: min(probe, left))) {
+                        // Ctrl-C and probe again only while the budget allows a round.
+                        let roundFits = budget.remaining().map { $0 >= probe } ?? false
+                        guard roundFits, try await console.recover() else { throw unusable }
+                    }
                 }
             }
             do {
-                result = try await session.run(command.joined(separator: " "), timeout: limit)
+                // What is left of the budget (at least a moment: the command is typed, then waited for).
+                result = try await session.run(command.joined(separator: " "), timeout: max(budget.remaining() ?? .zero, .milliseconds(100)))
             } catch where Task.isCancelled {
                 // The guest's command may still run: interrupt it, as a terminal would.
                 if let console = session as? GuestConsole { try? console.interrupt() }
@@ -70,6 +81,10 @@ struct ExecCommand: AsyncParsableCommand {
             }
         } catch where Task.isCancelled {
             throw error
+        } catch GuestError.commandTimeout(let text, _, let recovered, let tail) {
+            // The command got what was left of the budget; the user's limit is what to report.
+            reportError("qlab exec: \(GuestError.commandTimeout(command: text, seconds: limit.inSeconds, recovered: recovered, consoleTail: tail))")
+            throw ExitCode(ExitStatus.timeout.rawValue)
         } catch let error as GuestError where error.isTimeout {
             reportError("qlab exec: \(error)")
             throw ExitCode(124)
@@ -92,5 +107,20 @@ struct ExecCommand: AsyncParsableCommand {
         if result.exitStatus != 0 {
             throw ExitCode((0...255).contains(result.exitStatus) ? result.exitStatus : 125)
         }
+    }
+}
+
+/// A command's time limit as a deadline: each step gets what is left.
+struct CommandBudget {
+    let deadline: ContinuousClock.Instant
+
+    init(_ limit: Duration) {
+        deadline = .now + limit
+    }
+
+    /// The time left, nil when none is.
+    func remaining() -> Duration? {
+        let left = ContinuousClock.now.duration(to: deadline)
+        return left > .zero ? left : nil
     }
 }

@@ -230,4 +230,25 @@ struct ScriptingCLITests {
         #expect(again.status == ExitStatus.noSuchLab.rawValue, "\(again.stderr)")
         #expect(try env.qlab("status", "gone").status == ExitStatus.noSuchLab.rawValue)
     }
+
+    /// `exec --timeout` bounds the whole command, waiting for the console included: right
+    /// after `up` (the guest still booting) it ends within the limit (exec's 125: the command
+    /// could not be run), not after three more probe rounds.
+    @Test func execTimeoutBoundsTheWholeCommand() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let file = try env.writeGuestLab("early", devices: "  {}", tests: "  t: {run: \"true\"}")
+        #expect(try env.qlab("up", file).status == 0)
+        let started = ContinuousClock.now
+        let early = try env.qlab("exec", "early", "--timeout", "2", "--", "true")
+        let took = ContinuousClock.now - started
+        #expect(early.status == 125, "\(early.status): \(early.stderr)")
+        #expect(early.stderr.contains("did not answer within 2s"), "\(early.stderr)")
+        #expect(early.stderr.contains("use --ready"), "\(early.stderr)")
+        // Not a speed figure: the old code took three probe rounds past the limit.
+        #expect(took < .seconds(6), "exec --timeout 2 took \(took)")
+        let usage = try env.qlab("exec", "early", "--via", "carrier-pigeon", "--", "true")
+        #expect(usage.status == ExitStatus.usage.rawValue)
+        #expect(try env.qlab("down", "early").status == 0)
+    }
 }

@@ -6,11 +6,12 @@ import Synchronization
 
 /// The byte stream of a serial console socket.
 ///
-/// A reader thread blocks in `poll(2)` on the socket and a self-pipe, and
-/// appends what arrives to a bounded buffer addressed by stream offsets
-/// (offset 0 is the first byte received). Waits register a pattern and a
-/// deadline; the reader resumes them when the pattern appears, the deadline
-/// passes or the stream ends. Writes go out on the caller's thread.
+/// The reading is QMP's and the guest agent's machinery, ``ByteStreamChannel``
+/// (a reader thread polling the socket and a self-pipe), which appends what
+/// arrives to a bounded buffer addressed by stream offsets (offset 0 is the
+/// first byte received). Waits register a pattern and a deadline; the reader
+/// resumes them when the pattern appears, the deadline passes or the stream
+/// ends. Writes go out on the caller's thread.
 final class ConsoleStream: Sendable {
     enum WaitOutcome: Sendable {
         case matched(ConsoleMatch)
@@ -36,73 +37,55 @@ final class ConsoleStream: Sendable {
         var waiters: [UInt64: Waiter] = [:]
         var cancelledKeys: Set<UInt64> = []
         var nextKey: UInt64 = 0
-        var stopRequested = false
-        var started = false
-        var thread: pthread_t?
     }
 
     /// The most bytes kept; older ones are dropped (a wait from before them searches what is left).
     let capacity: Int
-    private let fd: Int32
-    private let wakeReadFD: Int32
-    private let wakeWriteFD: Int32
+    private let channel: ByteStreamChannel
     private let state = Mutex<State>(State())
-    /// Held while writing and while closing: true once `fd` is closed.
-    private let fdClosed = Mutex<Bool>(false)
 
-    /// Adopts `fd`, a connected stream socket; the stream closes it.
+    /// Adopts `fd`, a connected stream socket, on success (the stream closes it).
     init(adopting fd: Int32, capacity: Int = 4 << 20) throws(SystemCallError) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-        for end in ends + [fd] {
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-        }
-        self.fd = fd
-        self.wakeReadFD = ends[0]
-        self.wakeWriteFD = ends[1]
+        // Non-blocking: a write to a guest that takes no input waits with a timeout.
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        self.channel = try ByteStreamChannel(adopting: fd)
         self.capacity = max(capacity, 64 << 10)
     }
 
     deinit {
-        fdClosed.withLock { closed in if !closed { Glibc.close(fd) } }
-        Glibc.close(wakeReadFD)
-        Glibc.close(wakeWriteFD)
+        channel.close()
     }
 
-    /// Starts the reader thread (`pthread_create(3)`), once.
+    /// Starts the reader thread, once.
     func start() throws(SystemCallError) {
-        let result: Int32 = state.withLock { s in
-            guard !s.started else { return 0 }
-            s.started = true
-            let box = Unmanaged.passRetained(self).toOpaque()
-            var thread = pthread_t()
-            let result = pthread_create(&thread, nil, { raw in
-                let stream = Unmanaged<ConsoleStream>.fromOpaque(raw!).takeRetainedValue()
-                stream.readLoop()
-                return nil
-            }, box)
-            if result == 0 { s.thread = thread } else { Unmanaged<ConsoleStream>.fromOpaque(box).release() }
-            return result
-        }
-        if result != 0 { throw SystemCallError("pthread_create", errno: result) }
+        try channel.start(
+            nextDeadline: { [weak self] in self?.state.withLock { s in s.waiters.values.map(\.deadline).min() } },
+            handler: { [weak self] input in
+                guard let self else { return false }
+                switch input {
+                case .bytes(let bytes):
+                    let resumed = self.state.withLock { s in self.append(&s, bytes) }
+                    for (continuation, outcome) in resumed { continuation.resume(returning: outcome) }
+                case .tick:
+                    self.expire()
+                case .ended(let end):
+                    switch end {
+                    case .peerClosed: self.finish(reason: "QEMU closed the console socket (the lab stopped?)")
+                    case .closedByOwner, .stoppedByHandler: self.finish(reason: "the console connection was closed by qlab")
+                    case .readFailed(let error): self.finish(reason: "reading the console failed: \(error)")
+                    case .pollFailed(let error): self.finish(reason: "poll on the console failed: \(error)")
+                    }
+                }
+                return true
+            })
     }
 
     /// Stops the reader and waits for it; pending waits end with `.closed`.
+    /// Closing the socket is what tells QEMU the console is free for its next client.
     func close() {
-        let thread = state.withLock { s -> pthread_t? in
-            s.stopRequested = true
-            defer { s.thread = nil }
-            return s.thread
-        }
-        wake()
-        if let thread { pthread_join(thread, nil) }
+        channel.close()
         finish(reason: "the console connection was closed by qlab")
-        // Closing the socket is what tells QEMU the console is free for its next client.
-        fdClosed.withLock { closed in
-            if !closed { Glibc.close(fd) }
-            closed = true
-        }
     }
 
     /// The stream offset after the last byte received.
@@ -137,38 +120,36 @@ final class ConsoleStream: Sendable {
         }
     }
 
-    /// Writes every byte with `send(2)` (MSG_NOSIGNAL), waiting with `poll(2)` while the socket is full.
+    /// Writes every byte, waiting on the caller's thread while the socket is full, at most `timeout`
+    /// (for the synchronous public API; async code uses ``writeAsync(_:timeout:)``).
     func write(_ bytes: [UInt8], timeout: Duration = .seconds(10)) throws(GuestError) {
-        let result = fdClosed.withLock { closed -> Result<Void, GuestError> in
-            if closed { return .failure(GuestError.disconnected(reason: "the console connection was closed by qlab", consoleTail: "")) }
-            return Result { () throws(GuestError) in try writeOpen(bytes, timeout: timeout) }
-        }
-        try result.get()
+        if let reason = closedReason { throw GuestError.disconnected(reason: reason, consoleTail: "") }
+        let result = bytes.withUnsafeBytes { raw in Result { () throws(StreamWriteError) in try channel.write(raw, timeout: timeout) } }
+        try check(result, timeout: timeout)
     }
 
-    private func writeOpen(_ bytes: [UInt8], timeout: Duration) throws(GuestError) {
+    /// Writes every byte; while the socket is full the task waits (the reader thread polls for room), at most `timeout`.
+    func writeAsync(_ bytes: [UInt8], timeout: Duration = .seconds(10)) async throws(GuestError) {
         if let reason = closedReason { throw GuestError.disconnected(reason: reason, consoleTail: "") }
-        let deadline = ContinuousClock.now + timeout
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { raw in
-                send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
-            }
-            if n >= 0 {
-                offset += n
-                continue
-            }
-            let error = errno
-            if error == EINTR { continue }
-            guard error == EAGAIN || error == EWOULDBLOCK else {
-                throw GuestError.disconnected(reason: "writing to the console failed: \(SystemCallError("send", errno: error))", consoleTail: "")
-            }
-            let remaining = ContinuousClock.now.duration(to: deadline)
-            guard remaining > .zero else {
-                throw GuestError.consoleUnusable(reason: "the guest takes no input (the console socket stayed full for \(formatGuestSeconds(timeout.inSeconds)))", consoleTail: "")
-            }
-            var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&poller, 1, Int32(clamping: remaining.components.seconds * 1000 + 10))
+        let result: Result<Void, StreamWriteError>
+        do throws(StreamWriteError) {
+            try await channel.write(bytes, timeout: timeout)
+            result = .success(())
+        } catch {
+            result = .failure(error)
+        }
+        try check(result, timeout: timeout)
+    }
+
+    private func check(_ result: Result<Void, StreamWriteError>, timeout: Duration) throws(GuestError) {
+        switch result {
+        case .success: return
+        case .failure(.closed):
+            throw GuestError.disconnected(reason: closedReason ?? "the console connection was closed by qlab", consoleTail: "")
+        case .failure(.stalled):
+            throw GuestError.consoleUnusable(reason: "the guest takes no input (the console socket stayed full for \(formatGuestSeconds(timeout.inSeconds)))", consoleTail: "")
+        case .failure(.failed(let error)):
+            throw GuestError.disconnected(reason: "writing to the console failed: \(error)", consoleTail: "")
         }
     }
 
@@ -190,7 +171,7 @@ final class ConsoleStream: Sendable {
                     s.waiters[key] = Waiter(pattern: pattern, from: from, scanFrom: scanFrom, deadline: deadline, continuation: continuation)
                     return nil
                 }
-                if let immediate { continuation.resume(returning: immediate) } else { wake() }
+                if let immediate { continuation.resume(returning: immediate) } else { channel.wake() }
             }
         } onCancel: {
             let waiter = state.withLock { s -> Waiter? in
@@ -213,11 +194,6 @@ final class ConsoleStream: Sendable {
         }
     }
 
-    private func wake() {
-        var one: UInt8 = 1
-        _ = Glibc.write(wakeWriteFD, &one, 1)  // EAGAIN: the pipe is full, a wake is pending anyway
-    }
-
     /// Ends the stream once: records why and ends every wait.
     private func finish(reason: String) {
         let waiters = state.withLock { s -> [Waiter] in
@@ -228,56 +204,15 @@ final class ConsoleStream: Sendable {
         for waiter in waiters { waiter.continuation.resume(returning: .closed(reason)) }
     }
 
-    private func readLoop() {
-        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
-        defer { chunk.deallocate() }
-        var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeReadFD, events: Int16(POLLIN), revents: 0)]
-        var reason = "the console connection was closed by qlab"
-        while true {
-            let (stop, deadline) = state.withLock { s in (s.stopRequested, s.waiters.values.map(\.deadline).min()) }
-            if stop { break }
-            var timeout: Int32 = -1
-            if let deadline {
-                let remaining = ContinuousClock.now.duration(to: deadline)
-                timeout = Int32(clamping: max(0, remaining.components.seconds * 1000 + remaining.components.attoseconds / 1_000_000_000_000_000 + 1))
-            }
-            fds[0].revents = 0
-            fds[1].revents = 0
-            let ready = poll(&fds, 2, timeout)
-            if ready < 0 {
-                if errno == EINTR { continue }
-                reason = "poll on the console failed: \(SystemCallError("poll"))"
-                break
-            }
-            if fds[1].revents != 0 {
-                var drain = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-                while read(wakeReadFD, &drain, 32) > 0 {}
-            }
-            var resumed: [(UnsafeContinuation<WaitOutcome, Never>, WaitOutcome)] = []
-            if fds[0].revents != 0 {
-                let n = read(fd, chunk.baseAddress!, chunk.count)
-                if n == 0 {
-                    reason = "QEMU closed the console socket (the lab stopped?)"
-                    break
-                }
-                if n < 0 {
-                    if errno != EINTR && errno != EAGAIN {
-                        reason = "reading the console failed: \(SystemCallError("read"))"
-                        break
-                    }
-                } else {
-                    resumed = state.withLock { s in append(&s, UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
-                }
-            }
-            let now = ContinuousClock.now
-            resumed += state.withLock { s in
-                let expired = s.waiters.filter { $0.value.deadline <= now }
-                for key in expired.keys { s.waiters[key] = nil }
-                return expired.values.map { ($0.continuation, WaitOutcome.timedOut) }
-            }
-            for (continuation, outcome) in resumed { continuation.resume(returning: outcome) }
+    /// Ends the waits whose deadline has passed.
+    private func expire() {
+        let now = ContinuousClock.now
+        let expired = state.withLock { s in
+            let expired = s.waiters.filter { $0.value.deadline <= now }
+            for key in expired.keys { s.waiters[key] = nil }
+            return expired.values.map(\.continuation)
         }
-        finish(reason: reason)
+        for continuation in expired { continuation.resume(returning: .timedOut) }
     }
 
     /// Appends received bytes, drops the oldest beyond `capacity`, and

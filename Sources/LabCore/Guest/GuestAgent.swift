@@ -8,14 +8,15 @@ import Synchronization
 /// virtio-serial port QEMU exposes as a Unix socket (`-chardev socket,...,id=qga0
 /// -device virtio-serial -device virtserialport,chardev=qga0,name=org.qemu.guest_agent.0`).
 ///
-/// The transport is the QMP library's ``MessageChannel`` (newline-framed
+/// Built on the QMP library's ``RequestEngine``, as ``QMPClient`` is (ids,
+/// deadlines, fail-all, cancellation), over a ``MessageChannel`` (newline-framed
 /// JSON) with a decoder that resets at a 0xFF byte: qemu-ga prefixes the
 /// reply to `guest-sync-delimited` with 0xFF, so whatever a previous client
 /// left half-read is dropped. Every connection starts with that sync, so
 /// stale replies never answer a new request. After the agent's 0xFF, a
 /// message that does not decode means the agent is broken: every pending
 /// request fails at once with what was received, and the channel closes.
-/// Timeouts fire whatever the agent sends meanwhile (``MessageChannel``).
+/// Timeouts fire whatever the agent sends meanwhile (``RequestEngine``).
 ///
 /// Commands run with `guest-exec` (output captured), polled with
 /// `guest-exec-status` until the process exits. Requests carry ids; qemu-ga
@@ -27,34 +28,39 @@ public final class GuestAgent: GuestSession {
     /// The first and the longest pause between `guest-exec-status` polls.
     public let pollInterval: (first: Duration, maximum: Duration)
 
-    private let state = Mutex<State>(State())
-    // Set once in init, before the reader starts; read-only afterwards.
-    nonisolated(unsafe) private var channel: MessageChannel!
+    /// Ids, deadlines, fail-all and cancellation (the engine QMP uses too); this class adds the agent's sync and routing.
+    private let engine: RequestEngine<Waiting, JSONValue, Void>
 
-    struct Pending {
-        var continuation: UnsafeContinuation<JSONValue, Error>
+    /// What a pending request is.
+    struct Waiting: Sendable {
         var command: String
-        var deadline: ContinuousClock.Instant
-        var timeout: Duration
         /// `guest-sync(-delimited)`: the value its reply must return.
         var syncValue: Int?
     }
 
-    struct State {
-        var nextID = 0
-        var pending: [Int: Pending] = [:]
-        var closedReason: String?
-        /// The message that broke the channel (the channel closes after it).
-        var malformedMessage: QMPDecodingError?
-    }
-
-    private init(shell: [String], pollInterval: (first: Duration, maximum: Duration)) {
+    private init(fd: Int32, shell: [String], pollInterval: (first: Duration, maximum: Duration)) throws(SystemCallError) {
         self.shell = shell
         self.pollInterval = pollInterval
+        self.engine = try RequestEngine(
+            adopting: fd, decoder: QMPMessageDecoder(resetByte: 0xFF), extra: (),
+            policy: .init(
+                failure: Self.failure,
+                closedReason: { reason, malformed in
+                    malformed.map { "the guest agent sent a malformed message: \($0)" }
+                        ?? reason.replacingAll("QEMU closed", with: "the guest agent channel closed")
+                }))
     }
 
-    deinit {
-        channel?.close()
+    /// What a caller of `waiting` sees when it fails.
+    static func failure(_ waiting: Waiting, _ failure: RequestFailure) -> any Error {
+        switch failure {
+        case .timedOut(let timeout):
+            return GuestError.timeout(what: "reply from the guest agent to \(waiting.command)", seconds: timeout.inSeconds, consoleTail: "")
+        case .closed(let reason), .alreadyClosed(let reason): return GuestError.disconnected(reason: reason, consoleTail: "")
+        case .malformed(let error): return GuestError.agent("sent a malformed message while \(waiting.command) was pending: \(error)")
+        case .sendFailed(let error): return GuestError.disconnected(reason: "\(error)", consoleTail: "")
+        case .cancelled: return GuestError.cancelled
+        }
     }
 
     /// The shell for an OS profile's guests.
@@ -77,15 +83,16 @@ public final class GuestAgent: GuestSession {
         fd: Int32, shell: [String] = ["/bin/sh", "-c"], timeout: Duration = .seconds(10),
         pollInterval: (first: Duration, maximum: Duration) = (.milliseconds(2), .milliseconds(100))
     ) async throws -> GuestAgent {
-        let agent = GuestAgent(shell: shell, pollInterval: pollInterval)
+        let agent: GuestAgent
         do {
-            agent.channel = try MessageChannel(
-                adopting: fd, decoder: QMPMessageDecoder(resetByte: 0xFF),
-                nextDeadline: { [weak agent] in agent?.nextDeadline() },
-                handler: { [weak agent] input in agent?.handle(input) })
-            try agent.channel.start()
+            agent = try GuestAgent(fd: fd, shell: shell, pollInterval: pollInterval)
         } catch {
             Glibc.close(fd)
+            throw GuestError.connect(error.description)
+        }
+        do {
+            try agent.engine.start(onMessage: { [weak agent] message in agent?.deliver(message) })
+        } catch {
             throw GuestError.connect(error.description)
         }
         do {
@@ -98,7 +105,7 @@ public final class GuestAgent: GuestSession {
     }
 
     public func close() {
-        channel?.close()
+        engine.close()
     }
 
     // MARK: Protocol
@@ -110,7 +117,7 @@ public final class GuestAgent: GuestSession {
         var generator = SystemRandomNumberGenerator()
         let value = Int(generator.next(upperBound: UInt32(Int32.max)))
         do {
-            try channel.sendRaw([0xFF])
+            try engine.channel.sendRaw([0xFF])
         } catch {
             throw GuestError.disconnected(reason: error.description, consoleTail: "")
         }
@@ -136,80 +143,13 @@ public final class GuestAgent: GuestSession {
     }
 
     private func request(_ command: String, arguments: JSONObject?, timeout: Duration, syncValue: Int?) async throws -> JSONValue {
-        let id = state.withLock { s -> Int in
-            s.nextID += 1
-            return s.nextID
-        }
-        var message: JSONObject = ["execute": .string(command), "id": JSONValue(id)]
-        if let arguments { message["arguments"] = .object(arguments) }
-        let deadline = ContinuousClock.now + timeout
-        return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<JSONValue, Error>) in
-                let closed: String? = state.withLock { s in
-                    if let reason = s.closedReason { return reason }
-                    s.pending[id] = Pending(continuation: continuation, command: command, deadline: deadline, timeout: timeout, syncValue: syncValue)
-                    return nil
-                }
-                if let closed {
-                    continuation.resume(throwing: GuestError.disconnected(reason: closed, consoleTail: ""))
-                    return
-                }
-                channel.wake()
-                do {
-                    try channel.send(message)
-                } catch {
-                    if let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) {
-                        pending.continuation.resume(throwing: GuestError.disconnected(reason: "\(error)", consoleTail: ""))
-                    }
-                }
-            }
-        } onCancel: {
-            if let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) {
-                pending.continuation.resume(throwing: GuestError.cancelled)
-            }
-        }
-    }
-
-    private func nextDeadline() -> ContinuousClock.Instant? {
-        state.withLock { s in
-            var earliest = ContinuousClock.now + .milliseconds(250)
-            for pending in s.pending.values where pending.deadline < earliest { earliest = pending.deadline }
-            return earliest
-        }
-    }
-
-    private func handle(_ input: ChannelInput) {
-        switch input {
-        case .message(let message):
-            deliver(message)
-        case .decodingError(let error):
-            // A stream cut inside a message is a lost connection, not a broken agent.
-            if case .truncated = error { break }
-            state.withLock { s in if s.malformedMessage == nil { s.malformedMessage = error } }
-        case .tick:
-            let now = ContinuousClock.now
-            let expired = state.withLock { s -> [Pending] in
-                let keys = s.pending.filter { $0.value.deadline <= now }.map(\.key)
-                return keys.compactMap { s.pending.removeValue(forKey: $0) }
-            }
-            for pending in expired {
-                pending.continuation.resume(throwing: GuestError.timeout(
-                    what: "reply from the guest agent to \(pending.command)", seconds: pending.timeout.inSeconds, consoleTail: ""))
-            }
-        case .closed(let reason):
-            let (all, malformed) = state.withLock { s -> ([Pending], QMPDecodingError?) in
-                s.closedReason = s.malformedMessage.map { "the guest agent sent a malformed message: \($0)" }
-                    ?? reason.replacingAll("QEMU closed", with: "the guest agent channel closed")
-                defer { s.pending = [:] }
-                return (Array(s.pending.values), s.malformedMessage)
-            }
-            for pending in all {
-                if let malformed {
-                    pending.continuation.resume(throwing: GuestError.agent(
-                        "sent a malformed message while \(pending.command) was pending: \(malformed)"))
-                } else {
-                    pending.continuation.resume(throwing: GuestError.disconnected(reason: reason, consoleTail: ""))
-                }
+        try await engine.request(Waiting(command: command, syncValue: syncValue), timeout: timeout) { id in
+            var message: JSONObject = ["execute": .string(command), "id": JSONValue(Int(id))]
+            if let arguments { message["arguments"] = .object(arguments) }
+            do {
+                return try JSONValue.object(message).serialized() + [0x0A]
+            } catch {
+                throw GuestError.agent("cannot encode \(command): \(error)")
             }
         }
     }
@@ -218,26 +158,40 @@ public final class GuestAgent: GuestSession {
     /// echo ids) goes to the sync whose value it returns, else to the oldest request.
     private func deliver(_ message: JSONObject) {
         guard message["return"] != nil || message["error"] != nil else { return }
-        let pending: Pending? = state.withLock { s in
-            if let id = message["id"]?.intValue {
-                guard let pending = s.pending[id] else { return nil }  // a stale reply
-                if let value = pending.syncValue, message["return"].flatMap(\.intValue) != value, message["error"] == nil { return nil }
-                return s.pending.removeValue(forKey: id)
-            }
-            if let value = message["return"]?.intValue, let key = s.pending.first(where: { $0.value.syncValue == value })?.key {
-                return s.pending.removeValue(forKey: key)
-            }
-            guard let oldest = s.pending.filter({ $0.value.syncValue == nil }).keys.min() else { return nil }
-            return s.pending.removeValue(forKey: oldest)
-        }
-        guard let pending else { return }
+        let result: Result<JSONValue, any Error>
         if let error = message["error"] {
             let errorClass = error["class"]?.stringValue ?? "Error"
             let description = error["desc"]?.stringValue ?? ((try? error.jsonString()) ?? "")
-            pending.continuation.resume(throwing: GuestError.agent("\(pending.command): \(errorClass): \(description)"))
+            result = .failure(AgentReplyError(errorClass: errorClass, description: description))
         } else {
-            pending.continuation.resume(returning: message["return"] ?? .null)
+            result = .success(message["return"] ?? .null)
         }
+        func named(_ waiting: Waiting) -> Result<JSONValue, any Error> {
+            result.mapError { error in
+                let reply = error as! AgentReplyError
+                return GuestError.agent("\(waiting.command): \(reply.errorClass): \(reply.description)")
+            }
+        }
+        let returned = message["return"]?.intValue
+        engine.update { table in
+            if let id = message["id"] {
+                guard let id = id.uint64Value else { return table.noteUnmatchedReply() }
+                table.answer(id: id) { waiting in
+                    // A sync is answered only by its own value (or an error).
+                    if let value = waiting.syncValue, returned != value, message["error"] == nil { return nil }
+                    return named(waiting)
+                }
+                return
+            }
+            if let returned, table.answerOldest(where: { $0.syncValue == returned }, named) { return }
+            if !table.answerOldest(where: { $0.syncValue == nil }, named) { table.noteUnmatchedReply() }
+        }
+    }
+
+    /// An agent's error reply, before it is named after the request it answers.
+    private struct AgentReplyError: Error {
+        var errorClass: String
+        var description: String
     }
 
     // MARK: Running programs

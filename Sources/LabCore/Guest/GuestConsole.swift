@@ -190,6 +190,11 @@ public final class GuestConsole: GuestSession {
         try stream.write(Array((line + "\n").utf8))
     }
 
+    /// `sendLine` without holding a thread while the guest takes no input.
+    private func typeLine(_ line: String) async throws {
+        try await stream.writeAsync(Array((line + "\n").utf8))
+    }
+
     /// Sends bytes as they are.
     public func send(_ bytes: [UInt8]) throws {
         try stream.write(bytes)
@@ -259,7 +264,7 @@ public final class GuestConsole: GuestSession {
 
     func recoverUnlocked() async -> Bool {
         for _ in 0..<max(1, options.recoveryAttempts) {
-            guard (try? interrupt()) != nil else { break }
+            guard (try? await stream.writeAsync([0x03])) != nil else { break }  // Ctrl-C
             if await probeUnlocked(timeout: options.probeTimeout) {
                 state.withLock { $0.usable = true }
                 return true
@@ -291,14 +296,14 @@ public final class GuestConsole: GuestSession {
             line = text
             for chunk in chunks {
                 let from = stream.received
-                try stream.write(prefix + Array((chunk.line + "\n").utf8))
+                try await stream.writeAsync(prefix + Array((chunk.line + "\n").utf8))
                 prefix = []
                 let result = await stream.wait(for: .marker(chunk.marker, number: false), from: from, timeout: ContinuousClock.now.duration(to: deadline))
                 try check(result, what: "the end of writing the command to the guest", timeout: timeout)
             }
         }
         let from = stream.received
-        try stream.write(prefix + Array((line + "\n").utf8))
+        try await stream.writeAsync(prefix + Array((line + "\n").utf8))
         let outcome = await stream.wait(
             for: .marker(framing.endMarker, number: true), from: from, timeout: max(.zero, ContinuousClock.now.duration(to: deadline)))
         let end = try check(outcome, what: "end of the command", timeout: timeout)
@@ -435,7 +440,7 @@ public final class GuestConsole: GuestSession {
         let passwordPrompt = Self.trimmedPrompt(login.passwordPrompt ?? profile.passwordPrompt)
         let shell = Self.trimmedPrompt(shellPrompt)
         skipReceivedUnlocked()
-        try sendLine("")
+        try await typeLine("")
         state.withLock { $0.firstLine = false }
         let first: WaitResult
         do {
@@ -444,7 +449,7 @@ public final class GuestConsole: GuestSession {
             throw GuestError.loginFailed(reason: "no login prompt \"\(loginPrompt)\" after Enter", consoleTail: tail)
         }
         if first.match.alternative == 1 || loginPrompt.isEmpty { return }  // a shell already
-        try sendLine(login.user)
+        try await typeLine(login.user)
         guard let password = login.password else { return }
         do {
             let next = try await waitUnlocked(.anyOf([passwordPrompt, shell].filter { !$0.isEmpty }), timeout: remaining())
@@ -452,7 +457,7 @@ public final class GuestConsole: GuestSession {
         } catch GuestError.timeout(_, _, let tail) {
             throw GuestError.loginFailed(reason: "no password prompt \"\(passwordPrompt)\" after the user name \(login.user)", consoleTail: tail)
         }
-        try sendLine(password)
+        try await typeLine(password)
         // The shell prompt, or a refusal (a message, or the login prompt again); the probe that follows decides.
         let outcomes = [shell, "incorrect", "Login failed", loginPrompt].filter { !$0.isEmpty }
         let after = try? await waitUnlocked(.anyOf(outcomes), timeout: remaining())

@@ -294,6 +294,7 @@ extension LabSession {
     /// `snapshot-save|load|delete` with a fresh job id; waits for the job to
     /// conclude, reads its error from `query-jobs`, dismisses it. Returns the error, nil on success.
     func runJob(_ operation: SnapshotOperation, tag: String, vmstate: String, devices: [String], timeout: Duration) async throws -> String? {
+        try await settleEarlierSnapshotJobs(timeout: timeout)
         let jobID = "qlab-\(operation.rawValue)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         var arguments: JSONObject = ["job-id": .string(jobID), "tag": .string(tag), "devices": .array(devices.map(JSONValue.string))]
         if operation != .delete { arguments["vmstate"] = .string(vmstate) }
@@ -313,6 +314,28 @@ extension LabSession {
         let error = (jobs.arrayValue ?? []).first { $0["id"]?.stringValue == jobID }?["error"]?.stringValue
         _ = try? await qmp.execute("job-dismiss", arguments: ["id": .string(jobID)])
         return error
+    }
+}
+
+extension LabSession {
+    /// A snapshot command killed mid-job leaves its job running in QEMU (and,
+    /// once it ends, concluded but never dismissed). Before starting another,
+    /// wait for such qlab jobs to conclude and dismiss them, so the next
+    /// command sees the snapshots as that job left them ("already exists" races otherwise).
+    func settleEarlierSnapshotJobs(timeout: Duration) async throws {
+        let mark = qmp.eventMark()
+        let jobs = try await qmp.execute("query-jobs").arrayValue ?? []
+        for job in jobs {
+            guard let id = job["id"]?.stringValue, id.hasPrefix("qlab-"), job["type"]?.stringValue?.hasPrefix("snapshot-") == true else { continue }
+            if job["status"]?.stringValue != "concluded" && job["status"]?.stringValue != "null" {
+                do {
+                    _ = try await qmp.waitForEvent("JOB_STATUS_CHANGE", matching: ["id": .string(id), "status": "concluded"], after: mark, timeout: timeout)
+                } catch QMPError.timeout {
+                    throw SnapshotError.timedOut(operation: job["type"]?.stringValue ?? "snapshot job", tag: id, waited: timeout)
+                }
+            }
+            _ = try? await qmp.execute("job-dismiss", arguments: ["id": .string(id)])
+        }
     }
 }
 

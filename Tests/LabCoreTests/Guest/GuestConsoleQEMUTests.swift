@@ -212,8 +212,9 @@ struct GuestConsoleQEMUTests {
         #expect(notRunning.status == ExitStatus.noSuchLab.rawValue)
         #expect(notRunning.stderr.contains("no such lab no-such-lab"))
 
+        // Issue 10's table: no command is a usage error, exit 2.
         let noCommand = try env.qlab("exec", "gc")
-        #expect(noCommand.status == 125)
+        #expect(noCommand.status == ExitStatus.usage.rawValue)
 
         #expect(try env.qlab("down", "gc").status == 0)
         #expect(!FileManager.default.fileExists(atPath: runtime.agentSocketPath))
