@@ -432,33 +432,14 @@ public struct ExitRecord: Sendable {
 
     public var exitDescription: String { exit?.description ?? "ended while unsupervised (status unknown)" }
 
+    /// The record as `last-exit.json` holds it (``JSONValueEncoder``, see ExitRecordCoding.swift).
     public var json: JSONValue {
-        var object: JSONObject = ["at": .double(at), "requested": .bool(requested)]
-        switch exit {
-        case .exited(let code): object["exit_code"] = JSONValue(code)
-        case .signaled(let signal):
-            object["signal"] = JSONValue(signal)
-            object["signal_name"] = .string(signalName(signal))
-        case nil: object["exit_code"] = .null
-        }
-        object["description"] = .string(exitDescription)
-        object["qemu_output"] = .string(qemuOutput)
-        object["diagnoses"] = .array(diagnoses.map(\.json))
-        return .object(object)
+        (try? JSONValueEncoder().encode(self)) ?? .null
     }
 
     public init?(_ json: JSONValue) {
-        if let signal = json["signal"]?.intValue {
-            exit = .signaled(Int32(clamping: signal))
-        } else if let code = json["exit_code"]?.intValue {
-            exit = .exited(Int32(clamping: code))
-        } else {
-            exit = nil
-        }
-        at = json["at"]?.doubleValue ?? 0
-        requested = json["requested"]?.boolValue ?? false
-        qemuOutput = json["qemu_output"]?.stringValue ?? ""
-        diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
+        guard let record = try? JSONValueDecoder().decode(ExitRecord.self, from: json) else { return nil }
+        self = record
     }
 }
 

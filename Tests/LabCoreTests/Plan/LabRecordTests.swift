@@ -51,3 +51,28 @@ extension LabRecordTests {
         #expect(lab.guests.first?.kernel == "/nonexistent-dir/vmlinuz")
     }
 }
+
+extension LabRecordTests {
+    /// `last-exit.json` keeps its shape (exit_code or signal + signal_name,
+    /// description, diagnoses) and reads back the same.
+    @Test func exitRecordsRoundTrip() throws {
+        let diagnosis = Diagnosis(id: "vfio-intx-busy", device: "0000:03:05.0", summary: "s", cause: "c", fix: "f")
+        for exit in [ProcessExit.exited(1), .signaled(9), nil] {
+            let record = ExitRecord(exit: exit, at: 2.5, requested: exit == nil, qemuOutput: "out", diagnoses: [diagnosis])
+            let json = try JSONValue.parse(record.json.jsonString(pretty: false))
+            switch exit {
+            case .exited(let code)?: #expect(json["exit_code"] == JSONValue(code))
+            case .signaled(let signal)?:
+                #expect(json["signal"] == JSONValue(signal))
+                #expect(json["signal_name"]?.stringValue == "SIGKILL")
+            case nil: #expect(json["exit_code"] == .null)
+            }
+            #expect(json["description"]?.stringValue == record.exitDescription)
+            #expect(json["diagnoses"]?[0]?["device"]?.stringValue == "0000:03:05.0")
+            let back = try #require(ExitRecord(json))
+            #expect(back.exit == record.exit)
+            #expect(back.at == 2.5 && back.requested == record.requested && back.qemuOutput == "out")
+            #expect(back.diagnoses == [diagnosis])
+        }
+    }
+}
