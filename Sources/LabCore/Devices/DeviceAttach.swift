@@ -97,9 +97,17 @@ extension LabSession {
             for made in overlays.values { FileSystem.remove(made) }
             throw DeviceError.qemuRefused(device: deviceName, command: "placement", message: "no slot planned", diagnoses: [])
         }
+        // A passthrough card goes to the host device resolved when the lab was planned (`ids:` included).
+        var placed = device
+        if var passthrough = device.passthrough,
+            let planned = record.passthroughHosts.first(where: { $0.device == deviceName }).flatMap({ PCIAddress($0.host) })
+        {
+            passthrough.host = .address(planned)
+            placed.kind = .passthrough(passthrough)
+        }
         let attachment: DeviceAttachment
         do {
-            attachment = try device.attachment(
+            attachment = try placed.attachment(
                 placement: placement, diskOverlays: overlays, sysfsRoot: "/sys", rombar: record.capabilities.rombar)
         } catch {
             for made in overlays.values { FileSystem.remove(made) }

@@ -74,7 +74,9 @@ public struct LabPlanner: Sendable {
         let guest = try lab.selectGuest(guestName)
         let machine = lab.machineSettings(for: guest)
         let accel = AccelDecision.decide(machine.accel, devRoot: hostRoots.devfs, sysRoot: hostRoots.sysfs)
-        let capabilities = QEMUCapabilities.probe(for: lab, environment: environment)
+        // The state root when it exists and is private (planning creates nothing).
+        let cacheDirectory = (try? PrivateDirectory.open(stateRoot, role: .state, create: false)) ?? nil
+        let capabilities = QEMUCapabilities.probe(for: lab, environment: environment, cache: cacheDirectory)
         var layout = QEMURuntime.standard(
             lab: lab, guest: guest, runtimeDirectory: runtimeRoot, stateDirectory: stateRoot, accel: accel, overlays: options.overlays)
         layout.startPaused = options.paused

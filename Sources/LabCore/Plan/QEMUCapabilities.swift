@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import QMP
 import Synchronization
 
 /// What qlab asked the QEMU binary it runs, where the answer changes the
@@ -13,24 +14,55 @@ public struct QEMUCapabilities: Sendable, Hashable, Codable {
         self.rombar = rombar
     }
 
-    /// The capabilities `lab` needs of `qemu`, probed once per binary in
-    /// this process (cache key: the resolved path, size and mtime, so a
-    /// replaced binary is asked again). Only what a lab uses is asked:
-    /// `rombar` only when a device sets it (`-device vfio-pci,help` costs
-    /// about 40 ms).
-    public static func probe(for lab: Lab, environment: [String: String] = currentEnvironment()) -> QEMUCapabilities {
+    /// The capabilities `lab` needs of `qemu`, probed once per binary (cache
+    /// key: the resolved path, size and mtime, so a replaced binary is asked
+    /// again): kept in this process and, when given, in `cache`'s
+    /// `qemu-capabilities.json` (the state root: `qlab args` and `up` share
+    /// it). Only what a lab uses is asked: `rombar` only when a device sets
+    /// it (`-device vfio-pci,help` costs about 40 ms).
+    public static func probe(
+        for lab: Lab, environment: [String: String] = currentEnvironment(), cache directory: PrivateDirectory? = nil
+    ) -> QEMUCapabilities {
         guard lab.devices.contains(where: { $0.passthrough?.rombar != nil }) else { return QEMUCapabilities() }
-        let binary = BinaryIdentity(lab.qemu, environment: environment)
-        if let binary, let known = cache.withLock({ $0[binary] }) { return known }
-        let probed = QEMUCapabilities(rombar: RombarSpelling.probe(qemu: lab.qemu))
-        if let binary { cache.withLock { $0[binary] = probed } }
+        guard let binary = BinaryIdentity(lab.qemu, environment: environment) else {
+            return QEMUCapabilities(rombar: RombarSpelling.probe(qemu: lab.qemu))
+        }
+        if let known = cache.withLock({ $0[binary] }) { return known }
+        var stored = directory.flatMap { $0.readJSON(cacheFile) }.flatMap { try? JSONValueDecoder().decode(CacheFile.self, from: $0) }
+            ?? CacheFile(binaries: [])
+        if let known = stored.binaries.first(where: { $0.binary == binary })?.capabilities {
+            cache.withLock { $0[binary] = known }
+            return known
+        }
+        let probed = QEMUCapabilities(rombar: RombarSpelling.probe(qemu: binary.path))
+        cache.withLock { $0[binary] = probed }
+        if let directory {
+            stored.binaries = stored.binaries.filter { $0.binary.path != binary.path } + [CacheFile.Entry(binary: binary, capabilities: probed)]
+            if let json = try? JSONValueEncoder().encode(stored) { try? directory.writeJSON(cacheFile, json) }
+        }
         return probed
     }
 
+    static let cacheFile = "qemu-capabilities.json"
     private static let cache = Mutex<[BinaryIdentity: QEMUCapabilities]>([:])
 
+    /// `qemu-capabilities.json`: one entry per binary path, replaced when the binary changes.
+    struct CacheFile: Codable {
+        struct Entry: Codable {
+            var binary: BinaryIdentity
+            var capabilities: QEMUCapabilities
+        }
+        var binaries: [Entry]
+    }
+
     /// An executable as found (a path, or the first match on PATH) with its size and mtime (`stat(2)`).
-    struct BinaryIdentity: Hashable, Sendable {
+    struct BinaryIdentity: Hashable, Sendable, Codable {
+        enum CodingKeys: String, CodingKey {
+            case path, size
+            case modified = "mtime"
+            case modifiedNanoseconds = "mtime_nsec"
+        }
+
         var path: String
         var size: Int64
         var modified: Int64

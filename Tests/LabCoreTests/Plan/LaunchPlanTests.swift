@@ -92,3 +92,52 @@ struct LaunchPlanTests {
         #expect(fixture.runtime("bare-dev").record?.labSource == planned.labSource)
     }
 }
+
+/// QEMU's spelling of vfio-pci options is asked of the binary once, not per command.
+@Suite("QEMU capabilities")
+struct QEMUCapabilitiesTests {
+    /// `qlab args` twice asks a (fake) QEMU once: the answer is kept in the
+    /// state root keyed by the binary's path, size and mtime; a changed binary
+    /// is asked again. The spelling it gives reaches the command line.
+    @Test func probedOncePerBinary() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        try FileManager.default.createDirectory(atPath: env.stateRoot, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let counter = env.labDirectory + "/probes"
+        let qemu = env.labDirectory + "/fake-qemu"
+        func writeQEMU(_ comment: String) throws {
+            try """
+                #!/bin/sh
+                # \(comment)
+                echo probe >> \(counter)
+                echo 'vfio-pci options:'
+                echo '  rombar=<OnOffAuto>     - on/off/auto (default: "auto")'
+                """.write(toFile: qemu, atomically: false, encoding: .utf8)
+            chmod(qemu, 0o755)
+        }
+        try writeQEMU("v1")
+        let lab = try env.writeLab("caps", """
+            name: caps
+            qemu: \(qemu)
+            machine: {type: q35, accel: tcg, memory: 64M}
+            devices:
+              card:
+                passthrough: {host: "0000:03:05.0", rombar: false}
+                attach: boot
+            guests:
+              g: {os: linux, kernel: vmlinuz}
+            """)
+        func probes() -> Int {
+            ((try? String(contentsOfFile: counter, encoding: .utf8)) ?? "").split(separator: "\n").count
+        }
+        for _ in 0..<2 {
+            let args = try env.qlab("args", lab)
+            #expect(args.status == 0, "\(args.output)")
+            #expect(args.stdout.contains("rombar=off"), "\(args.stdout)")
+        }
+        #expect(probes() == 1)
+        try writeQEMU("v2, a different size")
+        #expect(try env.qlab("args", lab).status == 0)
+        #expect(probes() == 2)
+    }
+}
