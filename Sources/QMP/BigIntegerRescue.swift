@@ -23,6 +23,9 @@ enum BigIntegerRescue {
 
     static func token(_ index: Int) -> String { nonce + String(index) }
 
+    /// The token of a double when dumping: its bit pattern is the index-th value.
+    static func doubleToken(_ index: Int) -> String { nonce + "d" + String(index) }
+
     static func index(ofToken string: String) -> Int? {
         guard string.hasPrefix(nonce) else { return nil }
         return Int(string.dropFirst(nonce.count))
@@ -97,12 +100,15 @@ enum BigIntegerRescue {
         return output
     }
 
-    /// Replaces `"\u0001qlab-int-...:N"` in dumped JSON with the N-th integer's digits.
+    /// Replaces `"\u0001qlab-int-...:N"` in dumped JSON with the N-th integer's
+    /// digits, and `"...:dN"` with the double whose bit pattern is the N-th
+    /// value, as Swift's shortest round-trip text (`0.123`, `2.0`, `1e-07`).
     static func substituteTokens(in bytes: [UInt8], with values: [UInt64]) -> [UInt8] {
         var text = String(decoding: bytes, as: UTF8.self)
         let escapedNonce = "\\u0001" + nonce.dropFirst()
         for (index, value) in values.enumerated().reversed() {
             text = text.replacingAll("\"" + escapedNonce + String(index) + "\"", with: String(value))
+            text = text.replacingAll("\"" + escapedNonce + "d" + String(index) + "\"", with: Double(bitPattern: value).description)
         }
         return Array(text.utf8)
     }

@@ -128,7 +128,11 @@ extension JSONValue {
     }
 
     /// Builds the jansson tree for this value (new reference). Unsigned
-    /// integers above Int64.max become tokens, substituted after dumping.
+    /// integers above Int64.max, and every double, become tokens substituted
+    /// after dumping: jansson prints doubles with 17 significant digits
+    /// (0.123 as 0.12299999999999999); a double's token is replaced by the
+    /// shortest text that reads back as the same double (its bit pattern is
+    /// kept in `bigIntegers`, see ``BigIntegerRescue/doubleToken(_:)``).
     func makeJansson(bigIntegers: inout [UInt64]) throws(JSONEncodeError) -> UnsafeMutablePointer<json_t> {
         switch self {
         case .null: return json_null()
@@ -140,10 +144,12 @@ extension JSONValue {
             let token = BigIntegerRescue.token(bigIntegers.count - 1)
             return token.withCString { json_string($0) }
         case .double(let d):
-            guard let real = json_real(d) else {
+            guard d.isFinite else {
                 throw JSONEncodeError(description: "JSON has no representation for \(d)")
             }
-            return real
+            bigIntegers.append(d.bitPattern)
+            let token = BigIntegerRescue.doubleToken(bigIntegers.count - 1)
+            return token.withCString { json_string($0) }
         case .string(let s):
             var s = s
             return s.withUTF8 { utf8 in

@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// `qlab args LAB [--guest G]`: the QEMU command line `qlab up` would run.
-struct ArgsCommand: ParsableCommand {
+struct ArgsCommand: ParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "args",
         abstract: "Print the QEMU command line that `qlab up` would run, shell-quoted.",
@@ -44,7 +44,7 @@ struct ArgsCommand: ParsableCommand {
             let (commandLine, accel) = (plan.commandLine, plan.accel)
             reportError("# guest \(guest.name), accel \(accel)")
             if json {
-                print(try JSONValue.array(commandLine.argv.map { .string($0) }).jsonString(pretty: false))
+                try printJSONLine(.array(commandLine.argv.map { .string($0) }))
             } else {
                 print(commandLine.shellQuoted(multiline: multiline))
             }

@@ -40,7 +40,7 @@ func stepLines(_ timings: StepTimings) -> [String] {
     timings.steps.map { "  \($0.name): \(formatMilliseconds($0.duration))" }
 }
 
-struct HotplugCommand: AsyncParsableCommand {
+struct HotplugCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "hotplug",
         abstract: "Attach a lab device to the running VM (device_add; disks get fresh overlays).",
@@ -54,10 +54,13 @@ struct HotplugCommand: AsyncParsableCommand {
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Argument(help: "The lab's device name.", completion: Completions.device) var device: String
     @Flag(help: "Print each step's time.") var verbose = false
+    @Flag(help: "Print what was attached as JSON (steps included).") var json = false
 
     func run() async throws {
+        let json = json
         try await withLabSession(lab, command: "hotplug") { session in
             let result = try await session.attach(device)
+            if json { return try printJSON(result.json) }
             var line = "\(device) attached: \(result.driver) at \(result.placement)"
             if !result.overlays.isEmpty {
                 line += ", disk\(result.overlays.count == 1 ? "" : "s") \(result.overlays.keys.sorted().joined(separator: ", ")) on fresh overlay\(result.overlays.count == 1 ? "" : "s")"
@@ -68,7 +71,7 @@ struct HotplugCommand: AsyncParsableCommand {
     }
 }
 
-struct UnplugCommand: AsyncParsableCommand {
+struct UnplugCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "unplug",
         abstract: "Detach a lab device: device_del, wait for the guest, clean up its disks.",
@@ -86,6 +89,7 @@ struct UnplugCommand: AsyncParsableCommand {
     @Flag(help: "Never reset the VM: fail when the guest does not release the device.") var noResetFallback = false
     @Flag(help: "Reset at once instead of asking the guest (its state is lost).") var reset = false
     @Flag(help: "Print each step's time.") var verbose = false
+    @Flag(help: "Print how the device was detached as JSON (steps included).") var json = false
 
     func validate() throws {
         if reset && noResetFallback { throw ValidationError("--reset and --no-reset-fallback contradict each other") }
@@ -96,8 +100,10 @@ struct UnplugCommand: AsyncParsableCommand {
         let guestTimeout = try checkedSeconds(timeout, option: "--timeout", command: "unplug", allowZero: true)
         let policy = UnplugPolicy(
             guestTimeout: guestTimeout, resetFallback: !noResetFallback, resetAtOnce: reset)
+        let json = json
         try await withLabSession(lab, command: "unplug") { session in
             let result = try await session.detach(device, policy: policy)
+            if json { return try printJSON(result.json) }
             var line = "\(device) detached after \(formatMilliseconds(result.unplugTime)): \(result.method)"
             if !result.removedOverlays.isEmpty { line += "; its disk overlays were deleted" }
             print(line)
@@ -106,15 +112,18 @@ struct UnplugCommand: AsyncParsableCommand {
     }
 }
 
-struct ResetCommand: AsyncParsableCommand {
+struct ResetCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "reset", abstract: "Reset the lab's VM (system_reset) and wait for the RESET event.")
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
+    @Flag(help: "Print the reset's result as JSON.") var json = false
 
     func run() async throws {
+        let json = json
         try await withLabSession(lab, command: "reset") { session in
             let result = try await session.reset()
+            if json { return try printJSON(result.json) }
             var line = "lab \(session.lab.name) reset (\(formatMilliseconds(result.timings.total)))"
             if !result.completedUnplugs.isEmpty {
                 line += "; the reset completed the pending unplug of \(result.completedUnplugs.joined(separator: ", "))"

@@ -2,7 +2,7 @@ import ArgumentParser
 import LabCore
 import QMP
 
-struct DevicesCommand: ParsableCommand {
+struct DevicesCommand: ParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "devices",
         abstract: "List the host's PCI devices and whether each can be passed through.",
@@ -21,7 +21,7 @@ struct DevicesCommand: ParsableCommand {
     func run() throws {
         let rows = DeviceSummary.all(roots: host.roots)
         if json {
-            print(try JSONValue.array(rows.map(\.json)).jsonString(pretty: true))
+            try printJSON(.array(rows.map(\.json)))
         } else {
             print(DeviceSummary.table(rows), terminator: "")
         }

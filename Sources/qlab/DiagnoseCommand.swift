@@ -7,7 +7,7 @@ import Glibc
 #endif
 
 /// `qlab diagnose [FILE|-] [--json]`: explain QEMU and kernel error text.
-struct DiagnoseCommand: ParsableCommand {
+struct DiagnoseCommand: ParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "diagnose",
         abstract: "Explain QEMU and kernel error text (a log file, dmesg, or stdin): each recognised problem with its cause and fix."
@@ -24,6 +24,9 @@ struct DiagnoseCommand: ParsableCommand {
 
     func run() throws {
         if list {
+            if json {
+                return try printJSON(["rules": .array(DiagnosisCatalog.rules.map { ["id": .string($0.id), "summary": .string($0.explain([:]).summary)] })])
+            }
             for rule in DiagnosisCatalog.rules {
                 print(rule.id.padding(28) + rule.explain([:]).summary)
             }
@@ -50,7 +53,7 @@ struct DiagnoseCommand: ParsableCommand {
         let diagnoses = Diagnoser.diagnose(String(decoding: bytes, as: UTF8.self))
         if json {
             do {
-                print(try Diagnosis.json(diagnoses).jsonString(pretty: true))
+                try printJSON(Diagnosis.json(diagnoses))
             } catch {
                 reportError("qlab diagnose: cannot encode JSON: \(error)")
                 throw ExitCode(1)

@@ -20,7 +20,7 @@ struct HostRootOptions: ParsableArguments {
     var roots: HostRoots { HostRoots(sysfs: sysfs, procfs: procfs, devfs: devfs) }
 }
 
-struct DoctorCommand: ParsableCommand {
+struct DoctorCommand: ParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "doctor",
         abstract: "Check the host for vfio passthrough before QEMU starts.",
@@ -70,14 +70,14 @@ struct DoctorCommand: ParsableCommand {
             let sysfs = Sysfs(roots: roots)
             let all = (loaded.map { doctor.selectors(for: $0) } ?? []) + selectors
             let plan = SetupPlan(roots: roots, devices: all.flatMap { $0.resolve(in: sysfs) })
-            print(json ? try plan.json.jsonString(pretty: true) : plan.text, terminator: json ? "\n" : "")
+            if json { try printJSON(plan.json) } else { print(plan.text, terminator: "") }
             return
         }
 
         let report = loaded.map { doctor.run(lab: $0, extraDevices: selectors, guestMemory: guestMemory) }
             ?? doctor.run(devices: selectors, guestMemory: guestMemory)
         if json {
-            print(try report.json.jsonString(pretty: true))
+            try printJSON(report.json)
         } else {
             print(report.text(onlyProblems: onlyProblems), terminator: "")
         }

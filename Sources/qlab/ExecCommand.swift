@@ -3,7 +3,7 @@ import Foundation
 import LabCore
 import QMP
 
-struct ExecCommand: AsyncParsableCommand {
+struct ExecCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "exec",
         abstract: "Run one command in a lab's guest: its output on stdout, its exit status as qlab's.",
@@ -14,13 +14,16 @@ struct ExecCommand: AsyncParsableCommand {
             124 when it did not finish within --timeout (qlab interrupts it with Ctrl-C and \
             prints the console's last lines on stderr); 125 when qlab itself failed. \
             On a terminal, control characters and escape sequences in the output are shown \
-            escaped (\\x1b); to a pipe or file the output is passed on as received.
+            escaped (\\x1b); to a pipe or file the output is passed on as received. \
+            --json prints {"exit_status", "output", "error_output", "truncated", \
+            "duration_seconds"} instead (exit status as without it).
             """)
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Option(help: "Seconds the command may run.") var timeout: Double = 60
     @Option(help: "auto (agent if the lab has one, else console), agent, or console.") var via: String = "auto"
     @Flag(help: "First wait until the guest is ready (its ready text, login), up to its boot_timeout.") var ready = false
+    @Flag(help: "Print the command's exit status, output and duration as one JSON object.") var json = false
     @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
 
     func run() async throws {
@@ -35,13 +38,13 @@ struct ExecCommand: AsyncParsableCommand {
         let limit = try checkedSeconds(timeout, option: "--timeout", command: "exec")
         // SIGINT/SIGTERM/SIGHUP stop the command (Ctrl-C on the console) and
         // exit 130/143/129; the lab stays up.
-        let (lab, ready, command) = (lab, ready, command)
+        let (lab, ready, command, json) = (lab, ready, command, json)
         try await runCancellable("exec") { _ in
-            try await Self.execute(lab: lab, transport: transport, limit: limit, ready: ready, command: command)
+            try await Self.execute(lab: lab, transport: transport, limit: limit, ready: ready, command: command, json: json)
         }
     }
 
-    static func execute(lab: String, transport: GuestTransport, limit: Duration, ready: Bool, command: [String]) async throws {
+    static func execute(lab: String, transport: GuestTransport, limit: Duration, ready: Bool, command: [String], json: Bool = false) async throws {
         let result: GuestCommandResult
         // --timeout bounds the whole command: waiting for the console (or --ready) included.
         let budget = CommandBudget(limit)
@@ -97,6 +100,11 @@ struct ExecCommand: AsyncParsableCommand {
         } catch {
             reportError("qlab exec: \(error)")
             throw ExitCode(125)
+        }
+        if json {
+            try printJSON(result.json)
+            if result.exitStatus != 0 { throw ExitCode((0...255).contains(result.exitStatus) ? result.exitStatus : 125) }
+            return
         }
         // To a pipe or file the output is passed on as received; a terminal gets it neutralised.
         FileHandle.standardOutput.write(Data((isatty(1) == 1 ? TerminalText.neutralised(result.output) : result.output).utf8))

@@ -9,7 +9,7 @@ func labController() -> LabController {
     return LabController(supervisorExecutable: executable)
 }
 
-struct UpCommand: AsyncParsableCommand {
+struct UpCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "up", abstract: "Start a lab's QEMU under a supervisor; returns once QMP answers.")
 
@@ -19,6 +19,7 @@ struct UpCommand: AsyncParsableCommand {
     @Flag(help: "Launch even when host checks for passthrough devices fail.") var force = false
     @Flag(help: "Start with the guest's CPUs stopped (-S).") var paused = false
     @Flag(help: "Replace the guest disk overlay with a fresh one (drops its snapshots).") var freshDisk = false
+    @Flag(help: "Print the started lab as JSON (with --foreground: one JSON line when up, one when QEMU exits).") var json = false
 
     func run() async throws {
         let controller = labController()
@@ -28,19 +29,31 @@ struct UpCommand: AsyncParsableCommand {
             if foreground {
                 // SIGINT/SIGTERM/SIGHUP: QEMU is asked to quit (a second signal
                 // kills it); nothing is left; exit 130/143/129.
-                let lab = lab
+                let (lab, json) = (lab, json)
                 try await runCancellable("up") { stop in
                     let exit = try await controller.upForeground(labFile: lab, options: options, stop: stop) { record in
-                        print(UpCommand.describe(record))
+                        if json {
+                            try? printJSONLine(.object(record.upJSON))
+                        } else {
+                            print(UpCommand.describe(record))
+                        }
                         // Whoever waits on this line (a script, a test) gets it now, not at exit.
                         fflush(nil)
                     }
-                    print("lab QEMU \(exit.exitDescription)")
+                    if json {
+                        try printJSONLine(["exit": exit.outputJSON])
+                    } else {
+                        print("lab QEMU \(exit.exitDescription)")
+                    }
                     if exit.crashed && !stop.isRequested { throw ExitCode(1) }
                 }
             } else {
                 let result = try await controller.up(labFile: lab, options: options)
-                print(UpCommand.describe(result.record) + ", \(result.status.status)")
+                if json {
+                    try printJSON(result.json)
+                } else {
+                    print(UpCommand.describe(result.record) + ", \(result.status.status)")
+                }
             }
         } catch let error as ExitCode {
             throw error
@@ -55,16 +68,22 @@ struct UpCommand: AsyncParsableCommand {
     }
 }
 
-struct DownCommand: AsyncParsableCommand {
+struct DownCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "down", abstract: "Stop a lab: quit, then SIGTERM, then SIGKILL; clean up. Idempotent.")
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
+    @Flag(help: "Print {\"name\", \"outcome\", \"method\"} as JSON.") var json = false
 
     func run() async throws {
         do {
             let runtime = try LabRuntime.locateExisting(lab)
-            switch try await labController().down(runtime.name) {
+            let outcome = try await labController().down(runtime.name)
+            if json {
+                try printJSON(outcome.json(lab: runtime.name))
+                return
+            }
+            switch outcome {
             case .notRunning: print("lab \(runtime.name) is not running")
             case .cleanedUp: print("lab \(runtime.name): QEMU was already gone; cleaned up")
             case .stopped(let method): print("lab \(runtime.name) down (\(method))")
@@ -76,7 +95,7 @@ struct DownCommand: AsyncParsableCommand {
     }
 }
 
-struct StatusCommand: AsyncParsableCommand {
+struct StatusCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Show a lab's state (running, paused, stopped, crashed), or every lab's.")
 
@@ -97,8 +116,7 @@ struct StatusCommand: AsyncParsableCommand {
             throw exitCodeFor(error)
         }
         if json {
-            let value: JSONValue = lab == nil ? .array(statuses.map(\.json)) : statuses[0].json
-            print(try value.jsonString(pretty: true))
+            try printJSON(lab == nil ? .array(statuses.map(\.json)) : statuses[0].json)
             return
         }
         if statuses.isEmpty { print("no labs") }
@@ -126,7 +144,7 @@ struct StatusCommand: AsyncParsableCommand {
     }
 }
 
-struct ListCommand: AsyncParsableCommand {
+struct ListCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List labs and their states.")
     @Flag(help: "JSON output.") var json = false
 
@@ -139,7 +157,7 @@ struct ListCommand: AsyncParsableCommand {
             throw exitCodeFor(error)
         }
         if json {
-            print(try JSONValue.array(statuses.map(\.json)).jsonString(pretty: true))
+            try printJSON(.array(statuses.map(\.json)))
             return
         }
         if statuses.isEmpty { print("no labs") }
@@ -186,17 +204,19 @@ struct SuperviseCommand: AsyncParsableCommand {
     }
 }
 
-struct RemoveCommand: AsyncParsableCommand {
+struct RemoveCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "rm",
         abstract: "Remove a stopped lab's state: overlays, logs, event log and records (`down` it first).")
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
+    @Flag(help: "Print {\"name\", \"removed_anything\", \"bytes\"} as JSON.") var json = false
 
     func run() async throws {
         do {
             let runtime = try LabRuntime.locateExisting(lab)
             let removal = try await labController().remove(runtime.name)
+            if json { return try printJSON(removal.json) }
             print("lab \(removal.name) removed (\(ByteCount.format(UInt64(removal.bytes))) of state)")
         } catch {
             reportError("qlab rm: \(error)")

@@ -16,11 +16,13 @@ struct NestedCommand: AsyncParsableCommand {
             """,
         subcommands: [List.self, Run.self])
 
-    struct List: ParsableCommand {
+    struct List: ParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(abstract: "Name the scenarios and what each proves.")
         @Flag(name: .shortAndLong, help: "Also print what each scenario proves.") var verbose = false
+        @Flag(help: "Print the scenarios as JSON: [{\"id\", \"title\", \"boot\", \"proves\"}].") var json = false
 
-        func run() {
+        func run() throws {
+            if json { return try printJSON(.array(NestedScenario.all.map(\.json))) }
             let width = NestedScenario.all.map(\.id.count).max() ?? 0
             for scenario in NestedScenario.all {
                 let boot = scenario.boot == "control" ? "nointxmask=0" : "nointxmask=1"
@@ -30,7 +32,7 @@ struct NestedCommand: AsyncParsableCommand {
         }
     }
 
-    struct Run: AsyncParsableCommand {
+    struct Run: AsyncParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(
             abstract: "Boot L1 and run the scenarios (all by default); exit 1 if any fails.",
             discussion: """
@@ -40,7 +42,8 @@ struct NestedCommand: AsyncParsableCommand {
                 """)
 
         @Argument(help: "Scenarios to run (see `qlab nested list`); all when none.") var scenarios: [String] = []
-        @Option(help: ArgumentHelp("Also write the JSON report to FILE.", valueName: "FILE")) var json: String?
+        @Option(help: ArgumentHelp("Also write the JSON report to FILE.", valueName: "FILE")) var jsonReport: String?
+        @Flag(help: "Print the JSON report on stdout (the live report goes to stderr).") var json = false
         @Option(help: ArgumentHelp("The bench lab (default: labs/nested-bench.yaml here or beside this qlab's checkout).", valueName: "FILE"))
         var lab: String?
         @Flag(name: .shortAndLong, help: "Print every step's output.") var verbose = false
@@ -58,35 +61,39 @@ struct NestedCommand: AsyncParsableCommand {
             }
             // SIGINT/SIGTERM/SIGHUP: the current step stops, L1 (and every QEMU
             // inside it) is taken down, the report so far is written; exit 130/143/129.
-            let (verbose, isolated, json) = (verbose, isolated, json)
+            let (verbose, isolated, json, jsonReport) = (verbose, isolated, json, jsonReport)
             try await runCancellable("nested run") { stop in
-                try await Self.runBench(selected, labFile: labFile, isolated: isolated, verbose: verbose, json: json, stop: stop)
+                try await Self.runBench(selected, labFile: labFile, isolated: isolated, verbose: verbose, json: json, jsonReport: jsonReport, stop: stop)
             }
         }
 
-        static func runBench(_ selected: [NestedScenario], labFile: String, isolated: Bool, verbose: Bool, json: String?, stop: StopRequest) async throws {
+        static func runBench(_ selected: [NestedScenario], labFile: String, isolated: Bool, verbose: Bool, json: Bool, jsonReport: String?, stop: StopRequest) async throws {
             let controller = labController()
             let bench = NestedBench(labFile: labFile, qlabExecutable: controller.supervisorExecutable, controller: controller)
             let report: NestedReport
             do {
-                try bench.checkFiles()
-                let runDirectory = try bench.newRunDirectory()
-                report = try await bench.run(selected, runDirectory: runDirectory, isolated: isolated) { event in
-                    NestedCommand.show(event, verbose: verbose)
+                report = try await withStandardOutputOnStandardError(json) {
+                    try bench.checkFiles()
+                    let runDirectory = try bench.newRunDirectory()
+                    let report = try await bench.run(selected, runDirectory: runDirectory, isolated: isolated) { event in
+                        NestedCommand.show(event, verbose: verbose)
+                    }
+                    print("")
+                    print(report.summary)
+                    return report
                 }
             } catch {
                 if stop.isRequested { return }
                 reportError("qlab nested run: \(error)")
                 throw exitCodeFor(error)
             }
-            print("")
-            print(report.summary)
-            if let json {
-                do { try FileSystem.writeJSON(json, report.json) } catch {
-                    reportError("qlab nested run: cannot write \(json): \(error)")
+            if let jsonReport {
+                do { try FileSystem.writeJSON(jsonReport, report.json, mode: 0o644) } catch {
+                    reportError("qlab nested run: cannot write \(jsonReport): \(error)")
                     throw ExitCode(1)
                 }
             }
+            if json { try printJSON(report.json) }
             if !report.passed { throw ExitCode(1) }
         }
 

@@ -3,7 +3,7 @@ import Foundation
 import LabCore
 import QMP
 
-struct EventsCommand: AsyncParsableCommand {
+struct EventsCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "events", abstract: "Print a lab's QMP events, as the supervisor logged them.")
 

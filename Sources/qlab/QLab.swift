@@ -44,18 +44,27 @@ struct QLab: AsyncParsableCommand {
     /// terminal), and usage errors exit 2 like every other bad input (not 64).
     static func main() async {
         StandardOutput.useLineBuffering()
+        // Before parsing: a usage error of a `--json` command line is a JSON error too.
+        JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
         do {
             var command = try await asyncParseAsRoot(nil)
+            JSONOutputState.shared.enabled = (command as? JSONReporting)?.json ?? false
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
                 try command.run()
             }
         } catch {
-            if exitCode(for: error).rawValue == EX_USAGE {
+            let code = exitCode(for: error).rawValue
+            if code == EX_USAGE {
                 reportError(fullMessage(for: error))
+                printJSONError(message: fullMessage(for: error), exitCode: ExitStatus.usage.rawValue)
                 Glibc.exit(ExitStatus.usage.rawValue)
             }
+            // --json: the error object, with the message the command printed
+            // on stderr (or ArgumentParser's, which exit(withError:) prints).
+            if !(error is ExitCode) { JSONOutputState.shared.lastError = nil }
+            printJSONError(message: fullMessage(for: error), exitCode: code)
             exit(withError: error)
         }
     }

@@ -4,19 +4,20 @@ import LabCore
 import QMP
 
 /// `qlab run LAB ...`: the test matrix.
-struct RunCommand: AsyncParsableCommand {
+struct RunCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a lab's tests on its guests: revert to a clean snapshot before every run.",
-        discussion: "Exit 0 only when every test passed. Reports: --junit (Jenkins, GitLab) and --json (merge shards with `qlab report merge`).")
+        discussion: "Exit 0 only when every test passed. Reports: --junit FILE (Jenkins, GitLab) and --json-report FILE (merge shards with `qlab report merge`); --json prints the JSON report on stdout (progress then goes to stderr).")
 
     @Argument(help: "The lab file.", completion: .file(extensions: ["yaml", "yml"])) var lab: String
     @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
     @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
     @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1
     @Option(help: "Run the K-th of N parts of the matrix, e.g. 2/4.") var shard: String?
-    @Option(help: "Write a JUnit XML report here.") var junit: String?
-    @Option(help: "Write a JSON report here.") var json: String?
+    @Option(help: ArgumentHelp("Write a JUnit XML report to FILE.", valueName: "FILE")) var junit: String?
+    @Option(help: ArgumentHelp("Write the JSON report to FILE.", valueName: "FILE")) var jsonReport: String?
+    @Flag(help: "Print the JSON report on stdout (progress and the summary go to stderr).") var json = false
     @Option(help: "How to run commands in the guest: auto, console or agent.") var transport = "auto"
 
     func run() async throws {
@@ -32,32 +33,40 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("--transport takes auto, console or agent")
         }
         options.transport = parsedTransport
-        let (lab, json, junit) = (lab, json, junit)
+        let (lab, json, jsonReport, junit) = (lab, json, jsonReport, junit)
         // SIGINT/SIGTERM/SIGHUP: the runner stops, takes the lab down and
         // returns the runs so far (the rest cancelled); the reports are written.
         try await runCancellable("run") { [options] stop in
             var options = options
             options.stop = stop
-            let progress = RunProgress(interactive: isatty(1) == 1)
+            // With --json, stdout carries only the report: progress goes to stderr.
+            let interactive = isatty(json ? 2 : 1) == 1
             let report: TestReport
             do {
-                let runner = try TestRunner(controller: labController(), labFile: lab, options: options) { progress.handle($0) }
-                report = try await runner.run()
+                report = try await withStandardOutputOnStandardError(json) {
+                    let progress = RunProgress(interactive: interactive)
+                    defer { progress.finishLine() }
+                    let runner = try TestRunner(controller: labController(), labFile: lab, options: options) { progress.handle($0) }
+                    return try await runner.run()
+                }
             } catch {
-                progress.finishLine()
                 if stop.isRequested { return }
                 reportError("qlab run: \(error)")
                 throw exitCodeFor(error)
             }
-            progress.finishLine()
             do {
-                if let json { try FileSystem.writeJSON(json, report.json) }
+                if let jsonReport { try FileSystem.writeJSON(jsonReport, report.json, mode: 0o644) }
                 if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(report).utf8), mode: 0o644) }
             } catch {
                 reportError("qlab run: cannot write the report: \(error)")
                 throw ExitCode(1)
             }
-            print(report.summaryLine)
+            if json {
+                try printJSON(report.json)
+                reportError(report.summaryLine)
+            } else {
+                print(report.summaryLine)
+            }
             if !report.allPassed { throw ExitCode(1) }
         }
     }
@@ -139,12 +148,13 @@ struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report", abstract: "Work with run reports.", subcommands: [Merge.self])
 
-    struct Merge: AsyncParsableCommand {
+    struct Merge: AsyncParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(
             commandName: "merge", abstract: "Merge the JSON reports of shards into one (refuses overlaps).")
-        @Argument(help: "JSON reports from `qlab run --json`.") var reports: [String]
-        @Option(help: "Write the merged JSON report here (default: stdout).") var json: String?
-        @Option(help: "Write a JUnit XML report of the merge here.") var junit: String?
+        @Argument(help: "JSON reports from `qlab run --json-report FILE` (or `--json > FILE`).") var reports: [String]
+        @Option(help: ArgumentHelp("Write the merged JSON report to FILE (then stdout gets it only with --json).", valueName: "FILE")) var jsonReport: String?
+        @Option(help: ArgumentHelp("Write a JUnit XML report of the merge to FILE.", valueName: "FILE")) var junit: String?
+        @Flag(help: "Print the merged JSON report on stdout (the default without --json-report).") var json = false
         @Flag(help: "Merge even when shards are missing (exit 1 otherwise).") var partial = false
 
         func run() async throws {
@@ -156,7 +166,8 @@ struct ReportCommand: AsyncParsableCommand {
                         + "give every shard's report, or --partial to merge what is here")
                     throw ExitCode(ExitStatus.failed.rawValue)
                 }
-                if let json { try FileSystem.writeJSON(json, merged.json) } else { print(try merged.json.jsonString(pretty: true)) }
+                if let jsonReport { try FileSystem.writeJSON(jsonReport, merged.json, mode: 0o644) }
+                if json || jsonReport == nil { try printJSON(merged.json) }
                 if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(merged).utf8), mode: 0o644) }
                 reportError("merged \(reports.count) reports: \(merged.summaryLine)"
                     + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))

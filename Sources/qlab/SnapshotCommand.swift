@@ -19,9 +19,12 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
         @Flag(help: "Use HMP savevm/loadvm/delvm even where the job commands exist.") var hmp = false
         @Flag(help: "Print each step's time.") var verbose = false
+        @Flag(help: "Print the result as JSON (unplugs, re-attaches and steps included).") var json = false
     }
 
-    static func report(_ result: SnapshotResult, verbose: Bool) {
+    static func report(_ result: SnapshotResult, common: Common) throws {
+        if common.json { return try printJSON(result.json) }
+        let verbose = common.verbose
         for detach in result.detached {
             print("unplugged \(detach.device) first: \(detach.method)")
         }
@@ -33,9 +36,10 @@ struct SnapshotCommand: AsyncParsableCommand {
         if verbose { stepLines(result.timings).forEach { print($0) } }
     }
 
-    struct Save: AsyncParsableCommand {
+    struct Save: AsyncParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(abstract: "Save the VM as snapshot TAG.")
         @OptionGroup var common: Common
+        var json: Bool { common.json }
         @Argument(help: "Letters, digits, - _ . : (not all digits), at most 64.") var tag: String
         @Flag(help: "Replace an existing snapshot of this tag.") var replace = false
         @Flag(help: "Leave unplugged devices unplugged afterwards.") var noReattach = false
@@ -46,39 +50,41 @@ struct SnapshotCommand: AsyncParsableCommand {
             var options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach, replace: replace)
             if resetFallback { options.unplugPolicy = .standard }
             try await withLabSession(common.lab, command: "snapshot save") { [options] session in
-                SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), verbose: common.verbose)
+                try SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), common: common)
             }
         }
     }
 
-    struct Load: AsyncParsableCommand {
+    struct Load: AsyncParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(abstract: "Load snapshot TAG (hotplugged devices are reset out first).")
         @OptionGroup var common: Common
+        var json: Bool { common.json }
         @Argument(help: "The snapshot's tag.", completion: Completions.snapshotTag) var tag: String
         @Flag(help: "Leave unplugged devices unplugged afterwards.") var noReattach = false
 
         func run() async throws {
             let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach)
             try await withLabSession(common.lab, command: "snapshot load") { session in
-                SnapshotCommand.report(try await session.loadSnapshot(tag, options: options), verbose: common.verbose)
+                try SnapshotCommand.report(try await session.loadSnapshot(tag, options: options), common: common)
             }
         }
     }
 
-    struct Delete: AsyncParsableCommand {
+    struct Delete: AsyncParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(abstract: "Delete snapshot TAG.")
         @OptionGroup var common: Common
+        var json: Bool { common.json }
         @Argument(help: "The snapshot's tag.", completion: Completions.snapshotTag) var tag: String
 
         func run() async throws {
             let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto)
             try await withLabSession(common.lab, command: "snapshot delete") { session in
-                SnapshotCommand.report(try await session.deleteSnapshot(tag, options: options), verbose: common.verbose)
+                try SnapshotCommand.report(try await session.deleteSnapshot(tag, options: options), common: common)
             }
         }
     }
 
-    struct List: AsyncParsableCommand {
+    struct List: AsyncParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(abstract: "List snapshots: tag, VM state size, date (UTC), VM clock.")
         @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
         @Flag(help: "JSON output.") var json = false
@@ -87,8 +93,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             try await withLabSession(lab, command: "snapshot list") { session in
                 let snapshots = try await session.listSnapshots()
                 if json {
-                    print(try JSONValue.array(snapshots.map(\.json)).jsonString(pretty: true))
-                    return
+                    return try printJSON(.array(snapshots.map(\.json)))
                 }
                 if snapshots.isEmpty {
                     print("no snapshots")

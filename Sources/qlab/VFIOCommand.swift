@@ -14,6 +14,9 @@ struct VFIOCommand: ParsableCommand {
         @Flag(name: .customLong("dry-run"), help: "Print every sysfs write without making it.")
         var dryRun = false
 
+        @Flag(help: "Print {\"dry_run\", \"steps\": [{\"address\", \"summary\"}], \"writes\": [{\"path\", \"text\"}]} as JSON.")
+        var json = false
+
         @OptionGroup var host: HostRootOptions
 
         func validate() throws {
@@ -24,20 +27,27 @@ struct VFIOCommand: ParsableCommand {
 
         func binder() -> VFIOBinder {
             let writer = SysfsWriter(dryRun: dryRun)
-            writer.onWrite = { write in print((dryRun ? "would: " : "") + write.description) }
+            if !json { writer.onWrite = { write in print((dryRun ? "would: " : "") + write.description) } }
             return VFIOBinder(roots: host.roots, writer: writer, store: .forCurrentUser())
         }
 
         /// Runs bind or unbind; errors (refusals, failed writes, a bad state file)
         /// reach ArgumentParser, which prints them and exits 1.
         func run(_ body: (VFIOBinder, PCIAddress) throws -> [VFIOBinder.Step]) throws {
-            let steps = try body(binder(), PCIAddress(address)!)
+            let binder = binder()
+            let steps = try body(binder, PCIAddress(address)!)
+            if json {
+                return try printJSON([
+                    "dry_run": .bool(dryRun), "steps": .array(steps.map(\.json)),
+                    "writes": .array(binder.writer.log.map { ["path": .string($0.path), "text": .string($0.text)] }),
+                ])
+            }
             if steps.isEmpty { print("nothing to do") }
             for step in steps { print("\(step.address): \(step.summary)" + (dryRun ? " (dry run)" : "")) }
         }
     }
 
-    struct Bind: ParsableCommand {
+    struct Bind: ParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(
             abstract: "Bind the device and every group member with a host driver to vfio-pci (bridges left alone).",
             discussion: """
@@ -47,6 +57,7 @@ struct VFIOCommand: ParsableCommand {
                 """)
 
         @OptionGroup var options: Options
+        var json: Bool { options.json }
 
         @Flag(help: "Bind even a device holding a mounted filesystem, the console or the default route.")
         var force = false
@@ -56,11 +67,12 @@ struct VFIOCommand: ParsableCommand {
         }
     }
 
-    struct Unbind: ParsableCommand {
+    struct Unbind: ParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(
             abstract: "Give the device's group back to the drivers it had before qlab vfio bind.")
 
         @OptionGroup var options: Options
+        var json: Bool { options.json }
 
         func run() throws {
             try options.run { binder, address in try binder.unbind(address) }

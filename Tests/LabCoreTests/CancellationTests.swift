@@ -200,7 +200,7 @@ struct CancellationQEMUTests {
         let file = try env.writeGuestLab("ctrlc", tests: Self.sleeperTests)
         let json = env.root + "/report.json"
         let junit = env.root + "/report.xml"
-        let run = try Background(env, ["run", file, "--json", json, "--junit", junit])
+        let run = try Background(env, ["run", file, "--json-report", json, "--junit", junit])
         #expect(waitUntil(limit: .seconds(300)) { Self.sleeping(env, "ctrlc") }, "the sleeper never started: \(run.stdout)\(run.stderr)")
         let status = run.signal(SIGINT)
         #expect(status == 130, "\(run.stdout)\(run.stderr)")
@@ -229,7 +229,7 @@ struct CancellationQEMUTests {
               before_each: "\(CancellationUnitTests.groupHook(env.root))"
             """)
         let json = env.root + "/report.json"
-        let run = try Background(env, ["run", file, "--json", json])
+        let run = try Background(env, ["run", file, "--json-report", json])
         #expect(waitUntil(limit: .seconds(300)) { CancellationUnitTests.pids(env.root).count == 2 }, "\(run.stdout)\(run.stderr)")
         let hookPIDs = CancellationUnitTests.pids(env.root)
         #expect(hookPIDs.allSatisfy { ProcessTable.isRunning($0) })
@@ -269,7 +269,7 @@ struct CancellationQEMUTests {
         defer { env.cleanUp() }
         let file = try env.writeGuestLab("hurry", tests: Self.sleeperTests)
         let json = env.root + "/report.json"
-        let run = try Background(env, ["run", file, "--test", "sleeper", "--json", json])
+        let run = try Background(env, ["run", file, "--test", "sleeper", "--json-report", json])
         #expect(waitUntil(limit: .seconds(300)) { Self.sleeping(env, "hurry") }, "\(run.stdout)\(run.stderr)")
         kill(run.pid, SIGHUP)
         #expect(waitUntil(limit: .seconds(60)) { run.stderr.contains("SIGHUP: stopping and cleaning up") }, "\(run.stderr)")

@@ -48,7 +48,7 @@ struct LifecycleTests {
         let status = try env.qlab("status", "bare", "--json")
         let json = try JSONValue.parse(status.stdout)
         #expect(json["state"]?.stringValue == "running")
-        #expect(json["pid"]?.intValue == Int(record.qemuPID))
+        #expect(json["qemu_pid"]?.intValue == Int(record.qemuPID))
         #expect(json["accel"]?["accelerator"]?.stringValue == "tcg")
 
         let down = try env.qlab("down", "bare")

@@ -170,7 +170,7 @@ struct RunLoopTests {
             """)
         let json = env.root + "/report.json"
         let junit = env.root + "/report.xml"
-        let result = try env.qlab("run", file, "--json", json, "--junit", junit)
+        let result = try env.qlab("run", file, "--json-report", json, "--junit", junit)
         #expect(result.status == 1, "\(result.stdout)\(result.stderr)")
         let report = try TestReport(path: json)
         #expect(report.results.map(\.outcome) == [.timeout, .passed])

@@ -39,11 +39,6 @@ public struct StepTimings: Sendable, CustomStringConvertible {
     public var description: String {
         steps.map { "\($0.name) \(formatMilliseconds($0.duration))" }.joined(separator: ", ")
     }
-
-    /// `[{"step": ..., "ms": ...}]`.
-    public var json: JSONValue {
-        .array(steps.map { ["step": .string($0.name), "ms": .double(($0.milliseconds * 1000).rounded() / 1000)] })
-    }
 }
 
 extension Duration {

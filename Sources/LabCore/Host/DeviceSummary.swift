@@ -49,9 +49,9 @@ public struct DeviceSummary: Sendable, Hashable {
     public var json: JSONValue {
         [
             "address": .string(address.description), "ids": .string(ids), "name": name.map(JSONValue.string) ?? .null,
-            "class": .string(className), "iommuGroup": iommuGroup.map { JSONValue($0) } ?? .null,
+            "class": .string(className), "iommu_group": iommuGroup.map { JSONValue($0) } ?? .null,
             "driver": driver.map(JSONValue.string) ?? .null, "irq": irq.map { JSONValue($0) } ?? .null,
-            "intxMasking": intxMasking.map { .string($0.rawValue) } ?? .null,
+            "intx_masking": intxMasking.map { .string($0.rawValue) } ?? .null,
             "verdict": .string(verdict.rawValue), "blockers": .array(blockers.map(JSONValue.string)),
         ]
     }

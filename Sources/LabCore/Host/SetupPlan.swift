@@ -94,8 +94,8 @@ public struct SetupPlan: Sendable, Hashable {
 
     public var json: JSONValue {
         [
-            "kernelOptions": .array(kernelOptions.map(JSONValue.string)),
-            "presentOptions": .array(presentOptions.map(JSONValue.string)),
+            "kernel_options": .array(kernelOptions.map(JSONValue.string)),
+            "present_options": .array(presentOptions.map(JSONValue.string)),
             "files": .array(files.map { ["path": .string($0.path), "contents": .string($0.contents)] }),
             "commands": .array(commands.map(JSONValue.string)),
             "notes": .array(notes.map(JSONValue.string)),

@@ -442,16 +442,11 @@ public struct LabController: Sendable {
             var object: JSONObject = ["name": .string(name), "state": .string(state.rawValue)]
             object["vm_status"] = vmStatus.map(JSONValue.string) ?? .null
             if let record {
-                object["pid"] = JSONValue(record.qemuPID)
-                object["supervisor_pid"] = JSONValue(record.supervisorPID)
-                object["guest"] = .string(record.guest)
-                object["lab_file"] = .string(record.labFile)
-                object["accel"] = ["accelerator": .string(record.accel.accelerator.rawValue), "reason": .string(record.accel.reason)]
-                object["devices"] = .array(record.devices.map { ["name": .string($0.name), "state": .string($0.state.rawValue)] })
+                for (key, value) in record.upJSON where key != "name" { object[key] = value }
             }
             object["supervised"] = .bool(supervised)
-            object["uptime_seconds"] = uptime.map(JSONValue.double) ?? .null
-            object["last_exit"] = lastExit?.json ?? .null
+            object["uptime_seconds"] = .seconds(uptime)
+            object["last_exit"] = lastExit?.outputJSON ?? .null
             return .object(object)
         }
     }

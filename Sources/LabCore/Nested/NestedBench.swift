@@ -121,7 +121,7 @@ public struct NestedBench: Sendable {
             results += groupResults
         }
         let report = NestedReport(labFile: labFile, runDirectory: runDirectory, boots: boots, scenarios: results, duration: started.duration(to: .now))
-        try? FileSystem.writeJSON(runDirectory + "/report.json", report.json)
+        try? FileSystem.writeJSON(runDirectory + "/report.json", report.json, mode: 0o644)
         return report
     }
 

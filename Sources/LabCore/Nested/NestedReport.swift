@@ -34,7 +34,7 @@ public struct NestedStep: Sendable, Hashable {
         var object: JSONObject = [
             "command": .string(command),
             "exit_status": exitStatus.map { JSONValue(Int($0)) } ?? .null,
-            "duration_seconds": .double(duration.nestedSeconds),
+            "duration_seconds": .seconds(duration),
             "output": .string(output),
             "checks": .array(checks.map(\.json)),
             "cleanup": .bool(cleanup),
@@ -64,7 +64,7 @@ public struct NestedScenarioResult: Sendable {
     public var json: JSONValue {
         [
             "id": .string(id), "title": .string(title), "boot": .string(boot),
-            "outcome": .string(outcome.rawValue), "duration_seconds": .double(duration.nestedSeconds),
+            "outcome": .string(outcome.rawValue), "duration_seconds": .seconds(duration),
             "failure": failure.map(JSONValue.string) ?? .null,
             "steps": .array(steps.map(\.json)),
         ]
@@ -90,8 +90,8 @@ public struct NestedBootRecord: Sendable {
         [
             "guest": .string(guest),
             "scenarios": .array(scenarios.map(JSONValue.string)),
-            "boot_seconds": bootDuration.map { .double($0.nestedSeconds) } ?? .null,
-            "duration_seconds": .double(duration.nestedSeconds),
+            "boot_seconds": bootDuration.map { .seconds($0) } ?? .null,
+            "duration_seconds": .seconds(duration),
             "accel": accel.map(JSONValue.string) ?? .null,
             "console_log": consoleLog.map(JSONValue.string) ?? .null,
             "error": error.map(JSONValue.string) ?? .null,
@@ -115,7 +115,7 @@ public struct NestedReport: Sendable {
             "ok": .bool(passed),
             "lab_file": .string(labFile),
             "run_directory": .string(runDirectory),
-            "duration_seconds": .double(duration.nestedSeconds),
+            "duration_seconds": .seconds(duration),
             "passed": JSONValue(scenarios.filter { $0.outcome == .pass }.count),
             "failed": JSONValue(scenarios.filter { $0.outcome == .fail }.count),
             "boots": .array(boots.map(\.json)),

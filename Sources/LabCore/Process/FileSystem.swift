@@ -80,10 +80,11 @@ public enum FileSystem {
         return result
     }
 
-    public static func writeJSON(_ path: String, _ value: JSONValue) throws {
+    /// `mode`: 0600 for records; reports a user hands on (run, merge, nested) are 0644 like JUnit files.
+    public static func writeJSON(_ path: String, _ value: JSONValue, mode: mode_t = 0o600) throws {
         var bytes = try value.serialized(pretty: true)
         bytes.append(0x0A)
-        try writeAtomically(path, bytes)
+        try writeAtomically(path, bytes, mode: mode)
     }
 
     public static func readJSON(_ path: String) -> JSONValue? {

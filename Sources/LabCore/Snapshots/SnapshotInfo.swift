@@ -64,8 +64,8 @@ public struct SnapshotInfo: Sendable, Hashable {
 
     public var json: JSONValue {
         [
-            "tag": .string(tag), "id": .string(id), "vm_state_size": JSONValue(vmStateSize), "date": .double(date),
-            "date_text": .string(dateDescription), "vm_clock_ns": JSONValue(Int(vmClock.components.seconds) * 1_000_000_000 + Int(vmClock.components.attoseconds / 1_000_000_000)),
+            "tag": .string(tag), "id": .string(id), "vm_state_size": JSONValue(vmStateSize), "created_at": .timestamp(date),
+            "created_at_seconds": .seconds(date), "vm_clock_ns": JSONValue(Int(vmClock.components.seconds) * 1_000_000_000 + Int(vmClock.components.attoseconds / 1_000_000_000)),
             "vm_clock": .string(vmClockDescription), "nodes": .array(nodes.map(JSONValue.string)), "complete": .bool(complete),
         ]
     }

@@ -1,0 +1,88 @@
+import QMP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The conventions of every JSON document qlab prints or writes
+/// (docs/json.md): keys snake_case, times ISO 8601 UTC strings with
+/// milliseconds (plus a `_seconds` number where arithmetic is wanted),
+/// durations in seconds rounded to the millisecond. Values are built here,
+/// in one place, so no call site rounds or formats on its own.
+extension JSONValue {
+    /// A duration in seconds, rounded to the millisecond (`12.345`).
+    public static func seconds(_ value: Double) -> JSONValue {
+        .double((value * 1000).rounded() / 1000)
+    }
+
+    /// A duration in seconds, rounded to the millisecond.
+    public static func seconds(_ duration: Duration) -> JSONValue {
+        seconds(duration.milliseconds / 1000)
+    }
+
+    /// A point in time, seconds since the epoch, as an ISO 8601 UTC string
+    /// with milliseconds: `2026-11-30T17:40:03.123Z`.
+    public static func timestamp(_ secondsSinceEpoch: Double) -> JSONValue {
+        .string(JSONTime.iso8601(secondsSinceEpoch))
+    }
+
+    /// An optional duration or time: `null` when absent.
+    public static func seconds(_ value: Double?) -> JSONValue { value.map { seconds($0) } ?? .null }
+    public static func timestamp(_ value: Double?) -> JSONValue { value.map { timestamp($0) } ?? .null }
+}
+
+/// ISO 8601 text for JSON output, made with `gmtime_r(3)` (no locale, no formatter state).
+public enum JSONTime {
+    /// `2026-11-30T17:40:03.123Z`: UTC, rounded to the millisecond.
+    public static func iso8601(_ secondsSinceEpoch: Double) -> String {
+        let totalMilliseconds = Int64((secondsSinceEpoch * 1000).rounded())
+        var seconds = totalMilliseconds / 1000
+        var milliseconds = totalMilliseconds % 1000
+        if milliseconds < 0 {
+            milliseconds += 1000
+            seconds -= 1
+        }
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func pad(_ value: Int, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))"
+            + "T\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2)).\(pad(Int(milliseconds), 3))Z"
+    }
+}
+
+/// The parts of the JSON conventions that are not single values.
+public enum JSONOutput {
+    /// What a command prints on stdout with `--json` when it fails: the
+    /// message it also wrote to stderr, and its exit status (the ExitStatus table).
+    public static func error(message: String, exitCode: Int32) -> JSONValue {
+        ["error": ["message": .string(message), "exit_code": JSONValue(exitCode)]]
+    }
+
+    /// Keys qlab's JSON may use: lower-case snake_case (`^[a-z][a-z0-9_]*$`).
+    public static func isSnakeCase(_ key: String) -> Bool {
+        guard let first = key.utf8.first, (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(first) else { return false }
+        return key.utf8.allSatisfy {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || $0 == UInt8(ascii: "_")
+        }
+    }
+
+    /// Every key of every object in `value` (recursively) that is not
+    /// snake_case, as a path such as `devices[0].iommuGroup`.
+    public static func keysNotSnakeCase(in value: JSONValue, path: String = "") -> [String] {
+        switch value {
+        case .object(let object):
+            return object.flatMap { key, child in
+                let childPath = path.isEmpty ? key : path + "." + key
+                return (isSnakeCase(key) ? [] : [childPath]) + keysNotSnakeCase(in: child, path: childPath)
+            }
+        case .array(let array):
+            return array.enumerated().flatMap { index, child in keysNotSnakeCase(in: child, path: path + "[\(index)]") }
+        default:
+            return []
+        }
+    }
+}
