@@ -53,8 +53,9 @@ struct ConsoleCommand: AsyncParsableCommand {
         discussion: """
             Attached, the terminal is a raw pass-through: the guest's bytes reach it unaltered, \
             escape sequences included, as with any serial console; attach only to guests you trust \
-            with your terminal. --log shows control characters escaped (\\x1b) on a terminal and \
-            writes the log byte for byte to a pipe or file.
+            with your terminal. --log leaves out qlab's command framing (the __QLAB_ marker lines \
+            and the echoed commands that print them), shows control characters escaped (\\x1b) \
+            on a terminal and writes the rest byte for byte to a pipe or file.
             """)
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
@@ -72,8 +73,9 @@ struct ConsoleCommand: AsyncParsableCommand {
                 reportError("qlab console: no console log for lab \(runtime.name) yet")
                 throw ExitCode(1)
             }
-            // Data through a pipe stays byte-exact; a terminal gets it neutralised.
-            FileHandle.standardOutput.write(isatty(1) == 1 ? Data(TerminalText.neutralised(bytes).utf8) : Data(bytes))
+            // Without qlab's command framing; otherwise byte-exact through a pipe, neutralised on a terminal.
+            let log = ConsoleLog.withoutFraming(bytes)
+            FileHandle.standardOutput.write(isatty(1) == 1 ? Data(TerminalText.neutralised(log).utf8) : Data(log))
             return
         }
         guard runtime.record != nil else {

@@ -72,8 +72,11 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
     }
 }
 
-/// Progress on the terminal: a live line (run i of n, guest, test, elapsed,
-/// ETA) on a TTY, plain lines otherwise. Results always get a line.
+/// Progress: on a TTY a live line (ticking "booting linux 00:07" while a
+/// guest boots; run i of n, guest, test, elapsed, ETA while tests run), and
+/// without one a plain line when each guest is ready or did not boot, so a
+/// CI log shows where the time goes. Results always get a line; every line is
+/// written (write(2)) as soon as it is complete.
 final class RunProgress: @unchecked Sendable {
     let interactive: Bool
     let lock = NSLock()
@@ -82,8 +85,15 @@ final class RunProgress: @unchecked Sendable {
     var finished = 0
     var durations: [Double] = []
     var liveLine = false
+    /// The guest booting and since when: the ticker redraws its line.
+    var booting: (guest: String, since: Date)?
+    var ticker: Task<Void, Never>?
+    /// The entry running, redrawn after a boot's line.
+    var current: String?
 
     init(interactive: Bool) { self.interactive = interactive }
+
+    deinit { ticker?.cancel() }
 
     func handle(_ event: TestRunEvent) {
         lock.lock()
@@ -93,12 +103,22 @@ final class RunProgress: @unchecked Sendable {
             self.total = total
             line("qlab run: \(total) run\(total == 1 ? "" : "s")")
         case .guestBooting(let guest):
-            live("booting \(guest)")
+            booting = (guest, Date())
+            drawBooting()
+            startTicker()
         case .guestReady(let guest, let seconds):
-            line(String(format: "guest %@ ready in %.1f s (snapshot saved)", guest, seconds))
+            booting = nil
+            line(String(format: "guest %@ ready in %.1f s", guest, seconds))
+            if let current { live(current) }
+        case .guestBootFailed(let guest, let seconds, let reason):
+            booting = nil
+            let prefix = "guest \(guest) did not boot: "
+            line(String(format: "guest %@ did not boot (%.1f s): ", guest, seconds) + (reason.hasPrefix(prefix) ? String(reason.dropFirst(prefix.count)) : reason))
         case .entryStarted(let entry, let index, let total):
-            live("[\(index)/\(total)] \(entry.guest) \(entry.displayName)")
+            current = "[\(index)/\(total)] \(entry.guest) \(entry.displayName)"
+            if booting == nil { live(current!) }
         case .entryFinished(let result, let index, let total):
+            current = nil
             finished = index
             durations.append(result.duration)
             var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest, result.entry.displayName,
@@ -111,8 +131,26 @@ final class RunProgress: @unchecked Sendable {
         }
     }
 
-    /// A status line that the next output replaces (TTY only).
-    func live(_ text: String) {
+    /// "booting linux 00:07" (TTY only; lock held).
+    func drawBooting() {
+        guard let booting else { return }
+        live("booting \(booting.guest) " + Self.clock(Date().timeIntervalSince(booting.since)), showElapsed: false)
+    }
+
+    /// Redraws the booting line once a second while a guest boots (TTY only).
+    func startTicker() {
+        guard interactive, ticker == nil else { return }
+        ticker = Task.detached { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                guard let self else { return }
+                self.lock.withLock { self.drawBooting() }
+            }
+        }
+    }
+
+    /// A status line that the next output replaces (TTY only; lock held).
+    func live(_ text: String, showElapsed: Bool = true) {
         guard interactive else { return }
         let elapsed = Date().timeIntervalSince(start)
         var eta = ""
@@ -120,7 +158,7 @@ final class RunProgress: @unchecked Sendable {
             let perRun = durations.reduce(0, +) / Double(durations.count)
             eta = "  ETA " + Self.clock(perRun * Double(total - finished))
         }
-        let status = "\(TerminalText.neutralised(text, keepingLines: false))  elapsed \(Self.clock(elapsed))\(eta)"
+        let status = TerminalText.neutralised(text, keepingLines: false) + (showElapsed ? "  elapsed \(Self.clock(elapsed))\(eta)" : "")
         FileHandle.standardOutput.write(Data(("\r\u{1B}[K" + status).utf8))
         liveLine = true
     }
@@ -134,6 +172,9 @@ final class RunProgress: @unchecked Sendable {
     func finishLine() {
         lock.lock()
         defer { lock.unlock() }
+        ticker?.cancel()
+        ticker = nil
+        booting = nil
         if liveLine { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
         liveLine = false
     }

@@ -136,15 +136,13 @@ public final class GuestConsole: GuestSession {
     /// What the console printed last (up to `bytes`), `\r` dropped: from
     /// QEMU's log when known (it has what came before connecting too), else
     /// from this connection.
-    /// qlab's own markers are left out.
+    /// qlab's command framing is left out (``ConsoleLog/withoutFraming(_:)``),
+    /// and so is what the log holds of earlier boots.
     public func tail(bytes: Int = 2048) -> String {
-        let text: String
         if let logPath, ConsoleLog.size(logPath) > 0 {
-            text = ConsoleLog.tail(logPath, bytes: bytes)
-        } else {
-            text = ConsoleLog.text(stream.tail(bytes))
+            return ConsoleLog.tail(logPath, bytes: bytes, since: bootLogOffset)
         }
-        return ConsoleCommandFraming.withoutMarkers(text)
+        return ConsoleLog.text(ConsoleLog.withoutFraming(stream.tail(4 * bytes)).suffix(bytes))
     }
 
     /// The result of a wait: what came before the match, and the match.

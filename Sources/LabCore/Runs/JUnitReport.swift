@@ -1,25 +1,37 @@
 /// JUnit XML as Jenkins (junit plugin) and GitLab (artifacts:reports:junit)
-/// read it: one `<testsuite>` per guest, one `<testcase>` per run, with
-/// `<failure>` for a wrong result, `<error>` for a timeout or a broken run,
-/// `<skipped message="cancelled">` for a run the cancellation stopped or never started.
+/// read it: one `<testsuite>` per guest (with `timestamp` and `hostname`),
+/// one `<testcase>` per run. The counts are the report's (``TestReport``):
+/// `failed` -> `<failure type="failed">`; `timeout` and `error` ->
+/// `<error type="timeout">` / `<error type="error">`; `skipped` and
+/// `cancelled` -> `<skipped>`. A guest that did not boot is a `boot` case with
+/// an `<error>`; successful boots are counted in the suite's `time` and its
+/// `boot_seconds` property, so a suite's time adds up.
 public enum JUnitReport {
     public static func xml(_ report: TestReport) -> String {
         var lines = [#"<?xml version="1.0" encoding="UTF-8"?>"#]
         let failures = report.count(.failed)
         let errors = report.count(.error) + report.count(.timeout)
-        let skipped = report.count(.cancelled)
+        let skipped = report.count(.skipped) + report.count(.cancelled)
         lines.append(
             #"<testsuites name="\#(escape(report.lab))" tests="\#(report.results.count)" failures="\#(failures)" errors="\#(errors)" skipped="\#(skipped)" time="\#(seconds(report.duration))">"#)
         var guests: [String] = []
         for result in report.results where !guests.contains(result.entry.guest) { guests.append(result.entry.guest) }
         for guest in guests {
             let results = report.results.filter { $0.entry.guest == guest }
+            let boots = report.boots.filter { $0.guest == guest }
             let suiteFailures = results.filter { $0.outcome == .failed }.count
             let suiteErrors = results.filter { $0.outcome == .error || $0.outcome == .timeout }.count
-            let suiteSkipped = results.filter { $0.outcome == .cancelled }.count
-            let time = results.reduce(0) { $0 + $1.duration }
+            let suiteSkipped = results.filter { $0.outcome == .skipped || $0.outcome == .cancelled }.count
+            // A failed boot's time is its case's; a good boot's is the suite's own.
+            let bootSeconds = boots.filter(\.ready).reduce(0) { $0 + $1.seconds }
+            let time = results.reduce(0) { $0 + $1.duration } + bootSeconds
+            let started = boots.map(\.startedAt).min() ?? report.startedAt
             lines.append(
-                #"  <testsuite name="\#(escape(report.lab)).\#(escape(guest))" tests="\#(results.count)" failures="\#(suiteFailures)" errors="\#(suiteErrors)" skipped="\#(suiteSkipped)" time="\#(seconds(time))">"#)
+                #"  <testsuite name="\#(escape(report.lab)).\#(escape(guest))" tests="\#(results.count)" failures="\#(suiteFailures)" errors="\#(suiteErrors)" skipped="\#(suiteSkipped)" time="\#(seconds(time))" timestamp="\#(timestamp(started))" hostname="\#(escape(report.hostname))">"#)
+            lines.append("    <properties>")
+            lines.append(#"      <property name="boots" value="\#(boots.count)"/>"#)
+            lines.append(#"      <property name="boot_seconds" value="\#(seconds(bootSeconds))"/>"#)
+            lines.append("    </properties>")
             for result in results {
                 lines.append(
                     #"    <testcase classname="\#(escape(report.lab)).\#(escape(guest))" name="\#(escape(result.entry.displayName))" time="\#(seconds(result.duration))">"#)
@@ -34,6 +46,8 @@ public enum JUnitReport {
                     lines.append(#"      <error message="\#(escape(result.message))" type="timeout">\#(escape(detail))</error>"#)
                 case .error:
                     lines.append(#"      <error message="\#(escape(result.message))" type="error">\#(escape(detail))</error>"#)
+                case .skipped:
+                    lines.append(#"      <skipped message="\#(escape(result.message.isEmpty ? "skipped" : result.message))"/>"#)
                 case .cancelled:
                     lines.append(#"      <skipped message="cancelled">\#(escape(detail))</skipped>"#)
                 }
@@ -46,6 +60,12 @@ public enum JUnitReport {
         }
         lines.append("</testsuites>")
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// JUnit's `timestamp`: ISO 8601 without a zone (the schema's xs:dateTime
+    /// form Jenkins reads), in UTC.
+    static func timestamp(_ seconds: Double) -> String {
+        String(ReportTime.iso8601(seconds).prefix(19))
     }
 
     static func seconds(_ value: Double) -> String {

@@ -15,6 +15,18 @@ public struct TestRunEntry: Sendable, Hashable {
     }
 
     public var displayName: String { repeatIndex > 1 ? "\(test)#\(repeatIndex)" : test }
+
+    /// The test name of the entry that records a failed boot.
+    public static let bootTestName = "boot"
+
+    /// The entry for a failed boot of `guest`, met while starting `entry`:
+    /// repeat 0 (no test's run has it), at `entry`'s matrix position.
+    public static func boot(of guest: String, before entry: TestRunEntry) -> TestRunEntry {
+        TestRunEntry(guest: guest, test: bootTestName, repeatIndex: 0, matrixIndex: entry.matrixIndex)
+    }
+
+    /// True for a boot entry (``boot(of:before:)``).
+    public var isBoot: Bool { test == Self.bootTestName && repeatIndex == 0 }
 }
 
 /// `--shard K/N`: the K-th of N disjoint parts of the matrix.

@@ -8,8 +8,11 @@ public enum TestOutcome: String, Sendable, CaseIterable {
     case failed
     /// The test did not end within its timeout.
     case timeout
-    /// Something other than the test went wrong: QEMU died, a hook failed, the guest would not boot.
+    /// Something other than the test went wrong: QEMU died, a hook failed, the guest would not boot
+    /// (a guest that does not boot is its own `boot` entry with this outcome).
     case error
+    /// Not run because its guest did not boot: the guest's `boot` entry (an `error`) says why.
+    case skipped
     /// The run was cancelled (SIGINT, SIGTERM, SIGHUP) during or before this entry.
     case cancelled
 }
@@ -42,14 +45,17 @@ public struct TestResult: Sendable {
         self.steps = steps
     }
 
+    /// True for the entry that records a guest's failed boot (test name `boot`).
+    public var isBoot: Bool { entry.isBoot }
+
     public var json: JSONValue {
         .object([
             "guest": .string(entry.guest), "test": .string(entry.test), "repeat": JSONValue(entry.repeatIndex),
             "matrix_index": JSONValue(entry.matrixIndex), "outcome": .string(outcome.rawValue),
-            "duration_seconds": .double(duration), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
+            "duration_seconds": .double(ReportTime.seconds(duration)), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
             "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
             "console_tail": .string(consoleTail),
-            "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double($0.seconds)] }),
+            "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(ReportTime.seconds($0.seconds))] }),
         ])
     }
 
@@ -57,7 +63,7 @@ public struct TestResult: Sendable {
         guard let guest = json["guest"]?.stringValue, let test = json["test"]?.stringValue,
             let outcome = json["outcome"]?.stringValue.flatMap(TestOutcome.init(rawValue:))
         else { return nil }
-        entry = TestRunEntry(guest: guest, test: test, repeatIndex: json["repeat"]?.intValue ?? 1, matrixIndex: json["matrix_index"]?.intValue ?? 0)
+        entry = TestRunEntry(guest: guest, test: test, repeatIndex: max(0, json["repeat"]?.intValue ?? 1), matrixIndex: json["matrix_index"]?.intValue ?? 0)
         self.outcome = outcome
         duration = json["duration_seconds"]?.doubleValue ?? 0
         exitStatus = json["exit_status"]?.intValue.flatMap { Int32(exactly: $0) }
@@ -72,21 +78,59 @@ public struct TestResult: Sendable {
     }
 }
 
-/// A whole run's results: what `--json` writes and `qlab report merge` reads.
+/// One boot of a guest during a run (a restart after a crash is another).
+public struct GuestBoot: Sendable {
+    public var guest: String
+    /// Wall clock, Unix seconds.
+    public var startedAt: Double
+    public var seconds: Double
+    /// False when the guest did not boot (its `boot` result says why).
+    public var ready: Bool
+
+    public init(guest: String, startedAt: Double, seconds: Double, ready: Bool) {
+        self.guest = guest
+        self.startedAt = startedAt
+        self.seconds = seconds
+        self.ready = ready
+    }
+
+    public var json: JSONValue {
+        ["guest": .string(guest), "started_at": .string(ReportTime.iso8601(startedAt)),
+         "started_at_seconds": .double(ReportTime.seconds(startedAt)), "seconds": .double(ReportTime.seconds(seconds)), "ready": .bool(ready)]
+    }
+
+    public init?(_ json: JSONValue) {
+        guard let guest = json["guest"]?.stringValue, let seconds = json["seconds"]?.doubleValue else { return nil }
+        self.init(guest: guest, startedAt: json["started_at_seconds"]?.doubleValue ?? 0, seconds: seconds, ready: json["ready"]?.boolValue ?? true)
+    }
+}
+
+/// A whole run's results: what `--json-report` writes and `qlab report merge` reads.
+///
+/// One vocabulary everywhere (``TestOutcome``): the summary line, the JSON
+/// `summary` and the JUnit counts are computed from the same results.
 public struct TestReport: Sendable {
     public var lab: String
+    /// Wall clock, Unix seconds.
     public var startedAt: Double
     public var duration: Double
+    /// The machine the run ran on.
+    public var hostname: String
     /// The shards this report covers ("1/3"), empty for a whole run.
     public var shards: [String]
     public var results: [TestResult]
+    /// Every boot of every guest, in order: boot time is part of the run's time.
+    public var boots: [GuestBoot]
 
-    public init(lab: String, startedAt: Double, duration: Double, shards: [String], results: [TestResult]) {
+    public init(lab: String, startedAt: Double, duration: Double, hostname: String = ReportTime.hostname(), shards: [String],
+                results: [TestResult], boots: [GuestBoot] = []) {
         self.lab = lab
         self.startedAt = startedAt
         self.duration = duration
+        self.hostname = hostname
         self.shards = shards
         self.results = results
+        self.boots = boots
     }
 
     public func count(_ outcome: TestOutcome) -> Int { results.filter { $0.outcome == outcome }.count }
@@ -94,19 +138,41 @@ public struct TestReport: Sendable {
     /// True when some entry was cancelled (and so the run did not finish).
     public var wasCancelled: Bool { count(.cancelled) > 0 }
 
+    /// How each outcome is said in the summary line, in its order.
+    static func phrase(_ outcome: TestOutcome, _ n: Int) -> String {
+        switch outcome {
+        case .passed: return "\(n) passed"
+        case .failed: return "\(n) failed"
+        case .timeout: return "\(n) timed out"
+        case .error: return "\(n) error\(n == 1 ? "" : "s")"
+        case .skipped: return "\(n) skipped"
+        case .cancelled: return "\(n) cancelled"
+        }
+    }
+
+    /// Each non-zero count, e.g. "1 passed, 1 failed, 1 timed out"; "no runs" for none.
     public var summaryLine: String {
-        "\(count(.passed)) passed, \(count(.failed) + count(.timeout) + count(.error)) failed"
-            + (count(.timeout) + count(.error) > 0 ? " (\(count(.timeout)) timed out, \(count(.error)) errors)" : "")
-            + (wasCancelled ? ", \(count(.cancelled)) cancelled" : "")
+        let parts = TestOutcome.allCases.compactMap { outcome in count(outcome) > 0 ? Self.phrase(outcome, count(outcome)) : nil }
+        return parts.isEmpty ? "no runs" : parts.joined(separator: ", ")
+    }
+
+    /// The JSON `summary`: `total` and one count per outcome (zeros included).
+    public var summaryJSON: JSONValue {
+        var summary: [(String, JSONValue)] = [("total", JSONValue(results.count))]
+        for outcome in TestOutcome.allCases { summary.append((outcome.rawValue, JSONValue(count(outcome)))) }
+        // Good boots only, as in JUnit: a failed boot's time is its `boot` entry's duration.
+        summary.append(("boot_seconds", .double(ReportTime.seconds(boots.filter(\.ready).reduce(0) { $0 + $1.seconds }))))
+        return .object(JSONObject(summary))
     }
 
     public var json: JSONValue {
         .object([
-            "lab": .string(lab), "started_at": .double(startedAt), "duration_seconds": .double(duration),
+            "lab": .string(lab), "hostname": .string(hostname),
+            "started_at": .string(ReportTime.iso8601(startedAt)), "started_at_seconds": .double(ReportTime.seconds(startedAt)),
+            "duration_seconds": .double(ReportTime.seconds(duration)),
             "shards": .array(shards.map(JSONValue.string)),
-            "summary": ["total": JSONValue(results.count), "passed": JSONValue(count(.passed)), "failed": JSONValue(count(.failed)),
-                        "timeout": JSONValue(count(.timeout)), "error": JSONValue(count(.error)),
-                        "cancelled": JSONValue(count(.cancelled))],
+            "summary": summaryJSON,
+            "boots": .array(boots.map(\.json)),
             "results": .array(results.map(\.json)),
         ])
     }
@@ -133,8 +199,12 @@ public struct TestReport: Sendable {
         guard HostFiles.exists(path) else { throw ReadError.noSuchFile(path) }
         guard let json = FileSystem.readJSON(path) else { throw ReadError.unreadable(path) }
         guard let lab = json["lab"]?.stringValue, let results = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
-        self.init(lab: lab, startedAt: json["started_at"]?.doubleValue ?? 0, duration: json["duration_seconds"]?.doubleValue ?? 0,
-                  shards: json["shards"]?.arrayValue?.compactMap(\.stringValue) ?? [], results: results.compactMap(TestResult.init))
+        // Reports before 0.x carried `started_at` as Unix seconds.
+        let started = json["started_at_seconds"]?.doubleValue ?? json["started_at"]?.doubleValue ?? 0
+        self.init(lab: lab, startedAt: started, duration: json["duration_seconds"]?.doubleValue ?? 0,
+                  hostname: json["hostname"]?.stringValue ?? "",
+                  shards: json["shards"]?.arrayValue?.compactMap(\.stringValue) ?? [], results: results.compactMap(TestResult.init),
+                  boots: (json["boots"]?.arrayValue ?? []).compactMap(GuestBoot.init))
     }
 
     /// Merges shard reports into one, in matrix order. Refuses overlaps and mixed labs.
@@ -144,7 +214,8 @@ public struct TestReport: Sendable {
         for path in paths {
             let report = try TestReport(path: path)
             for result in report.results {
-                let key = "\(result.entry.guest)\u{0}\(result.entry.test)\u{0}\(result.entry.repeatIndex)"
+                // A boot entry is named after the matrix entry it booted for: shards never share one.
+                let key = "\(result.entry.guest)\u{0}\(result.entry.test)\u{0}\(result.entry.repeatIndex)\u{0}\(result.entry.matrixIndex)"
                 guard seen.insert(key).inserted else {
                     throw ReadError.overlapping(path, guest: result.entry.guest, test: result.entry.test, repeatIndex: result.entry.repeatIndex)
                 }
@@ -152,6 +223,7 @@ public struct TestReport: Sendable {
             if var current = merged {
                 guard current.lab == report.lab else { throw ReadError.differentLabs(current.lab, report.lab) }
                 current.results += report.results
+                current.boots += report.boots
                 current.shards += report.shards
                 current.startedAt = min(current.startedAt, report.startedAt)
                 current.duration = max(current.duration, report.duration)
@@ -161,7 +233,9 @@ public struct TestReport: Sendable {
             }
         }
         guard var result = merged else { throw ReadError.notAReport("(no reports given)") }
-        result.results.sort { $0.entry.matrixIndex < $1.entry.matrixIndex }
+        // A boot entry comes before the entry it booted for.
+        result.results.sort { ($0.entry.matrixIndex, $0.isBoot ? 0 : 1) < ($1.entry.matrixIndex, $1.isBoot ? 0 : 1) }
+        result.boots.sort { $0.startedAt < $1.startedAt }
         return result
     }
 

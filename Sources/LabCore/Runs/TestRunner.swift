@@ -8,6 +8,8 @@ public enum TestRunEvent: Sendable {
     case started(total: Int)
     case guestBooting(guest: String)
     case guestReady(guest: String, seconds: Double)
+    /// The guest did not boot; `reason` says why (no ready text within N s, QEMU's exit).
+    case guestBootFailed(guest: String, seconds: Double, reason: String)
     case entryStarted(TestRunEntry, index: Int, total: Int)
     case entryFinished(TestResult, index: Int, total: Int)
     /// Something worth a line of its own: a restart, a hook's failure.
@@ -19,7 +21,10 @@ public enum TestRunEvent: Sendable {
 /// attach the lab's hotplug devices, rescan, run the test with its timeout,
 /// judge it. Strategy reset uses a system_reset instead of a revert. A crash,
 /// hang or timeout is recorded with its diagnosis and console tail, the guest
-/// is restarted, and the loop goes on.
+/// is restarted, and the loop goes on. A guest that does not boot is a
+/// `boot` entry (an error with the reason and that boot's console tail) and
+/// the entry it booted for is `skipped`; the next entry boots it once more,
+/// and after a second failed boot the guest's remaining entries are `skipped`.
 ///
 /// Cancelling the task that runs ``run()`` (``StopRequest/cancelling(_:)``)
 /// stops the current step (a hook's whole process group is killed), takes
@@ -93,25 +98,37 @@ public final class TestRunner: Sendable {
         let total = matrix.entries.count
         observe(.started(total: total))
         var results: [TestResult] = []
+        var boots: [GuestBoot] = []
         for (guestName, entries) in matrix.byGuest {
             let guest = try lab.selectGuest(guestName)
             var booted: BootedGuest?
-            var bootFailures = 0
+            var bootFailure: String?
+            var failedBoots = 0
             for entry in entries {
-                let index = results.count + 1
+                let index = results.filter { !$0.isBoot }.count + 1
                 if Task.isCancelled {
                     results.append(TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "not run: the run was cancelled"))
                     continue
                 }
                 observe(.entryStarted(entry, index: index, total: total))
                 var result: TestResult
-                if booted == nil && bootFailures < 2 {
+                // A guest gets a second boot (QEMU may have been killed from outside), not a third.
+                if booted == nil && failedBoots < 2 {
+                    let bootStarted = wallClockSeconds()
                     do {
                         booted = try await boot(guest)
+                        boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
+                    } catch let failure as BootFailure where !Task.isCancelled {
+                        boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: failure.seconds, ready: false))
+                        failedBoots += 1
+                        bootFailure = failure.message
+                        observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
+                        results.append(TestResult(
+                            entry: TestRunEntry.boot(of: guest.name, before: entry), outcome: .error, duration: failure.seconds,
+                            message: failure.message, diagnoses: failure.diagnoses, consoleTail: failure.consoleTail,
+                            steps: [("boot", failure.seconds)]))
                     } catch {
-                        bootFailures += 1
-                        await shutDown(nil)
-                        if !Task.isCancelled { observe(.note("guest \(guest.name) did not start: \(error)")) }
+                        // Cancelled while booting.
                     }
                 }
                 if Task.isCancelled {
@@ -125,7 +142,8 @@ public final class TestRunner: Sendable {
                         booted = nil
                     }
                 } else {
-                    result = await bootFailureResult(entry)
+                    result = TestResult(entry: entry, outcome: .skipped, duration: 0,
+                                        message: "not run: " + (bootFailure ?? "guest \(guest.name) did not boot"))
                 }
                 results.append(result)
                 observe(.entryFinished(result, index: index, total: total))
@@ -134,25 +152,54 @@ public final class TestRunner: Sendable {
         }
         return TestReport(
             lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).inSeconds,
-            shards: options.shard.map { [$0.description] } ?? [], results: results)
+            shards: options.shard.map { [$0.description] } ?? [], results: results, boots: boots)
     }
 
     // MARK: Guest lifecycle
 
+    /// Why a guest did not boot, with that boot's console tail; the lab is down again.
+    struct BootFailure: Error {
+        var message: String
+        var diagnoses: [Diagnosis]
+        var consoleTail: String
+        var seconds: Double
+    }
+
+    /// Boots `guest` to its ready state; throws ``BootFailure`` (or
+    /// `CancellationError` when the run is cancelled meanwhile).
     func boot(_ guest: LabGuest) async throws -> BootedGuest {
         observe(.guestBooting(guest: guest.name))
         let begin = ContinuousClock.now
-        let up = try await controller.up(lab: lab, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
-        let session: LabSession
+        func failure(_ message: String, diagnoses: [Diagnosis] = [], tail: String = "") -> BootFailure {
+            BootFailure(message: message, diagnoses: diagnoses, consoleTail: tail, seconds: (ContinuousClock.now - begin).inSeconds)
+        }
+        let up: LabController.UpResult
+        do {
+            up = try await controller.up(lab: lab, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
+        } catch {
+            await shutDown(nil)
+            if Task.isCancelled { throw CancellationError() }
+            var failed = failure("QEMU did not start: \(error)")
+            if case .launchFailed(_, let exit, let qemuOutput, let diagnoses) = error as? LabError {
+                failed = failure("QEMU did not start: it \(exit)", diagnoses: diagnoses, tail: qemuOutput)
+            }
+            throw failed
+        }
+        // This boot's console output only: the log holds earlier boots too.
+        let bootTail = { () -> String in
+            guard let path = up.record.consoleLog else { return "" }
+            return ConsoleLog.tail(path, bytes: 2048, since: up.record.consoleLogOffset)
+        }
+        var session: LabSession?
         do {
             session = try await LabSession.open(runtime: up.runtime)
-        } catch {
-            await takeDown(ownership: up.ownership)
-            throw error
-        }
-        do {
             let console = try GuestConsole.connect(runtime: up.runtime)
-            try await console.waitForReady(guest)
+            do {
+                try await console.waitForReady(guest)
+            } catch {
+                console.close()
+                throw error
+            }
             var commands: any GuestSession = console
             if options.transport != .console, HostFiles.exists(up.runtime.agentSocketPath),
                 let agent = try? await GuestConnection.open(runtime: up.runtime, transport: .agent)
@@ -161,15 +208,45 @@ public final class TestRunner: Sendable {
             }
             let strategy = lab.effectiveStrategy(for: guest)
             if strategy == .snapshot {
-                _ = try await session.saveSnapshot(options.readyTag, options: SnapshotOptions(replace: true))
+                _ = try await session!.saveSnapshot(options.readyTag, options: SnapshotOptions(replace: true))
             }
             observe(.guestReady(guest: guest.name, seconds: (ContinuousClock.now - begin).inSeconds))
-            return BootedGuest(guest: guest, session: session, console: console, commands: commands, strategy: strategy, ownership: up.ownership)
+            return BootedGuest(guest: guest, session: session!, console: console, commands: commands, strategy: strategy, ownership: up.ownership)
         } catch {
-            session.close()
+            let cancelled = Task.isCancelled
+            var message = "\(error)"
+            var diagnoses: [Diagnosis] = []
+            if case GuestError.timeout(let what, let seconds, _) = error {
+                message = "no \(what) within \(Self.wholeSeconds(seconds)) s (boot_timeout)"
+            }
+            if !cancelled, let exit = await exitOfThisBoot(up.runtime, startedAt: up.record.startedAt) {
+                message = "QEMU \(exit.exitDescription) while the guest booted" + (message.isEmpty ? "" : " (\(message))")
+                diagnoses = exit.diagnoses
+            }
+            let tail = bootTail()
+            session?.close()
             await takeDown(ownership: up.ownership)
-            throw error
+            if cancelled || Task.isCancelled { throw CancellationError() }
+            throw failure("guest \(guest.name) did not boot: " + message, diagnoses: diagnoses, tail: tail)
         }
+    }
+
+    /// QEMU's exit record when QEMU of the boot that started at `startedAt` is gone (nil while it runs).
+    func exitOfThisBoot(_ runtime: LabRuntime, startedAt: Double) async -> ExitRecord? {
+        if let record = runtime.record, runtime.liveQEMU(record) != nil { return nil }
+        // The supervisor writes the exit record once it has reaped QEMU.
+        for _ in 0..<100 {
+            if let exit = runtime.exitRecord, exit.at >= startedAt { return exit }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return nil
+    }
+
+    /// "20" for 20 s, "2.5" for 2.5 s.
+    static func wholeSeconds(_ seconds: Double) -> String {
+        guard seconds.isFinite, abs(seconds) < 1e12 else { return "?" }
+        let tenths = Int((seconds * 10).rounded())
+        return tenths % 10 == 0 ? String(tenths / 10) : "\(tenths / 10).\(abs(tenths % 10))"
     }
 
     func shutDown(_ booted: BootedGuest?) async {
@@ -206,6 +283,13 @@ public final class TestRunner: Sendable {
                        message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
         }
         let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
+        // Where this run's console output begins: its tail shows nothing of earlier runs.
+        let consoleLog = booted.session.record.consoleLog
+        let logOffset = consoleLog.map(ConsoleLog.size) ?? 0
+        func runTail() -> String {
+            guard let consoleLog else { return booted.console.tail() }
+            return ConsoleLog.tail(consoleLog, bytes: 2048, since: logOffset)
+        }
         func cancelled() -> TestResult {
             let during = steps.last.map { " during \($0.0)" } ?? ""
             return finish(.cancelled, message: "cancelled" + during)
@@ -233,7 +317,7 @@ public final class TestRunner: Sendable {
                 problems.append("output lacks \"\(text)\"")
             }
             var final = finish(problems.isEmpty ? .passed : .failed, status: result.exitStatus, output: result.output,
-                               message: problems.joined(separator: "; "), tail: problems.isEmpty ? "" : booted.console.tail())
+                               message: problems.joined(separator: "; "), tail: problems.isEmpty ? "" : runTail())
             if let hook = lab.hooks.afterEach {
                 var env = environment
                 env["QLAB_RESULT"] = final.outcome.rawValue
@@ -253,16 +337,16 @@ public final class TestRunner: Sendable {
         } catch where Task.isCancelled {
             return (cancelled(), false)
         } catch let error as GuestError {
-            if case .commandTimeout(_, let seconds, let recovered, let tail) = error {
-                let result = finish(.timeout, message: "the test did not end within \(Int(seconds)) s" + (recovered ? "" : "; the console did not recover"),
-                                    diagnoses: [], tail: tail)
+            if case .commandTimeout(_, let seconds, let recovered, _) = error {
+                let result = finish(.timeout, message: "the test did not end within \(Self.wholeSeconds(seconds)) s" + (recovered ? "" : "; the console did not recover"),
+                                    diagnoses: [], tail: runTail())
                 return (result, recovered)
             }
             let (message, diagnoses) = await explainBreakage(error, booted: booted)
-            return (finish(.error, message: message, diagnoses: diagnoses, tail: booted.console.tail()), false)
+            return (finish(.error, message: message, diagnoses: diagnoses, tail: runTail()), false)
         } catch {
             let (message, diagnoses) = await explainBreakage(error, booted: booted)
-            return (finish(.error, message: message, diagnoses: diagnoses, tail: booted.console.tail()), false)
+            return (finish(.error, message: message, diagnoses: diagnoses, tail: runTail()), false)
         }
     }
 
@@ -325,15 +409,6 @@ public final class TestRunner: Sendable {
             }
         }
         return (message, diagnoses)
-    }
-
-    func bootFailureResult(_ entry: TestRunEntry) async -> TestResult {
-        let runtime = controller.runtime(lab.name)
-        let exit = runtime.exitRecord
-        return TestResult(
-            entry: entry, outcome: .error, duration: 0,
-            message: "the guest did not start" + (exit.map { ": QEMU \($0.exitDescription)" } ?? ""),
-            diagnoses: exit?.diagnoses ?? [], consoleTail: exit?.qemuOutput ?? "")
     }
 
     func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
