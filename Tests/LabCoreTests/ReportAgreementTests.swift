@@ -79,12 +79,12 @@ struct ReportAgreementTests {
     }
 
     @Test func reportTimes() {
-        #expect(ReportTime.iso8601(0) == "1970-01-01T00:00:00.000Z")
-        #expect(ReportTime.iso8601(951_782_400.25) == "2000-02-29T00:00:00.250Z")
-        #expect(ReportTime.iso8601(.nan) == "1970-01-01T00:00:00.000Z")
-        #expect(ReportTime.iso8601(1e300) == "1970-01-01T00:00:00.000Z")
-        #expect(ReportTime.seconds(1.23456) == 1.235)
-        #expect(!ReportTime.hostname().isEmpty)
+        #expect(JSONTime.iso8601(0) == "1970-01-01T00:00:00.000Z")
+        #expect(JSONTime.iso8601(951_782_400.25) == "2000-02-29T00:00:00.250Z")
+        #expect(JSONTime.iso8601(.nan) == "1970-01-01T00:00:00.000Z")
+        #expect(JSONTime.iso8601(1e300) == "1970-01-01T00:00:00.000Z")
+        #expect(JSONTime.rounded(1.23456) == 1.235)
+        #expect(!HostName.current().isEmpty)
     }
 
     /// What a busybox console shows around `qlab exec`/`run` commands, plain and chunked.
@@ -137,7 +137,7 @@ struct RealRunReportTests {
         let file = try env.writeLab("noready", yaml)
         let json = env.root + "/report.json"
         let junit = env.root + "/junit.xml"
-        let result = try env.qlab("run", file, "--transport", "console", "--json", json, "--junit", junit)
+        let result = try env.qlab("run", file, "--transport", "console", "--json-report", json, "--junit", junit)
         #expect(result.status == 1, "\(result.output)")
         #expect(result.stdout.contains("guest linux did not boot ("), "\(result.stdout)")
         #expect(result.stdout.contains("no ready text \"qlab-never-printed\" within 25 s"), "\(result.stdout)")
@@ -173,7 +173,7 @@ struct RealRunReportTests {
             """)
         let json = env.root + "/report.json"
         let junit = env.root + "/junit.xml"
-        let result = try env.qlab("run", file, "--transport", "console", "--json", json, "--junit", junit)
+        let result = try env.qlab("run", file, "--transport", "console", "--json-report", json, "--junit", junit)
         #expect(result.status == 1, "\(result.output)")
         #expect(result.stdout.contains("guest linux ready in "), "\(result.stdout)")
         #expect(result.stdout.hasSuffix("2 failed\n"), "\(result.stdout)")

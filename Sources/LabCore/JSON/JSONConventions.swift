@@ -12,7 +12,7 @@ import Glibc
 extension JSONValue {
     /// A duration in seconds, rounded to the millisecond (`12.345`).
     public static func seconds(_ value: Double) -> JSONValue {
-        .double((value * 1000).rounded() / 1000)
+        .double(JSONTime.rounded(value))
     }
 
     /// A duration in seconds, rounded to the millisecond.
@@ -33,9 +33,19 @@ extension JSONValue {
 
 /// ISO 8601 text for JSON output, made with `gmtime_r(3)` (no locale, no formatter state).
 public enum JSONTime {
-    /// `2026-11-30T17:40:03.123Z`: UTC, rounded to the millisecond.
+    /// Seconds rounded to the millisecond; 0 for what is not a finite number
+    /// (or is too large to be a duration or a time).
+    public static func rounded(_ value: Double) -> Double {
+        guard value.isFinite, abs(value) < 1e15 else { return 0 }
+        return (value * 1000).rounded() / 1000
+    }
+
+    /// `2026-11-30T17:40:03.123Z`: UTC, rounded to the millisecond; a value no
+    /// calendar holds (NaN, beyond year 9999) gives the epoch.
     public static func iso8601(_ secondsSinceEpoch: Double) -> String {
-        let totalMilliseconds = Int64((secondsSinceEpoch * 1000).rounded())
+        let millis = (secondsSinceEpoch * 1000).rounded()
+        guard millis.isFinite, abs(millis) < 253_402_300_800_000 else { return "1970-01-01T00:00:00.000Z" }
+        let totalMilliseconds = Int64(millis)
         var seconds = totalMilliseconds / 1000
         var milliseconds = totalMilliseconds % 1000
         if milliseconds < 0 {

@@ -65,7 +65,7 @@ public enum JUnitReport {
     /// JUnit's `timestamp`: ISO 8601 without a zone (the schema's xs:dateTime
     /// form Jenkins reads), in UTC.
     static func timestamp(_ seconds: Double) -> String {
-        String(ReportTime.iso8601(seconds).prefix(19))
+        String(JSONTime.iso8601(seconds).prefix(19))
     }
 
     static func seconds(_ value: Double) -> String {

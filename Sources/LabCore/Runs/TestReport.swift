@@ -52,10 +52,10 @@ public struct TestResult: Sendable {
         .object([
             "guest": .string(entry.guest), "test": .string(entry.test), "repeat": JSONValue(entry.repeatIndex),
             "matrix_index": JSONValue(entry.matrixIndex), "outcome": .string(outcome.rawValue),
-            "duration_seconds": .double(ReportTime.seconds(duration)), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
+            "duration_seconds": .double(JSONTime.rounded(duration)), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
             "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
             "console_tail": .string(consoleTail),
-            "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(ReportTime.seconds($0.seconds))] }),
+            "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
         ])
     }
 
@@ -95,8 +95,8 @@ public struct GuestBoot: Sendable {
     }
 
     public var json: JSONValue {
-        ["guest": .string(guest), "started_at": .string(ReportTime.iso8601(startedAt)),
-         "started_at_seconds": .double(ReportTime.seconds(startedAt)), "seconds": .double(ReportTime.seconds(seconds)), "ready": .bool(ready)]
+        ["guest": .string(guest), "started_at": .string(JSONTime.iso8601(startedAt)),
+         "started_at_seconds": .double(JSONTime.rounded(startedAt)), "seconds": .double(JSONTime.rounded(seconds)), "ready": .bool(ready)]
     }
 
     public init?(_ json: JSONValue) {
@@ -122,7 +122,7 @@ public struct TestReport: Sendable {
     /// Every boot of every guest, in order: boot time is part of the run's time.
     public var boots: [GuestBoot]
 
-    public init(lab: String, startedAt: Double, duration: Double, hostname: String = ReportTime.hostname(), shards: [String],
+    public init(lab: String, startedAt: Double, duration: Double, hostname: String = HostName.current(), shards: [String],
                 results: [TestResult], boots: [GuestBoot] = []) {
         self.lab = lab
         self.startedAt = startedAt
@@ -161,15 +161,15 @@ public struct TestReport: Sendable {
         var summary: [(String, JSONValue)] = [("total", JSONValue(results.count))]
         for outcome in TestOutcome.allCases { summary.append((outcome.rawValue, JSONValue(count(outcome)))) }
         // Good boots only, as in JUnit: a failed boot's time is its `boot` entry's duration.
-        summary.append(("boot_seconds", .double(ReportTime.seconds(boots.filter(\.ready).reduce(0) { $0 + $1.seconds }))))
+        summary.append(("boot_seconds", .double(JSONTime.rounded(boots.filter(\.ready).reduce(0) { $0 + $1.seconds }))))
         return .object(JSONObject(summary))
     }
 
     public var json: JSONValue {
         .object([
             "lab": .string(lab), "hostname": .string(hostname),
-            "started_at": .string(ReportTime.iso8601(startedAt)), "started_at_seconds": .double(ReportTime.seconds(startedAt)),
-            "duration_seconds": .double(ReportTime.seconds(duration)),
+            "started_at": .string(JSONTime.iso8601(startedAt)), "started_at_seconds": .double(JSONTime.rounded(startedAt)),
+            "duration_seconds": .double(JSONTime.rounded(duration)),
             "shards": .array(shards.map(JSONValue.string)),
             "summary": summaryJSON,
             "boots": .array(boots.map(\.json)),
