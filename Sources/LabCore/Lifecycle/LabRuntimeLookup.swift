@@ -64,3 +64,13 @@ extension LabRuntime {
         throw LabError.unknownLab(nameOrFile, suggestion: nil)
     }
 }
+
+extension LabRecord {
+    /// The running lab as it was planned: parsed from ``labSource`` (paths
+    /// resolve against ``labFile``'s directory as when it was read); an older
+    /// record without it reads the lab file.
+    public func lab() throws(LabFileError) -> Lab {
+        guard let labSource else { return try Lab.load(path: labFile) }
+        return try Lab.parse(yaml: labSource, file: labFile)
+    }
+}
