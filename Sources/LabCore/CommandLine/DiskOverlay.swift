@@ -23,7 +23,7 @@ public enum DiskOverlay {
         guard base.hasPrefix("/") else {
             throw ImageToolError(message: "the base image path must be absolute (qemu-img resolves relative backing files against the overlay's directory): \(base)")
         }
-        guard LabPaths.exists(base) else {
+        guard FileSystem.exists(base) else {
             throw ImageToolError(message: "base image \(base) does not exist")
         }
         try atomically(overlay) { (temporary) throws(ImageToolError) in
@@ -115,7 +115,7 @@ public enum FirmwareVariables {
     /// and QEMU then refuses every savevm ("Device 'pflash1' is writable but
     /// does not support snapshots").
     public static func create(at path: String, template: String = OSProfile.ovmfVars, qemuImg: String = "qemu-img") throws(ImageToolError) {
-        guard LabPaths.exists(template) else {
+        guard FileSystem.exists(template) else {
             throw ImageToolError(message: "UEFI variable template \(template) does not exist; install Debian's ovmf package or set firmware_vars:")
         }
         try DiskOverlay.atomically(path) { (temporary) throws(ImageToolError) in

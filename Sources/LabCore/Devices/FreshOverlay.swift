@@ -22,7 +22,7 @@ public enum FreshOverlay {
         let template = templateDirectory + "/" + name + ".qcow2"
         let keyPath = templateDirectory + "/" + name + ".key"
         let key = try templateKey(base: base, format: baseFormat)
-        if !HostFiles.exists(template) || readSmallFile(keyPath) != key {
+        if !FileSystem.entryExists(template) || readSmallFile(keyPath) != key {
             do { try FileSystem.makeDirectory(templateDirectory, mode: 0o700) } catch {
                 throw ImageToolError(message: "cannot create \(templateDirectory): \(error)")
             }
@@ -32,7 +32,7 @@ public enum FreshOverlay {
             }
         }
         let directory = LabPaths.directory(of: overlay)
-        if !HostFiles.exists(directory) {
+        if !FileSystem.entryExists(directory) {
             do { try FileSystem.makeDirectory(directory, mode: 0o700) } catch {
                 throw ImageToolError(message: "cannot create \(directory): \(error)")
             }

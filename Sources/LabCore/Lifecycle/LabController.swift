@@ -330,7 +330,7 @@ public struct LabController: Sendable {
         if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(LabPaths.directory(of: log), mode: 0o700) }
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
-            if fresh || !HostFiles.exists(overlay) {
+            if fresh || !FileSystem.entryExists(overlay) {
                 try DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             } else {
                 try DiskOverlay.checkBase(overlay: overlay, base: base, baseFormat: guest.diskFormat)
@@ -341,7 +341,7 @@ public struct LabController: Sendable {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
         }
-        if let vars = qemuRuntime.firmwareVars, fresh || !HostFiles.exists(vars) {
+        if let vars = qemuRuntime.firmwareVars, fresh || !FileSystem.entryExists(vars) {
             try FileSystem.makeDirectory(LabPaths.directory(of: vars), mode: 0o700)
             try FirmwareVariables.create(at: vars)
         }
@@ -393,7 +393,7 @@ public struct LabController: Sendable {
         // A stopped lab leaves no lock file behind.
         defer { lock.removeFile() }
         guard let record = runtime.record else {
-            let leftovers = HostFiles.exists(runtime.directory)
+            let leftovers = FileSystem.entryExists(runtime.directory)
             runtime.removeRuntimeFiles()
             return leftovers ? .cleanedUp : .notRunning
         }
