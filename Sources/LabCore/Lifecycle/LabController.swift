@@ -133,7 +133,7 @@ public struct LabController: Sendable {
             throw error
         }
         close(ends[1])
-        let message = Self.readLine(ends[0], timeout: .seconds(90))
+        let message = await Self.readLine(ends[0], timeout: .seconds(90))
         close(ends[0])
 
         if Task.isCancelled && !message.hasPrefix("ready") {
@@ -347,23 +347,28 @@ public struct LabController: Sendable {
         }
     }
 
-    /// Reads one line from `fd`, waiting at most `timeout`; "" on EOF or timeout.
-    static func readLine(_ fd: Int32, timeout: Duration) -> String {
-        var collected: [UInt8] = []
+    /// Reads one line from `fd`, waiting at most `timeout`; "" on EOF, timeout
+    /// or cancellation. The wait is `poll(2)` on `fd` and a cancel pipe on a
+    /// detached thread, so no cooperative-pool thread is held for up to 90 s.
+    static func readLine(_ fd: Int32, timeout: Duration) async -> String {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, 100)
-            if ready < 0 && errno != EINTR { break }
-            if Task.isCancelled { break }
-            if ready <= 0 { continue }
-            var byte: UInt8 = 0
-            let n = read(fd, &byte, 1)
-            if n <= 0 { break }
-            if byte == 0x0A { break }
-            collected.append(byte)
+        let line = try? await OffPoolWait.run { cancelFD -> String in
+            var collected: [UInt8] = []
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
+            while ContinuousClock.now < deadline {
+                let ready = poll(&fds, 2, OffPoolWait.milliseconds(deadline - ContinuousClock.now))
+                if ready < 0 && errno != EINTR { break }
+                if fds[1].revents != 0 { break }
+                if fds[0].revents == 0 { continue }
+                var byte: UInt8 = 0
+                let n = read(fd, &byte, 1)
+                if n <= 0 { break }
+                if byte == 0x0A { break }
+                collected.append(byte)
+            }
+            return String(decoding: collected, as: UTF8.self)
         }
-        return String(decoding: collected, as: UTF8.self)
+        return line ?? ""
     }
 
     // MARK: down

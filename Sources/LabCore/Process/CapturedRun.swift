@@ -33,33 +33,16 @@ public struct CapturedRun: Sendable {
     public static func run(
         _ argv: [String], environment: [String: String]? = nil, timeout: Duration? = nil, outputLimit: Int = 1 << 20
     ) async throws(SystemCallError) -> CapturedRun {
-        let cancel = try CancelSignal()
-        let running: Running
-        do {
-            running = try Running.spawn(argv, environment: environment)
+        let running = try Running.spawn(argv, environment: environment)
+        do throws(SystemCallError) {
+            return try await OffPoolWait.run { cancelFD in
+                running.collect(timeout: timeout, outputLimit: outputLimit, cancelFD: cancelFD)
+            }
         } catch {
-            cancel.close()
+            // No thread to wait on it: kill what was started so nothing outlives the call.
+            running.kill()
             throw error
         }
-        let result: Result<CapturedRun, SystemCallError> = await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
-                do throws(SystemCallError) {
-                    try DetachedThread.start {
-                        let run = running.collect(timeout: timeout, outputLimit: outputLimit, cancelFD: cancel.readFD)
-                        cancel.close()
-                        continuation.resume(returning: .success(run))
-                    }
-                } catch {
-                    // No thread: kill what was started so nothing outlives the call.
-                    running.kill()
-                    cancel.close()
-                    continuation.resume(returning: .failure(error))
-                }
-            }
-        } onCancel: {
-            cancel.signal()
-        }
-        return try result.get()
     }
 
     /// The blocking form, for synchronous callers only (qemu-img from the
@@ -144,7 +127,7 @@ extension CapturedRun {
             while exit == nil {
                 var wait: Int32 = tick ?? -1
                 if let deadline {
-                    let left = Self.milliseconds(deadline - ContinuousClock.now)
+                    let left = OffPoolWait.milliseconds(deadline - ContinuousClock.now)
                     wait = wait < 0 ? left : min(wait, left)
                 }
                 _ = poll(&fds, nfds_t(fds.count), wait)
@@ -165,51 +148,6 @@ extension CapturedRun {
             }
             if fds[0].fd >= 0 { _ = drain() }
             return CapturedRun(exit: exit, output: String(decoding: bytes, as: UTF8.self), timedOut: timedOut, cancelled: cancelled)
-        }
-
-        /// A poll(2) timeout for `duration`, rounded up, at least 0.
-        static func milliseconds(_ duration: Duration) -> Int32 {
-            let (seconds, attoseconds) = duration.components
-            if seconds < 0 || (seconds == 0 && attoseconds <= 0) { return 0 }
-            let ms = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-            return Int32(min(ms, Int64(Int32.max)))
-        }
-    }
-
-    /// A pipe the cancellation handler writes one byte to, so the waiting
-    /// thread wakes from `poll(2)`. Closed once, under a lock, so a late
-    /// cancel never writes to a descriptor number reused by someone else.
-    final class CancelSignal: Sendable {
-        let readFD: Int32
-        private let writeFD: Int32
-        private let closed = Mutex(false)
-
-        init() throws(SystemCallError) {
-            var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-            for fd in ends {
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-                _ = fcntl(fd, F_SETFL, O_NONBLOCK)
-            }
-            readFD = ends[0]
-            writeFD = ends[1]
-        }
-
-        func signal() {
-            closed.withLock { closed in
-                guard !closed else { return }
-                var byte: UInt8 = 1
-                _ = write(writeFD, &byte, 1)
-            }
-        }
-
-        func close() {
-            closed.withLock { closed in
-                guard !closed else { return }
-                closed = true
-                Glibc.close(readFD)
-                Glibc.close(writeFD)
-            }
         }
     }
 }
