@@ -18,9 +18,9 @@ enum ToolRunner {
         }
     }
 
-    /// Blocks the calling thread: for the synchronous planning and overlay
-    /// code (the lab's overlays are made before QEMU starts, from synchronous
-    /// callers; the option probe runs while building argv).
+    /// Blocks the calling thread: only for the synchronous planner's option
+    /// probe (``RombarSpelling``, `qemu -device vfio-pci,help`, while argv is
+    /// built synchronously). Everything else awaits the async form.
     static func run(_ argv: [String]) -> Result<Outcome, LabPathError> {
         do {
             return .success(Outcome(try CapturedRun.runBlocking(argv)))

@@ -254,7 +254,7 @@ public struct LabController: Sendable {
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
             try runtime.writeLastLabFile(lab.file)
-            try makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk || options.overlays == .testRun)
+            try await makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk || options.overlays == .testRun)
             try runtime.writeLaunchSpec(spec)
             return (lab, spec, lock)
         } catch {
@@ -325,13 +325,13 @@ public struct LabController: Sendable {
 
     /// The guest disk overlay (kept across `up`s unless `fresh`: snapshots
     /// live in it) and the firmware variable store.
-    func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) throws {
+    func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) async throws {
         // QEMU creates the console log but not its directory (a guest with no disk has no overlay to make it).
         if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(LabPaths.directory(of: log), mode: 0o700) }
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
             if fresh || !FileSystem.entryExists(overlay) {
-                try DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
+                try await DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             } else {
                 try DiskOverlay.checkBase(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             }
@@ -339,11 +339,11 @@ public struct LabController: Sendable {
         for (id, overlay) in qemuRuntime.deviceDiskOverlays {
             guard let disk = lab.devices.compactMap(\.emulated).flatMap(\.disks).first(where: { $0.id == id }) else { continue }
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
-            try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
+            try await DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
         }
         if let vars = qemuRuntime.firmwareVars, fresh || !FileSystem.entryExists(vars) {
             try FileSystem.makeDirectory(LabPaths.directory(of: vars), mode: 0o700)
-            try FirmwareVariables.create(at: vars)
+            try await FirmwareVariables.create(at: vars)
         }
     }
 

@@ -45,8 +45,8 @@ public struct CapturedRun: Sendable {
         }
     }
 
-    /// The blocking form, for synchronous callers only (qemu-img from the
-    /// synchronous planning and overlay code): waits on the calling thread.
+    /// The blocking form, for synchronous callers only (the planner's QEMU
+    /// option probe, through ``ToolRunner``): waits on the calling thread.
     /// The pidfd makes the exit an event; the 20 ms `poll(2)` tick is kept only
     /// to notice the calling task's cancellation, which a synchronous caller
     /// cannot be told about any other way.
