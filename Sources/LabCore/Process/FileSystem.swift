@@ -179,6 +179,8 @@ public final class FileLock: Sendable {
             guard error == EWOULDBLOCK || error == EINTR, ContinuousClock.now < deadline else {
                 throw LabError.busy(directory.path(name))
             }
+            // A real retry delay: flock(2) has no descriptor to wait on, and a
+            // blocking flock could not honour the deadline or a removed lock file.
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
