@@ -39,16 +39,9 @@ struct ArgsCommand: ParsableCommand, JSONReporting {
             for missing in lab.missingFiles where missing.guest == nil || missing.guest == guest.name {
                 reportError("warning: " + missing.error.description)
             }
-            let environment = currentEnvironment()
-            let accel = AccelDecision.decide(lab.machineSettings(for: guest).accel)
-            var runtime = QEMURuntime.standard(
-                lab: lab, guest: guest,
-                runtimeDirectory: LabDirectories.runtimeRoot(environment: environment, uid: getuid()),
-                stateDirectory: LabDirectories.stateRoot(environment: environment), accel: accel)
-            if lab.devices.contains(where: { $0.passthrough?.rombar != nil }) {
-                runtime.rombar = RombarSpelling.probe(qemu: lab.qemu)
-            }
-            let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: runtime)
+            // The same planner as `up`: what is printed is what `up` runs.
+            let plan = try LabPlanner().plan(lab: lab, guest: guest.name)
+            let (commandLine, accel) = (plan.commandLine, plan.accel)
             reportError("# guest \(guest.name), accel \(accel)")
             if json {
                 try printJSONLine(.array(commandLine.argv.map { .string($0) }))

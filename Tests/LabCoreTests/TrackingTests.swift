@@ -126,7 +126,7 @@ struct TrackingTests {
             try FileManager.default.createDirectory(atPath: runtime.directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             chmod(env.runtimeRoot, 0o700)
             var record = LabRecord(
-                name: name, labFile: "", guest: "g", qemuPID: pid, supervisorPID: pid, foreground: false,
+                name: name, labFile: "/nonexistent.yaml", guest: "g", qemuPID: pid, supervisorPID: pid, foreground: false,
                 startedAt: wallClockSeconds(), accel: AccelDecision(.tcg, reason: "test"), consoleLog: nil,
                 devices: [], passthroughHosts: [], qemuLogOffset: 0)
             record.qemuStartTime = startTime
@@ -168,7 +168,7 @@ struct TrackingTests {
     static func states(_ fixture: DeviceLabFixture, _ lab: String) throws -> (record: String?, inQEMU: Bool) {
         let reply = try fixture.qlab("qmp", lab, "qom-list", #"{"path": "/machine/peripheral"}"#)
         let ids = try JSONValue.parse(reply.stdout).arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
-        let record = fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state
+        let record = fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state.rawValue
         return (record, ids.contains("scsi-am"))
     }
 

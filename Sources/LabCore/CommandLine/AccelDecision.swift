@@ -5,8 +5,8 @@ import Darwin
 #endif
 
 /// Which accelerator QEMU runs with, and why: what `up` and `status` report.
-public struct AccelDecision: Sendable, Hashable, CustomStringConvertible {
-    public enum Accelerator: String, Sendable, Hashable {
+public struct AccelDecision: Sendable, Hashable, CustomStringConvertible, Codable {
+    public enum Accelerator: String, Sendable, Hashable, Codable {
         case kvm, tcg
     }
 
@@ -20,6 +20,11 @@ public struct AccelDecision: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(accelerator.rawValue) (\(reason))" }
+
+    /// As records keep it: `{"accelerator": "tcg", "reason": "..."}`.
+    enum CodingKeys: String, CodingKey {
+        case accelerator, reason
+    }
 
     /// Decides `machine.accel`.
     ///

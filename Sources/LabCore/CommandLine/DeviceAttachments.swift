@@ -38,7 +38,7 @@ extension Lab {
             throw .lab(LabFileError(file: file, keyPath: "devices", message: message))
         }
         let plan: PlacementPlan
-        do { plan = try DevicePlacement.plan(devices: devices, machineType: machineSettings(for: guest).type) } catch { throw .lab(error) }
+        do { plan = try placement(for: guest) } catch { throw .lab(error) }
         guard let placement = plan.placement(of: device.name) else {
             throw .runtime("internal: no placement for \(device.name)")
         }

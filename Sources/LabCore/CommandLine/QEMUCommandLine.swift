@@ -37,12 +37,19 @@ public struct QEMUCommandLine: Sendable, Hashable {
     public static let maxSocketPathBytes = 107
 
     /// Builds the command line for `guest` (nil: the lab's first guest).
-    public static func build(lab: Lab, guest guestName: String?, runtime: QEMURuntime) throws(QEMUCommandLineError) -> QEMUCommandLine {
+    /// `placement`: the plan's placement (``LaunchPlan``), else computed here.
+    public static func build(
+        lab: Lab, guest guestName: String?, runtime: QEMURuntime, placement: PlacementPlan? = nil
+    ) throws(QEMUCommandLineError) -> QEMUCommandLine {
         let guest: LabGuest
         do { guest = try lab.selectGuest(guestName) } catch { throw .lab(error) }
         let machine = lab.machineSettings(for: guest)
         let plan: PlacementPlan
-        do { plan = try DevicePlacement.plan(devices: lab.devices, machineType: machine.type) } catch { throw .lab(error) }
+        if let placement {
+            plan = placement
+        } else {
+            do { plan = try lab.placement(for: guest) } catch { throw .lab(error) }
+        }
         let kvm = runtime.accel.accelerator == .kvm
 
         var args: [String] = []

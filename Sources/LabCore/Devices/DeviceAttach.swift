@@ -39,11 +39,11 @@ extension LabSession {
         do {
             for name in names { results.append(try await attachOne(name)) }
         } catch {
-            try? setDeviceStates(results.map { ($0.device, "hotplug") })
+            try? setDeviceStates(results.map { ($0.device, .hotplug) })
             throw error
         }
         let start = ContinuousClock.now
-        try setDeviceStates(results.map { ($0.device, "hotplug") })
+        try setDeviceStates(results.map { ($0.device, .hotplug) })
         if !results.isEmpty { results[results.count - 1].timings.record("record", since: start) }
         return results
     }
@@ -64,19 +64,18 @@ extension LabSession {
         var timings = StepTimings()
         let device = try labDevice(deviceName)
         let state = currentDeviceState(deviceName)
-        if state == "boot" || state == "hotplug" {
+        if let state, state.isAttached {
             // The record may be stale (a reset completed a pending unplug, or
             // someone used `qlab qmp`): ask QEMU before refusing.
             var start = ContinuousClock.now
             let present = try await peripheralIDs().contains(deviceName)
             timings.record("qom-list", since: start)
-            if present { throw DeviceError.alreadyAttached(device: deviceName, state: state ?? "") }
+            if present { throw DeviceError.alreadyAttached(device: deviceName, state: state.rawValue) }
             start = ContinuousClock.now
             await removeBlockNodes(of: device)
             timings.record("blockdev-del stale nodes", since: start)
         }
 
-        let guest = try self.guest
         var overlays: [String: String] = [:]
         var start = ContinuousClock.now
         for disk in device.emulated?.disks ?? [] where !disk.readonly {
@@ -93,16 +92,27 @@ extension LabSession {
         }
         if !overlays.isEmpty { timings.record("overlay", since: start) }
 
+        // The slot and option spellings planned at boot (the session's placement, the record's capabilities).
+        guard let placement = placement?.placement(of: deviceName) else {
+            for made in overlays.values { FileSystem.remove(made) }
+            throw DeviceError.qemuRefused(device: deviceName, command: "placement", message: "no slot planned", diagnoses: [])
+        }
+        // A passthrough card goes to the host device resolved when the lab was planned (`ids:` included).
+        var placed = device
+        if var passthrough = device.passthrough,
+            let planned = record.passthroughHosts.first(where: { $0.device == deviceName }).flatMap({ PCIAddress($0.host) })
+        {
+            passthrough.host = .address(planned)
+            placed.kind = .passthrough(passthrough)
+        }
         let attachment: DeviceAttachment
         do {
-            attachment = try lab.attachment(of: deviceName, for: guest, diskOverlays: overlays)
+            attachment = try placed.attachment(
+                placement: placement, diskOverlays: overlays, sysfsRoot: "/sys", rombar: record.capabilities.rombar)
         } catch {
             for made in overlays.values { FileSystem.remove(made) }
             throw error
         }
-        guard let placement = try? DevicePlacement.plan(devices: lab.devices, machineType: lab.machineSettings(for: guest).type)
-            .placement(of: deviceName)
-        else { throw DeviceError.qemuRefused(device: deviceName, command: "placement", message: "no slot planned", diagnoses: []) }
 
         var addedNodes: [String] = []
         var addedDevices: [String] = []
@@ -144,14 +154,14 @@ extension LabSession {
         return device
     }
 
-    /// The device's state in the lab record as it is on disk now ("boot", "hotplug", "detached"), nil when unknown.
-    public func currentDeviceState(_ name: String) -> String? {
-        (runtime.record ?? record).devices.first { $0.name == name }?.state
+    /// The device's state in the lab record now (``currentRecord``), nil when unknown.
+    public func currentDeviceState(_ name: String) -> DeviceState? {
+        currentRecord.devices.first { $0.name == name }?.state
     }
 
     /// Names of the lab's devices attached now, per the lab record, in lab order.
     public func attachedDevices() -> [String] {
-        lab.devices.map(\.name).filter { ["boot", "hotplug"].contains(currentDeviceState($0)) }
+        lab.devices.map(\.name).filter { currentDeviceState($0)?.isAttached ?? false }
     }
 
     /// `STATE/LAB/GUEST/hotplug/DISK-ID.qcow2`: the overlay of a hotplugged disk.

@@ -37,7 +37,7 @@ extension LabSession {
         var shared = StepTimings()
         let devices = try names.map { try labDevice($0) }
         var start = ContinuousClock.now
-        if names.contains(where: { !["boot", "hotplug"].contains(currentDeviceState($0)) }) {
+        if names.contains(where: { !(currentDeviceState($0)?.isAttached ?? false) }) {
             // The record may be stale; QEMU decides.
             let present = try await peripheralIDs()
             shared.record("qom-list", since: start)
@@ -140,7 +140,7 @@ extension LabSession {
                     unplugTime: unplugTimes[device.name] ?? .zero, removedOverlays: removed, timings: timings))
         }
         start = ContinuousClock.now
-        try setDeviceStates(names.map { ($0, "detached") })
+        try setDeviceStates(names.map { ($0, .detached) })
         results[results.count - 1].timings.record("record", since: start)
         return results
     }

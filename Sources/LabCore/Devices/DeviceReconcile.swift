@@ -12,16 +12,16 @@ extension LabSession {
     /// missing there is `detached`; one present that the record calls
     /// `detached` is `hotplug`. Returns the devices whose state changed.
     @discardableResult
-    public func reconcileDeviceStates() async throws -> [(device: String, from: String, to: String)] {
+    public func reconcileDeviceStates() async throws -> [(device: String, from: DeviceState, to: DeviceState)] {
         let present = try await peripheralIDs()
-        var changes: [(device: String, from: String, to: String)] = []
+        var changes: [(device: String, from: DeviceState, to: DeviceState)] = []
         for device in lab.devices {
-            let state = currentDeviceState(device.name) ?? "detached"
-            let attached = state == "boot" || state == "hotplug"
+            let state = currentDeviceState(device.name) ?? .detached
+            let attached = state.isAttached
             if attached && !present.contains(device.name) {
-                changes.append((device.name, state, "detached"))
+                changes.append((device.name, state, .detached))
             } else if !attached && present.contains(device.name) {
-                changes.append((device.name, state, "hotplug"))
+                changes.append((device.name, state, .hotplug))
             }
         }
         try setDeviceStates(changes.map { ($0.device, $0.to) })

@@ -2,16 +2,16 @@ extension LabSession {
     /// Sets several devices' states in the lab record with one write (the
     /// record is written atomically with an fsync, which the revert loop
     /// should pay once per step, not once per device).
-    func setDeviceStates(_ states: [(device: String, state: String)]) throws {
+    func setDeviceStates(_ states: [(device: String, state: DeviceState)]) throws {
         guard !states.isEmpty else { return }
-        guard var current = runtime.record else { throw LabError.notRunning(runtime.name) }
-        for (device, state) in states {
-            if let index = current.devices.firstIndex(where: { $0.name == device }) {
-                current.devices[index].state = state
-            } else {
-                current.devices.append((device, state))
+        try updateRecord { current in
+            for (device, state) in states {
+                if let index = current.devices.firstIndex(where: { $0.name == device }) {
+                    current.devices[index].state = state
+                } else {
+                    current.devices.append(RecordedDevice(name: device, state: state))
+                }
             }
         }
-        try runtime.writeRecord(current)
     }
 }

@@ -35,7 +35,7 @@ extension LabSession {
             for disk in device.emulated?.disks ?? [] { FileSystem.remove(hotplugOverlayPath(disk)) }
             completed.append(device.name)
         }
-        try setDeviceStates(completed.map { ($0, "detached") })
+        try setDeviceStates(completed.map { ($0, .detached) })
         return ResetResult(completedUnplugs: completed, timings: timings)
     }
 }

@@ -25,7 +25,7 @@ public enum GuestConnection {
         consoleOptions: GuestConsole.Options = GuestConsole.Options()
     ) async throws -> any GuestSession {
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
-        let guest = (try? Lab.load(path: record.labFile)).flatMap { try? $0.selectGuest(record.guest) }
+        let guest = (try? record.lab()).flatMap { try? $0.selectGuest(record.guest) }
         let shell = GuestAgent.shell(for: guest?.os ?? .linux)
         switch transport {
         case .agent:

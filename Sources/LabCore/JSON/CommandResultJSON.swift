@@ -27,7 +27,7 @@ extension LabRecord {
             "started_at": .timestamp(startedAt), "started_at_seconds": .seconds(startedAt),
             "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
             "console_log": consoleLog.map(JSONValue.string) ?? .null,
-            "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state)] }),
+            "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state.rawValue)] }),
         ]
     }
 }

@@ -34,6 +34,10 @@ public struct Lab: Sendable {
     /// Files the lab names that do not exist (yet). Not an error at load time
     /// unless asked for: `qlab args` prints a command line without images.
     public var missingFiles: [MissingFile]
+    /// The YAML text this lab was parsed from ("" for a lab made in code):
+    /// kept in the lab record, so a running lab is re-made from what it was
+    /// planned with, not from a file edited since.
+    public var source: String = ""
 
     public init(
         name: String, file: String, directory: String, qemu: String = Lab.defaultQEMU,
@@ -96,6 +100,12 @@ public struct Lab: Sendable {
     public func effectiveAttach(of device: LabDevice, for guest: LabGuest) -> Attach {
         if device.attach == .hotplug && !guest.profile.hotplug { return .boot }
         return device.attach
+    }
+
+    /// Where every device goes when the lab runs `guest` (``DevicePlacement``):
+    /// the one place placement is computed, for boot and hotplug alike.
+    public func placement(for guest: LabGuest) throws(LabFileError) -> PlacementPlan {
+        try DevicePlacement.plan(devices: devices, machineType: machineSettings(for: guest).type)
     }
 
     /// The devices the test loop plugs in for each run of `guest` (and unplugs after), in file order.

@@ -42,7 +42,9 @@ extension Lab {
             throw LabFileError(file: shownName, line: 1, column: 1, message: "the file is empty; a lab needs at least `name:` and `guests:` (see docs/lab-format.md)")
         }
         var loader = LabLoader(reader: YAMLReader(file: shownName), file: file)
-        return try loader.lab(YAMLReader.Field(node: node, path: "", keyNode: nil))
+        var lab = try loader.lab(YAMLReader.Field(node: node, path: "", keyNode: nil))
+        lab.source = text
+        return lab
     }
 
     /// Where a duplicated key appears the second time (Yams marks the mapping, not the key).

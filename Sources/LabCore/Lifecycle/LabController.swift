@@ -62,40 +62,18 @@ public struct LabController: Sendable {
         try plan(lab: lab, options: options).spec
     }
 
-    /// The launch spec and the file layout it uses (overlays to make).
-    func plan(lab: Lab, options: UpOptions) throws -> (spec: LaunchSpec, layout: QEMURuntime, guest: LabGuest) {
-        let guest = try lab.selectGuest(options.guest)
-        let runtime = self.runtime(lab.name)
-        let machine = lab.machineSettings(for: guest)
-        let accel = AccelDecision.decide(machine.accel, devRoot: hostRoots.devfs, sysRoot: hostRoots.sysfs)
-        var qemuRuntime = QEMURuntime.standard(
-            lab: lab, guest: guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot, accel: accel,
-            overlays: options.overlays)
-        qemuRuntime.startPaused = options.paused
-        qemuRuntime.sysfsRoot = hostRoots.sysfs
-        let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: qemuRuntime)
-        let devices = lab.devices.map { device in
-            (name: device.name, state: lab.effectiveAttach(of: device, for: guest) == .boot ? "boot" : "detached")
-        }
-        let hosts = lab.devices.compactMap { device -> (device: String, host: String)? in
-            guard let passthrough = device.passthrough else { return nil }
-            return (device.name, resolveHost(passthrough.host)?.description ?? passthrough.host.description)
-        }
-        let record = LabRecord(
-            name: lab.name, labFile: lab.file, guest: guest.name, qemuPID: 0, supervisorPID: 0, foreground: false,
-            startedAt: wallClockSeconds(), accel: accel, consoleLog: qemuRuntime.serialLog, devices: devices,
-            passthroughHosts: hosts, qemuLogOffset: 0,
-            consoleLogOffset: qemuRuntime.serialLog.flatMap(FileSystem.size) ?? 0)
-        let spec = LaunchSpec(argv: commandLine.argv, record: record, runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
-        return (spec, qemuRuntime, guest)
+    /// The planner `up` and `qlab args` share (``LabPlanner``): this controller's directories and host.
+    public var planner: LabPlanner {
+        let runtime = self.runtime("")
+        return LabPlanner(runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot, hostRoots: hostRoots, environment: environment)
     }
 
-    func resolveHost(_ selector: Passthrough.HostSelector) -> PCIAddress? {
-        switch selector {
-        case .address(let address): return address
-        case .ids(let vendor, let device):
-            return DeviceSelector.ids(vendor: vendor, device: device).resolve(in: Sysfs(roots: hostRoots)).first?.address
-        }
+    /// The launch plan and the spec the supervisor runs (the plan's argv and record).
+    func plan(lab: Lab, options: UpOptions) throws -> (spec: LaunchSpec, plan: LaunchPlan) {
+        let plan = try planner.plan(lab: lab, guest: options.guest, options: LabPlanner.Options(paused: options.paused, overlays: options.overlays))
+        let runtime = self.runtime(lab.name)
+        let spec = LaunchSpec(argv: plan.argv, record: plan.record(), runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
+        return (spec, plan)
     }
 
     /// `qlab up`: checks, overlays, then QEMU under a detached supervisor.
@@ -103,10 +81,15 @@ public struct LabController: Sendable {
     /// when this process dies or the task is cancelled during the launch
     /// (the supervisor watches an owner pipe until it is ready).
     public func up(labFile: String, options: UpOptions) async throws -> UpResult {
+        try await up(lab: try Lab.load(path: labFile), options: options)
+    }
+
+    /// `up` of a lab already read (``TestRunner`` boots the lab it planned its matrix from).
+    public func up(lab: Lab, options: UpOptions) async throws -> UpResult {
         let owner = try LabOwnership.makePipe()
         let ownership = LabOwnership(writeEnd: owner.write)
         defer { close(owner.read) }
-        let (lab, initialSpec, lock) = try await prepareLaunch(labFile: labFile, options: options, foreground: false)
+        let (initialSpec, lock) = try await prepareLaunch(lab: lab, options: options, foreground: false)
         var spec = initialSpec
         let runtime = self.runtime(lab.name)
 
@@ -210,7 +193,8 @@ public struct LabController: Sendable {
         labFile: String, options: UpOptions, stop: StopRequest? = nil, onReady: @Sendable (LabRecord) -> Void
     ) async throws -> ExitRecord {
         // The lock is dropped once prepared: other commands work on the lab while it runs.
-        let (lab, spec, _) = try await prepareLaunch(labFile: labFile, options: options, foreground: true)
+        let lab = try Lab.load(path: labFile)
+        let (spec, _) = try await prepareLaunch(lab: lab, options: options, foreground: true)
         let runtime = self.runtime(lab.name)
         let supervisor = Supervisor(spec: spec)
         let (readiness, child, client) = await supervisor.launch()
@@ -243,20 +227,19 @@ public struct LabController: Sendable {
     /// Everything before QEMU starts, under the lab's lock (returned held):
     /// load and check the lab, plan, refuse what must not start, make the
     /// directories, overlays and launch spec. On failure nothing is left.
-    func prepareLaunch(labFile: String, options: UpOptions, foreground: Bool) async throws -> (Lab, LaunchSpec, FileLock) {
-        let lab = try Lab.load(path: labFile)
+    func prepareLaunch(lab: Lab, options: UpOptions, foreground: Bool) async throws -> (LaunchSpec, FileLock) {
         try lab.checkFiles(guest: try lab.selectGuest(options.guest).name)
         let runtime = self.runtime(lab.name)
         let lock = try await runtime.takeLock()
         do {
-            var (spec, layout, guest) = try plan(lab: lab, options: options)
+            var (spec, plan) = try plan(lab: lab, options: options)
             spec.record.foreground = foreground
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
             try runtime.writeLastLabFile(lab.file)
-            try await makeOverlays(lab: lab, guest: guest, layout: layout, fresh: options.freshDisk || options.overlays == .testRun)
+            try await makeOverlays(lab: lab, guest: plan.guest, layout: plan.layout, fresh: options.freshDisk || options.overlays == .testRun)
             try runtime.writeLaunchSpec(spec)
-            return (lab, spec, lock)
+            return (spec, lock)
         } catch {
             abandon(runtime, lock)
             throw error
@@ -299,9 +282,9 @@ public struct LabController: Sendable {
         }
         for other in try LabRuntime.all(environment: environment) where other.name != lab.name {
             guard let record = other.record, other.liveQEMU(record) != nil else { continue }
-            for (device, host) in spec.record.passthroughHosts {
-                if record.passthroughHosts.contains(where: { $0.host == host }) {
-                    throw LabError.deviceInUse(device: device, host: host, otherLab: other.name)
+            for planned in spec.record.passthroughHosts {
+                if record.passthroughHosts.contains(where: { $0.host == planned.host }) {
+                    throw LabError.deviceInUse(device: planned.device, host: planned.host, otherLab: other.name)
                 }
             }
         }

@@ -261,7 +261,7 @@ public struct LabRuntime: Sendable {
     }
 }
 
-/// `lab.json`: what `up` started, for later commands.
+/// `lab.json`: what `up` started and decided, for later commands.
 public struct LabRecord: Sendable {
     public var name: String
     public var labFile: String
@@ -276,17 +276,25 @@ public struct LabRecord: Sendable {
     public var startedAt: Double
     public var accel: AccelDecision
     public var consoleLog: String?
-    /// Device name → how it is attached now ("boot", "hotplug", or "detached").
-    public var devices: [(name: String, state: String)]
+    /// Each lab device and how it is attached now.
+    public var devices: [RecordedDevice]
     /// Host PCI addresses of passthrough devices: for conflicts between labs.
-    public var passthroughHosts: [(device: String, host: String)]
+    public var passthroughHosts: [RecordedPassthrough]
     public var qemuLogOffset: Int
     /// The console log's size when QEMU started: this boot's console output begins there.
     public var consoleLogOffset: Int
+    /// The lab file's text as planned (``Lab/source``): later commands re-make
+    /// the running lab from it, never from the file as edited since. nil in
+    /// records written before qlab kept it.
+    public var labSource: String?
+    /// What the planner found this QEMU binary can do (hotplug spells options the same way).
+    public var capabilities = QEMUCapabilities()
+    /// The command line QEMU was started with (empty in older records).
+    public var argv: [String] = []
 
     public init(
         name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
-        startedAt: Double, accel: AccelDecision, consoleLog: String?, devices: [(name: String, state: String)],
+        startedAt: Double, accel: AccelDecision, consoleLog: String?, devices: [(name: String, state: DeviceState)],
         passthroughHosts: [(device: String, host: String)], qemuLogOffset: Int, consoleLogOffset: Int = 0
     ) {
         self.name = name
@@ -298,55 +306,97 @@ public struct LabRecord: Sendable {
         self.startedAt = startedAt
         self.accel = accel
         self.consoleLog = consoleLog
-        self.devices = devices
-        self.passthroughHosts = passthroughHosts
+        self.devices = devices.map { RecordedDevice(name: $0.name, state: $0.state) }
+        self.passthroughHosts = passthroughHosts.map { RecordedPassthrough(device: $0.device, host: $0.host) }
         self.qemuLogOffset = qemuLogOffset
         self.consoleLogOffset = consoleLogOffset
     }
 
+    /// The record as `lab.json` holds it (``JSONValueEncoder``; nil optionals as null).
     public var json: JSONValue {
-        .object([
-            "name": .string(name), "lab_file": .string(labFile), "guest": .string(guest),
-            "qemu_pid": JSONValue(qemuPID), "supervisor_pid": JSONValue(supervisorPID), "foreground": .bool(foreground),
-            "qemu_start_time": qemuStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
-            "supervisor_start_time": supervisorStartTime.map { JSONValue(Int64(clamping: $0)) } ?? .null,
-            "started_at": .double(startedAt),
-            "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
-            "console_log": consoleLog.map(JSONValue.string) ?? .null,
-            "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state)] }),
-            "passthrough": .array(passthroughHosts.map { ["device": .string($0.device), "host": .string($0.host)] }),
-            "qemu_log_offset": JSONValue(qemuLogOffset),
-            "console_log_offset": JSONValue(consoleLogOffset),
-        ])
+        (try? JSONValueEncoder().encode(self)) ?? .null
     }
 
+    /// The running lab as it was planned: parsed from ``labSource`` (paths
+    /// resolve against ``labFile``'s directory as when it was read); an older
+    /// record without it reads the lab file.
+    public func lab() throws(LabFileError) -> Lab {
+        guard let labSource else { return try Lab.load(path: labFile) }
+        return try Lab.parse(yaml: labSource, file: labFile)
+    }
+
+    /// A record read from `lab.json`; nil for one `up` did not write (see ``init(from:)``).
     public init?(_ json: JSONValue) {
-        guard let name = json["name"]?.stringValue, let qemuPID = json["qemu_pid"]?.intValue,
-            let accelName = json["accel"]?["accelerator"]?.stringValue,
-            let accelerator = AccelDecision.Accelerator(rawValue: accelName)
-        else { return nil }
+        guard let record = try? JSONValueDecoder().decode(LabRecord.self, from: json) else { return nil }
+        self = record
+    }
+}
+
+/// One device of ``LabRecord/devices``: `{"name": ..., "state": "boot"|"hotplug"|"detached"}`.
+public struct RecordedDevice: Sendable, Hashable, Codable {
+    public var name: String
+    public var state: DeviceState
+
+    public init(name: String, state: DeviceState) {
         self.name = name
-        self.labFile = json["lab_file"]?.stringValue ?? ""
-        self.guest = json["guest"]?.stringValue ?? ""
-        guard let pid = Int32(exactly: qemuPID) else { return nil }
-        self.qemuPID = pid
-        self.supervisorPID = Int32(clamping: json["supervisor_pid"]?.intValue ?? 0)
-        self.qemuStartTime = json["qemu_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
-        self.supervisorStartTime = json["supervisor_start_time"]?.intValue.flatMap { $0 >= 0 ? UInt64($0) : nil }
-        self.foreground = json["foreground"]?.boolValue ?? false
-        self.startedAt = json["started_at"]?.doubleValue ?? 0
-        self.accel = AccelDecision(accelerator, reason: json["accel"]?["reason"]?.stringValue ?? "")
-        self.consoleLog = json["console_log"]?.stringValue
-        self.devices = (json["devices"]?.arrayValue ?? []).compactMap { entry in
-            guard let name = entry["name"]?.stringValue, let state = entry["state"]?.stringValue else { return nil }
-            return (name, state)
+        self.state = state
+    }
+}
+
+/// One passthrough device of ``LabRecord/passthroughHosts``: `{"device": ..., "host": "0000:01:00.0"}`.
+public struct RecordedPassthrough: Sendable, Hashable, Codable {
+    public var device: String
+    public var host: String
+
+    public init(device: String, host: String) {
+        self.device = device
+        self.host = host
+    }
+}
+
+extension LabRecord: Codable {
+    enum CodingKeys: String, CodingKey {
+        case name, guest, foreground, accel, devices, argv
+        case labFile = "lab_file"
+        case qemuPID = "qemu_pid"
+        case supervisorPID = "supervisor_pid"
+        case qemuStartTime = "qemu_start_time"
+        case supervisorStartTime = "supervisor_start_time"
+        case startedAt = "started_at"
+        case consoleLog = "console_log"
+        case passthroughHosts = "passthrough"
+        case qemuLogOffset = "qemu_log_offset"
+        case consoleLogOffset = "console_log_offset"
+        case labSource = "lab_source"
+        case capabilities = "qemu_capabilities"
+    }
+
+    /// Name, lab file (not empty), guest, QEMU pid and accelerator are
+    /// required: a record without them is not one `up` wrote, and is refused
+    /// rather than read with defaults. Fields later versions added default.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        labFile = try c.decode(String.self, forKey: .labFile)
+        guard !labFile.isEmpty else {
+            throw DecodingError.dataCorruptedError(forKey: .labFile, in: c, debugDescription: "a lab record names its lab file")
         }
-        self.passthroughHosts = (json["passthrough"]?.arrayValue ?? []).compactMap { entry in
-            guard let device = entry["device"]?.stringValue, let host = entry["host"]?.stringValue else { return nil }
-            return (device, host)
-        }
-        self.qemuLogOffset = json["qemu_log_offset"]?.intValue ?? 0
-        self.consoleLogOffset = json["console_log_offset"]?.intValue ?? 0
+        guest = try c.decode(String.self, forKey: .guest)
+        qemuPID = try c.decode(Int32.self, forKey: .qemuPID)
+        accel = try c.decode(AccelDecision.self, forKey: .accel)
+        supervisorPID = try c.decodeIfPresent(Int32.self, forKey: .supervisorPID) ?? 0
+        qemuStartTime = try c.decodeIfPresent(UInt64.self, forKey: .qemuStartTime)
+        supervisorStartTime = try c.decodeIfPresent(UInt64.self, forKey: .supervisorStartTime)
+        foreground = try c.decodeIfPresent(Bool.self, forKey: .foreground) ?? false
+        startedAt = try c.decodeIfPresent(Double.self, forKey: .startedAt) ?? 0
+        consoleLog = try c.decodeIfPresent(String.self, forKey: .consoleLog)
+        devices = try c.decodeIfPresent([RecordedDevice].self, forKey: .devices) ?? []
+        passthroughHosts = try c.decodeIfPresent([RecordedPassthrough].self, forKey: .passthroughHosts) ?? []
+        qemuLogOffset = try c.decodeIfPresent(Int.self, forKey: .qemuLogOffset) ?? 0
+        consoleLogOffset = try c.decodeIfPresent(Int.self, forKey: .consoleLogOffset) ?? 0
+        labSource = try c.decodeIfPresent(String.self, forKey: .labSource)
+        capabilities = try c.decodeIfPresent(QEMUCapabilities.self, forKey: .capabilities) ?? QEMUCapabilities()
+        argv = try c.decodeIfPresent([String].self, forKey: .argv) ?? []
     }
 }
 
@@ -382,33 +432,14 @@ public struct ExitRecord: Sendable {
 
     public var exitDescription: String { exit?.description ?? "ended while unsupervised (status unknown)" }
 
+    /// The record as `last-exit.json` holds it (``JSONValueEncoder``, see ExitRecordCoding.swift).
     public var json: JSONValue {
-        var object: JSONObject = ["at": .double(at), "requested": .bool(requested)]
-        switch exit {
-        case .exited(let code): object["exit_code"] = JSONValue(code)
-        case .signaled(let signal):
-            object["signal"] = JSONValue(signal)
-            object["signal_name"] = .string(signalName(signal))
-        case nil: object["exit_code"] = .null
-        }
-        object["description"] = .string(exitDescription)
-        object["qemu_output"] = .string(qemuOutput)
-        object["diagnoses"] = .array(diagnoses.map(\.json))
-        return .object(object)
+        (try? JSONValueEncoder().encode(self)) ?? .null
     }
 
     public init?(_ json: JSONValue) {
-        if let signal = json["signal"]?.intValue {
-            exit = .signaled(Int32(clamping: signal))
-        } else if let code = json["exit_code"]?.intValue {
-            exit = .exited(Int32(clamping: code))
-        } else {
-            exit = nil
-        }
-        at = json["at"]?.doubleValue ?? 0
-        requested = json["requested"]?.boolValue ?? false
-        qemuOutput = json["qemu_output"]?.stringValue ?? ""
-        diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
+        guard let record = try? JSONValueDecoder().decode(ExitRecord.self, from: json) else { return nil }
+        self = record
     }
 }
 

@@ -1,6 +1,8 @@
 import QMP
+import Synchronization
 
-/// An open connection to a running lab: its lab file, record and the user
+/// An open connection to a running lab: its record, the lab as it was
+/// planned (from the record, not the lab file as edited since) and the user
 /// QMP monitor. Hotplug, snapshots, reset and test runs work through one
 /// session, because QEMU serves one client per QMP socket at a time.
 public final class LabSession: Sendable {
@@ -8,12 +10,20 @@ public final class LabSession: Sendable {
     public let lab: Lab
     public let record: LabRecord
     public let qmp: QMPClient
+    /// Where the lab's devices go (the boot placement, computed once): hotplug uses it.
+    public let placement: PlacementPlan?
+    /// The record as this session last read or wrote it. Device states are
+    /// read here, not from `lab.json` once per device: commands that change
+    /// them hold the lab's lock, so no one else writes it meanwhile.
+    private let current: Mutex<LabRecord>
 
     public init(runtime: LabRuntime, lab: Lab, record: LabRecord, qmp: QMPClient) {
         self.runtime = runtime
         self.lab = lab
         self.record = record
         self.qmp = qmp
+        self.current = Mutex(record)
+        self.placement = (try? lab.selectGuest(record.guest)).flatMap { try? lab.placement(for: $0) }
     }
 
     /// Opens a session on the running lab named `nameOrFile`.
@@ -32,14 +42,14 @@ public final class LabSession: Sendable {
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
             throw LabError.notRunning(runtime.name)
         }
-        let lab = try Lab.load(path: record.labFile)
+        let lab = try record.lab()
         let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: connectTimeout)
         let session = LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
         guard reconcilingDevices else { return session }
         // An earlier command killed half-way may have left the record behind QEMU.
         do {
-            guard try await !session.reconcileDeviceStates().isEmpty, let updated = runtime.record else { return session }
-            return LabSession(runtime: runtime, lab: lab, record: updated, qmp: qmp)
+            guard try await !session.reconcileDeviceStates().isEmpty else { return session }
+            return LabSession(runtime: runtime, lab: lab, record: session.currentRecord, qmp: qmp)
         } catch {
             qmp.close()
             throw error
@@ -51,12 +61,26 @@ public final class LabSession: Sendable {
         get throws { try lab.selectGuest(record.guest) }
     }
 
+    /// The lab record now (``record`` is as it was when the session opened).
+    public var currentRecord: LabRecord { current.withLock { $0 } }
+
+    /// Changes the record and replaces `lab.json` with it (atomically, in
+    /// the checked runtime dir); the session's copy changes only once written.
+    func updateRecord(_ change: (inout LabRecord) -> Void) throws {
+        try current.withLock { record in
+            var updated = record
+            change(&updated)
+            try runtime.writeRecord(updated)
+            record = updated
+        }
+    }
+
     public func close() {
         qmp.close()
     }
 
-    /// Updates one device's state in the lab record ("boot", "hotplug", "detached").
-    public func setDeviceState(_ device: String, _ state: String) throws {
+    /// Updates one device's state in the lab record.
+    public func setDeviceState(_ device: String, _ state: DeviceState) throws {
         try setDeviceStates([(device, state)])
     }
 }

@@ -175,7 +175,7 @@ public final class TestRunner: Sendable {
         }
         let up: LabController.UpResult
         do {
-            up = try await controller.up(labFile: labFile, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
+            up = try await controller.up(lab: lab, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
         } catch {
             await shutDown(nil)
             if Task.isCancelled { throw CancellationError() }
@@ -365,7 +365,7 @@ public final class TestRunner: Sendable {
                     let offset = booted.session.record.consoleLog.flatMap(FileSystem.size) ?? 0
                     // Hotplugged cards go first, so the next run gets fresh ones (and fresh
                     // disk overlays); the reset that completes their unplug is the reboot.
-                    let attached = hotplug.filter { booted.session.currentDeviceState($0) == "hotplug" }
+                    let attached = hotplug.filter { booted.session.currentDeviceState($0) == .hotplug }
                     if attached.isEmpty {
                         _ = try await booted.session.reset()
                     } else {

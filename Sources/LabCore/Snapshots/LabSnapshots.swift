@@ -175,7 +175,7 @@ extension LabSession {
 
     /// Unplugs every device qlab hotplugged (record state `hotplug`), together (one reset when resetting).
     func detachHotplugged(policy: UnplugPolicy, timings: inout StepTimings) async throws -> [DetachResult] {
-        let names = lab.devices.map(\.name).filter { currentDeviceState($0) == "hotplug" }
+        let names = lab.devices.map(\.name).filter { currentDeviceState($0) == .hotplug }
         let results = try await detach(devices: names, policy: policy)
         for result in results { timings.append(result.timings, prefix: "detach \(result.device): ") }
         return results
@@ -187,7 +187,7 @@ extension LabSession {
             for result in results { timings.append(result.timings, prefix: "attach \(result.device): ") }
             return results
         } catch {
-            let failed = devices.first { currentDeviceState($0) != "hotplug" } ?? devices.first ?? ""
+            let failed = devices.first { currentDeviceState($0) != .hotplug } ?? devices.first ?? ""
             throw SnapshotError.reattachFailed(operation: operation, tag: tag, device: failed, error: "\(error)")
         }
     }
@@ -210,7 +210,7 @@ extension LabSession {
         let reply = try await qmp.execute("query-named-block-nodes", arguments: arguments)
         // Disks of devices qlab hotplugged are not part of the VM's snapshots.
         let hotplugged = Set(
-            lab.devices.filter { currentDeviceState($0.name) == "hotplug" }.flatMap { $0.emulated?.disks ?? [] }.map(\.formatNodeName))
+            lab.devices.filter { currentDeviceState($0.name) == .hotplug }.flatMap { $0.emulated?.disks ?? [] }.map(\.formatNodeName))
         var nodes: [SnapshotNode] = []
         for node in reply.arrayValue ?? [] {
             guard node["drv"]?.stringValue == "qcow2", node["ro"]?.boolValue == false,

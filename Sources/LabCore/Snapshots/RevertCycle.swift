@@ -41,7 +41,6 @@ extension LabSession {
 
     /// The lab's devices attached with hotplug for the guest this lab runs, in lab order.
     public func hotplugDeviceNames() throws -> [String] {
-        let guest = try self.guest
-        return lab.devices.filter { lab.effectiveAttach(of: $0, for: guest) == .hotplug }.map(\.name)
+        try lab.hotplugDevices(for: guest).map(\.name)
     }
 }

@@ -25,7 +25,7 @@ struct HotplugTests {
                 let info = try DeviceLabFixture.run(["qemu-img", "info", "-U", overlay])
                 #expect(info.output.contains("backing file: \(DeviceLabFixture.scsiTarget)"), "\(info.output)")
                 #expect(try await session.blockNodeNames().isSuperset(of: ["scsi-am-disk0-fmt", "scsi-am-disk0-file"]))
-                #expect(session.currentDeviceState("scsi-am") == "hotplug")
+                #expect(session.currentDeviceState("scsi-am") == .hotplug)
 
                 await #expect(throws: DeviceError.self) { try await session.attach("scsi-am") }
                 do {
@@ -50,7 +50,7 @@ struct HotplugTests {
                 #expect(try await !session.pciIDs().contains("scsi-am"))
                 #expect(try await session.blockNodeNames().isDisjoint(with: ["scsi-am-disk0-fmt", "scsi-am-disk0-file"]))
                 #expect(!FileManager.default.fileExists(atPath: overlay))
-                #expect(session.currentDeviceState("scsi-am") == "detached")
+                #expect(session.currentDeviceState("scsi-am") == .detached)
                 await #expect(throws: DeviceError.self) { try await session.detach("scsi-am") }
 
                 // The same id again, on a fresh overlay.
@@ -65,7 +65,7 @@ struct HotplugTests {
                 let reset = try await session.reset()
                 #expect(reset.completedUnplugs == ["scsi-am"])
                 #expect(try await !session.pciIDs().contains("scsi-am"))
-                #expect(session.currentDeviceState("scsi-am") == "detached")
+                #expect(session.currentDeviceState("scsi-am") == .detached)
                 #expect(try await session.blockNodeNames().isDisjoint(with: ["scsi-am-disk0-fmt"]))
 
                 // Nodes left behind by an interrupted detach do not block the next attach.
@@ -96,13 +96,13 @@ struct HotplugTests {
                 } catch DeviceError.unplugTimedOut(let device, _) {
                     #expect(device == "scsi-am")
                 }
-                #expect(session.currentDeviceState("scsi-am") == "hotplug", "not detached before QEMU confirms it")
+                #expect(session.currentDeviceState("scsi-am") == .hotplug, "not detached before QEMU confirms it")
                 try await session.qmp.stop()
                 let stillThere = try await session.pciIDs().contains("scsi-am")
                 let reset = try await session.reset()
                 if stillThere { #expect(reset.completedUnplugs == ["scsi-am"]) }
                 #expect(try await !session.pciIDs().contains("scsi-am"))
-                #expect(session.currentDeviceState("scsi-am") == "detached")
+                #expect(session.currentDeviceState("scsi-am") == .detached)
 
                 // With the fallback: wait (here: not at all), then reset.
                 try await session.qmp.cont()

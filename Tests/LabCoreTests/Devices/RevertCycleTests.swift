@@ -47,7 +47,7 @@ struct RevertCycleTests {
                 #expect(try FileManager.default.contentsOfDirectory(atPath: hotplugDirectory) == ["scsi-am-disk0.qcow2"])
                 #expect(Self.size(guestOverlay) == overlaySize, "the guest overlay grew beyond the snapshot")
                 #expect(try await session.listSnapshots().map(\.tag) == ["ready"])
-                #expect(session.currentDeviceState("scsi-am") == "hotplug")
+                #expect(session.currentDeviceState("scsi-am") == .hotplug)
             }
         } catch {
             fixture.cleanUp()
@@ -114,7 +114,7 @@ struct RevertCycleTests {
                 #expect(!diagnoses.isEmpty, "no diagnosis for: \(message)")
             }
             #expect(try await !session.peripheralIDs().contains("card"))
-            #expect(session.currentDeviceState("card") == "detached")
+            #expect(session.currentDeviceState("card") == .detached)
         } catch {
             fixture.cleanUp()
             throw error

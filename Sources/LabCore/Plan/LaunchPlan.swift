@@ -1,0 +1,105 @@
+/// Everything decided for one launch of a lab, once: what `qlab args`
+/// prints, what `up` (and `up --foreground`, `run`) starts, and what hotplug
+/// places devices by. Made by ``LabPlanner``; its decisions are kept in the
+/// lab record (``LabRecord``) when QEMU starts, so later commands work from
+/// them instead of re-reading the lab file.
+public struct LaunchPlan: Sendable {
+    /// The lab as read when planning (later edits of its file do not reach a running lab).
+    public var lab: Lab
+    public var guest: LabGuest
+    public var machine: ResolvedMachine
+    /// The accelerator and why.
+    public var accel: AccelDecision
+    public var capabilities: QEMUCapabilities
+    /// Sockets, logs and overlays of this launch.
+    public var layout: QEMURuntime
+    /// The QEMU invocation (with the placement of every device).
+    public var commandLine: QEMUCommandLine
+    /// Each lab device's state when QEMU starts.
+    public var deviceStates: [(name: String, state: DeviceState)]
+    /// Host PCI addresses of passthrough devices (`ids:` resolved).
+    public var passthroughHosts: [(device: String, host: String)]
+
+    public var argv: [String] { commandLine.argv }
+    /// Where each device goes, at boot and at hotplug.
+    public var placement: PlacementPlan { commandLine.placement }
+
+    /// The record `up` starts from (pids are filled in by the supervisor).
+    public func record(foreground: Bool = false) -> LabRecord {
+        var record = LabRecord(
+            name: lab.name, labFile: lab.file, guest: guest.name, qemuPID: 0, supervisorPID: 0, foreground: foreground,
+            startedAt: wallClockSeconds(), accel: accel, consoleLog: layout.serialLog, devices: deviceStates,
+            passthroughHosts: passthroughHosts, qemuLogOffset: 0,
+            consoleLogOffset: layout.serialLog.flatMap(FileSystem.size) ?? 0)
+        record.labSource = lab.source.isEmpty ? nil : lab.source
+        record.capabilities = capabilities
+        record.argv = argv
+        return record
+    }
+}
+
+/// Makes ``LaunchPlan``s: the one place that resolves a lab for a launch.
+public struct LabPlanner: Sendable {
+    public var runtimeRoot: String
+    public var stateRoot: String
+    /// Where host devices are looked up (accelerator, `ids:`).
+    public var hostRoots: HostRoots
+    public var environment: [String: String]
+
+    public init(runtimeRoot: String, stateRoot: String, hostRoots: HostRoots = .live, environment: [String: String] = currentEnvironment()) {
+        self.runtimeRoot = runtimeRoot
+        self.stateRoot = stateRoot
+        self.hostRoots = hostRoots
+        self.environment = environment
+    }
+
+    /// The planner for the standard directories of `environment`.
+    public init(environment: [String: String] = currentEnvironment(), hostRoots: HostRoots = .live) {
+        let runtime = LabRuntime(name: "", environment: environment)
+        self.init(runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot, hostRoots: hostRoots, environment: environment)
+    }
+
+    public struct Options: Sendable, Hashable {
+        /// `-S`: start with the CPUs stopped.
+        public var paused = false
+        public var overlays: OverlaySet = .lab
+        public init(paused: Bool = false, overlays: OverlaySet = .lab) {
+            self.paused = paused
+            self.overlays = overlays
+        }
+    }
+
+    /// Plans the launch of `lab` with `guest` (nil: its first guest).
+    public func plan(lab: Lab, guest guestName: String?, options: Options = Options()) throws -> LaunchPlan {
+        let guest = try lab.selectGuest(guestName)
+        let machine = lab.machineSettings(for: guest)
+        let accel = AccelDecision.decide(machine.accel, devRoot: hostRoots.devfs, sysRoot: hostRoots.sysfs)
+        // The state root when it exists and is private (planning creates nothing).
+        let cacheDirectory = (try? PrivateDirectory.open(stateRoot, role: .state, create: false)) ?? nil
+        let capabilities = QEMUCapabilities.probe(for: lab, environment: environment, cache: cacheDirectory)
+        var layout = QEMURuntime.standard(
+            lab: lab, guest: guest, runtimeDirectory: runtimeRoot, stateDirectory: stateRoot, accel: accel, overlays: options.overlays)
+        layout.startPaused = options.paused
+        layout.sysfsRoot = hostRoots.sysfs
+        layout.rombar = capabilities.rombar
+        let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: layout, placement: try lab.placement(for: guest))
+        let states = lab.devices.map { device in
+            (name: device.name, state: lab.effectiveAttach(of: device, for: guest) == .boot ? DeviceState.boot : .detached)
+        }
+        let hosts = lab.devices.compactMap { device -> (device: String, host: String)? in
+            guard let passthrough = device.passthrough else { return nil }
+            return (device.name, resolveHost(passthrough.host)?.description ?? passthrough.host.description)
+        }
+        return LaunchPlan(
+            lab: lab, guest: guest, machine: machine, accel: accel, capabilities: capabilities, layout: layout,
+            commandLine: commandLine, deviceStates: states, passthroughHosts: hosts)
+    }
+
+    func resolveHost(_ selector: Passthrough.HostSelector) -> PCIAddress? {
+        switch selector {
+        case .address(let address): return address
+        case .ids(let vendor, let device):
+            return DeviceSelector.ids(vendor: vendor, device: device).resolve(in: Sysfs(roots: hostRoots)).first?.address
+        }
+    }
+}

@@ -1,0 +1,87 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+import Synchronization
+
+/// What qlab asked the QEMU binary it runs, where the answer changes the
+/// command line: asked of the binary itself, not inferred from its version.
+public struct QEMUCapabilities: Sendable, Hashable, Codable {
+    /// How this QEMU spells vfio-pci's `rombar`.
+    public var rombar: RombarSpelling
+
+    public init(rombar: RombarSpelling = .number) {
+        self.rombar = rombar
+    }
+
+    /// The capabilities `lab` needs of `qemu`, probed once per binary (cache
+    /// key: the resolved path, size and mtime, so a replaced binary is asked
+    /// again): kept in this process and, when given, in `cache`'s
+    /// `qemu-capabilities.json` (the state root: `qlab args` and `up` share
+    /// it). Only what a lab uses is asked: `rombar` only when a device sets
+    /// it (`-device vfio-pci,help` costs about 40 ms).
+    public static func probe(
+        for lab: Lab, environment: [String: String] = currentEnvironment(), cache directory: PrivateDirectory? = nil
+    ) -> QEMUCapabilities {
+        guard lab.devices.contains(where: { $0.passthrough?.rombar != nil }) else { return QEMUCapabilities() }
+        guard let binary = BinaryIdentity(lab.qemu, environment: environment) else {
+            return QEMUCapabilities(rombar: RombarSpelling.probe(qemu: lab.qemu))
+        }
+        if let known = cache.withLock({ $0[binary] }) { return known }
+        var stored = directory.flatMap { $0.readJSON(cacheFile) }.flatMap { try? JSONValueDecoder().decode(CacheFile.self, from: $0) }
+            ?? CacheFile(binaries: [])
+        if let known = stored.binaries.first(where: { $0.binary == binary })?.capabilities {
+            cache.withLock { $0[binary] = known }
+            return known
+        }
+        let probed = QEMUCapabilities(rombar: RombarSpelling.probe(qemu: binary.path))
+        cache.withLock { $0[binary] = probed }
+        if let directory {
+            stored.binaries = stored.binaries.filter { $0.binary.path != binary.path } + [CacheFile.Entry(binary: binary, capabilities: probed)]
+            if let json = try? JSONValueEncoder().encode(stored) { try? directory.writeJSON(cacheFile, json) }
+        }
+        return probed
+    }
+
+    static let cacheFile = "qemu-capabilities.json"
+    private static let cache = Mutex<[BinaryIdentity: QEMUCapabilities]>([:])
+
+    /// `qemu-capabilities.json`: one entry per binary path, replaced when the binary changes.
+    struct CacheFile: Codable {
+        struct Entry: Codable {
+            var binary: BinaryIdentity
+            var capabilities: QEMUCapabilities
+        }
+        var binaries: [Entry]
+    }
+
+    /// An executable as found (a path, or the first match on PATH) with its size and mtime (`stat(2)`).
+    struct BinaryIdentity: Hashable, Sendable, Codable {
+        enum CodingKeys: String, CodingKey {
+            case path, size
+            case modified = "mtime"
+            case modifiedNanoseconds = "mtime_nsec"
+        }
+
+        var path: String
+        var size: Int64
+        var modified: Int64
+        var modifiedNanoseconds: Int64
+
+        init?(_ executable: String, environment: [String: String]) {
+            let candidates = executable.contains("/")
+                ? [executable]
+                : (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map { String($0) + "/" + executable }
+            for candidate in candidates {
+                var info = stat()
+                guard stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 else { continue }
+                self.path = candidate
+                self.size = Int64(info.st_size)
+                self.modified = Int64(info.st_mtim.tv_sec)
+                self.modifiedNanoseconds = Int64(info.st_mtim.tv_nsec)
+                return
+            }
+            return nil
+        }
+    }
+}
