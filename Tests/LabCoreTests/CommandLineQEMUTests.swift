@@ -117,8 +117,9 @@ struct CommandLineQEMUTests {
         let qemu = try RunningQEMU(commandLine)
         defer { qemu.stop() }
         #expect(qemu.waitForSocket(fixture.runtime.qmpSocket), "QEMU did not start: \(qemu.errorText)")
-        #expect(FileManager.default.fileExists(atPath: fixture.runtime.serialSocket))
-        #expect(FileManager.default.fileExists(atPath: fixture.runtime.supervisorSocket!))
+        // QEMU makes its sockets one after another while it parses the command line.
+        #expect(qemu.waitForSocket(fixture.runtime.serialSocket))
+        #expect(qemu.waitForSocket(fixture.runtime.supervisorSocket!))
 
         let client = try await Self.connect(fixture.runtime.qmpSocket)
         defer { client.close() }
