@@ -12,7 +12,7 @@ struct HostRootOptions: ParsableArguments {
     var devfs: String = "/dev"
 
     func validate() throws {
-        for (flag, dir) in [("--sysfs", sysfs), ("--procfs", procfs), ("--devfs", devfs)] where !HostFiles.isDirectory(dir) {
+        for (flag, dir) in [("--sysfs", sysfs), ("--procfs", procfs), ("--devfs", devfs)] where !FileSystem.isDirectory(dir) {
             throw ValidationError("\(flag) \(dir): not a directory")
         }
     }

@@ -198,7 +198,7 @@ struct RemoveCommand: AsyncParsableCommand, JSONReporting {
             let runtime = try LabRuntime.locateExisting(lab)
             let removal = try await labController().remove(runtime.name)
             if json { return try printJSON(removal.json) }
-            print("lab \(removal.name) removed (\(ByteCount.format(UInt64(removal.bytes))) of state)")
+            print("lab \(removal.name) removed (\(ByteSize(bytes: UInt64(removal.bytes)).humanReadable) of state)")
         } catch {
             reportError("qlab rm: \(error)")
             throw exitCodeFor(error)

@@ -95,7 +95,7 @@ struct ConsoleCommand: AsyncParsableCommand {
     static func latestConsoleLog(_ runtime: LabRuntime) -> String? {
         (HostFiles.list(runtime.stateDirectory) ?? [])
             .map { runtime.stateDirectory + "/" + $0 + "/console.log" }
-            .filter(HostFiles.exists)
+            .filter(FileSystem.entryExists)
             .max { (FileSystem.size($0) ?? 0) < (FileSystem.size($1) ?? 0) }
     }
 }

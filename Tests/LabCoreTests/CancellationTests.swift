@@ -78,11 +78,11 @@ struct CancellationUnitTests {
         }
     }
 
-    @Test func hookTimeoutKillsItsProcessGroup() throws {
+    @Test func hookTimeoutKillsItsProcessGroup() async throws {
         let dir = "/tmp/qlab-hook-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let outcome = try HostHook.run(Self.groupHook(dir), directory: dir, environment: [:], timeout: .seconds(2))
+        let outcome = try await HostHook.run(Self.groupHook(dir), directory: dir, environment: [:], timeout: .seconds(2))
         #expect(outcome.timedOut && !outcome.succeeded)
         let pids = Self.pids(dir)
         #expect(pids.count == 2)
@@ -96,7 +96,7 @@ struct CancellationUnitTests {
         let dir = "/tmp/qlab-hook-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let hook = Task { try HostHook.run(Self.groupHook(dir), directory: dir, environment: [:], timeout: .seconds(600)) }
+        let hook = Task { try await HostHook.run(Self.groupHook(dir), directory: dir, environment: [:], timeout: .seconds(600)) }
         #expect(waitUntil(limit: .seconds(60)) { Self.pids(dir).count == 2 })
         hook.cancel()
         let outcome = try await hook.value

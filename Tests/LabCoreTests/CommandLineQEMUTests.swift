@@ -66,7 +66,7 @@ struct CommandLineQEMUTests {
     }
 
     /// The emulated lab with its images replaced by temp files in awkwardly named directories.
-    static func fixture(attachAtBoot: Bool) throws -> Fixture {
+    static func fixture(attachAtBoot: Bool) async throws -> Fixture {
         let dir = try LabTempDirectory("qemu")
         let images = dir.path + "/img dir,v=1"
         let run = dir.path + "/run dir,a=b"
@@ -102,23 +102,24 @@ struct CommandLineQEMUTests {
         }
         var runtime = QEMURuntime.standard(lab: lab, guest: guest, runtimeDirectory: run, stateDirectory: state, accel: AccelDecision(.tcg, reason: "test"))
         runtime.startPaused = true
-        try DiskOverlay.create(overlay: runtime.diskOverlay!, base: guest.disk!, baseFormat: "qcow2")
+        try await DiskOverlay.create(overlay: runtime.diskOverlay!, base: guest.disk!, baseFormat: "qcow2")
         for (_, overlay) in runtime.deviceDiskOverlays {
-            try DiskOverlay.create(overlay: overlay, base: target, baseFormat: "qcow2")
+            try await DiskOverlay.create(overlay: overlay, base: target, baseFormat: "qcow2")
         }
         return Fixture(dir: dir, lab: lab, runtime: runtime)
     }
 
     @Test func emulatedLabStartsAndTakesItsControllersByHotplug() async throws {
-        let fixture = try Self.fixture(attachAtBoot: false)
+        let fixture = try await Self.fixture(attachAtBoot: false)
         defer { fixture.dir.remove() }
         let commandLine = try QEMUCommandLine.build(lab: fixture.lab, guest: "linux", runtime: fixture.runtime)
         #expect(commandLine.arguments.contains("-S"))
         let qemu = try RunningQEMU(commandLine)
         defer { qemu.stop() }
         #expect(qemu.waitForSocket(fixture.runtime.qmpSocket), "QEMU did not start: \(qemu.errorText)")
-        #expect(FileManager.default.fileExists(atPath: fixture.runtime.serialSocket))
-        #expect(FileManager.default.fileExists(atPath: fixture.runtime.supervisorSocket!))
+        // QEMU makes its sockets one after another while it parses the command line.
+        #expect(qemu.waitForSocket(fixture.runtime.serialSocket))
+        #expect(qemu.waitForSocket(fixture.runtime.supervisorSocket!))
 
         let client = try await Self.connect(fixture.runtime.qmpSocket)
         defer { client.close() }
@@ -135,7 +136,7 @@ struct CommandLineQEMUTests {
             var overlays: [String: String] = [:]
             for disk in device.emulated?.disks ?? [] {
                 let overlay = fixture.dir.path + "/state dir,x=y/\(disk.id).qcow2"
-                try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
+                try await DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
                 overlays[disk.id] = overlay
             }
             let attachment = try fixture.lab.attachment(of: device.name, for: guest, diskOverlays: overlays)
@@ -168,7 +169,7 @@ struct CommandLineQEMUTests {
     }
 
     @Test func emulatedLabWithControllersAtBoot() async throws {
-        let fixture = try Self.fixture(attachAtBoot: true)
+        let fixture = try await Self.fixture(attachAtBoot: true)
         defer { fixture.dir.remove() }
         let commandLine = try QEMUCommandLine.build(lab: fixture.lab, guest: "linux", runtime: fixture.runtime)
         #expect(LabFixtures.value(after: "-device", in: commandLine.arguments).contains("am53c974,id=scsi-am,bus=qlab-pcibr0,addr=0x1"))
@@ -212,9 +213,9 @@ struct CommandLineQEMUTests {
         runtime.startPaused = true
         try FileManager.default.createDirectory(atPath: dir.path + "/run/" + lab.name, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: dir.path + "/state/\(lab.name)/g/disks", withIntermediateDirectories: true)
-        try DiskOverlay.create(overlay: runtime.diskOverlay!, base: guest.disk!, baseFormat: "qcow2")
-        for (_, overlay) in runtime.deviceDiskOverlays { try DiskOverlay.create(overlay: overlay, base: dir.path + "/target.qcow2", baseFormat: "qcow2") }
-        if let vars = runtime.firmwareVars { try FirmwareVariables.create(at: vars) }
+        try await DiskOverlay.create(overlay: runtime.diskOverlay!, base: guest.disk!, baseFormat: "qcow2")
+        for (_, overlay) in runtime.deviceDiskOverlays { try await DiskOverlay.create(overlay: overlay, base: dir.path + "/target.qcow2", baseFormat: "qcow2") }
+        if let vars = runtime.firmwareVars { try await FirmwareVariables.create(at: vars) }
         let commandLine = try QEMUCommandLine.build(lab: lab, guest: "g", runtime: runtime)
         let family = commandLine.placement.family
         #expect(family == (os == .dos ? .pc : .q35))

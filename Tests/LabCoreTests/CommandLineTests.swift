@@ -305,14 +305,14 @@ struct CommandLineTests {
 
     // MARK: Overlays (real qemu-img)
 
-    @Test func overlayIsCreatedAtomicallyOverTheBase() throws {
+    @Test func overlayIsCreatedAtomicallyOverTheBase() async throws {
         let dir = try LabTempDirectory("overlay")
         defer { dir.remove() }
         let base = dir.path + "/base dir,v=1/base.qcow2"
         try FileManager.default.createDirectory(atPath: dir.path + "/base dir,v=1", withIntermediateDirectories: true)
         #expect(try LabFixtures.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "16M"]).status == 0)
         let overlay = dir.path + "/disk.qcow2"
-        try DiskOverlay.create(overlay: overlay, base: base, baseFormat: "qcow2")
+        try await DiskOverlay.create(overlay: overlay, base: base, baseFormat: "qcow2")
         let info = try LabFixtures.run(["qemu-img", "info", "--output=json", overlay])
         #expect(info.status == 0)
         let json = try JSONValue.parse(info.output)
@@ -323,20 +323,20 @@ struct CommandLineTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["base dir,v=1", "disk.qcow2"])
 
         // A failure leaves nothing behind.
-        #expect(throws: ImageToolError.self) { try DiskOverlay.create(overlay: dir.path + "/x.qcow2", base: dir.path + "/missing.qcow2", baseFormat: "qcow2") }
-        #expect(throws: ImageToolError.self) { try DiskOverlay.create(overlay: dir.path + "/y.qcow2", base: base, baseFormat: "vmdk") }
+        await #expect(throws: ImageToolError.self) { try await DiskOverlay.create(overlay: dir.path + "/x.qcow2", base: dir.path + "/missing.qcow2", baseFormat: "qcow2") }
+        await #expect(throws: ImageToolError.self) { try await DiskOverlay.create(overlay: dir.path + "/y.qcow2", base: base, baseFormat: "vmdk") }
         #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["base dir,v=1", "disk.qcow2"])
     }
 
-    @Test func firmwareVariablesAreQcow2() throws {
+    @Test func firmwareVariablesAreQcow2() async throws {
         let dir = try LabTempDirectory("vars")
         defer { dir.remove() }
         let template = dir.path + "/VARS.fd"
         #expect(try LabFixtures.run(["qemu-img", "create", "-q", "-f", "raw", template, "128K"]).status == 0)
         let vars = dir.path + "/efivars.qcow2"
-        try FirmwareVariables.create(at: vars, template: template)
+        try await FirmwareVariables.create(at: vars, template: template)
         let head = try #require(FileManager.default.contents(atPath: vars)).prefix(4)
         #expect(Array(head) == [0x51, 0x46, 0x49, 0xFB])
-        #expect(throws: ImageToolError.self) { try FirmwareVariables.create(at: dir.path + "/v2.qcow2", template: dir.path + "/none.fd") }
+        await #expect(throws: ImageToolError.self) { try await FirmwareVariables.create(at: dir.path + "/v2.qcow2", template: dir.path + "/none.fd") }
     }
 }

@@ -19,24 +19,24 @@ public enum DiskOverlay {
     /// overlay under the real name. An existing overlay is replaced.
     public static func create(
         overlay: String, base: String, baseFormat: String, qemuImg: String = "qemu-img"
-    ) throws(ImageToolError) {
+    ) async throws(ImageToolError) {
         guard base.hasPrefix("/") else {
             throw ImageToolError(message: "the base image path must be absolute (qemu-img resolves relative backing files against the overlay's directory): \(base)")
         }
-        guard LabPaths.exists(base) else {
+        guard FileSystem.exists(base) else {
             throw ImageToolError(message: "base image \(base) does not exist")
         }
-        try atomically(overlay) { (temporary) throws(ImageToolError) in
-            try runImageTool([qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", baseFormat, temporary])
+        try await atomically(overlay) { (temporary) async throws(ImageToolError) in
+            try await runImageTool([qemuImg, "create", "-q", "-f", "qcow2", "-b", base, "-F", baseFormat, temporary])
         }
     }
 
     /// ``create(overlay:base:baseFormat:qemuImg:)`` for an overlay that is
     /// kept and reused (the guest disk's), recording the base's identity
     /// beside it (`OVERLAY.base`) for ``checkBase(overlay:base:baseFormat:)``.
-    public static func createKept(overlay: String, base: String, baseFormat: String, qemuImg: String = "qemu-img") throws(ImageToolError) {
+    public static func createKept(overlay: String, base: String, baseFormat: String, qemuImg: String = "qemu-img") async throws(ImageToolError) {
         let identity = try baseIdentity(base: base, format: baseFormat)
-        try create(overlay: overlay, base: base, baseFormat: baseFormat, qemuImg: qemuImg)
+        try await create(overlay: overlay, base: base, baseFormat: baseFormat, qemuImg: qemuImg)
         try writeBaseIdentity(identity, overlay: overlay)
     }
 
@@ -81,10 +81,10 @@ public enum DiskOverlay {
 
     /// Runs `body` to make `temporary` (an unpredictable name beside `path`,
     /// nothing there yet), then renames it to `path`; removes it on failure.
-    static func atomically(_ path: String, _ body: (String) throws(ImageToolError) -> Void) throws(ImageToolError) {
+    static func atomically(_ path: String, _ body: (String) async throws(ImageToolError) -> Void) async throws(ImageToolError) {
         let temporary = LabPaths.directory(of: path) + "/" + RandomName.temporary(for: LabPaths.baseName(path))
         do {
-            try body(temporary)
+            try await body(temporary)
         } catch {
             unlink(temporary)
             throw error
@@ -96,8 +96,9 @@ public enum DiskOverlay {
         }
     }
 
-    static func runImageTool(_ argv: [String]) throws(ImageToolError) {
-        switch ToolRunner.run(argv) {
+    /// Awaits the tool without holding a cooperative-pool thread.
+    static func runImageTool(_ argv: [String]) async throws(ImageToolError) {
+        switch await ToolRunner.run(argv) {
         case .failure(let error):
             throw ImageToolError(message: error.message)
         case .success(let outcome) where outcome.status != 0:
@@ -114,12 +115,12 @@ public enum FirmwareVariables {
     /// qcow2 because a raw pflash drive is writable but cannot hold snapshots,
     /// and QEMU then refuses every savevm ("Device 'pflash1' is writable but
     /// does not support snapshots").
-    public static func create(at path: String, template: String = OSProfile.ovmfVars, qemuImg: String = "qemu-img") throws(ImageToolError) {
-        guard LabPaths.exists(template) else {
+    public static func create(at path: String, template: String = OSProfile.ovmfVars, qemuImg: String = "qemu-img") async throws(ImageToolError) {
+        guard FileSystem.exists(template) else {
             throw ImageToolError(message: "UEFI variable template \(template) does not exist; install Debian's ovmf package or set firmware_vars:")
         }
-        try DiskOverlay.atomically(path) { (temporary) throws(ImageToolError) in
-            try DiskOverlay.runImageTool([qemuImg, "convert", "-q", "-f", "raw", "-O", "qcow2", template, temporary])
+        try await DiskOverlay.atomically(path) { (temporary) async throws(ImageToolError) in
+            try await DiskOverlay.runImageTool([qemuImg, "convert", "-q", "-f", "raw", "-O", "qcow2", template, temporary])
         }
     }
 }

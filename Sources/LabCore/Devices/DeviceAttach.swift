@@ -81,7 +81,7 @@ extension LabSession {
         for disk in device.emulated?.disks ?? [] where !disk.readonly {
             let path = hotplugOverlayPath(disk)
             do {
-                try FreshOverlay.create(
+                try await FreshOverlay.create(
                     overlay: path, base: disk.image, baseFormat: disk.format,
                     templateDirectory: overlayTemplateDirectory, name: disk.id)
             } catch {

@@ -129,7 +129,7 @@ extension LabSession {
             var removed: [String] = []
             for disk in device.emulated?.disks ?? [] {
                 let path = hotplugOverlayPath(disk)
-                if HostFiles.exists(path) {
+                if FileSystem.entryExists(path) {
                     FileSystem.remove(path)
                     removed.append(path)
                 }

@@ -18,26 +18,26 @@ public enum FreshOverlay {
     /// key live in `templateDirectory` as `NAME.qcow2`/`NAME.key`.
     public static func create(
         overlay: String, base: String, baseFormat: String, templateDirectory: String, name: String
-    ) throws(ImageToolError) {
+    ) async throws(ImageToolError) {
         let template = templateDirectory + "/" + name + ".qcow2"
         let keyPath = templateDirectory + "/" + name + ".key"
         let key = try templateKey(base: base, format: baseFormat)
-        if !HostFiles.exists(template) || readSmallFile(keyPath) != key {
+        if !FileSystem.entryExists(template) || readSmallFile(keyPath) != key {
             do { try FileSystem.makeDirectory(templateDirectory, mode: 0o700) } catch {
                 throw ImageToolError(message: "cannot create \(templateDirectory): \(error)")
             }
-            try DiskOverlay.create(overlay: template, base: base, baseFormat: baseFormat)
+            try await DiskOverlay.create(overlay: template, base: base, baseFormat: baseFormat)
             do { try FileSystem.writeAtomically(keyPath, Array(key.utf8)) } catch {
                 throw ImageToolError(message: "cannot write \(keyPath): \(error)")
             }
         }
         let directory = LabPaths.directory(of: overlay)
-        if !HostFiles.exists(directory) {
+        if !FileSystem.entryExists(directory) {
             do { try FileSystem.makeDirectory(directory, mode: 0o700) } catch {
                 throw ImageToolError(message: "cannot create \(directory): \(error)")
             }
         }
-        try DiskOverlay.atomically(overlay) { (temporary) throws(ImageToolError) in
+        try await DiskOverlay.atomically(overlay) { (temporary) throws(ImageToolError) in
             try copyFile(template, to: temporary)
         }
     }

@@ -263,6 +263,7 @@ public final class GuestAgent: GuestSession {
                 }
                 return result
             }
+            // A real backoff: the agent has no event for a guest-exec ending, only guest-exec-status.
             try await Task.sleep(for: min(pause, max(.zero, ContinuousClock.now.duration(to: deadline))))
             pause = min(pause * 2, pollInterval.maximum)
         }

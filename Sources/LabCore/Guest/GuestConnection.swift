@@ -23,14 +23,14 @@ public enum GuestConnection {
         let shell = GuestAgent.shell(for: guest?.os ?? .linux)
         switch transport {
         case .agent:
-            guard HostFiles.exists(runtime.agentSocketPath) else {
+            guard FileSystem.entryExists(runtime.agentSocketPath) else {
                 throw GuestError.connect("lab \(runtime.name) has no guest agent channel (\(runtime.agentSocketPath) does not exist); see docs/guest-interaction.md")
             }
             return try await GuestAgent.connect(path: runtime.agentSocketPath, shell: shell, timeout: max(agentTimeout, .seconds(10)))
         case .console:
             return try GuestConsole.connect(runtime: runtime, options: consoleOptions)
         case .auto:
-            if HostFiles.exists(runtime.agentSocketPath),
+            if FileSystem.entryExists(runtime.agentSocketPath),
                 let agent = try? await GuestAgent.connect(path: runtime.agentSocketPath, shell: shell, timeout: agentTimeout)
             {
                 return agent

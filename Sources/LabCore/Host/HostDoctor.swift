@@ -111,7 +111,7 @@ public struct HostDoctor {
 
     func vfioContainerNode() -> DoctorCheck {
         let path = roots.dev("vfio/vfio")
-        guard HostFiles.exists(path) else {
+        guard FileSystem.entryExists(path) else {
             return DoctorCheck("vfio-nodes", .fail, "\(path) does not exist", hint: "modprobe vfio (it creates /dev/vfio/vfio)")
         }
         guard HostFiles.canReadWrite(path) else {
@@ -126,14 +126,14 @@ public struct HostDoctor {
 
     func memlock(guestMemory: UInt64?) -> DoctorCheck {
         let limit = procfs.memlockLimit()
-        let limitText = limit.bytes.map { "\(ByteCount.format($0)) (\($0) bytes)" } ?? "unlimited"
+        let limitText = limit.bytes.map { "\(ByteSize(bytes: $0).humanReadable) (\($0) bytes)" } ?? "unlimited"
         let ipcLock = procfs.hasIPCLock()
         var detail = "memlock limit \(limitText) from \(limit.source)" + (ipcLock ? "; CAP_IPC_LOCK held" : "")
         guard let guestMemory else {
             return DoctorCheck("memlock", .skip, detail + "; no guest memory size given")
         }
-        detail += "; guest memory \(ByteCount.format(guestMemory))"
-        let hint = "vfio pins all guest RAM: raise the limit above \(ByteCount.format(guestMemory + Self.memlockOverhead)) (ulimit -l, or a line such as '<user> - memlock unlimited' in /etc/security/limits.d/qlab.conf), or run as root"
+        detail += "; guest memory \(ByteSize(bytes: guestMemory).humanReadable)"
+        let hint = "vfio pins all guest RAM: raise the limit above \(ByteSize(bytes: guestMemory + Self.memlockOverhead).humanReadable) (ulimit -l, or a line such as '<user> - memlock unlimited' in /etc/security/limits.d/qlab.conf), or run as root"
         if ipcLock || limit.bytes == nil { return DoctorCheck("memlock", .pass, detail) }
         let bytes = limit.bytes ?? 0
         if bytes < guestMemory { return DoctorCheck("memlock", .fail, detail, hint: hint) }
@@ -238,7 +238,7 @@ public struct HostDoctor {
     func groupNode(_ device: PCIDevice) -> DoctorCheck {
         guard let group = device.iommuGroup else { return DoctorCheck("vfio-nodes", .skip, "no IOMMU group") }
         let path = roots.dev("vfio/\(group)")
-        guard HostFiles.exists(path) else {
+        guard FileSystem.entryExists(path) else {
             if device.driver != "vfio-pci" {
                 return DoctorCheck("vfio-nodes", .skip, "\(path) does not exist yet; vfio creates it when the group is bound to vfio-pci")
             }
@@ -472,32 +472,16 @@ public struct HostDoctor {
         }
         let size = resource.end >= resource.start && resource.end != 0 ? resource.end - resource.start + 1 : 0
         if resource.start == 0 {
-            return DoctorCheck("rom", .warn, "expansion ROM BAR has no address assigned (resource line 6: start 0, size \(ByteCount.format(size)))",
+            return DoctorCheck("rom", .warn, "expansion ROM BAR has no address assigned (resource line 6: start 0, size \(ByteSize(bytes: size).humanReadable))",
                 hint: "QEMU may print 'Cannot read device rom at \(device.address)': use rombar=0 (or romfile=FILE with a dump of the card's BIOS) in the lab's passthrough options")
         }
-        return DoctorCheck("rom", .pass, "expansion ROM BAR at 0x\(String(resource.start, radix: 16)), \(ByteCount.format(size)); QEMU offers it to the guest (rombar=0 hides it, romfile= replaces it)")
+        return DoctorCheck("rom", .pass, "expansion ROM BAR at 0x\(String(resource.start, radix: 16)), \(ByteSize(bytes: size).humanReadable); QEMU offers it to the guest (rombar=0 hides it, romfile= replaces it)")
     }
 }
 
 extension Substring {
     func hostReplacing(_ target: Character, _ replacement: Character) -> String {
         String(map { $0 == target ? replacement : $0 })
-    }
-}
-
-/// Byte counts for people: 512 MiB, 8 MiB, 64 KiB.
-public enum ByteCount {
-    public static func format(_ bytes: UInt64) -> String {
-        let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
-        // The largest unit that divides exactly (2112 MiB, not 2.0 GiB), else one decimal.
-        for (size, name) in units where bytes >= size && bytes % size == 0 {
-            return "\(bytes / size) \(name)"
-        }
-        if let (size, name) = units.first(where: { bytes >= $0.0 }) {
-            let tenths = bytes * 10 / size
-            return "\(tenths / 10).\(tenths % 10) \(name)"
-        }
-        return "\(bytes) B"
     }
 }
 

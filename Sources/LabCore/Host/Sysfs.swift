@@ -31,7 +31,7 @@ public struct Sysfs: Sendable {
     /// Reads one function's attributes; `nil` when it is not in `bus/pci/devices`.
     public func device(_ address: PCIAddress) -> PCIDevice? {
         let dir = devicePath(address)
-        guard HostFiles.exists(dir) else { return nil }
+        guard FileSystem.entryExists(dir) else { return nil }
         func value(_ name: String) -> String? { HostFiles.readValue(dir + "/" + name) }
         func hex(_ name: String) -> UInt64? { value(name).flatMap { PCIDeviceIDs.hexValue($0) } }
 
@@ -65,7 +65,7 @@ public struct Sysfs: Sendable {
             irq: value("irq").flatMap { Int($0) },
             driver: HostFiles.linkName(dir + "/driver"),
             driverOverride: override, iommuGroup: group, resetMethods: resetMethods,
-            hasResetFile: HostFiles.exists(dir + "/reset"), hasROM: HostFiles.exists(dir + "/rom"),
+            hasResetFile: FileSystem.entryExists(dir + "/reset"), hasROM: FileSystem.entryExists(dir + "/rom"),
             romResource: romResource, enableCount: value("enable").flatMap { Int($0) },
             isBootVGA: value("boot_vga") == "1", config: config, devicePath: relative, upstream: upstream)
     }
@@ -93,12 +93,12 @@ public struct Sysfs: Sendable {
 
     /// Whether a module is loaded or built in with sysfs presence (`module/NAME`).
     public func hasModule(_ name: String) -> Bool {
-        HostFiles.exists(roots.sys("module/\(name)"))
+        FileSystem.entryExists(roots.sys("module/\(name)"))
     }
 
     /// Whether a PCI driver is registered (`bus/pci/drivers/NAME`).
     public func hasPCIDriver(_ name: String) -> Bool {
-        HostFiles.exists(roots.sys("bus/pci/drivers/\(name)"))
+        FileSystem.entryExists(roots.sys("bus/pci/drivers/\(name)"))
     }
 
     /// The module a PCI driver lives in (`bus/pci/drivers/NAME/module -> .../module/MOD`);

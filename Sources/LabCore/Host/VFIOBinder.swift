@@ -123,7 +123,7 @@ public struct VFIOBinder {
             if let record {
                 if let previous = record.previousDriver {
                     let bindPath = roots.sys("bus/pci/drivers/\(previous)/bind")
-                    if HostFiles.exists(bindPath) {
+                    if FileSystem.entryExists(bindPath) {
                         try writer.write(memberAddress.description, to: bindPath)
                     } else {
                         try writer.write(memberAddress.description, to: roots.sys("bus/pci/drivers_probe"))

@@ -382,7 +382,7 @@ struct LabLoader {
         if let kind = LabPaths.unusableFileKind(resolved) {
             throw reader.error(field, "\(resolved) is \(kind), not a file QEMU can boot or use as an image; give a regular file")
         }
-        if !LabPaths.exists(resolved) {
+        if !FileSystem.exists(resolved) {
             let hint = resolved.contains("/images/out/") ? " (build the images with images/build.sh)" : ""
             missing.append(
                 MissingFile(

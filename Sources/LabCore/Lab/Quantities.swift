@@ -37,6 +37,21 @@ public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible 
         return "\(bytes)B"
     }
 
+    /// The size for people: 512 MiB, 64 KiB, 1.5 KiB. The largest unit that
+    /// divides exactly (2112 MiB, not 2.1 GiB), else one decimal, truncated.
+    /// `description` stays the lab-file spelling (`512M`).
+    public var humanReadable: String {
+        let units: [(UInt64, String)] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+        for (size, name) in units where bytes >= size && bytes % size == 0 {
+            return "\(bytes / size) \(name)"
+        }
+        if let (size, name) = units.first(where: { bytes >= $0.0 }) {
+            let tenths = bytes * 10 / size
+            return "\(tenths / 10).\(tenths % 10) \(name)"
+        }
+        return "\(bytes) B"
+    }
+
     public static func < (a: ByteSize, b: ByteSize) -> Bool { a.bytes < b.bytes }
 }
 

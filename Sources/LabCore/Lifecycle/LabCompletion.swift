@@ -12,7 +12,7 @@ public enum LabCompletion {
             let path = directory + entry
             if entry.hasSuffix(".yaml") || entry.hasSuffix(".yml") {
                 candidates.append(path)
-            } else if HostFiles.isDirectory(path) {
+            } else if FileSystem.isDirectory(path) {
                 candidates.append(path + "/")
             }
         }

@@ -122,7 +122,7 @@ public struct LabController: Sendable {
             throw error
         }
         close(ends[1])
-        let message = Self.readLine(ends[0], timeout: .seconds(90))
+        let message = await Self.readLine(ends[0], timeout: .seconds(90))
         close(ends[0])
 
         if Task.isCancelled && !message.hasPrefix("ready") {
@@ -253,7 +253,7 @@ public struct LabController: Sendable {
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
             try runtime.writeLastLabFile(lab.file)
-            try makeOverlays(lab: lab, guest: plan.guest, layout: plan.layout, fresh: options.freshDisk || options.overlays == .testRun)
+            try await makeOverlays(lab: lab, guest: plan.guest, layout: plan.layout, fresh: options.freshDisk || options.overlays == .testRun)
             try runtime.writeLaunchSpec(spec)
             return (spec, lock)
         } catch {
@@ -324,13 +324,13 @@ public struct LabController: Sendable {
 
     /// The guest disk overlay (kept across `up`s unless `fresh`: snapshots
     /// live in it) and the firmware variable store.
-    func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) throws {
+    func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) async throws {
         // QEMU creates the console log but not its directory (a guest with no disk has no overlay to make it).
         if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(LabPaths.directory(of: log), mode: 0o700) }
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
-            if fresh || !HostFiles.exists(overlay) {
-                try DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
+            if fresh || !FileSystem.entryExists(overlay) {
+                try await DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             } else {
                 try DiskOverlay.checkBase(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             }
@@ -338,31 +338,36 @@ public struct LabController: Sendable {
         for (id, overlay) in qemuRuntime.deviceDiskOverlays {
             guard let disk = lab.devices.compactMap(\.emulated).flatMap(\.disks).first(where: { $0.id == id }) else { continue }
             try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
-            try DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
+            try await DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
         }
-        if let vars = qemuRuntime.firmwareVars, fresh || !HostFiles.exists(vars) {
+        if let vars = qemuRuntime.firmwareVars, fresh || !FileSystem.entryExists(vars) {
             try FileSystem.makeDirectory(LabPaths.directory(of: vars), mode: 0o700)
-            try FirmwareVariables.create(at: vars)
+            try await FirmwareVariables.create(at: vars)
         }
     }
 
-    /// Reads one line from `fd`, waiting at most `timeout`; "" on EOF or timeout.
-    static func readLine(_ fd: Int32, timeout: Duration) -> String {
-        var collected: [UInt8] = []
+    /// Reads one line from `fd`, waiting at most `timeout`; "" on EOF, timeout
+    /// or cancellation. The wait is `poll(2)` on `fd` and a cancel pipe on a
+    /// detached thread, so no cooperative-pool thread is held for up to 90 s.
+    static func readLine(_ fd: Int32, timeout: Duration) async -> String {
         let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = poll(&poller, 1, 100)
-            if ready < 0 && errno != EINTR { break }
-            if Task.isCancelled { break }
-            if ready <= 0 { continue }
-            var byte: UInt8 = 0
-            let n = read(fd, &byte, 1)
-            if n <= 0 { break }
-            if byte == 0x0A { break }
-            collected.append(byte)
+        let line = try? await OffPoolWait.run { cancelFD -> String in
+            var collected: [UInt8] = []
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
+            while ContinuousClock.now < deadline {
+                let ready = poll(&fds, 2, OffPoolWait.milliseconds(deadline - ContinuousClock.now))
+                if ready < 0 && errno != EINTR { break }
+                if fds[1].revents != 0 { break }
+                if fds[0].revents == 0 { continue }
+                var byte: UInt8 = 0
+                let n = read(fd, &byte, 1)
+                if n <= 0 { break }
+                if byte == 0x0A { break }
+                collected.append(byte)
+            }
+            return String(decoding: collected, as: UTF8.self)
         }
-        return String(decoding: collected, as: UTF8.self)
+        return line ?? ""
     }
 
     // MARK: down
@@ -392,7 +397,7 @@ public struct LabController: Sendable {
         // A stopped lab leaves no lock file behind.
         defer { lock.removeFile() }
         guard let record = runtime.record else {
-            let leftovers = HostFiles.exists(runtime.directory)
+            let leftovers = FileSystem.entryExists(runtime.directory)
             runtime.removeRuntimeFiles()
             return leftovers ? .cleanedUp : .notRunning
         }

@@ -33,7 +33,7 @@ extension LabRuntime {
         } catch LabError.unknownLab(let name, _) {
             throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: (try? knownNames(environment: environment)) ?? []))
         }
-        if isLabFile(nameOrFile) || HostFiles.exists(runtime.recordPath) || HostFiles.exists(runtime.stateDirectory) {
+        if isLabFile(nameOrFile) || FileSystem.entryExists(runtime.recordPath) || FileSystem.entryExists(runtime.stateDirectory) {
             return runtime
         }
         throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: (try? knownNames(environment: environment)) ?? []))

@@ -64,7 +64,7 @@ public struct NestedBench: Sendable {
         for guest in lab.guests { try lab.checkFiles(guest: guest.name) }
         for name in ["slot1", "slot2", "hotplug"] {
             let path = l2LabDirectory + "/" + name + ".yaml"
-            guard HostFiles.exists(path) else { throw BenchError.missingFile(path, what: "the level-2 lab") }
+            guard FileSystem.exists(path) else { throw BenchError.missingFile(path, what: "the level-2 lab") }
             _ = try Lab.load(path: path)
         }
         guard access(qlabExecutable, X_OK) == 0 else { throw BenchError.missingFile(qlabExecutable, what: "the qlab executable") }
@@ -84,7 +84,7 @@ public struct NestedBench: Sendable {
         _ = try controller.runtime(lab.name).labStateDirectory(create: true)
         var path = controller.runtime(lab.name).stateDirectory + "/nested-runs/" + stamp
         var suffix = 1
-        while HostFiles.exists(path) {
+        while FileSystem.entryExists(path) {
             suffix += 1
             path = controller.runtime(lab.name).stateDirectory + "/nested-runs/" + stamp + "-\(suffix)"
         }

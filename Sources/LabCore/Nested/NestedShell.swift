@@ -74,6 +74,7 @@ public final class NestedShell {
             }
             steps.removeLast()
             attempt += 1
+            // A real delay between attempts: the guest's firmware state has no event to wait on.
             try await Task.sleep(for: pause)
         }
     }

@@ -196,7 +196,7 @@ public struct TestReport: Sendable {
     }
 
     public init(path: String) throws {
-        guard HostFiles.exists(path) else { throw ReadError.noSuchFile(path) }
+        guard FileSystem.exists(path) else { throw ReadError.noSuchFile(path) }
         guard let json = FileSystem.readJSON(path) else { throw ReadError.unreadable(path) }
         guard let lab = json["lab"]?.stringValue, let results = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
         // Reports before 0.x carried `started_at` as Unix seconds.

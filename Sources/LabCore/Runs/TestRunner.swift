@@ -201,7 +201,7 @@ public final class TestRunner: Sendable {
                 throw error
             }
             var commands: any GuestSession = console
-            if options.transport != .console, HostFiles.exists(up.runtime.agentSocketPath),
+            if options.transport != .console, FileSystem.entryExists(up.runtime.agentSocketPath),
                 let agent = try? await GuestConnection.open(runtime: up.runtime, transport: .agent)
             {
                 commands = agent
@@ -298,7 +298,7 @@ public final class TestRunner: Sendable {
         do {
             if let hook = lab.hooks.beforeEach {
                 let outcome = try await step("before_each") {
-                    try HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
+                    try await HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
                 }
                 if Task.isCancelled { return (cancelled(), false) }
                 if !outcome.succeeded {
@@ -322,7 +322,7 @@ public final class TestRunner: Sendable {
                 var env = environment
                 env["QLAB_RESULT"] = final.outcome.rawValue
                 let outcome = try await step("after_each") {
-                    try HostHook.run(hook, directory: lab.directory, environment: env, timeout: lab.hooks.timeout)
+                    try await HostHook.run(hook, directory: lab.directory, environment: env, timeout: lab.hooks.timeout)
                 }
                 final.steps = steps
                 if outcome.cancelled {

@@ -48,18 +48,6 @@ public enum HostFiles {
         return String(cString: resolved)
     }
 
-    /// Whether anything (file, directory, dangling link) exists at the path: `lstat(2)`.
-    public static func exists(_ path: String) -> Bool {
-        var info = stat()
-        return lstat(path, &info) == 0
-    }
-
-    /// Whether the path (after links) is a directory: `stat(2)`.
-    public static func isDirectory(_ path: String) -> Bool {
-        var info = stat()
-        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
-    }
-
     /// The names in a directory, sorted, without `.` and `..`: `opendir(3)`/`readdir(3)`.
     /// `nil` when the directory cannot be opened.
     public static func list(_ path: String) -> [String]? {

@@ -40,12 +40,6 @@ package enum LabPaths {
         return n < 0 ? nil : Array(buffer[0..<n])
     }
 
-    /// `stat` succeeds.
-    package static func exists(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0
-    }
-
     /// What `path` is when it exists and is not a regular file or a block
     /// device ("a directory", "a FIFO", ...), from `stat`; nil otherwise.
     package static func unusableFileKind(_ path: String) -> String? {
@@ -59,11 +53,6 @@ package enum LabPaths {
         case S_IFSOCK: return "a socket"
         default: return "not a regular file"
         }
-    }
-
-    package static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// `getcwd`.

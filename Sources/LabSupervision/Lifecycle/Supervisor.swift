@@ -145,7 +145,7 @@ public final class Supervisor: Sendable {
                 finish(exitRecord)
                 return (.failed(exitRecord), nil, nil)
             }
-            if HostFiles.exists(runtime.supervisorSocketPath),
+            if FileSystem.entryExists(runtime.supervisorSocketPath),
                 let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
             {
                 return (.ready(qemuPID: child.pid), child, client)

@@ -133,9 +133,32 @@ public struct ChildProcess: Sendable {
         return result == pid ? ProcessExit(waitStatus: status) : nil
     }
 
-    /// Waits at most `timeout` for the child, polling; nil if it still runs
-    /// (or the task is cancelled).
+    /// Waits at most `timeout` for the child; nil if it still runs (or the
+    /// task is cancelled). The exit is an event: `poll(2)` on the child's pidfd
+    /// (and the cancel pipe) on a detached thread, off the cooperative pool.
     public func wait(timeout: Duration) async -> ProcessExit? {
+        if let exit = poll() { return exit }
+        let pid = pid
+        let pidfd = ProcessDescriptor.open(pid)
+        guard pidfd >= 0 else { return await pollingWait(timeout: timeout) }
+        defer { close(pidfd) }
+        let deadline = ContinuousClock.now + timeout
+        let waited = try? await OffPoolWait.run { cancelFD in
+            var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
+            while ContinuousClock.now < deadline {
+                let ready = Glibc.poll(&fds, 2, OffPoolWait.milliseconds(deadline - ContinuousClock.now))
+                if ready < 0 && errno != EINTR { break }
+                if fds[0].revents != 0 || fds[1].revents != 0 { break }
+            }
+        }
+        // The thread could not be started: wait the old way.
+        if waited == nil { return await pollingWait(timeout: max(.zero, deadline - ContinuousClock.now)) }
+        return poll()
+    }
+
+    /// Waits by polling `waitpid` every 5 ms: only where no pidfd can be had
+    /// (a libc without `pidfd_open`, a kernel before 5.3).
+    private func pollingWait(timeout: Duration) async -> ProcessExit? {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline && !Task.isCancelled {
             if let exit = poll() { return exit }
@@ -199,9 +222,28 @@ public enum ProcessTable {
     }
 
     /// Waits until `pid` is gone (for processes that are not our children);
-    /// stops waiting early (false) once `hurry` says so.
-    public static func waitGone(_ pid: pid_t, timeout: Duration, unless hurry: @Sendable () -> Bool = { false }) async -> Bool {
+    /// stops waiting early (false) once `hurry` says so. The exit is an event
+    /// (`poll(2)` on a pidfd, on a detached thread off the cooperative pool);
+    /// a 50 ms tick remains only to ask `hurry`, which has no descriptor.
+    /// Task cancellation does not end the wait: teardown after a signal runs
+    /// in a cancelled task and still has to see the process gone.
+    public static func waitGone(_ pid: pid_t, timeout: Duration, unless hurry: @escaping @Sendable () -> Bool = { false }) async -> Bool {
         let deadline = ContinuousClock.now + timeout
+        if !isRunning(pid) { return true }
+        let pidfd = ProcessDescriptor.open(pid)
+        if pidfd >= 0 {
+            defer { close(pidfd) }
+            let waited: Void? = try? await OffPoolWait.run { _ in
+                var poller = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+                while ContinuousClock.now < deadline && !hurry() {
+                    let ready = poll(&poller, 1, min(50, OffPoolWait.milliseconds(deadline - ContinuousClock.now)))
+                    if ready < 0 && errno != EINTR { return }
+                    if poller.revents != 0 { return }
+                }
+            }
+            if waited != nil { return !isRunning(pid) }
+        }
+        // No pidfd (older kernel or libc) or no thread: poll the process table.
         while ContinuousClock.now < deadline && !hurry() {
             if !isRunning(pid) { return true }
             try? await Task.sleep(for: .milliseconds(10))

@@ -106,6 +106,27 @@ public enum FileSystem {
         unlink(path)
     }
 
+    /// Whether `path` names something once symbolic links are followed: `stat(2)`.
+    /// A dangling link does not exist; use this before opening or reading a path.
+    public static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0
+    }
+
+    /// Whether there is a directory entry at `path` itself (file, directory, or
+    /// any link, dangling or not): `lstat(2)`. Use this where the name is what
+    /// matters (sysfs attributes and links, sockets, leftovers to remove).
+    public static func entryExists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    /// Whether the path (after links) is a directory: `stat(2)`.
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
     /// Size in bytes, or nil when missing.
     public static func size(_ path: String) -> Int? {
         var st = stat()
@@ -158,6 +179,8 @@ public final class FileLock: Sendable {
             guard error == EWOULDBLOCK || error == EINTR, ContinuousClock.now < deadline else {
                 throw LabError.busy(directory.path(name))
             }
+            // A real retry delay: flock(2) has no descriptor to wait on, and a
+            // blocking flock could not honour the deadline or a removed lock file.
             try? await Task.sleep(for: .milliseconds(20))
         }
     }

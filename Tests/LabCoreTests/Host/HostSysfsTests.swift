@@ -103,10 +103,10 @@ import QMP
         #expect(ByteSize(parsing: "4GiB")?.bytes == 4 << 30)
         #expect(ByteSize(parsing: "lots") == nil)
         #expect(ByteSize(parsing: "1.5G")?.bytes == 3 << 29)  // the lab file's spelling works for --memory too
-        #expect(ByteCount.format(512 << 20) == "512 MiB")
-        #expect(ByteCount.format((2 << 30) + (64 << 20)) == "2112 MiB")
-        #expect(ByteCount.format(1536) == "1.5 KiB")
-        #expect(ByteCount.format(1000) == "1000 B")
+        #expect(ByteSize(bytes: 512 << 20).humanReadable == "512 MiB")
+        #expect(ByteSize(bytes: (2 << 30) + (64 << 20)).humanReadable == "2112 MiB")
+        #expect(ByteSize(bytes: 1536).humanReadable == "1.5 KiB")
+        #expect(ByteSize(bytes: 1000).humanReadable == "1000 B")
     }
 
     @Test func readsProcessLimitsAndRoutes() throws {
@@ -129,7 +129,7 @@ import QMP
 /// Read-only checks against this machine's kernel, to keep the fixtures honest:
 /// the readers must understand the real layout the trees imitate. Nothing is written.
 @Suite struct HostLiveReadTests {
-    @Test(.enabled(if: HostFiles.exists("/proc/interrupts"))) func parsesThisKernelsProcInterrupts() throws {
+    @Test(.enabled(if: FileSystem.entryExists("/proc/interrupts"))) func parsesThisKernelsProcInterrupts() throws {
         let table = try #require(Procfs(roots: .live).interrupts())
         #expect(!table.cpus.isEmpty)
         let numbered = table.lines.filter { $0.irq != nil }
