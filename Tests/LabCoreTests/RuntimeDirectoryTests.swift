@@ -327,29 +327,10 @@ struct RuntimeDirectoryTests {
 extension QLabTestEnvironment {
     /// Runs `qlab ARGS` with another environment.
     func qlab(environment: [String: String], _ arguments: String...) throws -> Result {
-        try qlab(environment: environment, arguments)
+        try qlab(arguments, environment: environment)
     }
 
     func qlab(environment: [String: String], _ arguments: [String]) throws -> Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.qlabExecutable)
-        process.arguments = arguments
-        process.environment = environment
-        let out = Pipe()
-        let err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        nonisolated(unsafe) var outData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            outData = out.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.wait()
-        process.waitUntilExit()
-        return Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+        try qlab(arguments, environment: environment)
     }
 }

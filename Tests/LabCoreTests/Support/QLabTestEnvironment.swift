@@ -95,11 +95,12 @@ class QLabTestEnvironment: @unchecked Sendable {
         try qlab(arguments)
     }
 
-    func qlab(_ arguments: [String]) throws -> Result {
+    /// Runs `qlab ARGS` to completion, with `environment` instead of this test's (a shared directory, another root).
+    func qlab(_ arguments: [String], environment: [String: String]? = nil) throws -> Result {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.qlabExecutable)
         process.arguments = arguments
-        process.environment = environment
+        process.environment = environment ?? self.environment
         let out = Pipe()
         let err = Pipe()
         process.standardOutput = out
