@@ -38,17 +38,9 @@ struct DiagnoseCommand: ParsableCommand, JSONReporting {
             throw ExitCode(2)
         }
         defer { if fd != 0 { close(fd) } }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
-                throw ExitCode(2)
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: buffer[0..<n])
+        guard let bytes = FileSystem.readAll(fd, limit: 256 << 20) else {
+            reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
+            throw ExitCode(2)
         }
         let diagnoses = Diagnoser.diagnose(String(decoding: bytes, as: UTF8.self))
         if json {

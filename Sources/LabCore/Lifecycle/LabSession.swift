@@ -16,6 +16,18 @@ public final class LabSession: Sendable {
     /// read here, not from `lab.json` once per device: commands that change
     /// them hold the lab's lock, so no one else writes it meanwhile.
     private let current: Mutex<LabRecord>
+    /// Whether snapshot jobs an earlier, killed command left behind were
+    /// settled: once per session is enough, since this session's own jobs
+    /// are always awaited and dismissed (the revert loop pays it once).
+    private let earlierJobsSettled = Mutex(false)
+
+    /// True the first time it is asked, false after.
+    func claimFirstSnapshotJob() -> Bool {
+        earlierJobsSettled.withLock { settled in
+            defer { settled = true }
+            return !settled
+        }
+    }
 
     public init(runtime: LabRuntime, lab: Lab, record: LabRecord, qmp: QMPClient) {
         self.runtime = runtime

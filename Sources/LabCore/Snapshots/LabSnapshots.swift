@@ -294,7 +294,7 @@ extension LabSession {
     /// `snapshot-save|load|delete` with a fresh job id; waits for the job to
     /// conclude, reads its error from `query-jobs`, dismisses it. Returns the error, nil on success.
     func runJob(_ operation: SnapshotOperation, tag: String, vmstate: String, devices: [String], timeout: Duration) async throws -> String? {
-        try await settleEarlierSnapshotJobs(timeout: timeout)
+        if claimFirstSnapshotJob() { try await settleEarlierSnapshotJobs(timeout: timeout) }
         let jobID = "qlab-\(operation.rawValue)-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         var arguments: JSONObject = ["job-id": .string(jobID), "tag": .string(tag), "devices": .array(devices.map(JSONValue.string))]
         if operation != .delete { arguments["vmstate"] = .string(vmstate) }

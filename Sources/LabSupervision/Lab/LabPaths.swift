@@ -11,18 +11,8 @@ package enum LabPaths {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { return .failure(LabPathError(errno: errno)) }
         defer { close(fd) }
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return .failure(LabPathError(errno: errno))
-            }
-            if n == 0 { break }
-            bytes.append(contentsOf: buffer[0..<n])
-            if bytes.count > 16 << 20 { return .failure(LabPathError(message: "larger than 16 MiB; not a lab file")) }
-        }
+        guard let bytes = FileSystem.readAll(fd, limit: (16 << 20) + 1) else { return .failure(LabPathError(errno: errno)) }
+        if bytes.count > 16 << 20 { return .failure(LabPathError(message: "larger than 16 MiB; not a lab file")) }
         return .success(String(decoding: bytes, as: UTF8.self))
     }
 

@@ -65,7 +65,7 @@ public enum FileSystem {
     }
 
     /// `read(2)` until end of file or `limit` bytes; nil on a read error.
-    static func readAll(_ fd: Int32, limit: Int) -> [UInt8]? {
+    package static func readAll(_ fd: Int32, limit: Int) -> [UInt8]? {
         var result: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
         while result.count < limit {
