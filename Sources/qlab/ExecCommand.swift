@@ -88,18 +88,11 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting {
             // The command got what was left of the budget; the user's limit is what to report.
             reportError("qlab exec: \(GuestError.commandTimeout(command: text, seconds: limit.inSeconds, recovered: recovered, consoleTail: tail))")
             throw ExitCode(ExitStatus.timeout.rawValue)
-        } catch let error as GuestError where error.isTimeout {
-            reportError("qlab exec: \(error)")
-            throw ExitCode(124)
-        } catch let error as LabError {
-            reportError("qlab exec: \(error)")
-            throw ExitCode(error.exitStatus.rawValue)
-        } catch let error as LabFileError {
-            reportError("qlab exec: \(error)")
-            throw ExitCode(ExitStatus.usage.rawValue)
         } catch {
             reportError("qlab exec: \(error)")
-            throw ExitCode(125)
+            // The table's codes, but 125 where others say 1: 1 would read as the command's own status.
+            let code = exitCodeFor(error)
+            throw code.rawValue == ExitStatus.failed.rawValue ? ExitCode(125) : code
         }
         if json {
             try printJSON(result.json)
