@@ -17,6 +17,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
     @Option(help: "Run the K-th of N parts of the matrix, e.g. 2/4.") var shard: String?
     @Option(help: ArgumentHelp("Write a JUnit XML report to FILE.", valueName: "FILE")) var junit: String?
     @Option(help: ArgumentHelp("Write the JSON report to FILE.", valueName: "FILE")) var jsonReport: String?
+    @Option(help: ArgumentHelp("Write the HTML report (one self-contained page) to FILE.", valueName: "FILE")) var html: String?
     @Flag(help: "Print the JSON report on stdout (progress and the summary go to stderr).") var json = false
     @Option(help: "How to run commands in the guest: auto, console or agent.") var transport = "auto"
 
@@ -33,7 +34,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
             throw ValidationError("--transport takes auto, console or agent")
         }
         options.transport = parsedTransport
-        let (lab, json, jsonReport, junit) = (lab, json, jsonReport, junit)
+        let (lab, json, jsonReport, junit, html) = (lab, json, jsonReport, junit, html)
         // SIGINT/SIGTERM/SIGHUP: the runner stops, takes the lab down and
         // returns the runs so far (the rest cancelled); the reports are written.
         try await runCancellable("run") { [options] stop in
@@ -57,6 +58,12 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
             do {
                 if let jsonReport { try FileSystem.writeJSON(jsonReport, report.json, mode: 0o644) }
                 if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(report).utf8), mode: 0o644) }
+                if let html {
+                    let page = HTMLReport.html([report]) { result in
+                        result.screenshot.flatMap { HTMLReport.screenshotBytes($0, relativeTo: HTMLReport.directoryOf(html)) }
+                    }
+                    try FileSystem.writeAtomically(html, Array(page.utf8), mode: 0o644)
+                }
             } catch {
                 reportError("qlab run: cannot write the report: \(error)")
                 throw ExitCode(1)
@@ -187,7 +194,32 @@ final class RunProgress: @unchecked Sendable {
 
 struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "report", abstract: "Work with run reports.", subcommands: [Merge.self])
+        commandName: "report", abstract: "Work with run reports.", subcommands: [Merge.self, HTML.self])
+
+    struct HTML: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "html",
+            abstract: "Write one self-contained HTML page from JSON reports (several: a history, oldest to newest).",
+            discussion: "The matrix and the runs are the newest report's; each report (night) is a column of the history. Merge shards first (`qlab report merge`).")
+        @Argument(help: "JSON reports from `qlab run --json-report FILE` or `qlab report merge`.") var reports: [String]
+        @Option(name: [.short, .customLong("output")], help: ArgumentHelp("Write the page to FILE (default: stdout).", valueName: "FILE")) var output: String?
+
+        func run() async throws {
+            guard !reports.isEmpty else { throw ValidationError("give one or more JSON reports") }
+            do {
+                let page = try HTMLReport.html(reportFiles: reports)
+                if let output {
+                    try FileSystem.writeAtomically(output, Array(page.utf8), mode: 0o644)
+                    reportError("wrote \(output) (\(reports.count) report\(reports.count == 1 ? "" : "s"))")
+                } else {
+                    print(page, terminator: "")
+                }
+            } catch {
+                reportError("qlab report html: \(error)")
+                throw ExitCode(error is TestReport.ReadError ? ExitStatus.usage.rawValue : ExitStatus.failed.rawValue)
+            }
+        }
+    }
 
     struct Merge: AsyncParsableCommand, JSONReporting {
         static let configuration = CommandConfiguration(

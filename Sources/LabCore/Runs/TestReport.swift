@@ -31,6 +31,9 @@ public struct TestResult: Sendable {
     public var consoleTail: String
     /// Revert, attach, rescan, test, hooks: seconds each.
     public var steps: [(name: String, seconds: Double)]
+    /// The PNG of the guest's screen saved when the run failed or timed out (a guest with a display),
+    /// as written in the report: relative to the report's directory, or absolute.
+    public var screenshot: String?
 
     public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
                 message: String = "", diagnoses: [Diagnosis] = [], consoleTail: String = "", steps: [(name: String, seconds: Double)] = []) {
@@ -56,6 +59,7 @@ public struct TestResult: Sendable {
             "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
             "console_tail": .string(consoleTail),
             "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
+            "screenshot": screenshot.map(JSONValue.string) ?? .null,
         ])
     }
 
@@ -75,6 +79,7 @@ public struct TestResult: Sendable {
             guard let name = s["name"]?.stringValue, let seconds = s["seconds"]?.doubleValue else { return nil }
             return (name, seconds)
         }
+        screenshot = json["screenshot"]?.stringValue
     }
 }
 
@@ -121,9 +126,19 @@ public struct TestReport: Sendable {
     public var results: [TestResult]
     /// Every boot of every guest, in order: boot time is part of the run's time.
     public var boots: [GuestBoot]
+    /// The qlab that ran it (``LabCore/version``).
+    public var qlabVersion: String
+    /// QEMU's `query-version` of the first boot ("7.2.0 (Debian 1:7.2+dfsg-7+deb12u18)"); nil when nothing booted.
+    public var qemuVersion: String?
+    /// The accelerator of the first boot (`kvm`, `tcg`); nil when nothing booted.
+    public var accelerator: String?
 
     public init(lab: String, startedAt: Double, duration: Double, hostname: String = HostName.current(), shards: [String],
-                results: [TestResult], boots: [GuestBoot] = []) {
+                results: [TestResult], boots: [GuestBoot] = [], qlabVersion: String = LabCore.version, qemuVersion: String? = nil,
+                accelerator: String? = nil) {
+        self.qlabVersion = qlabVersion
+        self.qemuVersion = qemuVersion
+        self.accelerator = accelerator
         self.lab = lab
         self.startedAt = startedAt
         self.duration = duration
@@ -168,6 +183,8 @@ public struct TestReport: Sendable {
     public var json: JSONValue {
         .object([
             "lab": .string(lab), "hostname": .string(hostname),
+            "qlab_version": .string(qlabVersion), "qemu_version": qemuVersion.map(JSONValue.string) ?? .null,
+            "accelerator": accelerator.map(JSONValue.string) ?? .null,
             "started_at": .string(JSONTime.iso8601(startedAt)), "started_at_seconds": .double(JSONTime.rounded(startedAt)),
             "duration_seconds": .double(JSONTime.rounded(duration)),
             "shards": .array(shards.map(JSONValue.string)),
@@ -204,7 +221,9 @@ public struct TestReport: Sendable {
         self.init(lab: lab, startedAt: started, duration: json["duration_seconds"]?.doubleValue ?? 0,
                   hostname: json["hostname"]?.stringValue ?? "",
                   shards: json["shards"]?.arrayValue?.compactMap(\.stringValue) ?? [], results: results.compactMap(TestResult.init),
-                  boots: (json["boots"]?.arrayValue ?? []).compactMap(GuestBoot.init))
+                  boots: (json["boots"]?.arrayValue ?? []).compactMap(GuestBoot.init),
+                  qlabVersion: json["qlab_version"]?.stringValue ?? "", qemuVersion: json["qemu_version"]?.stringValue,
+                  accelerator: json["accelerator"]?.stringValue)
     }
 
     /// Merges shard reports into one, in matrix order. Refuses overlaps and mixed labs.
@@ -227,6 +246,8 @@ public struct TestReport: Sendable {
                 current.shards += report.shards
                 current.startedAt = min(current.startedAt, report.startedAt)
                 current.duration = max(current.duration, report.duration)
+                current.qemuVersion = current.qemuVersion ?? report.qemuVersion
+                current.accelerator = current.accelerator ?? report.accelerator
                 merged = current
             } else {
                 merged = report

@@ -99,6 +99,9 @@ public final class TestRunner: Sendable {
         observe(.started(total: total))
         var results: [TestResult] = []
         var boots: [GuestBoot] = []
+        // What the report says the run used: the first good boot's QEMU and accelerator.
+        var qemuVersion: String?
+        var accelerator: String?
         for (guestName, entries) in matrix.byGuest {
             let guest = try lab.selectGuest(guestName)
             var booted: BootedGuest?
@@ -116,8 +119,13 @@ public final class TestRunner: Sendable {
                 if booted == nil && failedBoots < 2 {
                     let bootStarted = wallClockSeconds()
                     do {
-                        booted = try await boot(guest)
+                        let current = try await boot(guest)
+                        booted = current
                         boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
+                        if qemuVersion == nil, let version = try? await current.session.qmp.queryVersion() {
+                            qemuVersion = version.description + (version.package.isEmpty ? "" : " (\(version.package.trimmingSpaces()))")
+                        }
+                        accelerator = accelerator ?? current.session.record.accel.accelerator.rawValue
                     } catch let failure as BootFailure where !Task.isCancelled {
                         boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: failure.seconds, ready: false))
                         failedBoots += 1
@@ -152,7 +160,8 @@ public final class TestRunner: Sendable {
         }
         return TestReport(
             lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).inSeconds,
-            shards: options.shard.map { [$0.description] } ?? [], results: results, boots: boots)
+            shards: options.shard.map { [$0.description] } ?? [], results: results, boots: boots, qemuVersion: qemuVersion,
+            accelerator: accelerator)
     }
 
     // MARK: Guest lifecycle

@@ -1,0 +1,351 @@
+import QMP
+
+/// `qlab report html` and `qlab run --html`: one self-contained HTML page
+/// from one or more run reports (nights), newest last. Inline CSS and SVG,
+/// no script, no network: a Content-Security-Policy forbids both, and every
+/// text that came from a guest, QEMU or a report file is escaped (``escape(_:)``).
+///
+/// - The matrix guest x test of the newest report: each cell says how many
+///   runs passed ("2/3"), is coloured by its worst outcome and marked flaky
+///   when its repeats both passed and failed, or when its verdict changed more
+///   than once over the reports (a single change is a regression or a fix,
+///   which the history shows).
+/// - History: a row per guest/test, a column per report, oldest to newest;
+///   the first report where a test failed after passing is marked.
+/// - Per run of the newest report: outcome, message, diagnoses with their
+///   fix, step timings as a bar, output, console tail, screenshot (embedded).
+/// - The lab, host, QEMU version, accelerator and qlab version.
+///
+/// Cells carry `data-` attributes (guest, test, outcome, counts) so tools, and
+/// the tests that load the page in Chromium, can read the page back.
+public enum HTMLReport {
+    /// The most bytes of one screenshot embedded; a larger one is linked instead.
+    public static let maximumEmbeddedImageBytes = 8 << 20
+
+    /// The page for `reports` (any order: sorted oldest to newest by start).
+    /// `image(result)` gives a run's screenshot bytes (PNG) when it has one.
+    public static func html(_ reports: [TestReport], image: (TestResult) -> [UInt8]? = { _ in nil }) -> String {
+        let reports = reports.enumerated().sorted { ($0.element.startedAt, $0.offset) < ($1.element.startedAt, $1.offset) }.map(\.element)
+        guard let newest = reports.last else { return "" }
+        var page = HTMLPage()
+        page.head(title: "qlab report: \(newest.lab)")
+        page.raw("<h1>qlab report: <span class=\"lab\">\(escape(newest.lab))</span></h1>\n")
+        environmentSection(newest, into: &page)
+        matrixSection(reports, into: &page)
+        historySection(reports, into: &page)
+        runsSection(newest, image: image, into: &page)
+        page.raw("</body>\n</html>\n")
+        return page.text
+    }
+
+    /// The reports of one lab, or an error naming the two labs.
+    public static func checkOneLab(_ reports: [TestReport]) throws {
+        if let first = reports.first, let other = reports.first(where: { $0.lab != first.lab }) {
+            throw TestReport.ReadError.differentLabs(first.lab, other.lab)
+        }
+    }
+
+    // MARK: Verdicts
+
+    /// The worst outcome first: what colours a cell with several runs.
+    static let severity: [TestOutcome] = [.error, .timeout, .failed, .cancelled, .skipped, .passed]
+
+    /// A guest/test pair's runs in one report.
+    struct Cell {
+        var results: [TestResult] = []
+        var passed: Int { results.filter { $0.outcome == .passed }.count }
+        var worst: TestOutcome { Self.worst(results.map(\.outcome)) }
+        /// Both passed and failed (failed, timeout, error) among its repeats.
+        var mixed: Bool { passed > 0 && results.contains { [.failed, .timeout, .error].contains($0.outcome) } }
+        /// Passed or not, for the history; nil when it did not run (skipped, cancelled only).
+        var verdict: Bool? {
+            let ran = results.filter { ![.skipped, .cancelled].contains($0.outcome) }
+            return ran.isEmpty ? nil : ran.allSatisfy { $0.outcome == .passed }
+        }
+        static func worst(_ outcomes: [TestOutcome]) -> TestOutcome {
+            HTMLReport.severity.first { outcomes.contains($0) } ?? .skipped
+        }
+    }
+
+    struct Key: Hashable {
+        var guest: String
+        var test: String
+    }
+
+    /// Cells by guest/test, and the keys in matrix order.
+    static func cells(_ report: TestReport) -> (keys: [Key], cells: [Key: Cell]) {
+        var keys: [Key] = []
+        var cells: [Key: Cell] = [:]
+        for result in report.results {
+            let key = Key(guest: result.entry.guest, test: result.entry.test)
+            if cells[key] == nil { keys.append(key) }
+            cells[key, default: Cell()].results.append(result)
+        }
+        return (keys, cells)
+    }
+
+    /// Flaky: mixed repeats in the newest report, or a verdict that changed more than once over the reports.
+    static func isFlaky(_ key: Key, in reports: [[Key: Cell]]) -> Bool {
+        if reports.last?[key]?.mixed == true { return true }
+        let verdicts = reports.compactMap { $0[key]?.verdict }
+        let changes = zip(verdicts, verdicts.dropFirst()).filter { $0 != $1 }.count
+        return changes >= 2
+    }
+
+    // MARK: Sections
+
+    static func environmentSection(_ report: TestReport, into page: inout HTMLPage) {
+        page.raw("<section id=\"environment\"><h2>Run</h2>\n<table class=\"facts\">\n")
+        let facts: [(String, String, String)] = [
+            ("lab", "Lab", report.lab),
+            ("host", "Host", report.hostname),
+            ("started", "Started", JSONTime.iso8601(report.startedAt)),
+            ("duration", "Duration", formatSeconds(report.duration)),
+            ("qemu_version", "QEMU", report.qemuVersion ?? "unknown (no guest booted)"),
+            ("accelerator", "Accelerator", report.accelerator ?? "unknown (no guest booted)"),
+            ("qlab_version", "qlab", report.qlabVersion.isEmpty ? "unknown" : report.qlabVersion),
+            ("shards", "Shards", report.shards.isEmpty ? "whole run" : report.shards.joined(separator: ", ")),
+            ("summary", "Summary", report.summaryLine),
+        ]
+        for (id, label, value) in facts {
+            page.raw("<tr><th>\(label)</th><td data-fact=\"\(id)\">\(escape(value))</td></tr>\n")
+        }
+        page.raw("</table></section>\n")
+    }
+
+    static func matrixSection(_ reports: [TestReport], into page: inout HTMLPage) {
+        let newest = reports.last!
+        let (keys, cells) = Self.cells(newest)
+        let all = reports.map { Self.cells($0).cells }
+        var guests: [String] = []
+        var tests: [String] = []
+        for key in keys {
+            if !guests.contains(key.guest) { guests.append(key.guest) }
+            if !tests.contains(key.test) { tests.append(key.test) }
+        }
+        // The run of each cell a link goes to: its first that did not pass, else its first.
+        var anchors: [Key: Int] = [:]
+        for (index, result) in newest.results.enumerated() {
+            let key = Key(guest: result.entry.guest, test: result.entry.test)
+            if anchors[key] == nil || (result.outcome != .passed && newest.results[anchors[key]!].outcome == .passed) { anchors[key] = index }
+        }
+        page.raw("<section id=\"matrix\"><h2>Matrix</h2>\n<table class=\"matrix\">\n<tr><th>guest \\ test</th>")
+        for test in tests { page.raw("<th scope=\"col\">\(escape(test))</th>") }
+        page.raw("</tr>\n")
+        for guest in guests {
+            page.raw("<tr><th scope=\"row\">\(escape(guest))</th>")
+            for test in tests {
+                let key = Key(guest: guest, test: test)
+                guard let cell = cells[key] else {
+                    page.raw("<td class=\"none\" data-guest=\"\(escape(guest))\" data-test=\"\(escape(test))\" data-outcome=\"none\">–</td>")
+                    continue
+                }
+                let flaky = isFlaky(key, in: all)
+                let outcome = cell.worst.rawValue
+                let counts = TestOutcome.allCases.compactMap { o -> String? in
+                    let n = cell.results.filter { $0.outcome == o }.count
+                    return n > 0 ? "\(n) \(o.rawValue)" : nil
+                }.joined(separator: ", ")
+                page.raw("<td class=\"cell \(outcome)\(flaky ? " flaky" : "")\" data-guest=\"\(escape(guest))\" data-test=\"\(escape(test))\" "
+                    + "data-outcome=\"\(outcome)\" data-passed=\"\(cell.passed)\" data-runs=\"\(cell.results.count)\" data-flaky=\"\(flaky)\" "
+                    + "title=\"\(escape(counts))\"><a href=\"#run-\(anchors[key] ?? 0)\">\(cell.passed)/\(cell.results.count)</a>"
+                    + (flaky ? " <span class=\"flag\">flaky</span>" : "") + "</td>")
+            }
+            page.raw("</tr>\n")
+        }
+        page.raw("</table>\n<p class=\"legend\">")
+        for outcome in severity.reversed() { page.raw("<span class=\"cell \(outcome.rawValue)\">\(outcome.rawValue)</span> ") }
+        page.raw("· cells: runs passed / runs; <span class=\"flag\">flaky</span>: repeats both passed and failed, "
+            + "or the result changed more than once over the reports</p></section>\n")
+    }
+
+    static func historySection(_ reports: [TestReport], into page: inout HTMLPage) {
+        let perReport = reports.map { Self.cells($0) }
+        // Rows: the newest report's matrix order, then what only older reports had.
+        var keys: [Key] = []
+        for (reportKeys, _) in perReport.reversed() {
+            for key in reportKeys where !keys.contains(key) { keys.append(key) }
+        }
+        page.raw("<section id=\"history\"><h2>History</h2>\n<table class=\"history\">\n<tr><th>guest</th><th>test</th>")
+        for (index, report) in reports.enumerated() {
+            page.raw("<th scope=\"col\" data-report=\"\(index)\" title=\"\(escape(report.hostname))\">\(escape(String(JSONTime.iso8601(report.startedAt).prefix(16)).replacingT()))</th>")
+        }
+        page.raw("</tr>\n")
+        for key in keys {
+            page.raw("<tr data-guest=\"\(escape(key.guest))\" data-test=\"\(escape(key.test))\"><th>\(escape(key.guest))</th><th>\(escape(key.test))</th>")
+            var lastVerdict: Bool?
+            for (index, (_, cells)) in perReport.enumerated() {
+                guard let cell = cells[key] else {
+                    page.raw("<td class=\"none\" data-report=\"\(index)\" data-outcome=\"none\">–</td>")
+                    continue
+                }
+                let verdict = cell.verdict
+                let firstFailure = lastVerdict == true && verdict == false
+                if let verdict { lastVerdict = verdict }
+                page.raw("<td class=\"cell \(cell.worst.rawValue)\(firstFailure ? " first-failure" : "")\" data-report=\"\(index)\" "
+                    + "data-outcome=\"\(cell.worst.rawValue)\" data-passed=\"\(cell.passed)\" data-runs=\"\(cell.results.count)\">"
+                    + "\(cell.passed)/\(cell.results.count)" + (firstFailure ? " <span class=\"flag\">first failure</span>" : "") + "</td>")
+            }
+            page.raw("</tr>\n")
+        }
+        page.raw("</table></section>\n")
+    }
+
+    /// Step colours: the same step has the same colour in every bar.
+    static let stepColours: [String: String] = [
+        "boot": "#6d4c41", "revert": "#1e88e5", "reset": "#1e88e5", "attach": "#8e24aa", "rescan": "#00897b",
+        "test": "#43a047", "before_each": "#757575", "after_each": "#9e9e9e",
+    ]
+
+    static func runsSection(_ report: TestReport, image: (TestResult) -> [UInt8]?, into page: inout HTMLPage) {
+        // One scale for every bar, so bars compare.
+        let longest = max(report.results.map { $0.steps.reduce(0) { $0 + max(0, finite($1.seconds)) } }.max() ?? 0, 0.001)
+        page.raw("<section id=\"runs\"><h2>Runs</h2>\n")
+        for (index, result) in report.results.enumerated() {
+            let name = result.isBoot ? "boot" : result.entry.displayName
+            page.raw("<details id=\"run-\(index)\" class=\"run \(result.outcome.rawValue)\" data-guest=\"\(escape(result.entry.guest))\" "
+                + "data-test=\"\(escape(result.entry.test))\" data-repeat=\"\(result.entry.repeatIndex)\" data-outcome=\"\(result.outcome.rawValue)\""
+                + (result.outcome == .passed ? "" : " open") + ">\n")
+            page.raw("<summary><span class=\"cell \(result.outcome.rawValue)\">\(result.outcome.rawValue)</span> \(escape(result.entry.guest)) "
+                + "<b>\(escape(name))</b> \(formatSeconds(result.duration))"
+                + (result.message.isEmpty ? "" : " – <span class=\"message\">\(escape(result.message))</span>") + "</summary>\n")
+            if let status = result.exitStatus { page.raw("<p>exit status \(status)</p>\n") }
+            if !result.diagnoses.isEmpty {
+                page.raw("<ul class=\"diagnoses\">\n")
+                for diagnosis in result.diagnoses {
+                    page.raw("<li><code>\(escape(diagnosis.id))</code> \(escape(diagnosis.summary))<br>fix: \(escape(diagnosis.fix))</li>\n")
+                }
+                page.raw("</ul>\n")
+            }
+            if !result.steps.isEmpty { stepBar(result.steps, scale: 600 / longest, into: &page) }
+            if !result.output.isEmpty { page.raw("<h4>output</h4>\n<pre class=\"output\">\(escape(result.output))</pre>\n") }
+            if !result.consoleTail.isEmpty { page.raw("<h4>console tail</h4>\n<pre class=\"console\">\(escape(result.consoleTail))</pre>\n") }
+            if let path = result.screenshot {
+                if let bytes = image(result), bytes.count <= maximumEmbeddedImageBytes, bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+                    page.raw("<h4>screenshot</h4>\n<img class=\"screenshot\" alt=\"screenshot of \(escape(result.entry.guest)) at the end of the run\" "
+                        + "src=\"data:image/png;base64,\(Base64.encode(bytes))\">\n")
+                }
+                page.raw("<p class=\"screenshot-path\">screenshot: <code>\(escape(path))</code></p>\n")
+            }
+            page.raw("</details>\n")
+        }
+        page.raw("</section>\n")
+    }
+
+    /// A horizontal bar of a run's steps (inline SVG), each step's name and seconds beside it.
+    static func stepBar(_ steps: [(name: String, seconds: Double)], scale: Double, into page: inout HTMLPage) {
+        var x = 0.0
+        var rects = ""
+        for step in steps {
+            let width = max(0, finite(step.seconds)) * scale
+            let colour = stepColours[step.name] ?? "#bdbdbd"
+            rects += "<rect x=\"\(svgNumber(x))\" y=\"0\" width=\"\(svgNumber(max(width, 1)))\" height=\"14\" fill=\"\(colour)\">"
+                + "<title>\(escape(step.name)) \(formatSeconds(step.seconds))</title></rect>"
+            x += width
+        }
+        page.raw("<div class=\"steps\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(svgNumber(max(x, 1) + 1))\" height=\"14\" role=\"img\">\(rects)</svg> ")
+        page.raw(steps.map { "<span class=\"step\"><i style=\"background:\(stepColours[$0.name] ?? "#bdbdbd")\"></i>\(escape($0.name)) \(formatSeconds($0.seconds))</span>" }
+            .joined(separator: " "))
+        page.raw("</div>\n")
+    }
+
+    // MARK: Text
+
+    /// HTML text and attribute escaping; control characters (but tab and
+    /// newlines) and non-characters become U+FFFD, as in JUnit.
+    public static func escape(_ text: String) -> String {
+        JUnitReport.escape(text)
+    }
+
+    static func finite(_ value: Double) -> Double { value.isFinite && value < 1e9 ? value : 0 }
+
+    /// "0.073 s", "12.3 s", "2 m 03 s".
+    static func formatSeconds(_ value: Double) -> String {
+        let seconds = finite(value)
+        if seconds < 10 { return JUnitReport.seconds(seconds) + " s" }
+        if seconds < 120 { return String(Int(seconds)) + "." + String(Int(seconds * 10) % 10) + " s" }
+        let whole = Int(seconds)
+        let rest = whole % 60
+        return "\(whole / 60) m \(rest < 10 ? "0" : "")\(rest) s"
+    }
+
+    static func svgNumber(_ value: Double) -> String {
+        let tenths = Int((finite(value) * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+}
+
+/// The page as it is built: one string, appended to.
+struct HTMLPage {
+    var text = ""
+
+    mutating func raw(_ html: String) { text += html }
+
+    mutating func head(title: String) {
+        text.reserveCapacity(1 << 16)
+        raw("""
+            <!DOCTYPE html>
+            <html lang="en">
+            <head>
+            <meta charset="utf-8">
+            <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <meta name="generator" content="qlab \(LabCore.version)">
+            <title>\(HTMLReport.escape(title))</title>
+            <style>
+            body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #212121; }
+            h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.5em; border-bottom: 1px solid #ddd; } h4 { margin: .6em 0 .2em; }
+            table { border-collapse: collapse; } th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; }
+            table.matrix td, table.history td { text-align: center; min-width: 4em; }
+            .cell.passed { background: #c8e6c9; } .cell.failed { background: #ffcdd2; } .cell.timeout { background: #ffe0b2; }
+            .cell.error { background: #e1bee7; } .cell.skipped, .cell.cancelled, td.none { background: #eeeeee; color: #616161; }
+            span.cell { padding: 0 .4em; border-radius: 3px; }
+            .flaky { outline: 3px dashed #f57f17; outline-offset: -3px; } .flag { font-size: .8em; font-weight: bold; color: #e65100; }
+            .first-failure { box-shadow: inset 0 0 0 3px #b71c1c; }
+            td a { color: inherit; }
+            details.run { border: 1px solid #ddd; margin: .4em 0; padding: .3em .6em; } summary { cursor: pointer; }
+            pre { background: #263238; color: #eceff1; padding: .6em; overflow-x: auto; max-height: 30em; white-space: pre-wrap; word-break: break-all; }
+            .steps { margin: .4em 0; } .steps svg { vertical-align: middle; background: #f5f5f5; }
+            .step { font-size: .85em; margin-right: .6em; } .step i { display: inline-block; width: .8em; height: .8em; margin-right: .2em; }
+            img.screenshot { max-width: 100%; border: 1px solid #999; image-rendering: pixelated; }
+            .legend { font-size: .85em; color: #616161; }
+            </style>
+            </head>
+            <body>
+
+            """)
+    }
+}
+
+extension String {
+    /// "2026-11-30T17:45" -> "2026-11-30 17:45".
+    fileprivate func replacingT() -> String {
+        String(map { $0 == "T" ? " " : $0 })
+    }
+}
+
+extension HTMLReport {
+    /// The page for the JSON reports at `paths`; screenshots are read relative
+    /// to the directory of the report that names them (the newest's).
+    public static func html(reportFiles paths: [String]) throws -> String {
+        guard !paths.isEmpty else { throw TestReport.ReadError.notAReport("(no reports given)") }
+        let loaded = try paths.map { path in (report: try TestReport(path: path), directory: directoryOf(path)) }
+        try checkOneLab(loaded.map(\.report))
+        let newest = loaded.enumerated().max { ($0.element.report.startedAt, $0.offset) < ($1.element.report.startedAt, $1.offset) }!.element
+        return html(loaded.map(\.report)) { result in
+            result.screenshot.flatMap { screenshotBytes($0, relativeTo: newest.directory) }
+        }
+    }
+
+    /// A screenshot's bytes (relative paths from `directory`); nil when missing or too large.
+    public static func screenshotBytes(_ path: String, relativeTo directory: String) -> [UInt8]? {
+        let full = path.hasPrefix("/") ? path : directory + "/" + path
+        return HostFiles.readBytes(full, limit: maximumEmbeddedImageBytes + 1)
+    }
+
+    public static func directoryOf(_ path: String) -> String {
+        let absolute = FileSystem.absolute(path)
+        guard let slash = absolute.lastIndex(of: "/") else { return "." }
+        return slash == absolute.startIndex ? "/" : String(absolute[..<slash])
+    }
+}
