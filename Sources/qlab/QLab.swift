@@ -36,6 +36,8 @@ struct QLab: AsyncParsableCommand {
             SnapshotCommand.self,
             ResetCommand.self,
             NestedCommand.self,
+            ScreenshotCommand.self,
+            ScreenCommand.self,
         ]
     )
 

@@ -34,6 +34,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
             throw ValidationError("--transport takes auto, console or agent")
         }
         options.transport = parsedTransport
+        options.screenshotDirectory = screenshotDirectory
         let (lab, json, jsonReport, junit, html) = (lab, json, jsonReport, junit, html)
         // SIGINT/SIGTERM/SIGHUP: the runner stops, takes the lab down and
         // returns the runs so far (the rest cancelled); the reports are written.
@@ -56,14 +57,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
                 throw exitCodeFor(error)
             }
             do {
-                if let jsonReport { try FileSystem.writeJSON(jsonReport, report.json, mode: 0o644) }
-                if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(report).utf8), mode: 0o644) }
-                if let html {
-                    let page = HTMLReport.html([report]) { result in
-                        result.screenshot.flatMap { HTMLReport.screenshotBytes($0, relativeTo: HTMLReport.directoryOf(html)) }
-                    }
-                    try FileSystem.writeAtomically(html, Array(page.utf8), mode: 0o644)
-                }
+                try Self.write(report, jsonReport: jsonReport, junit: junit, html: html)
             } catch {
                 reportError("qlab run: cannot write the report: \(error)")
                 throw ExitCode(1)
@@ -75,6 +69,27 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
                 print(report.summaryLine)
             }
             if !report.allPassed { throw ExitCode(1) }
+        }
+    }
+}
+
+extension RunCommand {
+    /// The screenshots of failed runs go next to the reports: the directory of the first report file given.
+    var screenshotDirectory: String? {
+        [jsonReport, junit, html].compactMap { $0 }.first.map(ReportPaths.directory(of:))
+    }
+
+    /// Writes the report files asked for (0644): JSON with screenshots relative to its
+    /// directory, JUnit with attachment paths relative to the working directory.
+    static func write(_ report: TestReport, jsonReport: String?, junit: String?, html: String?) throws {
+        if let jsonReport { try FileSystem.writeJSON(jsonReport, report.json(relativeTo: ReportPaths.directory(of: jsonReport)), mode: 0o644) }
+        if let junit {
+            let xml = JUnitReport.xml(report, attachmentsRelativeTo: ReportPaths.workingDirectory)
+            try FileSystem.writeAtomically(junit, Array(xml.utf8), mode: 0o644)
+        }
+        if let html {
+            let page = HTMLReport.html([report]) { result in result.screenshot.flatMap(HTMLReport.screenshotBytes) }
+            try FileSystem.writeAtomically(html, Array(page.utf8), mode: 0o644)
         }
     }
 }
@@ -239,9 +254,11 @@ struct ReportCommand: AsyncParsableCommand {
                         + "give every shard's report, or --partial to merge what is here")
                     throw ExitCode(ExitStatus.failed.rawValue)
                 }
-                if let jsonReport { try FileSystem.writeJSON(jsonReport, merged.json, mode: 0o644) }
+                if let jsonReport { try FileSystem.writeJSON(jsonReport, merged.json(relativeTo: ReportPaths.directory(of: jsonReport)), mode: 0o644) }
                 if json || jsonReport == nil { try printJSON(merged.json) }
-                if let junit { try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(merged).utf8), mode: 0o644) }
+                if let junit {
+                    try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(merged, attachmentsRelativeTo: ReportPaths.workingDirectory).utf8), mode: 0o644)
+                }
                 reportError("merged \(reports.count) reports: \(merged.summaryLine)"
                     + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))
                 if !merged.allPassed { throw ExitCode(1) }

@@ -92,6 +92,10 @@ public struct QEMUCommandLine: Sendable, Hashable {
             add("-device", QEMUDeviceSpec(driver: "virtserialport", id: IDs.agentPort, properties: [("chardev", .string(IDs.agent)), ("name", .string("org.qemu.guest_agent.0"))]).optionValue)
         }
         if let pidFile = runtime.pidFile { add("-pidfile", pidFile) }
+        // A display adapter QEMU draws into without a window: for screendump and the text screen.
+        if lab.display(for: guest) == .vga {
+            add("-device", QEMUDeviceSpec(driver: "VGA", id: DisplayAdapter.id, properties: [("bus", .string(plan.family.rootBus)), ("addr", .string(DisplayAdapter.slot.description))]).optionValue)
+        }
 
         // Firmware.
         switch guest.effectiveFirmware {

@@ -80,7 +80,8 @@ public enum DevicePlacement {
 
     /// Slots of the root bus qlab or the machine itself use.
     static func reservedRootSlots(_ family: MachineFamily) -> Set<UInt8> {
-        family == .q35 ? [0x0, 0x2, 0x3, 0x4, 0x5, 0x1f] : [0x0, 0x1, 0x2, 0x3, 0x4]
+        // 0x1e: the display adapter (`display: vga`).
+        family == .q35 ? [0x0, 0x2, 0x3, 0x4, 0x5, 0x1e, 0x1f] : [0x0, 0x1, 0x2, 0x3, 0x4, 0x1e]
     }
 
     public static func plan(devices: [LabDevice], machineType: String) throws(LabFileError) -> PlacementPlan {

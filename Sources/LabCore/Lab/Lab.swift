@@ -31,6 +31,8 @@ public struct Lab: Sendable {
     public var hooks: Hooks
     /// Passed to QEMU verbatim after everything qlab generates.
     public var qemuArgs: [String]
+    /// `display:` for every guest that sets none (nil: each OS profile's default).
+    public var display: DisplayAdapter? = nil
     /// Files the lab names that do not exist (yet). Not an error at load time
     /// unless asked for: `qlab args` prints a command line without images.
     public var missingFiles: [MissingFile]
@@ -228,6 +230,8 @@ public struct LabTest: Sendable, Hashable {
     public var timeout: Duration
     /// The guests the test runs in; nil means all of them.
     public var guests: [String]?
+    /// Texts the guest's screen (VGA text mode) must show after `run` (or alone), each within `timeout`.
+    public var screenExpect: [String] = []
 
     public init(name: String, run: String, expect: [String] = [], status: Int32 = 0, timeout: Duration = .seconds(60), guests: [String]? = nil) {
         self.name = name

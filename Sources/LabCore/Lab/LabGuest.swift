@@ -39,6 +39,11 @@ public struct LabGuest: Sendable, Hashable {
     /// Passed to QEMU verbatim after the lab's own `qemu_args`.
     public var qemuArgs: [String]
     public var location: SourceLocation
+    /// `display:`, overriding the lab's (``Lab/display(for:)``).
+    public var display: DisplayAdapter? = nil
+    /// Text the screen shows once the firmware is done (SeaBIOS's "Booting from", a card BIOS's
+    /// banner): boot waits for it before `ready`, within `boot_timeout`.
+    public var firmwareReady: String? = nil
 
     public init(
         name: String, os: GuestOS, kernel: String? = nil, initrd: String? = nil, append: String? = nil,

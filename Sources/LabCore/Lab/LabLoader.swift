@@ -86,6 +86,8 @@ struct LabLoader {
     let reader: YAMLReader
     let file: String
     var missing: [MissingFile] = []
+    /// Guests' `firmware_ready:` fields: checked against the display once the whole lab is read.
+    var screenFields: [(guest: String, field: Field)] = []
 
     init(reader: YAMLReader, file: String) {
         self.reader = reader
@@ -94,7 +96,7 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "hooks", "qemu_args"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "hooks", "qemu_args", "display"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
     static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
     static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
@@ -103,10 +105,10 @@ struct LabLoader {
     static let guestKeys = [
         "os", "kernel", "initrd", "append", "disk", "disk_format", "disk_interface", "bios", "firmware",
         "firmware_code", "firmware_vars", "ready", "prompt", "login", "boot_timeout", "rescan", "network", "agent", "machine",
-        "qemu_args",
+        "qemu_args", "display", "firmware_ready",
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
-    static let testKeys = ["run", "expect", "status", "timeout", "guests"]
+    static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect"]
     static let hookKeys = ["before_each", "after_each", "timeout"]
 
     var directory: String { LabPaths.directory(of: file) }
@@ -131,6 +133,7 @@ struct LabLoader {
             case "strategy": lab.strategy = try reader.choice(field, Strategy.self)
             case "hooks": lab.hooks = try hooks(field)
             case "qemu_args": lab.qemuArgs = try qemuArgs(field)
+            case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
             default: break
             }
         }
@@ -157,6 +160,10 @@ struct LabLoader {
             if !types.contains(type) { types.append(type) }
         }
         for type in types { _ = try DevicePlacement.plan(devices: lab.devices, machineType: type) }
+        // Screen text needs a screen.
+        for (name, field) in screenFields where lab.guest(named: name).map({ lab.display(for: $0) }) == DisplayAdapter.none {
+            throw reader.error(field, "guest \(name) has no display to read firmware text from; add `display: vga` (to the guest or the lab)")
+        }
         return lab
     }
 
@@ -421,6 +428,10 @@ struct LabLoader {
             case "disk_interface": guest.diskInterface = try reader.choice(value, DiskInterface.self)
             case "bios": guest.bios = try path(value, guest: name)
             case "firmware": guest.firmware = try reader.choice(value, FirmwareKind.self)
+            case "display": guest.display = try reader.choice(value, DisplayAdapter.self)
+            case "firmware_ready":
+                guest.firmwareReady = try reader.nonEmptyString(value)
+                screenFields.append((name, value))
             case "firmware_code": guest.firmwareCode = try path(value, guest: name)
             case "firmware_vars": guest.firmwareVars = try path(value, guest: name)
             case "ready": guest.ready = try reader.nonEmptyString(value)
@@ -484,6 +495,7 @@ struct LabLoader {
                 case "expect": test.expect = try reader.strings(value)
                 case "status": test.status = Int32(try reader.int(value, range: 0...255))
                 case "timeout": test.timeout = try reader.duration(value)
+                case "screen_expect": test.screenExpect = try reader.strings(value)
                 case "guests":
                     let names = try reader.strings(value)
                     for (index, guest) in names.enumerated() where !guests.contains(guest) {
@@ -496,8 +508,8 @@ struct LabLoader {
                 default: break
                 }
             }
-            if test.run.isEmpty {
-                throw reader.error(at: testField.keyNode ?? testField.node, path: testField.path + ".run", "missing; give the shell command to run in the guest")
+            if test.run.isEmpty && test.screenExpect.isEmpty {
+                throw reader.error(at: testField.keyNode ?? testField.node, path: testField.path + ".run", "missing; give the shell command to run in the guest (or screen_expect: for a test that only reads the screen)")
             }
             tests.append(test)
         }

@@ -1,5 +1,9 @@
 import QMP
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `qlab report html` and `qlab run --html`: one self-contained HTML page
 /// from one or more run reports (nights), newest last. Inline CSS and SVG,
 /// no script, no network: a Content-Security-Policy forbids both, and every
@@ -325,27 +329,21 @@ extension String {
 }
 
 extension HTMLReport {
-    /// The page for the JSON reports at `paths`; screenshots are read relative
-    /// to the directory of the report that names them (the newest's).
+    /// The page for the JSON reports at `paths` (screenshots as the reports name them).
     public static func html(reportFiles paths: [String]) throws -> String {
         guard !paths.isEmpty else { throw TestReport.ReadError.notAReport("(no reports given)") }
-        let loaded = try paths.map { path in (report: try TestReport(path: path), directory: directoryOf(path)) }
-        try checkOneLab(loaded.map(\.report))
-        let newest = loaded.enumerated().max { ($0.element.report.startedAt, $0.offset) < ($1.element.report.startedAt, $1.offset) }!.element
-        return html(loaded.map(\.report)) { result in
-            result.screenshot.flatMap { screenshotBytes($0, relativeTo: newest.directory) }
-        }
+        let reports = try paths.map { try TestReport(path: $0) }
+        try checkOneLab(reports)
+        return html(reports) { result in result.screenshot.flatMap(screenshotBytes) }
     }
 
-    /// A screenshot's bytes (relative paths from `directory`); nil when missing or too large.
-    public static func screenshotBytes(_ path: String, relativeTo directory: String) -> [UInt8]? {
-        let full = path.hasPrefix("/") ? path : directory + "/" + path
-        return HostFiles.readBytes(full, limit: maximumEmbeddedImageBytes + 1)
-    }
-
-    public static func directoryOf(_ path: String) -> String {
-        let absolute = FileSystem.absolute(path)
-        guard let slash = absolute.lastIndex(of: "/") else { return "." }
-        return slash == absolute.startIndex ? "/" : String(absolute[..<slash])
+    /// A screenshot's bytes; nil when missing, not a regular file, or too large to embed.
+    public static func screenshotBytes(_ path: String) -> [UInt8]? {
+        // O_NONBLOCK: a FIFO named in a report does not hang the page; only a regular file is read.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        guard case .success(let status) = FileStatus.of(descriptor: fd), status.kind == .regular else { return nil }
+        return FileSystem.readAll(fd, limit: maximumEmbeddedImageBytes + 1)
     }
 }

@@ -7,7 +7,9 @@
 /// an `<error>`; successful boots are counted in the suite's `time` and its
 /// `boot_seconds` property, so a suite's time adds up.
 public enum JUnitReport {
-    public static func xml(_ report: TestReport) -> String {
+    /// `attachmentsRelativeTo`: screenshot paths are written relative to this
+    /// directory when under it (CI reads them relative to its checkout: the working directory).
+    public static func xml(_ report: TestReport, attachmentsRelativeTo directory: String? = nil) -> String {
         var lines = [#"<?xml version="1.0" encoding="UTF-8"?>"#]
         let failures = report.count(.failed)
         let errors = report.count(.error) + report.count(.timeout)
@@ -51,8 +53,12 @@ public enum JUnitReport {
                 case .cancelled:
                     lines.append(#"      <skipped message="cancelled">\#(escape(detail))</skipped>"#)
                 }
-                if !result.output.isEmpty {
-                    lines.append("      <system-out>\(escape(result.output))</system-out>")
+                // Jenkins (junit-attachments) and GitLab read `[[ATTACHMENT|path]]` lines in system-out.
+                let attachment = result.screenshot.map { "[[ATTACHMENT|\(ReportPaths.relative($0, to: directory))]]" }
+                if !result.output.isEmpty || attachment != nil {
+                    var out = result.output
+                    if let attachment { out += (out.isEmpty || out.hasSuffix("\n") ? "" : "\n") + attachment + "\n" }
+                    lines.append("      <system-out>\(escape(out))</system-out>")
                 }
                 lines.append("    </testcase>")
             }

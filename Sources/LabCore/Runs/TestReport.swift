@@ -31,8 +31,9 @@ public struct TestResult: Sendable {
     public var consoleTail: String
     /// Revert, attach, rescan, test, hooks: seconds each.
     public var steps: [(name: String, seconds: Double)]
-    /// The PNG of the guest's screen saved when the run failed or timed out (a guest with a display),
-    /// as written in the report: relative to the report's directory, or absolute.
+    /// The PNG of the guest's screen saved when the run failed or timed out (a guest with a display):
+    /// absolute here; a report file has it relative to its own directory when it is under it
+    /// (``TestReport/json(relativeTo:)``), so a report and its screenshots move together.
     public var screenshot: String?
 
     public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
@@ -51,7 +52,10 @@ public struct TestResult: Sendable {
     /// True for the entry that records a guest's failed boot (test name `boot`).
     public var isBoot: Bool { entry.isBoot }
 
-    public var json: JSONValue {
+    public var json: JSONValue { json(relativeTo: nil) }
+
+    /// `screenshot` relative to `directory` when it is under it.
+    public func json(relativeTo directory: String?) -> JSONValue {
         .object([
             "guest": .string(entry.guest), "test": .string(entry.test), "repeat": JSONValue(entry.repeatIndex),
             "matrix_index": JSONValue(entry.matrixIndex), "outcome": .string(outcome.rawValue),
@@ -59,7 +63,7 @@ public struct TestResult: Sendable {
             "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
             "console_tail": .string(consoleTail),
             "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
-            "screenshot": screenshot.map(JSONValue.string) ?? .null,
+            "screenshot": screenshot.map { .string(ReportPaths.relative($0, to: directory)) } ?? .null,
         ])
     }
 
@@ -180,7 +184,10 @@ public struct TestReport: Sendable {
         return .object(JSONObject(summary))
     }
 
-    public var json: JSONValue {
+    public var json: JSONValue { json(relativeTo: nil) }
+
+    /// The report as written to a file in `directory`: screenshot paths relative to it when under it.
+    public func json(relativeTo directory: String?) -> JSONValue {
         .object([
             "lab": .string(lab), "hostname": .string(hostname),
             "qlab_version": .string(qlabVersion), "qemu_version": qemuVersion.map(JSONValue.string) ?? .null,
@@ -190,7 +197,7 @@ public struct TestReport: Sendable {
             "shards": .array(shards.map(JSONValue.string)),
             "summary": summaryJSON,
             "boots": .array(boots.map(\.json)),
-            "results": .array(results.map(\.json)),
+            "results": .array(results.map { $0.json(relativeTo: directory) }),
         ])
     }
 
@@ -215,12 +222,19 @@ public struct TestReport: Sendable {
     public init(path: String) throws {
         guard FileSystem.exists(path) else { throw ReadError.noSuchFile(path) }
         guard let json = FileSystem.readJSON(path) else { throw ReadError.unreadable(path) }
-        guard let lab = json["lab"]?.stringValue, let results = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
+        guard let lab = json["lab"]?.stringValue, let resultsJSON = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
+        // Screenshots are named relative to the report's directory: absolute from here on.
+        let directory = ReportPaths.directory(of: path)
+        let results = resultsJSON.compactMap(TestResult.init).map { result in
+            var result = result
+            result.screenshot = result.screenshot.map { ReportPaths.absolute($0, from: directory) }
+            return result
+        }
         // Reports before 0.x carried `started_at` as Unix seconds.
         let started = json["started_at_seconds"]?.doubleValue ?? json["started_at"]?.doubleValue ?? 0
         self.init(lab: lab, startedAt: started, duration: json["duration_seconds"]?.doubleValue ?? 0,
                   hostname: json["hostname"]?.stringValue ?? "",
-                  shards: json["shards"]?.arrayValue?.compactMap(\.stringValue) ?? [], results: results.compactMap(TestResult.init),
+                  shards: json["shards"]?.arrayValue?.compactMap(\.stringValue) ?? [], results: results,
                   boots: (json["boots"]?.arrayValue ?? []).compactMap(GuestBoot.init),
                   qlabVersion: json["qlab_version"]?.stringValue ?? "", qemuVersion: json["qemu_version"]?.stringValue,
                   accelerator: json["accelerator"]?.stringValue)

@@ -42,6 +42,8 @@ public final class TestRunner: Sendable {
         public var transport: GuestTransport = .auto
         /// What cancels the run, if any: its second request makes the clean-up hurry (SIGKILL).
         public var stop: StopRequest?
+        /// Where a run that did not pass saves its guest's screen (guests with a display); nil: nowhere.
+        public var screenshotDirectory: String?
         public init() {}
     }
 
@@ -119,7 +121,7 @@ public final class TestRunner: Sendable {
                 if booted == nil && failedBoots < 2 {
                     let bootStarted = wallClockSeconds()
                     do {
-                        let current = try await boot(guest)
+                        let current = try await boot(guest, before: entry)
                         booted = current
                         boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
                         if qemuVersion == nil, let version = try? await current.session.qmp.queryVersion() {
@@ -131,10 +133,12 @@ public final class TestRunner: Sendable {
                         failedBoots += 1
                         bootFailure = failure.message
                         observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
-                        results.append(TestResult(
+                        var bootResult = TestResult(
                             entry: TestRunEntry.boot(of: guest.name, before: entry), outcome: .error, duration: failure.seconds,
                             message: failure.message, diagnoses: failure.diagnoses, consoleTail: failure.consoleTail,
-                            steps: [("boot", failure.seconds)]))
+                            steps: [("boot", failure.seconds)])
+                        bootResult.screenshot = failure.screenshot
+                        results.append(bootResult)
                     } catch {
                         // Cancelled while booting.
                     }
@@ -172,11 +176,13 @@ public final class TestRunner: Sendable {
         var diagnoses: [Diagnosis]
         var consoleTail: String
         var seconds: Double
+        /// The guest's screen when it did not boot (a guest with a display).
+        var screenshot: String?
     }
 
     /// Boots `guest` to its ready state; throws ``BootFailure`` (or
     /// `CancellationError` when the run is cancelled meanwhile).
-    func boot(_ guest: LabGuest) async throws -> BootedGuest {
+    func boot(_ guest: LabGuest, before entry: TestRunEntry? = nil) async throws -> BootedGuest {
         observe(.guestBooting(guest: guest.name))
         let begin = ContinuousClock.now
         func failure(_ message: String, diagnoses: [Diagnosis] = [], tail: String = "") -> BootFailure {
@@ -204,7 +210,12 @@ public final class TestRunner: Sendable {
             session = try await LabSession.open(runtime: up.runtime)
             let console = try GuestConsole.connect(runtime: up.runtime)
             do {
-                try await console.waitForReady(guest)
+                // The firmware's screen text first (while the serial console is logged meanwhile).
+                if let text = guest.firmwareReady {
+                    try await GuestScreen(session: session!).waitForText(text, timeout: guest.bootTimeout)
+                }
+                // What is left of boot_timeout after the firmware text.
+                try await console.waitForReady(guest, timeout: guest.firmwareReady == nil ? nil : max(.milliseconds(1), guest.bootTimeout - (ContinuousClock.now - begin)))
             } catch {
                 console.close()
                 throw error
@@ -226,17 +237,27 @@ public final class TestRunner: Sendable {
             var message = "\(error)"
             var diagnoses: [Diagnosis] = []
             if case GuestError.timeout(let what, let seconds, _) = error {
-                message = "no \(what) within \(Self.wholeSeconds(seconds)) s (boot_timeout)"
+                message = "no \(what) within \(Self.wholeSeconds(guest.bootTimeout.inSeconds)) s (boot_timeout)"
+                _ = seconds
+            }
+            if case GuestScreen.ScreenError.textNotShown(let text, let seconds, _) = error {
+                message = "no firmware text \"\(text)\" on the screen within \(Self.wholeSeconds(seconds)) s (boot_timeout)"
             }
             if !cancelled, let exit = await exitOfThisBoot(up.runtime, startedAt: up.record.startedAt) {
                 message = "QEMU \(exit.exitDescription) while the guest booted" + (message.isEmpty ? "" : " (\(message))")
                 diagnoses = exit.diagnoses
             }
             let tail = bootTail()
+            var screenshot: String?
+            if !cancelled, let session, let entry {
+                screenshot = await saveScreenshot(session, guest: guest, entry: TestRunEntry.boot(of: guest.name, before: entry))
+            }
             session?.close()
             await takeDown(ownership: up.ownership)
             if cancelled || Task.isCancelled { throw CancellationError() }
-            throw failure("guest \(guest.name) did not boot: " + message, diagnoses: diagnoses, tail: tail)
+            var failed = failure("guest \(guest.name) did not boot: " + message, diagnoses: diagnoses, tail: tail)
+            failed.screenshot = screenshot
+            throw failed
         }
     }
 
@@ -316,7 +337,10 @@ public final class TestRunner: Sendable {
             }
             try await prepare(booted, step: step)
             if Task.isCancelled { return (cancelled(), false) }
-            let result = try await step("test") { try await booted.commands.run(test.run, timeout: test.timeout) }
+            // A test may only read the screen (screen_expect: without run:).
+            let result = test.run.isEmpty
+                ? GuestCommandResult(output: "", exitStatus: test.status, duration: .zero)
+                : try await step("test") { try await booted.commands.run(test.run, timeout: test.timeout) }
             if Task.isCancelled { return (cancelled(), false) }
             var problems: [String] = []
             if result.exitStatus != test.status {
@@ -325,8 +349,25 @@ public final class TestRunner: Sendable {
             for text in test.expect where !result.output.contains(text) {
                 problems.append("output lacks \"\(text)\"")
             }
+            var screenText = ""
+            if !test.screenExpect.isEmpty {
+                try await step("screen") {
+                    let screen = GuestScreen(session: booted.session)
+                    for text in test.screenExpect {
+                        do {
+                            try await screen.waitForText(text, timeout: test.timeout)
+                        } catch GuestScreen.ScreenError.textNotShown(_, _, let shown) {
+                            problems.append("the screen did not show \"\(text)\" within \(Self.wholeSeconds(test.timeout.inSeconds)) s")
+                            screenText = shown
+                        }
+                    }
+                }
+            }
+            var tail = problems.isEmpty ? "" : runTail()
+            if !screenText.isEmpty { tail += (tail.isEmpty ? "" : "\n") + "--- screen ---\n" + screenText }
             var final = finish(problems.isEmpty ? .passed : .failed, status: result.exitStatus, output: result.output,
-                               message: problems.joined(separator: "; "), tail: problems.isEmpty ? "" : runTail())
+                               message: problems.joined(separator: "; "), tail: tail)
+            if !problems.isEmpty { final.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: entry) }
             if let hook = lab.hooks.afterEach {
                 var env = environment
                 env["QLAB_RESULT"] = final.outcome.rawValue
@@ -347,16 +388,47 @@ public final class TestRunner: Sendable {
             return (cancelled(), false)
         } catch let error as GuestError {
             if case .commandTimeout(_, let seconds, let recovered, _) = error {
-                let result = finish(.timeout, message: "the test did not end within \(Self.wholeSeconds(seconds)) s" + (recovered ? "" : "; the console did not recover"),
+                var result = finish(.timeout, message: "the test did not end within \(Self.wholeSeconds(seconds)) s" + (recovered ? "" : "; the console did not recover"),
                                     diagnoses: [], tail: runTail())
+                result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: entry)
                 return (result, recovered)
             }
             let (message, diagnoses) = await explainBreakage(error, booted: booted)
-            return (finish(.error, message: message, diagnoses: diagnoses, tail: runTail()), false)
+            var result = finish(.error, message: message, diagnoses: diagnoses, tail: runTail())
+            result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: entry)
+            return (result, false)
         } catch {
             let (message, diagnoses) = await explainBreakage(error, booted: booted)
-            return (finish(.error, message: message, diagnoses: diagnoses, tail: runTail()), false)
+            var result = finish(.error, message: message, diagnoses: diagnoses, tail: runTail())
+            result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: entry)
+            return (result, false)
         }
+    }
+
+    /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` in the screenshot directory, for a
+    /// run that did not pass; nil when the guest has no display, there is no directory, or
+    /// QEMU is gone (a note says why when QEMU answered but the picture could not be saved).
+    func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry) async -> String? {
+        guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
+        if let record = session.runtime.record, session.runtime.liveQEMU(record) == nil { return nil }
+        let name = [lab.name, entry.guest, entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)]
+            .map(Self.fileNamePart).joined(separator: "-") + ".png"
+        let path = directory + "/" + name
+        do {
+            try await GuestScreen(session: session).saveScreenshot(to: path)
+            observe(.note("screenshot of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(path)"))
+            return path
+        } catch {
+            observe(.note("no screenshot of \(entry.guest): \(error)"))
+            return nil
+        }
+    }
+
+    /// Letters, digits, `.`, `_` and `-` of a name; anything else becomes `_`.
+    static func fileNamePart(_ text: String) -> String {
+        String(text.unicodeScalars.map { s -> Character in
+            s.isASCII && (s.properties.isAlphabetic || ("0"..."9").contains(s) || s == "." || s == "_" || s == "-") ? Character(s) : "_"
+        })
     }
 
     /// Brings the guest to a clean state with the devices attached and found.
