@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// Opens a QMP session on a running lab for a command that only reads (no lab lock).

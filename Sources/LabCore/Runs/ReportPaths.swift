@@ -1,3 +1,4 @@
+import Platform
 /// Paths inside report files: a report names its screenshots relative to its
 /// own directory (so CI artifacts move as a folder) and qlab works with them
 /// absolute.
