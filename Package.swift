@@ -16,6 +16,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        // One logger per module (-v/--log-level); Foundation-free, so the supervisor may use it.
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .systemLibrary(
@@ -26,18 +28,18 @@ let package = Package(
         // Thin system-call wrappers (errors, files, processes, sockets, waits):
         // Foundation-free, below QMP and the lab modules.
         .target(name: "Platform"),
-        .target(name: "QMP", dependencies: ["CJansson", "Platform"]),
+        .target(name: "QMP", dependencies: ["CJansson", "Platform", .product(name: "Logging", package: "swift-log")]),
         // What a lab's supervisor needs (records, runtime dirs, processes):
         // Foundation-free, so the supervisor stays small (LabCore re-exports it).
-        .target(name: "LabSupervision", dependencies: ["Platform", "QMP"]),
-        .target(name: "LabCore", dependencies: ["LabSupervision", "Platform", "QMP", "Yams"]),
+        .target(name: "LabSupervision", dependencies: ["Platform", "QMP", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "LabCore", dependencies: ["LabSupervision", "Platform", "QMP", "Yams", .product(name: "Logging", package: "swift-log")]),
         .executableTarget(
             name: "qlab",
-            dependencies: ["LabCore", "Platform", "QMP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["LabCore", "Platform", "QMP", .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log")]
         ),
         .executableTarget(name: "qlab-bench", dependencies: ["LabCore", "Platform", "QMP"]),
         // Started by `qlab up` for each lab: no Foundation (see LabSupervision).
-        .executableTarget(name: "qlab-supervisor", dependencies: ["LabSupervision", "Platform", "QMP"]),
+        .executableTarget(name: "qlab-supervisor", dependencies: ["LabSupervision", "Platform", "QMP", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "QMPTests", dependencies: ["Platform", "QMP"]),
         .testTarget(name: "LabCoreTests", dependencies: ["LabCore", "Platform", "QMP"]),
     ]

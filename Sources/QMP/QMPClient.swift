@@ -2,6 +2,7 @@ import CJansson
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import Platform
 import Synchronization
 
@@ -29,6 +30,8 @@ public final class QMPClient: Sendable {
     /// How many events are kept for ``waitForEvent(_:matching:after:timeout:)``.
     public let eventHistoryLimit: Int
     public let timeouts: QMPTimeouts
+    /// Sees every message in and out (``QMPTracer``); nil: no trace.
+    public let tracer: (any QMPTracer)?
 
     /// Ids, deadlines, fail-all and cancellation; this class adds QMP's greeting, replies and events.
     private let engine: RequestEngine<Waiting, Delivery, Events>
@@ -66,9 +69,10 @@ public final class QMPClient: Sendable {
         var subscribers: [UInt64: AsyncStream<QMPEvent>.Continuation] = [:]
     }
 
-    private init(fd: Int32, eventHistoryLimit: Int, timeouts: QMPTimeouts) throws(SystemCallError) {
+    private init(fd: Int32, eventHistoryLimit: Int, timeouts: QMPTimeouts, tracer: (any QMPTracer)?) throws(SystemCallError) {
         self.eventHistoryLimit = eventHistoryLimit
         self.timeouts = timeouts
+        self.tracer = tracer
         self.engine = try RequestEngine(
             adopting: fd, extra: Events(),
             policy: .init(
@@ -106,9 +110,10 @@ public final class QMPClient: Sendable {
 
     /// Connects to QEMU's QMP socket at `path`, reads the greeting and,
     /// unless `negotiate` is false, leaves capabilities negotiation mode.
+    /// `tracer` and the process's tracer (``QMPTracing``) see every message.
     public static func connect(
         path: String, negotiate: Bool = true, enableOOB: Bool = false, timeout: Duration = .seconds(5),
-        eventHistoryLimit: Int = 1024, timeouts: QMPTimeouts = QMPTimeouts()
+        eventHistoryLimit: Int = 1024, timeouts: QMPTimeouts = QMPTimeouts(), tracer: (any QMPTracer)? = nil
     ) async throws -> QMPClient {
         let fd: Int32
         do {
@@ -118,18 +123,20 @@ public final class QMPClient: Sendable {
         }
         return try await adopt(
             fd: fd, negotiate: negotiate, enableOOB: enableOOB, timeout: timeout,
-            eventHistoryLimit: eventHistoryLimit, timeouts: timeouts)
+            eventHistoryLimit: eventHistoryLimit, timeouts: timeouts, tracer: tracer)
     }
 
     /// Adopts an already-connected socket (e.g. one end of a socketpair whose
     /// other end QEMU got with `-chardev socket,fd=N`). The client closes it.
     public static func adopt(
         fd: Int32, negotiate: Bool = true, enableOOB: Bool = false, timeout: Duration = .seconds(5),
-        eventHistoryLimit: Int = 1024, timeouts: QMPTimeouts = QMPTimeouts()
+        eventHistoryLimit: Int = 1024, timeouts: QMPTimeouts = QMPTimeouts(), tracer: (any QMPTracer)? = nil
     ) async throws -> QMPClient {
         let client: QMPClient
         do {
-            client = try QMPClient(fd: fd, eventHistoryLimit: eventHistoryLimit, timeouts: timeouts)
+            client = try QMPClient(
+                fd: fd, eventHistoryLimit: eventHistoryLimit, timeouts: timeouts,
+                tracer: QMPTracers.combine([tracer, QMPTracing.processTracer]))
         } catch {
             Glibc.close(fd)
             throw QMPError.connect(error.description)
@@ -142,8 +149,9 @@ public final class QMPClient: Sendable {
             throw QMPError.connect(error.description)
         }
         do {
-            _ = try await client.greeting(timeout: timeout)
+            let greeting = try await client.greeting(timeout: timeout)
             if negotiate { try await client.negotiate(enableOOB: enableOOB) }
+            QMPLog.logger.debug("QMP connected", metadata: ["qemu": "\(greeting.version)", "capabilities": "\(greeting.capabilities)"])
         } catch {
             client.close()
             throw error
@@ -198,6 +206,7 @@ public final class QMPClient: Sendable {
 
     /// Closes the connection; pending calls fail with `.disconnected`.
     public func close() {
+        if engine.closedReason == nil { QMPLog.logger.debug("QMP connection closed") }
         engine.close()
     }
 
@@ -221,7 +230,14 @@ public final class QMPClient: Sendable {
         _ command: String, arguments: JSONObject? = nil, timeout: Duration? = nil, outOfBand: Bool = false
     ) async throws -> JSONValue {
         let limit = timeout ?? timeouts.timeout(for: command, arguments: arguments)
+        let tracer = self.tracer
         let delivery = try await engine.request(.reply(command: command), timeout: limit) { id in
+            if let tracer {
+                var message: JSONObject = [outOfBand ? "exec-oob" : "execute": .string(command)]
+                if let arguments { message["arguments"] = .object(arguments) }
+                message["id"] = JSONValue(id)
+                tracer.record(.sent, .object(message))
+            }
             do throws(JSONEncodeError) {
                 return try Self.encodeCommand(command, arguments: arguments, id: id, outOfBand: outOfBand)
             } catch {
@@ -331,6 +347,7 @@ public final class QMPClient: Sendable {
     // MARK: Reader side
 
     private func handle(_ message: JSONObject) {
+        tracer?.record(.received, .object(message))
         if let id = message["id"], message["return"] != nil || message["error"] != nil {
             deliverReply(message, id: id)
         } else if message["event"] != nil {

@@ -11,7 +11,7 @@ struct QLab: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qlab",
         abstract: "A QEMU lab manager for testing hardware and firmware under many guest operating systems.",
-        discussion: ExitStatus.table,
+        discussion: ExitStatus.table + "\n\n" + GlobalOptions.help,
         version: LabCore.version,
         subcommands: [
             UpCommand.self,
@@ -41,6 +41,18 @@ struct QLab: AsyncParsableCommand {
         ]
     )
 
+    /// The command line without the options every command takes (``GlobalOptions``); a
+    /// command with a --verbose of its own (snapshot, nested) gets that as well.
+    static func parse(_ global: GlobalOptions) async throws -> ParsableCommand {
+        let command = try await asyncParseAsRoot(global.remaining)
+        if global.verbose, Mirror(reflecting: command).children.contains(where: { $0.label == "_verbose" }),
+            let withVerbose = try? await asyncParseAsRoot(global.remainingWithVerbose)
+        {
+            return withVerbose
+        }
+        return command
+    }
+
     /// ArgumentParser's `main`, with two house rules: every line printed reaches
     /// a pipe when it is complete (stdout is line-buffered even when it is not a
     /// terminal), and usage errors exit 2 like every other bad input (not 64).
@@ -48,8 +60,18 @@ struct QLab: AsyncParsableCommand {
         StandardOutput.useLineBuffering()
         // Before parsing: a usage error of a `--json` command line is a JSON error too.
         JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
+        let global: GlobalOptions
         do {
-            var command = try await asyncParseAsRoot(nil)
+            global = try GlobalOptions.extract(Array(CommandLine.arguments.dropFirst()))
+            try global.apply()
+        } catch {
+            reportError("qlab: \(error)")
+            printJSONError(message: "qlab: \(error)", exitCode: ExitStatus.usage.rawValue)
+            Glibc.exit(ExitStatus.usage.rawValue)
+        }
+        do {
+            var command = try await parse(global)
+            CLILog.logger.debug("qlab \(LabCore.version): log level \(global.effectiveLevel)\(global.traceQMP.map { ", QMP trace in \($0)" } ?? "")")
             JSONOutputState.shared.enabled = (command as? JSONReporting)?.json ?? false
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()

@@ -33,6 +33,8 @@ struct QMPCommand: AsyncParsableCommand {
         let replyTimeout = try timeout.map { try checkedSeconds($0, option: "--timeout", command: "qmp") }
         var words = words
         let socketPath: String
+        // A lab with `trace_qmp: true` gets this command's messages in its trace too.
+        var labTracer: (any QMPTracer)?
         if let socket {
             socketPath = socket
         } else {
@@ -43,6 +45,7 @@ struct QMPCommand: AsyncParsableCommand {
                 let runtime = try LabRuntime.locateExisting(words.removeFirst())
                 guard runtime.record != nil else { throw LabError.notRunning(runtime.name) }
                 socketPath = runtime.qmpSocketPath
+                labTracer = runtime.tracesQMP ? runtime.labTracer() : nil
             } catch {
                 reportError("qlab qmp: \(error)")
                 throw exitCodeFor(error)
@@ -63,7 +66,7 @@ struct QMPCommand: AsyncParsableCommand {
             }
         }
         do {
-            let client = try await QMPClient.connect(path: socketPath)
+            let client = try await QMPClient.connect(path: socketPath, tracer: labTracer)
             defer { client.close() }
             let reply = try await client.execute(command, arguments: arguments, timeout: replyTimeout)
             print(TerminalText.neutralised(try reply.jsonString(pretty: pretty)))

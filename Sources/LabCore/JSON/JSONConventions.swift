@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 #if canImport(Glibc)
@@ -43,24 +44,7 @@ public enum JSONTime {
     /// `2026-11-30T17:40:03.123Z`: UTC, rounded to the millisecond; a value no
     /// calendar holds (NaN, beyond year 9999) gives the epoch.
     public static func iso8601(_ secondsSinceEpoch: Double) -> String {
-        let millis = (secondsSinceEpoch * 1000).rounded()
-        guard millis.isFinite, abs(millis) < 253_402_300_800_000 else { return "1970-01-01T00:00:00.000Z" }
-        let totalMilliseconds = Int64(millis)
-        var seconds = totalMilliseconds / 1000
-        var milliseconds = totalMilliseconds % 1000
-        if milliseconds < 0 {
-            milliseconds += 1000
-            seconds -= 1
-        }
-        var time = time_t(seconds)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        func pad(_ value: Int, _ width: Int) -> String {
-            let digits = String(value)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
-        }
-        return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))"
-            + "T\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2)).\(pad(Int(milliseconds), 3))Z"
+        UTCTime.iso8601(secondsSinceEpoch)
     }
 }
 

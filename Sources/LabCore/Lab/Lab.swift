@@ -33,6 +33,9 @@ public struct Lab: Sendable {
     public var qemuArgs: [String]
     /// `display:` for every guest that sets none (nil: each OS profile's default).
     public var display: DisplayAdapter? = nil
+    /// `trace_qmp: true`: a lab-wide QMP trace in the state directory (``LabRuntime/qmpTracePath``),
+    /// kept by the supervisor and every qlab command that talks to the lab.
+    public var traceQMP = false
     /// Files the lab names that do not exist (yet). Not an error at load time
     /// unless asked for: `qlab args` prints a command line without images.
     public var missingFiles: [MissingFile]

@@ -97,7 +97,7 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "hooks", "qemu_args", "display"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "hooks", "qemu_args", "display", "trace_qmp"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
     static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
     static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
@@ -135,6 +135,7 @@ struct LabLoader {
             case "hooks": lab.hooks = try hooks(field)
             case "qemu_args": lab.qemuArgs = try qemuArgs(field)
             case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
+            case "trace_qmp": lab.traceQMP = try reader.bool(field)
             default: break
             }
         }

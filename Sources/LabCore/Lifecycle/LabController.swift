@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import Platform
 import QMP
 
@@ -73,7 +74,8 @@ public struct LabController: Sendable {
     func plan(lab: Lab, options: UpOptions) throws -> (spec: LaunchSpec, plan: LaunchPlan) {
         let plan = try planner.plan(lab: lab, guest: options.guest, options: LabPlanner.Options(paused: options.paused, overlays: options.overlays))
         let runtime = self.runtime(lab.name)
-        let spec = LaunchSpec(argv: plan.argv, record: plan.record(), runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
+        var spec = LaunchSpec(argv: plan.argv, record: plan.record(), runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
+        spec.traceQMP = lab.traceQMP
         return (spec, plan)
     }
 
@@ -87,6 +89,7 @@ public struct LabController: Sendable {
 
     /// `up` of a lab already read (``TestRunner`` boots the lab it planned its matrix from).
     public func up(lab: Lab, options: UpOptions) async throws -> UpResult {
+        LabCoreLog.logger.debug("up", metadata: ["lab": "\(lab.name)", "guest": "\(options.guest ?? "(first)")"])
         let owner = try LabOwnership.makePipe()
         let ownership = LabOwnership(writeEnd: owner.write)
         defer { close(owner.read) }
@@ -133,7 +136,7 @@ public struct LabController: Sendable {
         if message.hasPrefix("ready") {
             // The supervisor runs on in its own session; reap nothing here.
             if !options.owned { ownership.release() }
-            let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
+            let client = try await runtime.connectQMP(timeout: .seconds(10))
             defer { client.close() }
             let status = try await client.queryStatus()
             spec.record = runtime.record ?? spec.record
@@ -417,7 +420,7 @@ public struct LabController: Sendable {
         }
         try? runtime.requestStop()
         var method = "quit"
-        if !urgent(), let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
+        if !urgent(), let client = try? await runtime.connectQMP(timeout: .seconds(3)) {
             _ = try? await client.execute("quit", timeout: .seconds(5))
             client.close()
         }
@@ -483,7 +486,7 @@ public struct LabController: Sendable {
             return Status(name: name, state: crashed ? .crashed : .stopped, vmStatus: nil, record: nil, supervised: false, uptime: nil, lastExit: lastExit)
         }
         var vmStatus: String?
-        if let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
+        if let client = try? await runtime.connectQMP(timeout: .seconds(3)) {
             vmStatus = try? await client.queryStatus().status
             client.close()
         }

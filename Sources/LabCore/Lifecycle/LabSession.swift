@@ -56,7 +56,7 @@ public final class LabSession: Sendable {
             throw LabError.notRunning(runtime.name)
         }
         let lab = try record.lab()
-        let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: connectTimeout)
+        let qmp = try await runtime.connectQMP(timeout: connectTimeout)
         let session = LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
         guard reconcilingDevices else { return session }
         // An earlier command killed half-way may have left the record behind QEMU.

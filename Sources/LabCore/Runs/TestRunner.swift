@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import Platform
 
 /// What a run reports while it goes, for a progress display.
@@ -305,7 +306,11 @@ public final class TestRunner: Sendable {
         var steps: [(String, Double)] = []
         func step<T>(_ name: String, _ body: () async throws -> T) async throws -> T {
             let start = ContinuousClock.now
-            defer { steps.append((name, (ContinuousClock.now - start).inSeconds)) }
+            defer {
+                let seconds = (ContinuousClock.now - start).inSeconds
+                steps.append((name, seconds))
+                LabCoreLog.logger.debug("step \(name) of \(entry.guest)/\(entry.displayName): \(seconds) s")
+            }
             return try await body()
         }
         func finish(_ outcome: TestOutcome, status: Int32? = nil, output: String = "", message: String = "", diagnoses: [Diagnosis] = [], tail: String = "") -> TestResult {

@@ -47,6 +47,27 @@ public struct LabRuntime: Sendable {
     public var supervisorLogPath: String { stateDirectory + "/supervisor.log" }
     public var exitRecordPath: String { stateDirectory + "/last-exit.json" }
     public var launchSpecPath: String { directory + "/launch.json" }
+    /// The lab-wide QMP trace (`trace_qmp: true`): JSON Lines, every client of the lab appends.
+    public var qmpTracePath: String { stateDirectory + "/qmp-trace.jsonl" }
+
+    /// A tracer appending to ``qmpTracePath`` as `client` (with this process's pid); nil when it cannot be opened.
+    public func labTracer(client: String = LabRuntime.clientName) -> (any QMPTracer)? {
+        try? QMPTraceFile(path: qmpTracePath, client: "\(client) (pid \(getpid()))")
+    }
+
+    /// Whether the running lab keeps a QMP trace (`trace_qmp: true`, from its launch spec).
+    public var tracesQMP: Bool { (try? LaunchSpec.read(path: launchSpecPath))?.traceQMP ?? false }
+
+    /// Connects to the lab's QMP monitor: every qlab command does it here, so a lab with
+    /// `trace_qmp: true` gets every command's messages in its trace (and `--trace-qmp` too: ``QMPTracing``).
+    public func connectQMP(timeout: Duration = .seconds(5)) async throws -> QMPClient {
+        try await QMPClient.connect(path: qmpSocketPath, timeout: timeout, tracer: tracesQMP ? labTracer() : nil)
+    }
+
+    /// How this process appears in a lab's QMP trace: "qlab run", "qlab status".
+    public static var clientName: String {
+        (["qlab"] + CommandLine.arguments.dropFirst().prefix { !$0.hasPrefix("-") }.prefix(1)).joined(separator: " ")
+    }
     /// The guest agent's socket: a lab with an agent channel has QEMU serve
     /// it here (`-chardev socket,path=RUNTIME/LAB/qga.sock,server=on,wait=off,id=qga0`).
     public var agentSocketPath: String { directory + "/qga.sock" }

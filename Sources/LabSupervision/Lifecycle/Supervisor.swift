@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Logging
 import Platform
 import QMP
 
@@ -10,6 +11,8 @@ public struct LaunchSpec: Sendable {
     public var record: LabRecord
     public var runtimeRoot: String
     public var stateRoot: String
+    /// The lab's `trace_qmp: true`: the supervisor traces its monitor into ``LabRuntime/qmpTracePath``.
+    public var traceQMP = false
 
     public init(argv: [String], record: LabRecord, runtimeRoot: String, stateRoot: String) {
         self.argv = argv
@@ -22,7 +25,7 @@ public struct LaunchSpec: Sendable {
 
     public var json: JSONValue {
         ["argv": .array(argv.map(JSONValue.string)), "record": record.json,
-         "runtime_root": .string(runtimeRoot), "state_root": .string(stateRoot)]
+         "runtime_root": .string(runtimeRoot), "state_root": .string(stateRoot), "trace_qmp": .bool(traceQMP)]
     }
 
     public init?(_ json: JSONValue) {
@@ -31,6 +34,7 @@ public struct LaunchSpec: Sendable {
             let runtimeRoot = json["runtime_root"]?.stringValue, let stateRoot = json["state_root"]?.stringValue
         else { return nil }
         self.init(argv: argv, record: record, runtimeRoot: runtimeRoot, stateRoot: stateRoot)
+        traceQMP = json["trace_qmp"]?.boolValue ?? false
     }
 
     /// Reads a launch spec from a runtime dir that passes the checks of
@@ -81,6 +85,8 @@ public final class Supervisor: Sendable {
     /// Starts QEMU and waits until its supervisor monitor answers or it exits.
     /// On failure the exit record is written and runtime files removed.
     public func launch(readyTimeout: Duration = .seconds(60)) async -> (Readiness, ChildProcess?, QMPClient?) {
+        // The lab-wide trace (`trace_qmp: true`): what the supervisor's monitor sees, every event included.
+        let labTracer: (any QMPTracer)? = spec.traceQMP ? runtime.labTracer(client: "qlab-supervisor") : nil
         let logOffset = FileSystem.size(runtime.qemuLogPath) ?? 0
         // QEMU is given paths in these directories: they must pass the checks.
         let stateDirectory: PrivateDirectory
@@ -147,8 +153,9 @@ public final class Supervisor: Sendable {
                 return (.failed(exitRecord), nil, nil)
             }
             if FileSystem.entryExists(runtime.supervisorSocketPath),
-                let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
+                let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10), tracer: labTracer)
             {
+                LabSupervisionLog.logger.info("QEMU ready", metadata: ["lab": "\(spec.record.name)", "qemu_pid": "\(child.pid)"])
                 return (.ready(qemuPID: child.pid), child, client)
             }
             try? await Task.sleep(for: .milliseconds(5))
@@ -219,6 +226,7 @@ public final class Supervisor: Sendable {
         let requested = runtime.stopRequested
             || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
         let record = makeExitRecord(exit, requested: requested, logOffset: logOffset)
+        LabSupervisionLog.logger.info("QEMU \(record.exitDescription)", metadata: ["lab": "\(spec.record.name)", "requested": "\(requested)"])
         finish(record)
         if ownedForLife { await removeLockFileIfOwnerGone() }
         return record
