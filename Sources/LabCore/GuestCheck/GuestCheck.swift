@@ -90,6 +90,8 @@ public final class GuestCheck: Sendable {
 
     /// What the check started, for the teardown.
     final class BootedLab: @unchecked Sendable {
+        /// `up` was called: even when it failed or was cancelled, `down` cleans up after it.
+        var started = false
         var up: LabController.UpResult?
         var session: LabSession?
         var console: GuestConsole?
@@ -102,6 +104,7 @@ public final class GuestCheck: Sendable {
 
         // QEMU and the firmware start (QEMU's own words and qlab's diagnosis when not).
         guard await steps.run(.machine, { () throws -> Outcome in
+            booted.started = true
             do {
                 booted.up = try await controller.up(lab: lab, options: TestRunner.upOptions(guest))
             } catch LabError.launchFailed(_, let exit, let qemuOutput, let diagnoses) {
@@ -365,10 +368,10 @@ public final class GuestCheck: Sendable {
         booted.agent?.close()
         booted.console?.close()
         booted.session?.close()
-        guard let up = booted.up else { return }
+        guard booted.started else { return }
         let (controller, name, stop) = (controller, lab.name, options.stop)
         _ = await shielded { try? await controller.down(name, stop: stop) }
-        up.ownership?.release()
+        booted.up?.ownership?.release()
     }
 
     // MARK: Step bookkeeping

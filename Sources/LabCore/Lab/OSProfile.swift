@@ -86,7 +86,7 @@ public struct OSProfile: Sendable, Hashable {
                 diskInterface: .ahci, nicModel: "e1000", hotplug: false, rescanCommand: nil,
                 defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
                 notes: "NetBSD has no PCI hotplug: the card is attached at boot and runs reset the guest instead of reverting a snapshot.",
-                consoleRecipe: "consdev=com0 in /boot.cfg (or installboot -o console=com0); the kernel follows the boot loader; /etc/ttys console on (autologin: a getty entry with al=root)",
+                consoleRecipe: "consdev=com0 in /boot.cfg (or installboot -o console=com0); the kernel follows the boot loader; /etc/ttys console on (log in with the lab's login:)",
                 listSCSIDisksCommand: "sysctl -n hw.disknames | tr ' ' '\\n' | grep '^sd'; true")
         case .openbsd:
             return OSProfile(
@@ -111,7 +111,7 @@ public struct OSProfile: Sendable, Hashable {
                 diskInterface: .ide, nicModel: "ne2k_pci", hotplug: false, rescanCommand: nil,
                 defaultAppend: nil, prompt: "C:\\>", loginPrompt: "", passwordPrompt: "",
                 notes: "DOS talks to the card through its option ROM and ASPI drivers: i440FX, IDE, SeaBIOS, card at boot.",
-                consoleRecipe: "MODE COM1:9600,N,8,1 and CTTY COM1 at the end of AUTOEXEC.BAT (the ready text echoed just before CTTY)",
+                consoleRecipe: "MODE COM1:9600,N,8,1 and CTTY COM1 at the end of AUTOEXEC.BAT (the ready text echoed after CTTY)",
                 listSCSIDisksCommand: nil)
         case .windows:
             return OSProfile(
