@@ -108,7 +108,9 @@ public final class GuestCheck: Sendable {
             do {
                 booted.up = try await controller.up(lab: lab, options: TestRunner.upOptions(guest))
             } catch LabError.launchFailed(_, let exit, let qemuOutput, let diagnoses) {
-                throw StepFailure("QEMU did not start: it \(exit)", diagnoses: diagnoses, tail: qemuOutput)
+                // QEMU's own words go in the detail: they are not the guest console's.
+                let words = qemuOutput.split(separator: "\n").suffix(4).joined(separator: "; ")
+                throw StepFailure("QEMU did not start: it \(exit)" + (words.isEmpty ? "" : ": " + words), diagnoses: diagnoses)
             }
             let up = booted.up!
             booted.session = try await LabSession.open(runtime: up.runtime)
@@ -119,21 +121,24 @@ public final class GuestCheck: Sendable {
         let bootStart = ContinuousClock.now
         let bootDeadline = bootStart + guest.bootTimeout
         func bootTimeLeft() -> Duration { max(.milliseconds(1), ContinuousClock.now.duration(to: bootDeadline)) }
-        /// QEMU's exit, when it ended during a step, as the step's failure.
-        func qemuEnded(_ error: Error) async -> StepFailure? {
+        /// QEMU's exit, when it ended during a step, as the step's failure (`error`: what the step saw).
+        @Sendable func qemuEnded(_ error: Error?) async -> StepFailure? {
             guard let exit = await TestRunner.exitOfThisBoot(up.runtime, startedAt: up.record.startedAt) else { return nil }
-            return StepFailure("QEMU \(exit.exitDescription) (\(error))", diagnoses: exit.diagnoses, tail: console.tail())
+            return StepFailure("QEMU \(exit.exitDescription)" + (error.map { " (\($0))".components(firstLine: true) } ?? ""),
+                               diagnoses: exit.diagnoses, tail: console.tail())
         }
+        // From here on a step that fails because QEMU ended says so, with QEMU's diagnosis.
+        steps.explain = qemuEnded
 
         // Anything at all on the serial console: else the OS's console is elsewhere.
         guard await steps.run(.console, { () throws -> Outcome in
             let log = up.record.consoleLog
             while true {
                 if let log, ConsoleLog.size(log) > up.record.consoleLogOffset {
-                    return Outcome("\(ConsoleLog.size(log) - up.record.consoleLogOffset) bytes after \(formatSeconds(bootStart))")
+                    return Outcome("\(ConsoleLog.size(log) - up.record.consoleLogOffset) bytes after \(secondsSince(bootStart))")
                 }
-                if console.received > 0 { return Outcome("output after \(formatSeconds(bootStart))") }
-                if let failure = await qemuEnded(GuestError.cancelled) { throw failure }
+                if console.received > 0 { return Outcome("output after \(secondsSince(bootStart))") }
+                if let failure = await qemuEnded(nil) { throw failure }
                 if ContinuousClock.now >= bootDeadline {
                     throw StepFailure(
                         "nothing on the serial console within \(LabDuration.format(guest.bootTimeout)) (boot_timeout): the OS's console is not on the first serial port",
@@ -164,7 +169,7 @@ public final class GuestCheck: Sendable {
                 throw error
             }
             let how = readiness!.evidence == .probe ? "the shell answered (no ready text set)" : "\"\(guest.ready ?? "")\" seen"
-            return Outcome("\(how) after \(formatSeconds(bootStart))")
+            return Outcome("\(how) after \(secondsSince(bootStart))")
         }) else { return }
 
         guard await steps.run(.login, { () throws -> Outcome in
@@ -265,7 +270,7 @@ public final class GuestCheck: Sendable {
                 let start = ContinuousClock.now
                 _ = try await session.reset()
                 try await console.waitForReady(guest, since: offset)
-                return Outcome("system_reset; the guest was ready again after \(formatSeconds(start))")
+                return Outcome("system_reset; the guest was ready again after \(secondsSince(start))")
             }) else { return }
         }
 
@@ -418,6 +423,8 @@ public final class GuestCheck: Sendable {
         var cancelled = false
         /// Why the steps not reached are skipped.
         var stopReason: String?
+        /// Turns a step's error into QEMU's exit and diagnosis when QEMU has ended.
+        var explain: (@Sendable (Error) async -> StepFailure?)?
 
         init(plan: [GuestCheckStepKind], observe: @escaping @Sendable (Event) -> Void) {
             self.plan = plan
@@ -443,7 +450,9 @@ public final class GuestCheck: Sendable {
             } catch {
                 if Task.isCancelled { return false }
                 let seconds = start.duration(to: .now).inSeconds
-                if let failure = error as? StepFailure {
+                var failure = error as? StepFailure
+                if failure == nil, let explain { failure = await explain(error) }
+                if let failure {
                     bootTimedOut = bootTimedOut || failure.timedOut
                     record(GuestCheckStep(kind: kind, status: .fail, detail: failure.detail, hint: failure.hint,
                                           diagnoses: failure.diagnoses, consoleTail: failure.tail.map(Self.lastLines), seconds: seconds))
@@ -480,7 +489,7 @@ public final class GuestCheck: Sendable {
 }
 
 /// "2.5 s" since `start`.
-private func formatSeconds(_ start: ContinuousClock.Instant) -> String {
+private func secondsSince(_ start: ContinuousClock.Instant) -> String {
     formatGuestSeconds(start.duration(to: .now).inSeconds)
 }
 

@@ -111,6 +111,42 @@ struct GuestCheckTests {
         CancellationQEMUTests.expectNothingLeft(env, "gcstop", "after SIGINT")
     }
 
+    /// QEMU refuses its command line: the first step fails with QEMU's words, the rest is skipped, nothing is left.
+    @Test func qemuThatDoesNotStartFailsTheFirstStep() async throws {
+        try RunLoopTests.requireImages()
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let file = try env.writeLab("nostart", Self.lab("nostart", append: "console=ttyS0", extra: "qemu_args: [-device, qlab-no-such-model]"))
+        let report = try await GuestCheck(controller: env.controller, labFile: file, guest: nil).run()
+        #expect(report.steps.first?.kind == .machine && report.steps.first?.status == .fail)
+        #expect(report.steps.first?.detail.contains("qlab-no-such-model") == true, "\(report.steps.first?.detail ?? "")")
+        #expect(report.steps.dropFirst().allSatisfy { $0.status == .skip })
+        #expect(report.exitStatus == .failed)
+        CancellationQEMUTests.expectNothingLeft(env, "nostart", "after the failed start")
+    }
+
+    /// The plan follows the OS profile: a guest without PCI hotplug gets the card at boot,
+    /// no rescan or unplug steps, and a reset instead of a revert (no QEMU).
+    @Test func planFollowsTheProfile() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let disk = try env.makeBlankDisk()
+        let file = try env.writeLab("plan", """
+            name: plan
+            devices:
+              scsi0: {emulated: {driver: lsi53c895a, disks: [\(disk)]}, attach: hotplug}
+            guests:
+              netbsd: {os: netbsd, disk: \(disk), ready: "login: ", login: {user: root}}
+              linux: {os: linux, disk: \(disk), agent: true}
+            """)
+        let netbsd = try GuestCheck(controller: env.controller, labFile: file, guest: "netbsd")
+        #expect(netbsd.strategy == .reset)
+        #expect(netbsd.plan.map(\.id).suffix(3) == ["reset", "device_at_boot", "scsi_disks"])
+        let linux = try GuestCheck(controller: env.controller, labFile: file, guest: "linux")
+        #expect(linux.plan.map(\.id).suffix(6) == ["agent", "snapshot", "device_hotplug", "rescan", "scsi_disks", "device_unplug"])
+        #expect(throws: LabFileError.self) { try GuestCheck(controller: env.controller, labFile: file, guest: "nosuch") }
+    }
+
     /// A lab with the test guest and no devices.
     static func lab(_ name: String, append: String, extra: String) -> String {
         let out = QLabTestEnvironment.imagesOut
