@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 // The JSON of each command's result (docs/json.md): built here, printed by

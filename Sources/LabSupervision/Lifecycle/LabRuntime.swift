@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 /// Where a lab's runtime files (sockets, record, lock) and state files
@@ -190,7 +191,7 @@ public struct LabRuntime: Sendable {
     public func removeRuntimeFiles() {
         guard let root = try? runtimeRootDirectory(create: false), let directory = try? root.subdirectory(name, create: false) else { return }
         for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
-            directory.remove(LabPaths.baseName(path))
+            directory.remove(Paths.baseName(path))
         }
         root.removeDirectory(name)
     }

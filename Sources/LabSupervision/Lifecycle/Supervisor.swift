@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 /// What `up` hands the supervisor: the QEMU command line and the record to keep.
@@ -35,8 +36,8 @@ public struct LaunchSpec: Sendable {
     /// Reads a launch spec from a runtime dir that passes the checks of
     /// ``PrivateDirectory`` (the supervisor runs what it says).
     public static func read(path: String) throws -> LaunchSpec {
-        guard let directory = try PrivateDirectory.open(LabPaths.directory(of: path), role: .runtime, create: false),
-            let json = directory.readJSON(LabPaths.baseName(path)), let spec = LaunchSpec(json)
+        guard let directory = try PrivateDirectory.open(Paths.directory(of: path), role: .runtime, create: false),
+            let json = directory.readJSON(Paths.baseName(path)), let spec = LaunchSpec(json)
         else { throw LabError.supervisor("cannot read launch spec \(path)") }
         return spec
     }
@@ -94,7 +95,7 @@ public final class Supervisor: Sendable {
             return (.failed(record), nil, nil)
         }
         try? stateDirectory.appendLine(
-            LabPaths.baseName(runtime.qemuLogPath), "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
+            Paths.baseName(runtime.qemuLogPath), "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
         let startOffset = FileSystem.size(runtime.qemuLogPath) ?? logOffset
         // QEMU creates its sockets with the umask: 0600 sockets and logs.
         // (qlab's own directories get explicit modes.)
@@ -107,7 +108,7 @@ public final class Supervisor: Sendable {
         }
         let child: ChildProcess
         do {
-            let log = try stateDirectory.openForAppending(LabPaths.baseName(runtime.qemuLogPath))
+            let log = try stateDirectory.openForAppending(Paths.baseName(runtime.qemuLogPath))
             defer { close(log) }
             child = try ChildProcess.spawn(
                 executable: spec.argv[0], arguments: Array(spec.argv.dropFirst()), stdin: .null,
@@ -165,7 +166,7 @@ public final class Supervisor: Sendable {
     public func watch(child: ChildProcess, client: QMPClient) async -> ExitRecord {
         let logOffset = runtime.record?.qemuLogOffset ?? 0
         let events = client.events()
-        let eventLog = LabPaths.baseName(runtime.eventLogPath)
+        let eventLog = Paths.baseName(runtime.eventLogPath)
         let stateDirectory = try? runtime.labStateDirectory(create: false)
         let logger = Task {
             for await event in events {
