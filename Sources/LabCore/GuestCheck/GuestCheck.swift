@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 /// `qlab guest check LAB GUEST`: boots a lab's guest as `qlab run` does
