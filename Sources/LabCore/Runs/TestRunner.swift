@@ -237,9 +237,9 @@ public final class TestRunner: Sendable {
             let cancelled = Task.isCancelled
             var message = "\(error)"
             var diagnoses: [Diagnosis] = []
-            if case GuestError.timeout(let what, let seconds, _) = error {
+            if case GuestError.timeout(let what, _, _) = error {
+                // The whole boot_timeout: the wait for `ready` gets what the firmware text left of it.
                 message = "no \(what) within \(Self.wholeSeconds(guest.bootTimeout.inSeconds)) s (boot_timeout)"
-                _ = seconds
             }
             if case GuestScreen.ScreenError.textNotShown(let text, let seconds, _) = error {
                 message = "no firmware text \"\(text)\" on the screen within \(Self.wholeSeconds(seconds)) s (boot_timeout)"

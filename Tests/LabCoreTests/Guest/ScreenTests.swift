@@ -82,6 +82,10 @@ struct ScreenTests {
                 """)
         }
         let vga = "-device VGA,id=qlab-vga,bus=pcie.0,addr=0x1e"
+        // The example lab with a screen.
+        let example = try env.qlab("args", QLabTestEnvironment.repositoryRoot + "/labs/emulated-firmware.yaml")
+        #expect(example.status == 0, "\(example.output)")
+        #expect(example.stdout.contains(vga))
         #expect(!(try env.qlab("args", try lab("plain"))).stdout.contains("VGA"))
         #expect(try env.qlab("args", try lab("top", top: "display: vga")).stdout.contains(vga))
         // Graphical profiles get one by default; a guest's display: none takes it away.
@@ -160,6 +164,26 @@ struct ScreenTests {
         // The report read back (as `report html` and `report merge` do) finds its screenshots.
         let readBack = try TestReport(path: out + "/report.json")
         #expect(readBack.results[1].screenshot == out + "/shots-linux-fail-1.png")
+        #expect(env.qemuProcesses().isEmpty)
+    }
+
+    /// firmware_ready text that never comes: the guest did not boot, with the reason and its screen.
+    @Test func missingFirmwareTextIsAFailedBootWithItsScreen() throws {
+        try RunLoopTests.requireImages()
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try env.writeGuestLab("nofw", devices: "  {}", tests: "  t: {run: \"true\"}", extra: "display: vga")
+        let text = try String(contentsOfFile: lab, encoding: .utf8)
+            .replacingOccurrences(of: "    boot_timeout: 180s", with: "    boot_timeout: 4s\n    firmware_ready: qlab-never-on-screen")
+        try text.write(toFile: lab, atomically: true, encoding: .utf8)
+        let run = try env.qlab("run", lab, "--json-report", env.root + "/r.json")
+        #expect(run.status == 1, "\(run.output)")
+        let report = try TestReport(path: env.root + "/r.json")
+        #expect(report.results.map(\.outcome) == [.error, .skipped])
+        #expect(report.results.first?.message == "guest linux did not boot: no firmware text \"qlab-never-on-screen\" on the screen within 4 s (boot_timeout)")
+        #expect(report.results.first?.screenshot == env.root + "/nofw-linux-boot-0.png")
+        let size = try #require(Self.pngSize((try? Data(contentsOf: URL(fileURLWithPath: env.root + "/nofw-linux-boot-0.png"))) ?? Data()))
+        #expect(size == (720, 400))
         #expect(env.qemuProcesses().isEmpty)
     }
 
