@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LabCore
 import QMP
+import Synchronization
 
 /// `up` runs each lab's supervisor as `qlab-supervisor` next to this binary, else `qlab _supervise`.
 func labController() -> LabController {
@@ -31,6 +32,10 @@ struct UpCommand: AsyncParsableCommand, JSONReporting {
                 // kills it); nothing is left; exit 130/143/129.
                 let (lab, json) = (lab, json)
                 try await runCancellable("up") { stop in
+                    // Under systemd (Type=notify): STOPPING=1 once we are on the way down.
+                    let stopping = Once()
+                    let notifyStopping: @Sendable () -> Void = { stopping.run { SystemdNotify.notify("STOPPING=1") } }
+                    stop.onRequest { _ in notifyStopping() }
                     let exit = try await controller.upForeground(labFile: lab, options: options, stop: stop) { record in
                         if json {
                             try? printJSONLine(.object(record.upJSON))
@@ -39,7 +44,9 @@ struct UpCommand: AsyncParsableCommand, JSONReporting {
                         }
                         // Whoever waits on this line (a script, a test) gets it now, not at exit.
                         fflush(nil)
+                        SystemdNotify.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=lab \(record.name) up: QEMU pid \(record.qemuPID)")
                     }
+                    notifyStopping()
                     if json {
                         try printJSONLine(["exit": exit.outputJSON])
                     } else {
@@ -203,5 +210,14 @@ struct RemoveCommand: AsyncParsableCommand, JSONReporting {
             reportError("qlab rm: \(error)")
             throw exitCodeFor(error)
         }
+    }
+}
+
+/// Runs its body the first time only (from any thread).
+final class Once: Sendable {
+    private let done = Mutex(false)
+
+    func run(_ body: () -> Void) {
+        if done.withLock({ done in defer { done = true }; return !done }) { body() }
     }
 }
