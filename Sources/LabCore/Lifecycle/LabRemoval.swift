@@ -23,6 +23,11 @@ extension LabController {
         }
         var bytes = 0
         var removedAnything = false
+        // RAM files a crashed lab's supervisor could not remove (docs/devices-snapshots.md).
+        if FileSystem.entryExists(runtime.ramDirectoryPath) {
+            bytes += runtime.removeRAMFiles()
+            removedAnything = true
+        }
         if let root = try runtime.runtimeRootDirectory(create: false), root.contains(name) {
             bytes += root.removeTree(name)
             removedAnything = true

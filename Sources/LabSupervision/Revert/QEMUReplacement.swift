@@ -1,0 +1,156 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import QMP
+
+extension Supervisor {
+    enum Replacement: Sendable {
+        /// Nothing was done (not a fast lab, no RAM image): the old QEMU runs on.
+        case refused(String)
+        /// A new QEMU runs; `error` when it came up but the load or `cont` failed.
+        case replaced(ChildProcess, QMPClient, reply: JSONObject, error: String?)
+        /// The old QEMU is gone and no new one runs.
+        case gone(ExitRecord, String)
+    }
+
+    /// A fast revert: replaces QEMU by a fresh one that maps snapshot `tag`'s
+    /// RAM image copy-on-write and loads its device state and disks.
+    ///
+    /// 1. `stop` the old QEMU (which flushes its disks), SIGKILL it and reap
+    ///    it (its pidfd), so its image locks are gone;
+    /// 2. start the same command line with `mem-path=RAMDIR/snap-TAG.ram,share=off` and `-S`;
+    /// 3. on the supervisor monitor: `x-ignore-shared` on (QEMU 7.2 has no
+    ///    `-global` for it), HMP `loadvm TAG`, capability off, `cont`.
+    ///
+    /// The record gets the new pid and start time and `mapped_snapshot`, the
+    /// event log a `QLAB_QEMU_REPLACED` line; sockets and logs keep their
+    /// paths, so clients reconnect by path.
+    func replaceQEMU(child: ChildProcess, client: QMPClient, tag: String) async -> Replacement {
+        let begin = ContinuousClock.now
+        var steps: [JSONValue] = []
+        func step(_ name: String, since start: ContinuousClock.Instant) {
+            let ms = Double((ContinuousClock.now - start).components.attoseconds) / 1e15 + Double((ContinuousClock.now - start).components.seconds) * 1000
+            steps.append(["step": .string(name), "ms": .double((ms * 1000).rounded() / 1000)])
+        }
+        guard var record = runtime.record else { return .refused("the lab record is missing") }
+        guard let revert = record.revert, revert.method == .fast, let image = revert.imagePath(tag) else {
+            return .refused("this lab reverts with loadvm (\(record.revert?.reason ?? "its record predates fast reverts")); no QEMU to replace")
+        }
+        do { try HMPCommand.validateSnapshotTag(tag) } catch { return .refused("\(error)") }
+        guard FileSystem.entryExists(image) else {
+            return .refused("snapshot \(tag) has no RAM image (\(image)): it was saved without the fast method; revert it with loadvm")
+        }
+        guard let argv = RAMFiles.restartArgv(spec.argv, path: image, memoryMiB: revert.memoryMiB, shared: false) else {
+            return .refused("the lab's command line has no qlab RAM backend")
+        }
+
+        // 1. The old QEMU: stopped (flushes its disks), killed, reaped.
+        var start = ContinuousClock.now
+        _ = try? await client.execute("stop", timeout: .seconds(5))
+        step("stop old QEMU", since: start)
+        start = ContinuousClock.now
+        kill(child.pid, SIGKILL)  // our unreaped child
+        var oldExit = await child.wait(timeout: .seconds(30))
+        if oldExit == nil { oldExit = child.wait() }
+        client.close()
+        current.withLock { $0 = nil }
+        step("kill old QEMU", since: start)
+
+        // 2. The new one.
+        start = ContinuousClock.now
+        let stateDirectory = try? runtime.labStateDirectory(create: false)
+        try? stateDirectory?.appendLine(
+            LabPaths.baseName(runtime.qemuLogPath),
+            "=== qlab: replacing QEMU for lab \(record.name) (fast revert to \(tag)) at \(formatTimestamp(wallClockSeconds())) ===")
+        let logOffset = FileSystem.size(runtime.qemuLogPath) ?? 0
+        let newChild: ChildProcess
+        do {
+            guard let stateDirectory else { throw LabError.supervisor("the lab's state directory is missing") }
+            let log = try stateDirectory.openForAppending(LabPaths.baseName(runtime.qemuLogPath))
+            defer { close(log) }
+            newChild = try ChildProcess.spawn(
+                executable: argv[0], arguments: Array(argv.dropFirst()), stdin: .null, stdout: .descriptor(log), stderr: .descriptor(log))
+        } catch {
+            let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false, qemuOutput: "qlab could not start QEMU for a fast revert to \(tag): \(error)", diagnoses: [])
+            return .gone(exit, exit.qemuOutput)
+        }
+        let oldPID = record.qemuPID
+        record.qemuPID = newChild.pid
+        record.qemuStartTime = ProcessIdentity.startTime(newChild.pid)
+        record.qemuLogOffset = logOffset
+        record.revert?.mappedSnapshot = tag
+        try? runtime.writeRecord(record)
+        step("spawn QEMU", since: start)
+
+        start = ContinuousClock.now
+        var newClient: QMPClient?
+        while newClient == nil {
+            // An owned lab's owner (qlab run) went away (Ctrl-C): no new QEMU outlives it.
+            if ownedForLife && owner?.ownerGone == true {
+                kill(newChild.pid, SIGKILL)
+                var exit = makeExitRecord(newChild.wait(), requested: true, logOffset: logOffset)
+                exit.qemuOutput += "\nqlab: the lab's owner went away during a fast revert; the new QEMU was killed."
+                return .gone(exit, "the lab's owner went away during the revert")
+            }
+            if let exit = newChild.poll() {
+                var exitRecord = makeExitRecord(exit, requested: false, logOffset: logOffset)
+                exitRecord.qemuOutput += "\nqlab: QEMU ended while starting for a fast revert to \(tag)."
+                let why = "the new QEMU \(exit) before its monitor answered: \(exitRecord.qemuOutput)"
+                    + exitRecord.diagnoses.map { "\n\($0.id): \($0.fix)" }.joined()
+                return .gone(exitRecord, why)
+            }
+            if FileSystem.entryExists(runtime.supervisorSocketPath) {
+                newClient = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
+            }
+            if newClient == nil { try? await Task.sleep(for: .milliseconds(2)) }
+        }
+        let monitor = newClient!
+        current.withLock { $0 = (newChild, monitor) }
+        step("connect", since: start)
+        appendEvent("QLAB_QEMU_REPLACED", ["reason": "revert", "tag": .string(tag), "old_pid": .int(Int64(oldPID)), "new_pid": .int(Int64(newChild.pid)),
+                                           "old_exit": .string(oldExit?.description ?? "unknown")])
+
+        // 3. Device state and disks of the snapshot; RAM is the image.
+        var failure: String?
+        do {
+            start = ContinuousClock.now
+            _ = try await monitor.execute("migrate-set-capabilities", arguments: Self.ignoreShared(true))
+            step("x-ignore-shared on", since: start)
+            start = ContinuousClock.now
+            let output = try await monitor.humanMonitorCommand(try HMPCommand("loadvm", [tag]), timeout: .seconds(600))
+            step("HMP loadvm", since: start)
+            let text = output.filter { $0 != "\r" }.trimmingCharacters(in: "\n ")
+            if !text.isEmpty {
+                let logged = Self.readLog(runtime.qemuLogPath, from: logOffset)
+                failure = "QEMU refused loadvm \(tag): \(text)" + (logged.isEmpty || text.contains(logged) ? "" : "\n" + logged)
+            } else {
+                start = ContinuousClock.now
+                _ = try await monitor.execute("migrate-set-capabilities", arguments: Self.ignoreShared(false))
+                _ = try await monitor.execute("cont")
+                step("cont", since: start)
+            }
+        } catch {
+            failure = "the fast revert to \(tag) failed on the new QEMU: \(error)"
+        }
+        var reply: JSONObject = [
+            "qemu_pid": .int(Int64(newChild.pid)), "old_pid": .int(Int64(oldPID)), "steps": .array(steps),
+            "via": .string("fresh QEMU on \(RAMFiles.image(tag))"),
+        ]
+        let total = ContinuousClock.now - begin
+        reply["total_ms"] = .double(Double(total.components.seconds) * 1000 + Double(total.components.attoseconds) / 1e15)
+        return .replaced(newChild, monitor, reply: reply, error: failure)
+    }
+
+    /// `migrate-set-capabilities` arguments turning `x-ignore-shared` on or off.
+    static func ignoreShared(_ on: Bool) -> JSONObject {
+        ["capabilities": [["capability": "x-ignore-shared", "state": .bool(on)]]]
+    }
+
+    /// One line of qlab's own in the event log (`QLAB_...`), between QEMU's events.
+    func appendEvent(_ name: String, _ data: JSONObject) {
+        let line: JSONValue = ["time": .double(wallClockSeconds()), "event": .string(name), "data": .object(data)]
+        if let text = try? line.jsonString() {
+            try? (try? runtime.labStateDirectory(create: false))??.appendLine(LabPaths.baseName(runtime.eventLogPath), text)
+        }
+    }
+}
