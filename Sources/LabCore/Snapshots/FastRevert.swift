@@ -93,7 +93,7 @@ extension LabSession {
                     removed.append(path)
                 }
             }
-            dropped.append(DetachResult(device: device.name, method: .alreadyGone, unplugTime: .zero, removedOverlays: removed, timings: StepTimings()))
+            dropped.append(DetachResult(device: device.name, method: .droppedWithQEMU, unplugTime: .zero, removedOverlays: removed, timings: StepTimings()))
         }
         try setDeviceStates(attached.map { ($0.name, .detached) })
         if !attached.isEmpty { timings.record("drop hotplugged devices with the old QEMU", since: start) }

@@ -327,6 +327,10 @@ extension LabSession {
         }
         let logged = Supervisor.readLog(runtime.qemuLogPath, from: logOffset)
         if !logged.isEmpty, !text.contains(logged) { text += "\n" + logged }
+        if operation == .load, text.contains("x-ignore-shared is off, but received capability is on") {
+            text += "\nqlab: snapshot \(tag) was saved with the fast revert method and its RAM image (snap-\(tag).ram) is gone"
+                + " (`down` and `rm` remove RAM images), so it cannot be loaded: save it again (or use `revert: loadvm` for snapshots kept across `down`)"
+        }
         let status = try? await qmp.queryStatus().status
         throw SnapshotError.failed(operation: via, tag: tag, qemuText: text, vmStatus: status, diagnoses: Diagnoser.diagnose(text))
     }

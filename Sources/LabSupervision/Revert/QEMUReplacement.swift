@@ -20,7 +20,8 @@ extension Supervisor {
     ///    it (its pidfd), so its image locks are gone;
     /// 2. start the same command line with `mem-path=RAMDIR/snap-TAG.ram,share=off` and `-S`;
     /// 3. on the supervisor monitor: `x-ignore-shared` on (QEMU 7.2 has no
-    ///    `-global` for it), HMP `loadvm TAG`, capability off, `cont`.
+    ///    `-global` for it), HMP `loadvm TAG`, capability off, `cont` when
+    ///    the old VM was running (as QEMU's own loadvm does).
     ///
     /// The record gets the new pid and start time and `mapped_snapshot`, the
     /// event log a `QLAB_QEMU_REPLACED` line; sockets and logs keep their
@@ -46,6 +47,8 @@ extension Supervisor {
 
         // 1. The old QEMU: stopped (flushes its disks), killed, reaped.
         var start = ContinuousClock.now
+        // As QEMU's loadvm: the VM runs after the revert if it ran before.
+        let wasRunning = (try? await client.execute("query-status", timeout: .seconds(5)))?["running"]?.boolValue ?? true
         _ = try? await client.execute("stop", timeout: .seconds(5))
         step("stop old QEMU", since: start)
         start = ContinuousClock.now
@@ -126,8 +129,8 @@ extension Supervisor {
             } else {
                 start = ContinuousClock.now
                 _ = try await monitor.execute("migrate-set-capabilities", arguments: Self.ignoreShared(false))
-                _ = try await monitor.execute("cont")
-                step("cont", since: start)
+                if wasRunning { _ = try await monitor.execute("cont") }
+                step(wasRunning ? "cont" : "x-ignore-shared off", since: start)
             }
         } catch {
             failure = "the fast revert to \(tag) failed on the new QEMU: \(error)"

@@ -74,7 +74,15 @@ public final class ControlServer: Sendable {
             guard let channel = try? MessageChannel(adopting: fd) else { continue }
             let mailbox = self.mailbox
             do {
-                try channel.start { input in
+                try channel.start { [weak self] input in
+                    if case .closed = input {
+                        // The client is done: free its descriptors (off the reader thread, which close() waits for).
+                        Task.detached { [weak self] in
+                            self?.channels.withLock { $0.removeAll { $0 === channel } }
+                            channel.close()
+                        }
+                        return
+                    }
                     guard case .message(let message) = input else { return }
                     guard let command = message["execute"]?.stringValue else {
                         try? channel.send(["error": ["class": "GenericError", "desc": "expected {\"execute\": COMMAND, \"arguments\": {...}}"]])

@@ -102,3 +102,90 @@ struct FastRevertTests {
         #expect(env.qemuProcesses().isEmpty)
     }
 }
+
+/// The fast method on a VM with no OS (firmware only): cheap, no guest boot.
+@Suite("Fast revert (real QEMU, no OS)", .serialized)
+struct FastRevertBareTests {
+    static func fdCount(_ pid: Int32) -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
+    }
+
+    /// Ten fast reverts: each a new QEMU (the old one reaped), one QEMU at a
+    /// time, the card re-plugged each time, and nothing grows: the
+    /// supervisor's descriptors, RAM files, hotplug overlays, the guest overlay.
+    @Test func tenFastRevertsReplaceQEMUAndLeakNothing() async throws {
+        let fixture = try DeviceLabFixture()
+        defer { fixture.cleanUp() }
+        let lab = try fixture.bareLab()
+        try await fixture.withLab(lab) { session in
+            let ram = try #require(session.currentRecord.revert?.ramDirectory)
+            #expect(session.revertMethod == .fast)
+            _ = try await session.attach("scsi-am")
+            // No OS to release the card: the save may reset to unplug it.
+            let saved = try await session.saveSnapshot("ready", options: SnapshotOptions(unplugPolicy: .standard))
+            #expect(saved.method == .fast)
+            #expect(saved.reattached.map(\.device) == ["scsi-am"])
+            let supervisor = session.currentRecord.supervisorPID
+            var seen: Set<Int32> = [session.currentRecord.qemuPID]
+            var baseline: (fds: Int, overlay: Int)?
+            let overlay = fixture.stateRoot + "/bare-dev/bare/disk.qcow2"
+            for cycle in 1...10 {
+                let result = try await session.revert(to: "ready")
+                #expect(result.method == .fast, "cycle \(cycle)")
+                #expect(result.detached.map(\.method) == [.droppedWithQEMU])
+                #expect(result.attached.map(\.device) == ["scsi-am"])
+                let pid = session.currentRecord.qemuPID
+                #expect(!seen.contains(pid), "cycle \(cycle): QEMU was not replaced")
+                seen.insert(pid)
+                #expect(fixture.qemuProcesses() == [pid], "cycle \(cycle)")
+                #expect(try await session.qmp.queryStatus().status == "running")
+                #expect(try await session.peripheralIDs().contains("scsi-am"))
+                #expect(FastRevertTests.files(in: ram) == ["live.ram", "snap-ready.ram"])
+                #expect(FastRevertTests.files(in: fixture.stateRoot + "/bare-dev/bare/hotplug") == ["scsi-am-disk0.qcow2"])
+                let now = (Self.fdCount(supervisor), FileSystem.size(overlay) ?? -1)
+                if cycle == 2 { baseline = now }
+                if let baseline, cycle > 2 {
+                    #expect(now.0 == baseline.fds, "supervisor descriptors after cycle \(cycle)")
+                    #expect(now.1 <= baseline.overlay + (1 << 20), "guest overlay grew after cycle \(cycle)")
+                }
+            }
+            let events = try String(contentsOfFile: fixture.runtime("bare-dev").eventLogPath, encoding: .utf8)
+            #expect(events.components(separatedBy: "\"QLAB_QEMU_REPLACED\"").count - 1 == 10)
+        }
+        #expect(fixture.qemuProcesses().isEmpty)
+    }
+
+    /// `down` removes the RAM images; a fast snapshot then cannot be loaded,
+    /// and the error says why and what to do. `rm` removes a RAM directory a
+    /// killed supervisor left.
+    @Test func downRemovesRAMImagesAndTheSnapshotSaysSo() async throws {
+        let fixture = try DeviceLabFixture()
+        defer { fixture.cleanUp() }
+        let lab = try fixture.bareLab()
+        var ram = ""
+        try await fixture.withLab(lab, paused: true) { session in
+            ram = try #require(session.currentRecord.revert?.ramDirectory)
+            _ = try await session.saveSnapshot("kept")
+            #expect(FastRevertTests.files(in: ram) == ["live.ram", "snap-kept.ram"])
+        }
+        #expect(!FileManager.default.fileExists(atPath: ram))
+        try await fixture.withLab(lab, paused: true) { session in
+            do {
+                _ = try await session.loadSnapshot("kept")
+                Issue.record("loaded a fast snapshot without its RAM image")
+            } catch SnapshotError.failed(_, _, let text, _, _) {
+                #expect(text.contains("its RAM image (snap-kept.ram) is gone"), "\(text)")
+            }
+        }
+        // A supervisor killed with its lab leaves RAM files; `rm` takes them.
+        _ = try await fixture.controller.up(labFile: lab, options: .init(paused: true))
+        let record = try #require(fixture.runtime("bare-dev").record)
+        kill(record.supervisorPID, SIGKILL)
+        kill(record.qemuPID, SIGKILL)
+        _ = await ProcessTable.waitGone(record.qemuPID, timeout: .seconds(10))
+        #expect(FileManager.default.fileExists(atPath: ram))
+        let removal = try await fixture.controller.remove("bare-dev")
+        #expect(removal.removedAnything)
+        #expect(!FileManager.default.fileExists(atPath: ram))
+    }
+}
