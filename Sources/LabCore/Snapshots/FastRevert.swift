@@ -100,7 +100,10 @@ extension LabSession {
         start = ContinuousClock.now
         let reply: JSONObject
         do {
-            reply = try await ControlServer.request(path: runtime.controlSocketPath, command: "revert", arguments: ["tag": .string(tag)], timeout: timeout)
+            // resume false: this session reconnects while the new VM is still stopped (QEMU's main
+            // loop answers at once then), and resumes it itself.
+            reply = try await ControlServer.request(
+                path: runtime.controlSocketPath, command: "revert", arguments: ["tag": .string(tag), "resume": false], timeout: timeout)
         } catch {
             // QEMU may have been replaced (a failed load) or be gone: follow it.
             try? await replaceMonitor()
@@ -121,6 +124,11 @@ extension LabSession {
         start = ContinuousClock.now
         try await replaceMonitor()
         timings.record("reconnect QMP", since: start)
+        if reply["resume"]?.boolValue == true {
+            start = ContinuousClock.now
+            try await qmp.cont()
+            timings.record("cont", since: start)
+        }
         let pid = reply["qemu_pid"]?.intValue.map { " (pid \($0))" } ?? ""
         return ("fresh QEMU on \(RAMFiles.image(tag))\(pid)", timings, dropped)
     }

@@ -193,7 +193,8 @@ public final class Supervisor: Sendable {
                         request.respond(["error": ["class": "GenericError", "desc": .string("unknown control command \(request.command); the supervisor knows revert {tag}")]])
                         continue watching
                     }
-                    switch await replaceQEMU(child: child, client: client, tag: tag) {
+                    let resume = request.arguments["resume"]?.boolValue ?? true
+                    switch await replaceQEMU(child: child, client: client, tag: tag, resume: resume) {
                     case .refused(let why):
                         request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
                         continue watching

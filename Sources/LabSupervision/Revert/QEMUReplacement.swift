@@ -26,7 +26,10 @@ extension Supervisor {
     /// The record gets the new pid and start time and `mapped_snapshot`, the
     /// event log a `QLAB_QEMU_REPLACED` line; sockets and logs keep their
     /// paths, so clients reconnect by path.
-    func replaceQEMU(child: ChildProcess, client: QMPClient, tag: String) async -> Replacement {
+    /// `resume` false: the new VM is left stopped and the reply's `resume`
+    /// says whether the caller should `cont` it (it ran before): a client
+    /// that reconnects first does so while QEMU's main loop is idle.
+    func replaceQEMU(child: ChildProcess, client: QMPClient, tag: String, resume: Bool = true) async -> Replacement {
         let begin = ContinuousClock.now
         var steps: [JSONValue] = []
         func step(_ name: String, since start: ContinuousClock.Instant) {
@@ -58,6 +61,10 @@ extension Supervisor {
         client.close()
         current.withLock { $0 = nil }
         step("kill old QEMU", since: start)
+        if revert.mappedSnapshot == nil, let directory = try? runtime.ramDirectory(path: revert.ramDirectory, create: false) {
+            // Nothing maps the live RAM file any more (QEMUs from now on map snapshot images): give its memory back.
+            directory.remove(RAMFiles.live)
+        }
 
         // 2. The new one.
         start = ContinuousClock.now
@@ -66,6 +73,8 @@ extension Supervisor {
             LabPaths.baseName(runtime.qemuLogPath),
             "=== qlab: replacing QEMU for lab \(record.name) (fast revert to \(tag)) at \(formatTimestamp(wallClockSeconds())) ===")
         let logOffset = FileSystem.size(runtime.qemuLogPath) ?? 0
+        // The old QEMU's monitor socket file stays behind: gone, its successor's appearance is the event to wait for.
+        (try? runtime.runtimeDirectory(create: false))??.remove(LabPaths.baseName(runtime.supervisorSocketPath))
         let newChild: ChildProcess
         do {
             guard let stateDirectory else { throw LabError.supervisor("the lab's state directory is missing") }
@@ -102,10 +111,20 @@ extension Supervisor {
                     + exitRecord.diagnoses.map { "\n\($0.id): \($0.fix)" }.joined()
                 return .gone(exitRecord, why)
             }
-            if FileSystem.entryExists(runtime.supervisorSocketPath) {
-                newClient = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
+            if ContinuousClock.now - start > .seconds(60) {
+                kill(newChild.pid, SIGKILL)
+                var exit = makeExitRecord(newChild.wait(), requested: false, logOffset: logOffset)
+                exit.qemuOutput += "\nqlab: the new QEMU's monitor did not answer within 60 s during a fast revert; QEMU was killed."
+                return .gone(exit, exit.qemuOutput)
             }
-            if newClient == nil { try? await Task.sleep(for: .milliseconds(2)) }
+            // The socket's appearance (inotify) or QEMU's exit (pidfd) ends the wait; the owner is looked at every 200 ms.
+            if await EntryWatch.waitForEntry(
+                LabPaths.baseName(runtime.supervisorSocketPath), in: runtime.directory, orExitOf: newChild.pid, timeout: .milliseconds(200))
+            {
+                newClient = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
+                // Between QEMU's bind(2) and listen(2) a connect is refused: the one case retried after a pause.
+                if newClient == nil { try? await Task.sleep(for: .milliseconds(1)) }
+            }
         }
         let monitor = newClient!
         current.withLock { $0 = (newChild, monitor) }
@@ -129,15 +148,15 @@ extension Supervisor {
             } else {
                 start = ContinuousClock.now
                 _ = try await monitor.execute("migrate-set-capabilities", arguments: Self.ignoreShared(false))
-                if wasRunning { _ = try await monitor.execute("cont") }
-                step(wasRunning ? "cont" : "x-ignore-shared off", since: start)
+                if wasRunning && resume { _ = try await monitor.execute("cont") }
+                step(wasRunning && resume ? "cont" : "x-ignore-shared off", since: start)
             }
         } catch {
             failure = "the fast revert to \(tag) failed on the new QEMU: \(error)"
         }
         var reply: JSONObject = [
             "qemu_pid": .int(Int64(newChild.pid)), "old_pid": .int(Int64(oldPID)), "steps": .array(steps),
-            "via": .string("fresh QEMU on \(RAMFiles.image(tag))"),
+            "via": .string("fresh QEMU on \(RAMFiles.image(tag))"), "resume": .bool(wasRunning && !resume),
         ]
         let total = ContinuousClock.now - begin
         reply["total_ms"] = .double(Double(total.components.seconds) * 1000 + Double(total.components.attoseconds) / 1e15)
