@@ -102,6 +102,84 @@ struct FastRevertTests {
         #expect(!FileManager.default.fileExists(atPath: ramDirectory))
         #expect(env.qemuProcesses().isEmpty)
     }
+
+    /// Kernel log lines that mean the guest's clock jumped (a revert that
+    /// does not rewind the TSC): the reference's "soft lockup", "Marking
+    /// clocksource 'tsc' as unstable", "Long readout interval".
+    static let clockWarnings = "soft lockup|Marking clocksource|clocksource .* unstable|Long readout"
+
+    /// `cycles` reverts of the running test guest to a snapshot taken after it
+    /// ran a while; after each, the guest runs on and its kernel log (dmesg:
+    /// a revert also reverts the log, so it is read every cycle) is searched
+    /// for clock warnings. Returns the warning lines per cycle that had any.
+    static func clockCheck(revert: String, cycles: Int) async throws -> [Int: String] {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let name = "clock-" + revert
+        let file = try env.writeGuestLab(name, tests: "  none: {run: \"true\"}", extra: "revert: \(revert)")
+        _ = try await env.controller.up(labFile: file, options: .init())
+        let runtime = env.runtime(name)
+        let session = try await LabSession.open(runtime: runtime)
+        defer { session.close() }
+        let console = try GuestConsole.connect(runtime: runtime)
+        defer { console.close() }
+        try await console.waitForReady(try session.guest)
+        _ = try await console.run("sleep 2", timeout: .seconds(30))
+        _ = try await session.saveSnapshot("ready")
+        var warnings: [Int: String] = [:]
+        for cycle in 1...cycles {
+            let result = try await session.revert(to: "ready", attaching: [])
+            #expect(result.method.rawValue == revert)
+            console.skipReceived()
+            let log = try await console.run("sleep 0.3; dmesg | grep -iE '\(clockWarnings)' || echo QLAB-CLOCK-CLEAN", timeout: .seconds(60))
+            if !log.output.contains("QLAB-CLOCK-CLEAN") { warnings[cycle] = log.output }
+        }
+        return warnings
+    }
+
+    /// 50 fast reverts: every one a fresh QEMU, whose guest clock is the
+    /// snapshot's; the kernel never logs a clock warning.
+    @Test func fiftyFastRevertsLeaveNoClockWarning() async throws {
+        try RunLoopTests.requireImages()
+        let warnings = try await Self.clockCheck(revert: "fast", cycles: 50)
+        #expect(warnings.isEmpty, "clock warnings after reverts \(warnings.keys.sorted()): \(warnings.values.first ?? "")")
+    }
+
+    /// The same with QEMU's loadvm in place, which does not rewind the guest
+    /// TSC: the clock jump the docs describe, and proof that the check above
+    /// sees warnings when there are some. Opt-in (QLAB_TEST_LOADVM_CLOCK=1): a
+    /// measurement of QEMU's behaviour, not of qlab's.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["QLAB_TEST_LOADVM_CLOCK"] == "1"))
+    func loadvmRevertsShowTheClockJump() async throws {
+        try RunLoopTests.requireImages()
+        let warnings = try await Self.clockCheck(revert: "loadvm", cycles: 50)
+        print("loadvm: clock warnings after \(warnings.count) of 50 reverts (first: \(warnings.keys.min() ?? 0)): \(warnings.values.first ?? "")")
+        #expect(!warnings.isEmpty)
+    }
+
+    /// Ctrl-C of `qlab run` while a fast revert replaces QEMU (a new QEMU pid
+    /// has appeared: the supervisor is between starting it and answering):
+    /// exit 130, and no QEMU, supervisor, runtime dir, lock file or RAM file is left.
+    @Test func ctrlCDuringAFastRevertLeavesNothing() async throws {
+        try RunLoopTests.requireImages()
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let file = try env.writeGuestLab("ctrlfast", tests: "  t: {run: \"true\"}")
+        let run = try CancellationQEMUTests.Background(env, ["run", file, "--repeat", "200"])
+        var first: Int32?
+        let replaced = waitUntil(limit: .seconds(300)) {
+            let pids = env.qemuProcesses()
+            if first == nil { first = pids.first }
+            return pids.contains { $0 != first }
+        }
+        #expect(replaced, "no fast revert began: \(run.stdout)\(run.stderr)")
+        let ram = try #require(env.runtime("ctrlfast").record?.revert?.ramDirectory)
+        let status = run.signal(SIGINT)
+        #expect(status == 130, "\(run.stdout)\(run.stderr)")
+        CancellationQEMUTests.expectNothingLeft(env, "ctrlfast", "after SIGINT during a fast revert")
+        #expect(env.qemuProcesses().isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: ram), "RAM files left in \(ram)")
+    }
 }
 
 /// The fast method on a VM with no OS (firmware only): cheap, no guest boot.
