@@ -5,6 +5,7 @@ let package = Package(
     name: "qlab",
     platforms: [.macOS(.v13)],
     products: [
+        .library(name: "Platform", targets: ["Platform"]),
         .library(name: "QMP", targets: ["QMP"]),
         .library(name: "LabSupervision", targets: ["LabSupervision"]),
         .library(name: "LabCore", targets: ["LabCore"]),
@@ -22,19 +23,22 @@ let package = Package(
             pkgConfig: "jansson",
             providers: [.apt(["libjansson-dev"])]
         ),
-        .target(name: "QMP", dependencies: ["CJansson"]),
+        // Thin system-call wrappers (errors, files, processes, sockets, waits):
+        // Foundation-free, below QMP and the lab modules.
+        .target(name: "Platform"),
+        .target(name: "QMP", dependencies: ["CJansson", "Platform"]),
         // What a lab's supervisor needs (records, runtime dirs, processes):
         // Foundation-free, so the supervisor stays small (LabCore re-exports it).
-        .target(name: "LabSupervision", dependencies: ["QMP"]),
-        .target(name: "LabCore", dependencies: ["LabSupervision", "QMP", "Yams"]),
+        .target(name: "LabSupervision", dependencies: ["Platform", "QMP"]),
+        .target(name: "LabCore", dependencies: ["LabSupervision", "Platform", "QMP", "Yams"]),
         .executableTarget(
             name: "qlab",
-            dependencies: ["LabCore", "QMP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["LabCore", "Platform", "QMP", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .executableTarget(name: "qlab-bench", dependencies: ["LabCore", "QMP"]),
+        .executableTarget(name: "qlab-bench", dependencies: ["LabCore", "Platform", "QMP"]),
         // Started by `qlab up` for each lab: no Foundation (see LabSupervision).
-        .executableTarget(name: "qlab-supervisor", dependencies: ["LabSupervision", "QMP"]),
-        .testTarget(name: "QMPTests", dependencies: ["QMP"]),
-        .testTarget(name: "LabCoreTests", dependencies: ["LabCore", "QMP"]),
+        .executableTarget(name: "qlab-supervisor", dependencies: ["LabSupervision", "Platform", "QMP"]),
+        .testTarget(name: "QMPTests", dependencies: ["Platform", "QMP"]),
+        .testTarget(name: "LabCoreTests", dependencies: ["LabCore", "Platform", "QMP"]),
     ]
 )

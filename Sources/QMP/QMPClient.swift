@@ -2,6 +2,7 @@ import CJansson
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import Synchronization
 
 /// A QMP connection: commands with replies routed by `id`, events as a

@@ -38,10 +38,3 @@ public enum QMPError: Error, Sendable, Hashable, CustomStringConvertible {
 func formatSeconds(_ seconds: Double) -> String {
     seconds >= 1 ? "\(Int(seconds.rounded())) s" : "\(Int((seconds * 1000).rounded())) ms"
 }
-
-extension Duration {
-    /// The duration in seconds, as a Double (for messages, reports and figures).
-    public var inSeconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

@@ -1,3 +1,5 @@
+import Platform
+
 /// QEMU's version as the greeting and `query-version` report it.
 public struct QEMUVersion: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var major: Int

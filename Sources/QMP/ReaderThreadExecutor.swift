@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import Synchronization
 
 /// The task executor of a ``ByteStreamChannel``'s reader thread (under every ``MessageChannel``).

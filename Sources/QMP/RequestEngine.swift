@@ -1,3 +1,4 @@
+import Platform
 import Synchronization
 
 /// Why a request or a wait ended without its answer.

@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 import QMP
 
 /// Latency samples and the figures printed from them.

@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// `qlab-bench lifecycle [--runs N] [--qlab PATH]`: `qlab up` to QMP-ready

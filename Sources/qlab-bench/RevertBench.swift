@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// `qlab-bench revert [--runs N] [--memory 256M,1G] [--lab FILE] [--qlab PATH]`:

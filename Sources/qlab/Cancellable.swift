@@ -1,5 +1,6 @@
 import ArgumentParser
 import LabCore
+import Platform
 
 /// Runs a command's work so that SIGHUP, SIGINT and SIGTERM cancel it (the
 /// work stops its step, cleans up and reports; a second signal makes the

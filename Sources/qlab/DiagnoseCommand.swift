@@ -1,10 +1,11 @@
 import ArgumentParser
 import LabCore
-import QMP
 
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
+import QMP
 
 /// `qlab diagnose [FILE|-] [--json]`: explain QEMU and kernel error text.
 struct DiagnoseCommand: ParsableCommand, JSONReporting {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import LabCore
+import Platform
 import QMP
 
 /// Where the host's kernel files are read from; shared by doctor, devices and vfio.

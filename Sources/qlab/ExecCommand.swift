@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 struct ExecCommand: AsyncParsableCommand, JSONReporting {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// `qlab nested list|run`: the nested bench (docs/nested-bench.md).

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// `qlab run LAB ...`: the test matrix.

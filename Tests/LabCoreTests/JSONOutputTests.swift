@@ -2,6 +2,7 @@ import Foundation
 import QMP
 import Testing
 @testable import LabCore
+import Platform
 
 /// What every `--json` document must follow (docs/json.md): it parses, keys
 /// are snake_case, times are ISO 8601 UTC with milliseconds, durations

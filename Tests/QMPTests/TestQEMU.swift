@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 import QMP
 
 /// A real `qemu-system-x86_64 -S -nodefaults -display none` with QMP on a

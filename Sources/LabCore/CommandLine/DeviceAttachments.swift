@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Platform
 
 /// Why a QEMU command line or a device attachment could not be built.
 public enum QEMUCommandLineError: Error, Sendable, Hashable, CustomStringConvertible {

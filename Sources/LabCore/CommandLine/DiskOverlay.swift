@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Platform
 
 /// A problem creating an overlay or a firmware variable store.
 public struct ImageToolError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -82,7 +83,7 @@ public enum DiskOverlay {
     /// Runs `body` to make `temporary` (an unpredictable name beside `path`,
     /// nothing there yet), then renames it to `path`; removes it on failure.
     static func atomically(_ path: String, _ body: (String) async throws(ImageToolError) -> Void) async throws(ImageToolError) {
-        let temporary = LabPaths.directory(of: path) + "/" + RandomName.temporary(for: LabPaths.baseName(path))
+        let temporary = Paths.directory(of: path) + "/" + RandomName.temporary(for: Paths.baseName(path))
         do {
             try await body(temporary)
         } catch {

@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 /// What ``LabSession/attach(_:)`` did.

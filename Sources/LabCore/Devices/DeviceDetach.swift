@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 /// What ``LabSession/detach(_:policy:)`` did for one device.

@@ -1,4 +1,3 @@
-import QMP
 
 /// Why attaching or detaching a lab device failed. Each says what to do.
 public enum DeviceError: Error, Sendable, CustomStringConvertible {

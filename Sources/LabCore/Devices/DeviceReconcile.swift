@@ -1,4 +1,3 @@
-import QMP
 
 extension LabSession {
     /// Makes the lab record agree with QEMU about which lab devices are

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 
 /// Fresh qcow2 overlays for hotplugged disks, made fast enough for the
 /// revert loop.
@@ -31,7 +32,7 @@ public enum FreshOverlay {
                 throw ImageToolError(message: "cannot write \(keyPath): \(error)")
             }
         }
-        let directory = LabPaths.directory(of: overlay)
+        let directory = Paths.directory(of: overlay)
         if !FileSystem.entryExists(directory) {
             do { try FileSystem.makeDirectory(directory, mode: 0o700) } catch {
                 throw ImageToolError(message: "cannot create \(directory): \(error)")

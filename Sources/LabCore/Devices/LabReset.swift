@@ -1,4 +1,4 @@
-import QMP
+import Platform
 
 /// What ``LabSession/reset(timeout:)`` did.
 public struct ResetResult: Sendable {

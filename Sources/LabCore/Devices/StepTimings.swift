@@ -1,4 +1,3 @@
-import QMP
 
 /// How long each step of an operation took, in order: what `attach`,
 /// `detach`, snapshot operations and the revert cycle report, so a caller

@@ -1,3 +1,5 @@
+import Platform
+
 /// How qlab talks to a guest.
 public enum GuestTransport: String, Sendable, CaseIterable {
     /// The guest agent when the lab has its socket and the agent answers, else the serial console.

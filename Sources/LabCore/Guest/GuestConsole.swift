@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
+import Platform
 import Synchronization
 
 /// A lab guest's serial console, driven by a program: wait for text, type

@@ -1,3 +1,5 @@
+import Platform
+
 /// What on the host a PCI device is carrying that unbinding it would take
 /// away: a mounted filesystem, the console, the default route's interface.
 public struct DeviceUsage {

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Platform
 
 /// Predicts vfio passthrough failures from the host's own files before QEMU starts.
 ///

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Platform
 
 /// Reads the process and kernel files under a procfs root.
 public struct Procfs: Sendable {

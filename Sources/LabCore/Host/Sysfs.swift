@@ -1,3 +1,5 @@
+import Platform
+
 /// Reads the PCI, IOMMU and module files under a sysfs root, laid out as the
 /// kernel lays them out:
 ///

@@ -1,3 +1,5 @@
+import Platform
+
 /// Binds a device's IOMMU group to vfio-pci and gives it back, the way the
 /// kernel documents it: `driver_override`, `unbind`, `drivers_probe`.
 ///

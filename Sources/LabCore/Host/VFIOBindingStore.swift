@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Platform
 import QMP
 
 /// Remembers which driver each device had before `qlab vfio bind`, so that
@@ -49,8 +50,8 @@ public struct VFIOBindingStore {
     /// a directory of the user's alone (``PrivateDirectory``): `unbind` writes
     /// what it says to sysfs, so nobody else may have written it.
     public func load() throws -> [Binding] {
-        let name = LabPaths.baseName(path)
-        guard let directory = try PrivateDirectory.open(LabPaths.directory(of: path), role: .state, create: false),
+        let name = Paths.baseName(path)
+        guard let directory = try PrivateDirectory.open(Paths.directory(of: path), role: .state, create: false),
             directory.contains(name)
         else { return [] }
         guard let bytes = directory.read(name) else { throw StoreError(description: "\(path): cannot read the vfio binding state (not a regular file of yours?)") }
@@ -92,8 +93,8 @@ public struct VFIOBindingStore {
     /// missing: ``PrivateDirectory/writeAtomically(_:_:mode:)`` (an
     /// unpredictable `O_EXCL` temporary name, `fsync(2)`, `renameat(2)`).
     static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        guard let directory = try PrivateDirectory.open(LabPaths.directory(of: path), role: .state, create: true) else { return }
-        do { try directory.writeAtomically(LabPaths.baseName(path), bytes) } catch {
+        guard let directory = try PrivateDirectory.open(Paths.directory(of: path), role: .state, create: true) else { return }
+        do { try directory.writeAtomically(Paths.baseName(path), bytes) } catch {
             throw StoreError(description: "cannot write the vfio binding state: \(error)")
         }
     }

@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 // The JSON of each command's result (docs/json.md): built here, printed by
@@ -130,14 +131,10 @@ extension SnapshotResult {
     /// `duration_seconds`: the snapshot operation itself (`via`); `steps` has
     /// every step, the unplugs and re-attaches included.
     public var json: JSONValue {
-        // A fast save or load is several steps (RAM image, job; or the supervisor's replacement).
-        let own = method == .fast
-            ? timings.steps.filter { !["list", "detach ", "attach "].contains(where: $0.name.hasPrefix) }.reduce(Duration.zero) { $0 + $1.duration }
-            : timings.duration(of: via)
         return [
             "operation": .string(operation), "tag": .string(tag), "via": .string(via),
             "method": .string(method.rawValue), "method_reason": .string(methodReason),
-            "duration_seconds": .seconds(own), "total_seconds": .seconds(timings.total),
+            "duration_seconds": .seconds(operationTime), "total_seconds": .seconds(timings.total),
             "detached": .array(detached.map(\.json)), "reattached": .array(reattached.map(\.json)),
             "steps": timings.json,
         ]

@@ -1,3 +1,4 @@
+import Platform
 import Yams
 
 extension Lab {
@@ -8,7 +9,7 @@ extension Lab {
     ///   exist is an error; when false it is recorded in ``missingFiles`` (so
     ///   `qlab args` can print a command line before the images are built).
     public static func load(path: String, requireFiles: Bool = false) throws(LabFileError) -> Lab {
-        let file = LabPaths.absolute(path, relativeTo: LabPaths.currentDirectory())
+        let file = Paths.absolute(path, relativeTo: Paths.currentDirectory())
         if let kind = LabPaths.unusableFileKind(file) {
             throw LabFileError(file: path, message: "is \(kind); give the lab's YAML file")
         }
@@ -109,7 +110,7 @@ struct LabLoader {
     static let testKeys = ["run", "expect", "status", "timeout", "guests"]
     static let hookKeys = ["before_each", "after_each", "timeout"]
 
-    var directory: String { LabPaths.directory(of: file) }
+    var directory: String { Paths.directory(of: file) }
 
     mutating func lab(_ root: Field) throws(LabFileError) -> Lab {
         let entries = try reader.mapping(root, allowed: Self.topKeys, what: "a lab")
@@ -136,7 +137,7 @@ struct LabLoader {
             }
         }
         if !sawName {
-            let stem = LabPaths.baseName(file).split(separator: ".").first.map(String.init) ?? ""
+            let stem = Paths.baseName(file).split(separator: ".").first.map(String.init) ?? ""
             guard LabName.isValid(stem) else {
                 throw LabFileError(
                     file: reader.file, line: 1, column: 1, keyPath: "name",
@@ -379,7 +380,7 @@ struct LabLoader {
     /// An absolute path; records it as missing when it does not exist.
     mutating func path(_ field: Field, guest: String?) throws(LabFileError) -> String {
         let text = try reader.nonEmptyString(field)
-        let resolved = LabPaths.absolute(text, relativeTo: directory)
+        let resolved = Paths.absolute(text, relativeTo: directory)
         if let kind = LabPaths.unusableFileKind(resolved) {
             throw reader.error(field, "\(resolved) is \(kind), not a file QEMU can boot or use as an image; give a regular file")
         }

@@ -1,3 +1,5 @@
+import Platform
+
 /// A size in bytes, written in a lab file as `512M`, `1G`, `1.5G`, `64MiB`
 /// (binary units; a bare number means MiB, as QEMU's `-m` reads it).
 public struct ByteSize: Sendable, Hashable, Comparable, CustomStringConvertible {

@@ -1,3 +1,5 @@
+import Platform
+
 /// What shell completion offers for qlab's arguments: lab names, device names
 /// and snapshot tags. Completion runs on every Tab, so each answer is cheap and
 /// never fails: anything unreadable completes to nothing.

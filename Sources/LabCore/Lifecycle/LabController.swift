@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 /// Starts, stops and inspects labs: the library behind `qlab up`, `down`,
@@ -101,12 +102,12 @@ public struct LabController: Sendable {
         let supervisor: ChildProcess
         do {
             guard let state = try runtime.labStateDirectory(create: false) else { throw LabError.system("\(runtime.stateDirectory) is missing") }
-            let log = try state.openForAppending(LabPaths.baseName(runtime.supervisorLogPath))
+            let log = try state.openForAppending(Paths.baseName(runtime.supervisorLogPath))
             defer { close(log) }
             let executable = Self.supervisorProgram(qlab: supervisorExecutable)
             if executable == supervisorExecutable {
                 try? state.appendLine(
-                    LabPaths.baseName(runtime.supervisorLogPath),
+                    Paths.baseName(runtime.supervisorLogPath),
                     "qlab: no qlab-supervisor next to \(supervisorExecutable); supervising with `qlab _supervise` (links Foundation, more memory)")
             }
             let arguments = SupervisorProcess.Arguments(specPath: runtime.launchSpecPath, readyFD: ends[1], ownerFD: owner.read, owned: options.owned)
@@ -159,7 +160,7 @@ public struct LabController: Sendable {
     /// directory of the qlab executable `qlab` when it is there (a small
     /// process without Foundation), else `qlab` itself (`qlab _supervise`).
     public static func supervisorProgram(qlab: String) -> String {
-        let candidate = LabPaths.directory(of: qlab) + "/qlab-supervisor"
+        let candidate = Paths.directory(of: qlab) + "/qlab-supervisor"
         var info = stat()
         guard qlab.contains("/"), stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0 else { return qlab }
         return candidate
@@ -332,9 +333,9 @@ public struct LabController: Sendable {
     /// live in it) and the firmware variable store.
     func makeOverlays(lab: Lab, guest: LabGuest, layout qemuRuntime: QEMURuntime, fresh: Bool) async throws {
         // QEMU creates the console log but not its directory (a guest with no disk has no overlay to make it).
-        if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(LabPaths.directory(of: log), mode: 0o700) }
+        if let log = qemuRuntime.serialLog { try FileSystem.makeDirectory(Paths.directory(of: log), mode: 0o700) }
         if let overlay = qemuRuntime.diskOverlay, let base = guest.disk {
-            try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
+            try FileSystem.makeDirectory(Paths.directory(of: overlay), mode: 0o700)
             if fresh || !FileSystem.entryExists(overlay) {
                 try await DiskOverlay.createKept(overlay: overlay, base: base, baseFormat: guest.diskFormat)
             } else {
@@ -343,11 +344,11 @@ public struct LabController: Sendable {
         }
         for (id, overlay) in qemuRuntime.deviceDiskOverlays {
             guard let disk = lab.devices.compactMap(\.emulated).flatMap(\.disks).first(where: { $0.id == id }) else { continue }
-            try FileSystem.makeDirectory(LabPaths.directory(of: overlay), mode: 0o700)
+            try FileSystem.makeDirectory(Paths.directory(of: overlay), mode: 0o700)
             try await DiskOverlay.create(overlay: overlay, base: disk.image, baseFormat: disk.format)
         }
         if let vars = qemuRuntime.firmwareVars, fresh || !FileSystem.entryExists(vars) {
-            try FileSystem.makeDirectory(LabPaths.directory(of: vars), mode: 0o700)
+            try FileSystem.makeDirectory(Paths.directory(of: vars), mode: 0o700)
             try await FirmwareVariables.create(at: vars)
         }
     }

@@ -1,3 +1,5 @@
+import Platform
+
 /// `qlab rm`: a stopped lab's state (overlays, logs, records) and runtime leftovers.
 extension LabController {
     /// What `remove` took away.

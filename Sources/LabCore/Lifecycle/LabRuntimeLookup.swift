@@ -3,7 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import QMP
+import Platform
 
 /// Finding a lab's runtime from what a command was given (reads lab files).
 extension LabRuntime {

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
+import Platform
 
 /// The nested bench (issue 6): boots L1 from `labs/nested-bench.yaml` with
 /// qlab's own lifecycle, drives its root shell over the serial console, runs
@@ -56,7 +56,7 @@ public struct NestedBench: Sendable {
     }
 
     /// The level-2 labs' directory: `nested/` beside the bench lab.
-    public var l2LabDirectory: String { LabPaths.directory(of: labFile) + "/nested" }
+    public var l2LabDirectory: String { Paths.directory(of: labFile) + "/nested" }
 
     /// Checks the files a run needs before anything starts.
     public func checkFiles() throws {
@@ -224,7 +224,7 @@ public struct NestedBench: Sendable {
 
     /// `labs/nested` relative to the shell's working directory (the bench lab's parent directory).
     func l2LabsPathInL1() -> String {
-        let labs = LabPaths.directory(of: labFile)
+        let labs = Paths.directory(of: labFile)
         let name = labs.split(separator: "/").last.map(String.init) ?? "labs"
         return name + "/nested"
     }
@@ -234,7 +234,7 @@ public struct NestedBench: Sendable {
     /// there by the bench's /init) that runs the host's binary with a runtime and
     /// state directory in L1's RAM; the working directory is set in the shell itself.
     func prepareShell(_ shell: NestedShell) async throws {
-        let workDirectory = LabPaths.directory(of: LabPaths.directory(of: labFile))
+        let workDirectory = Paths.directory(of: Paths.directory(of: labFile))
         try shell.console.sendLine("cd " + ShellQuoting.quote(pathInL1(workDirectory)))
         let setup = #"printf '#!/bin/sh\nexport QLAB_RUNTIME_DIR=/run/qlab-l2 QLAB_STATE_DIR=/tmp/qlab-l2-state\nexec %s "$@"\n' "#
             + ShellQuoting.quote(pathInL1(qlabExecutable)) + " > /run/qlab/bin/qlab && chmod 755 /run/qlab/bin/qlab && pwd && qlab --version"

@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 /// One check of a step: what was asserted on qlab's output, and whether it held.
@@ -146,16 +147,9 @@ public struct NestedReport: Sendable {
     }
 }
 
-extension Duration {
-    var nestedSeconds: Double {
-        let parts = components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
-    }
-}
-
 /// `12.3 s`.
 public func formatNestedSeconds(_ duration: Duration) -> String {
-    let tenths = Int((duration.nestedSeconds * 10).rounded())
+    let tenths = Int((duration.inSeconds * 10).rounded())
     return "\(tenths / 10).\(tenths % 10) s"
 }
 

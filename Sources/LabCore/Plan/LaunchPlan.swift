@@ -1,3 +1,5 @@
+import Platform
+
 /// Everything decided for one launch of a lab, once: what `qlab args`
 /// prints, what `up` (and `up --foreground`, `run`) starts, and what hotplug
 /// places devices by. Made by ``LabPlanner``; its decisions are kept in the

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 
 extension LabPlanner {
     /// The RAM root for this planner's runtime root (``LabDirectories/ramRoot(environment:uid:)``).

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
+import Platform
 import Synchronization
 
 /// A child run to completion with stdout and stderr captured together

@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 /// How one run of a test ended.

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
+import Platform
 
 /// What a run reports while it goes, for a progress display.
 public enum TestRunEvent: Sendable {

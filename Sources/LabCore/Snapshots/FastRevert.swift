@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 /// The fast revert method (docs/devices-snapshots.md, "Revert methods"):

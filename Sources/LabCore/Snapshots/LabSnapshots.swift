@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 /// How snapshot commands reach QEMU.
@@ -55,6 +56,17 @@ public struct SnapshotResult: Sendable {
     /// Devices attached back after it.
     public var reattached: [AttachResult]
     public var timings: StepTimings
+}
+
+extension SnapshotResult {
+    /// The snapshot operation itself: the `via` step; for the fast method,
+    /// which is several steps (RAM image and job, or the supervisor's
+    /// replacement of QEMU), every step but listing, unplugs and re-attaches.
+    public var operationTime: Duration {
+        guard method == .fast else { return timings.duration(of: via) }
+        return timings.steps.filter { step in !["list", "detach ", "attach "].contains { step.name.hasPrefix($0) } }
+            .reduce(Duration.zero) { $0 + $1.duration }
+    }
 }
 
 /// Snapshots of a running lab: internal qcow2 snapshots of the VM (RAM,

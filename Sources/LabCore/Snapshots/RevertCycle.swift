@@ -1,4 +1,3 @@
-import QMP
 
 /// What one revert cycle did, step by step.
 public struct RevertResult: Sendable {

@@ -1,3 +1,5 @@
+import Platform
+
 /// How this QEMU spells vfio-pci's `rombar`: a number (`rombar=0`; QEMU 7.2
 /// has `<uint32>`, 10.0 `<int32>` with -1 for auto, and both refuse `off`),
 /// or on/off/auto where QEMU made it an OnOffAuto property (`rombar=off`).

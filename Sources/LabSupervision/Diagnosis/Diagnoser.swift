@@ -1,3 +1,5 @@
+import Platform
+
 /// Explains QEMU and kernel error text with ``DiagnosisCatalog``.
 public enum Diagnoser {
     /// Every recognised problem in `text`, in order of first appearance, one

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Platform
 
 /// The few file-system calls lab loading needs, as thin wrappers.
 package enum LabPaths {
@@ -43,41 +44,6 @@ package enum LabPaths {
         case S_IFSOCK: return "a socket"
         default: return "not a regular file"
         }
-    }
-
-    /// `getcwd`.
-    package static func currentDirectory() -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard getcwd(&buffer, buffer.count) != nil else { return "/" }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    /// `path` made absolute against `base` (and `~/` against $HOME), with `.` and `..` folded.
-    package static func absolute(_ path: String, relativeTo base: String) -> String {
-        var path = path
-        if path == "~" || path.hasPrefix("~/"), let home = getenv("HOME") {
-            path = String(cString: home) + path.dropFirst()
-        }
-        let joined = path.hasPrefix("/") ? path : base + "/" + path
-        var parts: [Substring] = []
-        for part in joined.split(separator: "/", omittingEmptySubsequences: true) {
-            if part == "." { continue }
-            if part == ".." {
-                if !parts.isEmpty { parts.removeLast() }
-                continue
-            }
-            parts.append(part)
-        }
-        return "/" + parts.joined(separator: "/")
-    }
-
-    package static func directory(of path: String) -> String {
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return slash == path.startIndex ? "/" : String(path[..<slash])
-    }
-
-    package static func baseName(_ path: String) -> String {
-        path.split(separator: "/").last.map(String.init) ?? path
     }
 
     /// `qcow2` when the file starts with qcow2's magic, `raw` when it exists

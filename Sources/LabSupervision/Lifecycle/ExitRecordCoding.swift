@@ -1,4 +1,4 @@
-import QMP
+import Platform
 
 /// `last-exit.json` through ``JSONValueEncoder``: the exit is kept as
 /// `exit_code` (null when unknown) or `signal` + `signal_name`, with its

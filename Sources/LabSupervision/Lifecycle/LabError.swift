@@ -1,4 +1,3 @@
-import QMP
 
 /// Errors of lab lifecycle commands. Each says what went wrong and what to do.
 public enum LabError: Error, Sendable, CustomStringConvertible {

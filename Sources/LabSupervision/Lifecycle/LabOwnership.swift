@@ -1,7 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
+import Platform
 import Synchronization
 
 /// The owner's end of a lab started for one command (`qlab run`, `nested run`):

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 /// Where a lab's runtime files (sockets, record, lock) and state files
@@ -97,7 +98,7 @@ public struct LabRuntime: Sendable {
     /// the runtime dir; nil when missing and not `create`.
     public func ramDirectory(path: String? = nil, create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
         let path = path ?? ramDirectoryPath
-        return try PrivateDirectory.open(LabPaths.directory(of: path), role: .ram, create: create)?.subdirectory(LabPaths.baseName(path), create: create)
+        return try PrivateDirectory.open(Paths.directory(of: path), role: .ram, create: create)?.subdirectory(Paths.baseName(path), create: create)
     }
 
     /// Removes RAMDIR and the RAM files in it (`path`: the one a record names,
@@ -105,8 +106,8 @@ public struct LabRuntime: Sendable {
     @discardableResult
     public func removeRAMFiles(path: String? = nil) -> Int {
         let path = path ?? ramDirectoryPath
-        guard let root = try? PrivateDirectory.open(LabPaths.directory(of: path), role: .ram, create: false), root.contains(LabPaths.baseName(path)) else { return 0 }
-        let bytes = root.removeTree(LabPaths.baseName(path))
+        guard let root = try? PrivateDirectory.open(Paths.directory(of: path), role: .ram, create: false), root.contains(Paths.baseName(path)) else { return 0 }
+        let bytes = root.removeTree(Paths.baseName(path))
         // The root is ours (checked above); rmdir(2) takes it only when empty.
         if root.names().isEmpty { rmdir(root.path) }
         return bytes
@@ -225,7 +226,7 @@ public struct LabRuntime: Sendable {
     public func removeRuntimeFiles() {
         guard let root = try? runtimeRootDirectory(create: false), let directory = try? root.subdirectory(name, create: false) else { return }
         for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath, controlSocketPath] {
-            directory.remove(LabPaths.baseName(path))
+            directory.remove(Paths.baseName(path))
         }
         root.removeDirectory(name)
     }

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
 
 /// What qlab asked the QEMU binary it runs, where the answer changes the
 /// command line: asked of the binary itself, not inferred from its version.

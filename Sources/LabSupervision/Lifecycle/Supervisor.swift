@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 import Synchronization
 
@@ -36,8 +37,8 @@ public struct LaunchSpec: Sendable {
     /// Reads a launch spec from a runtime dir that passes the checks of
     /// ``PrivateDirectory`` (the supervisor runs what it says).
     public static func read(path: String) throws -> LaunchSpec {
-        guard let directory = try PrivateDirectory.open(LabPaths.directory(of: path), role: .runtime, create: false),
-            let json = directory.readJSON(LabPaths.baseName(path)), let spec = LaunchSpec(json)
+        guard let directory = try PrivateDirectory.open(Paths.directory(of: path), role: .runtime, create: false),
+            let json = directory.readJSON(Paths.baseName(path)), let spec = LaunchSpec(json)
         else { throw LabError.supervisor("cannot read launch spec \(path)") }
         return spec
     }
@@ -62,6 +63,8 @@ public final class Supervisor: Sendable {
     let ownedForLife: Bool
     /// The QEMU being watched and its monitor (a fast revert replaces them); nil once reaped.
     let current = Mutex<(child: ChildProcess, client: QMPClient)?>(nil)
+    /// Reaping QEMUs that quit for fast reverts (``retire(_:)``).
+    let retiring = Mutex<[Task<Void, Never>]>([])
 
     /// `ownerFD`: the owner pipe's read end, if any.
     public init(spec: LaunchSpec, ownerFD: Int32? = nil, ownedForLife: Bool = false) {
@@ -97,7 +100,7 @@ public final class Supervisor: Sendable {
             return (.failed(record), nil, nil)
         }
         try? stateDirectory.appendLine(
-            LabPaths.baseName(runtime.qemuLogPath), "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
+            Paths.baseName(runtime.qemuLogPath), "=== qlab: starting QEMU for lab \(spec.record.name) at \(formatTimestamp(wallClockSeconds())) ===")
         let startOffset = FileSystem.size(runtime.qemuLogPath) ?? logOffset
         // QEMU creates its sockets with the umask: 0600 sockets and logs.
         // (qlab's own directories get explicit modes.)
@@ -110,7 +113,7 @@ public final class Supervisor: Sendable {
         }
         let child: ChildProcess
         do {
-            let log = try stateDirectory.openForAppending(LabPaths.baseName(runtime.qemuLogPath))
+            let log = try stateDirectory.openForAppending(Paths.baseName(runtime.qemuLogPath))
             defer { close(log) }
             child = try ChildProcess.spawn(
                 executable: spec.argv[0], arguments: Array(spec.argv.dropFirst()), stdin: .null,
@@ -185,6 +188,8 @@ public final class Supervisor: Sendable {
                         || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
                     let record = makeExitRecord(exit, requested: requested, logOffset: runtime.record?.qemuLogOffset ?? 0)
                     current.withLock { $0 = nil }
+                    // No QEMU of this lab outlives its supervisor: QEMUs that quit for reverts are reaped first.
+                    await reapRetired()
                     finish(record)
                     if ownedForLife { await removeLockFileIfOwnerGone() }
                     return record
@@ -213,6 +218,7 @@ public final class Supervisor: Sendable {
                         _ = await logger.value
                         request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
                         current.withLock { $0 = nil }
+                        await reapRetired()
                         finish(exitRecord)
                         if ownedForLife { await removeLockFileIfOwnerGone() }
                         return exitRecord
@@ -230,7 +236,7 @@ public final class Supervisor: Sendable {
     /// Appends `client`'s events to the event log until its monitor closes.
     func startEventLogger(_ client: QMPClient) -> Task<Void, Never> {
         let events = client.events()
-        let eventLog = LabPaths.baseName(runtime.eventLogPath)
+        let eventLog = Paths.baseName(runtime.eventLogPath)
         let stateDirectory = try? runtime.labStateDirectory(create: false)
         return Task {
             for await event in events {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 
 /// Opens a directory by path one component at a time, each with `openat(2)`
 /// and `O_NOFOLLOW` from the previous component's descriptor, so that no
@@ -28,7 +29,7 @@ enum DirectoryWalk {
     /// `finalMode` for the last; the umask applies), else the answer is nil.
     /// The last directory itself is not judged here: the caller decides what it needs.
     static func open(_ path: String, role: DirectoryRole, create: Bool, finalMode: mode_t = 0o700) throws(UnsafeDirectoryError) -> Opened? {
-        let absolute = path.hasPrefix("/") ? path : LabPaths.currentDirectory() + "/" + path
+        let absolute = path.hasPrefix("/") ? path : Paths.currentDirectory() + "/" + path
         var pending = components(absolute)
         var fd = Glibc.open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw UnsafeDirectoryError(role: role, path: "/", problem: .system(operation: "open", SystemErrno(errno))) }
@@ -82,7 +83,7 @@ enum DirectoryWalk {
                 guard next >= 0 else { throw fail(here, .system(operation: "open", SystemErrno(errno))) }
                 close(fd)
                 fd = next
-                shown = name == ".." ? LabPaths.directory(of: shown.isEmpty ? "/" : shown) : here
+                shown = name == ".." ? Paths.directory(of: shown.isEmpty ? "/" : shown) : here
                 if shown == "/" { shown = "" }
                 guard case .success(let opened) = FileStatus.of(descriptor: fd) else {
                     throw fail(here, .system(operation: "fstat", SystemErrno(errno)))
@@ -114,8 +115,3 @@ enum DirectoryWalk {
         return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
-
-/// `O_PATH` (Linux: a descriptor that names a directory for `*at` calls and
-/// `fstat(2)` without needing read permission). Glibc defines it through
-/// `__O_PATH`, which Swift does not import.
-let O_PATH: Int32 = 0o10000000

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 
 /// Which of qlab's directory trees a path belongs to: the words used in
 /// errors and the setting that moves it.

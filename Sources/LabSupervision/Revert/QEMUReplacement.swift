@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 extension Supervisor {
@@ -16,9 +17,11 @@ extension Supervisor {
     /// A fast revert: replaces QEMU by a fresh one that maps snapshot `tag`'s
     /// RAM image copy-on-write and loads its device state and disks.
     ///
-    /// 1. `stop` the old QEMU (which flushes its disks), SIGKILL it and reap
-    ///    it (its pidfd), so its image locks are gone;
-    /// 2. start the same command line with `mem-path=RAMDIR/snap-TAG.ram,share=off` and `-S`;
+    /// 1. `quit` the old QEMU and wait until its sockets are gone (inotify):
+    ///    by then its disks are closed (flushed, image locks released); it is
+    ///    reaped in the background while it frees its memory;
+    /// 2. start the same command line with `mem-path=RAMDIR/snap-TAG.ram,share=off`
+    ///    and `-S` (and without `-pidfile`);
     /// 3. on the supervisor monitor: `x-ignore-shared` on (QEMU 7.2 has no
     ///    `-global` for it), HMP `loadvm TAG`, capability off, `cont` when
     ///    the old VM was running (as QEMU's own loadvm does).
@@ -44,23 +47,39 @@ extension Supervisor {
         guard FileSystem.entryExists(image) else {
             return .refused("snapshot \(tag) has no RAM image (\(image)): it was saved without the fast method; revert it with loadvm")
         }
-        guard let argv = RAMFiles.restartArgv(spec.argv, path: image, memoryMiB: revert.memoryMiB, shared: false) else {
+        guard let argv = RAMFiles.restartArgv(spec.argv, path: image, memoryMiB: revert.memoryMiB, shared: false).map(Self.withoutPidFile) else {
             return .refused("the lab's command line has no qlab RAM backend")
         }
 
-        // 1. The old QEMU: stopped (flushes its disks), killed, reaped.
+        // 1. The old QEMU quits: QEMU's cleanup closes its disks (flushed, image locks
+        // released), then its chardevs, unlinking their sockets, then unmaps guest RAM
+        // and exits. Once its sockets are gone nothing of it is in the new one's way:
+        // the new QEMU starts while the old one still frees its RAM (the slow part
+        // for a big dirty guest), and is reaped in the background.
         var start = ContinuousClock.now
         // As QEMU's loadvm: the VM runs after the revert if it ran before.
         let wasRunning = (try? await client.execute("query-status", timeout: .seconds(5)))?["running"]?.boolValue ?? true
-        _ = try? await client.execute("stop", timeout: .seconds(5))
-        step("stop old QEMU", since: start)
+        step("query-status", since: start)
         start = ContinuousClock.now
-        kill(child.pid, SIGKILL)  // our unreaped child
-        var oldExit = await child.wait(timeout: .seconds(30))
-        if oldExit == nil { oldExit = child.wait() }
+        let sockets = [runtime.qmpSocketPath, runtime.supervisorSocketPath, runtime.consoleSocketPath, runtime.agentSocketPath]
+            .map(Paths.baseName).filter { FileSystem.entryExists(runtime.directory + "/" + $0) }
+        _ = try? await client.execute("quit", timeout: .seconds(5))
+        var oldExit: ProcessExit?
+        let released = await EntryWatch.waitForRemoval(sockets, in: runtime.directory, orExitOf: child.pid, timeout: .seconds(10))
+        if !released, child.poll() == nil {
+            kill(child.pid, SIGKILL)  // our unreaped child
+            oldExit = child.wait()
+        } else {
+            oldExit = child.poll()
+        }
         client.close()
         current.withLock { $0 = nil }
-        step("kill old QEMU", since: start)
+        if oldExit == nil { retire(child) }
+        // Whatever socket files a killed QEMU left are stale.
+        if let directory = try? runtime.runtimeDirectory(create: false) {
+            for socket in sockets { directory.remove(socket) }
+        }
+        step("quit old QEMU", since: start)
         if revert.mappedSnapshot == nil, let directory = try? runtime.ramDirectory(path: revert.ramDirectory, create: false) {
             // Nothing maps the live RAM file any more (QEMUs from now on map snapshot images): give its memory back.
             directory.remove(RAMFiles.live)
@@ -70,15 +89,13 @@ extension Supervisor {
         start = ContinuousClock.now
         let stateDirectory = try? runtime.labStateDirectory(create: false)
         try? stateDirectory?.appendLine(
-            LabPaths.baseName(runtime.qemuLogPath),
+            Paths.baseName(runtime.qemuLogPath),
             "=== qlab: replacing QEMU for lab \(record.name) (fast revert to \(tag)) at \(formatTimestamp(wallClockSeconds())) ===")
         let logOffset = FileSystem.size(runtime.qemuLogPath) ?? 0
-        // The old QEMU's monitor socket file stays behind: gone, its successor's appearance is the event to wait for.
-        (try? runtime.runtimeDirectory(create: false))??.remove(LabPaths.baseName(runtime.supervisorSocketPath))
         let newChild: ChildProcess
         do {
             guard let stateDirectory else { throw LabError.supervisor("the lab's state directory is missing") }
-            let log = try stateDirectory.openForAppending(LabPaths.baseName(runtime.qemuLogPath))
+            let log = try stateDirectory.openForAppending(Paths.baseName(runtime.qemuLogPath))
             defer { close(log) }
             newChild = try ChildProcess.spawn(
                 executable: argv[0], arguments: Array(argv.dropFirst()), stdin: .null, stdout: .descriptor(log), stderr: .descriptor(log))
@@ -119,7 +136,7 @@ extension Supervisor {
             }
             // The socket's appearance (inotify) or QEMU's exit (pidfd) ends the wait; the owner is looked at every 200 ms.
             if await EntryWatch.waitForEntry(
-                LabPaths.baseName(runtime.supervisorSocketPath), in: runtime.directory, orExitOf: newChild.pid, timeout: .milliseconds(200))
+                Paths.baseName(runtime.supervisorSocketPath), in: runtime.directory, orExitOf: newChild.pid, timeout: .milliseconds(200))
             {
                 newClient = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10))
                 // Between QEMU's bind(2) and listen(2) a connect is refused: the one case retried after a pause.
@@ -130,7 +147,7 @@ extension Supervisor {
         current.withLock { $0 = (newChild, monitor) }
         step("connect", since: start)
         appendEvent("QLAB_QEMU_REPLACED", ["reason": "revert", "tag": .string(tag), "old_pid": .int(Int64(oldPID)), "new_pid": .int(Int64(newChild.pid)),
-                                           "old_exit": .string(oldExit?.description ?? "unknown")])
+                                           "old_exit": .string(oldExit?.description ?? "quit; freeing its memory, reaped in the background")])
 
         // 3. Device state and disks of the snapshot; RAM is the image.
         var failure: String?
@@ -163,6 +180,39 @@ extension Supervisor {
         return .replaced(newChild, monitor, reply: reply, error: failure)
     }
 
+    /// `argv` without `-pidfile FILE`: a QEMU removes its pid file when it exits,
+    /// which for the old one would be the new one's; the record has the pid.
+    static func withoutPidFile(_ argv: [String]) -> [String] {
+        var result: [String] = []
+        var index = argv.startIndex
+        while index < argv.endIndex {
+            if argv[index] == "-pidfile" {
+                index += 2
+                continue
+            }
+            result.append(argv[index])
+            index += 1
+        }
+        return result
+    }
+
+    /// Reaps a QEMU that quit for a fast revert once it has freed its memory
+    /// (its pidfd); the supervisor waits for all of them before it ends.
+    func retire(_ child: ChildProcess) {
+        let task = Task {
+            if await child.wait(timeout: .seconds(60)) == nil {
+                kill(child.pid, SIGKILL)  // still our unreaped child
+                _ = child.wait()
+            }
+        }
+        retiring.withLock { $0.append(task) }
+    }
+
+    /// Waits until every retired QEMU is reaped.
+    func reapRetired() async {
+        for task in retiring.withLock({ tasks in defer { tasks = [] }; return tasks }) { await task.value }
+    }
+
     /// `migrate-set-capabilities` arguments turning `x-ignore-shared` on or off.
     static func ignoreShared(_ on: Bool) -> JSONObject {
         ["capabilities": [["capability": "x-ignore-shared", "state": .bool(on)]]]
@@ -172,7 +222,7 @@ extension Supervisor {
     func appendEvent(_ name: String, _ data: JSONObject) {
         let line: JSONValue = ["time": .double(wallClockSeconds()), "event": .string(name), "data": .object(data)]
         if let text = try? line.jsonString() {
-            try? (try? runtime.labStateDirectory(create: false))??.appendLine(LabPaths.baseName(runtime.eventLogPath), text)
+            try? (try? runtime.labStateDirectory(create: false))??.appendLine(Paths.baseName(runtime.eventLogPath), text)
         }
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 
 /// Guest RAM files in a lab's RAM directory: the free-space check and the
@@ -19,7 +20,7 @@ public enum RAMImage {
             var info = statvfs()
             if statvfs(candidate, &info) == 0 { return UInt64(info.f_bavail) * UInt64(info.f_frsize) }
             guard errno == ENOENT, candidate != "/", !candidate.isEmpty else { return nil }
-            candidate = LabPaths.directory(of: candidate)
+            candidate = Paths.directory(of: candidate)
         }
     }
 

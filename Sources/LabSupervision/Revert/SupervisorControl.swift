@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Platform
 import QMP
 import Synchronization
 
@@ -23,7 +24,10 @@ public struct ControlRequest: Sendable {
 public final class ControlServer: Sendable {
     let path: String
     let listener: Int32
-    let stopSignal: OffPoolWait.CancelSignal
+    /// A pipe: a byte written to `stopWrite` wakes the accept thread to end.
+    let stopRead: Int32
+    let stopWrite: Int32
+    let stopped = Mutex(false)
     let mailbox = ControlMailbox()
     let channels = Mutex<[MessageChannel]>([])
 
@@ -32,15 +36,22 @@ public final class ControlServer: Sendable {
     public static func start(path: String) throws -> ControlServer {
         unlink(path)
         let listener = try UnixSocket.listen(path: path)
-        let server = ControlServer(path: path, listener: listener, stopSignal: try OffPoolWait.CancelSignal())
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else {
+            Glibc.close(listener)
+            throw SystemCallError("pipe")
+        }
+        for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let server = ControlServer(path: path, listener: listener, stopRead: ends[0], stopWrite: ends[1])
         try DetachedThread.start { server.acceptLoop() }
         return server
     }
 
-    init(path: String, listener: Int32, stopSignal: OffPoolWait.CancelSignal) {
+    init(path: String, listener: Int32, stopRead: Int32, stopWrite: Int32) {
         self.path = path
         self.listener = listener
-        self.stopSignal = stopSignal
+        self.stopRead = stopRead
+        self.stopWrite = stopWrite
     }
 
     /// The next request; nil when the awaiting task is cancelled or the server closed.
@@ -48,17 +59,27 @@ public final class ControlServer: Sendable {
 
     /// Stops accepting, closes every connection and removes the socket.
     public func close() {
-        stopSignal.signal()
+        stopped.withLock { stopped in
+            guard !stopped else { return }
+            stopped = true
+            var byte: UInt8 = 1
+            _ = write(stopWrite, &byte, 1)
+        }
         mailbox.close()
         for channel in channels.withLock({ channels in defer { channels = [] }; return channels }) { channel.close() }
         unlink(path)
     }
 
     func acceptLoop() {
-        var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0), pollfd(fd: stopSignal.readFD, events: Int16(POLLIN), revents: 0)]
+        var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0), pollfd(fd: stopRead, events: Int16(POLLIN), revents: 0)]
         defer {
             Glibc.close(listener)
-            stopSignal.close()
+            Glibc.close(stopRead)
+            // close() wrote its byte first (or never will: the lock says stopped).
+            stopped.withLock { stopped in
+                stopped = true
+                Glibc.close(stopWrite)
+            }
         }
         while true {
             let ready = poll(&fds, 2, -1)

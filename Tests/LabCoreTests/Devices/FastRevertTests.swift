@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import QMP
 import Testing
 
@@ -62,7 +63,8 @@ struct FastRevertTests {
         #expect(runtime.record?.qemuPID == newPID)
         #expect(runtime.record?.revert?.mappedSnapshot == "ready")
         #expect(Self.files(in: ramDirectory) == ["snap-ready.ram"], "the live RAM file is freed once nothing maps it")
-        #expect(!ProcessTable.isRunning(oldPID))
+        // The old QEMU quit; the supervisor reaps it once it has freed its memory.
+        #expect(waitUntil(limit: .seconds(30)) { !ProcessTable.isRunning(oldPID) })
         #expect(env.qemuProcesses() == [newPID])
         #expect(try await session.qmp.queryStatus().status == "running")
 
@@ -216,7 +218,7 @@ struct FastRevertBareTests {
                 let pid = session.currentRecord.qemuPID
                 #expect(!seen.contains(pid), "cycle \(cycle): QEMU was not replaced")
                 seen.insert(pid)
-                #expect(fixture.qemuProcesses() == [pid], "cycle \(cycle)")
+                #expect(waitUntil(limit: .seconds(30)) { fixture.qemuProcesses() == [pid] }, "cycle \(cycle): \(fixture.qemuProcesses())")
                 #expect(try await session.qmp.queryStatus().status == "running")
                 #expect(try await session.peripheralIDs().contains("scsi-am"))
                 // The live RAM file is removed once nothing maps it.

@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import QMP
 import Synchronization
 import Testing

@@ -1,6 +1,7 @@
 import Testing
 import QMP
 @testable import LabCore
+import Platform
 
 @Suite struct HostSysfsTests {
     @Test func readsDeviceThroughKernelSymlinks() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 
 /// Builds sysfs, procfs and devfs trees under a temporary directory, laid out
 /// as the kernel lays them out (relative symlinks included), so host checks can

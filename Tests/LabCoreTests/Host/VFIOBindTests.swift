@@ -1,6 +1,7 @@
 import Testing
 import QMP
 @testable import LabCore
+import Platform
 
 @Suite struct VFIOBindTests {
     /// The bench with a second card (LSI 53c895a, sym53c8xx) in the same IOMMU group as the AIC-7850.

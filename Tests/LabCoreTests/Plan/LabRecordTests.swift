@@ -1,5 +1,6 @@
 import Testing
 @testable import LabCore
+import Platform
 import QMP
 
 @Suite("Lab records")

@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import Testing
 
 /// The one file-existence helper pair: `exists` follows links (`stat(2)`),

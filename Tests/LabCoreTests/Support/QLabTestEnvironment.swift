@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// A private QLAB_RUNTIME_DIR/QLAB_STATE_DIR and lab directory for one

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
 
 /// The few file operations lab state needs, as thin wrappers over the calls.
 public enum FileSystem {
@@ -28,18 +27,18 @@ public enum FileSystem {
     /// the same directory, `fsync(2)`, `rename(2)`. Readers see the old or the
     /// new file, never half of one, and a link planted at any name is never followed.
     public static func writeAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws(SystemCallError) {
-        let directory = LabPaths.directory(of: path)
+        let directory = Paths.directory(of: path)
         let fd = open(directory, O_PATH | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemCallError("open \(directory)") }
         defer { close(fd) }
-        try writeAtomically(in: fd, name: LabPaths.baseName(path), shownAs: path, bytes, mode: mode)
+        try writeAtomically(in: fd, name: Paths.baseName(path), shownAs: path, bytes, mode: mode)
     }
 
     /// The atomic write relative to a directory descriptor: `openat(2)` of
     /// `.NAME.tmp-RANDOM` with `O_CREAT|O_EXCL|O_NOFOLLOW` (so nothing there
     /// already, link or file, is reused), `write(2)`, `fsync(2)`, `renameat(2)`
     /// (which replaces a link at `name`, never what it points to).
-    static func writeAtomically(in directory: Int32, name: String, shownAs path: String, _ bytes: [UInt8], mode: mode_t) throws(SystemCallError) {
+    package static func writeAtomically(in directory: Int32, name: String, shownAs path: String, _ bytes: [UInt8], mode: mode_t) throws(SystemCallError) {
         let temp = RandomName.temporary(for: name)
         let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemCallError("create a temporary file beside \(path)") }
@@ -78,18 +77,6 @@ public enum FileSystem {
             result.append(contentsOf: buffer[0..<count])
         }
         return result
-    }
-
-    /// `mode`: 0600 for records; reports a user hands on (run, merge, nested) are 0644 like JUnit files.
-    public static func writeJSON(_ path: String, _ value: JSONValue, mode: mode_t = 0o600) throws {
-        var bytes = try value.serialized(pretty: true)
-        bytes.append(0x0A)
-        try writeAtomically(path, bytes, mode: mode)
-    }
-
-    public static func readJSON(_ path: String) -> JSONValue? {
-        guard let bytes = HostFiles.readBytes(path, limit: 16 << 20) else { return nil }
-        return try? JSONValue.parse(bytes)
     }
 
     /// Appends one line with `O_APPEND` (atomic for lines under PIPE_BUF between
@@ -139,59 +126,5 @@ public enum FileSystem {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
         guard getcwd(&buffer, buffer.count) != nil else { return path }
         return String(cString: buffer) + "/" + path
-    }
-}
-
-/// An exclusive `flock(2)` on a lock file, so two qlab commands do not
-/// change one lab at once. Released when the value is released or the process dies.
-public final class FileLock: Sendable {
-    public let directory: PrivateDirectory
-    public let name: String
-    private let fd: Int32
-
-    public var path: String { directory.path(name) }
-
-    /// Takes the lock on `name` in `directory` (`openat(2)` with
-    /// `O_CREAT|O_NOFOLLOW`), waiting at most `timeout`; throws when another
-    /// holder keeps it.
-    ///
-    /// The lock file may be removed by its holder (``removeFile()``), so after
-    /// locking, the name must still be the locked inode; else retry.
-    public init(in directory: PrivateDirectory, name: String, timeout: Duration = .seconds(30)) async throws {
-        let deadline = ContinuousClock.now + timeout
-        while true {
-            let fd = openat(directory.descriptor, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw SystemCallError("open \(directory.path(name))") }
-            if flock(fd, LOCK_EX | LOCK_NB) == 0 {
-                if case .success(let held) = FileStatus.of(descriptor: fd), case .success(let named) = FileStatus.of(name, in: directory.descriptor),
-                    held.inode == named.inode, held.device == named.device
-                {
-                    self.directory = directory
-                    self.name = name
-                    self.fd = fd
-                    return
-                }
-                close(fd)
-                continue
-            }
-            let error = errno
-            close(fd)
-            guard error == EWOULDBLOCK || error == EINTR, ContinuousClock.now < deadline else {
-                throw LabError.busy(directory.path(name))
-            }
-            // A real retry delay: flock(2) has no descriptor to wait on, and a
-            // blocking flock could not honour the deadline or a removed lock file.
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-    }
-
-    /// Unlinks the lock file while holding it (`unlinkat(2)`): waiters then retry on a new file.
-    public func removeFile() {
-        directory.remove(name)
-    }
-
-    deinit {
-        flock(fd, LOCK_UN)
-        close(fd)
     }
 }

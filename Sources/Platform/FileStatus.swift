@@ -74,10 +74,3 @@ public struct FileStatus: Sendable, Hashable {
         return "uid \(uid)"
     }
 }
-
-/// An `errno` value with its `strerror(3)` text.
-public struct SystemErrno: Error, Sendable, Hashable, CustomStringConvertible {
-    public var code: Int32
-    public init(_ code: Int32) { self.code = code }
-    public var description: String { String(cString: strerror(code)) }
-}

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
 
 /// A detached thread for work that must block (a `poll(2)` on a child's
 /// descriptors) without holding a cooperative-pool thread: `pthread_create(3)`.

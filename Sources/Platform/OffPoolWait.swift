@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
 import Synchronization
 
 /// Runs a blocking wait (a `poll(2)` on descriptors) on a detached thread and

@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import QMP
 
 /// How a process ended, as `waitpid(2)` reports it.
 public enum ProcessExit: Sendable, Hashable, CustomStringConvertible {

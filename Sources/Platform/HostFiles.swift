@@ -76,7 +76,7 @@ public enum HostFiles {
 
 extension HostFiles {
     /// The entries of an open directory stream, sorted, without `.` and `..` (`readdir(3)`).
-    static func sortedNames(_ dir: OpaquePointer) -> [String] {
+    package static func sortedNames(_ dir: OpaquePointer) -> [String] {
         var names: [String] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
