@@ -146,6 +146,7 @@ public struct LabController: Sendable {
             _ = supervisor.wait()
         }
         let stray = await killLaunchingQEMU(runtime)
+        runtime.removeRAMFiles(path: spec.record.revert?.ramDirectory)
         lock.removeFile()
         if let exit = runtime.exitRecord, exit.at >= spec.record.startedAt {
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
@@ -197,6 +198,7 @@ public struct LabController: Sendable {
             }
             _ = await self.killLaunchingQEMU(runtime)
         }
+        runtime.removeRAMFiles()
         runtime.removeRuntimeFiles()
         lock.removeFile()
     }
