@@ -216,10 +216,13 @@ public final class Supervisor: Sendable {
                         break watching
                     case .gone(let exitRecord, let why):
                         _ = await logger.value
-                        request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
                         current.withLock { $0 = nil }
                         await reapRetired()
+                        // Finished before answering: the client may start the lab again at once,
+                        // and nothing of this supervisor's may touch the new one's files.
                         finish(exitRecord)
+                        control?.stopListening()
+                        request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
                         if ownedForLife { await removeLockFileIfOwnerGone() }
                         return exitRecord
                     }

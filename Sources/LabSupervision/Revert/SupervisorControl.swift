@@ -36,18 +36,24 @@ public final class ControlServer: Sendable {
     public static func start(path: String) throws -> ControlServer {
         unlink(path)
         let listener = try UnixSocket.listen(path: path)
+        var status = stat()
+        _ = lstat(path, &status)
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else {
             Glibc.close(listener)
             throw SystemCallError("pipe")
         }
         for fd in ends { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        let server = ControlServer(path: path, listener: listener, stopRead: ends[0], stopWrite: ends[1])
+        let server = ControlServer(path: path, listener: listener, stopRead: ends[0], stopWrite: ends[1], identity: (status.st_dev, status.st_ino))
         try DetachedThread.start { server.acceptLoop() }
         return server
     }
 
-    init(path: String, listener: Int32, stopRead: Int32, stopWrite: Int32) {
+    /// The socket file's device and inode: close() removes only this file, not a successor's.
+    let identity: (dev_t, ino_t)
+
+    init(path: String, listener: Int32, stopRead: Int32, stopWrite: Int32, identity: (dev_t, ino_t)) {
+        self.identity = identity
         self.path = path
         self.listener = listener
         self.stopRead = stopRead
@@ -57,17 +63,25 @@ public final class ControlServer: Sendable {
     /// The next request; nil when the awaiting task is cancelled or the server closed.
     public func next() async -> ControlRequest? { await mailbox.next() }
 
-    /// Stops accepting, closes every connection and removes the socket.
-    public func close() {
+    /// Stops accepting and removes the socket (only this server's own file);
+    /// open connections stay, so an answer can still be sent on them.
+    public func stopListening() {
         stopped.withLock { stopped in
             guard !stopped else { return }
             stopped = true
             var byte: UInt8 = 1
             _ = write(stopWrite, &byte, 1)
         }
+        // A supervisor of the lab's next start may have made its own socket here by now.
+        var status = stat()
+        if lstat(path, &status) == 0, status.st_dev == identity.0, status.st_ino == identity.1 { unlink(path) }
+    }
+
+    /// Stops accepting, closes every connection and removes the socket.
+    public func close() {
+        stopListening()
         mailbox.close()
         for channel in channels.withLock({ channels in defer { channels = [] }; return channels }) { channel.close() }
-        unlink(path)
     }
 
     func acceptLoop() {

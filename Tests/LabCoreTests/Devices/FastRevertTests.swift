@@ -159,6 +159,42 @@ struct FastRevertTests {
         #expect(!warnings.isEmpty)
     }
 
+    /// A QEMU that dies while starting for a fast revert (a wrapper that
+    /// fails the first copy-on-write start, as a crash would): the run that
+    /// needed the revert is an error that says so, with QEMU's words, and the
+    /// loop goes on (the guest boots again and the next runs pass).
+    @Test func qemuDyingDuringARevertIsReportedAndTheLoopGoesOn() async throws {
+        try RunLoopTests.requireImages()
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let wrapper = env.labDirectory + "/qemu-crash-once"
+        try """
+            #!/bin/sh
+            case "$*" in
+              *share=off*)
+                if [ ! -e "\(env.labDirectory)/crashed" ]; then
+                  touch "\(env.labDirectory)/crashed"
+                  echo "qemu-system-x86_64: qlab test: simulated crash while starting for a revert" >&2
+                  exit 1
+                fi;;
+            esac
+            exec qemu-system-x86_64 "$@"
+
+            """.write(toFile: wrapper, atomically: true, encoding: .utf8)
+        chmod(wrapper, 0o755)
+        let file = try env.writeGuestLab("crashrev", tests: "  t: {run: \"true\"}", extra: "qemu: \(wrapper)")
+        let json = env.root + "/report.json"
+        let run = try env.qlab("run", file, "--repeat", "3", "--json-report", json)
+        #expect(run.status == 1, "\(run.output)")
+        let report = try TestReport(path: json)
+        let outcomes = report.results.filter { !$0.isBoot }.map(\.outcome)
+        #expect(outcomes == [.error, .passed, .passed], "\(run.output)\n\(report.results.map(\.message))")
+        let failed = try #require(report.results.first { $0.outcome == .error })
+        #expect(failed.message.contains("simulated crash while starting for a revert"), "\(failed.message)")
+        #expect(FileManager.default.fileExists(atPath: env.labDirectory + "/crashed"))
+        #expect(env.qemuProcesses().isEmpty)
+    }
+
     /// Ctrl-C of `qlab run` while a fast revert replaces QEMU (a new QEMU pid
     /// has appeared: the supervisor is between starting it and answering):
     /// exit 130, and no QEMU, supervisor, runtime dir, lock file or RAM file is left.
