@@ -146,6 +146,7 @@ public struct LabController: Sendable {
             _ = supervisor.wait()
         }
         let stray = await killLaunchingQEMU(runtime)
+        runtime.removeRAMFiles(path: spec.record.revert?.ramDirectory)
         lock.removeFile()
         if let exit = runtime.exitRecord, exit.at >= spec.record.startedAt {
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
@@ -197,6 +198,7 @@ public struct LabController: Sendable {
             }
             _ = await self.killLaunchingQEMU(runtime)
         }
+        runtime.removeRAMFiles()
         runtime.removeRuntimeFiles()
         lock.removeFile()
     }
@@ -226,8 +228,8 @@ public struct LabController: Sendable {
             onReady(runtime.record ?? spec.record)
             let (child, client) = (child!, client!)
             stop?.onRequest { count in
-                // QEMU is this process's unreaped child.
-                if count > 1 { kill(child.pid, SIGKILL) }
+                // The QEMU running now (a fast revert replaces it), this process's unreaped child.
+                if count > 1 { supervisor.killCurrentQEMU() }
             }
             let exit = await withTaskCancellationHandler {
                 await shielded { await supervisor.watch(child: child, client: client) }
@@ -253,6 +255,11 @@ public struct LabController: Sendable {
             spec.record.foreground = foreground
             try checkCanStart(lab: lab, spec: spec, force: options.force)
             try runtime.makeDirectories()
+            if let ram = spec.record.revert?.ramDirectory {
+                // A fresh RAM directory: RAM files of an earlier run (one that crashed) are stale.
+                runtime.removeRAMFiles(path: ram)
+                _ = try runtime.ramDirectory(path: ram, create: true)
+            }
             try runtime.writeLastLabFile(lab.file)
             try await makeOverlays(lab: lab, guest: plan.guest, layout: plan.layout, fresh: options.freshDisk || options.overlays == .testRun)
             try runtime.writeLaunchSpec(spec)
@@ -267,6 +274,7 @@ public struct LabController: Sendable {
     /// runtime dir, no lock file (unless the lab is running already).
     func abandon(_ runtime: LabRuntime, _ lock: FileLock) {
         if let record = runtime.record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil { return }
+        runtime.removeRAMFiles(path: runtime.record?.revert?.ramDirectory)
         runtime.removeRuntimeFiles()
         lock.removeFile()
     }
@@ -400,6 +408,7 @@ public struct LabController: Sendable {
         guard let record = runtime.record else {
             let leftovers = FileSystem.entryExists(runtime.directory)
             runtime.removeRuntimeFiles()
+            runtime.removeRAMFiles()
             return leftovers ? .cleanedUp : .notRunning
         }
         // Only processes that still have the start times recorded at launch
@@ -413,9 +422,12 @@ public struct LabController: Sendable {
                 try? runtime.writeExitRecord(exit)
             }
             runtime.removeRuntimeFiles()
+            runtime.removeRAMFiles(path: record.revert?.ramDirectory)
             return .cleanedUp
         }
         try? runtime.requestStop()
+        // Snapshot RAM images and the live RAM file go with the lab.
+        defer { runtime.removeRAMFiles(path: record.revert?.ramDirectory) }
         var method = "quit"
         if !urgent(), let client = try? await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(3)) {
             _ = try? await client.execute("quit", timeout: .seconds(5))

@@ -10,7 +10,10 @@ public final class LabSession: Sendable {
     public let runtime: LabRuntime
     public let lab: Lab
     public let record: LabRecord
-    public let qmp: QMPClient
+    /// The user QMP monitor of the QEMU running now: a fast revert replaces
+    /// QEMU, and the session reconnects by the same path (``replaceMonitor()``).
+    public var qmp: QMPClient { monitor.withLock { $0 } }
+    private let monitor: Mutex<QMPClient>
     /// Where the lab's devices go (the boot placement, computed once): hotplug uses it.
     public let placement: PlacementPlan?
     /// The record as this session last read or wrote it. Device states are
@@ -34,7 +37,7 @@ public final class LabSession: Sendable {
         self.runtime = runtime
         self.lab = lab
         self.record = record
-        self.qmp = qmp
+        self.monitor = Mutex(qmp)
         self.current = Mutex(record)
         self.placement = (try? lab.selectGuest(record.guest)).flatMap { try? lab.placement(for: $0) }
     }
@@ -90,6 +93,21 @@ public final class LabSession: Sendable {
 
     public func close() {
         qmp.close()
+    }
+
+    /// After the supervisor replaced QEMU: connect to the new QEMU's user
+    /// monitor (same socket path), close the old connection, and take the
+    /// record the supervisor wrote (new pid, mapped snapshot).
+    func replaceMonitor() async throws {
+        let fresh = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
+        let old = monitor.withLock { client in
+            defer { client = fresh }
+            return client
+        }
+        old.close()
+        if let record = runtime.record {
+            current.withLock { $0 = record }
+        }
     }
 
     /// Updates one device's state in the lab record.

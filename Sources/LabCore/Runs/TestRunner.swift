@@ -68,7 +68,8 @@ public final class TestRunner: Sendable {
         let guest: LabGuest
         let session: LabSession
         let console: GuestConsole
-        let commands: any GuestSession
+        /// The agent or the console; a fast revert reconnects the agent.
+        var commands: any GuestSession
         let strategy: Strategy
         /// Held until the lab is down.
         let ownership: LabOwnership?
@@ -361,9 +362,16 @@ public final class TestRunner: Sendable {
         let hotplug = try booted.session.hotplugDeviceNames()
         switch booted.strategy {
         case .snapshot:
-            try await step("revert") {
+            // The step says the method ("revert fast": a fresh QEMU; "revert loadvm": in place).
+            let method: RevertMethod = booted.session.hasRAMImage(options.readyTag) ? .fast : .loadvm
+            try await step("revert \(method.rawValue)") {
                 _ = try await booted.session.revert(to: options.readyTag, attaching: hotplug)
                 booted.console.skipReceived()
+            }
+            if method == .fast, !(booted.commands is GuestConsole) {
+                // The guest agent's connection went with the old QEMU: reconnect by path.
+                booted.commands.close()
+                booted.commands = (try? await GuestConnection.open(runtime: booted.session.runtime, transport: .agent)) ?? booted.console
             }
         case .reset:
             if !booted.freshBoot {

@@ -17,11 +17,22 @@ public struct LabRuntime: Sendable {
     public let name: String
     public let runtimeRoot: String
     public let stateRoot: String
+    /// Where the lab's RAM directory is made (``LabDirectories/ramRoot(environment:uid:)``);
+    /// a running lab's record names its own (``RevertRecord/ramDirectory``).
+    public let ramRoot: String
 
-    public init(name: String, runtimeRoot: String, stateRoot: String) {
+    /// `ramRoot` nil: from this process's environment for `runtimeRoot`.
+    public init(name: String, runtimeRoot: String, stateRoot: String, ramRoot: String? = nil) {
         self.name = name
         self.runtimeRoot = runtimeRoot
         self.stateRoot = stateRoot
+        if let ramRoot {
+            self.ramRoot = ramRoot
+        } else {
+            var environment = currentEnvironment()
+            if environment["QLAB_RAM_DIR"]?.isEmpty ?? true { environment["QLAB_RUNTIME_DIR"] = runtimeRoot }
+            self.ramRoot = LabDirectories.ramRoot(environment: environment, uid: getuid())
+        }
     }
 
     /// The lab's runtime under the standard roots for this user and environment.
@@ -29,7 +40,8 @@ public struct LabRuntime: Sendable {
         self.init(
             name: name,
             runtimeRoot: LabDirectories.runtimeRoot(environment: environment, uid: getuid()),
-            stateRoot: LabDirectories.stateRoot(environment: environment))
+            stateRoot: LabDirectories.stateRoot(environment: environment),
+            ramRoot: LabDirectories.ramRoot(environment: environment, uid: getuid()))
     }
 
     public var directory: String { runtimeRoot + "/" + name }
@@ -47,6 +59,10 @@ public struct LabRuntime: Sendable {
     public var supervisorLogPath: String { stateDirectory + "/supervisor.log" }
     public var exitRecordPath: String { stateDirectory + "/last-exit.json" }
     public var launchSpecPath: String { directory + "/launch.json" }
+    /// The supervisor's control socket (fast reverts: ``SupervisorControl``).
+    public var controlSocketPath: String { directory + "/control.sock" }
+    /// RAMDIR: guest RAM files of a fast-revert lab (live.ram, snap-TAG.ram).
+    public var ramDirectoryPath: String { ramRoot + "/" + name }
     /// The guest agent's socket: a lab with an agent channel has QEMU serve
     /// it here (`-chardev socket,path=RUNTIME/LAB/qga.sock,server=on,wait=off,id=qga0`).
     public var agentSocketPath: String { directory + "/qga.sock" }
@@ -76,6 +92,25 @@ public struct LabRuntime: Sendable {
     /// `STATE/LAB`, checked; nil when missing and not `create`.
     public func labStateDirectory(create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
         try stateRootDirectory(create: create)?.subdirectory(name, create: create)
+    }
+
+    /// RAMDIR (``ramDirectoryPath``, or the one `path` names), checked like
+    /// the runtime dir; nil when missing and not `create`.
+    public func ramDirectory(path: String? = nil, create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        let path = path ?? ramDirectoryPath
+        return try PrivateDirectory.open(Paths.directory(of: path), role: .ram, create: create)?.subdirectory(Paths.baseName(path), create: create)
+    }
+
+    /// Removes RAMDIR and the RAM files in it (`path`: the one a record names,
+    /// else ``ramDirectoryPath``); the RAM root goes too once empty. Returns the bytes freed.
+    @discardableResult
+    public func removeRAMFiles(path: String? = nil) -> Int {
+        let path = path ?? ramDirectoryPath
+        guard let root = try? PrivateDirectory.open(Paths.directory(of: path), role: .ram, create: false), root.contains(Paths.baseName(path)) else { return 0 }
+        let bytes = root.removeTree(Paths.baseName(path))
+        // The root is ours (checked above); rmdir(2) takes it only when empty.
+        if root.names().isEmpty { rmdir(root.path) }
+        return bytes
     }
 
     /// Checks every directory of this lab that exists (both roots and the
@@ -190,7 +225,7 @@ public struct LabRuntime: Sendable {
     /// leaves is its state dir.
     public func removeRuntimeFiles() {
         guard let root = try? runtimeRootDirectory(create: false), let directory = try? root.subdirectory(name, create: false) else { return }
-        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
+        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath, controlSocketPath] {
             directory.remove(Paths.baseName(path))
         }
         root.removeDirectory(name)
@@ -238,6 +273,8 @@ public struct LabRecord: Sendable {
     public var capabilities = QEMUCapabilities()
     /// The command line QEMU was started with (empty in older records).
     public var argv: [String] = []
+    /// The revert method and the RAM files (nil in older records: loadvm).
+    public var revert: RevertRecord?
 
     public init(
         name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
@@ -308,6 +345,7 @@ extension LabRecord: Codable {
         case consoleLogOffset = "console_log_offset"
         case labSource = "lab_source"
         case capabilities = "qemu_capabilities"
+        case revert
     }
 
     /// Name, lab file (not empty), guest, QEMU pid and accelerator are
@@ -336,6 +374,7 @@ extension LabRecord: Codable {
         labSource = try c.decodeIfPresent(String.self, forKey: .labSource)
         capabilities = try c.decodeIfPresent(QEMUCapabilities.self, forKey: .capabilities) ?? QEMUCapabilities()
         argv = try c.decodeIfPresent([String].self, forKey: .argv) ?? []
+        revert = try c.decodeIfPresent(RevertRecord.self, forKey: .revert)
     }
 }
 
