@@ -151,7 +151,8 @@ enum LifecycleBench {
         let up = try BenchProcess.run([qlabPath, "up", labFile], output: output)
         let upTime = clock.now - start
         guard up == 0 else { throw BenchError("qlab up exited \(up): \(BenchProcess.text(output))") }
-        guard let record = runtime.record else { throw BenchError("qlab up returned but the lab has no record") }
+        // Written by the supervisor `qlab up` started (this runtime is reused across cycles).
+        guard let record = try? runtime.records.reload() else { throw BenchError("qlab up returned but the lab has no record") }
         let cmdline = ProcessTable.commandLine(record.supervisorPID)
         guard cmdline.contains("_supervise") else { throw BenchError("pid \(record.supervisorPID) is not the supervisor: \(cmdline)") }
         try await Task.sleep(for: .milliseconds(300))
@@ -296,7 +297,7 @@ enum BenchProcess {
 
     /// After a failure: the lab's QEMU and supervisor killed, whatever the lab's state.
     static func forceDown(_ runtime: LabRuntime) {
-        guard let record = runtime.record else { return }
+        guard let record = try? runtime.records.reload() else { return }
         for pid in [record.qemuPID, record.supervisorPID] where pid > 0 && ProcessTable.isRunning(pid) {
             kill(pid, SIGKILL)
         }

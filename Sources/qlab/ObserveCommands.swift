@@ -30,7 +30,8 @@ struct EventsCommand: AsyncParsableCommand, JSONReporting {
                 }
             }
             if follow {
-                if runtime.record == nil && offset >= (FileSystem.size(runtime.eventLogPath) ?? 0) { break }
+                // The supervisor removes the record once QEMU is gone: read it again.
+                if (try? runtime.records.reload()) == nil && offset >= (FileSystem.size(runtime.eventLogPath) ?? 0) { break }
                 try await Task.sleep(for: .milliseconds(200))
             }
         } while follow

@@ -136,7 +136,8 @@ public struct LabController: Sendable {
             let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
             defer { client.close() }
             let status = try await client.queryStatus()
-            spec.record = runtime.record ?? spec.record
+            // The supervisor wrote the record (pids, start times) once QEMU ran: read it now.
+            spec.record = (try? runtime.records.reload()) ?? spec.record
             return UpResult(record: spec.record, status: status, runtime: runtime, ownership: options.owned ? ownership : nil)
         }
         // The supervisor failed, hung or died before QEMU answered: whatever
@@ -172,7 +173,8 @@ public struct LabController: Sendable {
     /// while its command line names this lab's QMP socket. Returns its pid.
     func killLaunchingQEMU(_ runtime: LabRuntime) async -> Int32? {
         var pid: Int32?
-        if let record = runtime.record { pid = runtime.liveQEMU(record) }
+        // Written by the supervisor (another process) once QEMU started.
+        if let record = try? runtime.records.reload() { pid = runtime.liveQEMU(record) }
         if pid == nil, let text = HostFiles.readText(runtime.pidFilePath), let filed = Int32(text.trimmingSpaces()),
             ProcessTable.isRunning(filed), ProcessTable.commandLine(filed).contains(where: { $0.contains(runtime.qmpSocketPath) })
         {
@@ -223,7 +225,8 @@ public struct LabController: Sendable {
             if Task.isCancelled { throw CancellationError() }
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         case .ready:
-            onReady(runtime.record ?? spec.record)
+            // The supervisor (here, with its own store) wrote the record once QEMU ran.
+            onReady((try? runtime.records.reload()) ?? spec.record)
             let (child, client) = (child!, client!)
             stop?.onRequest { count in
                 // QEMU is this process's unreaped child.
@@ -266,7 +269,8 @@ public struct LabController: Sendable {
     /// A launch that stopped before QEMU ran leaves nothing behind: no
     /// runtime dir, no lock file (unless the lab is running already).
     func abandon(_ runtime: LabRuntime, _ lock: FileLock) {
-        if let record = runtime.record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil { return }
+        // A supervisor may have written the record since this runtime's store read it.
+        if let record = try? runtime.records.reload(), runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil { return }
         runtime.removeRuntimeFiles()
         lock.removeFile()
     }

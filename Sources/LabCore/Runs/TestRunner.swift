@@ -394,7 +394,8 @@ public final class TestRunner: Sendable {
         var diagnoses = (error as? SnapshotError)?.diagnoses ?? (error as? DeviceError)?.diagnoses ?? []
         let runtime = booted.session.runtime
         var message = "\(error)"
-        if let record = runtime.record ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
+        // Reloaded: the supervisor rewrites the record when it restarts QEMU, and removes it once QEMU is gone.
+        if let record = (try? runtime.records.reload()) ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
             // The supervisor writes the exit record once it has reaped QEMU.
             var exit = runtime.exitRecord
             for _ in 0..<100 where exit == nil || exit!.at < record.startedAt {

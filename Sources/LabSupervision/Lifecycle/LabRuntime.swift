@@ -17,11 +17,14 @@ public struct LabRuntime: Sendable {
     public let name: String
     public let runtimeRoot: String
     public let stateRoot: String
+    /// `lab.json`, read once and kept (shared by every copy of this value).
+    public let records: LabRecordStore
 
     public init(name: String, runtimeRoot: String, stateRoot: String) {
         self.name = name
         self.runtimeRoot = runtimeRoot
         self.stateRoot = stateRoot
+        self.records = LabRecordStore(name: name, runtimeRoot: runtimeRoot)
     }
 
     /// The lab's runtime under the standard roots for this user and environment.
@@ -98,20 +101,22 @@ public struct LabRuntime: Sendable {
     }
 
     /// The lock of a lab that must be running: a lab that is not running
-    /// gets its error before any lock file is created.
+    /// gets its error before any lock file is created, and so does one whose
+    /// record does not decode (``RecordFileError``, naming the file and field).
     public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
         try checkDirectories()
-        guard let record, liveQEMU(record) != nil else { throw LabError.notRunning(name) }
+        guard let record = try records.read(), liveQEMU(record) != nil else { throw LabError.notRunning(name) }
         return try await takeLock(timeout: timeout)
     }
 
     // MARK: records
 
-    /// `lab.json`, read only from a runtime dir that passes the checks (a
-    /// record anyone else could have written is never trusted).
+    /// `lab.json` as ``records`` holds it (read once, from a runtime dir that
+    /// passes the checks: a record anyone else could have written is never
+    /// trusted). A record that does not decode counts as none here;
+    /// `records.read()` says what is wrong with it.
     public var record: LabRecord? {
-        guard let directory = try? runtimeDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.recordFile).flatMap(LabRecord.init)
+        try? records.read()
     }
 
     /// `last-exit.json`, read only from a state dir that passes the checks.
@@ -120,10 +125,9 @@ public struct LabRuntime: Sendable {
         return directory.readJSON(Self.exitRecordFile).flatMap(ExitRecord.init)
     }
 
-    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir.
+    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir, through ``records``.
     public func writeRecord(_ record: LabRecord) throws {
-        guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
-        try directory.writeJSON(Self.recordFile, record.json)
+        try records.write(record)
     }
 
     /// Replaces `last-exit.json` in the lab's state dir (made when missing).
@@ -194,6 +198,7 @@ public struct LabRuntime: Sendable {
             directory.remove(Paths.baseName(path))
         }
         root.removeDirectory(name)
+        records.forget()
     }
 
     /// Every lab with a runtime dir under the runtime root (none when it does
