@@ -121,8 +121,8 @@ public struct LabRuntime: Sendable {
 
     /// `last-exit.json`, read only from a state dir that passes the checks.
     public var exitRecord: ExitRecord? {
-        guard let directory = try? labStateDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.exitRecordFile).flatMap(ExitRecord.init)
+        guard let directory = try? labStateDirectory(create: false), let bytes = directory.read(Self.exitRecordFile) else { return nil }
+        return try? RecordFileError.decode(ExitRecord.self, from: bytes, path: directory.path(Self.exitRecordFile))
     }
 
     /// Replaces `lab.json` (atomically) in the lab's existing runtime dir, through ``records``.
@@ -133,23 +133,30 @@ public struct LabRuntime: Sendable {
     /// Replaces `last-exit.json` in the lab's state dir (made when missing).
     public func writeExitRecord(_ record: ExitRecord) throws {
         guard let directory = try labStateDirectory(create: true) else { return }
-        try directory.writeJSON(Self.exitRecordFile, record.json)
+        try directory.writeJSON(Self.exitRecordFile, try JSONValueEncoder().encode(record))
     }
 
     /// Writes `launch.json` in the lab's existing runtime dir.
     public func writeLaunchSpec(_ spec: LaunchSpec) throws {
         guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
-        try directory.writeJSON(Self.launchSpecFile, spec.json)
+        try directory.writeJSON(Self.launchSpecFile, try JSONValueEncoder().encode(spec))
     }
 
-    /// The lab file of the last `up` (`lab-file.json` in the checked state dir).
+    /// The lab file of the last `up` (`lab-file.json` in the checked state
+    /// dir); nil when there is none. One that does not decode counts as none
+    /// (`up LAB-FILE` writes it again); ``readLastLabFile()`` says why.
     public var lastLabFile: String? {
-        guard let directory = try? labStateDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.labFileRecordFile)?["lab_file"]?.stringValue
+        try? readLastLabFile()
+    }
+
+    /// `lab-file.json`; nil when missing, a ``RecordFileError`` naming the file and field when it does not decode.
+    public func readLastLabFile() throws -> String? {
+        guard let directory = try labStateDirectory(create: false), let bytes = directory.read(Self.labFileRecordFile) else { return nil }
+        return try RecordFileError.decode(LastLabFile.self, from: bytes, path: directory.path(Self.labFileRecordFile)).labFile
     }
 
     public func writeLastLabFile(_ file: String) throws {
-        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, ["lab_file": .string(file)])
+        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, try JSONValueEncoder().encode(LastLabFile(labFile: file)))
     }
 
     /// Marks the coming exit as requested (`stop-requested`, see ``stopRequestPath``).
