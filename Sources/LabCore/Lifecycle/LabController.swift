@@ -94,7 +94,7 @@ public struct LabController: Sendable {
         var spec = initialSpec
         let runtime = self.runtime(lab.name)
 
-        // The supervisor reports on a pipe: "ready PID" or "failed".
+        // The supervisor reports on a pipe: "ready PID STATUS RUNNING" or "failed" (``SupervisorProcess/ReadyLine``).
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
         _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
@@ -133,9 +133,15 @@ public struct LabController: Sendable {
         if message.hasPrefix("ready") {
             // The supervisor runs on in its own session; reap nothing here.
             if !options.owned { ownership.release() }
-            let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
-            defer { client.close() }
-            let status = try await client.queryStatus()
+            let status: VMStatus
+            if let reported = SupervisorProcess.ReadyLine(message)?.status {
+                status = reported
+            } else {
+                // A supervisor that did not say (it could not ask): ask QEMU here.
+                let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
+                defer { client.close() }
+                status = try await client.queryStatus()
+            }
             // The supervisor wrote the record (pids, start times) once QEMU ran: read it now.
             spec.record = (try? runtime.records.reload()) ?? spec.record
             return UpResult(record: spec.record, status: status, runtime: runtime, ownership: options.owned ? ownership : nil)

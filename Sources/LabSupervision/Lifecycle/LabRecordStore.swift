@@ -84,7 +84,8 @@ public final class LabRecordStore: Sendable {
 
     private func writeFile(_ record: LabRecord) throws {
         guard let directory = try directory() else { throw LabError.notRunning(name) }
-        try directory.writeJSON(LabRuntime.recordFile, try JSONValueEncoder().encode(record))
+        // Not fsynced: a running lab's record does not outlive a reboot (see FileSystem.writeAtomically).
+        try directory.writeJSON(LabRuntime.recordFile, try JSONValueEncoder().encode(record), durable: false)
     }
 
     /// `lab.json` from the checked runtime dir; nil when there is none.

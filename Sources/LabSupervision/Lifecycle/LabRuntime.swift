@@ -139,7 +139,8 @@ public struct LabRuntime: Sendable {
     /// Writes `launch.json` in the lab's existing runtime dir.
     public func writeLaunchSpec(_ spec: LaunchSpec) throws {
         guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
-        try directory.writeJSON(Self.launchSpecFile, try JSONValueEncoder().encode(spec))
+        // Read once by the supervisor it is written for: not fsynced (see FileSystem.writeAtomically).
+        try directory.writeJSON(Self.launchSpecFile, try JSONValueEncoder().encode(spec), durable: false)
     }
 
     /// The lab file of the last `up` (`lab-file.json` in the checked state
