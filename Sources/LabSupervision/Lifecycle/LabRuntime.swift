@@ -162,7 +162,7 @@ public struct LabRuntime: Sendable {
 
     /// Marks the coming exit as requested (`stop-requested`, see ``stopRequestPath``).
     public func requestStop() throws {
-        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [])
+        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [], durable: false)
     }
 
     public var stopRequested: Bool {
