@@ -25,6 +25,7 @@ struct QLab: AsyncParsableCommand {
             EventsCommand.self,
             ConsoleCommand.self,
             ExecCommand.self,
+            GuestCommand.self,
             SuperviseCommand.self,
             DoctorCommand.self,
             DevicesCommand.self,

@@ -45,6 +45,14 @@ public struct OSProfile: Sendable, Hashable {
     public var passwordPrompt: String
     /// Why the profile is as it is, in a sentence or two.
     public var notes: String
+    /// How to put the OS's console on the first serial port (boot loader,
+    /// kernel, a shell on it), in one line: `qlab guest check` prints it when
+    /// the serial console stays silent. docs/guests.md says the same ("console:").
+    public var consoleRecipe: String
+    /// A guest shell command that prints one line per SCSI disk the OS sees
+    /// (the disks of the lab's cards among them); nil when the OS has none.
+    /// docs/guests.md says the same ("scsi disks:").
+    public var listSCSIDisksCommand: String?
 
     /// The OVMF images Debian's `ovmf` package installs (2 MiB flash layout).
     public static let ovmfCode = "/usr/share/OVMF/OVMF_CODE.fd"
@@ -59,7 +67,9 @@ public struct OSProfile: Sendable, Hashable {
                 rescanCommand:
                     "echo 1 > /sys/bus/pci/rescan; for h in /sys/class/scsi_host/host*/scan; do [ -e \"$h\" ] && echo '- - -' > \"$h\"; done; true",
                 defaultAppend: "console=ttyS0", prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password: ",
-                notes: "Linux takes ACPI and SHPC hotplug; a PCI rescan plus a SCSI host scan makes the disks appear without waiting for udev.")
+                notes: "Linux takes ACPI and SHPC hotplug; a PCI rescan plus a SCSI host scan makes the disks appear without waiting for udev.",
+                consoleRecipe: "console=ttyS0,115200 on the kernel command line (GRUB: GRUB_CMDLINE_LINUX and GRUB_TERMINAL=serial); a root shell on ttyS0: systemd serial-getty@ttyS0 with agetty --autologin root",
+                listSCSIDisksCommand: "for d in /sys/class/scsi_disk/*; do [ -e \"$d\" ] && echo \"${d##*/}\" $(cat \"$d/device/vendor\" \"$d/device/model\"); done; true")
         case .freebsd:
             return OSProfile(
                 os: .freebsd, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(1024),
@@ -67,39 +77,51 @@ public struct OSProfile: Sendable, Hashable {
                 rescanCommand:
                     "for b in $(sysctl -N dev.pci | cut -d. -f3 | sort -u); do devctl rescan pci$b; done; camcontrol rescan all",
                 defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
-                notes: "FreeBSD handles no ACPI/SHPC hotplug notification for conventional PCI, but `devctl rescan` probes new functions on each pci bus; CAM then needs a rescan.")
+                notes: "FreeBSD handles no ACPI/SHPC hotplug notification for conventional PCI, but `devctl rescan` probes new functions on each pci bus; CAM then needs a rescan.",
+                consoleRecipe: "boot_serial=\"YES\" and console=\"comconsole\" in /boot/loader.conf; in /etc/ttys ttyu0 on, with an autologin getty (gettytab al=root)",
+                listSCSIDisksCommand: "camcontrol devlist | grep -E '[(,]da[0-9]+'; true")
         case .netbsd:
             return OSProfile(
                 os: .netbsd, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(1024),
                 diskInterface: .ahci, nicModel: "e1000", hotplug: false, rescanCommand: nil,
                 defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
-                notes: "NetBSD has no PCI hotplug: the card is attached at boot and runs reset the guest instead of reverting a snapshot.")
+                notes: "NetBSD has no PCI hotplug: the card is attached at boot and runs reset the guest instead of reverting a snapshot.",
+                consoleRecipe: "consdev=com0 in /boot.cfg (or installboot -o console=com0); the kernel follows the boot loader; /etc/ttys console on (log in with the lab's login:)",
+                listSCSIDisksCommand: "sysctl -n hw.disknames | tr ' ' '\\n' | grep '^sd'; true")
         case .openbsd:
             return OSProfile(
                 os: .openbsd, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(1024),
                 diskInterface: .ahci, nicModel: "e1000", hotplug: false, rescanCommand: nil,
                 defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
-                notes: "OpenBSD has no PCI hotplug: the card is attached at boot and runs reset the guest.")
+                notes: "OpenBSD has no PCI hotplug: the card is attached at boot and runs reset the guest.",
+                consoleRecipe: "stty com0 115200 and set tty com0 in /etc/boot.conf; in /etc/ttys tty00 \"/usr/libexec/getty std.115200\" vt220 on secure",
+                listSCSIDisksCommand: "dmesg | awk '/^OpenBSD [0-9]/ { n = 0 } /^sd[0-9]+ at scsibus/ && !/<ATA,/ { line[n++] = $0 } END { for (i = 0; i < n; i++) print line[i] }'")
         case .macos:
             return OSProfile(
                 os: .macos, machineType: "q35", firmware: .uefi,
                 cpu: "Penryn,vendor=GenuineIntel,+ssse3,+sse4.1,+sse4.2,+popcnt,+xsave,+xsaveopt",
                 memory: .mebibytes(2048), diskInterface: .ahci, nicModel: "e1000-82545em", hotplug: false,
                 rescanCommand: nil, defaultAppend: nil, prompt: "# ", loginPrompt: "login: ", passwordPrompt: "Password:",
-                notes: "Mac OS X boots through OpenCore on OVMF with a Penryn-class CPU and needs isa-applesmc; it takes no ACPI PCI hotplug on q35, so the card is attached at boot.")
+                notes: "Mac OS X boots through OpenCore on OVMF with a Penryn-class CPU and needs isa-applesmc; it takes no ACPI PCI hotplug on q35, so the card is attached at boot.",
+                consoleRecipe: "OpenCore config.plist Misc > Serial > Init true and boot-args serial=3 (kernel console on the serial port); a root shell on it through a launchd job running getty on /dev/tty.serial1 (unverified here)",
+                listSCSIDisksCommand: "ioreg -r -c IOSCSIPeripheralDeviceType00 -d 1 | grep -- '+-o'; true")
         case .dos:
             return OSProfile(
                 os: .dos, machineType: "pc", firmware: .bios, cpu: "pentium3", memory: .mebibytes(64),
                 diskInterface: .ide, nicModel: "ne2k_pci", hotplug: false, rescanCommand: nil,
                 defaultAppend: nil, prompt: "C:\\>", loginPrompt: "", passwordPrompt: "",
-                notes: "DOS talks to the card through its option ROM and ASPI drivers: i440FX, IDE, SeaBIOS, card at boot.")
+                notes: "DOS talks to the card through its option ROM and ASPI drivers: i440FX, IDE, SeaBIOS, card at boot.",
+                consoleRecipe: "MODE COM1:9600,N,8,1 and CTTY COM1 at the end of AUTOEXEC.BAT (the ready text echoed after CTTY)",
+                listSCSIDisksCommand: nil)
         case .windows:
             return OSProfile(
                 os: .windows, machineType: "q35", firmware: .uefi, cpu: nil, memory: .mebibytes(4096),
                 diskInterface: .ahci, nicModel: "e1000e", hotplug: true,
                 rescanCommand: "pnputil /scan-devices",
                 defaultAppend: nil, prompt: "> ", loginPrompt: "", passwordPrompt: "",
-                notes: "Windows 10/11 take ACPI PCI hotplug; `pnputil /scan-devices` (2004 and later) forces the enumeration.")
+                notes: "Windows 10/11 take ACPI PCI hotplug; `pnputil /scan-devices` (2004 and later) forces the enumeration.",
+                consoleRecipe: "bcdedit /ems on and bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200 (Special Administration Console on COM1)",
+                listSCSIDisksCommand: nil)
         }
     }
 }

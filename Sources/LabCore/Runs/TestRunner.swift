@@ -175,7 +175,7 @@ public final class TestRunner: Sendable {
         }
         let up: LabController.UpResult
         do {
-            up = try await controller.up(lab: lab, options: LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true))
+            up = try await controller.up(lab: lab, options: Self.upOptions(guest))
         } catch {
             await shutDown(nil)
             if Task.isCancelled { throw CancellationError() }
@@ -219,7 +219,7 @@ public final class TestRunner: Sendable {
             if case GuestError.timeout(let what, let seconds, _) = error {
                 message = "no \(what) within \(Self.wholeSeconds(seconds)) s (boot_timeout)"
             }
-            if !cancelled, let exit = await exitOfThisBoot(up.runtime, startedAt: up.record.startedAt) {
+            if !cancelled, let exit = await Self.exitOfThisBoot(up.runtime, startedAt: up.record.startedAt) {
                 message = "QEMU \(exit.exitDescription) while the guest booted" + (message.isEmpty ? "" : " (\(message))")
                 diagnoses = exit.diagnoses
             }
@@ -231,8 +231,14 @@ public final class TestRunner: Sendable {
         }
     }
 
+    /// How a run starts a guest's lab (`qlab guest check` starts it the same way): a fresh
+    /// overlay of the run's own, and the lab owned by the caller.
+    static func upOptions(_ guest: LabGuest) -> LabController.UpOptions {
+        LabController.UpOptions(guest: guest.name, overlays: .testRun, owned: true)
+    }
+
     /// QEMU's exit record when QEMU of the boot that started at `startedAt` is gone (nil while it runs).
-    func exitOfThisBoot(_ runtime: LabRuntime, startedAt: Double) async -> ExitRecord? {
+    static func exitOfThisBoot(_ runtime: LabRuntime, startedAt: Double) async -> ExitRecord? {
         if let record = runtime.record, runtime.liveQEMU(record) != nil { return nil }
         return await runtime.exitRecord(since: startedAt, waiting: .seconds(5))
     }
