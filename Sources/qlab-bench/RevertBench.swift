@@ -4,7 +4,8 @@ import Platform
 import QMP
 
 /// `qlab-bench revert [--runs N] [--memory 256M,1G] [--lab FILE] [--qlab PATH]`:
-/// the test loop's revert cycle for the test guest, next to the floor, per memory size.
+/// the test loop's revert cycle for the test guest, next to the floor, per memory size
+/// (`revert: loadvm`, the floor's method). `--dirty`: ``DirtyRevertBench``.
 ///
 /// Each memory size boots the lab's guest once (a copy of the lab file with
 /// `memory:` changed and paths made absolute, in a temporary QLAB_RUNTIME_DIR
@@ -34,6 +35,10 @@ enum RevertBench {
     static let tag = "qlab-ready"
 
     static func run(arguments: [String]) async throws {
+        if arguments.contains("--dirty") {
+            try await DirtyRevertBench.run(arguments: arguments.filter { $0 != "--dirty" })
+            return
+        }
         var runs = 10
         var memories = ["256M", "1G"]
         var labPath = "labs/emulated-scsi.yaml"
@@ -82,7 +87,8 @@ enum RevertBench {
     }
 
     /// The lab file with another name and memory size, its relative paths made absolute.
-    static func writeLab(_ text: String, from labPath: String, to path: String, name: String, memory: String) throws {
+    /// `revert`: the lab's `revert:` method (this bench's floor is QEMU's loadvm in place, so `loadvm` by default).
+    static func writeLab(_ text: String, from labPath: String, to path: String, name: String, memory: String, revert: String = "loadvm") throws {
         let labDirectory = (FileSystem.absolute(labPath) as NSString).deletingLastPathComponent
         var lines: [String] = []
         var named = false, sized = false
@@ -100,6 +106,7 @@ enum RevertBench {
             }
         }
         guard named, sized else { throw BenchError("\(labPath): expected a top-level `name:` and a `memory:` under machine") }
+        lines.append("revert: \(revert)")
         try BenchLabFile.write(path, lines)
         let lab = try Lab.load(path: path)
         try lab.checkFiles()

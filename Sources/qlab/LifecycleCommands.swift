@@ -135,6 +135,10 @@ struct StatusCommand: AsyncParsableCommand, JSONReporting {
         if let record = status.record {
             lines.append("  QEMU pid \(record.qemuPID) (supervisor pid \(record.supervisorPID)), guest \(record.guest), QEMU state \(status.vmStatus ?? "unknown (monitor busy)")")
             lines.append("  accel \(record.accel.accelerator.rawValue): \(record.accel.reason)")
+            if let revert = record.revert {
+                let mapped = revert.mappedSnapshot.map { "; QEMU maps snapshot \($0)'s RAM image copy-on-write" } ?? ""
+                lines.append("  revert \(revert.method.rawValue): \(revert.reason)\(mapped)")
+            }
             if let uptime = status.uptime { lines.append("  up \(Int(uptime)) s" + (status.supervised ? "" : " (supervisor gone: `qlab down` still stops it)")) }
             if !record.devices.isEmpty {
                 lines.append("  devices: " + record.devices.map { "\($0.name) (\($0.state))" }.joined(separator: ", "))

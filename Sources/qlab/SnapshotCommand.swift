@@ -29,7 +29,10 @@ struct SnapshotCommand: AsyncParsableCommand {
             print("unplugged \(detach.device) first: \(detach.method)")
         }
         let verb = ["save": "saved", "load": "loaded", "delete": "deleted"][result.operation] ?? result.operation
-        print("snapshot '\(result.tag)' \(verb) (\(result.via), \(formatMilliseconds(result.timings.duration(of: result.via))))")
+        print("snapshot '\(result.tag)' \(verb) (\(result.via), \(formatMilliseconds(result.operationTime)))")
+        if result.operation != "delete", !result.methodReason.isEmpty {
+            print("revert method \(result.method.rawValue): \(result.methodReason)")
+        }
         for attach in result.reattached {
             print("plugged \(attach.device) back in at \(attach.placement)" + (attach.overlays.isEmpty ? "" : " with fresh disk overlays"))
         }

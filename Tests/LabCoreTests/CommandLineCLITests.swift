@@ -36,11 +36,13 @@ struct CommandLineCLITests {
         let argv = try #require(try JSONValue.parse(json.out).arrayValue?.compactMap(\.stringValue))
         let lab = try Lab.load(path: LabFixtures.emulatedLab)
         let guest = try lab.selectGuest(nil)
-        let expected = try QEMUCommandLine.build(
-            lab: lab, guest: nil,
-            runtime: QEMURuntime.standard(
-                lab: lab, guest: guest, runtimeDirectory: "/tmp/qlab cli,run", stateDirectory: "/var/tmp/qlab-state",
-                accel: AccelDecision.decide(lab.machineSettings(for: guest).accel)))
+        var layout = QEMURuntime.standard(
+            lab: lab, guest: guest, runtimeDirectory: "/tmp/qlab cli,run", stateDirectory: "/var/tmp/qlab-state",
+            accel: AccelDecision.decide(lab.machineSettings(for: guest).accel))
+        // Guest RAM in a file when the revert method is fast (docs/devices-snapshots.md).
+        let planner = LabPlanner(runtimeRoot: "/tmp/qlab cli,run", stateRoot: "/var/tmp/qlab-state", environment: ProcessInfo.processInfo.environment.merging(env) { $1 })
+        layout.ramFile = planner.revertDecision(lab: lab, guest: guest, memory: lab.machineSettings(for: guest).memory).liveFile
+        let expected = try QEMUCommandLine.build(lab: lab, guest: nil, runtime: layout)
         #expect(argv == expected.argv)
         // The printed line is the same argv once a shell has read it.
         let reread = try LabFixtures.run(["sh", "-c", "printf '%s\\0' " + plain.out.trimmingCharacters(in: .newlines)])

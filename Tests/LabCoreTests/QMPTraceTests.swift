@@ -52,13 +52,15 @@ struct QMPTraceTests {
         #expect(trace.last?["message"]?["return"]?["status"]?.stringValue == "prelaunch")
         let mode = (try FileManager.default.attributesOfItem(atPath: env.root + "/qmp.jsonl"))[.posixPermissions] as? Int
         #expect(mode == 0o600)
-        #expect(try Self.lines(env.root + "/up.jsonl").contains { $0["message"]?["execute"]?.stringValue == "query-status" })
+        // `up` itself may send nothing (the supervisor reports QEMU's status); what it did send is its own.
+        #expect(FileManager.default.fileExists(atPath: env.root + "/up.jsonl"))
+        #expect(try Self.lines(env.root + "/up.jsonl").allSatisfy { $0["client"]?.stringValue?.hasPrefix("qlab up (pid ") == true })
         #expect(try Self.lines(env.root + "/status.jsonl").allSatisfy { $0["client"]?.stringValue?.hasPrefix("qlab status (pid ") == true })
 
         // The lab's own trace: the supervisor's monitor (events included) and every command's connection.
         let labTrace = try Self.lines(env.runtime("traced").qmpTracePath)
         let clients = Set(labTrace.compactMap { $0["client"]?.stringValue?.components(separatedBy: " (pid").first })
-        #expect(clients.isSuperset(of: ["qlab-supervisor", "qlab up", "qlab qmp", "qlab status", "qlab down"]), "\(clients)")
+        #expect(clients.isSuperset(of: ["qlab-supervisor", "qlab qmp", "qlab status", "qlab down"]), "\(clients)")
         #expect(labTrace.contains {
             $0["client"]?.stringValue?.hasPrefix("qlab-supervisor") == true && $0["direction"]?.stringValue == "in"
                 && $0["message"]?["event"]?.stringValue == "SHUTDOWN"

@@ -56,12 +56,18 @@ public struct QEMUCommandLine: Sendable, Hashable {
         func add(_ option: String, _ value: String) { args += [option, value] }
 
         add("-name", QEMUOptions.join(lab.name, [("process", .string("qlab-" + lab.name))]))
-        add("-machine", QEMUOptions.join(machine.type, [("accel", .string(runtime.accel.accelerator.rawValue))]))
+        var machineOptions: [(String, QEMUValue)] = [("accel", .string(runtime.accel.accelerator.rawValue))]
+        if runtime.ramFile != nil { machineOptions.append(("memory-backend", .string(RAMFiles.backendID))) }
+        add("-machine", QEMUOptions.join(machine.type, machineOptions))
         // `-cpu host` needs KVM; TCG's closest is `max`.
         var cpu = machine.cpu ?? (kvm ? "host" : "max")
         if !kvm, cpu == "host" { cpu = "max" }
         add("-cpu", cpu)
         add("-m", "\(machine.memory.mebibytes)M")
+        if let ramFile = runtime.ramFile {
+            // Guest RAM in a file the fast revert copies and maps (docs/devices-snapshots.md).
+            add("-object", RAMFiles.backendOption(path: ramFile, memoryMiB: Int(machine.memory.mebibytes), shared: true))
+        }
         add("-smp", String(machine.smp))
         args += ["-nodefaults", "-no-user-config"]
         add("-display", "none")

@@ -30,6 +30,9 @@ public struct QEMURuntime: Sendable, Hashable {
     public var sysfsRoot: String
     /// How this QEMU spells vfio-pci's `rombar` (``RombarSpelling/probe(qemu:)``).
     public var rombar: RombarSpelling
+    /// Guest RAM in this file, shared (`-object memory-backend-file,id=pc.ram,...,share=on`,
+    /// `-machine memory-backend=pc.ram`): the fast revert method. nil: plain `-m`.
+    public var ramFile: String?
 
     public init(
         qmpSocket: String, supervisorSocket: String? = nil, serialSocket: String, serialLog: String? = nil,

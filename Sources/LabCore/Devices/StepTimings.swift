@@ -21,6 +21,11 @@ public struct StepTimings: Sendable, CustomStringConvertible {
         steps.append(Step(name: name, duration: ContinuousClock.now - start))
     }
 
+    /// Appends a step measured elsewhere (the supervisor's part of a fast revert).
+    public mutating func record(_ name: String, duration: Duration) {
+        steps.append(Step(name: name, duration: duration))
+    }
+
     /// Appends every step of `other`, each name prefixed with `prefix`.
     public mutating func append(_ other: StepTimings, prefix: String = "") {
         steps += other.steps.map { Step(name: prefix + $0.name, duration: $0.duration) }

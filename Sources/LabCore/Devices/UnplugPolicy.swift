@@ -46,6 +46,8 @@ public enum UnplugMethod: String, Sendable, Hashable, CustomStringConvertible {
     case resetRequested = "reset-requested"
     /// QEMU had no such device any more (removed outside qlab, or by an earlier reset).
     case alreadyGone = "already-gone"
+    /// A fast revert replaced QEMU: the device went with the old one.
+    case droppedWithQEMU = "dropped-with-qemu"
 
     public var usedReset: Bool { rawValue.hasPrefix("reset") }
 
@@ -57,6 +59,7 @@ public enum UnplugMethod: String, Sendable, Hashable, CustomStringConvertible {
         case .resetVMNotRunning: return "the VM was not running, so no guest could release it; system_reset completed the unplug"
         case .resetRequested: return "system_reset completed the unplug at once, without waiting for the guest (the guest was reset)"
         case .alreadyGone: return "QEMU had already removed it"
+        case .droppedWithQEMU: return "it went with the QEMU a fast revert replaced (no unplug needed)"
         }
     }
 }

@@ -65,7 +65,10 @@ public final class GuestConsole: GuestSession {
     /// Where this boot's output begins in `logPath` (``LabRecord/consoleLogOffset``).
     public let bootLogOffset: Int
     public let options: Options
-    let stream: ConsoleStream
+    /// The connection now: a fast revert replaces QEMU, and the console
+    /// reconnects by ``path`` when the next command or wait begins (``followReplacedQEMU()``).
+    var stream: ConsoleStream { streams.withLock { $0.stream } }
+    private let streams: Mutex<(stream: ConsoleStream, closedByUser: Bool)>
 
     struct State {
         var cursor = 0
@@ -82,7 +85,7 @@ public final class GuestConsole: GuestSession {
         self.logPath = logPath
         self.bootLogOffset = bootLogOffset
         self.options = options
-        self.stream = stream
+        self.streams = Mutex((stream, false))
     }
 
     deinit {
@@ -117,7 +120,33 @@ public final class GuestConsole: GuestSession {
 
     /// Disconnects; QEMU's console is free for the next client.
     public func close() {
+        streams.withLock { $0.closedByUser = true }
         stream.close()
+    }
+
+    /// When QEMU closed this connection and a console socket is at ``path``
+    /// again (the lab's supervisor replaced QEMU for a fast revert), connects
+    /// to it and starts reading afresh (the cursor moves to the new stream's
+    /// start). Anything else stays as it is.
+    func followReplacedQEMU() {
+        guard !path.isEmpty, stream.closedReason != nil, !streams.withLock({ $0.closedByUser }),
+            let fd = try? UnixSocket.connect(path: path)
+        else { return }
+        guard let fresh = try? ConsoleStream(adopting: fd, capacity: options.bufferCapacity) else {
+            Glibc.close(fd)
+            return
+        }
+        guard (try? fresh.start()) != nil else { return }
+        let old = streams.withLock { current in
+            defer { current.stream = fresh }
+            return current.stream
+        }
+        old.close()
+        state.withLock { s in
+            s.cursor = 0
+            s.firstLine = true
+            s.usable = true
+        }
     }
 
     // MARK: Reading
@@ -480,6 +509,7 @@ public final class GuestConsole: GuestSession {
             return true
         }
         if !free { throw GuestError.busy }
+        followReplacedQEMU()
     }
 
     private func release() {

@@ -29,6 +29,13 @@ extension LabRecord {
             "accel": ["accelerator": .string(accel.accelerator.rawValue), "reason": .string(accel.reason)],
             "console_log": consoleLog.map(JSONValue.string) ?? .null,
             "devices": .array(devices.map { ["name": .string($0.name), "state": .string($0.state.rawValue)] }),
+            "revert": revert.map { revert -> JSONValue in
+                [
+                    "method": .string(revert.method.rawValue), "reason": .string(revert.reason),
+                    "ram_directory": revert.ramDirectory.map(JSONValue.string) ?? .null,
+                    "mapped_snapshot": revert.mappedSnapshot.map(JSONValue.string) ?? .null,
+                ]
+            } ?? .null,
         ]
     }
 }
@@ -124,9 +131,10 @@ extension SnapshotResult {
     /// `duration_seconds`: the snapshot operation itself (`via`); `steps` has
     /// every step, the unplugs and re-attaches included.
     public var json: JSONValue {
-        [
+        return [
             "operation": .string(operation), "tag": .string(tag), "via": .string(via),
-            "duration_seconds": .seconds(timings.duration(of: via)), "total_seconds": .seconds(timings.total),
+            "method": .string(method.rawValue), "method_reason": .string(methodReason),
+            "duration_seconds": .seconds(operationTime), "total_seconds": .seconds(timings.total),
             "detached": .array(detached.map(\.json)), "reattached": .array(reattached.map(\.json)),
             "steps": timings.json,
         ]

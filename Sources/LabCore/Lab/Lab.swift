@@ -28,6 +28,8 @@ public struct Lab: Sendable {
     public var tests: [LabTest]
     /// How the test loop returns a guest to a clean state between runs.
     public var strategy: Strategy
+    /// How a snapshot revert puts the guest back (`revert:`; a guest may override).
+    public var revert: RevertMethodChoice = .auto
     public var hooks: Hooks
     /// Passed to QEMU verbatim after everything qlab generates.
     public var qemuArgs: [String]
@@ -128,6 +130,11 @@ public struct Lab: Sendable {
         return forcedToBoot || passthroughAtBoot ? .reset : .snapshot
     }
 
+    /// The revert method `guest` asks for: its own `revert:`, else the lab's.
+    public func revertChoice(for guest: LabGuest) -> RevertMethodChoice {
+        guest.revert ?? revert
+    }
+
     /// Machine settings for `guest`: its own `machine:` over the lab's over its OS profile.
     public func machineSettings(for guest: LabGuest) -> ResolvedMachine {
         let merged = machine.overridden(by: guest.machine)
@@ -205,6 +212,16 @@ public enum Strategy: String, Sendable, CaseIterable {
     case snapshot
     /// system_reset and boot again (for devices attached at boot).
     case reset
+}
+
+/// `revert:`: how snapshot reverts put guest RAM back (docs/devices-snapshots.md).
+public enum RevertMethodChoice: String, Sendable, CaseIterable, Codable {
+    /// `fast` where it can work, else `loadvm` (the plan says why).
+    case auto
+    /// Guest RAM in a file; a revert is a fresh QEMU on a copy-on-write map of the snapshot's RAM image.
+    case fast
+    /// QEMU's own `snapshot-load`/`loadvm` in place (RAM in the qcow2 snapshot).
+    case loadvm
 }
 
 /// Host-side commands run around each test run (`/bin/sh -c`, in the lab's directory).

@@ -38,6 +38,8 @@ public struct LabGuest: Sendable, Hashable {
     public var machine: MachineSettings
     /// Passed to QEMU verbatim after the lab's own `qemu_args`.
     public var qemuArgs: [String]
+    /// `revert:` of this guest; nil: the lab's.
+    public var revert: RevertMethodChoice?
     public var location: SourceLocation
     /// `display:`, overriding the lab's (``Lab/display(for:)``).
     public var display: DisplayAdapter? = nil

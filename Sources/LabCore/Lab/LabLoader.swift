@@ -97,7 +97,7 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "hooks", "qemu_args", "display", "trace_qmp"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
     static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
     static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
@@ -106,7 +106,7 @@ struct LabLoader {
     static let guestKeys = [
         "os", "kernel", "initrd", "append", "disk", "disk_format", "disk_interface", "bios", "firmware",
         "firmware_code", "firmware_vars", "ready", "prompt", "login", "boot_timeout", "rescan", "network", "agent", "machine",
-        "qemu_args", "display", "firmware_ready",
+        "qemu_args", "revert", "display", "firmware_ready",
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
     static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect"]
@@ -132,6 +132,7 @@ struct LabLoader {
                 sawGuests = true
             case "tests": testField = field
             case "strategy": lab.strategy = try reader.choice(field, Strategy.self)
+            case "revert": lab.revert = try reader.choice(field, RevertMethodChoice.self)
             case "hooks": lab.hooks = try hooks(field)
             case "qemu_args": lab.qemuArgs = try qemuArgs(field)
             case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
@@ -442,6 +443,7 @@ struct LabLoader {
             case "boot_timeout": guest.bootTimeout = try reader.duration(value)
             case "rescan": guest.rescan = try reader.string(value)
             case "agent": guest.agent = try reader.bool(value)
+            case "revert": guest.revert = try reader.choice(value, RevertMethodChoice.self)
             case "network": guest.network = try reader.choice(value, NetworkMode.self)
             case "machine": guest.machine = try machine(value)
             case "qemu_args": guest.qemuArgs = try qemuArgs(value)

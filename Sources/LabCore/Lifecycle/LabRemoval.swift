@@ -1,3 +1,5 @@
+import Platform
+
 /// `qlab rm`: a stopped lab's state (overlays, logs, records) and runtime leftovers.
 extension LabController {
     /// What `remove` took away.
@@ -23,6 +25,11 @@ extension LabController {
         }
         var bytes = 0
         var removedAnything = false
+        // RAM files a crashed lab's supervisor could not remove (docs/devices-snapshots.md).
+        if FileSystem.entryExists(runtime.ramDirectoryPath) {
+            bytes += runtime.removeRAMFiles()
+            removedAnything = true
+        }
         if let root = try runtime.runtimeRootDirectory(create: false), root.contains(name) {
             bytes += root.removeTree(name)
             removedAnything = true

@@ -10,13 +10,12 @@ public final class LabSession: Sendable {
     public let runtime: LabRuntime
     public let lab: Lab
     public let record: LabRecord
-    public let qmp: QMPClient
+    /// The user QMP monitor of the QEMU running now: a fast revert replaces
+    /// QEMU, and the session reconnects by the same path (``replaceMonitor()``).
+    public var qmp: QMPClient { monitor.withLock { $0 } }
+    private let monitor: Mutex<QMPClient>
     /// Where the lab's devices go (the boot placement, computed once): hotplug uses it.
     public let placement: PlacementPlan?
-    /// The record as this session last read or wrote it. Device states are
-    /// read here, not from `lab.json` once per device: commands that change
-    /// them hold the lab's lock, so no one else writes it meanwhile.
-    private let current: Mutex<LabRecord>
     /// Whether snapshot jobs an earlier, killed command left behind were
     /// settled: once per session is enough, since this session's own jobs
     /// are always awaited and dismissed (the revert loop pays it once).
@@ -34,8 +33,7 @@ public final class LabSession: Sendable {
         self.runtime = runtime
         self.lab = lab
         self.record = record
-        self.qmp = qmp
-        self.current = Mutex(record)
+        self.monitor = Mutex(qmp)
         self.placement = (try? lab.selectGuest(record.guest)).flatMap { try? lab.placement(for: $0) }
     }
 
@@ -52,7 +50,8 @@ public final class LabSession: Sendable {
         runtime: LabRuntime, connectTimeout: Duration = .seconds(10), reconcilingDevices: Bool = false
     ) async throws -> LabSession {
         try runtime.checkDirectories()
-        guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
+        // A record that does not decode is an error naming its file and field.
+        guard let record = try runtime.records.read(), runtime.liveQEMU(record) != nil else {
             throw LabError.notRunning(runtime.name)
         }
         let lab = try record.lab()
@@ -74,22 +73,35 @@ public final class LabSession: Sendable {
         get throws { try lab.selectGuest(record.guest) }
     }
 
-    /// The lab record now (``record`` is as it was when the session opened).
-    public var currentRecord: LabRecord { current.withLock { $0 } }
+    /// The lab record now, as the lab's ``LabRecordStore`` holds it (read
+    /// once, then as this session wrote it; ``record`` is as it was when the
+    /// session opened). Device states are read here, not from `lab.json` once
+    /// per device: commands that change them hold the lab's lock, so no other
+    /// process writes them meanwhile.
+    public var currentRecord: LabRecord { (try? runtime.records.read()) ?? record }
 
     /// Changes the record and replaces `lab.json` with it (atomically, in
-    /// the checked runtime dir); the session's copy changes only once written.
+    /// the checked runtime dir, through the store); the store's copy changes only once written.
     func updateRecord(_ change: (inout LabRecord) -> Void) throws {
-        try current.withLock { record in
-            var updated = record
-            change(&updated)
-            try runtime.writeRecord(updated)
-            record = updated
-        }
+        try runtime.records.update(change)
     }
 
     public func close() {
         qmp.close()
+    }
+
+    /// After the supervisor replaced QEMU: connect to the new QEMU's user
+    /// monitor (same socket path), close the old connection, and take the
+    /// record the supervisor wrote (new pid, mapped snapshot).
+    func replaceMonitor() async throws {
+        let fresh = try await runtime.connectQMP(timeout: .seconds(10))
+        let old = monitor.withLock { client in
+            defer { client = fresh }
+            return client
+        }
+        old.close()
+        // Another process (the supervisor) wrote lab.json: the store's copy is stale.
+        _ = try? runtime.records.reload()
     }
 
     /// Updates one device's state in the lab record.

@@ -21,6 +21,8 @@ public struct LaunchPlan: Sendable {
     public var deviceStates: [(name: String, state: DeviceState)]
     /// Host PCI addresses of passthrough devices (`ids:` resolved).
     public var passthroughHosts: [(device: String, host: String)]
+    /// The revert method, why, and the RAM directory (``LabPlanner/revertDecision(lab:guest:memory:)``).
+    public var revert: RevertRecord
 
     public var argv: [String] { commandLine.argv }
     /// Where each device goes, at boot and at hotplug.
@@ -36,6 +38,7 @@ public struct LaunchPlan: Sendable {
         record.labSource = lab.source.isEmpty ? nil : lab.source
         record.capabilities = capabilities
         record.argv = argv
+        record.revert = revert
         return record
     }
 }
@@ -84,6 +87,8 @@ public struct LabPlanner: Sendable {
         layout.startPaused = options.paused
         layout.sysfsRoot = hostRoots.sysfs
         layout.rombar = capabilities.rombar
+        let revert = revertDecision(lab: lab, guest: guest, memory: machine.memory)
+        if revert.method == .fast { layout.ramFile = revert.liveFile }
         let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: layout, placement: try lab.placement(for: guest))
         let states = lab.devices.map { device in
             (name: device.name, state: lab.effectiveAttach(of: device, for: guest) == .boot ? DeviceState.boot : .detached)
@@ -94,7 +99,7 @@ public struct LabPlanner: Sendable {
         }
         return LaunchPlan(
             lab: lab, guest: guest, machine: machine, accel: accel, capabilities: capabilities, layout: layout,
-            commandLine: commandLine, deviceStates: states, passthroughHosts: hosts)
+            commandLine: commandLine, deviceStates: states, passthroughHosts: hosts, revert: revert)
     }
 
     func resolveHost(_ selector: Passthrough.HostSelector) -> PCIAddress? {

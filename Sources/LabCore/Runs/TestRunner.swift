@@ -71,7 +71,8 @@ public final class TestRunner: Sendable {
         let guest: LabGuest
         let session: LabSession
         let console: GuestConsole
-        let commands: any GuestSession
+        /// The agent or the console; a fast revert reconnects the agent.
+        var commands: any GuestSession
         let strategy: Strategy
         /// Held until the lab is down.
         let ownership: LabOwnership?
@@ -270,13 +271,9 @@ public final class TestRunner: Sendable {
 
     /// QEMU's exit record when QEMU of the boot that started at `startedAt` is gone (nil while it runs).
     static func exitOfThisBoot(_ runtime: LabRuntime, startedAt: Double) async -> ExitRecord? {
-        if let record = runtime.record, runtime.liveQEMU(record) != nil { return nil }
-        // The supervisor writes the exit record once it has reaped QEMU.
-        for _ in 0..<100 {
-            if let exit = runtime.exitRecord, exit.at >= startedAt { return exit }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return nil
+        // Re-read: the supervisor rewrites the record when a fast revert replaces QEMU.
+        if let record = try? runtime.records.reload(), runtime.liveQEMU(record) != nil { return nil }
+        return await runtime.exitRecord(since: startedAt, waiting: .seconds(5))
     }
 
     /// "20" for 20 s, "2.5" for 2.5 s.
@@ -447,9 +444,16 @@ public final class TestRunner: Sendable {
         let hotplug = try booted.session.hotplugDeviceNames()
         switch booted.strategy {
         case .snapshot:
-            try await step("revert") {
+            // The step says the method ("revert fast": a fresh QEMU; "revert loadvm": in place).
+            let method: RevertMethod = booted.session.hasRAMImage(options.readyTag) ? .fast : .loadvm
+            try await step("revert \(method.rawValue)") {
                 _ = try await booted.session.revert(to: options.readyTag, attaching: hotplug)
                 booted.console.skipReceived()
+            }
+            if method == .fast, !(booted.commands is GuestConsole) {
+                // The guest agent's connection went with the old QEMU: reconnect by path.
+                booted.commands.close()
+                booted.commands = (try? await GuestConnection.open(runtime: booted.session.runtime, transport: .agent)) ?? booted.console
             }
         case .reset:
             if !booted.freshBoot {
@@ -486,14 +490,9 @@ public final class TestRunner: Sendable {
         var diagnoses = (error as? SnapshotError)?.diagnoses ?? (error as? DeviceError)?.diagnoses ?? []
         let runtime = booted.session.runtime
         var message = "\(error)"
-        if let record = runtime.record ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
-            // The supervisor writes the exit record once it has reaped QEMU.
-            var exit = runtime.exitRecord
-            for _ in 0..<100 where exit == nil || exit!.at < record.startedAt {
-                try? await Task.sleep(for: .milliseconds(50))
-                exit = runtime.exitRecord
-            }
-            if let exit, exit.at >= record.startedAt {
+        // Reloaded: the supervisor rewrites the record when it restarts QEMU, and removes it once QEMU is gone.
+        if let record = (try? runtime.records.reload()) ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
+            if let exit = await runtime.exitRecord(since: record.startedAt, waiting: .seconds(5)) {
                 message = "QEMU \(exit.exitDescription) during the test (\(error))"
                 diagnoses += exit.diagnoses
             } else {

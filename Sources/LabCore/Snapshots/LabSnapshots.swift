@@ -45,13 +45,28 @@ public struct SnapshotResult: Sendable {
     /// `save`, `load` or `delete`.
     public var operation: String
     public var tag: String
-    /// `snapshot-save job`, `HMP savevm`, ...
+    /// `snapshot-save job`, `HMP savevm`, `fast: RAM image snap-TAG.ram + device state`, ...
     public var via: String
+    /// How RAM was saved or restored: `fast` (a RAM image) or `loadvm` (in qcow2).
+    public var method: RevertMethod = .loadvm
+    /// Why that method (the plan's reason, or what kept this one from being fast).
+    public var methodReason: String = ""
     /// Hotplugged devices unplugged before the operation.
     public var detached: [DetachResult]
     /// Devices attached back after it.
     public var reattached: [AttachResult]
     public var timings: StepTimings
+}
+
+extension SnapshotResult {
+    /// The snapshot operation itself: the `via` step; for the fast method,
+    /// which is several steps (RAM image and job, or the supervisor's
+    /// replacement of QEMU), every step but listing, unplugs and re-attaches.
+    public var operationTime: Duration {
+        guard method == .fast else { return timings.duration(of: via) }
+        return timings.steps.filter { step in !["list", "detach ", "attach "].contains { step.name.hasPrefix($0) } }
+            .reduce(Duration.zero) { $0 + $1.duration }
+    }
 }
 
 /// Snapshots of a running lab: internal qcow2 snapshots of the VM (RAM,
@@ -102,20 +117,32 @@ extension LabSession {
         }
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .guestOnly(timeout: .seconds(10)), timings: &timings)
         let via: String
+        let obstacle = fastSaveObstacle
         do {
             if existing.contains(where: { $0.tag == tag }) {
                 start = ContinuousClock.now
                 _ = try await runSnapshotCommand(.delete, tag: tag, options: options)
+                removeRAMImage(tag)
                 timings.record("delete old", since: start)
             }
-            start = ContinuousClock.now
-            via = try await runSnapshotCommand(.save, tag: tag, options: options)
-            timings.record(via, since: start)
+            if obstacle == nil {
+                via = try await saveWithRAMImage(tag, options: options, timings: &timings)
+            } else {
+                // A RAM image left from an earlier save of this tag would be loaded instead.
+                removeRAMImage(tag)
+                start = ContinuousClock.now
+                via = try await runSnapshotCommand(.save, tag: tag, options: options)
+                timings.record(via, since: start)
+            }
         } catch {
             if options.reattach { _ = try? await reattach(detached.map(\.device), operation: "save", tag: tag, timings: &timings) }
             throw error
         }
         let reattached = options.reattach ? try await reattach(detached.map(\.device), operation: "save", tag: tag, timings: &timings) : []
+        var result = SnapshotResult(operation: "save", tag: tag, via: via, detached: detached, reattached: reattached, timings: timings)
+        result.method = obstacle == nil ? .fast : .loadvm
+        result.methodReason = obstacle ?? (currentRecord.revert?.reason ?? "")
+        return result
         return SnapshotResult(operation: "save", tag: tag, via: via, detached: detached, reattached: reattached, timings: timings)
     }
 
@@ -141,12 +168,23 @@ extension LabSession {
                 qemuText: "the snapshot is only on \(snapshot.nodes.joined(separator: ", ")), not on every writable qcow2 disk of the VM",
                 vmStatus: nil, diagnoses: [])
         }
+        if hasRAMImage(tag) {
+            let fast = try await loadWithRAMImage(tag, timeout: options.timeout)
+            timings.append(fast.timings)
+            let reattached = options.reattach ? try await reattach(fast.dropped.map(\.device), operation: "load", tag: tag, timings: &timings) : []
+            var result = SnapshotResult(operation: "load", tag: tag, via: fast.via, detached: fast.dropped, reattached: reattached, timings: timings)
+            result.method = .fast
+            result.methodReason = currentRecord.revert?.reason ?? ""
+            return result
+        }
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .resetAtOnce, timings: &timings)
         start = ContinuousClock.now
         let via = try await runSnapshotCommand(.load, tag: tag, options: options)
         timings.record(via, since: start)
         let reattached = options.reattach ? try await reattach(detached.map(\.device), operation: "load", tag: tag, timings: &timings) : []
-        return SnapshotResult(operation: "load", tag: tag, via: via, detached: detached, reattached: reattached, timings: timings)
+        var result = SnapshotResult(operation: "load", tag: tag, via: via, detached: detached, reattached: reattached, timings: timings)
+        result.methodReason = loadvmReason(tag)
+        return result
     }
 
     // MARK: delete
@@ -164,11 +202,24 @@ extension LabSession {
         }
         start = ContinuousClock.now
         let via = try await runSnapshotCommand(.delete, tag: tag, options: options)
+        removeRAMImage(tag)
         timings.record(via, since: start)
         return SnapshotResult(operation: "delete", tag: tag, via: via, detached: [], reattached: [], timings: timings)
     }
 
     // MARK: Parts
+
+    /// Removes snapshot `tag`'s RAM image, if the lab has one.
+    func removeRAMImage(_ tag: String) {
+        guard let path = currentRecord.revert?.ramDirectory, let directory = try? runtime.ramDirectory(path: path, create: false) else { return }
+        directory.remove(RAMFiles.image(tag))
+    }
+
+    /// Why loading `tag` is an in-place loadvm.
+    func loadvmReason(_ tag: String) -> String {
+        guard let revert = currentRecord.revert, revert.method == .fast else { return currentRecord.revert?.reason ?? "loadvm: the lab record predates fast reverts" }
+        return "loadvm: snapshot \(tag) has no RAM image (saved with its RAM in qcow2)"
+    }
 
     func validate(_ tag: String) throws {
         do { try HMPCommand.validateSnapshotTag(tag) } catch { throw SnapshotError.badTag(error) }
@@ -288,6 +339,10 @@ extension LabSession {
         }
         let logged = Supervisor.readLog(runtime.qemuLogPath, from: logOffset)
         if !logged.isEmpty, !text.contains(logged) { text += "\n" + logged }
+        if operation == .load, text.contains("x-ignore-shared is off, but received capability is on") {
+            text += "\nqlab: snapshot \(tag) was saved with the fast revert method and its RAM image (snap-\(tag).ram) is gone"
+                + " (`down` and `rm` remove RAM images), so it cannot be loaded: save it again (or use `revert: loadvm` for snapshots kept across `down`)"
+        }
         let status = try? await qmp.queryStatus().status
         throw SnapshotError.failed(operation: via, tag: tag, qemuText: text, vmStatus: status, diagnoses: Diagnoser.diagnose(text))
     }

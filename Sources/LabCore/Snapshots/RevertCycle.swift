@@ -4,8 +4,12 @@ public struct RevertResult: Sendable {
     public var tag: String
     /// Devices unplugged before the load (reset at once: the state is replaced).
     public var detached: [DetachResult]
-    /// How the load ran (`snapshot-load job`, `HMP loadvm`).
+    /// How the load ran (`snapshot-load job`, `HMP loadvm`, `fresh QEMU on snap-TAG.ram (pid N)`).
     public var via: String
+    /// `fast` (a fresh QEMU on the snapshot's RAM image) or `loadvm` (in place).
+    public var method: RevertMethod = .loadvm
+    /// Why that method.
+    public var methodReason: String = ""
     public var attached: [AttachResult]
     /// Every step: `detach DEV: ...`, the load, `attach DEV: ...`.
     public var timings: StepTimings
@@ -29,13 +33,27 @@ extension LabSession {
         let names = try devices ?? hotplugDeviceNames()
         for name in names { _ = try labDevice(name) }
         var timings = StepTimings()
-        let detached = try await detachHotplugged(policy: .resetAtOnce, timings: &timings)
-        let start = ContinuousClock.now
-        let via = try await runSnapshotCommand(.load, tag: tag, options: SnapshotOptions(backend: backend))
-        timings.record(via, since: start)
+        let detached: [DetachResult]
+        let via: String
+        let method: RevertMethod
+        if hasRAMImage(tag) {
+            // A fresh QEMU: hotplugged devices go with the old one, no unplug needed.
+            let fast = try await loadWithRAMImage(tag)
+            timings.append(fast.timings)
+            (detached, via, method) = (fast.dropped, fast.via, .fast)
+        } else {
+            detached = try await detachHotplugged(policy: .resetAtOnce, timings: &timings)
+            let start = ContinuousClock.now
+            via = try await runSnapshotCommand(.load, tag: tag, options: SnapshotOptions(backend: backend))
+            timings.record(via, since: start)
+            method = .loadvm
+        }
         let attached = try await attach(devices: names)
         for result in attached { timings.append(result.timings, prefix: "attach \(result.device): ") }
-        return RevertResult(tag: tag, detached: detached, via: via, attached: attached, timings: timings, total: ContinuousClock.now - begin)
+        var result = RevertResult(tag: tag, detached: detached, via: via, attached: attached, timings: timings, total: ContinuousClock.now - begin)
+        result.method = method
+        result.methodReason = method == .fast ? (currentRecord.revert?.reason ?? "") : loadvmReason(tag)
+        return result
     }
 
     /// The lab's devices attached with hotplug for the guest this lab runs, in lab order.

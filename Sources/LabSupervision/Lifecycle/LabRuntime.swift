@@ -17,11 +17,25 @@ public struct LabRuntime: Sendable {
     public let name: String
     public let runtimeRoot: String
     public let stateRoot: String
+    /// Where the lab's RAM directory is made (``LabDirectories/ramRoot(environment:uid:)``);
+    /// a running lab's record names its own (``RevertRecord/ramDirectory``).
+    public let ramRoot: String
+    /// `lab.json`, read once and kept (shared by every copy of this value).
+    public let records: LabRecordStore
 
-    public init(name: String, runtimeRoot: String, stateRoot: String) {
+    /// `ramRoot` nil: from this process's environment for `runtimeRoot`.
+    public init(name: String, runtimeRoot: String, stateRoot: String, ramRoot: String? = nil) {
         self.name = name
         self.runtimeRoot = runtimeRoot
         self.stateRoot = stateRoot
+        if let ramRoot {
+            self.ramRoot = ramRoot
+        } else {
+            var environment = currentEnvironment()
+            if environment["QLAB_RAM_DIR"]?.isEmpty ?? true { environment["QLAB_RUNTIME_DIR"] = runtimeRoot }
+            self.ramRoot = LabDirectories.ramRoot(environment: environment, uid: getuid())
+        }
+        self.records = LabRecordStore(name: name, runtimeRoot: runtimeRoot)
     }
 
     /// The lab's runtime under the standard roots for this user and environment.
@@ -29,7 +43,8 @@ public struct LabRuntime: Sendable {
         self.init(
             name: name,
             runtimeRoot: LabDirectories.runtimeRoot(environment: environment, uid: getuid()),
-            stateRoot: LabDirectories.stateRoot(environment: environment))
+            stateRoot: LabDirectories.stateRoot(environment: environment),
+            ramRoot: LabDirectories.ramRoot(environment: environment, uid: getuid()))
     }
 
     public var directory: String { runtimeRoot + "/" + name }
@@ -47,6 +62,11 @@ public struct LabRuntime: Sendable {
     public var supervisorLogPath: String { stateDirectory + "/supervisor.log" }
     public var exitRecordPath: String { stateDirectory + "/last-exit.json" }
     public var launchSpecPath: String { directory + "/launch.json" }
+    /// The supervisor's control socket (fast reverts: ``SupervisorControl``).
+    public var controlSocketPath: String { directory + "/control.sock" }
+    /// RAMDIR: guest RAM files of a fast-revert lab (live.ram, snap-TAG.ram).
+    public var ramDirectoryPath: String { ramRoot + "/" + name }
+
     /// The lab-wide QMP trace (`trace_qmp: true`): JSON Lines, every client of the lab appends.
     public var qmpTracePath: String { stateDirectory + "/qmp-trace.jsonl" }
 
@@ -99,6 +119,25 @@ public struct LabRuntime: Sendable {
         try stateRootDirectory(create: create)?.subdirectory(name, create: create)
     }
 
+    /// RAMDIR (``ramDirectoryPath``, or the one `path` names), checked like
+    /// the runtime dir; nil when missing and not `create`.
+    public func ramDirectory(path: String? = nil, create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
+        let path = path ?? ramDirectoryPath
+        return try PrivateDirectory.open(Paths.directory(of: path), role: .ram, create: create)?.subdirectory(Paths.baseName(path), create: create)
+    }
+
+    /// Removes RAMDIR and the RAM files in it (`path`: the one a record names,
+    /// else ``ramDirectoryPath``); the RAM root goes too once empty. Returns the bytes freed.
+    @discardableResult
+    public func removeRAMFiles(path: String? = nil) -> Int {
+        let path = path ?? ramDirectoryPath
+        guard let root = try? PrivateDirectory.open(Paths.directory(of: path), role: .ram, create: false), root.contains(Paths.baseName(path)) else { return 0 }
+        let bytes = root.removeTree(Paths.baseName(path))
+        // The root is ours (checked above); rmdir(2) takes it only when empty.
+        if root.names().isEmpty { rmdir(root.path) }
+        return bytes
+    }
+
     /// Checks every directory of this lab that exists (both roots and the
     /// lab's own) and makes none: a command on a lab that does not exist
     /// touches nothing, and one on a directory another user can change stops here.
@@ -119,59 +158,68 @@ public struct LabRuntime: Sendable {
     }
 
     /// The lock of a lab that must be running: a lab that is not running
-    /// gets its error before any lock file is created.
+    /// gets its error before any lock file is created, and so does one whose
+    /// record does not decode (``RecordFileError``, naming the file and field).
     public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
         try checkDirectories()
-        guard let record, liveQEMU(record) != nil else { throw LabError.notRunning(name) }
+        guard let record = try records.read(), liveQEMU(record) != nil else { throw LabError.notRunning(name) }
         return try await takeLock(timeout: timeout)
     }
 
     // MARK: records
 
-    /// `lab.json`, read only from a runtime dir that passes the checks (a
-    /// record anyone else could have written is never trusted).
+    /// `lab.json` as ``records`` holds it (read once, from a runtime dir that
+    /// passes the checks: a record anyone else could have written is never
+    /// trusted). A record that does not decode counts as none here;
+    /// `records.read()` says what is wrong with it.
     public var record: LabRecord? {
-        guard let directory = try? runtimeDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.recordFile).flatMap(LabRecord.init)
+        try? records.read()
     }
 
     /// `last-exit.json`, read only from a state dir that passes the checks.
     public var exitRecord: ExitRecord? {
-        guard let directory = try? labStateDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.exitRecordFile).flatMap(ExitRecord.init)
+        guard let directory = try? labStateDirectory(create: false), let bytes = directory.read(Self.exitRecordFile) else { return nil }
+        return try? RecordFileError.decode(ExitRecord.self, from: bytes, path: directory.path(Self.exitRecordFile))
     }
 
-    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir.
+    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir, through ``records``.
     public func writeRecord(_ record: LabRecord) throws {
-        guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
-        try directory.writeJSON(Self.recordFile, record.json)
+        try records.write(record)
     }
 
     /// Replaces `last-exit.json` in the lab's state dir (made when missing).
     public func writeExitRecord(_ record: ExitRecord) throws {
         guard let directory = try labStateDirectory(create: true) else { return }
-        try directory.writeJSON(Self.exitRecordFile, record.json)
+        try directory.writeJSON(Self.exitRecordFile, try JSONValueEncoder().encode(record))
     }
 
     /// Writes `launch.json` in the lab's existing runtime dir.
     public func writeLaunchSpec(_ spec: LaunchSpec) throws {
         guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
-        try directory.writeJSON(Self.launchSpecFile, spec.json)
+        // Read once by the supervisor it is written for: not fsynced (see FileSystem.writeAtomically).
+        try directory.writeJSON(Self.launchSpecFile, try JSONValueEncoder().encode(spec), durable: false)
     }
 
-    /// The lab file of the last `up` (`lab-file.json` in the checked state dir).
+    /// The lab file of the last `up` (`lab-file.json` in the checked state
+    /// dir); nil when there is none. One that does not decode counts as none
+    /// (`up LAB-FILE` writes it again); ``readLastLabFile()`` says why.
     public var lastLabFile: String? {
-        guard let directory = try? labStateDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.labFileRecordFile)?["lab_file"]?.stringValue
+        try? readLastLabFile()
+    }
+
+    /// `lab-file.json`; nil when missing, a ``RecordFileError`` naming the file and field when it does not decode.
+    public func readLastLabFile() throws -> String? {
+        guard let directory = try labStateDirectory(create: false), let bytes = directory.read(Self.labFileRecordFile) else { return nil }
+        return try RecordFileError.decode(LastLabFile.self, from: bytes, path: directory.path(Self.labFileRecordFile)).labFile
     }
 
     public func writeLastLabFile(_ file: String) throws {
-        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, ["lab_file": .string(file)])
+        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, try JSONValueEncoder().encode(LastLabFile(labFile: file)))
     }
 
     /// Marks the coming exit as requested (`stop-requested`, see ``stopRequestPath``).
     public func requestStop() throws {
-        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [])
+        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [], durable: false)
     }
 
     public var stopRequested: Bool {
@@ -211,10 +259,11 @@ public struct LabRuntime: Sendable {
     /// leaves is its state dir.
     public func removeRuntimeFiles() {
         guard let root = try? runtimeRootDirectory(create: false), let directory = try? root.subdirectory(name, create: false) else { return }
-        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath] {
+        for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath, controlSocketPath] {
             directory.remove(Paths.baseName(path))
         }
         root.removeDirectory(name)
+        records.forget()
     }
 
     /// Every lab with a runtime dir under the runtime root (none when it does
@@ -259,6 +308,8 @@ public struct LabRecord: Sendable {
     public var capabilities = QEMUCapabilities()
     /// The command line QEMU was started with (empty in older records).
     public var argv: [String] = []
+    /// The revert method and the RAM files (nil in older records: loadvm).
+    public var revert: RevertRecord?
 
     public init(
         name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
@@ -329,6 +380,7 @@ extension LabRecord: Codable {
         case consoleLogOffset = "console_log_offset"
         case labSource = "lab_source"
         case capabilities = "qemu_capabilities"
+        case revert
     }
 
     /// Name, lab file (not empty), guest, QEMU pid and accelerator are
@@ -357,6 +409,7 @@ extension LabRecord: Codable {
         labSource = try c.decodeIfPresent(String.self, forKey: .labSource)
         capabilities = try c.decodeIfPresent(QEMUCapabilities.self, forKey: .capabilities) ?? QEMUCapabilities()
         argv = try c.decodeIfPresent([String].self, forKey: .argv) ?? []
+        revert = try c.decodeIfPresent(RevertRecord.self, forKey: .revert)
     }
 }
 

@@ -4,48 +4,7 @@ import Glibc
 import Logging
 import Platform
 import QMP
-
-/// What `up` hands the supervisor: the QEMU command line and the record to keep.
-public struct LaunchSpec: Sendable {
-    public var argv: [String]
-    public var record: LabRecord
-    public var runtimeRoot: String
-    public var stateRoot: String
-    /// The lab's `trace_qmp: true`: the supervisor traces its monitor into ``LabRuntime/qmpTracePath``.
-    public var traceQMP = false
-
-    public init(argv: [String], record: LabRecord, runtimeRoot: String, stateRoot: String) {
-        self.argv = argv
-        self.record = record
-        self.runtimeRoot = runtimeRoot
-        self.stateRoot = stateRoot
-    }
-
-    public var runtime: LabRuntime { LabRuntime(name: record.name, runtimeRoot: runtimeRoot, stateRoot: stateRoot) }
-
-    public var json: JSONValue {
-        ["argv": .array(argv.map(JSONValue.string)), "record": record.json,
-         "runtime_root": .string(runtimeRoot), "state_root": .string(stateRoot), "trace_qmp": .bool(traceQMP)]
-    }
-
-    public init?(_ json: JSONValue) {
-        guard let argv = json["argv"]?.arrayValue?.compactMap(\.stringValue), !argv.isEmpty,
-            let record = json["record"].flatMap(LabRecord.init),
-            let runtimeRoot = json["runtime_root"]?.stringValue, let stateRoot = json["state_root"]?.stringValue
-        else { return nil }
-        self.init(argv: argv, record: record, runtimeRoot: runtimeRoot, stateRoot: stateRoot)
-        traceQMP = json["trace_qmp"]?.boolValue ?? false
-    }
-
-    /// Reads a launch spec from a runtime dir that passes the checks of
-    /// ``PrivateDirectory`` (the supervisor runs what it says).
-    public static func read(path: String) throws -> LaunchSpec {
-        guard let directory = try PrivateDirectory.open(Paths.directory(of: path), role: .runtime, create: false),
-            let json = directory.readJSON(Paths.baseName(path)), let spec = LaunchSpec(json)
-        else { throw LabError.supervisor("cannot read launch spec \(path)") }
-        return spec
-    }
-}
+import Synchronization
 
 /// The small process that owns a lab's QEMU: it starts QEMU, holds the
 /// second QMP monitor, appends every event with a timestamp to the event
@@ -64,6 +23,10 @@ public final class Supervisor: Sendable {
     public var runtime: LabRuntime { spec.runtime }
     let owner: OwnerWatch?
     let ownedForLife: Bool
+    /// The QEMU being watched and its monitor (a fast revert replaces them); nil once reaped.
+    let current = Mutex<(child: ChildProcess, client: QMPClient)?>(nil)
+    /// Reaping QEMUs that quit for fast reverts (``retire(_:)``).
+    let retiring = Mutex<[Task<Void, Never>]>([])
 
     /// `ownerFD`: the owner pipe's read end, if any.
     public init(spec: LaunchSpec, ownerFD: Int32? = nil, ownedForLife: Bool = false) {
@@ -169,13 +132,82 @@ public final class Supervisor: Sendable {
     }
 
     /// Logs events until QEMU exits; then records the exit and cleans up.
-    /// Returns the exit record.
+    /// Meanwhile it serves the control socket (``ControlServer``): a `revert`
+    /// request replaces QEMU by a fresh one on the snapshot's RAM image
+    /// (``replaceQEMU(child:client:tag:)``), and watching goes on with it.
+    /// Returns the exit record of the QEMU that ended the lab.
     public func watch(child: ChildProcess, client: QMPClient) async -> ExitRecord {
-        let logOffset = runtime.record?.qemuLogOffset ?? 0
+        var child = child
+        var client = client
+        current.withLock { $0 = (child, client) }
+        let control = spec.record.revert?.method == .fast ? try? ControlServer.start(path: runtime.controlSocketPath) : nil
+        defer { control?.close() }
+        while true {
+            let logger = startEventLogger(client)
+            watching: while true {
+                switch await watchQEMU(child: child, client: client, control: control) {
+                case .exited(let exit):
+                    client.close()
+                    _ = await logger.value
+                    let requested = runtime.stopRequested
+                        || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
+                    let record = makeExitRecord(exit, requested: requested, logOffset: runtime.record?.qemuLogOffset ?? 0)
+                    LabSupervisionLog.logger.info("QEMU \(record.exitDescription)", metadata: ["lab": "\(spec.record.name)", "requested": "\(requested)"])
+                    current.withLock { $0 = nil }
+                    // No QEMU of this lab outlives its supervisor: QEMUs that quit for reverts are reaped first.
+                    await reapRetired()
+                    finish(record)
+                    if ownedForLife { await removeLockFileIfOwnerGone() }
+                    return record
+                case .request(let request):
+                    guard request.command == "revert", let tag = request.arguments["tag"]?.stringValue else {
+                        request.respond(["error": ["class": "GenericError", "desc": .string("unknown control command \(request.command); the supervisor knows revert {tag}")]])
+                        continue watching
+                    }
+                    let resume = request.arguments["resume"]?.boolValue ?? true
+                    switch await replaceQEMU(child: child, client: client, tag: tag, resume: resume) {
+                    case .refused(let why):
+                        request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
+                        continue watching
+                    case .replaced(let newChild, let newClient, let reply, let error):
+                        // The old monitor is closed: its logger ends.
+                        _ = await logger.value
+                        child = newChild
+                        client = newClient
+                        if let error {
+                            request.respond(["error": ["class": "GenericError", "desc": .string(error)], "return": .object(reply)])
+                        } else {
+                            request.respond(["return": .object(reply)])
+                        }
+                        break watching
+                    case .gone(let exitRecord, let why):
+                        _ = await logger.value
+                        current.withLock { $0 = nil }
+                        await reapRetired()
+                        // Finished before answering: the client may start the lab again at once,
+                        // and nothing of this supervisor's may touch the new one's files.
+                        finish(exitRecord)
+                        control?.stopListening()
+                        request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
+                        if ownedForLife { await removeLockFileIfOwnerGone() }
+                        return exitRecord
+                    }
+                }
+            }
+        }
+    }
+
+    enum WatchOutcome: Sendable {
+        case exited(ProcessExit?)
+        case request(ControlRequest)
+    }
+
+    /// Appends `client`'s events to the event log until its monitor closes.
+    func startEventLogger(_ client: QMPClient) -> Task<Void, Never> {
         let events = client.events()
         let eventLog = Paths.baseName(runtime.eventLogPath)
         let stateDirectory = try? runtime.labStateDirectory(create: false)
-        let logger = Task {
+        return Task {
             for await event in events {
                 let line: JSONValue = [
                     "time": .double(wallClockSeconds()), "event": .string(event.name), "data": event.data,
@@ -184,19 +216,21 @@ public final class Supervisor: Sendable {
                 if let text = try? line.jsonString() { try? stateDirectory?.appendLine(eventLog, text) }
             }
         }
-        // The monitor closes when QEMU exits, which ends the event stream: reap
-        // then. waitpid is also polled, slowly, in case the monitor stays open.
-        let exit: ProcessExit? = await withTaskGroup(of: ProcessExit?.self) { group in
-            group.addTask {
-                _ = await logger.value
-                return await child.wait(timeout: .seconds(30))
-            }
+    }
+
+    /// Waits until QEMU exits (its pidfd: an event), a control request
+    /// arrives, or (for a lab owned for life) the owner goes away, which
+    /// takes QEMU down and then waits for its exit.
+    func watchQEMU(child: ChildProcess, client: QMPClient, control: ControlServer?) async -> WatchOutcome {
+        await withTaskGroup(of: WatchOutcome?.self) { group in
             group.addTask {
                 while !Task.isCancelled {
-                    if let exit = child.poll() { return exit }
-                    try? await Task.sleep(for: .milliseconds(500))
+                    if let exit = await child.wait(timeout: .seconds(3600)) { return .exited(exit) }
                 }
                 return nil
+            }
+            if let control {
+                group.addTask { await control.next().map(WatchOutcome.request) }
             }
             if ownedForLife, let owner {
                 // The owner (qlab run) died or let go without taking the lab down.
@@ -211,7 +245,7 @@ public final class Supervisor: Sendable {
                     return nil
                 }
             }
-            var result: ProcessExit?
+            var result = WatchOutcome.exited(nil)
             while let next = await group.next() {
                 if let next {
                     result = next
@@ -221,22 +255,15 @@ public final class Supervisor: Sendable {
             group.cancelAll()
             return result
         }
-        client.close()
-        _ = await logger.value
-        let requested = runtime.stopRequested
-            || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
-        let record = makeExitRecord(exit, requested: requested, logOffset: logOffset)
-        LabSupervisionLog.logger.info("QEMU \(record.exitDescription)", metadata: ["lab": "\(spec.record.name)", "requested": "\(requested)"])
-        finish(record)
-        if ownedForLife { await removeLockFileIfOwnerGone() }
-        return record
     }
 
     /// Takes QEMU down from inside: quit over the supervisor's monitor, then
     /// SIGTERM, then SIGKILL; SIGKILL at once when `urgent`. QEMU is this
     /// process's child and ``watch(child:client:)`` has not reaped it while
-    /// this runs, so the pid is still QEMU's.
+    /// this runs, so the pid is still QEMU's. After a fast revert the QEMU
+    /// taken down is the one running now, not the one given.
     public func stop(child: ChildProcess, client: QMPClient, urgent: Bool) async {
+        let (child, client) = current.withLock { $0 } ?? (child, client)
         try? runtime.requestStop()
         if !urgent {
             _ = try? await client.execute("quit", timeout: .seconds(3))
@@ -245,6 +272,14 @@ public final class Supervisor: Sendable {
             if await ProcessTable.waitGone(child.pid, timeout: .seconds(3)) { return }
         }
         kill(child.pid, SIGKILL)
+    }
+
+    /// SIGKILL to the QEMU running now (a second Ctrl-C of `up --foreground`);
+    /// nothing once it has been reaped.
+    public func killCurrentQEMU() {
+        current.withLock { current in
+            if let child = current?.child { kill(child.pid, SIGKILL) }
+        }
     }
 
     /// A lab whose owner died leaves no lock file either (the owner cannot
@@ -272,6 +307,9 @@ public final class Supervisor: Sendable {
     func finish(_ record: ExitRecord) {
         try? runtime.writeExitRecord(record)
         runtime.removeRuntimeFiles()
+        // Without QEMU the live RAM file is garbage, and snapshot RAM images
+        // are removed with the lab (docs/devices-snapshots.md).
+        if let ram = spec.record.revert?.ramDirectory { runtime.removeRAMFiles(path: ram) }
     }
 }
 

@@ -48,7 +48,9 @@ struct DeviceCommandTests {
             let saved = try fixture.qlab("snapshot", "save", "bare-dev", "t1", "--reset-fallback", "--no-reattach")
             #expect(saved.status == 0, "\(saved.output)")
             #expect(saved.output.contains("unplugged scsi-am first: the VM was not running"), "\(saved.output)")
-            #expect(saved.output.contains("snapshot 't1' saved (snapshot-save job"))
+            // The lab's revert method is fast (auto): a RAM image and the device state.
+            #expect(saved.output.contains("snapshot 't1' saved (fast: RAM image snap-t1.ram + device state"), "\(saved.output)")
+            #expect(saved.output.contains("revert method fast: fast (auto)"), "\(saved.output)")
             #expect(!saved.output.contains("plugged scsi-am back"))
 
             let list = try fixture.qlab("snapshot", "list", "bare-dev")
@@ -61,6 +63,7 @@ struct DeviceCommandTests {
 
             let load = try fixture.qlab("snapshot", "load", "bare-dev", "t1")
             #expect(load.status == 0, "\(load.output)")
+            #expect(load.output.contains("snapshot 't1' loaded (fresh QEMU on snap-t1.ram"), "\(load.output)")
             let missing = try fixture.qlab("snapshot", "load", "bare-dev", "t2")
             #expect(missing.status == 1)
             #expect(missing.output.contains("no snapshot 't2'; the lab has: t1"))

@@ -23,9 +23,10 @@ final class DeviceLabFixture: QLabTestEnvironment, @unchecked Sendable {
     }
 
     /// The repository's emulated-scsi lab with its image paths made absolute.
-    func emulatedLab() throws -> String {
+    /// `revert`: the lab's `revert:` key, when given.
+    func emulatedLab(revert: String? = nil) throws -> String {
         let text = try String(contentsOfFile: Self.repositoryRoot + "/labs/emulated-scsi.yaml", encoding: .utf8)
-        return try writeLab("emulated-scsi", text.replacingOccurrences(of: "../images/out", with: Self.imagesOut))
+        return try writeLab("emulated-scsi", text.replacingOccurrences(of: "../images/out", with: Self.imagesOut) + (revert.map { "\nrevert: \($0)\n" } ?? ""))
     }
 
     /// A lab with no OS (a blank qcow2 disk: snapshots work, nothing boots)

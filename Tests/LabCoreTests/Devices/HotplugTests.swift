@@ -121,7 +121,8 @@ struct HotplugTests {
     @Test(.enabled(if: DeviceLabFixture.haveGuestImages, "images/build.sh has not built the test guest"))
     func realGuestReleasesTheCardAndSnapshotsKeepItOut() async throws {
         let fixture = try DeviceLabFixture()
-        let lab = try fixture.emulatedLab()
+        // QEMU's loadvm in place: the unplug/reset path (FastRevertTests has the fast method).
+        let lab = try fixture.emulatedLab(revert: "loadvm")
         let targetDigest = try DeviceLabFixture.digest(DeviceLabFixture.scsiTarget)
         let diskDigest = try DeviceLabFixture.digest(DeviceLabFixture.imagesOut + "/linux/disk.qcow2")
         do {

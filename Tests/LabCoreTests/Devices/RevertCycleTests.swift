@@ -16,7 +16,8 @@ struct RevertCycleTests {
 
     @Test func tenRevertCyclesLeakNothing() async throws {
         let fixture = try DeviceLabFixture()
-        let lab = try fixture.bareLab()
+        // QEMU's loadvm in place (FastRevertTests has the fast method's cycles).
+        let lab = try fixture.bareLab(extraTopLevel: "revert: loadvm")
         let guestOverlay = fixture.stateRoot + "/bare-dev/bare/disk.qcow2"
         let hotplugDirectory = fixture.stateRoot + "/bare-dev/bare/hotplug"
         do {
@@ -58,7 +59,7 @@ struct RevertCycleTests {
 
     @Test func revertToAMissingSnapshotFailsWithQEMUsWords() async throws {
         let fixture = try DeviceLabFixture()
-        let lab = try fixture.bareLab()
+        let lab = try fixture.bareLab(extraTopLevel: "revert: loadvm")
         do {
             // Running (firmware only): QEMU stops the VM for the load and leaves it stopped when the load fails.
             try await fixture.withLab(lab) { session in

@@ -15,7 +15,8 @@ struct SnapshotTests {
 
     @Test func saveListLoadDeleteRestoresTheDisk() async throws {
         let fixture = try DeviceLabFixture()
-        let lab = try fixture.bareLab()
+        // RAM in qcow2 (loadvm): such snapshots load after a `down` (FastRevertTests has the fast method).
+        let lab = try fixture.bareLab(extraTopLevel: "revert: loadvm")
         let overlay = fixture.stateRoot + "/bare-dev/bare/disk.qcow2"
         do {
             try await fixture.withLab(lab, paused: true) { session in
@@ -82,7 +83,7 @@ struct SnapshotTests {
 
     @Test func hotpluggedDisksStayOutOfSnapshotsAndComeBackFresh() async throws {
         let fixture = try DeviceLabFixture()
-        let lab = try fixture.bareLab()
+        let lab = try fixture.bareLab(extraTopLevel: "revert: loadvm")
         let overlay = fixture.stateRoot + "/bare-dev/bare/hotplug/scsi-am-disk0.qcow2"
         do {
             // In a VM with no OS only a reset completes an unplug, so allow it for the save.

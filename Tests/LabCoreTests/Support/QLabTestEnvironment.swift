@@ -162,5 +162,10 @@ class QLabTestEnvironment: @unchecked Sendable {
         }
         for pid in qemuProcesses() { kill(pid, SIGKILL) }
         try? FileManager.default.removeItem(atPath: root)
+        // Fast-revert labs keep guest RAM files on /dev/shm, under a root named after this
+        // runtime root (only this test's; a QLAB_RAM_DIR given from outside is left alone).
+        if (ProcessInfo.processInfo.environment["QLAB_RAM_DIR"] ?? "").isEmpty {
+            try? FileManager.default.removeItem(atPath: runtime("").ramRoot)
+        }
     }
 }

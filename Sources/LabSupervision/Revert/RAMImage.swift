@@ -1,0 +1,89 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Platform
+import QMP
+
+/// Guest RAM files in a lab's RAM directory: the free-space check and the
+/// copy of the live RAM file into a snapshot's RAM image.
+public enum RAMImage {
+    /// `SEEK_DATA` and `SEEK_HOLE` of Linux's `lseek(2)` (glibc declares them only under _GNU_SOURCE).
+    static let seekData: Int32 = 3
+    static let seekHole: Int32 = 4
+
+    /// Bytes free for this user on the filesystem holding `path`
+    /// (`statvfs(3)`: `f_bavail * f_frsize`); the nearest existing directory
+    /// above it when `path` does not exist yet. nil when none can be asked.
+    public static func freeBytes(at path: String) -> UInt64? {
+        var candidate = path
+        while true {
+            var info = statvfs()
+            if statvfs(candidate, &info) == 0 { return UInt64(info.f_bavail) * UInt64(info.f_frsize) }
+            guard errno == ENOENT, candidate != "/", !candidate.isEmpty else { return nil }
+            candidate = Paths.directory(of: candidate)
+        }
+    }
+
+    /// Copies `RAMDIR/live.ram` to `RAMDIR/snap-TAG.ram`: written under a
+    /// temporary name and renamed once complete (`renameat(2)`), so a RAM
+    /// image is never half-written. Only the live file's data extents are
+    /// copied (`lseek(2)` `SEEK_DATA`/`SEEK_HOLE`): pages the guest never
+    /// touched stay holes and cost no memory. The VM must be stopped.
+    /// Checks first that the filesystem has room for the data.
+    public static func saveImage(in directory: PrivateDirectory, tag: String) throws -> Int {
+        let source = openat(directory.descriptor, RAMFiles.live, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard source >= 0 else { throw LabError.system("cannot open \(directory.path(RAMFiles.live)): \(String(cString: strerror(errno)))") }
+        defer { close(source) }
+        var info = stat()
+        guard fstat(source, &info) == 0 else { throw LabError.system("fstat \(directory.path(RAMFiles.live)) failed") }
+        let size = Int(info.st_size)
+        let allocated = UInt64(info.st_blocks) * 512
+        if let free = freeBytes(at: directory.path), free < allocated {
+            throw LabError.system(
+                "\(directory.path) has \(free >> 20) MiB free; the RAM image of snapshot \(tag) needs \(allocated >> 20) MiB. Free memory in it, set QLAB_RAM_DIR, or use `revert: loadvm`")
+        }
+        let temporary = RAMFiles.temporaryImage(tag)
+        unlinkat(directory.descriptor, temporary, 0)
+        let target = openat(directory.descriptor, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard target >= 0 else { throw LabError.system("cannot create \(directory.path(temporary)): \(String(cString: strerror(errno)))") }
+        var done = false
+        defer {
+            close(target)
+            if !done { unlinkat(directory.descriptor, temporary, 0) }
+        }
+        guard ftruncate(target, off_t(size)) == 0 else { throw LabError.system("ftruncate \(directory.path(temporary)): \(String(cString: strerror(errno)))") }
+        let chunk = 4 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { buffer.deallocate() }
+        var copied = 0
+        var offset = off_t(0)
+        while offset < off_t(size) {
+            let data = lseek(source, offset, Self.seekData)
+            if data < 0 { break }  // ENXIO: only a hole is left
+            var end = lseek(source, data, Self.seekHole)
+            if end < 0 { end = off_t(size) }
+            var position = data
+            while position < end {
+                let want = min(chunk, Int(end - position))
+                let got = pread(source, buffer, want, position)
+                guard got > 0 else { throw LabError.system("reading \(directory.path(RAMFiles.live)) failed: \(String(cString: strerror(errno)))") }
+                var written = 0
+                while written < got {
+                    let n = pwrite(target, buffer + written, got - written, position + off_t(written))
+                    guard n > 0 else {
+                        throw LabError.system("writing \(directory.path(temporary)) failed: \(String(cString: strerror(errno))); free memory in \(directory.path) or set QLAB_RAM_DIR")
+                    }
+                    written += n
+                }
+                position += off_t(got)
+                copied += got
+            }
+            offset = end
+        }
+        guard renameat(directory.descriptor, temporary, directory.descriptor, RAMFiles.image(tag)) == 0 else {
+            throw LabError.system("rename to \(directory.path(RAMFiles.image(tag))) failed: \(String(cString: strerror(errno)))")
+        }
+        done = true
+        return copied
+    }
+}
