@@ -21,7 +21,8 @@ struct LaunchSpecCodingTests {
         let spec = Self.spec()
         let json = try JSONValue.parse(try JSONValueEncoder().encode(spec).serialized(pretty: false))
         guard case .object(let object) = json else { Issue.record("not an object: \(json)"); return }
-        #expect(object.keys.sorted() == ["argv", "record", "runtime_root", "state_root"])
+        #expect(object.keys.sorted() == ["argv", "record", "runtime_root", "state_root", "trace_qmp"])
+        #expect(json["trace_qmp"]?.boolValue == false)
         #expect(json["record"]?["lab_file"]?.stringValue == "/labs/spec.yaml")
         #expect(json["record"]?["devices"]?[1]?["state"]?.stringValue == "hotplug")
         let back = try JSONValueDecoder().decode(LaunchSpec.self, from: json)
@@ -29,6 +30,11 @@ struct LaunchSpecCodingTests {
         #expect(back.runtimeRoot == "/run/q" && back.stateRoot == "/state/q")
         #expect(back.record.name == "spec" && back.record.startedAt == 3.25)
         #expect(back.record.devices == spec.record.devices)
+        #expect(!back.traceQMP)
+        // A launch.json written before `trace_qmp` existed still reads (no trace).
+        guard case .object(var older) = json else { return }
+        older["trace_qmp"] = nil
+        #expect(try !JSONValueDecoder().decode(LaunchSpec.self, from: .object(older)).traceQMP)
     }
 
     /// A launch.json that does not decode: the supervisor's error names the file and the field.
