@@ -32,6 +32,8 @@ public struct TestResult: Sendable {
     public var consoleTail: String
     /// Revert, attach, rescan, test, hooks: seconds each.
     public var steps: [(name: String, seconds: Double)]
+    /// The lab that ran it in a `qlab run --jobs N` run (`LAB`, `LAB-j2`, ...); nil otherwise.
+    public var worker: String?
 
     public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
                 message: String = "", diagnoses: [Diagnosis] = [], consoleTail: String = "", steps: [(name: String, seconds: Double)] = []) {
@@ -50,14 +52,16 @@ public struct TestResult: Sendable {
     public var isBoot: Bool { entry.isBoot }
 
     public var json: JSONValue {
-        .object([
+        var object: JSONObject = [
             "guest": .string(entry.guest), "test": .string(entry.test), "repeat": JSONValue(entry.repeatIndex),
             "matrix_index": JSONValue(entry.matrixIndex), "outcome": .string(outcome.rawValue),
             "duration_seconds": .double(JSONTime.rounded(duration)), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
             "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
             "console_tail": .string(consoleTail),
             "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
-        ])
+        ]
+        if let worker { object["worker"] = .string(worker) }
+        return .object(object)
     }
 
     public init?(_ json: JSONValue) {
@@ -72,6 +76,7 @@ public struct TestResult: Sendable {
         message = json["message"]?.stringValue ?? ""
         diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
         consoleTail = json["console_tail"]?.stringValue ?? ""
+        worker = json["worker"]?.stringValue
         steps = (json["steps"]?.arrayValue ?? []).compactMap { s in
             guard let name = s["name"]?.stringValue, let seconds = s["seconds"]?.doubleValue else { return nil }
             return (name, seconds)
