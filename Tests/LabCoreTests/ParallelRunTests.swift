@@ -4,6 +4,30 @@ import LabSupervision
 import Platform
 import Testing
 
+/// What a `--jobs` run's reports say about workers, and the clones' names (no QEMU).
+struct ParallelRunReportTests {
+    @Test func resultsSayTheirWorkerInJSONAndJUnit() throws {
+        let entry = TestRunEntry(guest: "linux", test: "t1", repeatIndex: 1, matrixIndex: 0)
+        var result = TestResult(entry: entry, outcome: .passed, duration: 1, exitStatus: 0)
+        result.worker = "m-j2"
+        let plain = TestResult(entry: TestRunEntry(guest: "linux", test: "t2", repeatIndex: 1, matrixIndex: 1), outcome: .passed, duration: 1)
+        let report = TestReport(lab: "m", startedAt: 10, duration: 2, shards: [], results: [result, plain])
+        let back = (report.json["results"]?.arrayValue ?? []).compactMap(TestResult.init)
+        #expect(back.map { $0.worker } == ["m-j2", nil])
+        let xml = JUnitReport.xml(report)
+        #expect(xml.contains(#"<properties><property name="worker" value="m-j2"/></properties>"#), "\(xml)")
+        #expect(xml.components(separatedBy: #"name="worker""#).count == 2, "only the --jobs result has one")
+    }
+
+    @Test func clonesAreLabsOfTheirOwnName() throws {
+        #expect(TestRunner.cloneName("emulated-scsi", worker: 2) == "emulated-scsi-j2")
+        let yaml = "# a lab\nname: m\nguests:\n  g: {os: linux, kernel: k}\ntests:\n  t:\n    run: \"echo name: x\"\n"
+        let renamed = TestRunner.renamedSource(yaml, to: "m-j3")
+        #expect(renamed == yaml.replacingOccurrences(of: "\nname: m\n", with: "\nname: m-j3\n"))
+        #expect(try Lab.parse(yaml: renamed, file: "/tmp/m.yaml").name == "m-j3")
+    }
+}
+
 /// `qlab run --jobs N` against real QEMU 7.2 (TCG) and the test guest: 2 jobs, 4 tests.
 @Suite("qlab run --jobs (real guest)", .serialized)
 struct ParallelRunTests {

@@ -182,7 +182,7 @@ extension TestRunner {
 
     /// `source` (a lab's YAML) with its top-level `name:` set to `name`, so a
     /// clone's record reads back as the clone. Empty stays empty.
-    static func renamedSource(_ source: String, to name: String) -> String {
+    public static func renamedSource(_ source: String, to name: String) -> String {
         var lines = source.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if let index = lines.firstIndex(where: { $0.hasPrefix("name:") }) { lines[index] = "name: \(name)" }
         return lines.joined(separator: "\n")
