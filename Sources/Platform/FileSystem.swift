@@ -38,7 +38,14 @@ public enum FileSystem {
     /// `.NAME.tmp-RANDOM` with `O_CREAT|O_EXCL|O_NOFOLLOW` (so nothing there
     /// already, link or file, is reused), `write(2)`, `fsync(2)`, `renameat(2)`
     /// (which replaces a link at `name`, never what it points to).
-    package static func writeAtomically(in directory: Int32, name: String, shownAs path: String, _ bytes: [UInt8], mode: mode_t) throws(SystemCallError) {
+    ///
+    /// Not `durable`: no `fsync(2)`. The rename still makes the write atomic
+    /// for readers; only a crash of the machine could leave the old contents
+    /// or an empty file. Right for files in the runtime dir, which do not
+    /// outlive a reboot anyway (the record and launch spec of a running lab).
+    package static func writeAtomically(
+        in directory: Int32, name: String, shownAs path: String, _ bytes: [UInt8], mode: mode_t, durable: Bool = true
+    ) throws(SystemCallError) {
         let temp = RandomName.temporary(for: name)
         let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemCallError("create a temporary file beside \(path)") }
@@ -54,7 +61,7 @@ public enum FileSystem {
             }
             offset += n
         }
-        fsync(fd)
+        if durable { fsync(fd) }
         close(fd)
         guard renameat(directory, temp, directory, name) == 0 else {
             let error = SystemCallError("rename into \(path)")

@@ -67,6 +67,11 @@ public struct VMStatus: Sendable, Hashable {
     /// QEMU's RunState: running, paused, prelaunch, shutdown, internal-error, ...
     public var status: String
     public var running: Bool
+
+    public init(status: String, running: Bool) {
+        self.status = status
+        self.running = running
+    }
 }
 
 /// One device from `query-pci`.

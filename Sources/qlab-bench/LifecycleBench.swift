@@ -3,7 +3,7 @@ import LabCore
 import Platform
 import QMP
 
-/// `qlab-bench lifecycle [--runs N] [--qlab PATH]`: `qlab up` to QMP-ready
+/// `qlab-bench lifecycle [--runs N] [--qlab PATH] [--baseline PATH]`: `qlab up` to QMP-ready
 /// and `qlab down` to reaped, next to launching the same QEMU command line by
 /// hand with a raw QMP client, interleaved in one run.
 ///
@@ -16,6 +16,10 @@ import QMP
 /// - qlab library: `LabController.up` / `.down` in this process, which leaves
 ///   out the qlab process's own start (dynamic loading, Swift runtime, argument parsing).
 ///
+/// - baseline CLI (`--baseline PATH`): the same as the qlab CLI with another
+///   qlab binary (e.g. main built in its own scratch path), interleaved in the
+///   same rounds, so a change is measured against its baseline under the same load.
+///
 /// The lab is bare: a blank qcow2 disk, q35, TCG, 64 MiB, in a temporary
 /// QLAB_RUNTIME_DIR and QLAB_STATE_DIR. The supervisor's resident memory is
 /// read from /proc/PID/status of the supervisor process (`qlab-supervisor`, or
@@ -26,18 +30,23 @@ enum LifecycleBench {
     static func run(arguments: [String]) async throws {
         var runs = 10
         var qlabPath = BenchProcess.siblingExecutable("qlab")
+        var baselinePath: String?
         var index = 0
         while index < arguments.count {
             let value = index + 1 < arguments.count ? arguments[index + 1] : ""
             switch arguments[index] {
             case "--runs": runs = try positive(value, "--runs")
             case "--qlab": qlabPath = value
-            default: throw BenchError("unknown option \(arguments[index]); usage: qlab-bench lifecycle [--runs N] [--qlab PATH]")
+            case "--baseline": baselinePath = value
+            default: throw BenchError("unknown option \(arguments[index]); usage: qlab-bench lifecycle [--runs N] [--qlab PATH] [--baseline PATH]")
             }
             index += 2
         }
         guard access(qlabPath, X_OK) == 0 else {
             throw BenchError("no qlab executable at \(qlabPath): build it (swift build --product qlab) or pass --qlab PATH")
+        }
+        if let baselinePath, access(baselinePath, X_OK) != 0 {
+            throw BenchError("no qlab executable at --baseline \(baselinePath)")
         }
 
         let directory = try BenchProcess.makeTemporaryDirectory("lifecycle")
@@ -70,16 +79,19 @@ enum LifecycleBench {
             + "and qlab library interleaved, order rotating; qlab \(qlabPath)")
 
         // Warm-up (page cache, overlay creation): one of each, not counted.
-        var hand = Samples(), cli = Samples(), library = Samples()
+        var hand = Samples(), cli = Samples(), library = Samples(), baseline = Samples()
         var rss: [Double] = [], hwm: [Double] = [], pss: [Double] = [], privateMemory: [Double] = []
+        var baselineRSS: [Double] = []
         var scratch = Samples()
         _ = try await cliCycle(qlabPath: qlabPath, labFile: labFile, runtime: runtime, into: &scratch)
+        if let baselinePath { _ = try await cliCycle(qlabPath: baselinePath, labFile: labFile, runtime: runtime, into: &scratch) }
         let spec = try controller.prepare(lab: try Lab.load(path: labFile), options: LabController.UpOptions())
         try handCycle(argv: spec.argv, runtime: runtime, log: directory + "/hand-qemu.log", pid: &handQEMU, into: &scratch)
         try await libraryCycle(controller, labFile: labFile, into: &scratch)
 
+        let kinds = baselinePath == nil ? 3 : 4
         for round in 0..<runs {
-            let order = (0..<3).map { ($0 + round) % 3 }
+            let order = (0..<kinds).map { ($0 + round) % kinds }
             for which in order {
                 switch which {
                 case 0:
@@ -90,6 +102,8 @@ enum LifecycleBench {
                     privateMemory.append(memory.private)
                 case 1:
                     try handCycle(argv: spec.argv, runtime: runtime, log: directory + "/hand-qemu.log", pid: &handQEMU, into: &hand)
+                case 3:
+                    baselineRSS.append(try await cliCycle(qlabPath: baselinePath!, labFile: labFile, runtime: runtime, into: &baseline).rss)
                 default:
                     try await libraryCycle(controller, labFile: labFile, into: &library)
                 }
@@ -99,6 +113,12 @@ enum LifecycleBench {
         print(hand.line("hand launch (raw QMP)"))
         print(cli.line("qlab CLI (qlab up/down)"))
         print(library.line("qlab library (LabController)"))
+        if let baselinePath {
+            print(baseline.line("baseline CLI (--baseline)"))
+            print(String(format: "baseline overhead ms: %.1f (up %+.1f, down %+.1f); supervisor rss MiB %.1f; baseline qlab \(baselinePath)",
+                         baseline.total.median - hand.total.median, baseline.up.median - hand.up.median,
+                         baseline.down.median - hand.down.median, Samples.Series(baselineRSS).median))
+        }
         let overhead = cli.total.median - hand.total.median
         print(String(format: "overhead ms: %.1f", overhead))
         print(String(format: "  = median(qlab up + down) %.1f - median(hand up + down) %.1f; up %+.1f ms, down %+.1f ms; target under 50",
@@ -151,7 +171,8 @@ enum LifecycleBench {
         let up = try BenchProcess.run([qlabPath, "up", labFile], output: output)
         let upTime = clock.now - start
         guard up == 0 else { throw BenchError("qlab up exited \(up): \(BenchProcess.text(output))") }
-        guard let record = runtime.record else { throw BenchError("qlab up returned but the lab has no record") }
+        // Written by the supervisor `qlab up` started (this runtime is reused across cycles).
+        guard let record = try? runtime.records.reload() else { throw BenchError("qlab up returned but the lab has no record") }
         let cmdline = ProcessTable.commandLine(record.supervisorPID)
         guard cmdline.contains("_supervise") else { throw BenchError("pid \(record.supervisorPID) is not the supervisor: \(cmdline)") }
         try await Task.sleep(for: .milliseconds(300))
@@ -296,7 +317,7 @@ enum BenchProcess {
 
     /// After a failure: the lab's QEMU and supervisor killed, whatever the lab's state.
     static func forceDown(_ runtime: LabRuntime) {
-        guard let record = runtime.record else { return }
+        guard let record = try? runtime.records.reload() else { return }
         for pid in [record.qemuPID, record.supervisorPID] where pid > 0 && ProcessTable.isRunning(pid) {
             kill(pid, SIGKILL)
         }

@@ -18,22 +18,7 @@ struct EventsCommand: AsyncParsableCommand, JSONReporting {
             reportError("qlab events: \(error)")
             throw exitCodeFor(error)
         }
-        var offset = 0
-        repeat {
-            let bytes = HostFiles.readBytes(runtime.eventLogPath, limit: 256 << 20) ?? []
-            if bytes.count > offset {
-                let chunk = bytes[offset...]
-                // Only whole lines: the supervisor may be mid-write.
-                if let lastNewline = chunk.lastIndex(of: 0x0A) {
-                    for line in chunk[..<lastNewline].split(separator: 0x0A) { printEvent(Array(line)) }
-                    offset = lastNewline + 1
-                }
-            }
-            if follow {
-                if runtime.record == nil && offset >= (FileSystem.size(runtime.eventLogPath) ?? 0) { break }
-                try await Task.sleep(for: .milliseconds(200))
-            }
-        } while follow
+        try await EventLog.read(runtime, follow: follow) { printEvent($0) }
     }
 
     func printEvent(_ line: [UInt8]) {

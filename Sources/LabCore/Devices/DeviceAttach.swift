@@ -202,17 +202,31 @@ extension LabSession {
             }
         }
         for node in nodes.reversed() {
-            for _ in 0..<1000 {
+            let deadline = ContinuousClock.now + .seconds(5)
+            var delay = Self.firstNodeRetry
+            while true {
                 do {
                     _ = try await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
                     break
-                } catch QMPError.command(_, _, let message) where message.contains("is in use") {
-                    try? await Task.sleep(for: .milliseconds(5))
+                } catch QMPError.command(_, _, let message) where message.contains("is in use") && ContinuousClock.now < deadline {
+                    try? await Task.sleep(for: delay)
+                    delay = Self.nextNodeRetry(after: delay)
                 } catch {
                     break
                 }
             }
         }
+    }
+
+    /// Retries of `blockdev-del` while QEMU says a node "is in use" are a real
+    /// delay, not a missed event: QEMU releases a deleted device's node when it
+    /// finalises the device, a little after DEVICE_DELETED, and no QMP event
+    /// says when. The usual wait is a few ms, so the delay starts at 1 ms and
+    /// doubles up to 32 ms.
+    static let firstNodeRetry = Duration.milliseconds(1)
+
+    static func nextNodeRetry(after delay: Duration) -> Duration {
+        min(delay * 2, .milliseconds(32))
     }
 
     /// Ids of the devices created with an id (`qom-list /machine/peripheral`).
@@ -243,6 +257,7 @@ extension LabSession {
         let deadline = ContinuousClock.now + patience
         for disk in device.emulated?.disks ?? [] {
             for node in [disk.formatNodeName, disk.fileNodeName] {
+                var delay = Self.firstNodeRetry
                 while true {
                     do {
                         _ = try await qmp.execute("blockdev-del", arguments: ["node-name": .string(node)])
@@ -250,7 +265,8 @@ extension LabSession {
                     } catch QMPError.command(_, _, let message) where message.contains("Failed to find node") || message.contains("not found") {
                         break
                     } catch QMPError.command(_, _, let message) where message.contains("is in use") && ContinuousClock.now < deadline {
-                        try await Task.sleep(for: .milliseconds(1))
+                        try await Task.sleep(for: delay)
+                        delay = Self.nextNodeRetry(after: delay)
                     } catch QMPError.command(_, _, let message) {
                         throw DeviceError.qemuRefused(device: device.name, command: "blockdev-del \(node)", message: message, diagnoses: [])
                     }

@@ -98,7 +98,7 @@ public struct LabController: Sendable {
         var spec = initialSpec
         let runtime = self.runtime(lab.name)
 
-        // The supervisor reports on a pipe: "ready PID" or "failed".
+        // The supervisor reports on a pipe: "ready PID STATUS RUNNING" or "failed" (``SupervisorProcess/ReadyLine``).
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
         _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
@@ -137,10 +137,17 @@ public struct LabController: Sendable {
         if message.hasPrefix("ready") {
             // The supervisor runs on in its own session; reap nothing here.
             if !options.owned { ownership.release() }
-            let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
-            defer { client.close() }
-            let status = try await client.queryStatus()
-            spec.record = runtime.record ?? spec.record
+            let status: VMStatus
+            if let reported = SupervisorProcess.ReadyLine(message)?.status {
+                status = reported
+            } else {
+                // A supervisor that did not say (it could not ask): ask QEMU here.
+                let client = try await QMPClient.connect(path: runtime.qmpSocketPath, timeout: .seconds(10))
+                defer { client.close() }
+                status = try await client.queryStatus()
+            }
+            // The supervisor wrote the record (pids, start times) once QEMU ran: read it now.
+            spec.record = (try? runtime.records.reload()) ?? spec.record
             return UpResult(record: spec.record, status: status, runtime: runtime, ownership: options.owned ? ownership : nil)
         }
         // The supervisor failed, hung or died before QEMU answered: whatever
@@ -177,7 +184,8 @@ public struct LabController: Sendable {
     /// while its command line names this lab's QMP socket. Returns its pid.
     func killLaunchingQEMU(_ runtime: LabRuntime) async -> Int32? {
         var pid: Int32?
-        if let record = runtime.record { pid = runtime.liveQEMU(record) }
+        // Written by the supervisor (another process) once QEMU started.
+        if let record = try? runtime.records.reload() { pid = runtime.liveQEMU(record) }
         if pid == nil, let text = HostFiles.readText(runtime.pidFilePath), let filed = Int32(text.trimmingSpaces()),
             ProcessTable.isRunning(filed), ProcessTable.commandLine(filed).contains(where: { $0.contains(runtime.qmpSocketPath) })
         {
@@ -229,7 +237,8 @@ public struct LabController: Sendable {
             if Task.isCancelled { throw CancellationError() }
             throw LabError.launchFailed(lab: lab.name, exit: exit.exitDescription, qemuOutput: exit.qemuOutput, diagnoses: withHostFacts(exit.diagnoses))
         case .ready:
-            onReady(runtime.record ?? spec.record)
+            // The supervisor (here, with its own store) wrote the record once QEMU ran.
+            onReady((try? runtime.records.reload()) ?? spec.record)
             let (child, client) = (child!, client!)
             stop?.onRequest { count in
                 // The QEMU running now (a fast revert replaces it), this process's unreaped child.
@@ -284,8 +293,10 @@ public struct LabController: Sendable {
     /// A launch that stopped before QEMU ran leaves nothing behind: no
     /// runtime dir, no lock file (unless the lab is running already).
     func abandon(_ runtime: LabRuntime, _ lock: FileLock) {
-        if let record = runtime.record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil { return }
-        runtime.removeRAMFiles(path: runtime.record?.revert?.ramDirectory)
+        // A supervisor may have written the record since this runtime's store read it.
+        let record = try? runtime.records.reload()
+        if let record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil { return }
+        runtime.removeRAMFiles(path: record?.revert?.ramDirectory)
         runtime.removeRuntimeFiles()
         lock.removeFile()
     }

@@ -16,10 +16,6 @@ public final class LabSession: Sendable {
     private let monitor: Mutex<QMPClient>
     /// Where the lab's devices go (the boot placement, computed once): hotplug uses it.
     public let placement: PlacementPlan?
-    /// The record as this session last read or wrote it. Device states are
-    /// read here, not from `lab.json` once per device: commands that change
-    /// them hold the lab's lock, so no one else writes it meanwhile.
-    private let current: Mutex<LabRecord>
     /// Whether snapshot jobs an earlier, killed command left behind were
     /// settled: once per session is enough, since this session's own jobs
     /// are always awaited and dismissed (the revert loop pays it once).
@@ -38,7 +34,6 @@ public final class LabSession: Sendable {
         self.lab = lab
         self.record = record
         self.monitor = Mutex(qmp)
-        self.current = Mutex(record)
         self.placement = (try? lab.selectGuest(record.guest)).flatMap { try? lab.placement(for: $0) }
     }
 
@@ -55,7 +50,8 @@ public final class LabSession: Sendable {
         runtime: LabRuntime, connectTimeout: Duration = .seconds(10), reconcilingDevices: Bool = false
     ) async throws -> LabSession {
         try runtime.checkDirectories()
-        guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
+        // A record that does not decode is an error naming its file and field.
+        guard let record = try runtime.records.read(), runtime.liveQEMU(record) != nil else {
             throw LabError.notRunning(runtime.name)
         }
         let lab = try record.lab()
@@ -77,18 +73,17 @@ public final class LabSession: Sendable {
         get throws { try lab.selectGuest(record.guest) }
     }
 
-    /// The lab record now (``record`` is as it was when the session opened).
-    public var currentRecord: LabRecord { current.withLock { $0 } }
+    /// The lab record now, as the lab's ``LabRecordStore`` holds it (read
+    /// once, then as this session wrote it; ``record`` is as it was when the
+    /// session opened). Device states are read here, not from `lab.json` once
+    /// per device: commands that change them hold the lab's lock, so no other
+    /// process writes them meanwhile.
+    public var currentRecord: LabRecord { (try? runtime.records.read()) ?? record }
 
     /// Changes the record and replaces `lab.json` with it (atomically, in
-    /// the checked runtime dir); the session's copy changes only once written.
+    /// the checked runtime dir, through the store); the store's copy changes only once written.
     func updateRecord(_ change: (inout LabRecord) -> Void) throws {
-        try current.withLock { record in
-            var updated = record
-            change(&updated)
-            try runtime.writeRecord(updated)
-            record = updated
-        }
+        try runtime.records.update(change)
     }
 
     public func close() {
@@ -105,9 +100,8 @@ public final class LabSession: Sendable {
             return client
         }
         old.close()
-        if let record = runtime.record {
-            current.withLock { $0 = record }
-        }
+        // Another process (the supervisor) wrote lab.json: the store's copy is stale.
+        _ = try? runtime.records.reload()
     }
 
     /// Updates one device's state in the lab record.

@@ -247,13 +247,9 @@ public final class TestRunner: Sendable {
 
     /// QEMU's exit record when QEMU of the boot that started at `startedAt` is gone (nil while it runs).
     static func exitOfThisBoot(_ runtime: LabRuntime, startedAt: Double) async -> ExitRecord? {
-        if let record = runtime.record, runtime.liveQEMU(record) != nil { return nil }
-        // The supervisor writes the exit record once it has reaped QEMU.
-        for _ in 0..<100 {
-            if let exit = runtime.exitRecord, exit.at >= startedAt { return exit }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return nil
+        // Re-read: the supervisor rewrites the record when a fast revert replaces QEMU.
+        if let record = try? runtime.records.reload(), runtime.liveQEMU(record) != nil { return nil }
+        return await runtime.exitRecord(since: startedAt, waiting: .seconds(5))
     }
 
     /// "20" for 20 s, "2.5" for 2.5 s.
@@ -416,14 +412,9 @@ public final class TestRunner: Sendable {
         var diagnoses = (error as? SnapshotError)?.diagnoses ?? (error as? DeviceError)?.diagnoses ?? []
         let runtime = booted.session.runtime
         var message = "\(error)"
-        if let record = runtime.record ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
-            // The supervisor writes the exit record once it has reaped QEMU.
-            var exit = runtime.exitRecord
-            for _ in 0..<100 where exit == nil || exit!.at < record.startedAt {
-                try? await Task.sleep(for: .milliseconds(50))
-                exit = runtime.exitRecord
-            }
-            if let exit, exit.at >= record.startedAt {
+        // Reloaded: the supervisor rewrites the record when it restarts QEMU, and removes it once QEMU is gone.
+        if let record = (try? runtime.records.reload()) ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
+            if let exit = await runtime.exitRecord(since: record.startedAt, waiting: .seconds(5)) {
                 message = "QEMU \(exit.exitDescription) during the test (\(error))"
                 diagnoses += exit.diagnoses
             } else {

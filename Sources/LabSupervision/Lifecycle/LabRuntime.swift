@@ -20,6 +20,8 @@ public struct LabRuntime: Sendable {
     /// Where the lab's RAM directory is made (``LabDirectories/ramRoot(environment:uid:)``);
     /// a running lab's record names its own (``RevertRecord/ramDirectory``).
     public let ramRoot: String
+    /// `lab.json`, read once and kept (shared by every copy of this value).
+    public let records: LabRecordStore
 
     /// `ramRoot` nil: from this process's environment for `runtimeRoot`.
     public init(name: String, runtimeRoot: String, stateRoot: String, ramRoot: String? = nil) {
@@ -33,6 +35,7 @@ public struct LabRuntime: Sendable {
             if environment["QLAB_RAM_DIR"]?.isEmpty ?? true { environment["QLAB_RUNTIME_DIR"] = runtimeRoot }
             self.ramRoot = LabDirectories.ramRoot(environment: environment, uid: getuid())
         }
+        self.records = LabRecordStore(name: name, runtimeRoot: runtimeRoot)
     }
 
     /// The lab's runtime under the standard roots for this user and environment.
@@ -133,59 +136,68 @@ public struct LabRuntime: Sendable {
     }
 
     /// The lock of a lab that must be running: a lab that is not running
-    /// gets its error before any lock file is created.
+    /// gets its error before any lock file is created, and so does one whose
+    /// record does not decode (``RecordFileError``, naming the file and field).
     public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
         try checkDirectories()
-        guard let record, liveQEMU(record) != nil else { throw LabError.notRunning(name) }
+        guard let record = try records.read(), liveQEMU(record) != nil else { throw LabError.notRunning(name) }
         return try await takeLock(timeout: timeout)
     }
 
     // MARK: records
 
-    /// `lab.json`, read only from a runtime dir that passes the checks (a
-    /// record anyone else could have written is never trusted).
+    /// `lab.json` as ``records`` holds it (read once, from a runtime dir that
+    /// passes the checks: a record anyone else could have written is never
+    /// trusted). A record that does not decode counts as none here;
+    /// `records.read()` says what is wrong with it.
     public var record: LabRecord? {
-        guard let directory = try? runtimeDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.recordFile).flatMap(LabRecord.init)
+        try? records.read()
     }
 
     /// `last-exit.json`, read only from a state dir that passes the checks.
     public var exitRecord: ExitRecord? {
-        guard let directory = try? labStateDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.exitRecordFile).flatMap(ExitRecord.init)
+        guard let directory = try? labStateDirectory(create: false), let bytes = directory.read(Self.exitRecordFile) else { return nil }
+        return try? RecordFileError.decode(ExitRecord.self, from: bytes, path: directory.path(Self.exitRecordFile))
     }
 
-    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir.
+    /// Replaces `lab.json` (atomically) in the lab's existing runtime dir, through ``records``.
     public func writeRecord(_ record: LabRecord) throws {
-        guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
-        try directory.writeJSON(Self.recordFile, record.json)
+        try records.write(record)
     }
 
     /// Replaces `last-exit.json` in the lab's state dir (made when missing).
     public func writeExitRecord(_ record: ExitRecord) throws {
         guard let directory = try labStateDirectory(create: true) else { return }
-        try directory.writeJSON(Self.exitRecordFile, record.json)
+        try directory.writeJSON(Self.exitRecordFile, try JSONValueEncoder().encode(record))
     }
 
     /// Writes `launch.json` in the lab's existing runtime dir.
     public func writeLaunchSpec(_ spec: LaunchSpec) throws {
         guard let directory = try runtimeDirectory(create: false) else { throw LabError.notRunning(name) }
-        try directory.writeJSON(Self.launchSpecFile, spec.json)
+        // Read once by the supervisor it is written for: not fsynced (see FileSystem.writeAtomically).
+        try directory.writeJSON(Self.launchSpecFile, try JSONValueEncoder().encode(spec), durable: false)
     }
 
-    /// The lab file of the last `up` (`lab-file.json` in the checked state dir).
+    /// The lab file of the last `up` (`lab-file.json` in the checked state
+    /// dir); nil when there is none. One that does not decode counts as none
+    /// (`up LAB-FILE` writes it again); ``readLastLabFile()`` says why.
     public var lastLabFile: String? {
-        guard let directory = try? labStateDirectory(create: false) else { return nil }
-        return directory.readJSON(Self.labFileRecordFile)?["lab_file"]?.stringValue
+        try? readLastLabFile()
+    }
+
+    /// `lab-file.json`; nil when missing, a ``RecordFileError`` naming the file and field when it does not decode.
+    public func readLastLabFile() throws -> String? {
+        guard let directory = try labStateDirectory(create: false), let bytes = directory.read(Self.labFileRecordFile) else { return nil }
+        return try RecordFileError.decode(LastLabFile.self, from: bytes, path: directory.path(Self.labFileRecordFile)).labFile
     }
 
     public func writeLastLabFile(_ file: String) throws {
-        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, ["lab_file": .string(file)])
+        try labStateDirectory(create: true)?.writeJSON(Self.labFileRecordFile, try JSONValueEncoder().encode(LastLabFile(labFile: file)))
     }
 
     /// Marks the coming exit as requested (`stop-requested`, see ``stopRequestPath``).
     public func requestStop() throws {
-        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [])
+        try runtimeDirectory(create: false)?.writeAtomically(Self.stopRequestFile, [], durable: false)
     }
 
     public var stopRequested: Bool {
@@ -229,6 +241,7 @@ public struct LabRuntime: Sendable {
             directory.remove(Paths.baseName(path))
         }
         root.removeDirectory(name)
+        records.forget()
     }
 
     /// Every lab with a runtime dir under the runtime root (none when it does

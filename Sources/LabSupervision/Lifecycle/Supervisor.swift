@@ -5,45 +5,6 @@ import Platform
 import QMP
 import Synchronization
 
-/// What `up` hands the supervisor: the QEMU command line and the record to keep.
-public struct LaunchSpec: Sendable {
-    public var argv: [String]
-    public var record: LabRecord
-    public var runtimeRoot: String
-    public var stateRoot: String
-
-    public init(argv: [String], record: LabRecord, runtimeRoot: String, stateRoot: String) {
-        self.argv = argv
-        self.record = record
-        self.runtimeRoot = runtimeRoot
-        self.stateRoot = stateRoot
-    }
-
-    public var runtime: LabRuntime { LabRuntime(name: record.name, runtimeRoot: runtimeRoot, stateRoot: stateRoot) }
-
-    public var json: JSONValue {
-        ["argv": .array(argv.map(JSONValue.string)), "record": record.json,
-         "runtime_root": .string(runtimeRoot), "state_root": .string(stateRoot)]
-    }
-
-    public init?(_ json: JSONValue) {
-        guard let argv = json["argv"]?.arrayValue?.compactMap(\.stringValue), !argv.isEmpty,
-            let record = json["record"].flatMap(LabRecord.init),
-            let runtimeRoot = json["runtime_root"]?.stringValue, let stateRoot = json["state_root"]?.stringValue
-        else { return nil }
-        self.init(argv: argv, record: record, runtimeRoot: runtimeRoot, stateRoot: stateRoot)
-    }
-
-    /// Reads a launch spec from a runtime dir that passes the checks of
-    /// ``PrivateDirectory`` (the supervisor runs what it says).
-    public static func read(path: String) throws -> LaunchSpec {
-        guard let directory = try PrivateDirectory.open(Paths.directory(of: path), role: .runtime, create: false),
-            let json = directory.readJSON(Paths.baseName(path)), let spec = LaunchSpec(json)
-        else { throw LabError.supervisor("cannot read launch spec \(path)") }
-        return spec
-    }
-}
-
 /// The small process that owns a lab's QEMU: it starts QEMU, holds the
 /// second QMP monitor, appends every event with a timestamp to the event
 /// log, keeps QEMU's stderr in a log, and records how QEMU ended.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import QMP
 
 /// The detached supervisor process that `qlab up` starts: the body of both
 /// `qlab-supervisor` and the hidden `qlab _supervise`.
@@ -72,10 +73,38 @@ public enum SupervisorProcess {
         case .failed:
             report(arguments.readyFD, "failed")
         case .ready(let pid):
-            report(arguments.readyFD, "ready \(pid)")
+            // QEMU's run state goes with the ready line, so `up` need not
+            // connect a second QMP client just to ask for it.
+            let status = (try? await client?.queryStatus()).flatMap { $0 }
+            report(arguments.readyFD, ReadyLine(qemuPID: pid, status: status).text)
             if let child, let client { _ = await supervisor.watch(child: child, client: client) }
         }
         return ExitStatus.success.rawValue
+    }
+
+    /// The supervisor's report on the ready pipe: `ready PID [STATUS RUNNING]`
+    /// (QEMU's `query-status`: e.g. `ready 4242 prelaunch false`), or `failed`.
+    public struct ReadyLine: Sendable, Hashable {
+        public var qemuPID: Int32
+        public var status: VMStatus?
+
+        public init(qemuPID: Int32, status: VMStatus?) {
+            self.qemuPID = qemuPID
+            self.status = status
+        }
+
+        public var text: String {
+            "ready \(qemuPID)" + (status.map { " \($0.status) \($0.running)" } ?? "")
+        }
+
+        /// nil for anything but a ready line; the status is nil when the line has none.
+        public init?(_ line: String) {
+            let words = line.split(separator: " ")
+            guard words.first == "ready", words.count >= 2, let pid = Int32(words[1]) else { return nil }
+            qemuPID = pid
+            status = words.count >= 4 && (words[3] == "true" || words[3] == "false")
+                ? VMStatus(status: String(words[2]), running: words[3] == "true") : nil
+        }
     }
 
     /// One line to `up` on the ready pipe, then the pipe is closed.

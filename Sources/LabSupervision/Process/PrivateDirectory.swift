@@ -133,15 +133,16 @@ public final class PrivateDirectory: Sendable {
     }
 
     /// Replaces `name` atomically: a new file under an unpredictable name
-    /// (`openat(2)` with `O_CREAT|O_EXCL|O_NOFOLLOW`), `fsync(2)`, `renameat(2)`.
-    public func writeAtomically(_ name: String, _ bytes: [UInt8], mode: mode_t = 0o600) throws(SystemCallError) {
-        try FileSystem.writeAtomically(in: descriptor, name: name, shownAs: path(name), bytes, mode: mode)
+    /// (`openat(2)` with `O_CREAT|O_EXCL|O_NOFOLLOW`), `fsync(2)` unless not
+    /// `durable`, `renameat(2)`. See ``FileSystem/writeAtomically(in:name:shownAs:_:mode:durable:)``.
+    public func writeAtomically(_ name: String, _ bytes: [UInt8], mode: mode_t = 0o600, durable: Bool = true) throws(SystemCallError) {
+        try FileSystem.writeAtomically(in: descriptor, name: name, shownAs: path(name), bytes, mode: mode, durable: durable)
     }
 
-    public func writeJSON(_ name: String, _ value: JSONValue) throws {
+    public func writeJSON(_ name: String, _ value: JSONValue, durable: Bool = true) throws {
         var bytes = try value.serialized(pretty: true)
         bytes.append(0x0A)
-        try writeAtomically(name, bytes)
+        try writeAtomically(name, bytes, durable: durable)
     }
 
     /// Appends one line: `openat(2)` with `O_APPEND|O_CREAT|O_NOFOLLOW` (0600).

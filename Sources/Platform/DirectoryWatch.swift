@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `inotify(7)` watches on directories: ``wait(timeout:)`` returns when an
+/// entry in one of them is created, written, renamed into place or removed,
+/// or the directory itself goes, so a wait for a file another process
+/// writes is an event, not a sleep loop. Events that come between a check
+/// and the wait are queued by the kernel, so none is missed.
+public final class DirectoryWatch: Sendable {
+    private let fd: Int32
+
+    /// `inotify_init1(IN_CLOEXEC | IN_NONBLOCK)`.
+    public init() throws(SystemCallError) {
+        fd = inotify_init1(Int32(IN_CLOEXEC | IN_NONBLOCK))
+        guard fd >= 0 else { throw SystemCallError("inotify_init1") }
+    }
+
+    /// `inotify_add_watch(2)` on `directory` (not following a link at its
+    /// last component); false when it cannot be watched (missing, not a directory).
+    @discardableResult
+    public func add(_ directory: String) -> Bool {
+        let mask = IN_CREATE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
+        return inotify_add_watch(fd, directory, UInt32(mask) | UInt32(IN_ONLYDIR) | UInt32(IN_DONT_FOLLOW)) >= 0
+    }
+
+    /// Waits until an event arrives (true), `timeout` passes or the task is
+    /// cancelled (false): `poll(2)` on the inotify descriptor on a detached
+    /// thread, off the cooperative pool. Queued events are read and dropped:
+    /// the caller looks at the files again.
+    public func wait(timeout: Duration? = nil) async -> Bool {
+        let milliseconds = timeout.map(OffPoolWait.milliseconds) ?? -1
+        // The thread holds the watch, so its descriptor stays open while polled.
+        let woken = try? await OffPoolWait.run { [self] cancelFD -> Bool in
+            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
+            while true {
+                let ready = poll(&fds, 2, milliseconds)
+                if ready < 0 && errno == EINTR { continue }
+                return ready > 0 && fds[0].revents != 0 && fds[1].revents == 0
+            }
+        }
+        drain()
+        return woken ?? false
+    }
+
+    /// Reads every queued event (`read(2)` until `EAGAIN`).
+    private func drain() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while buffer.withUnsafeMutableBytes({ read(fd, $0.baseAddress, $0.count) }) > 0 {}
+    }
+
+    deinit {
+        close(fd)
+    }
+}
