@@ -101,7 +101,8 @@ extension TestRunner {
                 if !first.session.hasRAMImage(options.readyTag) {
                     observe(.note("--jobs \(options.jobs): guest \(guest.name) reverts with loadvm (\(first.session.fastSaveObstacle ?? "no RAM image")); its tests run with 1 job"))
                 } else {
-                    for k in 2...options.jobs where !Task.isCancelled {
+                    // No more workers than this guest has entries.
+                    for k in stride(from: 2, through: min(options.jobs, entries.count), by: 1) where !Task.isCancelled {
                         let name = Self.cloneName(lab.name, worker: k)
                         let begin = ContinuousClock.now
                         do {
