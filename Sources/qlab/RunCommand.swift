@@ -21,6 +21,8 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
     @Option(help: ArgumentHelp("Write the HTML report (one self-contained page) to FILE.", valueName: "FILE")) var html: String?
     @Flag(help: "Print the JSON report on stdout (progress and the summary go to stderr).") var json = false
     @Option(help: "How to run commands in the guest: auto, console or agent.") var transport = "auto"
+    @Option(help: "Run the matrix on N guests at once: the lab and N-1 clones of its ready snapshot (emulated devices and the fast revert only).")
+    var jobs = 1
 
     func run() async throws {
         var options = TestRunner.Options()
@@ -47,6 +49,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
         }
         options.transport = parsedTransport
         options.screenshotDirectory = screenshotDirectory
+        options.jobs = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs", command: "run")
         let (lab, json, jsonReport, junit, html) = (lab, json, jsonReport, junit, html)
         // SIGINT/SIGTERM/SIGHUP: the runner stops, takes the lab down and
         // returns the runs so far (the rest cancelled); the reports are written.
@@ -66,6 +69,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
             } catch {
                 if stop.isRequested { return }
                 reportError("qlab run: \(error)")
+                if case TestRunError.jobsRefused = error { throw ExitCode(ExitStatus.usage.rawValue) }
                 throw exitCodeFor(error)
             }
             do {
@@ -159,6 +163,7 @@ final class RunProgress: @unchecked Sendable {
             durations.append(result.duration)
             var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest, result.entry.displayName,
                               result.outcome.rawValue.uppercased(), result.duration)
+            if let worker = result.worker { text += " on " + worker }
             if result.outcome != .passed, !result.message.isEmpty { text += "\n    " + result.message }
             for diagnosis in result.diagnoses { text += "\n    [\(diagnosis.id)] \(diagnosis.summary) fix: \(diagnosis.fix)" }
             line(text)

@@ -69,6 +69,31 @@ struct LifecycleTests {
         #expect(again.stdout.contains("not running"))
     }
 
+    /// A lab whose QEMU ends by itself (here: `quit` from a client, as a guest
+    /// power-off would) leaves nothing behind: no runtime dir, no lock file.
+    @Test func qemuEndingByItselfLeavesNoLockFile() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.bareLab(env)
+        let up = try env.qlab("up", lab)
+        #expect(up.status == 0, "\(up.stderr)")
+        let runtime = env.runtime("bare")
+        let record = try #require(runtime.record)
+        // A command that took the lock (and let it go) made the lock file.
+        #expect(try env.qlab("qmp", "bare", "query-status").status == 0)
+        _ = try env.qlab("snapshot", "bare", "list")
+        #expect(FileManager.default.fileExists(atPath: runtime.lockPath), "the test needs a lock file to be there first")
+        let quit = try env.qlab("qmp", "bare", "quit")
+        #expect(quit.status == 0, "\(quit.stderr)")
+        #expect(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(20)), "the supervisor ends with its QEMU")
+        #expect(!ProcessTable.isRunning(record.qemuPID))
+        #expect(!FileManager.default.fileExists(atPath: runtime.directory))
+        #expect(!FileManager.default.fileExists(atPath: runtime.lockPath))
+        let after = try JSONValue.parse(try env.qlab("status", "bare", "--json").stdout)
+        #expect(after["state"]?.stringValue == "stopped")
+        #expect(env.qemuProcesses().isEmpty)
+    }
+
     @Test func killedQEMUShowsAsCrashedWithTheSignal() async throws {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }

@@ -38,6 +38,10 @@ public struct LabController: Sendable {
         /// caller holds ``UpResult/ownership``, and its supervisor takes it
         /// down when the caller dies without doing so.
         public var owned = false
+        /// A `qlab run --jobs` clone: the lab (same guest, `.testRun` overlays)
+        /// whose run overlays are copied for this launch instead of fresh ones
+        /// made. That lab's VM must be stopped at its ready snapshot meanwhile.
+        public var cloneOf: Lab?
         public init(
             guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, overlays: OverlaySet = .lab,
             owned: Bool = false
@@ -273,7 +277,14 @@ public struct LabController: Sendable {
                 _ = try runtime.ramDirectory(path: ram, create: true)
             }
             try runtime.writeLastLabFile(lab.file)
-            try await makeOverlays(lab: lab, guest: plan.guest, layout: plan.layout, fresh: options.freshDisk || options.overlays == .testRun)
+            if let source = options.cloneOf {
+                let sourceLayout = QEMURuntime.standard(
+                    lab: source, guest: plan.guest, runtimeDirectory: runtime.runtimeRoot, stateDirectory: runtime.stateRoot,
+                    accel: plan.layout.accel, overlays: .testRun)
+                try await copyOverlays(from: sourceLayout, to: plan.layout)
+            } else {
+                try await makeOverlays(lab: lab, guest: plan.guest, layout: plan.layout, fresh: options.freshDisk || options.overlays == .testRun)
+            }
             try runtime.writeLaunchSpec(spec)
             return (spec, lock)
         } catch {
@@ -366,6 +377,27 @@ public struct LabController: Sendable {
         if let vars = qemuRuntime.firmwareVars, fresh || !FileSystem.entryExists(vars) {
             try FileSystem.makeDirectory(Paths.directory(of: vars), mode: 0o700)
             try await FirmwareVariables.create(at: vars)
+        }
+    }
+
+    /// A clone's overlays: byte copies of the source lab's guest disk overlay,
+    /// boot-attached device disk overlays and UEFI variable store (each holds
+    /// the ready snapshot's internal snapshot; their backing files are the
+    /// same read-only bases). Each is written under a temporary name and
+    /// renamed, so no half-copied overlay is ever used.
+    func copyOverlays(from source: QEMURuntime, to target: QEMURuntime) async throws {
+        if let log = target.serialLog { try FileSystem.makeDirectory(Paths.directory(of: log), mode: 0o700) }
+        var pairs: [(String, String)] = []
+        if let from = source.diskOverlay, let to = target.diskOverlay { pairs.append((from, to)) }
+        for (id, to) in target.deviceDiskOverlays { if let from = source.deviceDiskOverlays[id] { pairs.append((from, to)) } }
+        if let from = source.firmwareVars, let to = target.firmwareVars { pairs.append((from, to)) }
+        for (from, to) in pairs {
+            guard FileSystem.entryExists(from) else { throw LabError.system("\(from) is missing: the lab to clone has no run overlay") }
+            try FileSystem.makeDirectory(Paths.directory(of: to), mode: 0o700)
+            FileSystem.remove(to)
+            try await DiskOverlay.atomically(to) { (temporary) throws(ImageToolError) in
+                try FreshOverlay.copyFile(from, to: temporary)
+            }
         }
     }
 

@@ -5,7 +5,8 @@
 /// `<error type="timeout">` / `<error type="error">`; `skipped` and
 /// `cancelled` -> `<skipped>`. A guest that did not boot is a `boot` case with
 /// an `<error>`; successful boots are counted in the suite's `time` and its
-/// `boot_seconds` property, so a suite's time adds up.
+/// `boot_seconds` property, so a suite's time adds up. A `--jobs` run's
+/// cases carry a `worker` property.
 public enum JUnitReport {
     /// `attachmentsRelativeTo`: screenshot paths are written relative to this
     /// directory when under it (CI reads them relative to its checkout: the working directory).
@@ -37,6 +38,10 @@ public enum JUnitReport {
             for result in results {
                 lines.append(
                     #"    <testcase classname="\#(escape(report.lab)).\#(escape(guest))" name="\#(escape(result.entry.displayName))" time="\#(seconds(result.duration))">"#)
+                if let worker = result.worker {
+                    // The lab that ran it in a `qlab run --jobs N` run.
+                    lines.append(#"      <properties><property name="worker" value="\#(escape(worker))"/></properties>"#)
+                }
                 var detail = result.message
                 for diagnosis in result.diagnoses { detail += "\n[\(diagnosis.id)] \(diagnosis.summary)\nfix: \(diagnosis.fix)" }
                 if !result.consoleTail.isEmpty { detail += "\n--- console tail ---\n" + result.consoleTail }

@@ -36,6 +36,8 @@ public struct TestResult: Sendable {
     /// absolute here; a report file has it relative to its own directory when it is under it
     /// (``TestReport/json(relativeTo:)``), so a report and its screenshots move together.
     public var screenshot: String?
+    /// The lab that ran it in a `qlab run --jobs N` run (`LAB`, `LAB-j2`, ...); nil otherwise.
+    public var worker: String?
 
     public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
                 message: String = "", diagnoses: [Diagnosis] = [], consoleTail: String = "", steps: [(name: String, seconds: Double)] = []) {
@@ -57,7 +59,7 @@ public struct TestResult: Sendable {
 
     /// `screenshot` relative to `directory` when it is under it.
     public func json(relativeTo directory: String?) -> JSONValue {
-        .object([
+        var object: JSONObject = [
             "guest": .string(entry.guest), "test": .string(entry.test), "repeat": JSONValue(entry.repeatIndex),
             "matrix_index": JSONValue(entry.matrixIndex), "outcome": .string(outcome.rawValue),
             "duration_seconds": .double(JSONTime.rounded(duration)), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
@@ -65,7 +67,9 @@ public struct TestResult: Sendable {
             "console_tail": .string(consoleTail),
             "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
             "screenshot": screenshot.map { .string(ReportPaths.relative($0, to: directory)) } ?? .null,
-        ])
+        ]
+        if let worker { object["worker"] = .string(worker) }
+        return .object(object)
     }
 
     public init?(_ json: JSONValue) {
@@ -80,6 +84,7 @@ public struct TestResult: Sendable {
         message = json["message"]?.stringValue ?? ""
         diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
         consoleTail = json["console_tail"]?.stringValue ?? ""
+        worker = json["worker"]?.stringValue
         steps = (json["steps"]?.arrayValue ?? []).compactMap { s in
             guard let name = s["name"]?.stringValue, let seconds = s["seconds"]?.doubleValue else { return nil }
             return (name, seconds)

@@ -41,6 +41,9 @@ public final class TestRunner: Sendable {
         /// The snapshot every run starts from.
         public var readyTag = "qlab-ready"
         public var transport: GuestTransport = .auto
+        /// Workers (`--jobs`): above 1, the lab and clones of it at the ready
+        /// snapshot run the matrix together (``runParallel(_:)``).
+        public var jobs = 1
         /// What cancels the run, if any: its second request makes the clean-up hurry (SIGKILL).
         public var stop: StopRequest?
         /// Where a run that did not pass saves its guest's screen (guests with a display); nil: nowhere.
@@ -97,6 +100,10 @@ public final class TestRunner: Sendable {
         if let record = runtime.record, runtime.liveQEMU(record) != nil {
             throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
         }
+        if options.jobs > 1 {
+            if let obstacle = Self.parallelObstacle(lab: lab, guests: options.guests) { throw TestRunError.jobsRefused(obstacle) }
+            return try await runParallel(matrix)
+        }
         let started = wallClockSeconds()
         let clock = ContinuousClock.now
         let total = matrix.entries.count
@@ -126,9 +133,7 @@ public final class TestRunner: Sendable {
                         let current = try await boot(guest, before: entry)
                         booted = current
                         boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
-                        if qemuVersion == nil, let version = try? await current.session.qmp.queryVersion() {
-                            qemuVersion = version.description + (version.package.isEmpty ? "" : " (\(version.package.trimmingSpaces()))")
-                        }
+                        if qemuVersion == nil { qemuVersion = await Self.qemuVersion(of: current) }
                         accelerator = accelerator ?? current.session.record.accel.accelerator.rawValue
                     } catch let failure as BootFailure where !Task.isCancelled {
                         boots.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: failure.seconds, ready: false))
@@ -263,6 +268,12 @@ public final class TestRunner: Sendable {
         }
     }
 
+    /// QEMU's `query-version` as the report says it: "7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)".
+    static func qemuVersion(of booted: BootedGuest) async -> String? {
+        guard let version = try? await booted.session.qmp.queryVersion() else { return nil }
+        return version.description + (version.package.isEmpty ? "" : " (\(version.package.trimmingSpaces()))")
+    }
+
     /// How a run starts a guest's lab (`qlab guest check` starts it the same way): a fresh
     /// overlay of the run's own, and the lab owned by the caller.
     static func upOptions(_ guest: LabGuest) -> LabController.UpOptions {
@@ -283,19 +294,20 @@ public final class TestRunner: Sendable {
         return tenths % 10 == 0 ? String(tenths / 10) : "\(tenths / 10).\(abs(tenths % 10))"
     }
 
-    func shutDown(_ booted: BootedGuest?) async {
+    /// Closes `booted`'s connections and takes lab `name` (default: the lab) down.
+    func shutDown(_ booted: BootedGuest?, name: String? = nil) async {
         if let booted {
             booted.commands.close()
             booted.console.close()
             booted.session.close()
         }
-        await takeDown(ownership: booted?.ownership)
+        await takeDown(name ?? lab.name, ownership: booted?.ownership)
     }
 
     /// `down`, run to its end even when the run is cancelled (hurried by a
     /// second stop request); then the lab is let go of.
-    func takeDown(ownership: LabOwnership?) async {
-        let (controller, name, stop) = (controller, lab.name, options.stop)
+    func takeDown(_ name: String? = nil, ownership: LabOwnership?) async {
+        let (controller, name, stop) = (controller, name ?? lab.name, options.stop)
         _ = await shielded { try? await controller.down(name, stop: stop) }
         ownership?.release()
     }
@@ -505,6 +517,8 @@ public final class TestRunner: Sendable {
     func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
         var env = controller.environment
         env["QLAB_LAB"] = lab.name
+        // The lab that runs it: LAB, or a --jobs clone LAB-jK.
+        env["QLAB_WORKER"] = booted.session.runtime.name
         env["QLAB_LAB_FILE"] = lab.file
         env["QLAB_GUEST"] = entry.guest
         env["QLAB_GUEST_OS"] = booted.guest.os.rawValue
@@ -527,11 +541,15 @@ public final class TestRunner: Sendable {
 
 public enum TestRunError: Error, Sendable, CustomStringConvertible {
     case rescanFailed(status: Int32, output: String)
+    /// `--jobs N` for a lab that cannot be cloned (``TestRunner/parallelObstacle(lab:guests:)``): bad input.
+    case jobsRefused(String)
 
     public var description: String {
         switch self {
         case .rescanFailed(let status, let output):
             return "the guest's rescan command failed with status \(status): \(output.suffix(300))"
+        case .jobsRefused(let why):
+            return "--jobs: \(why)"
         }
     }
 }

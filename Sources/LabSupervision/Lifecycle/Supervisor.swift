@@ -157,7 +157,7 @@ public final class Supervisor: Sendable {
                     // No QEMU of this lab outlives its supervisor: QEMUs that quit for reverts are reaped first.
                     await reapRetired()
                     finish(record)
-                    if ownedForLife { await removeLockFileIfOwnerGone() }
+                    if ownedForLife { await removeLockFileIfOwnerGone() } else { await removeLockFileIfUnheld() }
                     return record
                 case .request(let request):
                     guard request.command == "revert", let tag = request.arguments["tag"]?.stringValue else {
@@ -287,6 +287,15 @@ public final class Supervisor: Sendable {
     /// disturbed; an owner that let go while alive holds it and cleans up itself.
     func removeLockFileIfOwnerGone() async {
         guard owner?.ownerGone == true, let lock = try? await runtime.takeLock(timeout: .milliseconds(200)) else { return }
+        lock.removeFile()
+    }
+
+    /// A lab whose QEMU ended by itself (guest power-off, a crash, `quit`
+    /// from a client) leaves no lock file either: when no command holds the
+    /// lock (one non-blocking `flock(2)` try), the file is removed. A command
+    /// that holds it (`down`) removes it itself.
+    func removeLockFileIfUnheld() async {
+        guard FileSystem.entryExists(runtime.lockPath), let lock = try? await runtime.takeLock(timeout: .zero) else { return }
         lock.removeFile()
     }
 

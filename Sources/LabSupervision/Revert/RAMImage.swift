@@ -86,4 +86,16 @@ public enum RAMImage {
         done = true
         return copied
     }
+
+    /// Gives `target` snapshot `tag`'s RAM image of `source` as a hard link
+    /// (`linkat(2)`, neither side followed): the same file, so every QEMU of a
+    /// `qlab run --jobs` worker maps the one image copy-on-write and no RAM is
+    /// copied; the image lives until the last lab holding a link removes it.
+    public static func shareImage(tag: String, from source: PrivateDirectory, into target: PrivateDirectory) throws {
+        let name = RAMFiles.image(tag)
+        unlinkat(target.descriptor, name, 0)
+        guard linkat(source.descriptor, name, target.descriptor, name, 0) == 0 else {
+            throw LabError.system("cannot link \(source.path(name)) into \(target.path): \(String(cString: strerror(errno))); both must be on one filesystem (QLAB_RAM_DIR)")
+        }
+    }
 }
