@@ -86,7 +86,7 @@ enum LifecycleBench {
         _ = try await cliCycle(qlabPath: qlabPath, labFile: labFile, runtime: runtime, into: &scratch)
         if let baselinePath { _ = try await cliCycle(qlabPath: baselinePath, labFile: labFile, runtime: runtime, into: &scratch) }
         let spec = try controller.prepare(lab: try Lab.load(path: labFile), options: LabController.UpOptions())
-        try handCycle(argv: spec.argv, runtime: runtime, log: directory + "/hand-qemu.log", pid: &handQEMU, into: &scratch)
+        try handCycle(argv: spec.argv, ram: spec.record.revert?.ramDirectory, runtime: runtime, log: directory + "/hand-qemu.log", pid: &handQEMU, into: &scratch)
         try await libraryCycle(controller, labFile: labFile, into: &scratch)
 
         let kinds = baselinePath == nil ? 3 : 4
@@ -101,7 +101,7 @@ enum LifecycleBench {
                     pss.append(memory.pss)
                     privateMemory.append(memory.private)
                 case 1:
-                    try handCycle(argv: spec.argv, runtime: runtime, log: directory + "/hand-qemu.log", pid: &handQEMU, into: &hand)
+                    try handCycle(argv: spec.argv, ram: spec.record.revert?.ramDirectory, runtime: runtime, log: directory + "/hand-qemu.log", pid: &handQEMU, into: &hand)
                 case 3:
                     baselineRSS.append(try await cliCycle(qlabPath: baselinePath!, labFile: labFile, runtime: runtime, into: &baseline).rss)
                 default:
@@ -208,8 +208,12 @@ enum LifecycleBench {
 
     /// The same command line by hand: spawn, poll-connect, greeting,
     /// qmp_capabilities, query-status; quit and waitpid.
-    static func handCycle(argv: [String], runtime: LabRuntime, log: String, pid: inout pid_t, into samples: inout Samples) throws {
+    /// `ram`: the RAM directory the argv's memory backend lives in (the fast
+    /// revert method, the default), made as `up` makes it and removed after.
+    static func handCycle(argv: [String], ram: String?, runtime: LabRuntime, log: String, pid: inout pid_t, into samples: inout Samples) throws {
         try runtime.makeDirectories()
+        if let ram { _ = try runtime.ramDirectory(path: ram, create: true) }
+        defer { if let ram { _ = runtime.removeRAMFiles(path: ram) } }
         let clock = ContinuousClock()
         let start = clock.now
         pid = try BenchProcess.spawn(argv, output: log)

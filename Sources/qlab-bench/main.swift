@@ -12,6 +12,8 @@ guard let name = arguments.first, let bench = benches[name] else {
     print("usage: qlab-bench \(benches.keys.sorted().joined(separator: "|")) [options]")
     exit(2)
 }
+// A QEMU that dies under a raw client must be an error, not a silent SIGPIPE.
+signal(SIGPIPE, SIG_IGN)
 do {
     try await bench()
 } catch {
