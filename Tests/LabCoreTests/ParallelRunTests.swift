@@ -17,6 +17,9 @@ struct ParallelRunReportTests {
         let xml = JUnitReport.xml(report)
         #expect(xml.contains(#"<properties><property name="worker" value="m-j2"/></properties>"#), "\(xml)")
         #expect(xml.components(separatedBy: #"name="worker""#).count == 2, "only the --jobs result has one")
+        let html = HTMLReport.html([report])
+        #expect(html.contains(#"data-worker="m-j2""#) && html.contains("on <code>m-j2</code>"), "the HTML report says the worker too")
+        #expect(html.components(separatedBy: "data-worker=").count == 2, "only the --jobs result has one")
     }
 
     @Test func clonesAreLabsOfTheirOwnName() throws {

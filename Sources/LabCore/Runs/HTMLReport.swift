@@ -210,9 +210,12 @@ public enum HTMLReport {
             let name = result.isBoot ? "boot" : result.entry.displayName
             page.raw("<details id=\"run-\(index)\" class=\"run \(result.outcome.rawValue)\" data-guest=\"\(escape(result.entry.guest))\" "
                 + "data-test=\"\(escape(result.entry.test))\" data-repeat=\"\(result.entry.repeatIndex)\" data-outcome=\"\(result.outcome.rawValue)\""
+                + (result.worker.map { " data-worker=\"\(escape($0))\"" } ?? "")
                 + (result.outcome == .passed ? "" : " open") + ">\n")
             page.raw("<summary><span class=\"cell \(result.outcome.rawValue)\">\(result.outcome.rawValue)</span> \(escape(result.entry.guest)) "
                 + "<b>\(escape(name))</b> \(formatSeconds(result.duration))"
+                // A `--jobs` run: which clone ran it.
+                + (result.worker.map { " on <code>\(escape($0))</code>" } ?? "")
                 + (result.message.isEmpty ? "" : " – <span class=\"message\">\(escape(result.message))</span>") + "</summary>\n")
             if let status = result.exitStatus { page.raw("<p>exit status \(status)</p>\n") }
             if !result.diagnoses.isEmpty {
