@@ -143,7 +143,6 @@ extension LabSession {
         result.method = obstacle == nil ? .fast : .loadvm
         result.methodReason = obstacle ?? (currentRecord.revert?.reason ?? "")
         return result
-        return SnapshotResult(operation: "save", tag: tag, via: via, detached: detached, reattached: reattached, timings: timings)
     }
 
     // MARK: load
