@@ -170,6 +170,20 @@ extension LabSession {
         runtime.stateDirectory + "/" + record.guest + "/hotplug/" + disk.id + ".qcow2"
     }
 
+    /// Removes the overlays of `device`'s hotplugged disks (their writes go
+    /// with the device); returns the paths removed.
+    func removeHotplugOverlays(of device: LabDevice) -> [String] {
+        var removed: [String] = []
+        for disk in device.emulated?.disks ?? [] {
+            let path = hotplugOverlayPath(disk)
+            if FileSystem.entryExists(path) {
+                FileSystem.remove(path)
+                removed.append(path)
+            }
+        }
+        return removed
+    }
+
     /// `STATE/LAB/overlay-templates`.
     var overlayTemplateDirectory: String { runtime.stateDirectory + "/overlay-templates" }
 

@@ -127,14 +127,7 @@ extension LabSession {
             start = ContinuousClock.now
             try await deleteBlockNodes(of: device)
             if device.emulated.map({ !$0.disks.isEmpty }) ?? false { timings.record("blockdev-del", since: start) }
-            var removed: [String] = []
-            for disk in device.emulated?.disks ?? [] {
-                let path = hotplugOverlayPath(disk)
-                if FileSystem.entryExists(path) {
-                    FileSystem.remove(path)
-                    removed.append(path)
-                }
-            }
+            let removed = removeHotplugOverlays(of: device)
             results.append(
                 DetachResult(
                     device: device.name, method: methods[device.name] ?? .alreadyGone,

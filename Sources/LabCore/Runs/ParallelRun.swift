@@ -222,9 +222,7 @@ extension TestRunner {
                     failedBoots += 1
                     bootFailure = failure.message
                     observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
-                    var bootResult = TestResult(
-                        entry: TestRunEntry.boot(of: guest.name, before: entry), outcome: .error, duration: failure.seconds,
-                        message: failure.message, diagnoses: failure.diagnoses, consoleTail: failure.consoleTail, steps: [("boot", failure.seconds)])
+                    var bootResult = failure.result(guest: guest.name, before: entry)
                     bootResult.worker = name
                     shared.append(bootResult)
                 } catch {}

@@ -140,12 +140,7 @@ public final class TestRunner: Sendable {
                         failedBoots += 1
                         bootFailure = failure.message
                         observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
-                        var bootResult = TestResult(
-                            entry: TestRunEntry.boot(of: guest.name, before: entry), outcome: .error, duration: failure.seconds,
-                            message: failure.message, diagnoses: failure.diagnoses, consoleTail: failure.consoleTail,
-                            steps: [("boot", failure.seconds)])
-                        bootResult.screenshot = failure.screenshot
-                        results.append(bootResult)
+                        results.append(failure.result(guest: guest.name, before: entry))
                     } catch {
                         // Cancelled while booting.
                     }
@@ -185,6 +180,15 @@ public final class TestRunner: Sendable {
         var seconds: Double
         /// The guest's screen when it did not boot (a guest with a display).
         var screenshot: String?
+
+        /// The boot's entry in the report: an error before `entry`, the run that needed the boot.
+        func result(guest: String, before entry: TestRunEntry) -> TestResult {
+            var result = TestResult(
+                entry: TestRunEntry.boot(of: guest, before: entry), outcome: .error, duration: seconds,
+                message: message, diagnoses: diagnoses, consoleTail: consoleTail, steps: [("boot", seconds)])
+            result.screenshot = screenshot
+            return result
+        }
     }
 
     /// Boots `guest` to its ready state; throws ``BootFailure`` (or

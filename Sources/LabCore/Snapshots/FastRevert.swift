@@ -86,14 +86,7 @@ extension LabSession {
         var dropped: [DetachResult] = []
         let attached = lab.devices.filter { currentDeviceState($0.name) == .hotplug }
         for device in attached {
-            var removed: [String] = []
-            for disk in device.emulated?.disks ?? [] {
-                let path = hotplugOverlayPath(disk)
-                if FileSystem.entryExists(path) {
-                    FileSystem.remove(path)
-                    removed.append(path)
-                }
-            }
+            let removed = removeHotplugOverlays(of: device)
             dropped.append(DetachResult(device: device.name, method: .droppedWithQEMU, unplugTime: .zero, removedOverlays: removed, timings: StepTimings()))
         }
         try setDeviceStates(attached.map { ($0.name, .detached) })
