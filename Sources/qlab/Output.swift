@@ -17,6 +17,7 @@ func reportError(_ text: String) {
 func exitCodeFor(_ error: Error) -> ExitCode {
     if error is LabFileError || error is TestMatrix.SelectionError || error is ValidationError { return ExitCode(ExitStatus.usage.rawValue) }
     if let error = error as? LabError { return ExitCode(error.exitStatus.rawValue) }
+    if let error = error as? GuestScreen.ScreenError { return ExitCode(error.exitStatus.rawValue) }
     if case QMPError.timeout = error { return ExitCode(ExitStatus.timeout.rawValue) }
     if let error = error as? GuestError, error.isTimeout { return ExitCode(ExitStatus.timeout.rawValue) }
     return ExitCode(ExitStatus.failed.rawValue)

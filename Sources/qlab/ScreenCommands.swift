@@ -17,7 +17,6 @@ func withReadingSession(_ lab: String, command: String, _ body: @escaping @Senda
             throw error
         } catch {
             reportError("qlab \(command): \(error)")
-            if let error = error as? GuestScreen.ScreenError { throw ExitCode(error.exitStatus.rawValue) }
             throw exitCodeFor(error)
         }
     }
