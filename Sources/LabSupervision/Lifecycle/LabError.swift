@@ -16,10 +16,11 @@ public enum LabError: Error, Sendable, CustomStringConvertible {
     case system(String)
 
     /// The exit status this error means (README's table): 3 for a lab that is
-    /// unknown or not running, 1 otherwise.
+    /// unknown or not running, 4 for one another command owns, 1 otherwise.
     public var exitStatus: ExitStatus {
         switch self {
         case .unknownLab, .notRunning: return .noSuchLab
+        case .busy: return .busy
         default: return .failed
         }
     }

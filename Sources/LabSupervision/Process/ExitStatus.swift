@@ -15,6 +15,8 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     case usage = 2
     /// No such lab, or the lab is not running when it must be.
     case noSuchLab = 3
+    /// The lab belongs to another command (a `qlab run` using it, or one holding its lock).
+    case busy = 4
     /// The command's own timeout expired.
     case timeout = 124
     /// Cancelled by SIGHUP.
@@ -35,6 +37,7 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
           1        the operation ran and failed (run: a test did not pass)
           2        bad input or usage
           3        no such lab, or the lab is not running when it must be
+          4        the lab is busy: another command owns it (a qlab run, a lock)
           124      the command's own timeout expired
           129/130/143  cancelled by SIGHUP/SIGINT/SIGTERM
         """
