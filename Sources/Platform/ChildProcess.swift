@@ -142,7 +142,7 @@ public struct ChildProcess: Sendable {
         guard pidfd >= 0 else { return await pollingWait(timeout: timeout) }
         defer { close(pidfd) }
         let deadline = ContinuousClock.now + timeout
-        let waited = try? await OffPoolWait.run { cancelFD in
+        let waited: Void? = try? await OffPoolWait.run { cancelFD in
             var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
             while ContinuousClock.now < deadline {
                 let ready = Glibc.poll(&fds, 2, OffPoolWait.milliseconds(deadline - ContinuousClock.now))

@@ -7,14 +7,15 @@ import Glibc
 #endif
 
 /// `qlab args LAB [--guest G]`: the QEMU command line `qlab up` would run.
-struct ArgsCommand: ParsableCommand, JSONReporting {
+struct ArgsCommand: ParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "args",
         abstract: "Print the QEMU command line that `qlab up` would run, shell-quoted.",
         discussion: "Files the lab names that do not exist yet are reported on stderr; the command line is printed anyway."
     )
 
-    @Argument(help: "The lab file.")
+    @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab)
     var lab: String
 
     @Option(help: "The guest to boot (default: the lab's first guest).")
@@ -27,14 +28,8 @@ struct ArgsCommand: ParsableCommand, JSONReporting {
     var json = false
 
     func run() throws {
-        let lab: Lab
         do {
-            lab = try Lab.load(path: self.lab)
-        } catch {
-            reportError(error.description)
-            throw ExitCode(2)
-        }
-        do {
+            let lab = try Lab.load(path: try LabRuntime.labFile(for: self.lab))
             let guest = try lab.selectGuest(guest)
             for missing in lab.missingFiles where missing.guest == nil || missing.guest == guest.name {
                 reportError("warning: " + missing.error.description)
@@ -48,15 +43,10 @@ struct ArgsCommand: ParsableCommand, JSONReporting {
             } else {
                 print(commandLine.shellQuoted(multiline: multiline))
             }
-        } catch let error as LabFileError {
-            reportError(error.description)
-            throw ExitCode(2)
-        } catch let error as QEMUCommandLineError {
-            reportError(error.description)
-            throw ExitCode(2)
-        } catch let error as JSONEncodeError {
-            reportError("cannot encode the command line as JSON: \(error)")
-            throw ExitCode(1)
+        } catch {
+            // The error alone: a lab file's `FILE:LINE:COL: ...` starts the line, as editors expect.
+            reportError("\(error)")
+            throw Reported(ExitStatus(for: error))
         }
     }
 }

@@ -25,7 +25,7 @@ func runCancellable(_ command: String, _ body: @escaping @Sendable (StopRequest)
     if let signal = stop.signal { throw cancelledExit(command, signal) }
 }
 
-private func cancelledExit(_ command: String, _ signal: Int32) -> ExitCode {
+private func cancelledExit(_ command: String, _ signal: Int32) -> Reported {
     reportError("qlab \(command): cancelled by \(signalName(signal))")
-    return ExitCode(ExitStatus.cancelled(by: signal))
+    return Reported(ExitStatus.cancelled(by: signal))
 }

@@ -17,22 +17,13 @@ func withLabSession(_ lab: String, command: String, _ body: @escaping @Sendable 
             let session = try await LabSession.open(runtime: runtime, reconcilingDevices: true)
             defer { session.close() }
             try await body(session)
-        } catch let error as ExitCode {
+        } catch let error as Reported {
             throw error
         } catch where Task.isCancelled {
             throw error
         } catch {
-            reportError("qlab \(command): \(error)")
-            throw deviceExitCode(error)
+            throw Reported(command, error)
         }
-    }
-}
-
-/// 2 for what the user typed wrong (an unknown device, a bad tag, a bad lab file), 1 otherwise.
-func deviceExitCode(_ error: Error) -> ExitCode {
-    switch error {
-    case DeviceError.unknownDevice, SnapshotError.badTag: return ExitCode(2)
-    default: return exitCodeFor(error)
     }
 }
 
@@ -40,7 +31,8 @@ func stepLines(_ timings: StepTimings) -> [String] {
     timings.steps.map { "  \($0.name): \(formatMilliseconds($0.duration))" }
 }
 
-struct HotplugCommand: AsyncParsableCommand, JSONReporting {
+struct HotplugCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "hotplug",
         abstract: "Attach a lab device to the running VM (device_add; disks get fresh overlays).",
@@ -53,11 +45,10 @@ struct HotplugCommand: AsyncParsableCommand, JSONReporting {
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Argument(help: "The lab's device name.", completion: Completions.device) var device: String
-    @Flag(help: "Print each step's time.") var verbose = false
     @Flag(help: "Print what was attached as JSON (steps included).") var json = false
 
     func run() async throws {
-        let json = json
+        let (json, verbose) = (json, global.verbose)
         try await withLabSession(lab, command: "hotplug") { session in
             let result = try await session.attach(device)
             if json { return try printJSON(result.json) }
@@ -71,7 +62,8 @@ struct HotplugCommand: AsyncParsableCommand, JSONReporting {
     }
 }
 
-struct UnplugCommand: AsyncParsableCommand, JSONReporting {
+struct UnplugCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "unplug",
         abstract: "Detach a lab device: device_del, wait for the guest, clean up its disks.",
@@ -88,19 +80,19 @@ struct UnplugCommand: AsyncParsableCommand, JSONReporting {
     @Option(help: "Seconds the guest gets to release the device.") var timeout: Double = 10
     @Flag(help: "Never reset the VM: fail when the guest does not release the device.") var noResetFallback = false
     @Flag(help: "Reset at once instead of asking the guest (its state is lost).") var reset = false
-    @Flag(help: "Print each step's time.") var verbose = false
     @Flag(help: "Print how the device was detached as JSON (steps included).") var json = false
 
     func validate() throws {
         if reset && noResetFallback { throw ValidationError("--reset and --no-reset-fallback contradict each other") }
+        _ = try checkedSeconds(timeout, option: "--timeout", allowZero: true)
     }
 
     func run() async throws {
         // 0 is meaningful here: do not wait for the guest at all.
-        let guestTimeout = try checkedSeconds(timeout, option: "--timeout", command: "unplug", allowZero: true)
+        let guestTimeout = try checkedSeconds(timeout, option: "--timeout", allowZero: true)
         let policy = UnplugPolicy(
             guestTimeout: guestTimeout, resetFallback: !noResetFallback, resetAtOnce: reset)
-        let json = json
+        let (json, verbose) = (json, global.verbose)
         try await withLabSession(lab, command: "unplug") { session in
             let result = try await session.detach(device, policy: policy)
             if json { return try printJSON(result.json) }
@@ -112,7 +104,8 @@ struct UnplugCommand: AsyncParsableCommand, JSONReporting {
     }
 }
 
-struct ResetCommand: AsyncParsableCommand, JSONReporting {
+struct ResetCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "reset", abstract: "Reset the lab's VM (system_reset) and wait for the RESET event.")
 

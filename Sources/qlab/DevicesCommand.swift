@@ -2,7 +2,8 @@ import ArgumentParser
 import LabCore
 import QMP
 
-struct DevicesCommand: ParsableCommand, JSONReporting {
+struct DevicesCommand: ParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "devices",
         abstract: "List the host's PCI devices and whether each can be passed through.",

@@ -8,7 +8,8 @@ import Platform
 import QMP
 
 /// `qlab diagnose [FILE|-] [--json]`: explain QEMU and kernel error text.
-struct DiagnoseCommand: ParsableCommand, JSONReporting {
+struct DiagnoseCommand: ParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "diagnose",
         abstract: "Explain QEMU and kernel error text (a log file, dmesg, or stdin): each recognised problem with its cause and fix."
@@ -36,22 +37,16 @@ struct DiagnoseCommand: ParsableCommand, JSONReporting {
         let fd: Int32 = file == "-" ? 0 : open(file, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
-            throw ExitCode(2)
+            throw Reported(.usage)
         }
         defer { if fd != 0 { close(fd) } }
         guard let bytes = FileSystem.readAll(fd, limit: 256 << 20) else {
             reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
-            throw ExitCode(2)
+            throw Reported(.usage)
         }
         let diagnoses = Diagnoser.diagnose(String(decoding: bytes, as: UTF8.self))
         if json {
-            do {
-                try printJSON(Diagnosis.json(diagnoses))
-            } catch {
-                reportError("qlab diagnose: cannot encode JSON: \(error)")
-                throw ExitCode(1)
-            }
-            return
+            return try printJSON(Diagnosis.json(diagnoses))
         }
         if diagnoses.isEmpty {
             print("No known problem recognised.")

@@ -21,7 +21,8 @@ struct HostRootOptions: ParsableArguments {
     var roots: HostRoots { HostRoots(sysfs: sysfs, procfs: procfs, devfs: devfs) }
 }
 
-struct DoctorCommand: ParsableCommand, JSONReporting {
+struct DoctorCommand: ParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "doctor",
         abstract: "Check the host for vfio passthrough before QEMU starts.",
@@ -82,6 +83,6 @@ struct DoctorCommand: ParsableCommand, JSONReporting {
         } else {
             print(report.text(onlyProblems: onlyProblems), terminator: "")
         }
-        if !report.ok { throw ExitCode(1) }
+        if !report.ok { throw Reported(.failed) }
     }
 }

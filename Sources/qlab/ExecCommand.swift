@@ -4,16 +4,19 @@ import LabCore
 import Platform
 import QMP
 
-struct ExecCommand: AsyncParsableCommand, JSONReporting {
+struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "exec",
         abstract: "Run one command in a lab's guest: its output on stdout, its exit status as qlab's.",
         discussion: """
             The command words are joined with spaces and run by the guest's shell (sh -c), \
             through the guest agent when the lab has one and it answers, else on the serial \
-            console (where stdout and stderr are one stream). Exit status: the command's; \
+            console (where stdout and stderr are one stream). Exit status: the command's own; \
             124 when it did not finish within --timeout (qlab interrupts it with Ctrl-C and \
-            prints the console's last lines on stderr); 125 when qlab itself failed. \
+            prints the console's last lines on stderr); when qlab itself failed, the table's \
+            status with a `qlab exec:` line on stderr (3 the lab is not running, 1 the console \
+            or agent is unusable, 2 bad usage). \
             On a terminal, control characters and escape sequences in the output are shown \
             escaped (\\x1b); to a pipe or file the output is passed on as received. \
             --json prints {"exit_status", "output", "error_output", "truncated", \
@@ -22,21 +25,18 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting {
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Option(help: "Seconds the command may run.") var timeout: Double = 60
-    @Option(help: "auto (agent if the lab has one, else console), agent, or console.") var via: String = "auto"
+    @Option(name: [.customLong("via"), .customLong("transport")], help: "auto (agent if the lab has one, else console), agent, or console.") var via: GuestTransport = .auto
     @Flag(help: "First wait until the guest is ready (its ready text, login), up to its boot_timeout.") var ready = false
     @Flag(help: "Print the command's exit status, output and duration as one JSON object.") var json = false
     @Argument(parsing: .postTerminator, help: "The command, after --.") var command: [String] = []
 
+    func validate() throws {
+        guard !command.isEmpty else { throw ValidationError("no command: give it after --, e.g. qlab exec LAB -- uname -a") }
+        _ = try checkedSeconds(timeout, option: "--timeout")
+    }
+
     func run() async throws {
-        guard !command.isEmpty else {
-            reportError("qlab exec: no command; usage: qlab exec LAB [--timeout S] -- COMMAND...")
-            throw ExitCode(ExitStatus.usage.rawValue)
-        }
-        guard let transport = GuestTransport(rawValue: via) else {
-            reportError("qlab exec: --via \(via): use auto, agent or console")
-            throw ExitCode(ExitStatus.usage.rawValue)
-        }
-        let limit = try checkedSeconds(timeout, option: "--timeout", command: "exec")
+        let (transport, limit) = (via, try checkedSeconds(timeout, option: "--timeout"))
         // SIGINT/SIGTERM/SIGHUP stop the command (Ctrl-C on the console) and
         // exit 130/143/129; the lab stays up.
         let (lab, ready, command, json) = (lab, ready, command, json)
@@ -87,17 +87,13 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting {
             throw error
         } catch GuestError.commandTimeout(let text, _, let recovered, let tail) {
             // The command got what was left of the budget; the user's limit is what to report.
-            reportError("qlab exec: \(GuestError.commandTimeout(command: text, seconds: limit.inSeconds, recovered: recovered, consoleTail: tail))")
-            throw ExitCode(ExitStatus.timeout.rawValue)
+            throw Reported("exec", GuestError.commandTimeout(command: text, seconds: limit.inSeconds, recovered: recovered, consoleTail: tail))
         } catch {
-            reportError("qlab exec: \(error)")
-            // The table's codes, but 125 where others say 1: 1 would read as the command's own status.
-            let code = exitCodeFor(error)
-            throw code.rawValue == ExitStatus.failed.rawValue ? ExitCode(125) : code
+            throw Reported("exec", error)
         }
         if json {
             try printJSON(result.json)
-            if result.exitStatus != 0 { throw ExitCode((0...255).contains(result.exitStatus) ? result.exitStatus : 125) }
+            try passThrough(result)
             return
         }
         // To a pipe or file the output is passed on as received; a terminal gets it neutralised.
@@ -106,9 +102,18 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting {
             FileHandle.standardError.write(Data((isatty(2) == 1 ? TerminalText.neutralised(errorOutput) : errorOutput).utf8))
         }
         if result.truncated { reportError("qlab exec: part of the output was lost (it did not fit the buffer)") }
-        if result.exitStatus != 0 {
-            throw ExitCode((0...255).contains(result.exitStatus) ? result.exitStatus : 125)
+        try passThrough(result)
+    }
+
+    /// The guest command's status becomes qlab's; one a process cannot exit with
+    /// (the console lost the status) is a failure of qlab's (1), said on stderr.
+    static func passThrough(_ result: GuestCommandResult) throws {
+        guard result.exitStatus != 0 else { return }
+        guard (1...255).contains(result.exitStatus) else {
+            reportError("qlab exec: the guest command's exit status is unknown (\(result.exitStatus))")
+            throw Reported(.failed)
         }
+        throw GuestCommandExit(status: result.exitStatus)
     }
 }
 

@@ -9,7 +9,8 @@ struct GuestCommand: AsyncParsableCommand {
         commandName: "guest", abstract: "Check a lab's guest image before runs depend on it.", subcommands: [Check.self])
 
     /// `qlab guest check LAB [GUEST]`: the guest booted as `qlab run` boots it, checked step by step.
-    struct Check: AsyncParsableCommand, JSONReporting {
+    struct Check: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(
             commandName: "check",
             abstract: "Boot a lab's guest as `qlab run` does and check, step by step, everything a run relies on.",
@@ -20,11 +21,11 @@ struct GuestCommand: AsyncParsableCommand {
                 revert (or reset); for each lab device: hotplug or boot attachment, the rescan command, \
                 its SCSI disks in the guest, unplug. One PASS/FAIL/SKIP line per step as it ends; after a \
                 FAIL the rest is SKIP. The lab is taken down at the end. Exit 0 when the guest is ready \
-                for `qlab run`, 124 when it did not boot within boot_timeout, 1 otherwise; \
-                130/143/129 when cancelled. --json prints the report as one document (lines go to stderr).
+                for `qlab run`, 124 when it did not boot within boot_timeout, 2 for a bad lab file, \
+                3 for a lab name qlab does not know, 1 otherwise; 130/143/129 when cancelled. --json prints the report as one document (lines go to stderr).
                 """)
 
-        @Argument(help: "The lab file.", completion: .file(extensions: ["yaml", "yml"])) var lab: String
+        @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
         @Argument(help: "The guest to check (default: the lab's first).") var guest: String?
         @Flag(help: "Print the report as one JSON document on stdout (the step lines go to stderr).") var json = false
 
@@ -36,7 +37,7 @@ struct GuestCommand: AsyncParsableCommand {
                 let report: GuestCheckReport
                 do {
                     report = try await withStandardOutputOnStandardError(json) {
-                        let check = try GuestCheck(controller: labController(), labFile: lab, guest: guest, options: options) { event in
+                        let check = try GuestCheck(controller: labController(), labFile: LabRuntime.labFile(for: lab), guest: guest, options: options) { event in
                             Self.printStep(event)
                         }
                         print("qlab guest check: lab \(check.lab.name), guest \(check.guest.name) (\(check.guest.os.rawValue)), strategy \(check.strategy.rawValue), \(check.plan.count) steps")
@@ -44,8 +45,7 @@ struct GuestCommand: AsyncParsableCommand {
                     }
                 } catch {
                     if stop.isRequested { return }
-                    reportError("qlab guest check: \(error)")
-                    throw exitCodeFor(error)
+                    throw Reported("guest check", error)
                 }
                 if json {
                     try printJSON(report.json)
@@ -54,7 +54,7 @@ struct GuestCommand: AsyncParsableCommand {
                     print(report.summaryLine)
                 }
                 if stop.isRequested { return }
-                if report.exitStatus != .success { throw ExitCode(report.exitStatus.rawValue) }
+                if report.exitStatus != .success { throw Reported(report.exitStatus) }
             }
         }
 

@@ -10,7 +10,8 @@ func labController() -> LabController {
     return LabController(supervisorExecutable: executable)
 }
 
-struct UpCommand: AsyncParsableCommand, JSONReporting {
+struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "up", abstract: "Start a lab's QEMU under a supervisor; returns once QMP answers.")
 
@@ -52,7 +53,7 @@ struct UpCommand: AsyncParsableCommand, JSONReporting {
                     } else {
                         print("lab QEMU \(exit.exitDescription)")
                     }
-                    if exit.crashed && !stop.isRequested { throw ExitCode(1) }
+                    if exit.crashed && !stop.isRequested { throw Reported(.failed) }
                 }
             } else {
                 let result = try await controller.up(labFile: lab, options: options)
@@ -62,11 +63,10 @@ struct UpCommand: AsyncParsableCommand, JSONReporting {
                     print(UpCommand.describe(result.record) + ", \(result.status.status)")
                 }
             }
-        } catch let error as ExitCode {
+        } catch let error as Reported {
             throw error
         } catch {
-            reportError("qlab up: \(error)")
-            throw exitCodeFor(error)
+            throw Reported("up", error)
         }
     }
 
@@ -75,7 +75,8 @@ struct UpCommand: AsyncParsableCommand, JSONReporting {
     }
 }
 
-struct DownCommand: AsyncParsableCommand, JSONReporting {
+struct DownCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "down", abstract: "Stop a lab: quit, then SIGTERM, then SIGKILL; clean up. Idempotent.")
 
@@ -96,13 +97,13 @@ struct DownCommand: AsyncParsableCommand, JSONReporting {
             case .stopped(let method): print("lab \(runtime.name) down (\(method))")
             }
         } catch {
-            reportError("qlab down: \(error)")
-            throw exitCodeFor(error)
+            throw Reported("down", error)
         }
     }
 }
 
-struct StatusCommand: AsyncParsableCommand, JSONReporting {
+struct StatusCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "status", abstract: "Show a lab's state (running, paused, stopped, crashed), or every lab's.")
 
@@ -119,8 +120,7 @@ struct StatusCommand: AsyncParsableCommand, JSONReporting {
                 statuses = try await controller.list()
             }
         } catch {
-            reportError("qlab status: \(error)")
-            throw exitCodeFor(error)
+            throw Reported("status", error)
         }
         if json {
             try printJSON(lab == nil ? .array(statuses.map(\.json)) : statuses[0].json)
@@ -155,7 +155,8 @@ struct StatusCommand: AsyncParsableCommand, JSONReporting {
     }
 }
 
-struct ListCommand: AsyncParsableCommand, JSONReporting {
+struct ListCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List labs and their states.")
     @Flag(help: "JSON output.") var json = false
 
@@ -164,8 +165,7 @@ struct ListCommand: AsyncParsableCommand, JSONReporting {
         do {
             statuses = try await labController().list()
         } catch {
-            reportError("qlab list: \(error)")
-            throw exitCodeFor(error)
+            throw Reported("list", error)
         }
         if json {
             try printJSON(.array(statuses.map(\.json)))
@@ -180,7 +180,8 @@ struct ListCommand: AsyncParsableCommand, JSONReporting {
 }
 
 /// Hidden: the supervisor process `up` starts.
-struct SuperviseCommand: AsyncParsableCommand {
+struct SuperviseCommand: AsyncParsableCommand, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(commandName: "_supervise", shouldDisplay: false)
     @Argument var spec: String
     @Option var readyFd: Int32
@@ -192,11 +193,12 @@ struct SuperviseCommand: AsyncParsableCommand {
     func run() async throws {
         let arguments = SupervisorProcess.Arguments(specPath: spec, readyFD: readyFd, ownerFD: ownerFd, owned: owned)
         let status = await SupervisorProcess.run(arguments, program: "qlab _supervise")
-        if status != 0 { throw ExitCode(status) }
+        if status != ExitStatus.success.rawValue { throw Reported(ExitStatus(rawValue: status) ?? .failed) }
     }
 }
 
-struct RemoveCommand: AsyncParsableCommand, JSONReporting {
+struct RemoveCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "rm",
         abstract: "Remove a stopped lab's state: overlays, logs, event log and records (`down` it first).")
@@ -211,8 +213,7 @@ struct RemoveCommand: AsyncParsableCommand, JSONReporting {
             if json { return try printJSON(removal.json) }
             print("lab \(removal.name) removed (\(ByteSize(bytes: UInt64(removal.bytes)).humanReadable) of state)")
         } catch {
-            reportError("qlab rm: \(error)")
-            throw exitCodeFor(error)
+            throw Reported("rm", error)
         }
     }
 }

@@ -17,9 +17,9 @@ struct NestedCommand: AsyncParsableCommand {
             """,
         subcommands: [List.self, Run.self])
 
-    struct List: ParsableCommand, JSONReporting {
+    struct List: ParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(abstract: "Name the scenarios and what each proves.")
-        @Flag(name: .shortAndLong, help: "Also print what each scenario proves.") var verbose = false
         @Flag(help: "Print the scenarios as JSON: [{\"id\", \"title\", \"boot\", \"proves\"}].") var json = false
 
         func run() throws {
@@ -28,12 +28,13 @@ struct NestedCommand: AsyncParsableCommand {
             for scenario in NestedScenario.all {
                 let boot = scenario.boot == "control" ? "nointxmask=0" : "nointxmask=1"
                 print(scenario.id.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + boot + "  " + scenario.title)
-                if verbose { print(wrap(scenario.proves, indent: width + 2) + "\n") }
+                if global.verbose { print(wrap(scenario.proves, indent: width + 2) + "\n") }
             }
         }
     }
 
-    struct Run: AsyncParsableCommand, JSONReporting {
+    struct Run: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(
             abstract: "Boot L1 and run the scenarios (all by default); exit 1 if any fails.",
             discussion: """
@@ -47,22 +48,19 @@ struct NestedCommand: AsyncParsableCommand {
         @Flag(help: "Print the JSON report on stdout (the live report goes to stderr).") var json = false
         @Option(help: ArgumentHelp("The bench lab (default: labs/nested-bench.yaml here or beside this qlab's checkout).", valueName: "FILE"))
         var lab: String?
-        @Flag(name: .shortAndLong, help: "Print every step's output.") var verbose = false
         @Flag(help: "Boot L1 afresh for every scenario instead of once per vfio-pci setting (slower).") var isolated = false
 
         func run() async throws {
             let selected: [NestedScenario]
             do { selected = try NestedBench.select(scenarios) } catch {
-                reportError("qlab nested run: \(error)")
-                throw ExitCode(2)
+                throw Reported("nested run", error)
             }
             guard let labFile = lab ?? Self.defaultLabFile() else {
-                reportError("qlab nested run: labs/nested-bench.yaml not found here or beside this qlab; give --lab FILE")
-                throw ExitCode(2)
+                throw ValidationError("labs/nested-bench.yaml not found here or beside this qlab; give --lab FILE")
             }
             // SIGINT/SIGTERM/SIGHUP: the current step stops, L1 (and every QEMU
             // inside it) is taken down, the report so far is written; exit 130/143/129.
-            let (verbose, isolated, json, jsonReport) = (verbose, isolated, json, jsonReport)
+            let (verbose, isolated, json, jsonReport) = (global.verbose, isolated, json, jsonReport)
             try await runCancellable("nested run") { stop in
                 try await Self.runBench(selected, labFile: labFile, isolated: isolated, verbose: verbose, json: json, jsonReport: jsonReport, stop: stop)
             }
@@ -85,17 +83,16 @@ struct NestedCommand: AsyncParsableCommand {
                 }
             } catch {
                 if stop.isRequested { return }
-                reportError("qlab nested run: \(error)")
-                throw exitCodeFor(error)
+                throw Reported("nested run", error)
             }
             if let jsonReport {
                 do { try FileSystem.writeJSON(jsonReport, report.json, mode: 0o644) } catch {
                     reportError("qlab nested run: cannot write \(jsonReport): \(error)")
-                    throw ExitCode(1)
+                    throw Reported(.failed)
                 }
             }
             if json { try printJSON(report.json) }
-            if !report.passed { throw ExitCode(1) }
+            if !report.passed { throw Reported(.failed) }
         }
 
         /// labs/nested-bench.yaml in the working directory, else in a parent of the executable's directory.

@@ -4,7 +4,8 @@ import LabCore
 import Platform
 import QMP
 
-struct EventsCommand: AsyncParsableCommand, JSONReporting {
+struct EventsCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "events", abstract: "Print a lab's QMP events, as the supervisor logged them.")
 
@@ -15,8 +16,7 @@ struct EventsCommand: AsyncParsableCommand, JSONReporting {
     func run() async throws {
         let runtime: LabRuntime
         do { runtime = try LabRuntime.locateExisting(lab) } catch {
-            reportError("qlab events: \(error)")
-            throw exitCodeFor(error)
+            throw Reported("events", error)
         }
         try await EventLog.read(runtime, follow: follow) { printEvent($0) }
     }
@@ -33,7 +33,8 @@ struct EventsCommand: AsyncParsableCommand, JSONReporting {
     }
 }
 
-struct ConsoleCommand: AsyncParsableCommand {
+struct ConsoleCommand: AsyncParsableCommand, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "console", abstract: "Attach to a lab's serial console (Ctrl-] detaches), or print its log.",
         discussion: """
@@ -50,28 +51,23 @@ struct ConsoleCommand: AsyncParsableCommand {
     func run() async throws {
         let runtime: LabRuntime
         do { runtime = try LabRuntime.locateExisting(lab) } catch {
-            reportError("qlab console: \(error)")
-            throw exitCodeFor(error)
+            throw Reported("console", error)
         }
         if log {
             let path = runtime.record?.consoleLog ?? Self.latestConsoleLog(runtime)
             guard let path, let bytes = HostFiles.readBytes(path, limit: 256 << 20) else {
                 reportError("qlab console: no console log for lab \(runtime.name) yet")
-                throw ExitCode(1)
+                throw Reported(.failed)
             }
             // Without qlab's command framing; otherwise byte-exact through a pipe, neutralised on a terminal.
             let log = ConsoleLog.withoutFraming(bytes)
             FileHandle.standardOutput.write(isatty(1) == 1 ? Data(TerminalText.neutralised(log).utf8) : Data(log))
             return
         }
-        guard runtime.record != nil else {
-            reportError("qlab console: \(LabError.notRunning(runtime.name))")
-            throw ExitCode(ExitStatus.noSuchLab.rawValue)
-        }
+        guard runtime.record != nil else { throw Reported("console", LabError.notRunning(runtime.name)) }
         let fd: Int32
         do { fd = try UnixSocket.connect(path: runtime.consoleSocketPath) } catch {
-            reportError("qlab console: \(error)")
-            throw ExitCode(1)
+            throw Reported("console", error)
         }
         defer { close(fd) }
         reportError("connected to \(runtime.name)'s console; Ctrl-] detaches")

@@ -12,17 +12,6 @@ func reportError(_ text: String) {
     FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
 }
 
-/// Maps library errors to the exit-code table (`ExitStatus`): 2 for a bad lab
-/// file or usage, 3 for a lab that is unknown or not running, 1 otherwise.
-func exitCodeFor(_ error: Error) -> ExitCode {
-    if error is LabFileError || error is TestMatrix.SelectionError || error is ValidationError { return ExitCode(ExitStatus.usage.rawValue) }
-    if let error = error as? LabError { return ExitCode(error.exitStatus.rawValue) }
-    if let error = error as? GuestScreen.ScreenError { return ExitCode(error.exitStatus.rawValue) }
-    if case QMPError.timeout = error { return ExitCode(ExitStatus.timeout.rawValue) }
-    if let error = error as? GuestError, error.isTimeout { return ExitCode(ExitStatus.timeout.rawValue) }
-    return ExitCode(ExitStatus.failed.rawValue)
-}
-
 /// `--json` on a command: one JSON document on stdout. When such a command
 /// fails, its error goes to stderr as always and, unless it printed its
 /// document already, `{"error": {"message": ..., "exit_code": N}}` goes to

@@ -42,55 +42,92 @@ struct QLab: AsyncParsableCommand {
         ]
     )
 
-    /// The command line without the options every command takes (``GlobalOptions``); a
-    /// command with a --verbose of its own (snapshot, nested) gets that as well.
-    static func parse(_ global: GlobalOptions) async throws -> ParsableCommand {
-        let command = try await asyncParseAsRoot(global.remaining)
-        if global.verbose, Mirror(reflecting: command).children.contains(where: { $0.label == "_verbose" }),
-            let withVerbose = try? await asyncParseAsRoot(global.remainingWithVerbose)
-        {
-            return withVerbose
+    /// ArgumentParser's entry point (parse, validate, run), with the house rules
+    /// it has no hook for: every line printed reaches a pipe when it is complete
+    /// (stdout is line-buffered even when it is not a terminal); a usage error
+    /// exits 2 like every other bad input (the library's is 64); every other
+    /// error is mapped to the one exit-code table once, here (``ExitStatus/init(for:)``);
+    /// with `--json`, a failure also prints the error document on stdout.
+    nonisolated static func main() async {
+        StandardOutput.useLineBuffering()
+        // Before parsing: a usage error of a `--json` command line is a JSON error too.
+        JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
+        let command: ParsableCommand
+        do {
+            command = try await asyncParseAsRoot()
+        } catch {
+            exitForParsing(error)
+        }
+        let status = await execute(command)
+        Glibc.exit(status)
+    }
+
+    /// Help and version go to stdout (exit 0); a usage error to stderr with the
+    /// command's usage, and the flag that was probably meant (exit 2).
+    static func exitForParsing(_ error: any Error) -> Never {
+        guard exitCode(for: error) != .success else { exit(withError: error) }
+        let message = fullMessage(for: error) + probablyMeant(fullMessage(for: error), arguments: Array(CommandLine.arguments.dropFirst()))
+        reportError(message)
+        printJSONError(message: message, exitCode: ExitStatus.usage.rawValue)
+        Glibc.exit(ExitStatus.usage.rawValue)
+    }
+
+    /// `run --json out.json`: a flag given a value, where the command has an
+    /// option named like it (`--json-report FILE`).
+    static func probablyMeant(_ message: String, arguments: [String]) -> String {
+        let help = helpMessage(for: subcommand(named: arguments))
+        for (index, argument) in arguments.enumerated().dropLast() where argument.hasPrefix("--") && !argument.contains("=") {
+            let value = arguments[index + 1]
+            guard message.contains("Unexpected argument '\(value)'"), !value.hasPrefix("-"),
+                let range = help.range(of: argument + "-")
+            else { continue }
+            let option = help[range.lowerBound...].prefix { !$0.isWhitespace && $0 != "," }
+            return "\nHelp:  \(argument) takes no value; did you mean \(option) \(value)?"
+        }
+        return ""
+    }
+
+    /// The (sub)command the words of a command line name: `report merge ...` -> ``ReportCommand/Merge``.
+    static func subcommand(named arguments: [String]) -> ParsableCommand.Type {
+        var command: ParsableCommand.Type = QLab.self
+        for word in arguments where !word.hasPrefix("-") {
+            guard let next = command.configuration.subcommands.first(where: { $0._commandName == word }) else { break }
+            command = next
         }
         return command
     }
 
-    /// ArgumentParser's `main`, with two house rules: every line printed reaches
-    /// a pipe when it is complete (stdout is line-buffered even when it is not a
-    /// terminal), and usage errors exit 2 like every other bad input (not 64).
-    static func main() async {
-        StandardOutput.useLineBuffering()
-        // Before parsing: a usage error of a `--json` command line is a JSON error too.
-        JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
-        let global: GlobalOptions
+    /// Runs `command` and returns its exit status: 0, the guest command's own
+    /// (`exec`), or the table's row for the error it ended with.
+    static func execute(_ command: sending ParsableCommand) async -> Int32 {
+        var command = command
+        JSONOutputState.shared.enabled = (command as? JSONReporting)?.json ?? false
         do {
-            global = try GlobalOptions.extract(Array(CommandLine.arguments.dropFirst()))
-            try global.apply()
-        } catch {
-            reportError("qlab: \(error)")
-            printJSONError(message: "qlab: \(error)", exitCode: ExitStatus.usage.rawValue)
-            Glibc.exit(ExitStatus.usage.rawValue)
-        }
-        do {
-            var command = try await parse(global)
-            CLILog.logger.debug("qlab \(LabCore.version): log level \(global.effectiveLevel)\(global.traceQMP.map { ", QMP trace in \($0)" } ?? "")")
-            JSONOutputState.shared.enabled = (command as? JSONReporting)?.json ?? false
+            if let global = (command as? UsesGlobalOptions)?.global {
+                try global.apply()
+                CLILog.logger.debug("qlab \(LabCore.version): log level \(global.effectiveLevel)\(global.traceQMP.map { ", QMP trace in \($0)" } ?? "")")
+            }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
                 try command.run()
             }
+            return ExitStatus.success.rawValue
+        } catch let exit as GuestCommandExit {
+            return exit.status
+        } catch let error as ValidationError {
+            // Found in run(): the command's usage, as for the parser's own errors.
+            let message = "Error: \(error)\n" + usageString(for: type(of: command))
+            reportError(message)
+            printJSONError(message: message, exitCode: ExitStatus.usage.rawValue)
+            return ExitStatus.usage.rawValue
         } catch {
-            let code = exitCode(for: error).rawValue
-            if code == EX_USAGE {
-                reportError(fullMessage(for: error))
-                printJSONError(message: fullMessage(for: error), exitCode: ExitStatus.usage.rawValue)
-                Glibc.exit(ExitStatus.usage.rawValue)
-            }
-            // --json: the error object, with the message the command printed
-            // on stderr (or ArgumentParser's, which exit(withError:) prints).
-            if !(error is ExitCode) { JSONOutputState.shared.lastError = nil }
-            printJSONError(message: fullMessage(for: error), exitCode: code)
-            exit(withError: error)
+            // The built-in `help` command ends by asking ArgumentParser to print the help.
+            if exitCode(for: error) == .success { exit(withError: error) }
+            if !(error is Reported) { reportError("qlab \(type(of: command)._commandName): \(error)") }
+            let status = ExitStatus(for: error).rawValue
+            printJSONError(message: "\(error)", exitCode: status)
+            return status
         }
     }
 }

@@ -4,7 +4,8 @@ import LabCore
 import QMP
 
 /// `qlab qmp (--socket PATH | LAB) COMMAND [JSON-ARGUMENTS]`
-struct QMPCommand: AsyncParsableCommand {
+struct QMPCommand: AsyncParsableCommand, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "qmp",
         abstract: "Execute one QMP command and print its return value as JSON.",
@@ -29,8 +30,30 @@ struct QMPCommand: AsyncParsableCommand {
     @Argument(help: "LAB (name or lab file) when --socket is not given, then COMMAND [JSON-ARGUMENTS].")
     var words: [String]
 
+    /// The command line's shape and its JSON arguments are checked before anything connects.
+    func validate() throws {
+        if let timeout { _ = try checkedSeconds(timeout, option: "--timeout") }
+        if socket == nil, words.count < 2 { throw ValidationError("give --socket PATH or a LAB before the command") }
+        let rest = socket == nil ? words.dropFirst() : words[...]
+        guard (1...2).contains(rest.count) else { throw ValidationError("expected COMMAND [JSON-ARGUMENTS]") }
+        _ = try Self.arguments(rest.dropFirst().first)
+    }
+
+    /// JSON-ARGUMENTS as an object (nil when not given).
+    static func arguments(_ text: String?) throws(ValidationError) -> JSONObject? {
+        guard let text else { return nil }
+        let value: JSONValue
+        do { value = try JSONValue.parse(text) } catch {
+            throw ValidationError("JSON-ARGUMENTS is not valid JSON: \(error)")
+        }
+        guard case .object(let object) = value else {
+            throw ValidationError("JSON-ARGUMENTS must be a JSON object, e.g. '{\"id\": \"scsi0\"}'")
+        }
+        return object
+    }
+
     func run() async throws {
-        let replyTimeout = try timeout.map { try checkedSeconds($0, option: "--timeout", command: "qmp") }
+        let replyTimeout = try timeout.map { try checkedSeconds($0, option: "--timeout") }
         var words = words
         let socketPath: String
         // A lab with `trace_qmp: true` gets this command's messages in its trace too.
@@ -38,33 +61,17 @@ struct QMPCommand: AsyncParsableCommand {
         if let socket {
             socketPath = socket
         } else {
-            guard words.count >= 2 else {
-                throw ValidationError("give --socket PATH or a LAB before the command")
-            }
             do {
                 let runtime = try LabRuntime.locateExisting(words.removeFirst())
                 guard runtime.record != nil else { throw LabError.notRunning(runtime.name) }
                 socketPath = runtime.qmpSocketPath
                 labTracer = runtime.tracesQMP ? runtime.labTracer() : nil
             } catch {
-                reportError("qlab qmp: \(error)")
-                throw exitCodeFor(error)
+                throw Reported("qmp", error)
             }
         }
-        guard let command = words.first, words.count <= 2 else {
-            throw ValidationError("expected COMMAND [JSON-ARGUMENTS]")
-        }
-        var arguments: JSONObject?
-        if words.count == 2 {
-            do {
-                guard case .object(let object) = try JSONValue.parse(words[1]) else {
-                    throw ValidationError("JSON-ARGUMENTS must be a JSON object, e.g. '{\"id\": \"scsi0\"}'")
-                }
-                arguments = object
-            } catch let error as JSONParseError {
-                throw ValidationError("JSON-ARGUMENTS is not valid JSON: \(error)")
-            }
-        }
+        let command = words[0]
+        let arguments = try Self.arguments(words.dropFirst().first)
         do {
             let client = try await QMPClient.connect(path: socketPath, tracer: labTracer)
             defer { client.close() }
@@ -78,7 +85,7 @@ struct QMPCommand: AsyncParsableCommand {
             } else {
                 reportError("qlab qmp: \(error)")
             }
-            throw exitCodeFor(error)
+            throw Reported(error.exitStatus)
         }
     }
 }

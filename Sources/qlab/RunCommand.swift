@@ -5,31 +5,38 @@ import Platform
 import QMP
 
 /// `qlab run LAB ...`: the test matrix.
-struct RunCommand: AsyncParsableCommand, JSONReporting {
+struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a lab's tests on its guests: revert to a clean snapshot before every run.",
         discussion: "Exit 0 only when every test passed. Reports: --junit FILE (Jenkins, GitLab) and --json-report FILE (merge shards with `qlab report merge`); --json prints the JSON report on stdout (progress then goes to stderr).")
 
-    @Argument(help: "The lab file.", completion: .file(extensions: ["yaml", "yml"])) var lab: String
+    @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
     @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
     @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
     @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1
-    @Option(help: "Run the K-th of N parts of the matrix, e.g. 2/4; auto: from QLAB_SHARD=K/N or GitLab's CI_NODE_INDEX/CI_NODE_TOTAL (the whole matrix when neither is set).") var shard: String?
+    @Option(help: ArgumentHelp("Run the K-th of N parts of the matrix (1 <= K <= N), e.g. 2/4; auto: from QLAB_SHARD=K/N or GitLab's CI_NODE_INDEX/CI_NODE_TOTAL (the whole matrix when neither is set).", valueName: "K/N|auto")) var shard: ShardArgument?
     @Option(help: ArgumentHelp("Write a JUnit XML report to FILE.", valueName: "FILE")) var junit: String?
     @Option(help: ArgumentHelp("Write the JSON report to FILE.", valueName: "FILE")) var jsonReport: String?
     @Option(help: ArgumentHelp("Write the HTML report (one self-contained page) to FILE.", valueName: "FILE")) var html: String?
     @Flag(help: "Print the JSON report on stdout (progress and the summary go to stderr).") var json = false
-    @Option(help: "How to run commands in the guest: auto, console or agent.") var transport = "auto"
+    @Option(name: [.customLong("transport"), .customLong("via")], help: "How to run commands in the guest: auto, console or agent.") var transport: GuestTransport = .auto
     @Option(help: "Run the matrix on N guests at once: the lab and N-1 clones of its ready snapshot (emulated devices and the fast revert only).")
     var jobs = 1
+
+    func validate() throws {
+        _ = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
+        _ = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
+    }
 
     func run() async throws {
         var options = TestRunner.Options()
         options.guests = guests
         options.tests = tests
-        options.repeats = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat", command: "run")
-        if shard == "auto" {
+        options.repeats = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
+        switch shard {
+        case .auto:
             do {
                 let choice = try ShardChoice.auto(ProcessInfo.processInfo.environment)
                 options.shard = choice.shard
@@ -37,19 +44,14 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
                 let line = "qlab run: " + choice.line
                 if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
             } catch {
-                reportError("qlab run: \(error)")
-                throw ExitCode(ExitStatus.usage.rawValue)
+                throw Reported("run", error)
             }
-        } else if let shard {
-            guard let parsed = Shard(shard) else { throw ValidationError("--shard takes K/N with 1 <= K <= N, e.g. 2/4, or auto") }
-            options.shard = parsed
+        case .part(let part): options.shard = part
+        case nil: break
         }
-        guard let parsedTransport = GuestTransport(rawValue: transport) else {
-            throw ValidationError("--transport takes auto, console or agent")
-        }
-        options.transport = parsedTransport
+        options.transport = transport
         options.screenshotDirectory = screenshotDirectory
-        options.jobs = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs", command: "run")
+        options.jobs = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
         let (lab, json, jsonReport, junit, html) = (lab, json, jsonReport, junit, html)
         // SIGINT/SIGTERM/SIGHUP: the runner stops, takes the lab down and
         // returns the runs so far (the rest cancelled); the reports are written.
@@ -63,20 +65,18 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
                 report = try await withStandardOutputOnStandardError(json) {
                     let progress = RunProgress(interactive: interactive)
                     defer { progress.finishLine() }
-                    let runner = try TestRunner(controller: labController(), labFile: lab, options: options) { progress.handle($0) }
+                    let runner = try TestRunner(controller: labController(), labFile: LabRuntime.labFile(for: lab), options: options) { progress.handle($0) }
                     return try await runner.run()
                 }
             } catch {
                 if stop.isRequested { return }
-                reportError("qlab run: \(error)")
-                if case TestRunError.jobsRefused = error { throw ExitCode(ExitStatus.usage.rawValue) }
-                throw exitCodeFor(error)
+                throw Reported("run", error)
             }
             do {
                 try Self.write(report, jsonReport: jsonReport, junit: junit, html: html)
             } catch {
                 reportError("qlab run: cannot write the report: \(error)")
-                throw ExitCode(1)
+                throw Reported(.failed)
             }
             if json {
                 try printJSON(report.json)
@@ -86,7 +86,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
             }
             // A shard with nothing in it (more CI jobs than matrix entries) did all it had to.
             let emptyShard = report.results.isEmpty && !report.shards.isEmpty
-            if !report.allPassed && !emptyShard { throw ExitCode(1) }
+            if !report.allPassed && !emptyShard { throw Reported(.failed) }
         }
     }
 }
@@ -230,7 +230,8 @@ struct ReportCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "report", abstract: "Work with run reports.", subcommands: [Merge.self, HTML.self])
 
-    struct HTML: AsyncParsableCommand {
+    struct HTML: AsyncParsableCommand, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(
             commandName: "html",
             abstract: "Write one self-contained HTML page from JSON reports (several: a history, oldest to newest).",
@@ -238,8 +239,11 @@ struct ReportCommand: AsyncParsableCommand {
         @Argument(help: "JSON reports from `qlab run --json-report FILE` or `qlab report merge`.") var reports: [String]
         @Option(name: [.short, .customLong("output")], help: ArgumentHelp("Write the page to FILE (default: stdout).", valueName: "FILE")) var output: String?
 
-        func run() async throws {
+        func validate() throws {
             guard !reports.isEmpty else { throw ValidationError("give one or more JSON reports") }
+        }
+
+        func run() async throws {
             do {
                 let page = try HTMLReport.html(reportFiles: reports)
                 if let output {
@@ -249,13 +253,13 @@ struct ReportCommand: AsyncParsableCommand {
                     print(page, terminator: "")
                 }
             } catch {
-                reportError("qlab report html: \(error)")
-                throw ExitCode(error is TestReport.ReadError ? ExitStatus.usage.rawValue : ExitStatus.failed.rawValue)
+                throw Reported("report html", error)
             }
         }
     }
 
-    struct Merge: AsyncParsableCommand, JSONReporting {
+    struct Merge: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(
             commandName: "merge", abstract: "Merge the JSON reports of shards into one (refuses overlaps).")
         @Argument(help: "JSON reports from `qlab run --json-report FILE` (or `--json > FILE`).") var reports: [String]
@@ -271,7 +275,7 @@ struct ReportCommand: AsyncParsableCommand {
                 if !missing.isEmpty && !partial {
                     reportError("qlab report merge: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing; "
                         + "give every shard's report, or --partial to merge what is here")
-                    throw ExitCode(ExitStatus.failed.rawValue)
+                    throw Reported(.failed)
                 }
                 if let jsonReport { try FileSystem.writeJSON(jsonReport, merged.json(relativeTo: ReportPaths.directory(of: jsonReport)), mode: 0o644) }
                 if json || jsonReport == nil { try printJSON(merged.json) }
@@ -280,12 +284,11 @@ struct ReportCommand: AsyncParsableCommand {
                 }
                 reportError("merged \(reports.count) reports: \(merged.summaryLine)"
                     + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))
-                if !merged.allPassed { throw ExitCode(1) }
-            } catch let error as ExitCode {
+                if !merged.allPassed { throw Reported(.failed) }
+            } catch let error as Reported {
                 throw error
             } catch {
-                reportError("qlab report merge: \(error)")
-                throw ExitCode(1)
+                throw Reported("report merge", error)
             }
         }
     }

@@ -11,19 +11,19 @@ func withReadingSession(_ lab: String, command: String, _ body: @escaping @Senda
             let session = try await LabSession.open(runtime: try LabRuntime.locateExisting(lab))
             defer { session.close() }
             try await body(session)
-        } catch let error as ExitCode {
+        } catch let error as Reported {
             throw error
         } catch where Task.isCancelled {
             throw error
         } catch {
-            reportError("qlab \(command): \(error)")
-            throw exitCodeFor(error)
+            throw Reported(command, error)
         }
     }
 }
 
 /// `qlab screenshot LAB FILE.png`.
-struct ScreenshotCommand: AsyncParsableCommand, JSONReporting {
+struct ScreenshotCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "screenshot",
         abstract: "Save a running lab's screen as PNG (QMP screendump; the guest needs `display: vga`).",
@@ -47,7 +47,8 @@ struct ScreenshotCommand: AsyncParsableCommand, JSONReporting {
 }
 
 /// `qlab screen LAB --text`.
-struct ScreenCommand: AsyncParsableCommand, JSONReporting {
+struct ScreenCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+    @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "screen",
         abstract: "Print a running lab's VGA text screen (read from guest memory; the guest needs `display: vga`).",
@@ -64,10 +65,13 @@ struct ScreenCommand: AsyncParsableCommand, JSONReporting {
     @Option(help: "Seconds --wait may take.") var timeout: Double = 60
     @Flag(help: "Print {mode, text_mode, columns, rows, address, lines, text} as JSON.") var json = false
 
-    func run() async throws {
-        let limit = try checkedSeconds(timeout, option: "--timeout", command: "screen")
+    func validate() throws {
+        _ = try checkedSeconds(timeout, option: "--timeout")
         if let wait, wait.isEmpty { throw ValidationError("--wait needs a text") }
-        let (wait, json) = (wait, json)
+    }
+
+    func run() async throws {
+        let (wait, json, limit) = (wait, json, try checkedSeconds(timeout, option: "--timeout"))
         try await withReadingSession(lab, command: "screen") { session in
             let screen = GuestScreen(session: session)
             let shown: TextScreen

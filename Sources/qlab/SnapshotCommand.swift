@@ -18,13 +18,11 @@ struct SnapshotCommand: AsyncParsableCommand {
     struct Common: ParsableArguments {
         @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
         @Flag(help: "Use HMP savevm/loadvm/delvm even where the job commands exist.") var hmp = false
-        @Flag(help: "Print each step's time.") var verbose = false
         @Flag(help: "Print the result as JSON (unplugs, re-attaches and steps included).") var json = false
     }
 
-    static func report(_ result: SnapshotResult, common: Common) throws {
+    static func report(_ result: SnapshotResult, common: Common, verbose: Bool) throws {
         if common.json { return try printJSON(result.json) }
-        let verbose = common.verbose
         for detach in result.detached {
             print("unplugged \(detach.device) first: \(detach.method)")
         }
@@ -39,7 +37,8 @@ struct SnapshotCommand: AsyncParsableCommand {
         if verbose { stepLines(result.timings).forEach { print($0) } }
     }
 
-    struct Save: AsyncParsableCommand, JSONReporting {
+    struct Save: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(abstract: "Save the VM as snapshot TAG.")
         @OptionGroup var common: Common
         var json: Bool { common.json }
@@ -53,12 +52,13 @@ struct SnapshotCommand: AsyncParsableCommand {
             var options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach, replace: replace)
             if resetFallback { options.unplugPolicy = .standard }
             try await withLabSession(common.lab, command: "snapshot save") { [options] session in
-                try SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), common: common)
+                try SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), common: common, verbose: global.verbose)
             }
         }
     }
 
-    struct Load: AsyncParsableCommand, JSONReporting {
+    struct Load: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(abstract: "Load snapshot TAG (hotplugged devices are reset out first).")
         @OptionGroup var common: Common
         var json: Bool { common.json }
@@ -68,12 +68,13 @@ struct SnapshotCommand: AsyncParsableCommand {
         func run() async throws {
             let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach)
             try await withLabSession(common.lab, command: "snapshot load") { session in
-                try SnapshotCommand.report(try await session.loadSnapshot(tag, options: options), common: common)
+                try SnapshotCommand.report(try await session.loadSnapshot(tag, options: options), common: common, verbose: global.verbose)
             }
         }
     }
 
-    struct Delete: AsyncParsableCommand, JSONReporting {
+    struct Delete: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(abstract: "Delete snapshot TAG.")
         @OptionGroup var common: Common
         var json: Bool { common.json }
@@ -82,12 +83,13 @@ struct SnapshotCommand: AsyncParsableCommand {
         func run() async throws {
             let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto)
             try await withLabSession(common.lab, command: "snapshot delete") { session in
-                try SnapshotCommand.report(try await session.deleteSnapshot(tag, options: options), common: common)
+                try SnapshotCommand.report(try await session.deleteSnapshot(tag, options: options), common: common, verbose: global.verbose)
             }
         }
     }
 
-    struct List: AsyncParsableCommand, JSONReporting {
+    struct List: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(abstract: "List snapshots: tag, VM state size, date (UTC), VM clock.")
         @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
         @Flag(help: "JSON output.") var json = false

@@ -47,7 +47,8 @@ struct VFIOCommand: ParsableCommand {
         }
     }
 
-    struct Bind: ParsableCommand, JSONReporting {
+    struct Bind: ParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(
             abstract: "Bind the device and every group member with a host driver to vfio-pci (bridges left alone).",
             discussion: """
@@ -67,7 +68,8 @@ struct VFIOCommand: ParsableCommand {
         }
     }
 
-    struct Unbind: ParsableCommand, JSONReporting {
+    struct Unbind: ParsableCommand, JSONReporting, UsesGlobalOptions {
+        @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(
             abstract: "Give the device's group back to the drivers it had before qlab vfio bind.")
 

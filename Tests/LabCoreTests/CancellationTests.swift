@@ -29,7 +29,7 @@ struct CancellationUnitTests {
         #expect(stop.isUrgent)
         #expect(stop.signal == SIGTERM, "the first request's signal is kept")
         #expect(seen.withLock { $0 } == [1, 2])
-        #expect(ExitStatus.cancelled(by: stop.signal!) == 143)
+        #expect(ExitStatus.cancelled(by: stop.signal!) == .terminated)
     }
 
     @Test func cancelledRunsAreCountedAndSkippedInJUnit() throws {
@@ -131,8 +131,9 @@ struct CancellationQEMUTests {
             let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
             stdoutPath = env.root + "/\(tag).out"
             stderrPath = env.root + "/\(tag).err"
-            FileManager.default.createFile(atPath: stdoutPath, contents: nil)
-            FileManager.default.createFile(atPath: stderrPath, contents: nil)
+            for path in [stdoutPath, stderrPath] where !FileManager.default.createFile(atPath: path, contents: nil) {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+            }
             process.executableURL = URL(fileURLWithPath: QLabTestEnvironment.qlabExecutable)
             process.arguments = arguments
             process.environment = env.environment

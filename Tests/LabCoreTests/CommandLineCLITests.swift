@@ -91,4 +91,34 @@ struct CommandLineCLITests {
         let list = try Self.run(["diagnose", "--list"])
         #expect(list.out.split(separator: "\n").count == DiagnosisCatalog.rules.count)
     }
+
+    /// A usage error shows the usage of the command that was given (not qlab's list of
+    /// commands), exits 2, and names the flag that was probably meant.
+    @Test func usageErrorsShowTheCommandsUsage() throws {
+        let shard = try Self.run(["run", "x.yaml", "--shard", "4/3"])
+        #expect(shard.status == ExitStatus.usage.rawValue)
+        #expect(shard.err.contains("'4/3'") && shard.err.contains("Usage: qlab run "), "\(shard.err)")
+        let transport = try Self.run(["exec", "lab", "--transport", "ssh", "--", "true"])
+        #expect(transport.status == ExitStatus.usage.rawValue)
+        #expect(transport.err.contains("'ssh'") && transport.err.contains("'agent'") && transport.err.contains("Usage: qlab exec "), "\(transport.err)")
+        let noCommand = try Self.run(["exec", "lab"])
+        #expect(noCommand.status == ExitStatus.usage.rawValue)
+        #expect(noCommand.err.contains("no command") && noCommand.err.contains("Usage: qlab exec "), "\(noCommand.err)")
+        let qmp = try Self.run(["qmp", "--socket", "/nonexistent/qmp.sock", "device_del", "{\"id\": "])
+        #expect(qmp.status == ExitStatus.usage.rawValue)
+        #expect(qmp.err.contains("not valid JSON") && qmp.err.contains("Usage: qlab qmp "), "\(qmp.err)")
+        let timeout = try Self.run(["screen", "lab", "--timeout", "inf"])
+        #expect(timeout.status == ExitStatus.usage.rawValue)
+        #expect(timeout.err.contains("--timeout") && timeout.err.contains("Usage: qlab screen "), "\(timeout.err)")
+        let doctor = try Self.run(["doctor", "--device", "bogus"])
+        #expect(doctor.status == ExitStatus.usage.rawValue, "docs/doctor.md: 2 for bad arguments")
+        #expect(doctor.err.contains("Usage: qlab doctor "), "\(doctor.err)")
+        let json = try Self.run(["run", "x.yaml", "--json", "out.json"])
+        #expect(json.status == ExitStatus.usage.rawValue)
+        #expect(json.err.contains("did you mean --json-report out.json?"), "\(json.err)")
+        // Completion lists an enum option's values.
+        let completion = try Self.run(["--generate-completion-script", "bash"])
+        #expect(completion.out.contains("'agent'") && completion.out.contains("'console'"), "--via's values in bash completion")
+        #expect(completion.out.contains("'critical'"), "--log-level's values in bash completion")
+    }
 }

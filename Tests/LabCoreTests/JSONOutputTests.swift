@@ -213,6 +213,7 @@ struct JSONOutputTests {
         // `run --json FILE` (the old spelling) is a usage error now, as JSON too.
         let oldSpelling = try json(["run", env.root + "/lab.yaml", "--json", env.root + "/report.json"], status: 2)
         #expect(oldSpelling?["error"]?["message"]?.stringValue?.contains("report.json") == true)
+        #expect(oldSpelling?["error"]?["message"]?.stringValue?.contains("did you mean --json-report") == true)
         #expect(!FileManager.default.fileExists(atPath: env.root + "/report.json"))
     }
 

@@ -106,7 +106,9 @@ struct QMPTraceTests {
         // Bad values are usage errors.
         let badLevel = try env.qlab("status", "--log-level", "loud")
         #expect(badLevel.status == 2)
-        #expect(badLevel.stderr.contains("--log-level loud: use trace, debug, info"), "\(badLevel.stderr)")
+        #expect(badLevel.stderr.contains("'loud' is invalid for '--log-level"), "\(badLevel.stderr)")
+        #expect(["trace", "debug", "info", "critical"].allSatisfy { badLevel.stderr.contains("- \($0)") }, "the levels are listed: \(badLevel.stderr)")
+        #expect(badLevel.stderr.contains("Usage: qlab status "), "\(badLevel.stderr)")
         #expect(try env.qlab("status", "--trace-qmp").status == 2)
         let noDirectory = try env.qlab("status", "--trace-qmp", env.root + "/no/such/dir/t.jsonl")
         #expect(noDirectory.status == 2)

@@ -233,8 +233,8 @@ struct ScriptingCLITests {
     }
 
     /// `exec --timeout` bounds the whole command, waiting for the console included: right
-    /// after `up` (the guest still booting) it ends within the limit (exec's 125: the command
-    /// could not be run), not after three more probe rounds.
+    /// after `up` (the guest still booting) it ends within the limit (exit 1: the console is
+    /// unusable, a failure of qlab's, from the table; the command never ran)    /// could not be run), not after three more probe rounds.
     @Test func execTimeoutBoundsTheWholeCommand() throws {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
@@ -243,7 +243,7 @@ struct ScriptingCLITests {
         let started = ContinuousClock.now
         let early = try env.qlab("exec", "early", "--timeout", "2", "--", "true")
         let took = ContinuousClock.now - started
-        #expect(early.status == 125, "\(early.status): \(early.stderr)")
+        #expect(early.status == ExitStatus.failed.rawValue, "\(early.status): \(early.stderr)")
         #expect(early.stderr.contains("did not answer within 2s"), "\(early.stderr)")
         #expect(early.stderr.contains("use --ready"), "\(early.stderr)")
         // Not a speed figure: the old code took three probe rounds past the limit.
@@ -251,5 +251,33 @@ struct ScriptingCLITests {
         let usage = try env.qlab("exec", "early", "--via", "carrier-pigeon", "--", "true")
         #expect(usage.status == ExitStatus.usage.rawValue)
         #expect(try env.qlab("down", "early").status == 0)
+    }
+
+    /// `run`, `args` and `guest check` take a lab's name as `up`, `down` and `exec` do (one
+    /// resolver, `LabRuntime.labFile(for:)`); a name qlab does not know is exit 3, as is
+    /// `exec` on a lab that is not running.
+    @Test func labNamesResolveForEveryCommand() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        for command in [["run", "nosuch"], ["args", "nosuch"], ["guest", "check", "nosuch"], ["exec", "nosuch", "--", "true"], ["down", "nosuch"]] {
+            let result = try env.qlab(command)
+            #expect(result.status == ExitStatus.noSuchLab.rawValue, "\(command): \(result.status) \(result.stderr)")
+            #expect(result.stderr.contains("no such lab nosuch"), "\(command): \(result.stderr)")
+        }
+        let file = try LifecycleTests.bareLab(env, name: "named")
+        #expect(try env.qlab("up", file, "--paused").status == 0)
+        #expect(try env.qlab("down", "named").status == 0)
+        // Stopped: its name still means its last lab file.
+        let byName = try env.qlab("args", "named")
+        let byFile = try env.qlab("args", file)
+        #expect(byName.status == 0, "\(byName.stderr)")
+        #expect(byName.stdout == byFile.stdout && !byName.stdout.isEmpty)
+        let stopped = try env.qlab("exec", "named", "--", "true")
+        #expect(stopped.status == ExitStatus.noSuchLab.rawValue, "exec on a stopped lab: \(stopped.status) \(stopped.stderr)")
+        #expect(stopped.stderr.hasPrefix("qlab exec: "), "\(stopped.stderr)")
+        // A name resolves for `run` too: the lab file is read (this one has no tests: bad input).
+        let run = try env.qlab("run", "named")
+        #expect(run.status == ExitStatus.usage.rawValue, "\(run.status) \(run.stderr)")
+        #expect(!run.stderr.contains("no such lab"), "\(run.stderr)")
     }
 }

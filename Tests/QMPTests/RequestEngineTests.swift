@@ -36,7 +36,7 @@ struct RequestEngineTests {
                 engine?.update { $0.noteUnmatchedReply() }
                 return
             }
-            engine?.update { $0.answer(id: id) { _ in .success(value) } }
+            _ = engine?.update { $0.answer(id: id) { _ in .success(value) } }
         })
         return engine
     }

@@ -119,3 +119,13 @@ extension Passthrough.HostSelector {
         return UInt16(text, radix: 16)
     }
 }
+
+extension QEMUCommandLineError: ExitStatusCarrying {
+    /// 2 for the lab file, 1 for the host or runtime context.
+    public var exitStatus: ExitStatus {
+        switch self {
+        case .lab: return .usage
+        case .runtime: return .failed
+        }
+    }
+}

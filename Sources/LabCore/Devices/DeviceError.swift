@@ -57,3 +57,11 @@ public enum DeviceError: Error, Sendable, CustomStringConvertible {
         return []
     }
 }
+
+extension DeviceError: ExitStatusCarrying {
+    /// 2 for a device the lab does not have (what was typed), 1 otherwise.
+    public var exitStatus: ExitStatus {
+        if case .unknownDevice = self { return .usage }
+        return .failed
+    }
+}

@@ -16,7 +16,7 @@ public struct GuestScreen: Sendable {
 
     public init(session: LabSession) { self.session = session }
 
-    public enum ScreenError: Error, Sendable, CustomStringConvertible {
+    public enum ScreenError: ExitStatusCarrying, Sendable, CustomStringConvertible {
         /// The guest has no display adapter.
         case noDisplay(lab: String, guest: String)
         /// QEMU wrote no file, or not what was asked.

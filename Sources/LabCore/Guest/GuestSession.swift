@@ -127,3 +127,8 @@ extension String {
         return split(separator: target, omittingEmptySubsequences: false).joined(separator: replacement)
     }
 }
+
+extension GuestError: ExitStatusCarrying {
+    /// 124 for the timeouts, 1 otherwise.
+    public var exitStatus: ExitStatus { isTimeout ? .timeout : .failed }
+}

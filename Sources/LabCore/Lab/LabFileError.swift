@@ -31,3 +31,8 @@ public struct LabFileError: Error, Sendable, Hashable, CustomStringConvertible {
         return text + message
     }
 }
+
+extension LabFileError: ExitStatusCarrying {
+    /// Bad input: the lab file says what to fix.
+    public var exitStatus: ExitStatus { .usage }
+}

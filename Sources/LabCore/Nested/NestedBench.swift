@@ -244,3 +244,11 @@ public struct NestedBench: Sendable {
         }
     }
 }
+
+extension NestedBench.BenchError: ExitStatusCarrying {
+    /// 2 for a scenario that does not exist (what was typed), 1 otherwise.
+    public var exitStatus: ExitStatus {
+        if case .unknownScenario = self { return .usage }
+        return .failed
+    }
+}

@@ -50,3 +50,8 @@ public struct ShardChoice: Sendable, Equatable {
         shard.map { "shard \($0) (from \(source))" } ?? "whole matrix (\(source))"
     }
 }
+
+extension ShardChoice.Refusal: ExitStatusCarrying {
+    /// The CI's variables do not name a shard: bad input.
+    public var exitStatus: ExitStatus { .usage }
+}

@@ -107,3 +107,8 @@ public struct TestMatrix: Sendable {
         return order.map { ($0, groups[$0]!) }
     }
 }
+
+extension TestMatrix.SelectionError: ExitStatusCarrying {
+    /// A guest or test the lab does not have, or an empty selection: bad input.
+    public var exitStatus: ExitStatus { .usage }
+}

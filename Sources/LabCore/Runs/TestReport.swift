@@ -290,3 +290,8 @@ public struct TestReport: Sendable {
         }
     }
 }
+
+extension TestReport.ReadError: ExitStatusCarrying {
+    /// A report that cannot be read or merged is bad input.
+    public var exitStatus: ExitStatus { .usage }
+}

@@ -557,3 +557,11 @@ public enum TestRunError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension TestRunError: ExitStatusCarrying {
+    /// 2 for `--jobs` on a lab that cannot be cloned (bad input), 1 otherwise.
+    public var exitStatus: ExitStatus {
+        if case .jobsRefused = self { return .usage }
+        return .failed
+    }
+}

@@ -46,3 +46,11 @@ public enum SnapshotError: Error, Sendable, CustomStringConvertible {
         return []
     }
 }
+
+extension SnapshotError: ExitStatusCarrying {
+    /// 2 for a tag that is not one (what was typed), 1 otherwise.
+    public var exitStatus: ExitStatus {
+        if case .badTag = self { return .usage }
+        return .failed
+    }
+}

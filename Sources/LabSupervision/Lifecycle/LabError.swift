@@ -1,6 +1,6 @@
 
 /// Errors of lab lifecycle commands. Each says what went wrong and what to do.
-public enum LabError: Error, Sendable, CustomStringConvertible {
+public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     /// Another qlab command holds the lab's lock.
     case busy(String)
     /// No lab of this name has a record or state here; a near name when there is one.

@@ -26,20 +26,85 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     /// Cancelled by SIGTERM.
     case terminated = 143
 
-    /// The status for a command cancelled by `signal` (128 + signal, the shell's convention).
-    public static func cancelled(by signal: Int32) -> Int32 { 128 + signal }
+    /// The status for a command cancelled by `signal` (128 + signal, the shell's convention;
+    /// SIGINT for a signal the table has no row for).
+    public static func cancelled(by signal: Int32) -> ExitStatus {
+        ExitStatus(rawValue: 128 + signal).flatMap { $0.isCancellation ? $0 : nil } ?? .interrupted
+    }
 
-    /// One line each, for `--help` and the README.
+    /// The status an error means: its own (``ExitStatusCarrying``), else ``failed``.
+    public init(for error: any Error) {
+        self = (error as? any ExitStatusCarrying)?.exitStatus ?? .failed
+    }
+
+    /// 129, 130 or 143.
+    public var isCancellation: Bool { self == .hangup || self == .interrupted || self == .terminated }
+
+    /// What the status means: the table's line (and the README's, checked by a test).
+    public var meaning: String {
+        switch self {
+        case .success: return "success"
+        case .failed: return "the operation ran and failed (`run`: a test did not pass)"
+        case .usage: return "bad input or usage: arguments, a lab file"
+        case .noSuchLab: return "no such lab, or the lab is not running when it must be"
+        case .busy: return "the lab is busy: another command owns it (a `qlab run` using it, or one holding its lock)"
+        case .timeout: return "the command's own timeout expired"
+        case .hangup, .interrupted, .terminated: return "cancelled by SIGHUP, SIGINT (Ctrl-C), SIGTERM"
+        }
+    }
+
+    /// The table's rows: one per meaning (the three cancellations share one), in order.
+    public static var rows: [(codes: [ExitStatus], meaning: String)] {
+        var rows: [(codes: [ExitStatus], meaning: String)] = []
+        for status in allCases {
+            if let last = rows.last, last.meaning == status.meaning {
+                rows[rows.count - 1].codes.append(status)
+            } else {
+                rows.append(([status], status.meaning))
+            }
+        }
+        return rows
+    }
+
+    /// The rows for `qlab --help`, wrapped to 80 columns under their meaning (the
+    /// README has the same rows as a Markdown table).
     public static var table: String {
-        """
-        Exit codes (every command):
-          0        success
-          1        the operation ran and failed (run: a test did not pass)
-          2        bad input or usage
-          3        no such lab, or the lab is not running when it must be
-          4        the lab is busy: another command owns it (a qlab run, a lock)
-          124      the command's own timeout expired
-          129/130/143  cancelled by SIGHUP/SIGINT/SIGTERM
-        """
+        let indent = String(repeating: " ", count: 17)
+        var lines = ["Exit codes (every command):"]
+        for row in rows {
+            let codes = row.codes.map { String($0.rawValue) }.joined(separator: ", ")
+            var line = "  " + codes + String(repeating: " ", count: max(1, 15 - codes.count))
+            for word in row.meaning.replacingBackticks().split(separator: " ") {
+                if line.count + 1 + word.count > 79 && line.count > indent.count {
+                    lines.append(line)
+                    line = indent
+                } else if line.count > indent.count {
+                    line += " "
+                }
+                line += word
+            }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// The README's table (the rows of ``table`` in Markdown).
+    public static var markdownTable: String {
+        let lines = rows.map { row in "| " + row.codes.map { String($0.rawValue) }.joined(separator: ", ") + " | " + row.meaning + " |" }
+        return (["| code | meaning |", "|---|---|"] + lines).joined(separator: "\n")
+    }
+}
+
+/// An error that says which row of the exit-code table it means. Every error
+/// type a command can end with adopts it; `qlab`'s entry point maps an error
+/// to its status once (``ExitStatus/init(for:)``), and no command picks a number.
+public protocol ExitStatusCarrying: Error {
+    var exitStatus: ExitStatus { get }
+}
+
+extension String {
+    /// `qlab run` -> qlab run: the terminal's table has no Markdown.
+    fileprivate func replacingBackticks() -> String {
+        String(filter { $0 != "`" })
     }
 }

@@ -142,7 +142,7 @@ struct ScreenTests {
         let run = try env.qlab("run", lab, "--json-report", out + "/report.json", "--junit", out + "/junit.xml", "--html", out + "/report.html")
         #expect(run.status == 1, "\(run.output)")
 
-        let report = try FileSystem.readJSON(out + "/report.json").map { $0 } ?? JSONValue.null
+        let report = FileSystem.readJSON(out + "/report.json") ?? JSONValue.null
         let results = try #require(report["results"]?.arrayValue)
         #expect(results.map { $0["outcome"]?.stringValue ?? "" } == ["passed", "failed", "failed"], "\(run.output)")
         #expect(results[0]["screenshot"] == .null)
