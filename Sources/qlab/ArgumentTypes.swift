@@ -26,5 +26,5 @@ enum ShardArgument: ExpressibleByArgument {
         }
     }
 
-    static var defaultCompletionKind: CompletionKind { .list(["auto", "1/2", "2/2"]) }
+    static var defaultCompletionKind: CompletionKind { .list(["auto"]) }
 }

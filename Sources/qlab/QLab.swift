@@ -117,7 +117,7 @@ struct QLab: AsyncParsableCommand {
             return exit.status
         } catch let error as ValidationError {
             // Found in run(): the command's usage, as for the parser's own errors.
-            let message = "Error: \(error)\n" + usageString(for: type(of: command))
+            let message = "Error: \(error)\nUsage: " + usageString(for: type(of: command))
             reportError(message)
             printJSONError(message: message, exitCode: ExitStatus.usage.rawValue)
             return ExitStatus.usage.rawValue
