@@ -121,4 +121,25 @@ struct CommandLineCLITests {
         #expect(completion.out.contains("'agent'") && completion.out.contains("'console'"), "--via's values in bash completion")
         #expect(completion.out.contains("'critical'"), "--log-level's values in bash completion")
     }
+
+    /// `--trace-qmp`, `--log-level` and `-v` are one option group of every command that runs
+    /// (the parents only list subcommands), so none can forget them.
+    @Test func everyCommandTakesTheGlobalOptions() throws {
+        let dump = try Self.run(["--experimental-dump-help"])
+        #expect(dump.status == 0, "\(dump.err)")
+        var leaves: [String] = []
+        func visit(_ command: JSONValue, path: String) {
+            let name = path + " " + (command["commandName"]?.stringValue ?? "")
+            let subcommands = command["subcommands"]?.arrayValue ?? []
+            // ArgumentParser's own `help` command is the one exception.
+            if subcommands.isEmpty && name != " qlab help" {
+                leaves.append(name)
+                let names = Set((command["arguments"]?.arrayValue ?? []).flatMap { ($0["names"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue } })
+                #expect(names.isSuperset(of: ["trace-qmp", "log-level", "verbose", "v"]), "qlab\(name) lacks a global option: \(names.sorted())")
+            }
+            for sub in subcommands { visit(sub, path: name) }
+        }
+        visit(try JSONValue.parse(Array(dump.out.utf8))["command"] ?? .null, path: "")
+        #expect(leaves.count > 25, "\(leaves)")
+    }
 }
