@@ -117,6 +117,12 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     }
 }
 
+/// The guest command's own exit status, passed through as qlab's (not a row of
+/// the table: the guest's program chose it); the entry point exits with it.
+struct GuestCommandExit: Error {
+    let status: Int32
+}
+
 /// A command's time limit as a deadline: each step gets what is left.
 struct CommandBudget {
     let deadline: ContinuousClock.Instant

@@ -16,19 +16,3 @@ struct Reported: ExitStatusCarrying {
         exitStatus = ExitStatus(for: error)
     }
 }
-
-/// A usage error found after parsing (a lab file's name where a flag was probably
-/// meant, a number out of range): exit 2 with the command's usage, as the parser's own.
-struct UsageError: Error, CustomStringConvertible {
-    let description: String
-
-    init(_ description: String) {
-        self.description = description
-    }
-}
-
-/// `qlab exec`: the guest command's own exit status, passed through as qlab's
-/// (not a row of the table: the guest's program chose it).
-struct GuestCommandExit: Error {
-    let status: Int32
-}
