@@ -42,7 +42,7 @@ public final class TestRunner: Sendable {
         public var readyTag = "qlab-ready"
         public var transport: GuestTransport = .auto
         /// Workers (`--jobs`): above 1, the lab and clones of it at the ready
-        /// snapshot run the matrix together (``runParallel(_:)``).
+        /// snapshot run the matrix together (``runMatrix(_:)``, ParallelRun.swift).
         public var jobs = 1
         /// What cancels the run, if any: its second request makes the clean-up hurry (SIGKILL).
         public var stop: StopRequest?
