@@ -77,6 +77,8 @@ extension TestRunner {
                 clones.append(Worker(name: name, isClone: true, label: name, booted: try await clone(ready, as: name)))
                 observe(.note(String(format: "worker %@ ready in %.1f s (a clone at the ready snapshot)", name, (ContinuousClock.now - begin).inSeconds)))
             } catch {
+                // The name had no state: whatever the failed start left is the run's.
+                await removeClone(name)
                 if Task.isCancelled { break }
                 observe(.note("worker \(name) did not start: \(error); running with fewer jobs"))
             }
@@ -89,7 +91,7 @@ extension TestRunner {
     /// A clone of `source` (stopped at its ready snapshot) named `name`: its
     /// overlays copied, the RAM image linked, then a fast revert to the ready
     /// snapshot (a fresh QEMU on the shared image) and `cont`. On failure the
-    /// clone is down again and nothing of it is left.
+    /// clone is down again (its state is the caller's to remove).
     func clone(_ source: BootedGuest, as name: String) async throws -> BootedGuest {
         try await source.session.qmp.stop()
         // The clone's name is its record's (``LabRecord/lab()``): the lab file's text is the lab's own.
@@ -118,7 +120,6 @@ extension TestRunner {
         } catch {
             session?.close()
             await takeDown(name, ownership: up.ownership)
-            await removeClone(name)
             throw error
         }
     }

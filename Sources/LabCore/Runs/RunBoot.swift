@@ -39,9 +39,10 @@ extension TestRunner {
         } catch {
             await shutDown(nil)
             if Task.isCancelled { throw CancellationError() }
-            var failed = BootFailure(message: "QEMU did not start: \(error)", seconds: (ContinuousClock.now - begin).inSeconds)
+            // Said as every failed boot is (docs/reports.md, "Boots").
+            var failed = BootFailure(message: "guest \(guest.name) did not boot: QEMU did not start: \(error)", seconds: (ContinuousClock.now - begin).inSeconds)
             if case .launchFailed(_, let exit, let qemuOutput, let diagnoses) = error as? LabError {
-                failed.message = "QEMU did not start: it \(exit)"
+                failed.message = "guest \(guest.name) did not boot: QEMU did not start: it \(exit)"
                 failed.diagnoses = diagnoses
                 // QEMU's words (there was no console yet).
                 failed.qemuOutput = TestResult.lastLines(of: qemuOutput)
