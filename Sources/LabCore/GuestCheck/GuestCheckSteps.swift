@@ -106,7 +106,7 @@ extension GuestCheck {
             if let failure = await boot.qemuEnded(error) { throw failure }
             if case .timeout(let what, let seconds, let tail) = error {
                 // The budget is the whole boot's: say what it was, what was left for this wait, and where the rest went.
-                throw StepFailure("no \(what) within the \(LabDuration.format(guest.bootTimeout)) boot_timeout: "
+                throw StepFailure("no \(what) within the \(formatGuestSeconds(guest.bootTimeout.inSeconds)) boot_timeout: "
                                   + "\(formatGuestSeconds(seconds)) were left for it after \(formatGuestSeconds(spent.inSeconds)) "
                                   + "from QEMU's start to the first console output",
                                   hint: "if the console shows only firmware output, the OS's console is not on the serial port: \(boot.recipe)",
