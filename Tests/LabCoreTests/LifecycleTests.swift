@@ -228,7 +228,7 @@ struct LifecycleTests {
         let runtime = env.runtime("bare")
         var pid: Int32?
         for _ in 0..<500 {
-            if let record = runtime.record, record.qemuPID > 0, FileManager.default.fileExists(atPath: runtime.qmpSocketPath) {
+            if let record = try runtime.record, record.qemuPID > 0, FileManager.default.fileExists(atPath: runtime.qmpSocketPath) {
                 pid = record.qemuPID
                 break
             }

@@ -80,7 +80,7 @@ struct TrackingTests {
         let runtime = env.runtime("slow")
         var record: LabRecord?
         for _ in 0..<2000 where record == nil {
-            record = runtime.record
+            record = try runtime.record
             if record == nil { try await Task.sleep(for: .milliseconds(10)) }
         }
         let launched = try #require(record, "the supervisor never wrote the lab record")
@@ -169,7 +169,7 @@ struct TrackingTests {
     static func states(_ fixture: DeviceLabFixture, _ lab: String) throws -> (record: String?, inQEMU: Bool) {
         let reply = try fixture.qlab("qmp", lab, "qom-list", #"{"path": "/machine/peripheral"}"#)
         let ids = try JSONValue.parse(reply.stdout).arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
-        let record = fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state.rawValue
+        let record = try fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state.rawValue
         return (record, ids.contains("scsi-am"))
     }
 

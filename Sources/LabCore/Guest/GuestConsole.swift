@@ -114,7 +114,7 @@ public final class GuestConsole: GuestSession {
 
     /// Connects to the console of the running lab `runtime`.
     public static func connect(runtime: LabRuntime, options: Options = Options()) throws -> GuestConsole {
-        guard let record = runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
+        guard let record = try runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
         return try connect(path: runtime.consoleSocketPath, logPath: record.consoleLog, bootLogOffset: record.consoleLogOffset, options: options)
     }
 

@@ -33,6 +33,8 @@ public struct LabRecord: Sendable {
     public var argv: [String] = []
     /// The revert method and the RAM files (nil in older records: loadvm).
     public var revert: RevertRecord?
+    /// The command the lab belongs to (`qlab run`); nil for a lab `up` started for anyone.
+    public var owner: LabOwner?
 
     public init(
         name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
@@ -81,7 +83,7 @@ extension LabRecord: Codable {
         case consoleLogOffset = "console_log_offset"
         case labSource = "lab_source"
         case capabilities = "qemu_capabilities"
-        case revert
+        case revert, owner
     }
 
     /// Name, lab file (not empty), guest, QEMU pid and accelerator are
@@ -111,5 +113,6 @@ extension LabRecord: Codable {
         capabilities = try c.decodeIfPresent(QEMUCapabilities.self, forKey: .capabilities) ?? QEMUCapabilities()
         argv = try c.decodeIfPresent([String].self, forKey: .argv) ?? []
         revert = try c.decodeIfPresent(RevertRecord.self, forKey: .revert)
+        owner = try c.decodeIfPresent(LabOwner.self, forKey: .owner)
     }
 }

@@ -152,9 +152,31 @@ public struct LabRuntime: Sendable {
         _ = try labStateDirectory(create: true)
     }
 
-    public func takeLock(timeout: Duration = .seconds(30)) async throws -> FileLock {
+    /// The lab's lock (`RUNTIME/LAB.lock`): one changing command at a time.
+    /// Released with no runtime dir left (the lab is down), the file goes too.
+    ///
+    /// `checkingOwner`: a lab that belongs to a running command (``LabRecord/owner``,
+    /// a `qlab run`) is refused with ``LabError/owned(lab:owner:)`` unless this
+    /// process is that command or works for it (its hooks). The record is read
+    /// again under the lock: the owner is whoever it says now, verified by pid
+    /// and start time. Only the lab's supervisor, which serves the owner, skips it.
+    public func takeLock(timeout: Duration = .seconds(30), checkingOwner: Bool = true) async throws -> FileLock {
         guard let root = try runtimeRootDirectory(create: true) else { throw LabError.system("cannot create \(runtimeRoot)") }
-        return try await FileLock(in: root, name: name + ".lock", timeout: timeout)
+        let directory = self.directory
+        let lock = try await FileLock(in: root, name: name + ".lock", timeout: timeout) { !FileSystem.entryExists(directory) }
+        if checkingOwner, let owner = liveOwner() {
+            throw LabError.owned(lab: name, owner: owner)
+        }
+        return lock
+    }
+
+    /// The running command the lab belongs to, when there is one and it is
+    /// not this process (nor one working for it): from `lab.json` read again
+    /// (another process writes it). A record that does not decode names no owner here;
+    /// the caller meets its error when it reads the record.
+    public func liveOwner() -> LabOwner? {
+        guard let record = (try? records.reload()) ?? nil, let owner = record.owner, owner.isAlive, !owner.includesThisProcess else { return nil }
+        return owner
     }
 
     /// The lock of a lab that must be running: a lab that is not running
@@ -163,17 +185,20 @@ public struct LabRuntime: Sendable {
     public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
         try checkDirectories()
         guard let record = try records.read(), liveQEMU(record) != nil else { throw LabError.notRunning(name) }
-        return try await takeLock(timeout: timeout)
+        let lock = try await takeLock(timeout: timeout)
+        // Read again under the lock (takeLock did): the lab may have stopped while this waited.
+        guard let current = try records.read(), liveQEMU(current) != nil else { throw LabError.notRunning(name) }
+        return lock
     }
 
     // MARK: records
 
     /// `lab.json` as ``records`` holds it (read once, from a runtime dir that
     /// passes the checks: a record anyone else could have written is never
-    /// trusted). A record that does not decode counts as none here;
-    /// `records.read()` says what is wrong with it.
+    /// trusted); nil when the lab has none. A record that does not decode is
+    /// an error naming the file and field, never "not running": its QEMU may run.
     public var record: LabRecord? {
-        try? records.read()
+        get throws(RecordFileError) { try records.read() }
     }
 
     /// `last-exit.json`, read only from a state dir that passes the checks.
