@@ -97,6 +97,7 @@ struct DownCommand: AsyncParsableCommand, JSONReporting {
             switch outcome {
             case .notRunning: print("lab \(runtime.name) is not running")
             case .cleanedUp: print("lab \(runtime.name): QEMU was already gone; cleaned up")
+            case .stopped("owner"): print("lab \(runtime.name) down (its owner ended its run and took it down)")
             case .stopped(let method): print("lab \(runtime.name) down (\(method))")
             case .unreadableRecord(let problem, let method):
                 reportError("qlab down: \(problem)")
@@ -149,6 +150,7 @@ struct StatusCommand: AsyncParsableCommand, JSONReporting {
                 let mapped = revert.mappedSnapshot.map { "; QEMU maps snapshot \($0)'s RAM image copy-on-write" } ?? ""
                 lines.append("  revert \(revert.method.rawValue): \(revert.reason)\(mapped)")
             }
+            if let owner = record.owner, owner.isAlive { lines.append("  owned by \(owner.description)") }
             if let uptime = status.uptime { lines.append("  up \(Int(uptime)) s" + (status.supervised ? "" : " (supervisor gone: `qlab down` still stops it)")) }
             if !record.devices.isEmpty {
                 lines.append("  devices: " + record.devices.map { "\($0.name) (\($0.state))" }.joined(separator: ", "))
@@ -184,7 +186,7 @@ struct ListCommand: AsyncParsableCommand, JSONReporting {
         if statuses.isEmpty { print("no labs") }
         for status in statuses {
             let pid = status.record.map { "pid \($0.qemuPID)" } ?? ""
-            print("\(status.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status.state.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(pid)")
+            print("\(status.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) \(pid)")
         }
     }
 }

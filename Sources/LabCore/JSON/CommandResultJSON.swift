@@ -81,7 +81,8 @@ extension ExitRecord {
 
 extension LabController.DownOutcome {
     /// `{"name", "outcome": "stopped"|"not_running"|"cleaned_up"|"unreadable_record", "method", "problem"}`:
-    /// `method` is how QEMU was stopped (quit, SIGTERM, SIGKILL), null unless stopped;
+    /// `method` is how QEMU was stopped (quit, SIGTERM, SIGKILL, or `owner`: the
+    /// `qlab run` owning it, asked to stop by `down --force`, took it down), null unless stopped;
     /// `problem` what is wrong with a record that does not decode, else null.
     public func json(lab: String) -> JSONValue {
         switch self {

@@ -468,9 +468,16 @@ public struct LabController: Sendable {
             if FileSystem.entryExists(runtime.lockPath) { _ = try? await runtime.takeLock(timeout: .zero, checkingOwner: false) }
             return .notRunning
         }
+        var ownerStopped = false
         if force, let owner = runtime.liveOwner() {
             stoppingOwner(owner)
             try await stopOwner(owner, of: name, urgent: urgent)
+            ownerStopped = true
+        }
+        // The owner took its lab down as it ended: that is how it went down.
+        if ownerStopped, try runtime.runtimeDirectory(create: false) == nil {
+            if FileSystem.entryExists(runtime.lockPath) { _ = try? await runtime.takeLock(timeout: .zero, checkingOwner: false) }
+            return .stopped(method: "owner")
         }
         // Released with the lab down, the lock takes its file with it (``LabRuntime/takeLock``).
         let lock = try await runtime.takeLock()
