@@ -152,7 +152,7 @@ struct TrackingTests {
         let lab = try LifecycleTests.bareLab(env)
         let up = try env.qlab("up", lab)
         #expect(up.status == 0, "\(up.output)")
-        let record = try #require(env.runtime("bare").record)
+        let record = try #require(try env.runtime("bare").record)
         #expect(record.qemuPID != record.supervisorPID)
         #expect(up.stdout.contains("QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID)"), "\(up.stdout)")
         #expect(ProcessIdentity.matches(record.qemuPID, startTime: record.qemuStartTime))

@@ -656,8 +656,10 @@ public struct LabController: Sendable {
             lastExit: nil)
     }
 
-    /// Every lab with runtime files or state, by name.
+    /// Every lab with runtime files or state, by name. A lock file no process
+    /// holds of a lab with no runtime dir (its last holder was killed) goes first.
     public func list() async throws -> [Status] {
+        await LabRuntime.removeUnheldLockFiles(environment: environment)
         var result: [Status] = []
         for name in try LabRuntime.knownNames(environment: environment) { result.append(try await status(name)) }
         return result

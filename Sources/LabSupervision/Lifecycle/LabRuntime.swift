@@ -291,6 +291,19 @@ public struct LabRuntime: Sendable {
         records.forget()
     }
 
+    /// Removes `RUNTIME/NAME.lock` of every lab that has no runtime dir, when
+    /// no process holds it (one non-blocking `flock(2)` each: a held lock is
+    /// left to its holder, whose release removes it).
+    public static func removeUnheldLockFiles(environment: [String: String] = currentEnvironment()) async {
+        let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
+        guard let names = (try? PrivateDirectory.open(root, role: .runtime, create: false))??.names() else { return }
+        for name in names where name.hasSuffix(".lock") {
+            let lab = LabRuntime(name: String(name.dropLast(5)), runtimeRoot: root, stateRoot: LabDirectories.stateRoot(environment: environment))
+            guard LabName.isValid(lab.name), !names.contains(lab.name) else { continue }
+            _ = try? await lab.takeLock(timeout: .zero, checkingOwner: false)
+        }
+    }
+
     /// Every lab with a runtime dir under the runtime root (none when it does
     /// not exist; an error when it fails the checks).
     public static func all(environment: [String: String] = currentEnvironment()) throws -> [LabRuntime] {
