@@ -127,19 +127,24 @@ struct OwnershipQEMUTests {
 
     /// `down`, `reset`, `snapshot save` and `rm` from another process while `qlab run` uses
     /// the lab: refused (exit 4) naming the run's command and pid, the run and its QEMU go on.
+    /// The run's own hook may (its `rm` gets past the owner to "already running", exit 1).
     /// `down --force`: the run ends cancelled (143, reports written, the rest `cancelled`),
     /// the lab is down, and no QEMU of the test remains.
     @Test func aLabARunUsesBelongsToTheRun() async throws {
         try RunLoopTests.requireImages()
         let env = try QLabTestEnvironment(prefix: "qown")
         defer { env.cleanUp() }
-        let file = try env.writeGuestLab("owned", tests: CancellationQEMUTests.sleeperTests)
+        let hook = "\(QLabTestEnvironment.qlabExecutable) rm $QLAB_WORKER 2> \(env.root)/hook-rm.err; echo $? > \(env.root)/hook-rm.status"
+        let file = try env.writeGuestLab("owned", tests: CancellationQEMUTests.sleeperTests, extra: "hooks:\n  before_each: \"\(hook)\"")
         let json = env.root + "/report.json"
         let run = try Background(env, ["run", file, "--json-report", json])
         #expect(
             waitUntil(limit: .seconds(300)) { CancellationQEMUTests.sleeping(env, "owned") }, "the sleeper never started: \(run.stdout)\(run.stderr)")
         let qemu = env.qemuProcesses()
         #expect(qemu.count == 1, "\(qemu)")
+        let hookStatus = try String(contentsOfFile: env.root + "/hook-rm.status", encoding: .utf8)
+        let hookError = try String(contentsOfFile: env.root + "/hook-rm.err", encoding: .utf8)
+        #expect(hookStatus.trimmingSpaces() == "1" && hookError.contains("already running"), "\(hookStatus) \(hookError)")
 
         let status = try env.qlab("status", "owned", "--json")
         let owner = try JSONValue.parse(status.stdout)["owner"]
