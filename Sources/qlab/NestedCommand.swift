@@ -86,9 +86,8 @@ struct NestedCommand: AsyncParsableCommand {
                 throw Reported("nested run", error)
             }
             if let jsonReport {
-                do { try FileSystem.writeJSON(jsonReport, report.json, mode: 0o644) } catch {
-                    reportError("qlab nested run: cannot write \(jsonReport): \(error)")
-                    throw Reported(.failed)
+                do { try OutputFile.writeJSON(jsonReport, report.json) } catch {
+                    throw Reported("nested run", error)
                 }
             }
             if json { try printJSON(report.json) }

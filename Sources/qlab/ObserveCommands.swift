@@ -54,7 +54,8 @@ struct ConsoleCommand: AsyncParsableCommand, UsesGlobalOptions {
             throw Reported("console", error)
         }
         if log {
-            let path = runtime.record?.consoleLog ?? Self.latestConsoleLog(runtime)
+            // A record that does not decode still leaves the newest console log to show.
+            let path = ((try? runtime.record) ?? nil)?.consoleLog ?? Self.latestConsoleLog(runtime)
             guard let path, let bytes = HostFiles.readBytes(path, limit: 256 << 20) else {
                 reportError("qlab console: no console log for lab \(runtime.name) yet")
                 throw Reported(.failed)
@@ -64,7 +65,11 @@ struct ConsoleCommand: AsyncParsableCommand, UsesGlobalOptions {
             FileHandle.standardOutput.write(isatty(1) == 1 ? Data(TerminalText.neutralised(log).utf8) : Data(log))
             return
         }
-        guard runtime.record != nil else { throw Reported("console", LabError.notRunning(runtime.name)) }
+        let record: LabRecord?
+        do { record = try runtime.record } catch {
+            throw Reported("console", error)
+        }
+        guard record != nil else { throw Reported("console", LabError.notRunning(runtime.name)) }
         let fd: Int32
         do { fd = try UnixSocket.connect(path: runtime.consoleSocketPath) } catch {
             throw Reported("console", error)

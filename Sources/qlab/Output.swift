@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// One line on standard error (a trailing newline is added when missing).
