@@ -11,10 +11,10 @@ struct ExitCodeDocsTests {
     /// Words that name each row; a clause giving a code must contain one of its row's.
     static let rowWords: [Int32: [String]] = [
         ExitStatus.success.rawValue: ["success", "done", "ready", "no check fails", "passed", "ok", "verdict", "printed"],
-        ExitStatus.failed.rawValue: ["fail", "otherwise", "error", "refus", "unusable", "did not pass", "crash"],
+        ExitStatus.failed.rawValue: ["fail", "otherwise", "error", "refus", "unusable", "unreadable", "did not pass", "crash"],
         ExitStatus.usage.rawValue: ["bad", "usage", "typed wrong", "invalid", "argument", "lab file", "device", "tag", "not a", "refused", "unknown scenario"],
         ExitStatus.noSuchLab.rawValue: ["no such lab", "not running", "unknown", "does not know", "lab name"],
-        ExitStatus.busy.rawValue: ["busy", "another command", "owns", "lock"],
+        ExitStatus.busy.rawValue: ["busy", "another command", "owns", "owner", "lock"],
         ExitStatus.timeout.rawValue: ["timeout", "within", "did not finish", "did not boot", "expired"],
         ExitStatus.hangup.rawValue: ["cancel", "SIG", "signal"],
         ExitStatus.interrupted.rawValue: ["cancel", "SIG", "signal", "Ctrl-C"],
