@@ -124,7 +124,9 @@ extension LabSession {
         if !attached.isEmpty { timings.record("drop hotplugged devices with the old QEMU", since: start) }
         start = ContinuousClock.now
         // Until the supervisor takes over: a command killed before it does leaves this for the next one to clear.
-        try setPendingStep(PendingSnapshotStep(operation: .load, tag: tag, resume: false, phase: .started))
+        // A QEMU an earlier load left stopped keeps what was meant for it: run if the VM ran before that load.
+        let earlier = currentRecord.revert?.pending
+        try setPendingStep(PendingSnapshotStep(operation: .load, tag: tag, resume: earlier?.operation == .load && earlier?.resume == true, phase: .started))
         let reply: JSONObject
         do {
             // resume false: this session reconnects while the new VM is still stopped (QEMU's main

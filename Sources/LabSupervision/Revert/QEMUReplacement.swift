@@ -63,12 +63,14 @@ extension Supervisor {
     /// loop is idle.
     func replaceQEMU(child: ChildProcess, client: QMPClient, tag: String, resume: Bool = true) async -> Replacement {
         var steps = ReplacementSteps()
+        var start = ContinuousClock.now
         let plan: ReplacementPlan
         switch planReplacement(tag: tag) {
         case .success(let found): plan = found
         case .failure(let refusal): return .refused(refusal.why)
         }
-        var start = ContinuousClock.now
+        steps.record("check RAM image and disks", since: start)
+        start = ContinuousClock.now
         let wasRunning = await ranBeforeRevert(client, earlier: plan.revert.pending)
         updateRecord { $0.revert?.pending = PendingSnapshotStep(operation: .load, tag: tag, resume: wasRunning, phase: .started) }
         steps.record("query-status", since: start)

@@ -53,7 +53,7 @@ public struct RAMImageFingerprint: Sendable, Hashable, Codable {
 
     /// ``sampleCount`` page-aligned offsets spread evenly over the data in
     /// `extents` (the first page of the data included); `[0]` when there is none.
-    static func sampleOffsets(_ extents: [(start: Int, end: Int)]) -> [Int] {
+    package static func sampleOffsets(_ extents: [(start: Int, end: Int)]) -> [Int] {
         let total = extents.reduce(0) { $0 + ($1.end - $1.start) }
         guard total > 0 else { return [0] }
         var offsets: [Int] = []

@@ -7,13 +7,13 @@ import Platform
 /// every `-blockdev` file node's `filename` (the guest disk overlay, disks
 /// of boot-attached devices, firmware variables) and, for qcow2 images, their
 /// backing chains, read from the qcow2 headers.
-enum ReplacementPreflight {
+package enum ReplacementPreflight {
     struct Unreadable: Error, CustomStringConvertible {
         var description: String
     }
 
     /// One line per file the new QEMU could not open; empty when all are there.
-    static func missingFiles(_ argv: [String]) -> [String] {
+    package static func missingFiles(_ argv: [String]) -> [String] {
         var problems: [String] = []
         for path in blockdevFiles(argv) {
             var current = path
@@ -36,7 +36,7 @@ enum ReplacementPreflight {
     }
 
     /// The `filename=` of each `-blockdev driver=file,...` (QemuOpts: `,,` is a comma).
-    static func blockdevFiles(_ argv: [String]) -> [String] {
+    package static func blockdevFiles(_ argv: [String]) -> [String] {
         var files: [String] = []
         for (index, argument) in argv.enumerated() where argument == "-blockdev" && index + 1 < argv.count {
             let options = splitOptions(argv[index + 1])
