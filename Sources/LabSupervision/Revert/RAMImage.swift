@@ -46,7 +46,7 @@ public enum RAMImage {
         }
         let temporary = RAMFiles.temporaryImage(tag)
         unlinkat(directory.descriptor, temporary, 0)
-        let target = openat(directory.descriptor, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let target = openat(directory.descriptor, temporary, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard target >= 0 else { throw LabError.system("cannot create \(directory.path(temporary)): \(String(cString: strerror(errno)))") }
         var done = false
         defer {

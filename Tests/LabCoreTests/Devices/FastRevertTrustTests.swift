@@ -37,7 +37,9 @@ struct FastRevertTrustTests {
     @Test func aRAMImageThatIsNotTheSavedOneIsRefused() async throws {
         let fixture = try DeviceLabFixture()
         defer { fixture.cleanUp() }
-        try await fixture.withLab(try fixture.bareLab()) { session in
+        try await fixture.withLab(try fixture.bareLab()) { first in
+            var session = first
+            defer { session.close() }
             let ram = try #require(session.currentRecord.revert?.ramDirectory)
             _ = try await session.saveSnapshot("s1")
             _ = try await session.saveSnapshot("s2")
@@ -55,10 +57,13 @@ struct FastRevertTrustTests {
             #expect(text?.contains(s1) == true && text?.contains("another file is in its place") == true, "\(text ?? "loaded")")
             #expect(session.currentRecord.qemuPID == pid)
             #expect(try await Self.status(session) == "running")
-            // The CLI says the same, with exit 1 and the lab untouched.
+            // The CLI says the same, with exit 1 and the lab untouched (QEMU serves one QMP client at a time).
+            session.close()
             let cli = try fixture.qlab("snapshot", "load", Self.lab, "s1")
             #expect(cli.status == 1 && cli.output.contains("not the one `snapshot save` wrote"), "\(cli.output)")
             #expect(fixture.runtime(Self.lab).record?.qemuPID == pid)
+            session = try await LabSession.open(runtime: fixture.runtime(Self.lab))
+            #expect(try await Self.status(session) == "running")
             try files.moveItem(atPath: s1, toPath: s2)
             try files.moveItem(atPath: ram + "/keep.ram", toPath: s1)
 
@@ -130,7 +135,7 @@ struct FastRevertTrustTests {
                 n=0
                 while [ ! -e "\(gate)" ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done;;
             esac
-            exec qemu-system-x86_64 "$@"
+            exec "${QLAB_QEMU:-qemu-system-x86_64}" "$@"
 
             """.write(toFile: wrapper, atomically: true, encoding: .utf8)
         chmod(wrapper, 0o755)
@@ -144,13 +149,13 @@ struct FastRevertTrustTests {
 
         let load = try CancellationQEMUTests.Background(fixture, ["snapshot", "load", Self.lab, "s1"])
         // The supervisor has started the new QEMU (held at the gate): the client waits for its answer.
-        let spawned = waitUntil(limit: .seconds(60)) { (try? runtime.records.reload())??.qemuPID != oldPID }
+        let spawned = waitUntil(limit: .seconds(60)) { (try? runtime.records.reload())?.qemuPID != oldPID }
         #expect(spawned, "\(load.stdout)\(load.stderr)")
         let status = load.signal(SIGKILL)
         #expect(status == CancellationQEMUTests.Background.killedBy + SIGKILL, "the load ended before the kill: \(load.stdout)\(load.stderr)")
         FileManager.default.createFile(atPath: gate, contents: nil)
         // The supervisor finishes on its own: loaded, stopped, waiting for a client's cont.
-        #expect(waitUntil(limit: .seconds(60)) { (try? runtime.records.reload())??.revert?.pending?.phase == .loaded })
+        #expect(waitUntil(limit: .seconds(60)) { (try? runtime.records.reload())?.revert?.pending?.phase == .loaded })
         let monitor = try await runtime.connectQMP(timeout: .seconds(10))
         #expect(try await monitor.queryStatus().status == "prelaunch")
         monitor.close()
@@ -182,7 +187,7 @@ struct FastRevertTrustTests {
             let save = try CancellationQEMUTests.Background(fixture, ["snapshot", "save", Self.lab, "s1", "--reset-fallback"])
             // Ordered by the record: kill as soon as it says the save is under way.
             let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline, save.process.isRunning, (try? runtime.records.reload())??.revert?.pending == nil { usleep(1000) }
+            while ContinuousClock.now < deadline, save.process.isRunning, (try? runtime.records.reload())?.revert?.pending == nil { usleep(1000) }
             let status = save.signal(SIGKILL)
             #expect(status == CancellationQEMUTests.Background.killedBy + SIGKILL, "the save ended before the kill: \(save.stdout)\(save.stderr)")
 
@@ -216,13 +221,17 @@ struct FastRevertTrustTests {
             let pid = session.currentRecord.qemuPID
             let overlay = fixture.stateRoot + "/\(Self.lab)/bare/disk.qcow2"
             #expect(unlink(overlay) == 0)
+            session.close()
             let cli = try fixture.qlab("snapshot", "load", Self.lab, "s1")
             #expect(cli.status == 1, "\(cli.output)")
             #expect(cli.output.contains(overlay) && cli.output.contains("before the old QEMU quit"), "\(cli.output)")
             #expect(fixture.runtime(Self.lab).record?.qemuPID == pid)
             #expect(ProcessTable.isRunning(pid))
             #expect(fixture.qemuProcesses() == [pid])
-            #expect(try await Self.status(session) == "running")
+            let after = try await LabSession.open(runtime: fixture.runtime(Self.lab))
+            defer { after.close() }
+            #expect(try await Self.status(after) == "running")
+            #expect(after.currentRecord.revert?.pending == nil)
         }
         #expect(fixture.qemuProcesses().isEmpty)
     }
