@@ -153,7 +153,7 @@ enum DirtyRevertBench {
     /// The RAM image check alone, in this process, on the fast lab's real
     /// image: what a fast load does before anything is touched (and the
     /// supervisor again), and the same reads as the fingerprint at the save
-    /// (an `fstat` and the sampled pages). The revert's steps show it as
+    /// (an `fstat` and the samples). The revert's steps show it as
     /// `check RAM image`, but on a busy machine one preemption is larger than it.
     static func checkCost(_ fast: Method) throws {
         guard let revert = fast.session.currentRecord.revert,
@@ -165,7 +165,7 @@ enum DirtyRevertBench {
             if let obstacle = RAMImage.loadObstacle(tag: tag, revert: revert, directory: directory) { throw BenchError(obstacle) }
             samples.append((ContinuousClock.now - start).seconds * 1e6)
         }
-        print(String(format: "  RAM image check (fstat + %d sampled pages; the save's fingerprint reads the same): median %.1f us, p90 %.1f us over 1000",
+        print(String(format: "  RAM image check (fstat + %d samples of 512 bytes; the save's fingerprint reads the same): median %.1f us, p90 %.1f us over 1000",
                      revert.images?[tag]?.sampleOffsets.count ?? 0, RevertBench.Cycles.median(samples), RevertBench.Cycles.p90(samples)))
     }
 
