@@ -134,8 +134,11 @@ extension LabSession {
             reply = try await ControlServer.request(
                 path: runtime.controlSocketPath, command: "revert", arguments: ["tag": .string(tag), "resume": false], timeout: timeout)
         } catch {
-            // QEMU may have been replaced (a failed load) or be gone: follow it.
-            try? await replaceMonitor()
+            // QEMU may have been replaced (a failed load) or be gone: follow it. A refusal
+            // left the old QEMU and this session's monitor on it (QEMU serves one client
+            // per socket, so a second connect would only wait out its timeout).
+            let before = currentRecord.qemuPID
+            if (try? runtime.records.reload())?.qemuPID != before { try? await replaceMonitor() }
             // Refused before QEMU was touched: nothing is pending. A failed load stays recorded as failed.
             if currentRecord.revert?.pending?.phase == .started { try? setPendingStep(nil) }
             let status = try? await qmp.queryStatus().status
