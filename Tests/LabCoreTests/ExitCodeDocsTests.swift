@@ -51,18 +51,23 @@ struct ExitCodeDocsTests {
             pattern: "(?:^|(?<=[:;,(] )|(?<=\\bor )|(?<=\\band )|(?<=\\bexit )|(?<=\\bexits )|(?<=status ))\\**(\\d+(?:/\\d+)*)\\**(?=[ ,;).]|$)(?! ?\\+)")
         let nextCode = try! NSRegularExpression(pattern: "[;,]\\s*\\**\\d+\\b")
         var claims: [Claim] = []
+        var previousSentences: [String] = []
         for sentence in sentences {
+            defer { previousSentences = Array((previousSentences + [sentence]).suffix(3)) }
             let range = NSRange(sentence.startIndex..., in: sentence)
             guard speaksOfExit.firstMatch(in: sentence, range: range) != nil else { continue }
             var previousEnd = sentence.startIndex
+            // The first code of a sentence may answer the ones before (`... is refused, e.g. ... (exit 1).`).
+            var lead = previousSentences.joined(separator: " ") + " "
             for match in code.matches(in: sentence, range: range) {
                 guard let number = Range(match.range(at: 1), in: sentence), let end = Range(match.range, in: sentence)?.upperBound else { continue }
                 let rest = String(sentence[end...])
                 let restRange = NSRange(rest.startIndex..., in: rest)
                 let clauseEnd = nextCode.firstMatch(in: rest, range: restRange).flatMap { Range($0.range, in: rest)?.lowerBound } ?? rest.endIndex
                 let codes = sentence[number].split(separator: "/").compactMap { Int($0) }
-                claims.append(Claim(codes: codes, clause: String(rest[..<clauseEnd]), before: String(sentence[previousEnd..<number.lowerBound]), sentence: sentence))
+                claims.append(Claim(codes: codes, clause: String(rest[..<clauseEnd]), before: lead + String(sentence[previousEnd..<number.lowerBound]), sentence: sentence))
                 previousEnd = end
+                lead = ""
             }
         }
         return claims
