@@ -303,7 +303,7 @@ public final class Supervisor: Sendable {
         let output = Self.readLog(runtime.qemuLogPath, from: logOffset)
         // A clean, requested exit has nothing to explain.
         let clean = requested && exit == .exited(0)
-        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: output, diagnoses: clean ? [] : Diagnoser.diagnose(output))
+        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: output, diagnoses: clean ? [] : Diagnoser.diagnose(exit: exit, qemuOutput: output))
     }
 
     /// The log from `offset`, at most the last 64 KiB.
