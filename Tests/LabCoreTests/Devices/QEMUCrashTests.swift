@@ -68,17 +68,33 @@ struct QEMUCrashTests {
         #expect(fixture.qemuProcesses().isEmpty)
     }
 
-    @Test func aSecondPlugAbortsQEMUAndItsExitRecordSaysWhy() async throws {
+    /// qlab refuses to plug a dc390 again into the QEMU it was unplugged from (a hotplug, a
+    /// snapshot save's re-plug) before QEMU sees it; forced through raw QMP, QEMU aborts and
+    /// its exit record explains it.
+    @Test func aSecondPlugIsRefusedAndForcedItAbortsWithADiagnosis() async throws {
         let fixture = try DeviceLabFixture()
         defer { fixture.cleanUp() }
         let lab = try Self.dc390Lab(fixture, name: "dc-fast", extra: "revert: fast")
         #expect(try fixture.qlab("args", lab).status == 0, "a fast revert is a fresh QEMU per plug: accepted")
         _ = try await fixture.controller.up(labFile: lab, options: LabController.UpOptions(paused: true))
         #expect(try fixture.qlab("hotplug", "dc-fast", "scsi-dc").status == 0)
+        // A snapshot save unplugs and re-plugs the card: refused before anything is unplugged.
+        let save = try fixture.qlab("snapshot", "save", "dc-fast", "s1")
+        #expect(save.status == 1, "\(save.output)")
+        #expect(save.stderr.contains("scsi-dc (dc390) was already hotplugged into this QEMU"), "\(save.stderr)")
+        #expect(try fixture.qlab("status", "dc-fast").stdout.contains("scsi-dc (hotplug)"))
         #expect(try fixture.qlab("unplug", "dc-fast", "scsi-dc").status == 0)
         let second = try fixture.qlab("hotplug", "dc-fast", "scsi-dc")
-        #expect(second.status != 0, "\(second.output)")
-        // The supervisor writes the exit record once QEMU is reaped.
+        #expect(second.status == 1, "\(second.output)")
+        #expect(second.stderr.contains("would abort QEMU"), "\(second.stderr)")
+        #expect(second.stderr.contains("qlab down"))
+        #expect(fixture.qemuProcesses().count == 1, "QEMU runs on")
+
+        // Forced past qlab: QEMU aborts, and the supervisor's exit record says why.
+        let placement = ["driver": "dc390", "id": "forced", "bus": "qlab-pcibr0", "addr": "0x1"]
+        let arguments = String(decoding: try JSONSerialization.data(withJSONObject: placement), as: UTF8.self)
+        let forced = try fixture.qlab("qmp", "dc-fast", "device_add", arguments)
+        #expect(forced.status != 0, "\(forced.output)")
         let runtime = fixture.runtime("dc-fast")
         let exit = try #require(await runtime.exitRecord(since: 0, waiting: .seconds(10)))
         #expect(exit.exit == .signaled(6), "\(exit.exitDescription)")
