@@ -3,14 +3,30 @@ import QMP
 /// A `dc390` plugged again into the QEMU process it was unplugged from, on a
 /// QEMU that aborts then (``SecondDC390Plug``), refused before `device_add`.
 public struct SecondDC390PlugRefused: Error, Sendable, CustomStringConvertible {
+    /// What was refused.
+    public enum Operation: Sendable {
+        /// A hotplug, or the re-plug of an in-place snapshot load.
+        case plug
+        /// A snapshot save (it would carry the EEPROM's state, and re-plugs attached cards).
+        case save
+    }
+
     public var device: String
     public var version: String
     public var qemuPID: Int32
+    public var operation: Operation = .plug
 
     public var description: String {
-        "\(device) (dc390) was already hotplugged into this QEMU (pid \(qemuPID)), and plugging it again (a hotplug after an unplug, or the re-plug of a snapshot save or an in-place load) would abort QEMU: QEMU \(version) aborts on a dc390's second plug "
-            + "into the same process (its EEPROM stays registered for migration after the unplug: \"Assertion `!se->compat || se->instance_id == 0' failed\"). "
-            + "Restart the lab (`qlab down`, `qlab up`) to plug it again, or use revert: fast (a fresh QEMU per revert), attach: boot, or driver am53c974"
+        let why = "QEMU \(version) keeps a dc390's EEPROM registered for migration after the unplug"
+        let alternatives = "Restart the lab (`qlab down`, `qlab up`) first, or use revert: fast (a fresh QEMU per revert), attach: boot, or driver am53c974"
+        switch operation {
+        case .plug:
+            return "\(device) (dc390) was already hotplugged into this QEMU (pid \(qemuPID)), and plugging it again (a hotplug after an unplug, or the re-plug of an in-place snapshot load) would abort QEMU: "
+                + "\(why), and a second registration fails \"Assertion `!se->compat || se->instance_id == 0' failed\". \(alternatives)"
+        case .save:
+            return "\(device) (dc390) was hotplugged into this QEMU (pid \(qemuPID)), so a snapshot saved now cannot be loaded by any other QEMU (a fast revert, or after `qlab down`/`up`: \"Unknown savevm section ... /eeprom\"), "
+                + "and saving re-plugs an attached card, which aborts QEMU: \(why). \(alternatives), and save before plugging it"
+        }
     }
 }
 
@@ -29,6 +45,17 @@ extension LabSession {
         for name in names where plugged.contains(name) {
             throw SecondDC390PlugRefused(device: name, version: version, qemuPID: record.qemuPID)
         }
+    }
+
+    /// Throws ``SecondDC390PlugRefused`` (`.save`) when a `dc390` was plugged
+    /// into this QEMU, on a QEMU that aborts on a second plug: the snapshot
+    /// would hold the EEPROM's stale section, and the save re-plugs it.
+    func refuseSnapshotSaveAfterDC390Plug() throws {
+        let record = currentRecord
+        guard case .aborts(let version) = record.capabilities.secondDC390Plug,
+            let device = dc390sPluggedIntoThisQEMU(record).sorted().first
+        else { return }
+        throw SecondDC390PlugRefused(device: device, version: version, qemuPID: record.qemuPID, operation: .save)
     }
 
     /// Notes that `name` was hotplugged into this QEMU, when it is a `dc390`

@@ -115,8 +115,8 @@ extension LabSession {
         if existing.contains(where: { $0.tag == tag }) {
             guard options.replace else { throw SnapshotError.alreadyExists(tag: tag) }
         }
-        // Saving unplugs and re-plugs the cards in this QEMU: refused before the unplug for a dc390 it would abort on.
-        if options.reattach { try refuseSecondDC390Plug(lab.devices.map(\.name).filter { currentDeviceState($0) == .hotplug }) }
+        // A dc390 plugged into this QEMU leaves its EEPROM's state behind: refused before anything is unplugged.
+        try refuseSnapshotSaveAfterDC390Plug()
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .guestOnly(timeout: .seconds(10)), timings: &timings)
         let via: String
         let obstacle = fastSaveObstacle
