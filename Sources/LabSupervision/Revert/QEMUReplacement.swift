@@ -133,7 +133,9 @@ extension Supervisor {
     /// (its fingerprint), a command line with qlab's RAM backend, and every
     /// disk file and backing file the command line opens.
     func planReplacement(tag: String) -> Result<ReplacementPlan, Refusal> {
-        guard let record = runtime.record else { return .failure(Refusal(why: "the lab record is missing")) }
+        let recorded: LabRecord?
+        do { recorded = try runtime.record } catch { return .failure(Refusal(why: "\(error)")) }
+        guard let record = recorded else { return .failure(Refusal(why: "the lab record is missing")) }
         guard let revert = record.revert, revert.method == .fast, let image = revert.imagePath(tag) else {
             return .failure(Refusal(why: "this lab reverts with loadvm (\(record.revert?.reason ?? "its record predates fast reverts")); no QEMU to replace"))
         }

@@ -61,7 +61,7 @@ struct FastRevertTrustTests {
             session.close()
             let cli = try fixture.qlab("snapshot", "load", Self.lab, "s1")
             #expect(cli.status == 1 && cli.output.contains("not the one `snapshot save` wrote"), "\(cli.output)")
-            #expect(fixture.runtime(Self.lab).record?.qemuPID == pid)
+            #expect(try fixture.runtime(Self.lab).record?.qemuPID == pid)
             session = try await LabSession.open(runtime: fixture.runtime(Self.lab))
             #expect(try await Self.status(session) == "running")
             try files.moveItem(atPath: s1, toPath: s2)
@@ -145,7 +145,7 @@ struct FastRevertTrustTests {
         let session = try await LabSession.open(runtime: runtime)
         _ = try await session.saveSnapshot("s1")
         session.close()
-        let oldPID = try #require(runtime.record?.qemuPID)
+        let oldPID = try #require(try runtime.record?.qemuPID)
 
         let load = try CancellationQEMUTests.Background(fixture, ["snapshot", "load", Self.lab, "s1"])
         // The supervisor has started the new QEMU (held at the gate): the client waits for its answer.
@@ -225,7 +225,7 @@ struct FastRevertTrustTests {
             let cli = try fixture.qlab("snapshot", "load", Self.lab, "s1")
             #expect(cli.status == 1, "\(cli.output)")
             #expect(cli.output.contains(overlay) && cli.output.contains("before the old QEMU quit"), "\(cli.output)")
-            #expect(fixture.runtime(Self.lab).record?.qemuPID == pid)
+            #expect(try fixture.runtime(Self.lab).record?.qemuPID == pid)
             #expect(ProcessTable.isRunning(pid))
             #expect(fixture.qemuProcesses() == [pid])
             let after = try await LabSession.open(runtime: fixture.runtime(Self.lab))
