@@ -72,6 +72,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
                     let progress = RunProgress(interactive: interactive)
                     defer { progress.finishLine() }
                     let runner = try TestRunner(controller: labController(), labFile: LabRuntime.labFile(for: lab), options: options) { progress.handle($0) }
+                    try runner.checkLoops()
                     return try await runner.run()
                 }
             } catch {

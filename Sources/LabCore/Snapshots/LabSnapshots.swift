@@ -115,6 +115,8 @@ extension LabSession {
         if existing.contains(where: { $0.tag == tag }) {
             guard options.replace else { throw SnapshotError.alreadyExists(tag: tag) }
         }
+        // A dc390 plugged into this QEMU leaves its EEPROM's state behind: refused before anything is unplugged.
+        try refuseSnapshotSaveAfterDC390Plug()
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .guestOnly(timeout: .seconds(10)), timings: &timings)
         let via: String
         let obstacle = fastSaveObstacle
@@ -176,6 +178,8 @@ extension LabSession {
             result.methodReason = currentRecord.revert?.reason ?? ""
             return result
         }
+        // Loading in place unplugs and re-plugs the cards in this QEMU (as saving does).
+        if options.reattach { try refuseSecondDC390Plug(lab.devices.map(\.name).filter { currentDeviceState($0) == .hotplug }) }
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .resetAtOnce, timings: &timings)
         start = ContinuousClock.now
         let via = try await runSnapshotCommand(.load, tag: tag, options: options)

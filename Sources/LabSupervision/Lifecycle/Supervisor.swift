@@ -326,13 +326,14 @@ public final class Supervisor: Sendable {
         // QEMU says nothing when it dies of SIGBUS: the cause qlab knows of is its file-backed RAM.
         let note = exit.flatMap { RAMFiles.sigbusNote($0, revert: ((try? runtime.record) ?? nil)?.revert ?? spec.record.revert) }
         let text = note.map { output.isEmpty ? $0 : output + "\n" + $0 } ?? output
-        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: text, diagnoses: clean ? [] : Diagnoser.diagnose(text))
+        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: text, diagnoses: clean ? [] : Diagnoser.diagnose(exit: exit, qemuOutput: text))
     }
 
     /// The log from `offset`, at most the last 64 KiB.
     package static func readLog(_ path: String, from offset: Int) -> String {
         guard let bytes = HostFiles.readBytes(path, limit: 64 << 20), offset <= bytes.count else { return "" }
-        let tail = bytes[offset...].suffix(64 << 10)
+        // A NUL byte becomes U+FFFD: the text goes into the exit record, whose strings never hold one (RecordFileError.decode).
+        let tail = bytes[offset...].suffix(64 << 10).flatMap { $0 == 0 ? [0xEF, 0xBF, 0xBD] : [$0] }
         return String(decoding: tail, as: UTF8.self).trimmingCharacters(in: "\n ")
     }
 

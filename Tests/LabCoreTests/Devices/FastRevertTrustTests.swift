@@ -145,7 +145,7 @@ struct FastRevertTrustTests {
         let session = try await LabSession.open(runtime: runtime)
         _ = try await session.saveSnapshot("s1")
         session.close()
-        let oldPID = try #require(runtime.record?.qemuPID)
+        let oldPID = try #require(try runtime.record?.qemuPID)
 
         let load = try CancellationQEMUTests.Background(fixture, ["snapshot", "load", Self.lab, "s1"])
         // The supervisor has started the new QEMU (held at the gate): the client waits for its answer.
@@ -254,7 +254,8 @@ struct FastRevertTrustTests {
         let exit = try #require(runtime.exitRecord)
         #expect(exit.diagnoses.map(\.id).contains("ram-file-full"), "\(exit.qemuOutput) \(exit.diagnoses.map(\.id))")
         #expect(exit.qemuOutput.contains("\(ram)/live.ram"), "\(exit.qemuOutput)")
-        #expect(!FileManager.default.fileExists(atPath: ram))
+        // The supervisor removes the RAM files after it writes the exit record.
+        #expect(waitUntil(limit: .seconds(30)) { !FileManager.default.fileExists(atPath: ram) })
     }
 }
 
