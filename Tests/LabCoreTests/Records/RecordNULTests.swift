@@ -29,7 +29,7 @@ struct RecordNULTests {
     @Test func aNULInQEMUsOutputDoesNotMakeTheExitRecordUnreadable() throws {
         let path = NSTemporaryDirectory() + "qlab-nul-log-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         defer { unlink(path) }
-        FileManager.default.createFile(atPath: path, contents: Data("before\u{0}after\n".utf8))
+        try #require(FileManager.default.createFile(atPath: path, contents: Data("before\u{0}after\n".utf8)))
         let output = Supervisor.readLog(path, from: 0)
         #expect(output == "before\u{FFFD}after")
         let record = ExitRecord(exit: .signaled(6), at: 0, requested: false, qemuOutput: output, diagnoses: [])
