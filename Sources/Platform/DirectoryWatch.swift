@@ -29,15 +29,12 @@ public final class DirectoryWatch: Sendable {
     /// thread, off the cooperative pool. Queued events are read and dropped:
     /// the caller looks at the files again.
     public func wait(timeout: Duration? = nil) async -> Bool {
-        let milliseconds = timeout.map(OffPoolWait.milliseconds) ?? -1
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         // The thread holds the watch, so its descriptor stays open while polled.
         let woken = try? await OffPoolWait.run { [self] cancelFD -> Bool in
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
-            while true {
-                let ready = poll(&fds, 2, milliseconds)
-                if ready < 0 && errno == EINTR { continue }
-                return ready > 0 && fds[0].revents != 0 && fds[1].revents == 0
-            }
+            var fds = PollSet([(FileDescriptor(rawValue: fd), .readable), (FileDescriptor(rawValue: cancelFD), .readable)])
+            let ready = fds.wait(until: deadline)
+            return (try? ready.get()).map { $0 > 0 } == true && !fds.returned(0).isEmpty && fds.returned(1).isEmpty
         }
         drain()
         return woken ?? false
