@@ -100,6 +100,12 @@ extension SystemCallError {
         self.init(operation, errno: errno.rawValue)
     }
 
+    /// The error of `operation` from one of swift-system's throwing calls
+    /// (which throw `Errno`; anything else is reported as `EIO`).
+    public init(_ operation: String, thrown error: any Error) {
+        self.init(operation, errno: (error as? Errno)?.rawValue ?? EIO)
+    }
+
     /// `errno` as swift-system's type.
     public var code: Errno { Errno(rawValue: errno) }
 }

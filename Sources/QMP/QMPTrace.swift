@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -27,18 +24,21 @@ public final class QMPTraceFile: QMPTracer {
     public let path: String
     /// Who traced: "qlab run (pid 123)", "supervisor (pid 45)".
     public let client: String
-    private let fd: Int32
+    private let fd: FileDescriptor
     private let lock = Mutex(())
 
     public init(path: String, client: String) throws(SystemCallError) {
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw SystemCallError("open \(path)") }
-        self.fd = fd
+        do {
+            fd = try FileDescriptor.open(
+                path, .writeOnly, options: [.create, .append, .noFollow, .closeOnExec], permissions: [.ownerReadWrite])
+        } catch {
+            throw SystemCallError("open \(path)", thrown: error)
+        }
         self.path = path
         self.client = client
     }
 
-    deinit { close(fd) }
+    deinit { fd.closeIgnoringErrors() }
 
     public func record(_ direction: QMPTraceDirection, _ message: JSONValue) {
         let now = UTCTime.now()
@@ -49,15 +49,7 @@ public final class QMPTraceFile: QMPTracer {
         guard var bytes = try? line.serialized(pretty: false) else { return }
         bytes.append(0x0A)
         // One write(2) per line: O_APPEND keeps lines of concurrent writers whole.
-        lock.withLock { _ in
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else { return }
-                offset += written
-            }
-        }
+        lock.withLock { _ in try? fd.writeEvery(bytes, what: path) }
     }
 }
 
