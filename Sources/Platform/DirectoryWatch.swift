@@ -24,17 +24,19 @@ public final class DirectoryWatch: Sendable {
         return inotify_add_watch(fd, directory, UInt32(mask) | UInt32(IN_ONLYDIR) | UInt32(IN_DONT_FOLLOW)) >= 0
     }
 
-    /// Waits until an event arrives (true), `timeout` passes or the task is
-    /// cancelled (false): `poll(2)` on the inotify descriptor on a detached
-    /// thread, off the cooperative pool. Queued events are read and dropped:
-    /// the caller looks at the files again.
-    public func wait(timeout: Duration? = nil) async -> Bool {
+    /// Waits until an event arrives or one of `others` becomes readable or
+    /// hangs up (true), `timeout` passes or the task is cancelled (false):
+    /// `poll(2)` on the inotify descriptor (and `others`: a child's pidfd, an
+    /// owner pipe) on a detached thread, off the cooperative pool. Queued
+    /// events are read and dropped: the caller looks at the files again.
+    /// The caller keeps `others` open until this returns.
+    public func wait(timeout: Duration? = nil, orReadable others: [FileDescriptor] = []) async -> Bool {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         // The thread holds the watch, so its descriptor stays open while polled.
         let woken = try? await OffPoolWait.run { [self] cancelFD -> Bool in
-            var fds = PollSet([(FileDescriptor(rawValue: fd), .readable), (FileDescriptor(rawValue: cancelFD), .readable)])
+            var fds = PollSet([(FileDescriptor(rawValue: cancelFD), .readable), (FileDescriptor(rawValue: fd), .readable)] + others.map { ($0, .readable) })
             let ready = fds.wait(until: deadline)
-            return (try? ready.get()).map { $0 > 0 } == true && !fds.returned(0).isEmpty && fds.returned(1).isEmpty
+            return (try? ready.get()).map { $0 > 0 } == true && fds.returned(0).isEmpty
         }
         drain()
         return woken ?? false
