@@ -98,13 +98,19 @@ public final class Supervisor: Sendable {
         try? runtime.writeRecord(record)
 
         // QEMU creates the monitor socket while it parses the command line;
-        // until it answers, an early exit is a launch failure.
+        // until it answers, an early exit is a launch failure. Each turn waits
+        // for an event: an entry in the runtime dir (inotify), QEMU's exit (its
+        // pidfd), the owner going away (its pipe hangs up) or cancellation.
         let deadline = ContinuousClock.now + readyTimeout
+        let watch = try? DirectoryWatch()
+        let watching = watch?.add(runtime.directory) ?? false
+        let exitEvent = ProcessDescriptor.open(child.pid)
+        defer { if exitEvent >= 0 { FileDescriptor(rawValue: exitEvent).closeIgnoringErrors() } }
+        let events = [exitEvent >= 0 ? FileDescriptor(rawValue: exitEvent) : nil, owner.map { FileDescriptor(rawValue: $0.fd) }].compactMap { $0 }
         while ContinuousClock.now < deadline {
             if launchAbandoned {
                 // QEMU is our unreaped child: its pid is ours to signal.
-                kill(child.pid, SIGKILL)
-                var exitRecord = makeExitRecord(child.wait(), requested: true, logOffset: startOffset)
+                var exitRecord = makeExitRecord(await child.killAndReap(), requested: true, logOffset: startOffset)
                 exitRecord.qemuOutput += "\nqlab: the launch was abandoned (its owner went away or it was cancelled); QEMU was killed."
                 finish(exitRecord)
                 await removeLockFileIfOwnerGone()
@@ -115,16 +121,22 @@ public final class Supervisor: Sendable {
                 finish(exitRecord)
                 return (.failed(exitRecord), nil, nil)
             }
-            if FileSystem.entryExists(runtime.supervisorSocketPath),
-                let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10), tracer: labTracer)
-            {
+            let socketThere = FileSystem.entryExists(runtime.supervisorSocketPath)
+            if socketThere, let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10), tracer: labTracer) {
                 LabSupervisionLog.logger.info("QEMU ready", metadata: ["lab": "\(spec.record.name)", "qemu_pid": "\(child.pid)"])
                 return (.ready(qemuPID: child.pid), child, client)
             }
-            try? await Task.sleep(for: .milliseconds(5))
+            let left = deadline - ContinuousClock.now
+            if let watch, watching, exitEvent >= 0, !socketThere {
+                _ = await watch.wait(timeout: left, orReadable: events)
+            } else {
+                // The socket is there but QEMU is not listening yet (bound, not
+                // yet listening: no further event comes), or no inotify or pidfd
+                // could be had: a short retry.
+                try? await Task.sleep(for: min(left, .milliseconds(5)))
+            }
         }
-        kill(child.pid, SIGKILL)
-        let exit = child.wait()
+        let exit = await child.killAndReap()
         var exitRecord = makeExitRecord(exit, requested: false, logOffset: startOffset)
         exitRecord.qemuOutput += "\nqlab: QEMU's monitor did not answer within \(readyTimeout); QEMU was killed."
         finish(exitRecord)
