@@ -156,8 +156,8 @@ public struct LabController: Sendable {
         // The supervisor failed, hung or died before QEMU answered: whatever
         // it started must not outlive this failed `up`.
         if await supervisor.wait(timeout: .seconds(10)) == nil {
-            kill(supervisor.pid, SIGKILL)  // our unreaped child: its pid cannot have been reused
-            _ = supervisor.wait()
+            // Our unreaped child: its pid cannot have been reused. Reaped off the pool.
+            _ = await supervisor.killAndReap()
         }
         let stray = await killLaunchingQEMU(runtime)
         runtime.removeRAMFiles(path: spec.record.revert?.ramDirectory)
@@ -208,8 +208,7 @@ public struct LabController: Sendable {
         await shielded {
             // The supervisor is our child until reaped here: its pid is ours to signal.
             if await supervisor.wait(timeout: .seconds(15)) == nil {
-                kill(supervisor.pid, SIGKILL)
-                _ = supervisor.wait()
+                _ = await supervisor.killAndReap()
             }
             _ = await self.killLaunchingQEMU(runtime)
         }
