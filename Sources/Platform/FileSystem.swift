@@ -80,6 +80,19 @@ public enum FileSystem {
         try FileDescriptor(rawValue: fd).writeEvery(Array((line + "\n").utf8), what: path)
     }
 
+    /// `rmdir(2)`: removes `path` only when it is an empty directory.
+    public static func removeEmptyDirectory(_ path: String) {
+        rmdir(path)
+    }
+
+    /// `rename(2)`: `from` replaces `to` atomically.
+    public static func rename(_ from: String, to: String) throws(SystemCallError) {
+        guard Glibc.rename(from, to) == 0 else { throw SystemCallError("rename \(from) to \(to)") }
+    }
+
+    /// `access(2)` with `X_OK`: whether this user may execute `path`.
+    public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
+
     public static func remove(_ path: String) {
         unlink(path)
     }

@@ -11,6 +11,18 @@ public struct Signal: RawRepresentable, Sendable, Hashable, CustomStringConverti
     public static let terminate = Signal(rawValue: SIGTERM)
     public static let interrupt = Signal(rawValue: SIGINT)
     public static let hangUp = Signal(rawValue: SIGHUP)
+    public static let pipe = Signal(rawValue: SIGPIPE)
+
+    /// `signal(2)` with `SIG_IGN`: this process ignores the signal from now on
+    /// (children spawned by ``ChildProcess`` get the default back).
+    public func ignore() {
+        _ = Glibc.signal(rawValue, SIG_IGN)
+    }
+
+    /// `signal(2)` with `SIG_DFL`: the default disposition again.
+    public func restoreDefault() {
+        _ = Glibc.signal(rawValue, SIG_DFL)
+    }
 
     public var description: String { signalName(rawValue) }
 }
