@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Platform
 import QMP
@@ -68,7 +65,7 @@ public final class Supervisor: Sendable {
         let startOffset = FileSystem.size(runtime.qemuLogPath) ?? logOffset
         // QEMU creates its sockets with the umask: 0600 sockets and logs.
         // (qlab's own directories get explicit modes.)
-        umask(0o177)
+        ThisProcess.setUmask(0o177)
         if launchAbandoned {
             let record = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true, qemuOutput: "qlab: the launch was abandoned before QEMU started", diagnoses: [])
             finish(record)
@@ -78,7 +75,7 @@ public final class Supervisor: Sendable {
         let child: ChildProcess
         do {
             let log = try stateDirectory.openForAppending(Paths.baseName(runtime.qemuLogPath))
-            defer { close(log) }
+            defer { FileDescriptor(rawValue: log).closeIgnoringErrors() }
             child = try ChildProcess.spawn(
                 executable: spec.argv[0], arguments: Array(spec.argv.dropFirst()), stdin: .null,
                 stdout: .descriptor(log), stderr: .descriptor(log))
@@ -91,9 +88,9 @@ public final class Supervisor: Sendable {
         }
         var record = spec.record
         record.qemuPID = child.pid
-        record.supervisorPID = getpid()
+        record.supervisorPID = ThisProcess.id
         record.qemuStartTime = ProcessIdentity.startTime(child.pid)
-        record.supervisorStartTime = ProcessIdentity.startTime(getpid())
+        record.supervisorStartTime = ProcessIdentity.startTime(ThisProcess.id)
         record.qemuLogOffset = startOffset
         try? runtime.writeRecord(record)
 
@@ -280,17 +277,17 @@ public final class Supervisor: Sendable {
         if !urgent {
             _ = try? await client.execute("quit", timeout: .seconds(3))
             if await ProcessTable.waitGone(child.pid, timeout: .seconds(5)) { return }
-            kill(child.pid, SIGTERM)
+            child.send(.terminate)
             if await ProcessTable.waitGone(child.pid, timeout: .seconds(3)) { return }
         }
-        kill(child.pid, SIGKILL)
+        child.send(.kill)
     }
 
     /// SIGKILL to the QEMU running now (a second Ctrl-C of `up --foreground`);
     /// nothing once it has been reaped.
     public func killCurrentQEMU() {
         current.withLock { current in
-            if let child = current?.child { kill(child.pid, SIGKILL) }
+            current?.child.send(.kill)
         }
     }
 
@@ -335,11 +332,7 @@ public final class Supervisor: Sendable {
 }
 
 package func formatTimestamp(_ seconds: Double) -> String {
-    var time = time_t(seconds)
-    var parts = tm()
-    gmtime_r(&time, &parts)
-    func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    UTCTime.iso8601Seconds(seconds)
 }
 
 extension String {
