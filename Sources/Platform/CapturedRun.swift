@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Platform
 import Synchronization
 
 /// A child run to completion with stdout and stderr captured together
@@ -66,32 +65,30 @@ extension CapturedRun {
         let pidfd: Int32
 
         static func spawn(_ argv: [String], environment: [String: String]?) throws(SystemCallError) -> Running {
-            var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-            _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(ends[0], F_SETFL, O_NONBLOCK)
+            let (readEnd, writeEnd) = try FileDescriptor.pipeCloseOnExec()
+            readEnd.setNonBlocking()
+            let ends = [readEnd.rawValue, writeEnd.rawValue]
             let child: ChildProcess
             do {
                 child = try ChildProcess.spawn(
                     executable: argv[0], arguments: Array(argv.dropFirst()), environment: environment, stdin: .null,
                     stdout: .descriptor(ends[1]), stderr: .descriptor(ends[1]), newSession: true)
             } catch {
-                Glibc.close(ends[0])
-                Glibc.close(ends[1])
+                readEnd.closeIgnoringErrors()
+                writeEnd.closeIgnoringErrors()
                 throw error
             }
-            Glibc.close(ends[1])
+            writeEnd.closeIgnoringErrors()
             return Running(child: child, output: ends[0], pidfd: ProcessDescriptor.open(child.pid))
         }
 
         /// SIGKILL to the group and reap; closes the descriptors.
         func kill() {
             // The child is not reaped yet, so its pid (the group's id) is still ours.
-            Glibc.kill(-child.pid, SIGKILL)
+            child.sendToGroup(.kill)
             _ = child.wait()
-            Glibc.close(output)
-            if pidfd >= 0 { Glibc.close(pidfd) }
+            FileDescriptor(rawValue: output).closeIgnoringErrors()
+            if pidfd >= 0 { FileDescriptor(rawValue: pidfd).closeIgnoringErrors() }
         }
 
         /// Reads output until the child ends, the deadline passes or
@@ -99,18 +96,19 @@ extension CapturedRun {
         /// then reaps the child and closes the descriptors.
         func collect(timeout: Duration?, outputLimit: Int, cancelFD: Int32) -> CapturedRun {
             defer {
-                Glibc.close(output)
-                if pidfd >= 0 { Glibc.close(pidfd) }
+                FileDescriptor(rawValue: output).closeIgnoringErrors()
+                if pidfd >= 0 { FileDescriptor(rawValue: pidfd).closeIgnoringErrors() }
             }
             var bytes: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)
             /// Reads what is there; false at end of file.
             func drain() -> Bool {
                 while true {
-                    let n = read(output, &buffer, buffer.count)
-                    if n == 0 { return false }
-                    if n < 0 { return errno == EAGAIN || errno == EINTR }
-                    if bytes.count < outputLimit { bytes += buffer[0..<min(n, outputLimit - bytes.count)] }
+                    switch buffer.withUnsafeMutableBytes({ FileDescriptor(rawValue: output).readSome(into: $0) }) {
+                    case .success(0): return false
+                    case .success(let n): if bytes.count < outputLimit { bytes += buffer[0..<min(n, outputLimit - bytes.count)] }
+                    case .failure(let error): return error.isWouldBlock
+                    }
                 }
             }
             let deadline = timeout.map { ContinuousClock.now + $0 }
@@ -130,7 +128,7 @@ extension CapturedRun {
                     let left = OffPoolWait.milliseconds(deadline - ContinuousClock.now)
                     wait = wait < 0 ? left : min(wait, left)
                 }
-                _ = poll(&fds, nfds_t(fds.count), wait)
+                _ = poll(&fds, nfds_t(fds.count), wait)  // EINTR: the loop recomputes the wait
                 // At end of file stop watching the pipe (it would stay readable).
                 if fds[0].fd >= 0, fds[0].revents != 0, !drain() { fds[0].fd = -1 }
                 exit = child.poll()
@@ -143,7 +141,7 @@ extension CapturedRun {
                     continue
                 }
                 // The child is not reaped yet, so its pid (the group's id) is still ours.
-                Glibc.kill(-child.pid, SIGKILL)
+                child.sendToGroup(.kill)
                 exit = child.wait()
             }
             if fds[0].fd >= 0 { _ = drain() }

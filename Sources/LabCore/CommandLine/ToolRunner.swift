@@ -1,3 +1,5 @@
+import Platform
+
 /// Runs a short-lived helper tool (qemu-img) to completion with its stdout
 /// and stderr captured together (``CapturedRun``). Every run has a
 /// deadline: a tool that hangs is killed (its whole process group) and the

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 /// `sd_notify(3)` without libsystemd: one datagram of `KEY=VALUE` lines to
@@ -14,26 +11,7 @@ public enum SystemdNotify {
     @discardableResult
     public static func notify(_ state: String, environment: [String: String] = currentEnvironment()) -> Bool {
         guard let target = environment["NOTIFY_SOCKET"], !target.isEmpty else { return false }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var path = Array(target.utf8)
-        // `@name`: Linux's abstract namespace, a leading NUL byte instead.
-        if path.first == UInt8(ascii: "@") { path[0] = 0 }
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard !path.isEmpty, path.count < capacity else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in path.enumerated() { buffer[index] = byte }
-        }
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + path.count)
-        let bytes = Array(state.utf8)
-        let sent = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sockaddrPointer in
-                bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), sockaddrPointer, length) }
-            }
-        }
-        return sent == bytes.count
+        // `@name`: Linux's abstract namespace (UnixSocket.sendDatagram handles it).
+        return UnixSocket.sendDatagram(Array(state.utf8), to: target)
     }
 }
