@@ -6,7 +6,7 @@ shopt -s nullglob
 
 usage() {
 	cat <<'EOF'
-usage: images/build.sh [linux|bench|target|all]...   (default: all)
+usage: images/build.sh [linux|bench|target|grub|all]...   (default: all)
 
 Builds, from Debian's packages only (apt-get download + dpkg-deb -x, nothing installed):
   linux   images/out/linux/vmlinuz, initrd.img  the test guest: Debian's kernel, a static
@@ -16,6 +16,9 @@ Builds, from Debian's packages only (apt-get download + dpkg-deb -x, nothing ins
   bench   images/out/bench/vmlinuz, initrd.img  the nested bench host (L1, issue 6): 9p host
           root, vfio-pci (qlab.nointxmask=), SCSI drivers; shell or qlab.run= script
   target  images/out/scsi-target.qcow2           16 MiB SCSI target with a known pattern
+  grub    images/out/grub/grub.lnx                the GRUB test guest: GRUB's shell on serial
+          (boot it with -kernel), reading disks through the BIOS; prints "qlab-guest-ready"
+          then the prompt "grub> " (needs grub-mkimage and /usr/lib/grub/i386-pc: grub-pc-bin)
   all     all of the above
 
 Idempotent: a product is rebuilt only when this script, images/init/*, or the Debian
@@ -61,7 +64,7 @@ check_tools() {
 		command -v "$t" >/dev/null 2>&1 && continue
 		case $t in
 		apt-get | apt-cache) pkg=apt ;; dpkg-deb) pkg=dpkg ;; qemu-img) pkg=qemu-utils ;;
-		sha256sum | mktemp | truncate) pkg=coreutils ;; flock) pkg=util-linux ;; awk) pkg=mawk ;;
+		sha256sum | mktemp | truncate) pkg=coreutils ;; grub-mkimage) pkg=grub-pc-bin ;; flock) pkg=util-linux ;; awk) pkg=mawk ;;
 		*) pkg=$t ;;
 		esac
 		missing+=("$t (package $pkg)")
@@ -379,6 +382,35 @@ build_target() {
 	mark_built target "$key"
 }
 
+# GRUB's i386-pc modules the test guest carries: the BIOS disk driver and partition maps
+# (disks through the BIOS, as DOS sees them), the commands tests use, the serial terminal,
+# and `normal` for the script language (`$?`, `eval`, `if`).
+GRUB_MODULES=(biosdisk part_msdos part_gpt ls hexdump lspci serial terminal terminfo echo
+	normal test true eval cat sleep halt reboot configfile)
+GRUB_DIR=${QLAB_GRUB_DIR:-/usr/lib/grub/i386-pc}
+
+# The GRUB test guest: a core image with an embedded config, prefixed with lnxboot.img so
+# QEMU's -kernel boots it (the Linux boot protocol), from Debian's grub-pc-bin.
+build_grub() {
+	local dir=$OUT/grub key tmp version
+	[ -f "$GRUB_DIR/lnxboot.img" ] || die "$GRUB_DIR/lnxboot.img is missing: install grub-pc-bin (apt-get install -y grub-pc-bin)"
+	version=$(grub-mkimage --version 2>/dev/null | awk '{ print $NF }')
+	key=$(input_key grub "$version" "${GRUB_MODULES[*]}" "$(cat "$HERE/grub/embedded.cfg")")
+	if up_to_date grub "$key" "$dir/grub.lnx"; then say "grub: up to date ($dir)"; return 0; fi
+	say "grub: building $dir/grub.lnx (GRUB $version, ${#GRUB_MODULES[@]} modules)"
+	maketemp
+	tmp=$TMP
+	grub-mkimage -O i386-pc -d "$GRUB_DIR" -o "$tmp/core.img" -c "$HERE/grub/embedded.cfg" \
+		-p '(hd0)' "${GRUB_MODULES[@]}" || die "grub-mkimage failed"
+	cat "$GRUB_DIR/lnxboot.img" "$tmp/core.img" >"$tmp/grub.lnx"
+	printf 'grub=%s\nmodules=%s\n' "$version" "${GRUB_MODULES[*]}" >"$tmp/build-info"
+	mkdir -p "$dir"
+	mv "$tmp/grub.lnx" "$dir/grub.lnx"
+	mv "$tmp/build-info" "$dir/build-info"
+	mark_built grub "$key"
+	say "grub: built $dir/grub.lnx ($(du -k "$dir/grub.lnx" | cut -f1) KiB)"
+}
+
 build_linux() {
 	build_boot_image linux guest-init guest-console "${GUEST_MODULES[@]}"
 	build_disk
@@ -394,12 +426,12 @@ products=()
 for arg in "$@"; do
 	case $arg in
 	-h | --help) usage; exit 0 ;;
-	linux | bench | target) products+=("$arg") ;;
-	all) products+=(linux bench target) ;;
+	linux | bench | target | grub) products+=("$arg") ;;
+	all) products+=(linux bench target grub) ;;
 	*) usage >&2; die "unknown product \"$arg\"" ;;
 	esac
 done
-[ ${#products[@]} -gt 0 ] || products=(linux bench target)
+[ ${#products[@]} -gt 0 ] || products=(linux bench target grub)
 
 tools=(sha256sum mktemp truncate flock awk)
 for p in "${products[@]}"; do
@@ -407,6 +439,7 @@ for p in "${products[@]}"; do
 	linux) tools+=(apt-get apt-cache dpkg-deb tar cpio zstd qemu-img) ;;
 	bench) tools+=(apt-get apt-cache dpkg-deb tar cpio zstd) ;;
 	target) tools+=(qemu-img dd) ;;
+	grub) tools+=(grub-mkimage) ;;
 	esac
 done
 check_tools "${tools[@]}"
@@ -421,5 +454,6 @@ for p in "${products[@]}"; do
 	linux) build_linux ;;
 	bench) build_bench ;;
 	target) build_target ;;
+	grub) build_grub ;;
 	esac
 done

@@ -14,13 +14,27 @@
 /// output without a final line end stays exact: one `\n` before the marker
 /// is qlab's.
 ///
-/// The console shell must be a POSIX shell (sh, ash, dash, ksh, bash).
+/// The console shell must be a POSIX shell (sh, ash, dash, ksh, bash), or
+/// GRUB's shell (``ConsoleShell/grub``), where the line is
+///
+///     echo "__QLAB_B""EGIN_N__"; eval 'COMMAND'; qlab_status=$?; echo; echo "__QLAB_E""ND_N__=$qlab_status"
+///
+/// GRUB has no subshell and no files to write a long command to: a GRUB
+/// command is one line. GRUB's normal mode reports some failures (a command
+/// it does not know, a disk the BIOS does not have) as an `error: ...` line
+/// and leaves `$?` at 0; qlab then reports exit status 1 (``grubFailedStatus``),
+/// so such a failure never reads as success.
 struct ConsoleCommandFraming: Sendable {
     let nonce: String
+    let shell: ConsoleShell
 
-    init(nonce: String = ConsoleCommandFraming.makeNonce()) {
+    init(nonce: String = ConsoleCommandFraming.makeNonce(), shell: ConsoleShell = .posix) {
         self.nonce = nonce
+        self.shell = shell
     }
+
+    /// The status reported for a GRUB command whose `$?` is 0 but which printed `error: ...`.
+    static let grubFailedStatus: Int32 = 1
 
     static func makeNonce() -> String {
         var generator = SystemRandomNumberGenerator()
@@ -34,7 +48,10 @@ struct ConsoleCommandFraming: Sendable {
 
     /// The line(s) to type for `command` (already quoted for `eval`).
     func line(evaluating quoted: String) -> String {
-        "printf '%s%s\\n' '__QLAB_B' 'EGIN_\(nonce)__'; (eval \(quoted)) </dev/null; printf '\\n%s%s=%d\\n' '__QLAB_E' 'ND_\(nonce)__' $?"
+        if shell == .grub {
+            return "echo \"__QLAB_B\"\"EGIN_\(nonce)__\"; eval \(quoted); qlab_status=$?; echo; echo \"__QLAB_E\"\"ND_\(nonce)__=$qlab_status\""
+        }
+        return "printf '%s%s\\n' '__QLAB_B' 'EGIN_\(nonce)__'; (eval \(quoted)) </dev/null; printf '\\n%s%s=%d\\n' '__QLAB_E' 'ND_\(nonce)__' $?"
     }
 
     /// Where `command` gets typed: one line, or chunks written to a file in the guest first.
@@ -62,6 +79,7 @@ struct ConsoleCommandFraming: Sendable {
         if command.utf8.contains(0) {
             throw GuestError.commandNotTypeable("the command contains a NUL byte, which no shell command can hold")
         }
+        if shell == .grub { return try grubPlan(command, maximumLineBytes: maximumLineBytes) }
         let single = line(evaluating: Self.shellQuote(command))
         if Self.longestLine(single) <= maximumLineBytes { return .line(single) }
         let file = "/tmp/.qlab-cmd-\(nonce)"
@@ -92,6 +110,32 @@ struct ConsoleCommandFraming: Sendable {
         return .chunked(file: file, chunks: chunks, line: run)
     }
 
+    /// GRUB's line: the command single-quoted for `eval` (GRUB's quoting is
+    /// the shell's: `'` as `'\\''`), one line, no control characters (GRUB's
+    /// line editor acts on them, and it has no `printf` to make them).
+    private func grubPlan(_ command: String, maximumLineBytes: Int) throws(GuestError) -> Plan {
+        if let control = command.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            let what = control == "\n" ? "a line break (GRUB takes one line: join commands with ';')" : "control character U+\(String(control.value, radix: 16, uppercase: true))"
+            throw GuestError.commandNotTypeable("the command contains \(what), which GRUB's console cannot take")
+        }
+        let quoted = "'" + command.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        let single = line(evaluating: quoted)
+        guard single.utf8.count <= maximumLineBytes else {
+            throw GuestError.commandNotTypeable(
+                "the command is \(command.utf8.count) bytes; GRUB's console takes lines of at most \(maximumLineBytes) bytes with qlab's framing, and has no files to write a longer one to")
+        }
+        return .line(single)
+    }
+
+    /// The exit status of a finished command: `$?` as the shell printed it;
+    /// for GRUB, 1 when `$?` is 0 but GRUB printed an `error: ` line.
+    func exitStatus(reported: Int?, output: String) -> Int32 {
+        let status = Int32(truncatingIfNeeded: reported ?? -1)
+        guard shell == .grub, status == 0 else { return status }
+        let failed = output.split(separator: "\n").contains { $0.hasPrefix("error: ") }
+        return failed ? Self.grubFailedStatus : status
+    }
+
     static func longestLine(_ text: String) -> Int {
         text.utf8.split(separator: 0x0A, omittingEmptySubsequences: false).map(\.count).max() ?? 0
     }
@@ -120,10 +164,12 @@ struct ConsoleCommandFraming: Sendable {
     /// The command's output from what the console printed between the
     /// markers: `\r`s before line ends dropped, and the `\n` that precedes
     /// the end marker (qlab's) removed.
-    static func output(from bytes: ArraySlice<UInt8>) -> String {
+    /// GRUB ends lines with `\n\r`: every `\r` is dropped (`dropAllReturns`).
+    static func output(from bytes: ArraySlice<UInt8>, dropAllReturns: Bool = false) -> String {
         var cleaned: [UInt8] = []
         cleaned.reserveCapacity(bytes.count)
         for byte in bytes {
+            if dropAllReturns && byte == 0x0D { continue }
             if byte == 0x0A {
                 while cleaned.last == 0x0D { cleaned.removeLast() }
             }

@@ -28,8 +28,12 @@ public final class GuestConsole: GuestSession {
         public var recoveryAttempts: Int
         /// Bytes of console output kept in memory.
         public var bufferCapacity: Int
+        /// The console's command language. ``GuestConsole/connect(runtime:options:)``
+        /// sets it from the lab's guest (its OS profile).
+        public var shell: ConsoleShell
 
-        public init(maximumLineBytes: Int = 1000, probeTimeout: Duration = .seconds(5), recoveryAttempts: Int = 3, bufferCapacity: Int = 4 << 20) {
+        public init(maximumLineBytes: Int = 1000, probeTimeout: Duration = .seconds(5), recoveryAttempts: Int = 3, bufferCapacity: Int = 4 << 20, shell: ConsoleShell = .posix) {
+            self.shell = shell
             self.maximumLineBytes = maximumLineBytes
             self.probeTimeout = probeTimeout
             self.recoveryAttempts = recoveryAttempts
@@ -109,9 +113,12 @@ public final class GuestConsole: GuestSession {
         return GuestConsole(path: path, logPath: logPath, bootLogOffset: bootLogOffset, options: options, stream: stream)
     }
 
-    /// Connects to the console of the running lab `runtime`.
+    /// Connects to the console of the running lab `runtime`, speaking the
+    /// command language of the guest its record names (``OSProfile/shell``).
     public static func connect(runtime: LabRuntime, options: Options = Options()) throws -> GuestConsole {
         guard let record = runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
+        var options = options
+        if let guest = try? record.lab().selectGuest(record.guest) { options.shell = guest.profile.shell }
         return try connect(path: runtime.consoleSocketPath, logPath: record.consoleLog, bootLogOffset: record.consoleLogOffset, options: options)
     }
 
@@ -282,7 +289,7 @@ public final class GuestConsole: GuestSession {
     }
 
     func probeUnlocked(timeout: Duration) async -> Bool {
-        guard let result = try? await runUnlocked(":", timeout: timeout) else { return false }
+        guard let result = try? await runUnlocked(options.shell.probeCommand, timeout: timeout) else { return false }
         return result.exitStatus == 0
     }
 
@@ -304,7 +311,7 @@ public final class GuestConsole: GuestSession {
     func runUnlocked(_ command: String, timeout: Duration) async throws -> GuestCommandResult {
         let started = ContinuousClock.now
         let deadline = started + timeout
-        let framing = ConsoleCommandFraming()
+        let framing = ConsoleCommandFraming(shell: options.shell)
         let plan = try framing.plan(command, maximumLineBytes: options.maximumLineBytes)
         let clearLine = state.withLock { s -> Bool in
             defer { s.firstLine = false }
@@ -346,9 +353,10 @@ public final class GuestConsole: GuestSession {
         }
         state.withLock { $0.cursor = max($0.cursor, end.end) }
         stream.discard(before: end.end)
+        let output = ConsoleCommandFraming.output(from: region[outputStart...], dropAllReturns: options.shell == .grub)
         return GuestCommandResult(
-            output: ConsoleCommandFraming.output(from: region[outputStart...]), errorOutput: nil,
-            exitStatus: Int32(truncatingIfNeeded: end.value ?? -1), duration: duration, truncated: lost)
+            output: output, errorOutput: nil,
+            exitStatus: framing.exitStatus(reported: end.value, output: output), duration: duration, truncated: lost)
     }
 
     @discardableResult

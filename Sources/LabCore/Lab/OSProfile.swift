@@ -1,6 +1,9 @@
 /// The guest operating systems qlab has profiles for.
 public enum GuestOS: String, Sendable, CaseIterable {
     case linux, freebsd, netbsd, openbsd, macos, dos, windows
+    /// GRUB's shell on the serial port, booted by SeaBIOS: the firmware level at
+    /// which DOS and every BIOS-booted OS first meet a SCSI card (images/build.sh grub).
+    case grub
 }
 
 /// BIOS (SeaBIOS, QEMU's default) or UEFI (OVMF).
@@ -53,6 +56,8 @@ public struct OSProfile: Sendable, Hashable {
     /// (the disks of the lab's cards among them); nil when the OS has none.
     /// docs/guests.md says the same ("scsi disks:").
     public var listSCSIDisksCommand: String?
+    /// The console's command language (how qlab frames a command there).
+    public var shell: ConsoleShell = .posix
 
     /// The OVMF images Debian's `ovmf` package installs (2 MiB flash layout).
     public static let ovmfCode = "/usr/share/OVMF/OVMF_CODE.fd"
@@ -122,6 +127,15 @@ public struct OSProfile: Sendable, Hashable {
                 notes: "Windows 10/11 take ACPI PCI hotplug; `pnputil /scan-devices` (2004 and later) forces the enumeration.",
                 consoleRecipe: "bcdedit /ems on and bcdedit /emssettings EMSPORT:1 EMSBAUDRATE:115200 (Special Administration Console on COM1)",
                 listSCSIDisksCommand: nil)
+        case .grub:
+            return OSProfile(
+                os: .grub, machineType: "q35", firmware: .bios, cpu: nil, memory: .mebibytes(128),
+                diskInterface: .ide, nicModel: "e1000", hotplug: false, rescanCommand: nil,
+                defaultAppend: nil, prompt: "grub> ", loginPrompt: "", passwordPrompt: "",
+                notes: "GRUB reads disks through the BIOS: SeaBIOS drives lsi, esp (am53c974/dc390), mpt, megasas and pvscsi controllers itself and enumerates them at boot, so the card is attached at boot and runs reset the guest.",
+                consoleRecipe: "serial --unit=0 --speed=115200, terminal_input serial, terminal_output serial in GRUB's embedded or grub.cfg configuration (images/grub/embedded.cfg)",
+                listSCSIDisksCommand: "ls",
+                shell: .grub)
         }
     }
 }

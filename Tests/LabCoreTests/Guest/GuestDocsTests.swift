@@ -7,7 +7,7 @@ import Testing
 @Suite("Guest recipes agree with the OS profiles")
 struct GuestDocsTests {
     /// The OSes docs/guests.md has recipes for.
-    static let documented: [GuestOS] = [.linux, .freebsd, .netbsd, .openbsd, .macos, .dos]
+    static let documented: [GuestOS] = [.linux, .freebsd, .netbsd, .openbsd, .macos, .dos, .grub]
 
     /// The ```text blocks that start with `os: NAME`, as key -> value per OS.
     static func blocks() throws -> [String: [String: String]] {
