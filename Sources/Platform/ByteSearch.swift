@@ -11,4 +11,12 @@ public enum ByteSearch {
         guard let base = buffer.baseAddress, buffer.count > 0, let hit = memchr(base, Int32(byte), buffer.count) else { return nil }
         return base.distance(to: UnsafeRawPointer(hit))
     }
+
+    /// Whether `buffer` holds `needle` at `offset` (`memcmp(3)`).
+    @inlinable
+    public static func matches(_ needle: UnsafeRawBufferPointer, in buffer: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        guard offset >= 0, offset + needle.count <= buffer.count else { return false }
+        guard let base = buffer.baseAddress, let wanted = needle.baseAddress else { return needle.isEmpty }
+        return memcmp(base + offset, wanted, needle.count) == 0
+    }
 }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+@preconcurrency import Glibc
 #endif
 
 /// Facts about, and the end of, the calling process.
@@ -16,6 +16,34 @@ public enum ThisProcess {
     /// `getenv(3)`: one variable of the environment, nil when unset.
     public static func environment(_ name: String) -> String? {
         getenv(name).map { String(decoding: UnsafeRawBufferPointer(start: $0, count: strlen($0)), as: UTF8.self) }
+    }
+
+    /// `setenv(3)`: sets a variable for this process and the children it starts.
+    public static func setEnvironment(_ name: String, _ value: String) {
+        setenv(name, value, 1)
+    }
+
+    /// This machine's name (`gethostname(2)`); nil when it has none.
+    public static var hostName: String? {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return nil }
+        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return name.isEmpty ? nil : name
+    }
+
+    /// Line-buffers C's `stdout` (`setvbuf(3)` with `_IOLBF`): every complete
+    /// line reaches a pipe or file at once, as it does on a terminal.
+    public static func lineBufferStandardOutput() {
+        setvbuf(stdout, nil, _IOLBF, 0)
+    }
+
+    /// The soft limit on locked memory (`getrlimit(2)` of `RLIMIT_MEMLOCK`):
+    /// `.some(nil)` when unlimited, nil when it cannot be had.
+    public static var lockedMemoryLimit: UInt64?? {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0 else { return nil }
+        // RLIM_INFINITY is all ones; Swift cannot import the macro.
+        return .some(limit.rlim_cur == rlim_t.max ? nil : UInt64(limit.rlim_cur))
     }
 
     /// `exit(3)`: atexit handlers run and stdio is flushed.
