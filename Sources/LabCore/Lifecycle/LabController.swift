@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Platform
 import QMP
@@ -96,21 +93,19 @@ public struct LabController: Sendable {
         LabCoreLog.logger.debug("up", metadata: ["lab": "\(lab.name)", "guest": "\(options.guest ?? "(first)")"])
         let owner = try LabOwnership.makePipe()
         let ownership = LabOwnership(writeEnd: owner.write)
-        defer { close(owner.read) }
+        defer { FileDescriptor(rawValue: owner.read).closeIgnoringErrors() }
         let (initialSpec, lock) = try await prepareLaunch(lab: lab, options: options, foreground: false)
         var spec = initialSpec
         let runtime = self.runtime(lab.name)
 
         // The supervisor reports on a pipe: "ready PID STATUS RUNNING" or "failed" (``SupervisorProcess/ReadyLine``).
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-        _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
+        let (readyRead, readyWrite) = try FileDescriptor.pipeCloseOnExec()
+        let ends = [readyRead.rawValue, readyWrite.rawValue]
         let supervisor: ChildProcess
         do {
             guard let state = try runtime.labStateDirectory(create: false) else { throw LabError.system("\(runtime.stateDirectory) is missing") }
             let log = try state.openForAppending(Paths.baseName(runtime.supervisorLogPath))
-            defer { close(log) }
+            defer { FileDescriptor(rawValue: log).closeIgnoringErrors() }
             let executable = Self.supervisorProgram(qlab: supervisorExecutable)
             if executable == supervisorExecutable {
                 try? state.appendLine(
@@ -124,14 +119,14 @@ public struct LabController: Sendable {
                 environment: environment, stdin: .null, stdout: .descriptor(log),
                 stderr: .descriptor(log), keepDescriptors: [ends[1], owner.read], newSession: true)
         } catch {
-            close(ends[0])
-            close(ends[1])
+            readyRead.closeIgnoringErrors()
+            readyWrite.closeIgnoringErrors()
             runtime.removeRuntimeFiles()
             throw error
         }
-        close(ends[1])
+        readyWrite.closeIgnoringErrors()
         let message = await Self.readLine(ends[0], timeout: .seconds(90))
-        close(ends[0])
+        readyRead.closeIgnoringErrors()
 
         if Task.isCancelled && !message.hasPrefix("ready") {
             await abandonLaunch(supervisor: supervisor, ownership: ownership, runtime: runtime, lock: lock)
@@ -176,8 +171,7 @@ public struct LabController: Sendable {
     /// process without Foundation), else `qlab` itself (`qlab _supervise`).
     public static func supervisorProgram(qlab: String) -> String {
         let candidate = Paths.directory(of: qlab) + "/qlab-supervisor"
-        var info = stat()
-        guard qlab.contains("/"), stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0 else { return qlab }
+        guard qlab.contains("/"), FileStatus.following(candidate)?.kind == .regular, FileSystem.isExecutable(candidate) else { return qlab }
         return candidate
     }
 
@@ -195,7 +189,7 @@ public struct LabController: Sendable {
             pid = filed
         }
         guard let pid else { return nil }
-        kill(pid, SIGKILL)
+        ProcessTable.send(.kill, to: pid)
         _ = await ProcessTable.waitGone(pid, timeout: .seconds(10))
         return pid
     }
@@ -324,7 +318,7 @@ public struct LabController: Sendable {
             if let pid = runtime.liveQEMU(record) {
                 throw LabError.alreadyRunning(lab: lab.name, pid: pid, supervisorPID: runtime.liveSupervisor(record))
             }
-            if let supervisor = runtime.liveSupervisor(record), supervisor != getpid() {
+            if let supervisor = runtime.liveSupervisor(record), supervisor != ThisProcess.id {
                 throw LabError.alreadyRunning(lab: lab.name, pid: nil, supervisorPID: supervisor)
             }
             runtime.removeRuntimeFiles()
@@ -407,15 +401,14 @@ public struct LabController: Sendable {
         let deadline = ContinuousClock.now + timeout
         let line = try? await OffPoolWait.run { cancelFD -> String in
             var collected: [UInt8] = []
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
+            let input = FileDescriptor(rawValue: fd)
+            var fds = PollSet([(input, .readable), (FileDescriptor(rawValue: cancelFD), .readable)])
             while ContinuousClock.now < deadline {
-                let ready = poll(&fds, 2, OffPoolWait.milliseconds(deadline - ContinuousClock.now))
-                if ready < 0 && errno != EINTR { break }
-                if fds[1].revents != 0 { break }
-                if fds[0].revents == 0 { continue }
+                guard case .success = fds.wait(until: deadline) else { break }
+                if !fds.returned(1).isEmpty { break }
+                if fds.returned(0).isEmpty { continue }
                 var byte: UInt8 = 0
-                let n = read(fd, &byte, 1)
-                if n <= 0 { break }
+                guard case .success(1) = withUnsafeMutableBytes(of: &byte, { input.readSome(into: $0) }) else { break }
                 if byte == 0x0A { break }
                 collected.append(byte)
             }
@@ -480,17 +473,17 @@ public struct LabController: Sendable {
         }
         if !(await ProcessTable.waitGone(pid, timeout: .seconds(10), unless: urgent)) {
             method = "SIGTERM"
-            if !urgent(), runtime.liveQEMU(record) != nil { kill(pid, SIGTERM) }
+            if !urgent(), runtime.liveQEMU(record) != nil { ProcessTable.send(.terminate, to: pid) }
             if !(await ProcessTable.waitGone(pid, timeout: .seconds(5), unless: urgent)) {
                 method = "SIGKILL"
-                if runtime.liveQEMU(record) != nil { kill(pid, SIGKILL) }
+                if runtime.liveQEMU(record) != nil { ProcessTable.send(.kill, to: pid) }
                 _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
             }
         }
         if supervisorAlive {
             // It reaps QEMU, writes the exit record and removes the runtime files.
             if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))), runtime.liveSupervisor(record) != nil {
-                kill(record.supervisorPID, SIGKILL)
+                ProcessTable.send(.kill, to: record.supervisorPID)
             }
         } else {
             let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true,
