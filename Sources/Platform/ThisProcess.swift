@@ -46,6 +46,22 @@ public enum ThisProcess {
         return .some(limit.rlim_cur == rlim_t.max ? nil : UInt64(limit.rlim_cur))
     }
 
+    /// Runs `body` with descriptor 1 on what descriptor 2 is (`dup(2)`,
+    /// `dup2(2)`; C's stdio flushed before and after), so what it prints goes
+    /// to standard error; standard output is restored after, even when it throws.
+    public static func withStandardOutputOnStandardError<T>(_ body: () async throws -> T) async rethrows -> T {
+        fflush(nil)
+        let saved = dup(1)
+        guard saved >= 0 else { return try await body() }
+        dup2(2, 1)
+        defer {
+            fflush(nil)
+            dup2(saved, 1)
+            close(saved)
+        }
+        return try await body()
+    }
+
     /// `exit(3)`: atexit handlers run and stdio is flushed.
     public static func exit(_ status: Int32) -> Never {
         Glibc.exit(status)

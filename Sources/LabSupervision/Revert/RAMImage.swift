@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+// Glibc: Revert/ is being reworked in parallel (issue 19: its waits go off the pool); its calls move to Platform's
+// wrappers (FileDescriptor.openAt, pipeCloseOnExec, ChildProcess.killAndReap) once that work has landed.
 import Platform
 import QMP
 
