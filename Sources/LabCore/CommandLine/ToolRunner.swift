@@ -42,7 +42,7 @@ enum ToolRunner {
 
     private static func outcome(_ argv: [String], _ run: CapturedRun, timeout: Duration) -> Result<Outcome, LabPathError> {
         if run.timedOut {
-            return .failure(LabPathError(message: "\(argv[0]) did not finish within \(timeout.components.seconds) s and was killed"))
+            return .failure(LabPathError(message: "\(argv[0]) did not finish within \(timeout) and was killed"))
         }
         if run.cancelled { return .failure(LabPathError(message: "\(argv[0]) was cancelled")) }
         return .success(Outcome(run))
