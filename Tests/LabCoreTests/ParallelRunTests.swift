@@ -22,12 +22,22 @@ struct ParallelRunReportTests {
         #expect(html.components(separatedBy: "data-worker=").count == 2, "only the --jobs result has one")
     }
 
+    /// A clone runs its lab's text unchanged; its name is its record's, whether the
+    /// text says `name:` or not (a lab file may omit it: named after its file).
     @Test func clonesAreLabsOfTheirOwnName() throws {
         #expect(TestRunner.cloneName("emulated-scsi", worker: 2) == "emulated-scsi-j2")
-        let yaml = "# a lab\nname: m\nguests:\n  g: {os: linux, kernel: k}\ntests:\n  t:\n    run: \"echo name: x\"\n"
-        let renamed = TestRunner.renamedSource(yaml, to: "m-j3")
-        #expect(renamed == yaml.replacingOccurrences(of: "\nname: m\n", with: "\nname: m-j3\n"))
-        #expect(try Lab.parse(yaml: renamed, file: "/tmp/m.yaml").name == "m-j3")
+        for yaml in ["# a lab\nname: m\nguests:\n  g: {os: linux, kernel: k}\ntests:\n  t:\n    run: \"echo name: x\"\n",
+                     "guests:\n  g: {os: linux, kernel: k}\ntests:\n  t: {run: \"true\"}\n"] {
+            var record = LabRecord(
+                name: "m-j3", labFile: "/tmp/m.yaml", guest: "g", qemuPID: 42, supervisorPID: 41, foreground: false,
+                startedAt: 1.5, accel: AccelDecision(.tcg, reason: "test"), consoleLog: nil, devices: [], passthroughHosts: [],
+                qemuLogOffset: 0, consoleLogOffset: 0)
+            record.labSource = yaml
+            let lab = try record.lab()
+            #expect(lab.name == "m-j3", "\(yaml)")
+            #expect(lab.source == yaml, "the clone's record keeps its lab's text")
+            #expect(try Lab.parse(yaml: yaml, file: "/tmp/m.yaml").name == "m", "the text itself names the lab")
+        }
     }
 }
 

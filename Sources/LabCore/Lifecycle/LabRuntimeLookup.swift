@@ -63,9 +63,26 @@ extension LabRuntime {
 extension LabRecord {
     /// The running lab as it was planned: parsed from ``labSource`` (paths
     /// resolve against ``labFile``'s directory as when it was read); an older
-    /// record without it reads the lab file.
+    /// record without it reads the lab file. Its name is the record's: a
+    /// `--jobs` clone (`LAB-j2`) runs its lab's text, which names the lab
+    /// (or, without `name:`, is named after its file).
     public func lab() throws(LabFileError) -> Lab {
-        guard let labSource else { return try Lab.load(path: labFile) }
-        return try Lab.parse(yaml: labSource, file: labFile)
+        var lab: Lab
+        if let labSource {
+            lab = try Lab.parse(yaml: labSource, file: labFile)
+        } else {
+            lab = try Lab.load(path: labFile)
+        }
+        lab.name = name
+        return lab
+    }
+}
+
+extension LabRuntime {
+    /// True when anything of a lab by this name exists: its runtime or state
+    /// directory (a record, `lab-file.json`, logs, overlays), its lock file or
+    /// its RAM directory. A `--jobs` clone never takes such a name.
+    public var hasAnyState: Bool {
+        [directory, stateDirectory, lockPath, ramDirectoryPath].contains(where: FileSystem.entryExists)
     }
 }

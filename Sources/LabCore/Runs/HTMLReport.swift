@@ -15,7 +15,7 @@ import QMP
 /// - History: a row per guest/test, a column per report, oldest to newest;
 ///   the first report where a test failed after passing is marked.
 /// - Per run of the newest report: outcome, message, diagnoses with their
-///   fix, step timings as a bar, output, console tail, screenshot (embedded).
+///   fix, step timings as a bar, output, QEMU's last output (QEMU ended), console tail, screenshot (embedded).
 /// - The lab, host, QEMU version, accelerator and qlab version.
 ///
 /// Cells carry `data-` attributes (guest, test, outcome, counts) so tools, and
@@ -224,6 +224,7 @@ public enum HTMLReport {
             }
             if !result.steps.isEmpty { stepBar(result.steps, scale: 600 / longest, into: &page) }
             if !result.output.isEmpty { page.raw("<h4>output</h4>\n<pre class=\"output\">\(escape(result.output))</pre>\n") }
+            if !result.qemuOutput.isEmpty { page.raw("<h4>QEMU's last output</h4>\n<pre class=\"qemu\">\(escape(result.qemuOutput))</pre>\n") }
             if !result.consoleTail.isEmpty { page.raw("<h4>console tail</h4>\n<pre class=\"console\">\(escape(result.consoleTail))</pre>\n") }
             if let path = result.screenshot {
                 if let bytes = image(result), bytes.count <= maximumEmbeddedImageBytes, bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {

@@ -44,6 +44,7 @@ public enum JUnitReport {
                 }
                 var detail = result.message
                 for diagnosis in result.diagnoses { detail += "\n[\(diagnosis.id)] \(diagnosis.summary)\nfix: \(diagnosis.fix)" }
+                if !result.qemuOutput.isEmpty { detail += "\n--- QEMU's last output ---\n" + result.qemuOutput }
                 if !result.consoleTail.isEmpty { detail += "\n--- console tail ---\n" + result.consoleTail }
                 switch result.outcome {
                 case .passed: break

@@ -1,5 +1,4 @@
 import Platform
-import Synchronization
 
 /// `qlab run --jobs N` (docs/devices-snapshots.md, "Parallel runs"): per
 /// guest, the lab boots once to its ready snapshot (fast method) as in a
@@ -10,8 +9,10 @@ import Synchronization
 /// whose RAM directory holds a hard link to the ready snapshot's RAM image:
 /// every clone's QEMU maps that one file copy-on-write. The matrix's entries
 /// are then taken from one queue by N workers (the lab and its clones), each
-/// reverting before every run as usual. A clone that breaks goes down and
-/// leaves its share to the others; the lab itself restarts as in a one-job run.
+/// reverting before every run as usual (MatrixRun.swift: one loop for one job
+/// or N). A clone that breaks goes down and leaves its share to the others;
+/// the lab itself restarts as in a one-job run. A clone's state is removed
+/// once it is down, and a name with any state is never a clone's.
 extension TestRunner {
     /// The most jobs a run may ask for.
     public static let maximumJobs = 16
@@ -37,127 +38,65 @@ extension TestRunner {
     /// The name of worker `k` (2...N): `LAB-jK`, a valid lab name of its own.
     public static func cloneName(_ lab: String, worker k: Int) -> String { "\(lab)-j\(k)" }
 
-    /// Entries taken by the workers, and what they produced.
-    final class SharedRun: Sendable {
-        struct State {
-            var queue: [TestRunEntry] = []
-            var results: [TestResult] = []
-            var boots: [GuestBoot] = []
-            var started = 0
-        }
-        let state = Mutex(State())
+    /// How many names past `LAB-jN` a run tries when some are taken.
+    static let spareCloneNames = maximumJobs
 
-        func next() -> (TestRunEntry, index: Int)? {
-            state.withLock { s in
-                guard !s.queue.isEmpty else { return nil }
-                s.started += 1
-                return (s.queue.removeFirst(), s.started)
-            }
+    /// Names for `count` clones, `LAB-j2`, `LAB-j3`, ...: a name that has any
+    /// state (a runtime or state directory, so a record or `lab-file.json`, a
+    /// lock file, a RAM directory) may be a lab of the user's and is never
+    /// taken over; the next free one is used. `taken`: the names passed over.
+    func cloneNames(count: Int) -> (free: [String], taken: [String]) {
+        var free: [String] = []
+        var taken: [String] = []
+        for k in 2...(count + 1 + Self.spareCloneNames) where free.count < count {
+            let name = Self.cloneName(lab.name, worker: k)
+            if controller.runtime(name).hasAnyState { taken.append(name) } else { free.append(name) }
         }
-
-        func append(_ result: TestResult) { state.withLock { $0.results.append(result) } }
-        func append(_ boot: GuestBoot) { state.withLock { $0.boots.append(boot) } }
+        return (free, taken)
     }
 
-    func runParallel(_ matrix: TestMatrix) async throws -> TestReport {
-        let started = wallClockSeconds()
-        let clock = ContinuousClock.now
-        let total = matrix.entries.count
-        observe(.started(total: total))
-        let shared = SharedRun()
-        // What the report says the run used: the first good boot's QEMU and accelerator.
-        var qemuVersion: String?
-        var accelerator: String?
-        for (guestName, entries) in matrix.byGuest {
-            let guest = try lab.selectGuest(guestName)
-            shared.state.withLock { $0.queue = entries }
-            // The lab itself boots and saves the ready snapshot once.
-            var first: BootedGuest?
-            var failedBoots = 0
-            while first == nil, failedBoots < 2, !Task.isCancelled, shared.state.withLock({ !$0.queue.isEmpty }) {
-                let bootStarted = wallClockSeconds()
-                do {
-                    let booted = try await boot(guest)
-                    first = booted
-                    shared.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
-                    if qemuVersion == nil { qemuVersion = await Self.qemuVersion(of: booted) }
-                    accelerator = accelerator ?? booted.session.record.accel.accelerator.rawValue
-                } catch let failure as BootFailure where !Task.isCancelled {
-                    failedBoots += 1
-                    shared.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: failure.seconds, ready: false))
-                    observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
-                    if let (entry, index) = shared.next() {
-                        observe(.entryStarted(entry, index: index, total: total))
-                        shared.append(TestResult(
-                            entry: TestRunEntry.boot(of: guest.name, before: entry), outcome: .error, duration: failure.seconds,
-                            message: failure.message, diagnoses: failure.diagnoses, consoleTail: failure.consoleTail, steps: [("boot", failure.seconds)]))
-                        let skipped = TestResult(entry: entry, outcome: .skipped, duration: 0, message: "not run: " + failure.message)
-                        shared.append(skipped)
-                        observe(.entryFinished(skipped, index: index, total: total))
-                    }
-                } catch {
-                    break  // cancelled while booting
-                }
-            }
-            var workers: [(name: String, booted: BootedGuest?, canReboot: Bool)] = [(lab.name, first, true)]
-            if let first {
-                if !first.session.hasRAMImage(options.readyTag) {
-                    observe(.note("--jobs \(options.jobs): guest \(guest.name) reverts with loadvm (\(first.session.fastSaveObstacle ?? "no RAM image")); its tests run with 1 job"))
-                } else {
-                    // No more workers than this guest has entries.
-                    for k in stride(from: 2, through: min(options.jobs, entries.count), by: 1) where !Task.isCancelled {
-                        let name = Self.cloneName(lab.name, worker: k)
-                        let begin = ContinuousClock.now
-                        do {
-                            workers.append((name, try await clone(first, as: name), false))
-                            observe(.note(String(format: "worker %@ ready in %.1f s (a clone at the ready snapshot)", name, (ContinuousClock.now - begin).inSeconds)))
-                        } catch {
-                            if Task.isCancelled { break }
-                            observe(.note("worker \(name) did not start: \(error); running with fewer jobs"))
-                        }
-                    }
-                    // The lab was stopped at its ready snapshot while its overlays were copied.
-                    _ = try? await first.session.qmp.cont()
-                }
-            }
-            let lastFailure = failedBoots >= 2 ? "guest \(guest.name) did not boot twice" : nil
-            let rebootable = failedBoots < 2
-            await withTaskGroup(of: Void.self) { group in
-                for (name, booted, canReboot) in workers {
-                    group.addTask { [self] in
-                        await self.work(name, booted: booted, canReboot: canReboot && rebootable,
-                                        guest: guest, shared: shared, total: total, bootFailure: lastFailure)
-                    }
-                }
-            }
-            // Whatever no worker took (every one gone): not run.
-            while let (entry, index) = shared.next() {
-                let result = TestResult(entry: entry, outcome: Task.isCancelled ? .cancelled : .skipped, duration: 0,
-                                        message: Task.isCancelled ? "not run: the run was cancelled" : "not run: " + (lastFailure ?? "no worker was left"))
-                shared.append(result)
-                if !Task.isCancelled { observe(.entryFinished(result, index: index, total: total)) }
+    /// Up to `count` clones of `ready` (stopped at its ready snapshot while
+    /// they are made, then running again) as workers. A clone that does not
+    /// start, or too few free names, is a note: the run goes on with fewer jobs.
+    func startClones(of ready: BootedGuest, count: Int) async -> [Worker] {
+        guard ready.session.hasRAMImage(options.readyTag) else {
+            observe(.note("--jobs \(options.jobs): guest \(ready.guest.name) reverts with loadvm (\(ready.session.fastSaveObstacle ?? "no RAM image")); its tests run with 1 job"))
+            return []
+        }
+        guard count > 0 else { return [] }
+        let (names, taken) = cloneNames(count: count)
+        if !taken.isEmpty {
+            // Another lab's, or a clone's left by a run that was killed: `qlab list` shows it.
+            observe(.note("--jobs \(options.jobs): \(taken.joined(separator: ", ")) already \(taken.count == 1 ? "exists" : "exist") (a lab's state), left alone; "
+                + (names.count < count ? "running with \(names.count + 1) jobs" : "clones: \(names.joined(separator: ", "))")))
+        }
+        var clones: [Worker] = []
+        for name in names where !Task.isCancelled {
+            let begin = ContinuousClock.now
+            do {
+                clones.append(Worker(name: name, isClone: true, label: name, booted: try await clone(ready, as: name)))
+                observe(.note(String(format: "worker %@ ready in %.1f s (a clone at the ready snapshot)", name, (ContinuousClock.now - begin).inSeconds)))
+            } catch {
+                // The name had no state: whatever the failed start left is the run's.
+                await removeClone(name)
+                if Task.isCancelled { break }
+                observe(.note("worker \(name) did not start: \(error); running with fewer jobs"))
             }
         }
-        let (results, boots) = shared.state.withLock { ($0.results, $0.boots) }
-        // One report in matrix order (a boot entry before the entry it booted for).
-        let ordered = results.enumerated().sorted { a, b in
-            (a.element.entry.matrixIndex, a.element.isBoot ? 0 : 1, a.offset) < (b.element.entry.matrixIndex, b.element.isBoot ? 0 : 1, b.offset)
-        }.map(\.element)
-        return TestReport(
-            lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).inSeconds,
-            shards: options.shard.map { [$0.description] } ?? [], results: ordered, boots: boots.sorted { $0.startedAt < $1.startedAt },
-            qemuVersion: qemuVersion, accelerator: accelerator)
+        // The lab was stopped at its ready snapshot while its overlays were copied.
+        _ = try? await ready.session.qmp.cont()
+        return clones
     }
 
     /// A clone of `source` (stopped at its ready snapshot) named `name`: its
     /// overlays copied, the RAM image linked, then a fast revert to the ready
     /// snapshot (a fresh QEMU on the shared image) and `cont`. On failure the
-    /// clone is down again and nothing of it is left.
+    /// clone is down again (its state is the caller's to remove).
     func clone(_ source: BootedGuest, as name: String) async throws -> BootedGuest {
         try await source.session.qmp.stop()
+        // The clone's name is its record's (``LabRecord/lab()``): the lab file's text is the lab's own.
         var cloneLab = lab
         cloneLab.name = name
-        cloneLab.source = Self.renamedSource(lab.source, to: name)
         var upOptions = Self.upOptions(source.guest)
         upOptions.paused = true
         upOptions.cloneOf = lab
@@ -185,66 +124,10 @@ extension TestRunner {
         }
     }
 
-    /// `source` (a lab's YAML) with its top-level `name:` set to `name`, so a
-    /// clone's record reads back as the clone. Empty stays empty.
-    public static func renamedSource(_ source: String, to name: String) -> String {
-        var lines = source.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if let index = lines.firstIndex(where: { $0.hasPrefix("name:") }) { lines[index] = "name: \(name)" }
-        return lines.joined(separator: "\n")
-    }
-
-    /// One worker: takes entries until none is left. `canReboot`: the lab
-    /// itself restarts after a crash or hang (twice failing to boot: the rest
-    /// of what it takes is skipped); a clone goes down and stops taking.
-    func work(_ name: String, booted initial: BootedGuest?, canReboot: Bool, guest: LabGuest, shared: SharedRun, total: Int, bootFailure: String?) async {
-        var booted = initial
-        var failedBoots = 0
-        var bootFailure = bootFailure
-        while let (entry, index) = shared.next() {
-            var result: TestResult
-            if Task.isCancelled {
-                result = TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "not run: the run was cancelled")
-                result.worker = name
-                shared.append(result)
-                continue
-            }
-            observe(.entryStarted(entry, index: index, total: total))
-            if booted == nil && canReboot && failedBoots < 2 {
-                let bootStarted = wallClockSeconds()
-                do {
-                    booted = try await boot(guest)
-                    shared.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
-                } catch let failure as BootFailure where !Task.isCancelled {
-                    shared.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: failure.seconds, ready: false))
-                    failedBoots += 1
-                    bootFailure = failure.message
-                    observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
-                    var bootResult = failure.result(guest: guest.name, before: entry)
-                    bootResult.worker = name
-                    shared.append(bootResult)
-                } catch {}
-            }
-            var leave = false
-            if Task.isCancelled {
-                result = TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "cancelled while the guest booted")
-            } else if let current = booted {
-                let (outcome, healthy) = await runEntry(entry, on: current, index: index, total: total)
-                result = outcome
-                if !healthy && !Task.isCancelled {
-                    observe(.note((canReboot ? "restarting guest \(guest.name)" : "worker \(name) stops")
-                        + " after \(outcome.outcome.rawValue) in \(entry.displayName)"))
-                    await shutDown(current, name: name)
-                    booted = nil
-                    leave = !canReboot
-                }
-            } else {
-                result = TestResult(entry: entry, outcome: .skipped, duration: 0, message: "not run: " + (bootFailure ?? "guest \(guest.name) did not boot"))
-            }
-            result.worker = name
-            shared.append(result)
-            observe(.entryFinished(result, index: index, total: total))
-            if leave { break }
-        }
-        await shutDown(booted, name: name)
+    /// Removes a clone's state once it is down: it was the run's alone, and a
+    /// name with state is never a clone's again (``cloneNames(count:)``).
+    func removeClone(_ name: String) async {
+        let controller = controller
+        _ = await shielded { try? await controller.remove(name) }
     }
 }

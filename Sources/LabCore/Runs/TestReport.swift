@@ -38,6 +38,9 @@ public struct TestResult: Sendable {
     public var screenshot: String?
     /// The lab that ran it in a `qlab run --jobs N` run (`LAB`, `LAB-j2`, ...); nil otherwise.
     public var worker: String?
+    /// QEMU's last lines on stderr when QEMU ended during this entry or its boot (an
+    /// assertion, a crash; ``lastLines(of:)``); empty otherwise. `diagnoses` explain them.
+    public var qemuOutput = ""
 
     public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
                 message: String = "", diagnoses: [Diagnosis] = [], consoleTail: String = "", steps: [(name: String, seconds: Double)] = []) {
@@ -50,6 +53,13 @@ public struct TestResult: Sendable {
         self.diagnoses = diagnoses
         self.consoleTail = consoleTail
         self.steps = steps
+    }
+
+    /// How much of QEMU's stderr a result keeps: its last 20 lines, at most 4 KiB.
+    public static func lastLines(of qemuOutput: String) -> String {
+        let lines = qemuOutput.split(separator: "\n", omittingEmptySubsequences: false).suffix(20).joined(separator: "\n")
+        guard lines.utf8.count > 4096 else { return lines }
+        return String(decoding: lines.utf8.suffix(4096), as: UTF8.self)
     }
 
     /// True for the entry that records a guest's failed boot (test name `boot`).
@@ -69,6 +79,7 @@ public struct TestResult: Sendable {
             "screenshot": screenshot.map { .string(ReportPaths.relative($0, to: directory)) } ?? .null,
         ]
         if let worker { object["worker"] = .string(worker) }
+        if !qemuOutput.isEmpty { object["qemu_output"] = .string(qemuOutput) }
         return .object(object)
     }
 
@@ -85,6 +96,7 @@ public struct TestResult: Sendable {
         diagnoses = (json["diagnoses"]?.arrayValue ?? []).compactMap(Diagnosis.init(json:))
         consoleTail = json["console_tail"]?.stringValue ?? ""
         worker = json["worker"]?.stringValue
+        qemuOutput = json["qemu_output"]?.stringValue ?? ""
         steps = (json["steps"]?.arrayValue ?? []).compactMap { s in
             guard let name = s["name"]?.stringValue, let seconds = s["seconds"]?.doubleValue else { return nil }
             return (name, seconds)

@@ -11,6 +11,10 @@ import Testing
 struct GrubGuestTests {
     static let grubImage = LabFixtures.repositoryRoot + "/images/out/grub/grub.lnx"
     static var haveImage: Bool { FileManager.default.fileExists(atPath: grubImage) }
+    struct ImageMissing: Error, CustomStringConvertible {
+        let path: String
+        var description: String { "\(path) is missing: run images/build.sh grub (the README's test command builds it)" }
+    }
 
     // MARK: Framing (no QEMU)
 
@@ -65,8 +69,9 @@ struct GrubGuestTests {
     // MARK: The real GRUB guest
 
     /// A lab with the GRUB guest and an lsi53c895a carrying the target disk, attached at boot.
+    /// A missing image fails the test (the README's test command builds it), as RunLoopTests' do.
     static func grubLab(_ env: QLabTestEnvironment, name: String, tests: String = "") throws -> String {
-        if !haveImage { Issue.record("\(grubImage) is missing: run images/build.sh (the README's test command does)") }
+        guard haveImage else { throw ImageMissing(path: grubImage) }
         return try env.writeLab(name, """
             name: \(name)
             machine: {type: q35, accel: tcg, memory: 128M, smp: 1}
@@ -86,7 +91,7 @@ struct GrubGuestTests {
             """)
     }
 
-    @Test(.enabled(if: haveImage, "images/out/grub not built: run images/build.sh"))
+    @Test
     func consoleRunsGrubCommands() async throws {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
@@ -146,7 +151,7 @@ struct GrubGuestTests {
         #expect(unknownCommand.status == ConsoleCommandFraming.grubFailedStatus, "\(unknownCommand.output)")
     }
 
-    @Test(.enabled(if: haveImage, "images/out/grub not built: run images/build.sh"))
+    @Test
     func execAndRunLoopWithReset() async throws {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }

@@ -1,0 +1,295 @@
+import Logging
+import Platform
+
+/// One entry's run as it goes: its clock, the steps so far (seconds each),
+/// and where its console output begins, so its tail shows nothing of
+/// earlier runs. Used by one task at a time.
+final class EntryProgress {
+    let entry: TestRunEntry
+    let begin = ContinuousClock.now
+    var steps: [(name: String, seconds: Double)] = []
+    let console: GuestConsole
+    let consoleLog: String?
+    let logOffset: Int
+
+    init(_ entry: TestRunEntry, on booted: TestRunner.BootedGuest) {
+        self.entry = entry
+        console = booted.console
+        consoleLog = booted.session.record.consoleLog
+        logOffset = consoleLog.map(ConsoleLog.size) ?? 0
+    }
+
+    /// Runs `body` as the step `name`, timed.
+    func step<T>(_ name: String, _ body: () async throws -> T) async throws -> T {
+        let start = ContinuousClock.now
+        defer {
+            let seconds = (ContinuousClock.now - start).inSeconds
+            steps.append((name, seconds))
+            LabCoreLog.logger.debug("step \(name) of \(entry.guest)/\(entry.displayName): \(seconds) s")
+        }
+        return try await body()
+    }
+
+    /// The entry's result now: its duration so far and its steps.
+    func result(_ outcome: TestOutcome, status: Int32? = nil, output: String = "", message: String = "",
+                diagnoses: [Diagnosis] = [], tail: String = "") -> TestResult {
+        TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).inSeconds, exitStatus: status, output: output,
+                   message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
+    }
+
+    /// The run cancelled, during the step it was in.
+    func cancelled() -> TestResult {
+        result(.cancelled, message: "cancelled" + (steps.last.map { " during \($0.name)" } ?? ""))
+    }
+
+    /// This run's console output, its last 2 KiB.
+    func consoleTail() -> String {
+        guard let consoleLog else { return console.tail() }
+        return ConsoleLog.tail(consoleLog, bytes: 2048, since: logOffset)
+    }
+}
+
+/// One entry on a booted guest: `before_each`, the clean state with the
+/// devices attached (``prepare(_:_:)``), the test's command, the verdict,
+/// `after_each`. A run that breaks the guest (QEMU gone, a console that did
+/// not recover) says so, and the loop restarts the guest.
+extension TestRunner {
+    /// Runs one entry; `healthy` is false when the guest must be restarted.
+    func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
+        let test = lab.test(named: entry.test)!
+        let progress = EntryProgress(entry, on: booted)
+        let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
+        do {
+            if let hook = lab.hooks.beforeEach {
+                let outcome = try await progress.step("before_each") {
+                    try await HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
+                }
+                if Task.isCancelled { return (progress.cancelled(), false) }
+                if !outcome.succeeded {
+                    return (progress.result(.error, output: outcome.output, message: "before_each hook " + Self.describe(outcome)), true)
+                }
+            }
+            try await prepare(booted, progress)
+            if Task.isCancelled { return (progress.cancelled(), false) }
+            // A test may only read the screen (screen_expect: without run:).
+            let command = test.run.isEmpty
+                ? GuestCommandResult(output: "", exitStatus: test.status, duration: .zero)
+                : try await progress.step("test") { try await booted.commands.run(test.run, timeout: test.timeout) }
+            if Task.isCancelled { return (progress.cancelled(), false) }
+            var result = try await judge(command, of: test, on: booted, progress)
+            if let hook = lab.hooks.afterEach {
+                try await runAfterEach(hook, after: &result, environment: environment, progress)
+            }
+            return (result, true)
+        } catch where Task.isCancelled {
+            return (progress.cancelled(), false)
+        } catch {
+            return await brokenRun(error, on: booted, progress)
+        }
+    }
+
+    /// The verdict on the test's command: its exit status, its `expect`
+    /// texts, then the screen's `screen_expect` texts. A run that did not pass
+    /// keeps its console tail (and what the screen showed) and a screenshot.
+    func judge(_ command: GuestCommandResult, of test: LabTest, on booted: BootedGuest, _ progress: EntryProgress) async throws -> TestResult {
+        var problems: [String] = []
+        if command.exitStatus != test.status {
+            problems.append("exit status \(command.exitStatus) (expected \(test.status))")
+        }
+        for text in test.expect where !command.output.contains(text) {
+            problems.append("output lacks \"\(text)\"")
+        }
+        var screenText = ""
+        if !test.screenExpect.isEmpty {
+            try await progress.step("screen") {
+                let screen = GuestScreen(session: booted.session)
+                for text in test.screenExpect {
+                    do {
+                        try await screen.waitForText(text, timeout: test.timeout)
+                    } catch GuestScreen.ScreenError.textNotShown(_, _, let shown) {
+                        problems.append("the screen did not show \"\(text)\" within \(Self.wholeSeconds(test.timeout.inSeconds)) s")
+                        screenText = shown
+                    }
+                }
+            }
+        }
+        guard !problems.isEmpty else {
+            return progress.result(.passed, status: command.exitStatus, output: command.output)
+        }
+        var tail = progress.consoleTail()
+        if !screenText.isEmpty { tail += (tail.isEmpty ? "" : "\n") + "--- screen ---\n" + screenText }
+        var result = progress.result(.failed, status: command.exitStatus, output: command.output,
+                                     message: problems.joined(separator: "; "), tail: tail)
+        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
+        return result
+    }
+
+    /// `after_each` with the outcome in `QLAB_RESULT`: its failure makes the
+    /// run an `error`, its cancellation a `cancelled`, the verdict kept in the message.
+    func runAfterEach(_ hook: String, after result: inout TestResult, environment: [String: String], _ progress: EntryProgress) async throws {
+        var environment = environment
+        environment["QLAB_RESULT"] = result.outcome.rawValue
+        let outcome = try await progress.step("after_each") {
+            try await HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
+        }
+        result.steps = progress.steps
+        let verdict = result.message.isEmpty ? "" : result.message + "; "
+        if outcome.cancelled {
+            result.outcome = .cancelled
+            result.message = verdict + "cancelled during after_each"
+        } else if !outcome.succeeded {
+            result.outcome = .error
+            result.message = verdict + "after_each hook " + Self.describe(outcome)
+        }
+    }
+
+    /// A run that ended in an error: a command that did not end in time is a
+    /// `timeout` (healthy if the console recovered); anything else an `error`
+    /// with QEMU's exit, last output and diagnosis when QEMU is gone.
+    func brokenRun(_ error: Error, on booted: BootedGuest, _ progress: EntryProgress) async -> (TestResult, healthy: Bool) {
+        var result: TestResult
+        var healthy = false
+        if case GuestError.commandTimeout(_, let seconds, let recovered, _) = error {
+            result = progress.result(.timeout, message: "the test did not end within \(Self.wholeSeconds(seconds)) s" + (recovered ? "" : "; the console did not recover"),
+                                     tail: progress.consoleTail())
+            healthy = recovered
+        } else {
+            let breakage = await explainBreakage(error, booted: booted)
+            result = progress.result(.error, message: breakage.message, diagnoses: breakage.diagnoses, tail: progress.consoleTail())
+            result.qemuOutput = breakage.qemuOutput
+        }
+        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
+        return (result, healthy)
+    }
+
+    /// Why a run broke the guest.
+    struct Breakage {
+        var message: String
+        var diagnoses: [Diagnosis]
+        /// QEMU's last stderr lines when QEMU is gone.
+        var qemuOutput = ""
+    }
+
+    /// Why the guest broke: QEMU's exit, its last output and their diagnosis when QEMU is gone.
+    func explainBreakage(_ error: Error, booted: BootedGuest) async -> Breakage {
+        var breakage = Breakage(message: "\(error)", diagnoses: (error as? SnapshotError)?.diagnoses ?? (error as? DeviceError)?.diagnoses ?? [])
+        let runtime = booted.session.runtime
+        // Reloaded: the supervisor rewrites the record when it restarts QEMU, and removes it once QEMU is gone.
+        if let record = (try? runtime.records.reload()) ?? Optional(booted.session.record), runtime.liveQEMU(record) == nil {
+            if let exit = await runtime.exitRecord(since: record.startedAt, waiting: .seconds(5)) {
+                breakage.message = "QEMU \(exit.exitDescription) during the test (\(error))"
+                breakage.diagnoses += exit.diagnoses
+                breakage.qemuOutput = TestResult.lastLines(of: exit.qemuOutput)
+            } else {
+                breakage.message = "QEMU ended during the test (\(error))"
+            }
+        }
+        return breakage
+    }
+
+    /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` in the screenshot directory, for a
+    /// run or boot that did not pass; nil when the guest has no display, there is no directory, or
+    /// QEMU is gone (a note says why when QEMU answered but the picture could not be saved).
+    func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry) async -> String? {
+        guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
+        if let record = session.runtime.record, session.runtime.liveQEMU(record) == nil { return nil }
+        let name = [lab.name, entry.guest, entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)]
+            .map(Self.fileNamePart).joined(separator: "-") + ".png"
+        let path = directory + "/" + name
+        do {
+            try await GuestScreen(session: session).saveScreenshot(to: path)
+            observe(.note("screenshot of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(path)"))
+            return path
+        } catch {
+            observe(.note("no screenshot of \(entry.guest): \(error)"))
+            return nil
+        }
+    }
+
+    /// Letters, digits, `.`, `_` and `-` of a name; anything else becomes `_`.
+    static func fileNamePart(_ text: String) -> String {
+        String(text.unicodeScalars.map { s -> Character in
+            s.isASCII && (s.properties.isAlphabetic || ("0"..."9").contains(s) || s == "." || s == "_" || s == "-") ? Character(s) : "_"
+        })
+    }
+
+    /// Brings the guest to a clean state with the devices attached and found:
+    /// a revert to the ready snapshot (strategy snapshot) or a reset after the
+    /// first run (strategy reset), then the lab's hotplug devices attached and
+    /// the guest's rescan. What an entry attaches is decided here, in
+    /// ``devicesToAttach(for:on:)``.
+    func prepare(_ booted: BootedGuest, _ progress: EntryProgress) async throws {
+        let hotplug = try devicesToAttach(for: progress.entry, on: booted)
+        switch booted.strategy {
+        case .snapshot:
+            // The step says the method ("revert fast": a fresh QEMU; "revert loadvm": in place).
+            let method: RevertMethod = booted.session.hasRAMImage(options.readyTag) ? .fast : .loadvm
+            try await progress.step("revert \(method.rawValue)") {
+                _ = try await booted.session.revert(to: options.readyTag, attaching: hotplug)
+                booted.console.skipReceived()
+            }
+            if method == .fast, !(booted.commands is GuestConsole) {
+                // The guest agent's connection went with the old QEMU: reconnect by path.
+                booted.commands.close()
+                booted.commands = (try? await GuestConnection.open(runtime: booted.session.runtime, transport: .agent)) ?? booted.console
+            }
+        case .reset:
+            if !booted.freshBoot {
+                try await progress.step("reset") {
+                    let offset = booted.session.record.consoleLog.flatMap(FileSystem.size) ?? 0
+                    // Hotplugged cards go first, so the next run gets fresh ones (and fresh
+                    // disk overlays); the reset that completes their unplug is the reboot.
+                    let attached = try booted.session.hotplugDeviceNames().filter { booted.session.currentDeviceState($0) == .hotplug }
+                    if attached.isEmpty {
+                        _ = try await booted.session.reset()
+                    } else {
+                        _ = try await booted.session.detach(devices: attached, policy: .resetAtOnce)
+                    }
+                    try await booted.console.waitForReady(booted.guest, since: offset)
+                }
+            }
+            if !hotplug.isEmpty {
+                try await progress.step("attach") { _ = try await booted.session.attach(devices: hotplug) }
+            }
+        }
+        booted.freshBoot = false
+        if !hotplug.isEmpty, let rescan = booted.guest.effectiveRescan {
+            try await progress.step("rescan") {
+                let result = try await booted.commands.run(rescan, timeout: .seconds(120))
+                if result.exitStatus != 0 {
+                    throw TestRunError.rescanFailed(status: result.exitStatus, output: result.output)
+                }
+            }
+        }
+    }
+
+    /// The hotplug devices `entry` runs with: today every hotplug device of
+    /// the lab. (A device dimension in the matrix chooses the entry's here.)
+    func devicesToAttach(for entry: TestRunEntry, on booted: BootedGuest) throws -> [String] {
+        try booted.session.hotplugDeviceNames()
+    }
+
+    func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
+        var env = controller.environment
+        env["QLAB_LAB"] = lab.name
+        // The lab that runs it: LAB, or a --jobs clone LAB-jK.
+        env["QLAB_WORKER"] = booted.session.runtime.name
+        env["QLAB_LAB_FILE"] = lab.file
+        env["QLAB_GUEST"] = entry.guest
+        env["QLAB_GUEST_OS"] = booted.guest.os.rawValue
+        env["QLAB_TEST"] = entry.test
+        env["QLAB_REPEAT"] = String(entry.repeatIndex)
+        env["QLAB_RUN_INDEX"] = String(index)
+        env["QLAB_RUN_TOTAL"] = String(total)
+        env["QLAB_QMP_SOCKET"] = booted.session.runtime.qmpSocketPath
+        env["QLAB_CONSOLE_LOG"] = booted.session.record.consoleLog ?? ""
+        env["QLAB_DEVICES"] = lab.devices.map(\.name).joined(separator: " ")
+        env["QLAB_PASSTHROUGH"] = booted.session.record.passthroughHosts.map(\.host).joined(separator: " ")
+        return env
+    }
+
+    static func describe(_ outcome: CapturedRun) -> String {
+        if outcome.timedOut { return "timed out" }
+        return "failed (\(outcome.exit?.description ?? "unknown")): " + outcome.output.suffix(400)
+    }
+}

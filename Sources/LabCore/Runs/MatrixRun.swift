@@ -1,0 +1,216 @@
+import Platform
+import Synchronization
+
+/// The one loop that runs a matrix, one job or N (`--jobs`): per guest, the
+/// lab boots to its ready state for the first entry; under `--jobs N` clones
+/// of it join (ParallelRun.swift); then every worker (the lab, the clones)
+/// takes entries from one queue until none is left. A one-job run is this
+/// loop with one worker. Each entry goes through the same steps wherever it
+/// runs: taken and announced (``take(for:)``), its guest booted if it needs
+/// a boot (``bootIfNeeded(_:for:)``), run or said why not
+/// (``finish(_:by:)``).
+extension TestRunner {
+    /// The run's queue of entries and what the workers produced.
+    final class RunQueue: Sendable {
+        struct State {
+            var queue: [TestRunEntry] = []
+            var results: [TestResult] = []
+            var boots: [GuestBoot] = []
+            /// Entries taken so far in the whole run: the next one's progress index.
+            var started = 0
+            /// What the report says the run used: the first good boot's QEMU and accelerator.
+            var qemuVersion: String?
+            var accelerator: String?
+        }
+        let state = Mutex(State())
+        let total: Int
+
+        init(total: Int) { self.total = total }
+
+        func load(_ entries: [TestRunEntry]) { state.withLock { $0.queue = entries } }
+
+        func next() -> (TestRunEntry, index: Int)? {
+            state.withLock { s in
+                guard !s.queue.isEmpty else { return nil }
+                s.started += 1
+                return (s.queue.removeFirst(), s.started)
+            }
+        }
+
+        func append(_ result: TestResult) { state.withLock { $0.results.append(result) } }
+        func append(_ boot: GuestBoot) { state.withLock { $0.boots.append(boot) } }
+    }
+
+    /// One lab taking entries: the lab itself, or a `--jobs` clone (`LAB-jK`).
+    final class Worker: @unchecked Sendable {
+        let name: String
+        /// A clone does not boot: one whose guest breaks goes down and leaves its share to the others.
+        let isClone: Bool
+        /// What its results carry as `worker`: its name under `--jobs`, nil in a one-job run.
+        let label: String?
+        var booted: BootedGuest?
+        var failedBoots = 0
+        /// Why its guest last failed to boot: what the entries it could not run say.
+        var bootFailure: String?
+
+        init(name: String, isClone: Bool, label: String?, booted: BootedGuest? = nil) {
+            self.name = name
+            self.isClone = isClone
+            self.label = label
+            self.booted = booted
+        }
+
+        /// A guest gets a second boot (QEMU may have been killed from outside), not a third.
+        var mayBoot: Bool { !isClone && failedBoots < 2 }
+    }
+
+    /// An entry a worker took, with its place in the run's progress.
+    struct TakenEntry {
+        var entry: TestRunEntry
+        var index: Int
+        /// False when the run was cancelled before it started: no progress event, no boot.
+        var started: Bool
+    }
+
+    /// Runs `matrix`'s entries guest by guest and returns the whole report.
+    func runMatrix(_ matrix: TestMatrix) async throws -> TestReport {
+        let started = wallClockSeconds()
+        let clock = ContinuousClock.now
+        let run = RunQueue(total: matrix.entries.count)
+        observe(.started(total: run.total))
+        for (guestName, entries) in matrix.byGuest {
+            let guest = try lab.selectGuest(guestName)
+            run.load(entries)
+            await runGuest(guest, entries: entries.count, run: run)
+        }
+        let state = run.state.withLock { $0 }
+        // One report in matrix order (a boot entry before the entry it booted for).
+        let ordered = state.results.enumerated().sorted { a, b in
+            (a.element.entry.matrixIndex, a.element.isBoot ? 0 : 1, a.offset) < (b.element.entry.matrixIndex, b.element.isBoot ? 0 : 1, b.offset)
+        }.map(\.element)
+        return TestReport(
+            lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).inSeconds,
+            shards: options.shard.map { [$0.description] } ?? [], results: ordered,
+            boots: state.boots.sorted { $0.startedAt < $1.startedAt }, qemuVersion: state.qemuVersion, accelerator: state.accelerator)
+    }
+
+    /// One guest's entries. The lab boots for the first entry (a failed boot
+    /// skips the entry it was for; after a second one every entry is
+    /// skipped); once it is ready, clones of it join under `--jobs`; then the
+    /// workers share the queue. The lab itself never leaves the queue (it
+    /// boots again after a crash), so every entry ends with a result.
+    func runGuest(_ guest: LabGuest, entries: Int, run: RunQueue) async {
+        let context = GuestRun(guest: guest, run: run)
+        let labWorker = Worker(name: lab.name, isClone: false, label: options.jobs > 1 ? lab.name : nil)
+        // Clones are made from the lab's ready snapshot: the lab boots first.
+        var first: TakenEntry?
+        while first == nil, let taken = await take(for: labWorker, context) {
+            if labWorker.booted != nil { first = taken } else { _ = await finish(taken, by: labWorker, context) }
+        }
+        var clones: [Worker] = []
+        if let ready = labWorker.booted, options.jobs > 1 {
+            // No more workers than this guest has entries.
+            clones = await startClones(of: ready, count: min(options.jobs, entries) - 1)
+        }
+        await withTaskGroup(of: Void.self) { [first] group in
+            group.addTask { [self] in
+                if let first { _ = await finish(first, by: labWorker, context) }
+                await work(labWorker, context)
+            }
+            for clone in clones {
+                group.addTask { [self] in await work(clone, context) }
+            }
+        }
+    }
+
+    /// What every step of one guest's entries needs: the guest and the run's queue.
+    struct GuestRun: Sendable {
+        var guest: LabGuest
+        var run: RunQueue
+    }
+
+    /// A worker's loop: takes entries until none is left or its guest broke
+    /// (a clone); then its lab goes down (a clone's state goes with it).
+    func work(_ worker: Worker, _ context: GuestRun) async {
+        while let taken = await take(for: worker, context) {
+            guard await finish(taken, by: worker, context) else { break }
+        }
+        await shutDown(worker.booted, name: worker.name)
+        worker.booted = nil
+        if worker.isClone { await removeClone(worker.name) }
+    }
+
+    /// The next entry for `worker`: announced, and its guest booted when it needs a boot.
+    func take(for worker: Worker, _ context: GuestRun) async -> TakenEntry? {
+        guard let (entry, index) = context.run.next() else { return nil }
+        if Task.isCancelled { return TakenEntry(entry: entry, index: index, started: false) }
+        observe(.entryStarted(entry, index: index, total: context.run.total))
+        await bootIfNeeded(worker, for: entry, context)
+        return TakenEntry(entry: entry, index: index, started: true)
+    }
+
+    /// Boots the worker's guest when it has none and may boot, recording the
+    /// boot (and a failed one as the `boot` entry before `entry`).
+    ///
+    /// The device dimension (a device per entry) and guests without hotplug
+    /// (a device attached at boot) come in here: an entry whose boot-time
+    /// devices differ from the booted guest's needs a boot of its own.
+    func bootIfNeeded(_ worker: Worker, for entry: TestRunEntry, _ context: GuestRun) async {
+        guard worker.booted == nil, worker.mayBoot else { return }
+        let guest = context.guest
+        let bootStarted = wallClockSeconds()
+        do {
+            let booted = try await boot(guest, before: entry)
+            worker.booted = booted
+            context.run.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
+            if context.run.state.withLock({ $0.qemuVersion == nil }) {
+                let version = await Self.qemuVersion(of: booted)
+                context.run.state.withLock { s in
+                    s.qemuVersion = s.qemuVersion ?? version
+                    s.accelerator = s.accelerator ?? booted.session.record.accel.accelerator.rawValue
+                }
+            }
+        } catch let failure as BootFailure where !Task.isCancelled {
+            context.run.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: failure.seconds, ready: false))
+            worker.failedBoots += 1
+            worker.bootFailure = failure.message
+            observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
+            var result = failure.result(guest: guest.name, before: entry)
+            result.worker = worker.label
+            context.run.append(result)
+        } catch {
+            // Cancelled while booting: the entry says so (``finish(_:by:_:)``).
+        }
+    }
+
+    /// Runs a taken entry on the worker's guest, or says why it did not run,
+    /// and records the result. False when the worker leaves the queue (a
+    /// clone whose guest broke); the lab itself restarts its guest instead.
+    func finish(_ taken: TakenEntry, by worker: Worker, _ context: GuestRun) async -> Bool {
+        let entry = taken.entry
+        var result: TestResult
+        var stays = true
+        if !taken.started {
+            result = TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "not run: the run was cancelled")
+        } else if Task.isCancelled {
+            result = TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "cancelled while the guest booted")
+        } else if let booted = worker.booted {
+            let (outcome, healthy) = await runEntry(entry, on: booted, index: taken.index, total: context.run.total)
+            result = outcome
+            if !healthy && !Task.isCancelled {
+                observe(.note((worker.isClone ? "worker \(worker.name) stops" : "restarting guest \(context.guest.name)")
+                    + " after \(outcome.outcome.rawValue) in \(entry.displayName)"))
+                await shutDown(booted, name: worker.name)
+                worker.booted = nil
+                stays = !worker.isClone
+            }
+        } else {
+            result = TestResult(entry: entry, outcome: .skipped, duration: 0,
+                                message: "not run: " + (worker.bootFailure ?? "guest \(context.guest.name) did not boot"))
+        }
+        result.worker = worker.label
+        context.run.append(result)
+        if taken.started { observe(.entryFinished(result, index: taken.index, total: context.run.total)) }
+        return stays
+    }
+}
