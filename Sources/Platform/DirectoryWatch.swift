@@ -42,6 +42,32 @@ public final class DirectoryWatch: Sendable {
         return woken ?? false
     }
 
+    /// Waits until `condition` holds (true): it is checked now and after
+    /// every event, on one detached thread for the whole wait (off the
+    /// cooperative pool). False when one of `others` becomes readable or
+    /// hangs up first (a child's pidfd: it exited) and `condition` still does
+    /// not hold, when `timeout` passes or the task is cancelled. The caller
+    /// keeps `others` open until this returns.
+    public func wait(
+        until condition: @escaping @Sendable () -> Bool, timeout: Duration?, orReadable others: [FileDescriptor] = []
+    ) async -> Bool {
+        if condition() { return true }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let met = try? await OffPoolWait.run { [self] cancelFD -> Bool in
+            var fds = PollSet([(FileDescriptor(rawValue: cancelFD), .readable), (FileDescriptor(rawValue: fd), .readable)] + others.map { ($0, .readable) })
+            while true {
+                guard case .success(let ready) = fds.wait(until: deadline), ready > 0 else { return condition() }
+                if !fds.returned(0).isEmpty { return false }
+                if !fds.returned(1).isEmpty {
+                    drain()
+                    if condition() { return true }
+                }
+                if others.indices.contains(where: { !fds.returned($0 + 2).isEmpty }) { return condition() }
+            }
+        }
+        return met ?? condition()
+    }
+
     /// Reads every queued event (`read(2)` until `EAGAIN`).
     private func drain() {
         var buffer = [UInt8](repeating: 0, count: 4096)

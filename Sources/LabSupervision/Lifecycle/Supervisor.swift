@@ -125,7 +125,9 @@ public final class Supervisor: Sendable {
             }
             let left = deadline - ContinuousClock.now
             if let watch, watching, exitEvent >= 0, !socketThere {
-                _ = await watch.wait(timeout: left, orReadable: events)
+                // One off-pool wait until the socket is there (or QEMU exits, the owner goes, time is up).
+                let socket = runtime.supervisorSocketPath
+                _ = await watch.wait(until: { FileSystem.entryExists(socket) }, timeout: left, orReadable: events)
             } else {
                 // The socket is there but QEMU is not listening yet (bound, not
                 // yet listening: no further event comes), or no inotify or pidfd

@@ -23,14 +23,7 @@ package enum EntryWatch {
         if condition() { return true }
         let pidfd = ProcessDescriptor.open(pid)
         defer { if pidfd >= 0 { FileDescriptor(rawValue: pidfd).closeIgnoringErrors() } }
-        let exitEvent = pidfd >= 0 ? [FileDescriptor(rawValue: pidfd)] : []
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline, !Task.isCancelled {
-            let woken = await watch.wait(timeout: deadline - ContinuousClock.now, orReadable: exitEvent)
-            if condition() { return true }
-            // The child exited (its pidfd is readable): the entry will not come now.
-            if woken, pidfd >= 0, !ProcessTable.isRunning(pid) { return condition() }
-        }
-        return condition()
+        // The child's exit (its pidfd readable) ends the wait too: the entry will not come now.
+        return await watch.wait(until: condition, timeout: timeout, orReadable: pidfd >= 0 ? [FileDescriptor(rawValue: pidfd)] : [])
     }
 }
