@@ -57,32 +57,6 @@ public enum UnixSocket {
         return fd
     }
 
-    /// One datagram to the `AF_UNIX` socket at `path` (`@name`: Linux's
-    /// abstract namespace, a leading NUL byte instead): `socket(2)` with
-    /// `SOCK_DGRAM|SOCK_CLOEXEC`, `sendto(2)` with `MSG_NOSIGNAL`. False when
-    /// the path does not fit or the datagram was not sent whole.
-    public static func sendDatagram(_ bytes: [UInt8], to path: String) -> Bool {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var name = Array(path.utf8)
-        if name.first == UInt8(ascii: "@") { name[0] = 0 }
-        let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard !name.isEmpty, name.count < capacity else { return false }
-        withUnsafeMutableBytes(of: &address.sun_path) { buffer in
-            for (index, byte) in name.enumerated() { buffer[index] = byte }
-        }
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { Glibc.close(fd) }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + name.count)
-        let sent = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sockaddrPointer in
-                bytes.withUnsafeBytes { raw in retryOnInterrupt { sendto(fd, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL), sockaddrPointer, length) } }
-            }
-        }
-        return sent == bytes.count
-    }
-
     /// `socketpair(AF_UNIX, SOCK_STREAM)`: a connected pair, e.g. one end
     /// for a QEMU that qlab launches and one for qlab's client. Both ends are
     /// close-on-exec unless `inheritable` names the one to pass to a child.
