@@ -67,7 +67,7 @@ public final class GuestCheck: Sendable {
     /// cancellation too, is in the report.
     public func run() async throws -> GuestCheckReport {
         let runtime = controller.runtime(lab.name)
-        if let record = runtime.record, runtime.liveQEMU(record) != nil {
+        if let record = try runtime.record, runtime.liveQEMU(record) != nil {
             throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
         }
         let started = wallClockSeconds()
