@@ -95,6 +95,10 @@ struct DiagnosisTests {
         Sample(text: "Error: no block device can store vmstate for snapshot", id: "snapshot-no-disk", device: nil),
         Sample(text: "qemu-system-x86_64: -chardev socket,id=m,path=/tmp/xxxx: UNIX socket path '/tmp/xxxx' is too long", id: "socket-path-too-long", device: nil),
         Sample(text: "qemu-system-x86_64: -qmp tcp:127.0.0.1:4444,server=on: Failed to bind socket: Address already in use", id: "socket-in-use", device: nil),
+        // qlab's own line for a QEMU with file-backed RAM that died of SIGBUS (RAMFiles.sigbusNote).
+        Sample(
+            text: "qlab: QEMU was killed by SIGBUS while its guest RAM was file-backed (/dev/shm/qlab-0/bare/live.ram; 0 MiB free now)",
+            id: "ram-file-full", device: nil),
     ]
 
     @Test(arguments: samples)
