@@ -1,8 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-// Glibc: Revert/ is being reworked in parallel (issue 19: its waits go off the pool); its calls move to Platform's
-// wrappers (FileDescriptor.openAt, pipeCloseOnExec, ChildProcess.killAndReap) once that work has landed.
+// Glibc: Revert/ (its fast-revert trust work landed last) still calls the system itself; moving it onto Platform's
+// wrappers (FileDescriptor.openAt, pipeCloseOnExec, ChildProcess.killAndReap) is what is left of issue 19 item 4.
 import Platform
 import QMP
 
