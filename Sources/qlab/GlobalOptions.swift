@@ -4,9 +4,6 @@ import Logging
 import Platform
 import QMP
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Options every command takes, read in one place before ArgumentParser sees
 /// the command line: `--trace-qmp FILE` (every QMP message this command sends
@@ -76,7 +73,7 @@ struct GlobalOptions {
     var effectiveLevel: Logger.Level {
         if let logLevel { return logLevel }
         if verbose { return .debug }
-        return getenv(LabSupervisionLog.environmentVariable).flatMap { LabSupervisionLog.level(String(cString: $0)) } ?? .error
+        return ThisProcess.environment(LabSupervisionLog.environmentVariable).flatMap(LabSupervisionLog.level) ?? .error
     }
 
     /// Bootstraps logging, passes the level to supervisors this command starts,
@@ -84,10 +81,10 @@ struct GlobalOptions {
     func apply() throws(SystemCallError) {
         let level = effectiveLevel
         LabSupervisionLog.bootstrap(level: level)
-        if logLevel != nil || verbose { setenv(LabSupervisionLog.environmentVariable, level.rawValue, 1) }
+        if logLevel != nil || verbose { ThisProcess.setEnvironment(LabSupervisionLog.environmentVariable, level.rawValue) }
         if let traceQMP {
             let command = (["qlab"] + remaining.prefix { !$0.hasPrefix("-") }.prefix(1)).joined(separator: " ")
-            QMPTracing.processTracer = try QMPTraceFile(path: traceQMP, client: "\(command) (pid \(getpid()))")
+            QMPTracing.processTracer = try QMPTraceFile(path: traceQMP, client: "\(command) (pid \(ThisProcess.id))")
         }
     }
 }

@@ -1,9 +1,7 @@
 import ArgumentParser
 import LabCore
+import Platform
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The `qlab` command: subcommands only, each in its own file.
 @main
@@ -68,7 +66,7 @@ struct QLab: AsyncParsableCommand {
         } catch {
             reportError("qlab: \(error)")
             printJSONError(message: "qlab: \(error)", exitCode: ExitStatus.usage.rawValue)
-            Glibc.exit(ExitStatus.usage.rawValue)
+            ThisProcess.exit(ExitStatus.usage.rawValue)
         }
         do {
             var command = try await parse(global)
@@ -81,10 +79,10 @@ struct QLab: AsyncParsableCommand {
             }
         } catch {
             let code = exitCode(for: error).rawValue
-            if code == EX_USAGE {
+            if code == ExitCode.validationFailure.rawValue {
                 reportError(fullMessage(for: error))
                 printJSONError(message: fullMessage(for: error), exitCode: ExitStatus.usage.rawValue)
-                Glibc.exit(ExitStatus.usage.rawValue)
+                ThisProcess.exit(ExitStatus.usage.rawValue)
             }
             // --json: the error object, with the message the command printed
             // on stderr (or ArgumentParser's, which exit(withError:) prints).
