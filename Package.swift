@@ -18,6 +18,8 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         // One logger per module (-v/--log-level); Foundation-free, so the supervisor may use it.
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // Typed descriptors and errno (FileDescriptor, Errno) under Platform; Foundation-free.
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         .systemLibrary(
@@ -27,7 +29,7 @@ let package = Package(
         ),
         // Thin system-call wrappers (errors, files, processes, sockets, waits):
         // Foundation-free, below QMP and the lab modules.
-        .target(name: "Platform"),
+        .target(name: "Platform", dependencies: [.product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "QMP", dependencies: ["CJansson", "Platform", .product(name: "Logging", package: "swift-log")]),
         // What a lab's supervisor needs (records, runtime dirs, processes):
         // Foundation-free, so the supervisor stays small (LabCore re-exports it).

@@ -81,9 +81,9 @@ public struct ChildProcess: Sendable {
             posix_spawn_file_actions_addclose(&actions, fd)
         }
         for fd in keepDescriptors {
-            _ = fcntl(fd, F_SETFD, 0)
+            FileDescriptor(rawValue: fd).setCloseOnExec(false)
         }
-        defer { for fd in keepDescriptors { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) } }
+        defer { for fd in keepDescriptors { FileDescriptor(rawValue: fd).setCloseOnExec(true) } }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -117,12 +117,8 @@ public struct ChildProcess: Sendable {
     /// `waitpid(pid, 0)`: blocks until the child ends, retrying on EINTR.
     public func wait() -> ProcessExit? {
         var status: Int32 = 0
-        while true {
-            let result = waitpid(pid, &status, 0)
-            if result == pid { return ProcessExit(waitStatus: status) }
-            if result < 0 && errno == EINTR { continue }
-            return nil
-        }
+        let result = retryOnInterrupt { waitpid(pid, &status, 0) }
+        return result == pid ? ProcessExit(waitStatus: status) : nil
     }
 
     /// `waitpid(pid, WNOHANG)`: the exit if the child has ended.
@@ -140,15 +136,11 @@ public struct ChildProcess: Sendable {
         let pid = pid
         let pidfd = ProcessDescriptor.open(pid)
         guard pidfd >= 0 else { return await pollingWait(timeout: timeout) }
-        defer { close(pidfd) }
+        defer { FileDescriptor(rawValue: pidfd).closeIgnoringErrors() }
         let deadline = ContinuousClock.now + timeout
         let waited: Void? = try? await OffPoolWait.run { cancelFD in
-            var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
-            while ContinuousClock.now < deadline {
-                let ready = Glibc.poll(&fds, 2, OffPoolWait.milliseconds(deadline - ContinuousClock.now))
-                if ready < 0 && errno != EINTR { break }
-                if fds[0].revents != 0 || fds[1].revents != 0 { break }
-            }
+            var fds = PollSet([(FileDescriptor(rawValue: pidfd), .readable), (FileDescriptor(rawValue: cancelFD), .readable)])
+            _ = fds.wait(until: deadline)
         }
         // The thread could not be started: wait the old way.
         if waited == nil { return await pollingWait(timeout: max(.zero, deadline - ContinuousClock.now)) }
@@ -231,13 +223,13 @@ public enum ProcessTable {
         if !isRunning(pid) { return true }
         let pidfd = ProcessDescriptor.open(pid)
         if pidfd >= 0 {
-            defer { close(pidfd) }
+            defer { FileDescriptor(rawValue: pidfd).closeIgnoringErrors() }
             let waited: Void? = try? await OffPoolWait.run { _ in
-                var poller = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+                var poller = PollSet([(FileDescriptor(rawValue: pidfd), .readable)])
                 while ContinuousClock.now < deadline && !hurry() {
-                    let ready = poll(&poller, 1, min(50, OffPoolWait.milliseconds(deadline - ContinuousClock.now)))
-                    if ready < 0 && errno != EINTR { return }
-                    if poller.revents != 0 { return }
+                    // A tick of at most 50 ms, to ask `hurry`.
+                    let ready = poller.wait(until: min(deadline, ContinuousClock.now + .milliseconds(50)))
+                    guard case .success(0) = ready else { return }
                 }
             }
             if waited != nil { return !isRunning(pid) }

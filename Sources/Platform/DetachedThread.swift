@@ -10,10 +10,15 @@ package enum DetachedThread {
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }
     }
 
-    package static func start(_ body: @escaping @Sendable () -> Void) throws(SystemCallError) {
+    /// Starts `body` on a new detached thread; `stackSize` bytes of stack
+    /// when given (a reader converting deep JSON recurses). Returns the
+    /// thread's identity, valid while it runs.
+    @discardableResult
+    package static func start(stackSize: Int? = nil, _ body: @escaping @Sendable () -> Void) throws(SystemCallError) -> ThreadIdentity {
         var attributes = pthread_attr_t()
         pthread_attr_init(&attributes)
         defer { pthread_attr_destroy(&attributes) }
+        if let stackSize { pthread_attr_setstacksize(&attributes, stackSize) }
         pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         var thread = pthread_t()
@@ -25,5 +30,6 @@ package enum DetachedThread {
             Unmanaged<Box>.fromOpaque(box).release()
             throw SystemCallError("pthread_create", errno: result)
         }
+        return ThreadIdentity(thread)
     }
 }

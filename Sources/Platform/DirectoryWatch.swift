@@ -24,23 +24,48 @@ public final class DirectoryWatch: Sendable {
         return inotify_add_watch(fd, directory, UInt32(mask) | UInt32(IN_ONLYDIR) | UInt32(IN_DONT_FOLLOW)) >= 0
     }
 
-    /// Waits until an event arrives (true), `timeout` passes or the task is
-    /// cancelled (false): `poll(2)` on the inotify descriptor on a detached
-    /// thread, off the cooperative pool. Queued events are read and dropped:
-    /// the caller looks at the files again.
-    public func wait(timeout: Duration? = nil) async -> Bool {
-        let milliseconds = timeout.map(OffPoolWait.milliseconds) ?? -1
+    /// Waits until an event arrives or one of `others` becomes readable or
+    /// hangs up (true), `timeout` passes or the task is cancelled (false):
+    /// `poll(2)` on the inotify descriptor (and `others`: a child's pidfd, an
+    /// owner pipe) on a detached thread, off the cooperative pool. Queued
+    /// events are read and dropped: the caller looks at the files again.
+    /// The caller keeps `others` open until this returns.
+    public func wait(timeout: Duration? = nil, orReadable others: [FileDescriptor] = []) async -> Bool {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
         // The thread holds the watch, so its descriptor stays open while polled.
         let woken = try? await OffPoolWait.run { [self] cancelFD -> Bool in
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
-            while true {
-                let ready = poll(&fds, 2, milliseconds)
-                if ready < 0 && errno == EINTR { continue }
-                return ready > 0 && fds[0].revents != 0 && fds[1].revents == 0
-            }
+            var fds = PollSet([(FileDescriptor(rawValue: cancelFD), .readable), (FileDescriptor(rawValue: fd), .readable)] + others.map { ($0, .readable) })
+            let ready = fds.wait(until: deadline)
+            return (try? ready.get()).map { $0 > 0 } == true && fds.returned(0).isEmpty
         }
         drain()
         return woken ?? false
+    }
+
+    /// Waits until `condition` holds (true): it is checked now and after
+    /// every event, on one detached thread for the whole wait (off the
+    /// cooperative pool). False when one of `others` becomes readable or
+    /// hangs up first (a child's pidfd: it exited) and `condition` still does
+    /// not hold, when `timeout` passes or the task is cancelled. The caller
+    /// keeps `others` open until this returns.
+    public func wait(
+        until condition: @escaping @Sendable () -> Bool, timeout: Duration?, orReadable others: [FileDescriptor] = []
+    ) async -> Bool {
+        if condition() { return true }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        let met = try? await OffPoolWait.run { [self] cancelFD -> Bool in
+            var fds = PollSet([(FileDescriptor(rawValue: cancelFD), .readable), (FileDescriptor(rawValue: fd), .readable)] + others.map { ($0, .readable) })
+            while true {
+                guard case .success(let ready) = fds.wait(until: deadline), ready > 0 else { return condition() }
+                if !fds.returned(0).isEmpty { return false }
+                if !fds.returned(1).isEmpty {
+                    drain()
+                    if condition() { return true }
+                }
+                if others.indices.contains(where: { !fds.returned($0 + 2).isEmpty }) { return condition() }
+            }
+        }
+        return met ?? condition()
     }
 
     /// Reads every queued event (`read(2)` until `EAGAIN`).

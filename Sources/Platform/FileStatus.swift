@@ -6,7 +6,7 @@ import Glibc
 /// permission bits, as qlab checks them before trusting a directory or a record.
 public struct FileStatus: Sendable, Hashable {
     public enum Kind: Sendable, Hashable {
-        case directory, regular, symbolicLink, other
+        case directory, regular, symbolicLink, blockDevice, characterDevice, fifo, socket, other
     }
 
     public var kind: Kind
@@ -16,12 +16,19 @@ public struct FileStatus: Sendable, Hashable {
     public var device: UInt64
     public var inode: UInt64
     public var size: Int
+    /// `st_mtim`: when the contents last changed.
+    public var modifiedSeconds: Int
+    public var modifiedNanoseconds: Int
 
     init(_ info: stat) {
         switch info.st_mode & S_IFMT {
         case S_IFDIR: kind = .directory
         case S_IFREG: kind = .regular
         case S_IFLNK: kind = .symbolicLink
+        case S_IFBLK: kind = .blockDevice
+        case S_IFCHR: kind = .characterDevice
+        case S_IFIFO: kind = .fifo
+        case S_IFSOCK: kind = .socket
         default: kind = .other
         }
         owner = info.st_uid
@@ -29,12 +36,30 @@ public struct FileStatus: Sendable, Hashable {
         device = UInt64(info.st_dev)
         inode = UInt64(info.st_ino)
         size = Int(info.st_size)
+        modifiedSeconds = Int(info.st_mtim.tv_sec)
+        modifiedNanoseconds = Int(info.st_mtim.tv_nsec)
     }
 
     /// `fstat(2)` of an open descriptor; the errno on failure.
     public static func of(descriptor fd: Int32) -> Result<FileStatus, SystemErrno> {
         var info = stat()
         return fstat(fd, &info) == 0 ? .success(FileStatus(info)) : .failure(SystemErrno(errno))
+    }
+
+    /// `fstat(2)` of an open descriptor; the errno on failure.
+    public static func of(descriptor fd: FileDescriptor) -> Result<FileStatus, SystemErrno> {
+        of(descriptor: fd.rawValue)
+    }
+
+    /// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW` of `name` in `directory`.
+    public static func of(_ name: String, in directory: FileDescriptor) -> Result<FileStatus, SystemErrno> {
+        of(name, in: directory.rawValue)
+    }
+
+    /// `stat(2)` of `path`, links followed; nil when it cannot be had.
+    public static func following(_ path: String) -> FileStatus? {
+        var info = stat()
+        return stat(path, &info) == 0 ? FileStatus(info) : nil
     }
 
     /// `fstatat(2)` with `AT_SYMLINK_NOFOLLOW` of `name` in the directory

@@ -49,17 +49,12 @@ public enum FileSystem {
         let temp = RandomName.temporary(for: name)
         let fd = openat(directory, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemCallError("create a temporary file beside \(path)") }
-        var offset = 0
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let error = SystemCallError("write \(path)")
-                close(fd)
-                unlinkat(directory, temp, 0)
-                throw error
-            }
-            offset += n
+        do throws(SystemCallError) {
+            try FileDescriptor(rawValue: fd).writeEvery(bytes, what: path)
+        } catch {
+            close(fd)
+            unlinkat(directory, temp, 0)
+            throw error
         }
         if durable { fsync(fd) }
         close(fd)
@@ -72,18 +67,7 @@ public enum FileSystem {
 
     /// `read(2)` until end of file or `limit` bytes; nil on a read error.
     package static func readAll(_ fd: Int32, limit: Int) -> [UInt8]? {
-        var result: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while result.count < limit {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, min($0.count, limit - result.count)) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                return nil
-            }
-            if count == 0 { break }
-            result.append(contentsOf: buffer[0..<count])
-        }
-        return result
+        FileDescriptor(rawValue: fd).readAll(limit: limit)
     }
 
     /// Appends one line with `O_APPEND` (atomic for lines under PIPE_BUF between
@@ -92,9 +76,22 @@ public enum FileSystem {
         let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SystemCallError("open \(path)") }
         defer { close(fd) }
-        let bytes = Array((line + "\n").utf8)
-        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        // One write(2) for a whole line; a short one (a full disk) goes on from where it stopped.
+        try FileDescriptor(rawValue: fd).writeEvery(Array((line + "\n").utf8), what: path)
     }
+
+    /// `rmdir(2)`: removes `path` only when it is an empty directory.
+    public static func removeEmptyDirectory(_ path: String) {
+        rmdir(path)
+    }
+
+    /// `rename(2)`: `from` replaces `to` atomically.
+    public static func rename(_ from: String, to: String) throws(SystemCallError) {
+        guard Glibc.rename(from, to) == 0 else { throw SystemCallError("rename \(from) to \(to)") }
+    }
+
+    /// `access(2)` with `X_OK`: whether this user may execute `path`.
+    public static func isExecutable(_ path: String) -> Bool { access(path, X_OK) == 0 }
 
     public static func remove(_ path: String) {
         unlink(path)
@@ -132,6 +129,6 @@ public enum FileSystem {
         if path.hasPrefix("/") { return path }
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
         guard getcwd(&buffer, buffer.count) != nil else { return path }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
+        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self) + "/" + path
     }
 }

@@ -46,14 +46,9 @@ package enum OffPoolWait {
         private let closed = Mutex(false)
 
         init() throws(SystemCallError) {
-            var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-            for fd in ends {
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-                _ = fcntl(fd, F_SETFL, O_NONBLOCK)
-            }
-            readFD = ends[0]
-            writeFD = ends[1]
+            let ends = try FileDescriptor.pipeCloseOnExec(nonBlocking: true)
+            readFD = ends.readEnd.rawValue
+            writeFD = ends.writeEnd.rawValue
         }
 
         func signal() {
@@ -68,8 +63,8 @@ package enum OffPoolWait {
             closed.withLock { closed in
                 guard !closed else { return }
                 closed = true
-                Glibc.close(readFD)
-                Glibc.close(writeFD)
+                FileDescriptor(rawValue: readFD).closeIgnoringErrors()
+                FileDescriptor(rawValue: writeFD).closeIgnoringErrors()
             }
         }
     }

@@ -20,7 +20,7 @@ package enum ProcessDescriptor {
     package static func open(_ pid: pid_t) -> Int32 {
         guard let pidfdOpen else { return -1 }
         let fd = pidfdOpen(pid, 0)
-        if fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        if fd >= 0 { FileDescriptor(rawValue: fd).setCloseOnExec(true) }
         return fd
     }
 }

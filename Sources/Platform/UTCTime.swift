@@ -34,4 +34,13 @@ public enum UTCTime {
         return "\(pad(Int(parts.tm_year) + 1900, 4))-\(pad(Int(parts.tm_mon) + 1, 2))-\(pad(Int(parts.tm_mday), 2))"
             + "T\(pad(Int(parts.tm_hour), 2)):\(pad(Int(parts.tm_min), 2)):\(pad(Int(parts.tm_sec), 2)).\(pad(Int(milliseconds), 3))Z"
     }
+
+    /// `2026-11-30T17:40:03Z`: UTC, whole seconds (truncated), `gmtime_r(3)`.
+    public static func iso8601Seconds(_ secondsSinceEpoch: Double) -> String {
+        var time = time_t(secondsSinceEpoch)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    }
 }

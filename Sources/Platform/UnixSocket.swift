@@ -51,14 +51,10 @@ public enum UnixSocket {
 
     /// `accept(2)`, then close-on-exec with `fcntl(2)`.
     public static func accept(_ listener: Int32) throws(SystemCallError) -> Int32 {
-        while true {
-            let fd = Glibc.accept(listener, nil, nil)
-            if fd >= 0 {
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-                return fd
-            }
-            if errno != EINTR { throw SystemCallError("accept") }
-        }
+        let fd = retryOnInterrupt { Glibc.accept(listener, nil, nil) }
+        guard fd >= 0 else { throw SystemCallError("accept") }
+        FileDescriptor(rawValue: fd).setCloseOnExec(true)
+        return fd
     }
 
     /// `socketpair(AF_UNIX, SOCK_STREAM)`: a connected pair, e.g. one end
@@ -70,7 +66,7 @@ public enum UnixSocket {
             throw SystemCallError("socketpair")
         }
         if inheritableSecond {
-            _ = fcntl(fds[1], F_SETFD, 0)
+            FileDescriptor(rawValue: fds[1]).setCloseOnExec(false)
         }
         return (fds[0], fds[1])
     }

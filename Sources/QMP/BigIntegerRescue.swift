@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Carries integers that jansson's 64-bit signed `json_int_t` cannot hold
 /// through jansson: each is swapped for a string token before `json_loadb`

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -58,12 +55,12 @@ public final class ByteStreamChannel: Sendable {
 
     /// Runs preferring tasks on the reader thread; also holds the wake-up pipe.
     public let executor: ReaderThreadExecutor
-    private let fd: Int32
+    private let fd: FileDescriptor
     private let writeLock = Mutex<Bool>(false)  // true once closed for writing
     private let state = Mutex<State>(State())
     /// Readable (end of file) once the reader has ended: closers poll it.
-    private let endedReadFD: Int32
-    private let endedWriteFD: Int32
+    private let endedReadFD: FileDescriptor
+    private let endedWriteFD: FileDescriptor
 
     struct State {
         var started = false
@@ -73,7 +70,7 @@ public final class ByteStreamChannel: Sendable {
         var handler: Handler?
         var nextDeadline: (@Sendable () -> ContinuousClock.Instant?)?
         /// The reader thread's identity, while it runs.
-        var readerThread: pthread_t?
+        var readerThread: ThreadIdentity?
         /// Async writers waiting for room in the socket: the reader polls for POLLOUT for them.
         var writers: [UInt64: Writer] = [:]
         var nextWriterKey: UInt64 = 0
@@ -86,64 +83,51 @@ public final class ByteStreamChannel: Sendable {
 
     /// Adopts `fd` (a connected stream socket); the channel closes it.
     public init(adopting fd: Int32) throws(SystemCallError) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        let ends = try FileDescriptor.pipeCloseOnExec()
         do {
             self.executor = try ReaderThreadExecutor()
         } catch {
-            Glibc.close(ends[0])
-            Glibc.close(ends[1])
+            ends.readEnd.closeIgnoringErrors()
+            ends.writeEnd.closeIgnoringErrors()
             throw error
         }
-        self.fd = fd
-        self.endedReadFD = ends[0]
-        self.endedWriteFD = ends[1]
+        self.fd = FileDescriptor(rawValue: fd)
+        self.endedReadFD = ends.readEnd
+        self.endedWriteFD = ends.writeEnd
     }
 
     deinit {
         // The reader holds the channel until it ends, so it is not running here.
         let (closeFD, started) = state.withLock { s in (!s.fdClosed, s.started) }
-        if closeFD { Glibc.close(fd) }
-        if !started { Glibc.close(endedWriteFD) }
-        Glibc.close(endedReadFD)
+        if closeFD { fd.closeIgnoringErrors() }
+        if !started { endedWriteFD.closeIgnoringErrors() }
+        endedReadFD.closeIgnoringErrors()
     }
 
-    /// Starts the reader thread (once) with `pthread_create(3)`, detached.
+    /// Starts the reader thread (once), detached (``DetachedThread``).
     public func start(
         nextDeadline: @escaping @Sendable () -> ContinuousClock.Instant? = { nil },
         handler: @escaping Handler
     ) throws(SystemCallError) {
-        var attributes = pthread_attr_t()
-        pthread_attr_init(&attributes)
-        defer { pthread_attr_destroy(&attributes) }
-        // Converting a deeply nested jansson tree recurses, and preferring
-        // tasks run here too: give it room.
-        pthread_attr_setstacksize(&attributes, 16 << 20)
-        pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
         // Created under the lock, so the thread's identity is stored before
         // anything (the thread's own first step, a close) can ask for it.
-        let result: Int32? = state.withLock { s in
+        // The thread holds the channel until its loop ends.
+        let failure: SystemCallError? = state.withLock { s in
             guard !s.started, !s.stopRequested else { return nil }
             s.handler = handler
             s.nextDeadline = nextDeadline
-            let box = Unmanaged.passRetained(self).toOpaque()
-            var thread = pthread_t()
-            let result = pthread_create(&thread, &attributes, { raw in
-                let channel = Unmanaged<ByteStreamChannel>.fromOpaque(raw!).takeRetainedValue()
-                channel.readLoop()
-                return nil
-            }, box)
-            if result == 0 {
+            do throws(SystemCallError) {
+                // Converting a deeply nested jansson tree recurses, and
+                // preferring tasks run here too: give it room.
+                s.readerThread = try DetachedThread.start(stackSize: 16 << 20) { [self] in readLoop() }
                 s.started = true
-                s.readerThread = thread
-            } else {
+                return nil
+            } catch {
                 s.handler = nil
-                Unmanaged<ByteStreamChannel>.fromOpaque(box).release()
+                return error
             }
-            return result
         }
-        if let result, result != 0 { throw SystemCallError("pthread_create", errno: result) }
+        if let failure { throw failure }
     }
 
     /// Writes every byte with `send(2)` (MSG_NOSIGNAL; `write(2)` for a
@@ -155,23 +139,23 @@ public final class ByteStreamChannel: Sendable {
             let deadline = timeout.map { ContinuousClock.now + $0 }
             var offset = 0
             while offset < bytes.count {
-                var n = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
-                if n < 0 && errno == ENOTSOCK { n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset) }
-                if n >= 0 {
+                switch fd.send(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+                case .success(let n):
                     offset += n
                     continue
+                case .failure(let error) where error.isWouldBlock:
+                    break
+                case .failure(let error):
+                    return .failed(SystemCallError("send", error))
                 }
-                let error = errno
-                if error == EINTR { continue }
-                guard error == EAGAIN || error == EWOULDBLOCK else { return .failed(SystemCallError("send", errno: error)) }
                 var milliseconds: Int32 = -1
                 if let deadline {
                     let remaining = ContinuousClock.now.duration(to: deadline)
                     guard remaining > .zero else { return .stalled }
                     milliseconds = Self.milliseconds(remaining)
                 }
-                var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&poller, 1, milliseconds)
+                var poller = PollSet([(fd, .writable)])
+                _ = poller.waitOnce(milliseconds: milliseconds)
             }
             return nil
         }
@@ -189,13 +173,10 @@ public final class ByteStreamChannel: Sendable {
             let result: Result<Int, StreamWriteError> = writeLock.withLock { closed in
                 if closed { return .failure(.closed) }
                 return bytes.withUnsafeBytes { raw in
-                    while true {
-                        let n = send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
-                        if n >= 0 { return .success(n) }
-                        let error = errno
-                        if error == EINTR { continue }
-                        if error == EAGAIN || error == EWOULDBLOCK { return .success(0) }
-                        return .failure(.failed(SystemCallError("send", errno: error)))
+                    switch fd.send(UnsafeRawBufferPointer(rebasing: raw[offset...]), dontWait: true) {
+                    case .success(let n): return .success(n)
+                    case .failure(let error) where error.isWouldBlock: return .success(0)
+                    case .failure(let error): return .failure(.failed(SystemCallError("send", error)))
                     }
                 }
             }
@@ -251,16 +232,16 @@ public final class ByteStreamChannel: Sendable {
         // shutdown never hits a closed (or reused) descriptor.
         let (started, onReader): (Bool, Bool) = state.withLock { s in
             s.stopRequested = true
-            if !s.fdClosed { shutdown(fd, Int32(SHUT_RDWR)) }
-            return (s.started, s.readerThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false)
+            if !s.fdClosed { fd.shutdownReadWrite() }
+            return (s.started, s.readerThread?.isCurrent == true)
         }
         executor.wake()
         guard started, !onReader else {
             finish(.closedByOwner)
             return
         }
-        var ended = pollfd(fd: endedReadFD, events: Int16(POLLIN), revents: 0)
-        while poll(&ended, 1, -1) < 0 && errno == EINTR {}
+        var ended = PollSet([(endedReadFD, .readable)])
+        _ = ended.wait(until: nil)
     }
 
     /// Ends the stream once: no more writes, fd closed, `.ended` delivered.
@@ -269,7 +250,7 @@ public final class ByteStreamChannel: Sendable {
         let handler: Handler?? = state.withLock { s in
             guard !s.fdClosed else { return .none }
             s.fdClosed = true
-            Glibc.close(fd)
+            fd.closeIgnoringErrors()
             defer { s.handler = nil; s.nextDeadline = nil }
             return .some(s.handler)
         }
@@ -287,48 +268,49 @@ public final class ByteStreamChannel: Sendable {
         let (handler, nextDeadline) = state.withLock { s in (s.handler!, s.nextDeadline!) }
         let capacity = 256 << 10
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
-        let fds = UnsafeMutablePointer<pollfd>.allocate(capacity: 2)
+        var fds = PollSet([(fd, .readable), (executor.wakeReadFD, .readable)])
         var spareJobs: [UnownedJob] = []
-        defer {
-            buffer.deallocate()
-            fds.deallocate()
-        }
+        defer { buffer.deallocate() }
         var end = StreamEnd.peerClosed
-        while true {
+        readLoop: while true {
             executor.runJobs(spare: &spareJobs)
             if state.withLock({ $0.stopRequested }) {
                 end = .closedByOwner
                 break
             }
             let writerDeadline = state.withLock { s in s.writers.isEmpty ? nil : s.writers.values.map(\.deadline).min() }
-            fds[0] = pollfd(fd: fd, events: Int16(writerDeadline == nil ? POLLIN : POLLIN | POLLOUT), revents: 0)
-            fds[1] = pollfd(fd: executor.wakeReadFD, events: Int16(POLLIN), revents: 0)
+            fds.set(0, fd, writerDeadline == nil ? .readable : [.readable, .writable])
+            fds.set(1, executor.wakeReadFD, .readable)
             let ownerDeadline = nextDeadline()
             let deadline = [ownerDeadline, writerDeadline].compactMap { $0 }.min()
             let timeout = deadline.map { Self.milliseconds(ContinuousClock.now.duration(to: $0)) } ?? -1
             let mayBlock = executor.prepareToSleep()
-            let ready = poll(fds, 2, mayBlock ? timeout : 0)
-            let pollErrno = errno
-            let woken = fds[1].revents != 0
+            let polled = fds.waitOnce(milliseconds: mayBlock ? timeout : 0)
+            let woken = !fds.returned(1).isEmpty
             executor.awoke(pipeReadable: woken)
-            if ready < 0 && pollErrno != EINTR {
-                end = .pollFailed(SystemCallError("poll", errno: pollErrno))
+            // An interrupted poll is a turn with nothing ready (deadlines are recomputed).
+            if case .failure(let error) = polled, error != .interrupted {
+                end = .pollFailed(SystemCallError("poll", error))
                 break
             }
+            let ready = (try? polled.get()) ?? 0
             if writerDeadline != nil {
-                releaseWriters(all: fds[0].revents & Int16(POLLOUT | POLLERR | POLLHUP) != 0)
+                releaseWriters(all: !fds.returned(0).isDisjoint(with: [.writable, .error, .hangUp]))
             }
-            if ready > 0 && fds[0].revents & Int16(POLLIN | POLLERR | POLLHUP) != 0 {
-                let n = read(fd, buffer.baseAddress!, capacity)
-                if n == 0 { break }
-                if n > 0 {
+            if ready > 0 && !fds.returned(0).isDisjoint(with: [.readable, .error, .hangUp]) {
+                switch fd.readSome(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<capacity])) {
+                case .success(0):
+                    break readLoop
+                case .success(let n):
                     if !handler(.bytes(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))) {
                         end = .stoppedByHandler
-                        break
+                        break readLoop
                     }
-                } else if errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK {
-                    end = .readFailed(SystemCallError("read"))
+                case .failure(let error) where error.isWouldBlock:
                     break
+                case .failure(let error):
+                    end = .readFailed(SystemCallError("read", error))
+                    break readLoop
                 }
             }
             // Deadlines matter only when poll timed out or was woken for
@@ -347,6 +329,6 @@ public final class ByteStreamChannel: Sendable {
         // Jobs resumed by `.ended` (and any later ones) run elsewhere.
         executor.shutDown()
         // The reader's last act: closers waiting in `close` see end of file.
-        Glibc.close(endedWriteFD)
+        endedWriteFD.closeIgnoringErrors()
     }
 }

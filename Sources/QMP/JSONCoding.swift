@@ -1,8 +1,6 @@
 import CJansson
+import Platform
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Why bytes did not parse as JSON. Carries jansson's own position and text.
 public struct JSONParseError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -85,8 +83,7 @@ extension JSONValue {
         }
         // JSON text never holds a raw NUL (a string escapes it as \u0000), but
         // jansson stops at one after a top-level number: `123\0` would load as 123.
-        if let nul = memchr(buffer.baseAddress!, 0, buffer.count) {
-            let position = buffer.baseAddress!.distance(to: UnsafeRawPointer(nul))
+        if let position = ByteSearch.firstIndex(of: 0, in: buffer) {
             let before = UnsafeRawBufferPointer(rebasing: buffer[..<position])
             let line = 1 + before.count { $0 == 0x0A }
             let column = position - (before.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1

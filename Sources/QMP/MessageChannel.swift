@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -123,7 +120,7 @@ public final class MessageChannel: Sendable {
             let failure: SystemCallError
             switch error {
             case .failed(let error): failure = error
-            case .closed, .stalled: failure = SystemCallError("send", errno: EPIPE)
+            case .closed, .stalled: failure = SystemCallError("send", Errno.brokenPipe)
             }
             throw QMPError.disconnected("could not send to QEMU: \(failure)")
         }

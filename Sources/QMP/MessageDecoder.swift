@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 
 /// Why a received message could not be delivered.
 public enum QMPDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -132,9 +130,7 @@ public struct QMPMessageDecoder: Sendable {
         let count = buffer.count
         guard scanned < count else { return nil }
         let found: Int? = buffer.withUnsafeBytes { raw in
-            let base = raw.baseAddress!
-            guard let hit = memchr(base + scanned, 0x0A, count - scanned) else { return nil }
-            return base.distance(to: UnsafeRawPointer(hit))
+            ByteSearch.firstIndex(of: 0x0A, in: UnsafeRawBufferPointer(rebasing: raw[scanned...])).map { scanned + $0 }
         }
         if found == nil { scanned = count }
         return found

@@ -1,7 +1,4 @@
 import CJansson
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Platform
 import Synchronization
@@ -138,7 +135,7 @@ public final class QMPClient: Sendable {
                 fd: fd, eventHistoryLimit: eventHistoryLimit, timeouts: timeouts,
                 tracer: QMPTracers.combine([tracer, QMPTracing.processTracer]))
         } catch {
-            Glibc.close(fd)
+            FileDescriptor(rawValue: fd).closeIgnoringErrors()
             throw QMPError.connect(error.description)
         }
         do {

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -29,16 +26,16 @@ public final class QMPTraceFile: QMPTracer {
     public let path: String
     /// Who traced: "qlab run (pid 123)", "supervisor (pid 45)".
     public let client: String
-    private let fd: Int32
+    private let fd: FileDescriptor
     private let lock = Mutex(())
 
     public init(path: String, client: String) throws(SystemCallError) {
-        self.fd = try PrivateAppendFile.open(path)
+        self.fd = FileDescriptor(rawValue: try PrivateAppendFile.open(path))
         self.path = path
         self.client = client
     }
 
-    deinit { close(fd) }
+    deinit { fd.closeIgnoringErrors() }
 
     public func record(_ direction: QMPTraceDirection, _ message: JSONValue) {
         let now = UTCTime.now()
@@ -49,15 +46,7 @@ public final class QMPTraceFile: QMPTracer {
         guard var bytes = try? line.serialized(pretty: false) else { return }
         bytes.append(0x0A)
         // One write(2) per line: O_APPEND keeps lines of concurrent writers whole.
-        lock.withLock { _ in
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else { return }
-                offset += written
-            }
-        }
+        lock.withLock { _ in try? fd.writeEvery(bytes, what: path) }
     }
 }
 

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -29,7 +26,7 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
         /// The reader thread runs jobs; otherwise they go to the global executor.
         var accepting = false
         /// Set by the reader thread itself in `open()`.
-        var readerThread: pthread_t?
+        var readerThread: ThreadIdentity?
         /// The reader is in, or about to enter, a blocking `poll(2)`.
         var sleeping = false
         /// `wake()` came while the reader was awake: its next poll must not block.
@@ -38,24 +35,17 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
 
     private let state = Mutex<State>(State())
     /// The self-pipe's read end, polled by the reader next to its socket.
-    let wakeReadFD: Int32
-    private let wakeWriteFD: Int32
+    let wakeReadFD: FileDescriptor
+    private let wakeWriteFD: FileDescriptor
 
-    /// Creates the self-pipe with `pipe(2)`: non-blocking, close-on-exec.
+    /// Creates the self-pipe with `pipe2(2)`: non-blocking, close-on-exec.
     init() throws(SystemCallError) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-        for end in ends {
-            _ = fcntl(end, F_SETFD, FD_CLOEXEC)
-            _ = fcntl(end, F_SETFL, fcntl(end, F_GETFL) | O_NONBLOCK)
-        }
-        wakeReadFD = ends[0]
-        wakeWriteFD = ends[1]
+        (wakeReadFD, wakeWriteFD) = try FileDescriptor.pipeCloseOnExec(nonBlocking: true)
     }
 
     deinit {
-        Glibc.close(wakeReadFD)
-        Glibc.close(wakeWriteFD)
+        wakeReadFD.closeIgnoringErrors()
+        wakeWriteFD.closeIgnoringErrors()
     }
 
     public func enqueue(_ job: consuming ExecutorJob) {
@@ -89,7 +79,7 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
 
     private func writeWakeByte() {
         var one: UInt8 = 1
-        _ = write(wakeWriteFD, &one, 1)  // EAGAIN: the pipe is full, so a wake is pending anyway
+        _ = withUnsafeBytes(of: &one) { wakeWriteFD.writeSome($0) }  // EAGAIN: the pipe is full, so a wake is pending anyway
     }
 
     // MARK: Reader side (called on the reader thread only)
@@ -99,14 +89,14 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
     public var isCurrentThread: Bool {
         state.withLock { s in
             // After the reader ends its id may belong to a new thread: ask only while it runs.
-            s.accepting && s.readerThread.map { pthread_equal($0, pthread_self()) != 0 } ?? false
+            s.accepting && s.readerThread?.isCurrent == true
         }
     }
 
     /// The reader (the calling thread) starts taking jobs.
     func open() {
         state.withLock { s in
-            s.readerThread = pthread_self()
+            s.readerThread = .current
             s.accepting = true
         }
     }
@@ -141,7 +131,7 @@ public final class ReaderThreadExecutor: TaskExecutor, Sendable {
         state.withLock { $0.sleeping = false }
         if pipeReadable {
             var drain = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
-            while read(wakeReadFD, &drain, 32) == 32 {}
+            while withUnsafeMutableBytes(of: &drain, { wakeReadFD.readSome(into: $0) }) == .success(32) {}
         }
     }
 

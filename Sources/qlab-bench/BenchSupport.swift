@@ -1,4 +1,6 @@
 import Foundation
+// Glibc: the floor qlab is measured against drives QEMU and its sockets with raw posix_spawn, waitpid, read and
+// write, on purpose: no qlab layer between the benchmark and the system (see the hand and floor columns).
 import Platform
 import QMP
 

@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// `qlab-bench revert --dirty [--runs N] [--memory 1G,256M] [--lab FILE] [--qlab PATH]`:
@@ -44,8 +45,8 @@ enum DirtyRevertBench {
         }
         let directory = try BenchProcess.makeTemporaryDirectory("revert-dirty")
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        setenv("QLAB_RUNTIME_DIR", directory + "/run", 1)
-        setenv("QLAB_STATE_DIR", directory + "/state", 1)
+        ThisProcess.setEnvironment("QLAB_RUNTIME_DIR", directory + "/run")
+        ThisProcess.setEnvironment("QLAB_STATE_DIR", directory + "/state")
         print("qlab-bench revert --dirty: \(runs) timed reverts per method and memory size; lab \(labPath); methods interleaved, order rotating")
         for memory in memories {
             guard let size = ByteSize(parsing: memory) else { throw BenchError("--memory \(memory): not a size (e.g. 1G, 256M)") }

@@ -2,9 +2,6 @@ import ArgumentParser
 import LabCore
 import QMP
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `qlab args LAB [--guest G]`: the QEMU command line `qlab up` would run.
 struct ArgsCommand: ParsableCommand, JSONReporting, UsesGlobalOptions {

@@ -1,9 +1,6 @@
 import ArgumentParser
 import LabCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import QMP
 
@@ -34,14 +31,14 @@ struct DiagnoseCommand: ParsableCommand, JSONReporting, UsesGlobalOptions {
             }
             return
         }
-        let fd: Int32 = file == "-" ? 0 : open(file, O_RDONLY | O_CLOEXEC)
-        if fd < 0 {
-            reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
+        let fd: FileDescriptor
+        do { fd = file == "-" ? .standardInput : try FileDescriptor.open(file, .readOnly, options: .closeOnExec) } catch {
+            reportError("qlab diagnose: cannot read \(file): \(SystemCallError("", thrown: error).code)")
             throw Reported(.usage)
         }
-        defer { if fd != 0 { close(fd) } }
-        guard let bytes = FileSystem.readAll(fd, limit: 256 << 20) else {
-            reportError("qlab diagnose: cannot read \(file): \(String(cString: strerror(errno)))")
+        defer { if fd != .standardInput { fd.closeIgnoringErrors() } }
+        guard let bytes = fd.readAll(limit: 256 << 20) else {
+            reportError("qlab diagnose: cannot read \(file): \(Errno.current)")
             throw Reported(.usage)
         }
         let diagnoses = Diagnoser.diagnose(String(decoding: bytes, as: UTF8.self))

@@ -97,9 +97,9 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
             return
         }
         // To a pipe or file the output is passed on as received; a terminal gets it neutralised.
-        FileHandle.standardOutput.write(Data((isatty(1) == 1 ? TerminalText.neutralised(result.output) : result.output).utf8))
+        FileHandle.standardOutput.write(Data((ThisProcess.isTerminal(.standardOutput) ? TerminalText.neutralised(result.output) : result.output).utf8))
         if let errorOutput = result.errorOutput {
-            FileHandle.standardError.write(Data((isatty(2) == 1 ? TerminalText.neutralised(errorOutput) : errorOutput).utf8))
+            FileHandle.standardError.write(Data((ThisProcess.isTerminal(.standardError) ? TerminalText.neutralised(errorOutput) : errorOutput).utf8))
         }
         if result.truncated { reportError("qlab exec: part of the output was lost (it did not fit the buffer)") }
         try passThrough(result)

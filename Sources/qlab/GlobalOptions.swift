@@ -4,9 +4,6 @@ import Logging
 import Platform
 import QMP
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Options every command takes (an `@OptionGroup` of each command, see
 /// ``UsesGlobalOptions``): `--trace-qmp FILE` (every QMP message this command
@@ -32,7 +29,7 @@ struct GlobalOptions: ParsableArguments {
     var effectiveLevel: Logger.Level {
         if let logLevel { return logLevel.level }
         if verbose { return .debug }
-        return getenv(LabSupervisionLog.environmentVariable).flatMap { LabSupervisionLog.level(String(cString: $0)) } ?? .error
+        return ThisProcess.environment(LabSupervisionLog.environmentVariable).flatMap(LabSupervisionLog.level) ?? .error
     }
 
     /// Bootstraps logging, passes the level to supervisors this command starts,
@@ -40,11 +37,11 @@ struct GlobalOptions: ParsableArguments {
     func apply() throws(Reported) {
         let level = effectiveLevel
         LabSupervisionLog.bootstrap(level: level)
-        if logLevel != nil || verbose { setenv(LabSupervisionLog.environmentVariable, level.rawValue, 1) }
+        if logLevel != nil || verbose { ThisProcess.setEnvironment(LabSupervisionLog.environmentVariable, level.rawValue) }
         if let traceQMP {
             let command = (["qlab"] + CommandLine.arguments.dropFirst().prefix { !$0.hasPrefix("-") }.prefix(1)).joined(separator: " ")
             do {
-                QMPTracing.processTracer = try QMPTraceFile(path: traceQMP, client: "\(command) (pid \(getpid()))")
+                QMPTracing.processTracer = try QMPTraceFile(path: traceQMP, client: "\(command) (pid \(ThisProcess.id))")
             } catch {
                 reportError("qlab: \(error)")
                 throw Reported(.usage)

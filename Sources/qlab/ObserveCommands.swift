@@ -62,7 +62,7 @@ struct ConsoleCommand: AsyncParsableCommand, UsesGlobalOptions {
             }
             // Without qlab's command framing; otherwise byte-exact through a pipe, neutralised on a terminal.
             let log = ConsoleLog.withoutFraming(bytes)
-            FileHandle.standardOutput.write(isatty(1) == 1 ? Data(TerminalText.neutralised(log).utf8) : Data(log))
+            FileHandle.standardOutput.write(ThisProcess.isTerminal(.standardOutput) ? Data(TerminalText.neutralised(log).utf8) : Data(log))
             return
         }
         let record: LabRecord?
@@ -70,13 +70,16 @@ struct ConsoleCommand: AsyncParsableCommand, UsesGlobalOptions {
             throw Reported("console", error)
         }
         guard record != nil else { throw Reported("console", LabError.notRunning(runtime.name)) }
-        let fd: Int32
-        do { fd = try UnixSocket.connect(path: runtime.consoleSocketPath) } catch {
+        let socket: FileDescriptor
+        do { socket = FileDescriptor(rawValue: try UnixSocket.connect(path: runtime.consoleSocketPath)) } catch {
             throw Reported("console", error)
         }
-        defer { close(fd) }
+        defer { socket.closeIgnoringErrors() }
         reportError("connected to \(runtime.name)'s console; Ctrl-] detaches")
-        TerminalConsole.relay(socket: fd)
+        // Off the cooperative pool: the relay blocks in poll(2) on its own thread.
+        do { try await TerminalRelay.run(socket: socket) } catch {
+            throw Reported("console", error)
+        }
     }
 
     static func latestConsoleLog(_ runtime: LabRuntime) -> String? {
@@ -84,36 +87,5 @@ struct ConsoleCommand: AsyncParsableCommand, UsesGlobalOptions {
             .map { runtime.stateDirectory + "/" + $0 + "/console.log" }
             .filter(FileSystem.entryExists)
             .max { (FileSystem.size($0) ?? 0) < (FileSystem.size($1) ?? 0) }
-    }
-}
-
-/// Copies between the terminal and a socket, raw mode while attached.
-enum TerminalConsole {
-    static func relay(socket fd: Int32) {
-        var saved = termios()
-        let isTerminal = isatty(0) == 1
-        if isTerminal {
-            tcgetattr(0, &saved)
-            var raw = saved
-            cfmakeraw(&raw)
-            tcsetattr(0, TCSANOW, &raw)
-        }
-        defer { if isTerminal { tcsetattr(0, TCSANOW, &saved) } }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        var fds = [pollfd(fd: 0, events: Int16(POLLIN), revents: 0), pollfd(fd: fd, events: Int16(POLLIN), revents: 0)]
-        while true {
-            if poll(&fds, 2, -1) < 0 { if errno == EINTR { continue }; break }
-            if fds[0].revents != 0 {
-                let n = read(0, &buffer, buffer.count)
-                if n <= 0 { break }
-                if isTerminal, buffer[0..<n].contains(0x1D) { break }  // Ctrl-]
-                _ = buffer.withUnsafeBytes { write(fd, $0.baseAddress, n) }
-            }
-            if fds[1].revents != 0 {
-                let n = read(fd, &buffer, buffer.count)
-                if n <= 0 { break }
-                _ = buffer.withUnsafeBytes { write(1, $0.baseAddress, n) }
-            }
-        }
     }
 }

@@ -76,14 +76,5 @@ func printJSONError(message: String, exitCode: Int32) {
 /// it; stdout is restored afterwards, even when `body` throws.
 func withStandardOutputOnStandardError<T>(_ enabled: Bool, _ body: () async throws -> T) async rethrows -> T {
     guard enabled else { return try await body() }
-    fflush(nil)
-    let saved = dup(1)
-    guard saved >= 0 else { return try await body() }
-    dup2(2, 1)
-    defer {
-        fflush(nil)
-        dup2(saved, 1)
-        close(saved)
-    }
-    return try await body()
+    return try await ThisProcess.withStandardOutputOnStandardError(body)
 }

@@ -1,9 +1,6 @@
 import ArgumentParser
 import LabCore
-
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 
 /// The `qlab` command: subcommands only, each in its own file.
 @main
@@ -59,7 +56,7 @@ struct QLab: AsyncParsableCommand {
             exitForParsing(error)
         }
         let status = await execute(command)
-        Glibc.exit(status)
+        ThisProcess.exit(status)
     }
 
     /// Help and version go to stdout (exit 0); a usage error to stderr with the
@@ -69,7 +66,7 @@ struct QLab: AsyncParsableCommand {
         let message = fullMessage(for: error) + probablyMeant(fullMessage(for: error), arguments: Array(CommandLine.arguments.dropFirst()))
         reportError(message)
         printJSONError(message: message, exitCode: ExitStatus.usage.rawValue)
-        Glibc.exit(ExitStatus.usage.rawValue)
+        ThisProcess.exit(ExitStatus.usage.rawValue)
     }
 
     /// `run --json out.json`: a flag given a value, where the command has an

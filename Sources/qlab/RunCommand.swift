@@ -65,7 +65,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
             var options = options
             options.stop = stop
             // With --json, stdout carries only the report: progress goes to stderr.
-            let interactive = isatty(json ? 2 : 1) == 1
+            let interactive = ThisProcess.isTerminal(json ? .standardError : .standardOutput)
             let report: TestReport
             do {
                 report = try await withStandardOutputOnStandardError(json) {

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Platform
 
 extension AccelDecision {
     /// Decides `machine.accel`.
@@ -19,10 +15,9 @@ extension AccelDecision {
     public static func decide(_ mode: AccelMode, devRoot: String = "/dev", sysRoot: String = "/sys") -> AccelDecision {
         let device = devRoot + "/kvm"
         let pvm = sysRoot + "/module/kvm_pvm"
-        var st = stat()
-        let exists = stat(device, &st) == 0
-        let accessible = exists && access(device, R_OK | W_OK) == 0
-        let isPVM = stat(pvm, &st) == 0
+        let exists = FileStatus.following(device) != nil
+        let accessible = exists && HostFiles.canReadWrite(device)
+        let isPVM = FileStatus.following(pvm) != nil
         switch mode {
         case .tcg:
             return AccelDecision(.tcg, reason: "machine.accel is tcg")

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Platform
 
 /// Why a QEMU command line or a device attachment could not be built.
@@ -92,13 +87,11 @@ extension Passthrough.HostSelector {
             return address
         case .ids(let vendor, let device):
             let directory = sysfsRoot + "/bus/pci/devices"
-            guard let dir = opendir(directory) else {
-                throw .runtime("cannot list \(directory) to find PCI device \(self): \(String(cString: strerror(errno)))")
+            guard let names = HostFiles.list(directory) else {
+                throw .runtime("cannot list \(directory) to find PCI device \(self): \(Errno.current)")
             }
-            defer { closedir(dir) }
             var matches: [PCIAddress] = []
-            while let entry = readdir(dir) {
-                let name = withUnsafePointer(to: entry.pointee.d_name) { $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) } }
+            for name in names {
                 guard let address = PCIAddress(name) else { continue }
                 let base = directory + "/" + name
                 if Self.readHex(base + "/vendor") == vendor, Self.readHex(base + "/device") == device {

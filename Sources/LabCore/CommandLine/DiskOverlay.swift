@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Platform
 
 /// A problem creating an overlay or a firmware variable store.
@@ -73,11 +68,10 @@ public enum DiskOverlay {
     /// The base image as `path\nformat\nsize=N\nmtime=S.NS\ndev=D\ninode=I\n` (`stat(2)`):
     /// a changed size or time, or another file put in its place, shows.
     static func baseIdentity(base: String, format: String) throws(ImageToolError) -> String {
-        var st = stat()
-        guard stat(base, &st) == 0 else {
-            throw ImageToolError(message: "base image \(base): \(String(cString: strerror(errno)))")
+        guard let st = FileStatus.following(base) else {
+            throw ImageToolError(message: "base image \(base): \(Errno.current)")
         }
-        return "\(base)\n\(format)\nsize=\(st.st_size)\nmtime=\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\ndev=\(st.st_dev)\ninode=\(st.st_ino)\n"
+        return "\(base)\n\(format)\nsize=\(st.size)\nmtime=\(st.modifiedSeconds).\(st.modifiedNanoseconds)\ndev=\(st.device)\ninode=\(st.inode)\n"
     }
 
     /// Runs `body` to make `temporary` (an unpredictable name beside `path`,
@@ -87,13 +81,12 @@ public enum DiskOverlay {
         do {
             try await body(temporary)
         } catch {
-            unlink(temporary)
+            FileSystem.remove(temporary)
             throw error
         }
-        if rename(temporary, path) != 0 {
-            let message = String(cString: strerror(errno))
-            unlink(temporary)
-            throw ImageToolError(message: "cannot rename \(temporary) to \(path): \(message)")
+        do throws(SystemCallError) { try FileSystem.rename(temporary, to: path) } catch {
+            FileSystem.remove(temporary)
+            throw ImageToolError(message: "cannot rename \(temporary) to \(path): \(error.code)")
         }
     }
 

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 /// Fresh qcow2 overlays for hotplugged disks, made fast enough for the
@@ -56,24 +53,29 @@ public enum FreshOverlay {
     /// Copies `source` to a new file `destination` (0600; `O_EXCL|O_NOFOLLOW`:
     /// nothing there is reused or followed) with `read(2)`/`write(2)`.
     static func copyFile(_ source: String, to destination: String) throws(ImageToolError) {
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw ImageToolError(message: "cannot open \(source): \(String(cString: strerror(errno)))") }
-        defer { close(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard output >= 0 else { throw ImageToolError(message: "cannot create \(destination): \(String(cString: strerror(errno)))") }
-        defer { close(output) }
+        let input: FileDescriptor
+        do { input = try FileDescriptor.open(source, .readOnly, options: .closeOnExec) } catch {
+            throw ImageToolError(message: "cannot open \(source): \(SystemCallError("", thrown: error).code)")
+        }
+        defer { input.closeIgnoringErrors() }
+        let output: FileDescriptor
+        do {
+            output = try FileDescriptor.open(
+                destination, .writeOnly, options: [.create, .exclusiveCreate, .noFollow, .closeOnExec], permissions: [.ownerReadWrite])
+        } catch {
+            throw ImageToolError(message: "cannot create \(destination): \(SystemCallError("", thrown: error).code)")
+        }
+        defer { output.closeIgnoringErrors() }
         var buffer = [UInt8](repeating: 0, count: 256 << 10)
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ImageToolError(message: "cannot read \(source): \(String(cString: strerror(errno)))") }
+            let n: Int
+            switch buffer.withUnsafeMutableBytes({ input.readSome(into: $0) }) {
+            case .success(let count): n = count
+            case .failure(let error): throw ImageToolError(message: "cannot read \(source): \(error)")
+            }
             if n == 0 { return }
-            var written = 0
-            while written < n {
-                let w = buffer.withUnsafeBytes { write(output, $0.baseAddress! + written, n - written) }
-                if w < 0 && errno == EINTR { continue }
-                guard w > 0 else { throw ImageToolError(message: "cannot write \(destination): \(String(cString: strerror(errno)))") }
-                written += w
+            do throws(SystemCallError) { try output.writeEvery(buffer[0..<n], what: destination) } catch {
+                throw ImageToolError(message: "cannot write \(destination): \(error.code)")
             }
         }
     }

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 
 /// Reads the console log QEMU keeps for a lab (`logfile=` of the serial
 /// chardev: everything the guest printed, whether or not a client was
@@ -14,16 +12,17 @@ import Glibc
 public enum ConsoleLog {
     /// Up to `limit` bytes of `path` from `offset` (`pread(2)`); nil when it cannot be opened.
     public static func read(_ path: String, from offset: Int, limit: Int = 4 << 20) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: .closeOnExec) else { return nil }
+        defer { fd.closeIgnoringErrors() }
         var result: [UInt8] = []
         var position = max(0, offset)
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         while result.count < limit {
-            let n = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, min($0.count, limit - result.count), off_t(position)) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
+            let wanted = min(chunk.count, limit - result.count)
+            // swift-system's pread(2), retried on EINTR.
+            guard let n = try? chunk.withUnsafeMutableBytes({ try fd.read(fromAbsoluteOffset: Int64(position), into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<wanted])) }),
+                n > 0
+            else { break }
             result.append(contentsOf: chunk[0..<n])
             position += n
         }
@@ -32,8 +31,7 @@ public enum ConsoleLog {
 
     /// The file's size (`stat(2)`), 0 when it does not exist.
     public static func size(_ path: String) -> Int {
-        var info = stat()
-        return stat(path, &info) == 0 ? Int(info.st_size) : 0
+        FileSystem.size(path) ?? 0
     }
 
     /// The last `bytes` bytes of what the guest printed (framing left out) as

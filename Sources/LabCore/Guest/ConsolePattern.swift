@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 
 /// What a wait on the console looks for.
 public enum ConsolePattern: Sendable, Hashable {
@@ -84,14 +82,15 @@ enum ConsoleMatcher {
     /// `needle` in `bytes[from..<before]` (a match may end after `before`):
     /// `memchr(3)` for its first byte, `memcmp(3)` for the rest.
     static func find(_ needle: [UInt8], in bytes: UnsafeBufferPointer<UInt8>, from: Int, before: Int) -> Int? {
-        guard let base = bytes.baseAddress, from >= 0, let first = needle.first else { return nil }
+        guard bytes.baseAddress != nil, from >= 0, let first = needle.first else { return nil }
         let lastStart = min(bytes.count - needle.count, before - 1)
+        let haystack = UnsafeRawBufferPointer(bytes)
         var position = from
         return needle.withUnsafeBytes { raw -> Int? in
             while position <= lastStart {
-                guard let hit = memchr(base + position, Int32(first), lastStart - position + 1) else { return nil }
-                let index = UnsafeRawPointer(base).distance(to: UnsafeRawPointer(hit))
-                if memcmp(base + index, raw.baseAddress!, needle.count) == 0 { return index }
+                guard let offset = ByteSearch.firstIndex(of: first, in: UnsafeRawBufferPointer(rebasing: haystack[position...lastStart])) else { return nil }
+                let index = position + offset
+                if ByteSearch.matches(raw, in: haystack, at: index) { return index }
                 position = index + 1
             }
             return nil

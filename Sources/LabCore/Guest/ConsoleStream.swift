@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import QMP
 import Synchronization
@@ -48,8 +45,8 @@ final class ConsoleStream: Sendable {
     /// Adopts `fd`, a connected stream socket, on success (the stream closes it).
     init(adopting fd: Int32, capacity: Int = 4 << 20) throws(SystemCallError) {
         // Non-blocking: a write to a guest that takes no input waits with a timeout.
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        FileDescriptor(rawValue: fd).setCloseOnExec(true)
+        FileDescriptor(rawValue: fd).setNonBlocking()
         self.channel = try ByteStreamChannel(adopting: fd)
         self.capacity = max(capacity, 64 << 10)
     }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import QMP
 import Synchronization
@@ -88,7 +85,7 @@ public final class GuestAgent: GuestSession {
         do {
             agent = try GuestAgent(fd: fd, shell: shell, pollInterval: pollInterval)
         } catch {
-            Glibc.close(fd)
+            FileDescriptor(rawValue: fd).closeIgnoringErrors()
             throw GuestError.connect(error.description)
         }
         do {

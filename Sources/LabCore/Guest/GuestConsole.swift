@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -109,7 +106,7 @@ public final class GuestConsole: GuestSession {
         do {
             stream = try ConsoleStream(adopting: fd, capacity: options.bufferCapacity)
         } catch {
-            Glibc.close(fd)
+            FileDescriptor(rawValue: fd).closeIgnoringErrors()
             throw GuestError.connect(error.description)
         }
         do { try stream.start() } catch { throw GuestError.connect(error.description) }
@@ -140,7 +137,7 @@ public final class GuestConsole: GuestSession {
             let fd = try? UnixSocket.connect(path: path)
         else { return }
         guard let fresh = try? ConsoleStream(adopting: fd, capacity: options.bufferCapacity) else {
-            Glibc.close(fd)
+            FileDescriptor(rawValue: fd).closeIgnoringErrors()
             return
         }
         guard (try? fresh.start()) != nil else { return }

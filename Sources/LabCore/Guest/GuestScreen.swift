@@ -1,9 +1,6 @@
 import Platform
 import QMP
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What a guest with a display adapter (`display: vga`) shows: a picture of
 /// its screen (QMP `screendump`, PNG) and, in a VGA text mode, its text read
@@ -60,10 +57,11 @@ public struct GuestScreen: Sendable {
         defer { FileSystem.remove(path) }
         try await write(path)
         // O_NOFOLLOW: QEMU made a regular file here; anything else is refused.
-        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard fd >= 0 else { throw ScreenError.unreadable("QEMU wrote no file at \(path)") }
-        defer { close(fd) }
-        guard let bytes = FileSystem.readAll(fd, limit: Self.maximumFileBytes) else { throw ScreenError.unreadable("cannot read \(path)") }
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.noFollow, .closeOnExec]) else {
+            throw ScreenError.unreadable("QEMU wrote no file at \(path)")
+        }
+        defer { fd.closeIgnoringErrors() }
+        guard let bytes = fd.readAll(limit: Self.maximumFileBytes) else { throw ScreenError.unreadable("cannot read \(path)") }
         return bytes
     }
 

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Platform
 
 /// Predicts vfio passthrough failures from the host's own files before QEMU starts.
@@ -36,7 +31,7 @@ public struct HostDoctor {
         self.roots = roots
         self.probePolicy = probePolicy
         self.writer = writer
-        self.effectiveUserID = geteuid()
+        self.effectiveUserID = ThisProcess.effectiveUserID
     }
 
     /// All checks for the host and the selected devices.

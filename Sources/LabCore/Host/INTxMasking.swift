@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Platform
 
 /// Whether a PCI function can mask INTx (PCI 2.3 Interrupt Disable, command bit 10),
 /// and how that was decided. Without it vfio-pci needs the IRQ line to itself.
@@ -51,11 +47,10 @@ public enum INTxMaskProbe {
 
     /// The command word at offset 4: `pread(2)`.
     static func readCommand(_ path: String) -> UInt16? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: .closeOnExec) else { return nil }
+        defer { fd.closeIgnoringErrors() }
         var bytes: [UInt8] = [0, 0]
-        let count = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 2, 4) }
+        let count = try? bytes.withUnsafeMutableBytes { try fd.read(fromAbsoluteOffset: 4, into: $0) }
         guard count == 2 else { return nil }
         return UInt16(bytes[0]) | UInt16(bytes[1]) << 8
     }

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Platform
 
 /// Reads the process and kernel files under a procfs root.
@@ -68,10 +63,8 @@ public struct Procfs: Sendable {
                 if let bytes = UInt64(soft) { return MemlockLimit(bytes: bytes, source: "self/limits") }
             }
         }
-        var limit = rlimit()
-        if getrlimit(__rlimit_resource_t(__RLIMIT_MEMLOCK.rawValue), &limit) == 0 {
-            // RLIM_INFINITY is all ones; Swift cannot import the macro.
-            return MemlockLimit(bytes: limit.rlim_cur == rlim_t.max ? nil : UInt64(limit.rlim_cur), source: "getrlimit")
+        if case .some(let bytes) = ThisProcess.lockedMemoryLimit {
+            return MemlockLimit(bytes: bytes, source: "getrlimit")
         }
         return MemlockLimit(bytes: 0, source: "unknown")
     }

@@ -1,8 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import Platform
 
 /// The one way qlab writes to sysfs (driver_override, unbind, drivers_probe,
 /// bind, a config space word). Every write is logged; in dry-run mode nothing
@@ -33,7 +29,7 @@ public final class SysfsWriter {
         public var write: Write
         public var errno: Int32
         public var description: String {
-            "cannot write to \(write.path): \(String(cString: strerror(errno))) (errno \(errno))"
+            "cannot write to \(write.path): \(SystemErrno(errno)) (errno \(errno))"
         }
     }
 
@@ -61,15 +57,25 @@ public final class SysfsWriter {
         onWrite?(write)
         log.append(write)
         if dryRun { return }
-        let flags = write.offset == nil ? (O_WRONLY | O_TRUNC | O_CLOEXEC) : (O_WRONLY | O_CLOEXEC)
-        let fd = open(write.path, flags)
-        guard fd >= 0 else { throw WriteError(write: write, errno: errno) }
-        defer { close(fd) }
-        let written = write.bytes.withUnsafeBytes { raw in
-            if let offset = write.offset { return pwrite(fd, raw.baseAddress, raw.count, off_t(offset)) }
-            return Glibc.write(fd, raw.baseAddress, raw.count)
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(write.path, .writeOnly, options: write.offset == nil ? [.truncate, .closeOnExec] : .closeOnExec)
+        } catch {
+            throw WriteError(write: write, errno: SystemCallError("", thrown: error).errno)
         }
-        guard written == write.bytes.count else { throw WriteError(write: write, errno: written < 0 ? errno : EIO) }
+        defer { fd.closeIgnoringErrors() }
+        // One write(2) (or pwrite(2)) call: the kernel parses each whole, so a short one is an error, not continued.
+        let written: Result<Int, Errno> = write.bytes.withUnsafeBytes { raw in
+            if let offset = write.offset {
+                do { return .success(try fd.write(toAbsoluteOffset: Int64(offset), raw)) } catch { return .failure((error as? Errno) ?? .ioError) }
+            }
+            return fd.writeSome(raw)
+        }
+        switch written {
+        case .success(let count) where count == write.bytes.count: break
+        case .success: throw WriteError(write: write, errno: Errno.ioError.rawValue)
+        case .failure(let error): throw WriteError(write: write, errno: error.rawValue)
+        }
         try kernel?(write)
     }
 }

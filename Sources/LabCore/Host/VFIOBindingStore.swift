@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Platform
 import QMP
 
@@ -105,7 +100,7 @@ extension VFIOBindingStore {
     public static func forCurrentUser() -> VFIOBindingStore {
         var environment: [String: String] = [:]
         for key in ["QLAB_STATE_DIR", "XDG_STATE_HOME", "HOME"] {
-            if let value = getenv(key) { environment[key] = String(cString: value) }
+            if let value = ThisProcess.environment(key) { environment[key] = value }
         }
         return VFIOBindingStore(path: defaultPath(environment: environment))
     }

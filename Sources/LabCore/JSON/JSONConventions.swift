@@ -1,9 +1,6 @@
 import Platform
 import QMP
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The conventions of every JSON document qlab prints or writes
 /// (docs/json.md): keys snake_case, times ISO 8601 UTC strings with

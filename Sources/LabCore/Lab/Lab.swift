@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 
 /// A lab: one QEMU machine, the devices qlab attaches to it, the guest
 /// operating systems it can boot, and the tests to run in them.
@@ -70,7 +68,7 @@ public struct Lab: Sendable {
     /// empty (e.g. the QEMU 10 that scripts/install-qemu10 unpacks), else
     /// `qemu-system-x86_64` from PATH.
     public static var defaultQEMU: String {
-        if let value = getenv("QLAB_QEMU"), value.pointee != 0 { return String(cString: value) }
+        if let value = ThisProcess.environment("QLAB_QEMU"), !value.isEmpty { return value }
         return "qemu-system-x86_64"
     }
 

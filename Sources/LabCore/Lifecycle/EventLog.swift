@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 /// A lab's event log (`STATE/LAB/events.jsonl`), which the supervisor appends
@@ -37,10 +34,9 @@ public enum EventLog {
 
     /// The file's bytes from `offset` to its end (at most 256 MiB); none when it cannot be read.
     static func readFrom(_ path: String, offset: Int) -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        guard lseek(fd, off_t(offset), SEEK_SET) == off_t(offset) else { return [] }
-        return FileSystem.readAll(fd, limit: 256 << 20) ?? []
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec, .noFollow]) else { return [] }
+        defer { fd.closeIgnoringErrors() }
+        guard (try? fd.seek(offset: Int64(offset), from: .start)) == Int64(offset) else { return [] }
+        return fd.readAll(limit: 256 << 20) ?? []
     }
 }

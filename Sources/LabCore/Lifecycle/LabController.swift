@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Platform
 import QMP
@@ -98,21 +95,19 @@ public struct LabController: Sendable {
         LabCoreLog.logger.debug("up", metadata: ["lab": "\(lab.name)", "guest": "\(options.guest ?? "(first)")"])
         let owner = try LabOwnership.makePipe()
         let ownership = LabOwnership(writeEnd: owner.write)
-        defer { close(owner.read) }
+        defer { FileDescriptor(rawValue: owner.read).closeIgnoringErrors() }
         let (initialSpec, lock) = try await prepareLaunch(lab: lab, options: options, foreground: false)
         var spec = initialSpec
         let runtime = self.runtime(lab.name)
 
         // The supervisor reports on a pipe: "ready PID STATUS RUNNING" or "failed" (``SupervisorProcess/ReadyLine``).
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-        _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
+        let (readyRead, readyWrite) = try FileDescriptor.pipeCloseOnExec()
+        let ends = [readyRead.rawValue, readyWrite.rawValue]
         let supervisor: ChildProcess
         do {
             guard let state = try runtime.labStateDirectory(create: false) else { throw LabError.system("\(runtime.stateDirectory) is missing") }
             let log = try state.openForAppending(Paths.baseName(runtime.supervisorLogPath))
-            defer { close(log) }
+            defer { FileDescriptor(rawValue: log).closeIgnoringErrors() }
             let executable = Self.supervisorProgram(qlab: supervisorExecutable)
             if executable == supervisorExecutable {
                 try? state.appendLine(
@@ -126,14 +121,14 @@ public struct LabController: Sendable {
                 environment: environment, stdin: .null, stdout: .descriptor(log),
                 stderr: .descriptor(log), keepDescriptors: [ends[1], owner.read], newSession: true)
         } catch {
-            close(ends[0])
-            close(ends[1])
+            readyRead.closeIgnoringErrors()
+            readyWrite.closeIgnoringErrors()
             runtime.removeRuntimeFiles()
             throw error
         }
-        close(ends[1])
+        readyWrite.closeIgnoringErrors()
         let message = await Self.readLine(ends[0], timeout: .seconds(90))
-        close(ends[0])
+        readyRead.closeIgnoringErrors()
 
         if Task.isCancelled && !message.hasPrefix("ready") {
             await abandonLaunch(supervisor: supervisor, ownership: ownership, runtime: runtime, lock: lock)
@@ -158,8 +153,8 @@ public struct LabController: Sendable {
         // The supervisor failed, hung or died before QEMU answered: whatever
         // it started must not outlive this failed `up`.
         if await supervisor.wait(timeout: .seconds(10)) == nil {
-            kill(supervisor.pid, SIGKILL)  // our unreaped child: its pid cannot have been reused
-            _ = supervisor.wait()
+            // Our unreaped child: its pid cannot have been reused. Reaped off the pool.
+            _ = await supervisor.killAndReap()
         }
         let stray = await killLaunchingQEMU(runtime)
         runtime.removeRAMFiles(path: spec.record.revert?.ramDirectory)
@@ -178,8 +173,7 @@ public struct LabController: Sendable {
     /// process without Foundation), else `qlab` itself (`qlab _supervise`).
     public static func supervisorProgram(qlab: String) -> String {
         let candidate = Paths.directory(of: qlab) + "/qlab-supervisor"
-        var info = stat()
-        guard qlab.contains("/"), stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0 else { return qlab }
+        guard qlab.contains("/"), FileStatus.following(candidate)?.kind == .regular, FileSystem.isExecutable(candidate) else { return qlab }
         return candidate
     }
 
@@ -192,7 +186,7 @@ public struct LabController: Sendable {
         // Written by the supervisor (another process) once QEMU started.
         if let record = (try? runtime.records.reload()) ?? nil { pid = runtime.liveQEMU(record) }
         guard let pid = pid ?? Self.qemuByPIDFile(runtime) else { return nil }
-        kill(pid, SIGKILL)
+        ProcessTable.send(.kill, to: pid)
         _ = await ProcessTable.waitGone(pid, timeout: .seconds(10))
         return pid
     }
@@ -215,8 +209,7 @@ public struct LabController: Sendable {
         await shielded {
             // The supervisor is our child until reaped here: its pid is ours to signal.
             if await supervisor.wait(timeout: .seconds(15)) == nil {
-                kill(supervisor.pid, SIGKILL)
-                _ = supervisor.wait()
+                _ = await supervisor.killAndReap()
             }
             _ = await self.killLaunchingQEMU(runtime)
         }
@@ -332,7 +325,7 @@ public struct LabController: Sendable {
             if let pid = runtime.liveQEMU(record) {
                 throw LabError.alreadyRunning(lab: lab.name, pid: pid, supervisorPID: runtime.liveSupervisor(record))
             }
-            if let supervisor = runtime.liveSupervisor(record), supervisor != getpid() {
+            if let supervisor = runtime.liveSupervisor(record), supervisor != ThisProcess.id {
                 throw LabError.alreadyRunning(lab: lab.name, pid: nil, supervisorPID: supervisor)
             }
             runtime.removeRuntimeFiles()
@@ -416,15 +409,14 @@ public struct LabController: Sendable {
         let deadline = ContinuousClock.now + timeout
         let line = try? await OffPoolWait.run { cancelFD -> String in
             var collected: [UInt8] = []
-            var fds = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: cancelFD, events: Int16(POLLIN), revents: 0)]
+            let input = FileDescriptor(rawValue: fd)
+            var fds = PollSet([(input, .readable), (FileDescriptor(rawValue: cancelFD), .readable)])
             while ContinuousClock.now < deadline {
-                let ready = poll(&fds, 2, OffPoolWait.milliseconds(deadline - ContinuousClock.now))
-                if ready < 0 && errno != EINTR { break }
-                if fds[1].revents != 0 { break }
-                if fds[0].revents == 0 { continue }
+                guard case .success = fds.wait(until: deadline) else { break }
+                if !fds.returned(1).isEmpty { break }
+                if fds.returned(0).isEmpty { continue }
                 var byte: UInt8 = 0
-                let n = read(fd, &byte, 1)
-                if n <= 0 { break }
+                guard case .success(1) = withUnsafeMutableBytes(of: &byte, { input.readSome(into: $0) }) else { break }
                 if byte == 0x0A { break }
                 collected.append(byte)
             }
@@ -514,7 +506,7 @@ public struct LabController: Sendable {
         if supervisorAlive {
             // It reaps QEMU, writes the exit record and removes the runtime files.
             if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))), runtime.liveSupervisor(record) != nil {
-                kill(record.supervisorPID, SIGKILL)
+                ProcessTable.send(.kill, to: record.supervisorPID)
             }
         } else {
             let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true,
@@ -537,10 +529,10 @@ public struct LabController: Sendable {
         }
         if !(await ProcessTable.waitGone(pid, timeout: .seconds(10), unless: urgent)) {
             method = "SIGTERM"
-            if !urgent(), stillOurs() { kill(pid, SIGTERM) }
+            if !urgent(), stillOurs() { ProcessTable.send(.terminate, to: pid) }
             if !(await ProcessTable.waitGone(pid, timeout: .seconds(5), unless: urgent)) {
                 method = "SIGKILL"
-                if stillOurs() { kill(pid, SIGKILL) }
+                if stillOurs() { ProcessTable.send(.kill, to: pid) }
                 _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
             }
         }
@@ -566,7 +558,7 @@ public struct LabController: Sendable {
             }
             // The supervisor reaps QEMU, writes the exit record and removes the runtime files.
             if let (pid, start) = supervisor, !(await ProcessTable.waitGone(pid, timeout: .seconds(10))), ProcessIdentity.matches(pid, startTime: start) {
-                kill(pid, SIGKILL)
+                ProcessTable.send(.kill, to: pid)
             }
         }
         runtime.removeRuntimeFiles()
@@ -579,9 +571,9 @@ public struct LabController: Sendable {
     /// takes the lab down; a second SIGTERM hurries it (SIGKILL of QEMU).
     func stopOwner(_ owner: LabOwner, of lab: String, urgent: @escaping @Sendable () -> Bool) async throws {
         let patience: (first: Duration, second: Duration) = (.seconds(60), .seconds(30))
-        if owner.isAlive { kill(owner.pid, SIGTERM) }
+        if owner.isAlive { ProcessTable.send(.terminate, to: owner.pid) }
         if await ProcessTable.waitGone(owner.pid, timeout: patience.first, unless: urgent) { return }
-        if owner.isAlive { kill(owner.pid, SIGTERM) }
+        if owner.isAlive { ProcessTable.send(.terminate, to: owner.pid) }
         if await ProcessTable.waitGone(owner.pid, timeout: patience.second) { return }
         guard owner.isAlive else { return }
         throw LabError.ownerDidNotStop(lab: lab, owner: owner, seconds: Int((patience.first + patience.second).components.seconds))

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 /// The nested bench (issue 6): boots L1 from `labs/nested-bench.yaml` with
@@ -67,18 +64,14 @@ public struct NestedBench: Sendable {
             guard FileSystem.exists(path) else { throw BenchError.missingFile(path, what: "the level-2 lab") }
             _ = try Lab.load(path: path)
         }
-        guard access(qlabExecutable, X_OK) == 0 else { throw BenchError.missingFile(qlabExecutable, what: "the qlab executable") }
+        guard FileSystem.isExecutable(qlabExecutable) else { throw BenchError.missingFile(qlabExecutable, what: "the qlab executable") }
     }
 
     /// Where a run keeps its console logs and report: `$STATE/nested-bench/nested-runs/UTC-STAMP`.
     public func newRunDirectory() throws -> String {
         let lab = try Lab.load(path: labFile)
-        var now = time(nil)
-        var parts = tm()
-        gmtime_r(&now, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        let count = strftime(&buffer, buffer.count, "%Y%m%dT%H%M%SZ", &parts)
-        let stamp = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // `%Y%m%dT%H%M%SZ`: the ISO 8601 basic form of now.
+        let stamp = UTCTime.iso8601Seconds(UTCTime.now()).filter { $0 != "-" && $0 != ":" }
         // The lab's state dir is made (or checked) private first; the run
         // directory below it may then be 0755.
         _ = try controller.runtime(lab.name).labStateDirectory(create: true)

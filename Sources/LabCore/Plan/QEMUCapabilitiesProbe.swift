@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import QMP
 import Synchronization
@@ -96,12 +93,11 @@ extension QEMUCapabilities {
                 ? [executable]
                 : (environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map { String($0) + "/" + executable }
             for candidate in candidates {
-                var info = stat()
-                guard stat(candidate, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 else { continue }
+                guard let info = FileStatus.following(candidate), info.kind == .regular, FileSystem.isExecutable(candidate) else { continue }
                 self.path = candidate
-                self.size = Int64(info.st_size)
-                self.modified = Int64(info.st_mtim.tv_sec)
-                self.modifiedNanoseconds = Int64(info.st_mtim.tv_nsec)
+                self.size = Int64(info.size)
+                self.modified = Int64(info.modifiedSeconds)
+                self.modifiedNanoseconds = Int64(info.modifiedNanoseconds)
                 return
             }
             return nil

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 extension LabPlanner {
@@ -8,7 +5,7 @@ extension LabPlanner {
     public var ramRoot: String {
         var environment = self.environment
         if environment["QLAB_RAM_DIR"]?.isEmpty ?? true { environment["QLAB_RUNTIME_DIR"] = runtimeRoot }
-        return LabDirectories.ramRoot(environment: environment, uid: getuid())
+        return LabDirectories.ramRoot(environment: environment, uid: ThisProcess.userID)
     }
 
     /// How reverts of `guest` put RAM back, and why (`revert:`, docs/devices-snapshots.md).

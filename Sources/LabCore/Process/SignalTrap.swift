@@ -1,7 +1,5 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Dispatch
+import Platform
 
 /// SIGHUP, SIGINT and SIGTERM turned into ``StopRequest`` requests, so that a
 /// command stops its work, cleans up and reports instead of dying where it is.
@@ -13,7 +11,7 @@ import Dispatch
 /// (POSIX_SPAWN_SETSIGDEF).
 public final class SignalTrap: @unchecked Sendable {
     /// The signals that cancel a command, as a shell or CI system sends them.
-    public static let cancelSignals: [Int32] = [SIGHUP, SIGINT, SIGTERM]
+    public static let cancelSignals: [Int32] = [Signal.hangUp, .interrupt, .terminate].map(\.rawValue)
 
     public let stop: StopRequest
     // Written once in init; the sources live as long as the trap.
@@ -23,7 +21,7 @@ public final class SignalTrap: @unchecked Sendable {
     public init(_ stop: StopRequest = StopRequest(), signals: [Int32] = SignalTrap.cancelSignals) {
         self.stop = stop
         for number in signals {
-            signal(number, SIG_IGN)
+            Signal(rawValue: number).ignore()
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
             source.setEventHandler { [stop] in stop.request(signal: number) }
             source.resume()
@@ -35,7 +33,7 @@ public final class SignalTrap: @unchecked Sendable {
     public func remove() {
         for source in sources {
             source.cancel()
-            signal(Int32(source.handle), SIG_DFL)
+            Signal(rawValue: Int32(source.handle)).restoreDefault()
         }
         sources = []
     }

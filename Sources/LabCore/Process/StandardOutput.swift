@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-@preconcurrency import Glibc
-#endif
+import Platform
 
 /// Standard output as qlab's commands use it.
 public enum StandardOutput {
@@ -8,6 +6,6 @@ public enum StandardOutput {
     /// line reaches a pipe or file at once, as it does on a terminal. Call it
     /// first thing, before anything is printed.
     public static func useLineBuffering() {
-        setvbuf(stdout, nil, _IOLBF, 0)
+        ThisProcess.lineBufferStandardOutput()
     }
 }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Synchronization
 
 /// A request to stop a command, from a signal (``SignalTrap``) or from code.

@@ -1,9 +1,6 @@
 import Platform
 import QMP
 
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `qlab report html` and `qlab run --html`: one self-contained HTML page
 /// from one or more run reports (nights), newest last. Inline CSS and SVG,
@@ -348,10 +345,9 @@ extension HTMLReport {
     /// A screenshot's bytes; nil when missing, not a regular file, or too large to embed.
     public static func screenshotBytes(_ path: String) -> [UInt8]? {
         // O_NONBLOCK: a FIFO named in a report does not hang the page; only a regular file is read.
-        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.nonBlocking, .closeOnExec]) else { return nil }
+        defer { fd.closeIgnoringErrors() }
         guard case .success(let status) = FileStatus.of(descriptor: fd), status.kind == .regular else { return nil }
-        return FileSystem.readAll(fd, limit: maximumEmbeddedImageBytes + 1)
+        return fd.readAll(limit: maximumEmbeddedImageBytes + 1)
     }
 }

@@ -1,3 +1,5 @@
+import Platform
+
 /// A host-side hook (`hooks.before_each`, `hooks.after_each`): a shell
 /// command run with `/bin/sh -c` in the lab file's directory, with the run's
 /// context in its environment, killed (its whole process group) at its

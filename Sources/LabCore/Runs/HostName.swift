@@ -1,14 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 
 /// This machine's name, as run reports and JUnit write it (times follow ``JSONTime``).
 public enum HostName {
     /// This machine's name (`gethostname(2)`), "localhost" when it has none.
     public static func current() -> String {
-        var buffer = [CChar](repeating: 0, count: 256)
-        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
-        let name = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        return name.isEmpty ? "localhost" : name
+        ThisProcess.hostName ?? "localhost"
     }
 }

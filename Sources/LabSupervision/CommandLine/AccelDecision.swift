@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Which accelerator QEMU runs with, and why: what `up` and `status` report.
 public struct AccelDecision: Sendable, Hashable, CustomStringConvertible, Codable {

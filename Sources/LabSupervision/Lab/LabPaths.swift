@@ -1,18 +1,15 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Platform
 
 /// The few file-system calls lab loading needs, as thin wrappers.
 package enum LabPaths {
     /// The whole file as UTF-8 text (`open`, `read`), or an errno message.
     package static func readText(_ path: String) -> Result<String, LabPathError> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { return .failure(LabPathError(errno: errno)) }
-        defer { close(fd) }
-        guard let bytes = FileSystem.readAll(fd, limit: (16 << 20) + 1) else { return .failure(LabPathError(errno: errno)) }
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .readOnly, options: .closeOnExec) } catch {
+            return .failure(LabPathError(error))
+        }
+        defer { fd.closeIgnoringErrors() }
+        guard let bytes = fd.readAll(limit: (16 << 20) + 1) else { return .failure(LabPathError(Errno.current)) }
         if bytes.count > 16 << 20 { return .failure(LabPathError(message: "larger than 16 MiB; not a lab file")) }
         return .success(String(decoding: bytes, as: UTF8.self))
     }
@@ -21,28 +18,25 @@ package enum LabPaths {
     /// read or is not a regular file. Opened O_NONBLOCK, so a FIFO put where
     /// an image belongs cannot block the open.
     package static func readPrefix(_ path: String, count: Int) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        if fd < 0 { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return nil }
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: [.closeOnExec, .nonBlocking]) else { return nil }
+        defer { fd.closeIgnoringErrors() }
+        guard case .success(let status) = FileStatus.of(descriptor: fd), status.kind == .regular else { return nil }
         var buffer = [UInt8](repeating: 0, count: count)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, count) }
-        return n < 0 ? nil : Array(buffer[0..<n])
+        guard case .success(let n) = buffer.withUnsafeMutableBytes({ fd.readSome(into: $0) }) else { return nil }
+        return Array(buffer[0..<n])
     }
 
     /// What `path` is when it exists and is not a regular file or a block
     /// device ("a directory", "a FIFO", ...), from `stat`; nil otherwise.
     package static func unusableFileKind(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        switch st.st_mode & S_IFMT {
-        case S_IFREG, S_IFBLK: return nil
-        case S_IFDIR: return "a directory"
-        case S_IFIFO: return "a FIFO (named pipe)"
-        case S_IFCHR: return "a character device"
-        case S_IFSOCK: return "a socket"
-        default: return "not a regular file"
+        guard let status = FileStatus.following(path) else { return nil }
+        switch status.kind {
+        case .regular, .blockDevice: return nil
+        case .directory: return "a directory"
+        case .fifo: return "a FIFO (named pipe)"
+        case .characterDevice: return "a character device"
+        case .socket: return "a socket"
+        case .symbolicLink, .other: return "not a regular file"
         }
     }
 
@@ -60,5 +54,7 @@ package struct LabPathError: Error {
     package var message: String
 
     package init(message: String) { self.message = message }
-    package init(errno code: Int32) { self.message = String(cString: strerror(code)) }
+    package init(errno code: Int32) { self.message = SystemErrno(code).description }
+    /// The text of swift-system's error (an `Errno` from one of its calls).
+    package init(_ error: any Error) { self.message = (error as? Errno).map { SystemErrno($0).description } ?? "\(error)" }
 }

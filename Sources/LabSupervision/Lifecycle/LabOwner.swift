@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 /// The command a running lab belongs to: the `qlab run` (or `guest check`,
@@ -29,7 +26,7 @@ public struct LabOwner: Sendable, Hashable {
 
     /// This process as an owner (nil when /proc does not give its start time).
     public static func thisProcess(at since: Double = wallClockSeconds()) -> LabOwner? {
-        let pid = getpid()
+        let pid = ThisProcess.id
         guard let startTime = ProcessIdentity.startTime(pid) else { return nil }
         return LabOwner(command: commandText(CommandLine.arguments), pid: pid, startTime: startTime, since: since)
     }
@@ -46,7 +43,7 @@ public struct LabOwner: Sendable, Hashable {
 
     /// True when this process is the owner or works for it (a hook the run
     /// started, and whatever the hook starts): those may change the lab.
-    public var includesThisProcess: Bool { ProcessIdentity.descends(getpid(), from: pid) }
+    public var includesThisProcess: Bool { ProcessIdentity.descends(ThisProcess.id, from: pid) }
 
     /// "qlab run labs/x.yaml (pid 4242, since 2026-12-07T02:31:07Z)".
     public var description: String { "\(command) (pid \(pid), since \(formatTimestamp(since)))" }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -23,7 +20,7 @@ public final class LabOwnership: Sendable {
     /// still running takes its QEMU down. Idempotent.
     public func release() {
         fd.withLock { fd in
-            if fd >= 0 { close(fd) }
+            if fd >= 0 { FileDescriptor(rawValue: fd).closeIgnoringErrors() }
             fd = -1
         }
     }
@@ -34,11 +31,8 @@ public final class LabOwnership: Sendable {
     /// to it by number), both close-on-exec. (A child spawned meanwhile does
     /// not inherit them either: ``ChildProcess/spawn`` closes what it does not keep.)
     package static func makePipe() throws(SystemCallError) -> (read: Int32, write: Int32) {
-        var ends: [Int32] = [-1, -1]
-        guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-        _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
-        return (ends[0], ends[1])
+        let ends = try FileDescriptor.pipeCloseOnExec()
+        return (ends.readEnd.rawValue, ends.writeEnd.rawValue)
     }
 }
 
@@ -48,11 +42,12 @@ struct OwnerWatch: Sendable {
 
     /// True once every write end is closed (`poll(2)` says POLLHUP, or a read returns EOF).
     var ownerGone: Bool {
-        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&poller, 1, 0) > 0 else { return false }
-        if poller.revents & Int16(POLLHUP | POLLERR | POLLNVAL) != 0 { return true }
+        let descriptor = FileDescriptor(rawValue: fd)
+        var poller = PollSet([(descriptor, .readable)])
+        guard case .success(let ready) = poller.waitOnce(milliseconds: 0), ready > 0 else { return false }
+        if !poller.returned(0).isDisjoint(with: [.hangUp, .error, .invalid]) { return true }
         // The owner writes nothing; drain whatever it did and look for EOF.
         var byte: UInt8 = 0
-        return read(fd, &byte, 1) == 0
+        return withUnsafeMutableBytes(of: &byte) { descriptor.readSome(into: $0) } == .success(0)
     }
 }

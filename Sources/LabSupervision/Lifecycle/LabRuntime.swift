@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import QMP
 
@@ -33,7 +30,7 @@ public struct LabRuntime: Sendable {
         } else {
             var environment = currentEnvironment()
             if environment["QLAB_RAM_DIR"]?.isEmpty ?? true { environment["QLAB_RUNTIME_DIR"] = runtimeRoot }
-            self.ramRoot = LabDirectories.ramRoot(environment: environment, uid: getuid())
+            self.ramRoot = LabDirectories.ramRoot(environment: environment, uid: ThisProcess.userID)
         }
         self.records = LabRecordStore(name: name, runtimeRoot: runtimeRoot)
     }
@@ -42,9 +39,9 @@ public struct LabRuntime: Sendable {
     public init(name: String, environment: [String: String] = currentEnvironment()) {
         self.init(
             name: name,
-            runtimeRoot: LabDirectories.runtimeRoot(environment: environment, uid: getuid()),
+            runtimeRoot: LabDirectories.runtimeRoot(environment: environment, uid: ThisProcess.userID),
             stateRoot: LabDirectories.stateRoot(environment: environment),
-            ramRoot: LabDirectories.ramRoot(environment: environment, uid: getuid()))
+            ramRoot: LabDirectories.ramRoot(environment: environment, uid: ThisProcess.userID))
     }
 
     public var directory: String { runtimeRoot + "/" + name }
@@ -72,7 +69,7 @@ public struct LabRuntime: Sendable {
 
     /// A tracer appending to ``qmpTracePath`` as `client` (with this process's pid); nil when it cannot be opened.
     public func labTracer(client: String = LabRuntime.clientName) -> (any QMPTracer)? {
-        try? QMPTraceFile(path: qmpTracePath, client: "\(client) (pid \(getpid()))")
+        try? QMPTraceFile(path: qmpTracePath, client: "\(client) (pid \(ThisProcess.id))")
     }
 
     /// Whether the running lab keeps a QMP trace (`trace_qmp: true`, from its launch spec).
@@ -134,7 +131,7 @@ public struct LabRuntime: Sendable {
         guard let root = try? PrivateDirectory.open(Paths.directory(of: path), role: .ram, create: false), root.contains(Paths.baseName(path)) else { return 0 }
         let bytes = root.removeTree(Paths.baseName(path))
         // The root is ours (checked above); rmdir(2) takes it only when empty.
-        if root.names().isEmpty { rmdir(root.path) }
+        if root.names().isEmpty { FileSystem.removeEmptyDirectory(root.path) }
         return bytes
     }
 
@@ -295,7 +292,7 @@ public struct LabRuntime: Sendable {
     /// no process holds it (one non-blocking `flock(2)` each: a held lock is
     /// left to its holder, whose release removes it).
     public static func removeUnheldLockFiles(environment: [String: String] = currentEnvironment()) async {
-        let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
+        let root = LabDirectories.runtimeRoot(environment: environment, uid: ThisProcess.userID)
         guard let names = (try? PrivateDirectory.open(root, role: .runtime, create: false))??.names() else { return }
         for name in names where name.hasSuffix(".lock") {
             let lab = LabRuntime(name: String(name.dropLast(5)), runtimeRoot: root, stateRoot: LabDirectories.stateRoot(environment: environment))
@@ -307,7 +304,7 @@ public struct LabRuntime: Sendable {
     /// Every lab with a runtime dir under the runtime root (none when it does
     /// not exist; an error when it fails the checks).
     public static func all(environment: [String: String] = currentEnvironment()) throws -> [LabRuntime] {
-        let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
+        let root = LabDirectories.runtimeRoot(environment: environment, uid: ThisProcess.userID)
         let state = LabDirectories.stateRoot(environment: environment)
         let names = try PrivateDirectory.open(root, role: .runtime, create: false)?.names() ?? []
         return names.filter { !$0.hasSuffix(".lock") && LabName.isValid($0) }.map {

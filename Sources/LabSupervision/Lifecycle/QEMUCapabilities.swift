@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// What qlab asked the QEMU binary it runs, where the answer changes the
 /// command line or what a lab may do: asked of the binary itself, not

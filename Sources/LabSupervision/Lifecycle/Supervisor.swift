@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import Platform
 import QMP
@@ -68,7 +65,7 @@ public final class Supervisor: Sendable {
         let startOffset = FileSystem.size(runtime.qemuLogPath) ?? logOffset
         // QEMU creates its sockets with the umask: 0600 sockets and logs.
         // (qlab's own directories get explicit modes.)
-        umask(0o177)
+        ThisProcess.setUmask(0o177)
         if launchAbandoned {
             let record = ExitRecord(exit: nil, at: wallClockSeconds(), requested: true, qemuOutput: "qlab: the launch was abandoned before QEMU started", diagnoses: [])
             finish(record)
@@ -91,7 +88,7 @@ public final class Supervisor: Sendable {
         }
         do {
             let log = try stateDirectory.openForAppending(Paths.baseName(runtime.qemuLogPath))
-            defer { close(log) }
+            defer { FileDescriptor(rawValue: log).closeIgnoringErrors() }
             child = try ChildProcess.spawn(
                 executable: spec.argv[0], arguments: Array(spec.argv.dropFirst()), stdin: .null,
                 stdout: .descriptor(log), stderr: .descriptor(log))
@@ -104,20 +101,26 @@ public final class Supervisor: Sendable {
         }
         var record = spec.record
         record.qemuPID = child.pid
-        record.supervisorPID = getpid()
+        record.supervisorPID = ThisProcess.id
         record.qemuStartTime = ProcessIdentity.startTime(child.pid)
-        record.supervisorStartTime = ProcessIdentity.startTime(getpid())
+        record.supervisorStartTime = ProcessIdentity.startTime(ThisProcess.id)
         record.qemuLogOffset = startOffset
         try? runtime.writeRecord(record)
 
         // QEMU creates the monitor socket while it parses the command line;
-        // until it answers, an early exit is a launch failure.
+        // until it answers, an early exit is a launch failure. Each turn waits
+        // for an event: an entry in the runtime dir (inotify), QEMU's exit (its
+        // pidfd), the owner going away (its pipe hangs up) or cancellation.
         let deadline = ContinuousClock.now + readyTimeout
+        let watch = try? DirectoryWatch()
+        let watching = watch?.add(runtime.directory) ?? false
+        let exitEvent = ProcessDescriptor.open(child.pid)
+        defer { if exitEvent >= 0 { FileDescriptor(rawValue: exitEvent).closeIgnoringErrors() } }
+        let events = [exitEvent >= 0 ? FileDescriptor(rawValue: exitEvent) : nil, owner.map { FileDescriptor(rawValue: $0.fd) }].compactMap { $0 }
         while ContinuousClock.now < deadline {
             if launchAbandoned {
                 // QEMU is our unreaped child: its pid is ours to signal.
-                kill(child.pid, SIGKILL)
-                var exitRecord = makeExitRecord(child.wait(), requested: true, logOffset: startOffset)
+                var exitRecord = makeExitRecord(await child.killAndReap(), requested: true, logOffset: startOffset)
                 exitRecord.qemuOutput += "\nqlab: the launch was abandoned (its owner went away or it was cancelled); QEMU was killed."
                 finish(exitRecord)
                 await removeLockFileIfOwnerGone()
@@ -128,16 +131,24 @@ public final class Supervisor: Sendable {
                 finish(exitRecord)
                 return (.failed(exitRecord), nil, nil)
             }
-            if FileSystem.entryExists(runtime.supervisorSocketPath),
-                let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10), tracer: labTracer)
-            {
+            let socketThere = FileSystem.entryExists(runtime.supervisorSocketPath)
+            if socketThere, let client = try? await QMPClient.connect(path: runtime.supervisorSocketPath, timeout: .seconds(10), tracer: labTracer) {
                 LabSupervisionLog.logger.info("QEMU ready", metadata: ["lab": "\(spec.record.name)", "qemu_pid": "\(child.pid)"])
                 return (.ready(qemuPID: child.pid), child, client)
             }
-            try? await Task.sleep(for: .milliseconds(5))
+            let left = deadline - ContinuousClock.now
+            if let watch, watching, exitEvent >= 0, !socketThere {
+                // One off-pool wait until the socket is there (or QEMU exits, the owner goes, time is up).
+                let socket = runtime.supervisorSocketPath
+                _ = await watch.wait(until: { FileSystem.entryExists(socket) }, timeout: left, orReadable: events)
+            } else {
+                // The socket is there but QEMU is not listening yet (bound, not
+                // yet listening: no further event comes), or no inotify or pidfd
+                // could be had: a short retry.
+                try? await Task.sleep(for: min(left, .milliseconds(5)))
+            }
         }
-        kill(child.pid, SIGKILL)
-        let exit = child.wait()
+        let exit = await child.killAndReap()
         var exitRecord = makeExitRecord(exit, requested: false, logOffset: startOffset)
         exitRecord.qemuOutput += "\nqlab: QEMU's monitor did not answer within \(readyTimeout); QEMU was killed."
         finish(exitRecord)
@@ -288,17 +299,17 @@ public final class Supervisor: Sendable {
         if !urgent {
             _ = try? await client.execute("quit", timeout: .seconds(3))
             if await ProcessTable.waitGone(child.pid, timeout: .seconds(5)) { return }
-            kill(child.pid, SIGTERM)
+            child.send(.terminate)
             if await ProcessTable.waitGone(child.pid, timeout: .seconds(3)) { return }
         }
-        kill(child.pid, SIGKILL)
+        child.send(.kill)
     }
 
     /// SIGKILL to the QEMU running now (a second Ctrl-C of `up --foreground`);
     /// nothing once it has been reaped.
     public func killCurrentQEMU() {
         current.withLock { current in
-            if let child = current?.child { kill(child.pid, SIGKILL) }
+            current?.child.send(.kill)
         }
     }
 
@@ -347,11 +358,7 @@ public final class Supervisor: Sendable {
 }
 
 package func formatTimestamp(_ seconds: Double) -> String {
-    var time = time_t(seconds)
-    var parts = tm()
-    gmtime_r(&time, &parts)
-    func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+    UTCTime.iso8601Seconds(seconds)
 }
 
 extension String {

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 import QMP
 
 /// The detached supervisor process that `qlab up` starts: the body of both
@@ -65,8 +63,8 @@ public enum SupervisorProcess {
             printError("\(program): \(error)")
             return ExitStatus.failed.rawValue
         }
-        signal(SIGHUP, SIG_IGN)
-        signal(SIGPIPE, SIG_IGN)
+        Signal.hangUp.ignore()
+        Signal.pipe.ignore()
         let supervisor = Supervisor(spec: launch, ownerFD: arguments.ownerFD, ownedForLife: arguments.owned)
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
@@ -109,13 +107,12 @@ public enum SupervisorProcess {
 
     /// One line to `up` on the ready pipe, then the pipe is closed.
     public static func report(_ fd: Int32, _ line: String) {
-        let bytes = Array((line + "\n").utf8)
-        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
+        let descriptor = FileDescriptor(rawValue: fd)
+        try? descriptor.writeEvery(Array((line + "\n").utf8), what: "the ready pipe")
+        descriptor.closeIgnoringErrors()
     }
 
     static func printError(_ line: String) {
-        let bytes = Array((line + "\n").utf8)
-        _ = bytes.withUnsafeBytes { write(STDERR_FILENO, $0.baseAddress, $0.count) }
+        try? FileDescriptor.standardError.writeEvery(Array((line + "\n").utf8), what: "standard error")
     }
 }

@@ -1,10 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import Platform
 
-/// Seconds since the epoch, from `clock_gettime(CLOCK_REALTIME)`.
-public func wallClockSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+/// Seconds since the epoch, from `clock_gettime(CLOCK_REALTIME)` (``UTCTime/now()``).
+public func wallClockSeconds() -> Double { UTCTime.now() }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 /// Opens a directory by path one component at a time, each with `openat(2)`
@@ -18,7 +15,7 @@ import Platform
 enum DirectoryWalk {
     struct Opened {
         /// `O_PATH|O_DIRECTORY` descriptor of the last directory.
-        var descriptor: Int32
+        var descriptor: FileDescriptor
         var status: FileStatus
         /// The last component was made here by `mkdirat(2)`.
         var created: Bool
@@ -28,16 +25,19 @@ enum DirectoryWalk {
     /// component is made with `mkdirat(2)` when `create` (0755 on the way,
     /// `finalMode` for the last; the umask applies), else the answer is nil.
     /// The last directory itself is not judged here: the caller decides what it needs.
-    static func open(_ path: String, role: DirectoryRole, create: Bool, finalMode: mode_t = 0o700) throws(UnsafeDirectoryError) -> Opened? {
+    static func open(_ path: String, role: DirectoryRole, create: Bool, finalMode: UInt32 = 0o700) throws(UnsafeDirectoryError) -> Opened? {
         let absolute = path.hasPrefix("/") ? path : Paths.currentDirectory() + "/" + path
         var pending = components(absolute)
-        var fd = Glibc.open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw UnsafeDirectoryError(role: role, path: "/", problem: .system(operation: "open", SystemErrno(errno))) }
+        var fd: FileDescriptor
+        switch FileDescriptor.openDirectoryPath("/") {
+        case .success(let root): fd = root
+        case .failure(let error): throw UnsafeDirectoryError(role: role, path: "/", problem: .system(operation: "open", SystemErrno(error)))
+        }
         var shown = ""
         var links = 0
         var createdLast = false
         func fail(_ at: String, _ problem: UnsafeDirectoryError.Problem) -> UnsafeDirectoryError {
-            close(fd)
+            fd.closeIgnoringErrors()
             return UnsafeDirectoryError(role: role, path: at.isEmpty ? "/" : at, problem: problem)
         }
         while !pending.isEmpty {
@@ -46,15 +46,15 @@ enum DirectoryWalk {
             let isLast = pending.isEmpty
             let here = shown + "/" + name
             let examined = FileStatus.of(name, in: fd)
-            if case .failure(let error) = examined, error.code == ENOENT {
+            if case .failure(let error) = examined, error.code == Errno.noSuchFileOrDirectory.rawValue {
                 guard create else {
-                    close(fd)
+                    fd.closeIgnoringErrors()
                     return nil
                 }
-                if mkdirat(fd, name, isLast ? finalMode : 0o755) == 0 {
-                    createdLast = isLast
-                } else if errno != EEXIST {
-                    throw fail(here, .system(operation: "mkdir", SystemErrno(errno)))
+                switch fd.makeDirectory(at: name, mode: isLast ? finalMode : 0o755) {
+                case .success: createdLast = isLast
+                case .failure(.fileExists): break
+                case .failure(let error): throw fail(here, .system(operation: "mkdir", SystemErrno(error)))
                 }
                 pending.insert(name, at: 0)  // examine what is there now
                 continue
@@ -68,25 +68,32 @@ enum DirectoryWalk {
             case .symbolicLink:
                 guard status.ownedByRootOrCaller else { throw fail(here, .foreignLink(status)) }
                 links += 1
-                guard links <= 40, let target = readLink(name, in: fd) else {
-                    throw fail(here, .system(operation: "readlink", SystemErrno(links > 40 ? ELOOP : errno)))
+                guard links <= 40, let target = fd.readLink(at: name) else {
+                    throw fail(here, .system(operation: "readlink", SystemErrno(links > 40 ? .tooManySymbolicLinkLevels : .current)))
                 }
                 if target.hasPrefix("/") {
-                    close(fd)
-                    fd = Glibc.open("/", O_PATH | O_DIRECTORY | O_CLOEXEC)
-                    guard fd >= 0 else { throw UnsafeDirectoryError(role: role, path: "/", problem: .system(operation: "open", SystemErrno(errno))) }
+                    fd.closeIgnoringErrors()
+                    switch FileDescriptor.openDirectoryPath("/") {
+                    case .success(let root): fd = root
+                    case .failure(let error): throw UnsafeDirectoryError(role: role, path: "/", problem: .system(operation: "open", SystemErrno(error)))
+                    }
                     shown = ""
                 }
                 pending = components(target) + pending
             case .directory:
-                let next = openat(fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                guard next >= 0 else { throw fail(here, .system(operation: "open", SystemErrno(errno))) }
-                close(fd)
+                let next: FileDescriptor
+                switch fd.openAt(name, .readOnly, options: [.pathOnly, .directory, .noFollow]) {
+                case .success(let opened): next = opened
+                case .failure(let error): throw fail(here, .system(operation: "open", SystemErrno(error)))
+                }
+                fd.closeIgnoringErrors()
                 fd = next
                 shown = name == ".." ? Paths.directory(of: shown.isEmpty ? "/" : shown) : here
                 if shown == "/" { shown = "" }
-                guard case .success(let opened) = FileStatus.of(descriptor: fd) else {
-                    throw fail(here, .system(operation: "fstat", SystemErrno(errno)))
+                let opened: FileStatus
+                switch FileStatus.of(descriptor: fd) {
+                case .success(let found): opened = found
+                case .failure(let error): throw fail(here, .system(operation: "fstat", error))
                 }
                 if isLast { return Opened(descriptor: fd, status: opened, created: createdLast) }
                 if !opened.ownedByRootOrCaller || (opened.writableByOthers && !opened.sticky) {
@@ -97,21 +104,15 @@ enum DirectoryWalk {
             }
         }
         // The path was "/" (or folded to it).
-        guard case .success(let opened) = FileStatus.of(descriptor: fd) else {
-            throw fail("/", .system(operation: "fstat", SystemErrno(errno)))
+        let opened: FileStatus
+        switch FileStatus.of(descriptor: fd) {
+        case .success(let found): opened = found
+        case .failure(let error): throw fail("/", .system(operation: "fstat", error))
         }
         return Opened(descriptor: fd, status: opened, created: false)
     }
 
     static func components(_ path: String) -> [String] {
         path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-    }
-
-    /// `readlinkat(2)`.
-    static func readLink(_ name: String, in directory: Int32) -> String? {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlinkat(directory, name, &buffer, buffer.count - 1)
-        guard count > 0 else { return nil }
-        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

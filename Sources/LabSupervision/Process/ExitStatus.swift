@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// qlab's one exit-code table, used by every command (README, `qlab --help`).
 ///

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 import Synchronization
 
@@ -13,7 +10,7 @@ import Synchronization
 public final class FileLock: Sendable {
     public let directory: PrivateDirectory
     public let name: String
-    private let fd: Int32
+    private let fd: FileDescriptor
     private let unneeded: @Sendable () -> Bool
     /// Set once ``removeFile()`` unlinked the name: it may name another holder's file since.
     private let removed = Mutex(false)
@@ -31,9 +28,13 @@ public final class FileLock: Sendable {
     ) async throws {
         let deadline = ContinuousClock.now + timeout
         while true {
-            let fd = openat(directory.descriptor, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw SystemCallError("open \(directory.path(name))") }
-            if flock(fd, LOCK_EX | LOCK_NB) == 0 {
+            let fd: FileDescriptor
+            switch directory.handle.openAt(name, .readWrite, options: [.create, .noFollow], permissions: [.ownerReadWrite]) {
+            case .success(let opened): fd = opened
+            case .failure(let error): throw SystemCallError("open \(directory.path(name))", error)
+            }
+            let locked = fd.tryLockExclusive()
+            if case .success = locked {
                 if case .success(let held) = FileStatus.of(descriptor: fd), case .success(let named) = FileStatus.of(name, in: directory.descriptor),
                     held.inode == named.inode, held.device == named.device
                 {
@@ -43,12 +44,11 @@ public final class FileLock: Sendable {
                     self.unneeded = unneeded
                     return
                 }
-                close(fd)
+                fd.closeIgnoringErrors()
                 continue
             }
-            let error = errno
-            close(fd)
-            guard error == EWOULDBLOCK || error == EINTR, ContinuousClock.now < deadline else {
+            fd.closeIgnoringErrors()
+            guard case .failure(let error) = locked, error.isWouldBlock || error == .interrupted, ContinuousClock.now < deadline else {
                 throw LabError.busy(directory.path(name))
             }
             // A real retry delay: flock(2) has no descriptor to wait on, and a
@@ -73,7 +73,7 @@ public final class FileLock: Sendable {
         {
             directory.remove(name)
         }
-        flock(fd, LOCK_UN)
-        close(fd)
+        fd.unlock()
+        fd.closeIgnoringErrors()
     }
 }

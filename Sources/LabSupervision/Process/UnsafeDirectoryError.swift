@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Platform
 
 /// Which of qlab's directory trees a path belongs to: the words used in
@@ -52,7 +49,7 @@ public struct UnsafeDirectoryError: Error, Sendable, CustomStringConvertible {
 
     /// The message, naming the path, its owner and mode and what to do.
     public var description: String {
-        let me = FileStatus.describe(user: geteuid())
+        let me = FileStatus.describe(user: ThisProcess.effectiveUserID)
         let move = "set \(role.setting) to a directory of yours with mode 0700, or to a path that does not exist yet (qlab creates it)"
         let alone = "qlab keeps sockets, records and logs only in a directory of yours alone (mode 0700)"
         let keep = "qlab does not change the mode of a directory it did not create"

@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+// Glibc: Revert/ (its fast-revert trust work landed last) still calls the system itself; moving it onto Platform's
+// wrappers (FileDescriptor.openAt, pipeCloseOnExec, ChildProcess.killAndReap) is what is left of issue 19 item 4.
 import Platform
 import QMP
 

@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import Platform
 import Testing
 
 /// Hooks wait for their child without holding a cooperative-pool thread

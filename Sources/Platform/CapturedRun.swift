@@ -1,7 +1,6 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-import Platform
 import Synchronization
 
 /// A child run to completion with stdout and stderr captured together
@@ -14,6 +13,13 @@ public struct CapturedRun: Sendable {
     public var timedOut: Bool
     /// The calling task was cancelled and the group killed.
     public var cancelled = false
+
+    public init(exit: ProcessExit?, output: String, timedOut: Bool, cancelled: Bool = false) {
+        self.exit = exit
+        self.output = output
+        self.timedOut = timedOut
+        self.cancelled = cancelled
+    }
 
     public var succeeded: Bool { !timedOut && !cancelled && exit == .exited(0) }
 
@@ -68,32 +74,27 @@ extension CapturedRun {
         let pidfd: Int32
 
         static func spawn(_ argv: [String], environment: [String: String]?, input: [UInt8] = []) throws(SystemCallError) -> Running {
-            var ends: [Int32] = [-1, -1]
-            guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
-            _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
-            _ = fcntl(ends[0], F_SETFL, O_NONBLOCK)
+            let (readEnd, writeEnd) = try FileDescriptor.pipeCloseOnExec()
+            readEnd.setNonBlocking()
+            let ends = [readEnd.rawValue, writeEnd.rawValue]
             // The input is written whole into a pipe before the child starts (it fits
             // the pipe's buffer), and the write end closed: the child reads it, then EOF.
             var inputEnds: [Int32] = [-1, -1]
             if !input.isEmpty {
-                guard input.count <= 1 << 16, pipe(&inputEnds) == 0 else {
-                    Glibc.close(ends[0])
-                    Glibc.close(ends[1])
-                    throw SystemCallError("pipe")
-                }
-                _ = fcntl(inputEnds[0], F_SETFD, FD_CLOEXEC)
-                _ = fcntl(inputEnds[1], F_SETFD, FD_CLOEXEC)
-                let written = input.withUnsafeBytes { write(inputEnds[1], $0.baseAddress, $0.count) }
-                Glibc.close(inputEnds[1])
-                guard written == input.count else {
-                    Glibc.close(inputEnds[0])
-                    Glibc.close(ends[0])
-                    Glibc.close(ends[1])
-                    throw SystemCallError("write")
+                do throws(SystemCallError) {
+                    guard input.count <= 1 << 16 else { throw SystemCallError("pipe", Errno.noBufferSpace) }
+                    let (inputRead, inputWrite) = try FileDescriptor.pipeCloseOnExec()
+                    inputEnds = [inputRead.rawValue, inputWrite.rawValue]
+                    defer { inputWrite.closeIgnoringErrors() }
+                    try inputWrite.writeEvery(input, what: "the child's input pipe")
+                } catch {
+                    if inputEnds[0] >= 0 { FileDescriptor(rawValue: inputEnds[0]).closeIgnoringErrors() }
+                    readEnd.closeIgnoringErrors()
+                    writeEnd.closeIgnoringErrors()
+                    throw error
                 }
             }
-            defer { if inputEnds[0] >= 0 { Glibc.close(inputEnds[0]) } }
+            defer { if inputEnds[0] >= 0 { FileDescriptor(rawValue: inputEnds[0]).closeIgnoringErrors() } }
             let child: ChildProcess
             do {
                 child = try ChildProcess.spawn(
@@ -101,21 +102,21 @@ extension CapturedRun {
                     stdin: inputEnds[0] >= 0 ? .descriptor(inputEnds[0]) : .null,
                     stdout: .descriptor(ends[1]), stderr: .descriptor(ends[1]), newSession: true)
             } catch {
-                Glibc.close(ends[0])
-                Glibc.close(ends[1])
+                readEnd.closeIgnoringErrors()
+                writeEnd.closeIgnoringErrors()
                 throw error
             }
-            Glibc.close(ends[1])
+            writeEnd.closeIgnoringErrors()
             return Running(child: child, output: ends[0], pidfd: ProcessDescriptor.open(child.pid))
         }
 
         /// SIGKILL to the group and reap; closes the descriptors.
         func kill() {
             // The child is not reaped yet, so its pid (the group's id) is still ours.
-            Glibc.kill(-child.pid, SIGKILL)
+            child.sendToGroup(.kill)
             _ = child.wait()
-            Glibc.close(output)
-            if pidfd >= 0 { Glibc.close(pidfd) }
+            FileDescriptor(rawValue: output).closeIgnoringErrors()
+            if pidfd >= 0 { FileDescriptor(rawValue: pidfd).closeIgnoringErrors() }
         }
 
         /// Reads output until the child ends, the deadline passes or
@@ -123,18 +124,19 @@ extension CapturedRun {
         /// then reaps the child and closes the descriptors.
         func collect(timeout: Duration?, outputLimit: Int, cancelFD: Int32) -> CapturedRun {
             defer {
-                Glibc.close(output)
-                if pidfd >= 0 { Glibc.close(pidfd) }
+                FileDescriptor(rawValue: output).closeIgnoringErrors()
+                if pidfd >= 0 { FileDescriptor(rawValue: pidfd).closeIgnoringErrors() }
             }
             var bytes: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: 4096)
             /// Reads what is there; false at end of file.
             func drain() -> Bool {
                 while true {
-                    let n = read(output, &buffer, buffer.count)
-                    if n == 0 { return false }
-                    if n < 0 { return errno == EAGAIN || errno == EINTR }
-                    if bytes.count < outputLimit { bytes += buffer[0..<min(n, outputLimit - bytes.count)] }
+                    switch buffer.withUnsafeMutableBytes({ FileDescriptor(rawValue: output).readSome(into: $0) }) {
+                    case .success(0): return false
+                    case .success(let n): if bytes.count < outputLimit { bytes += buffer[0..<min(n, outputLimit - bytes.count)] }
+                    case .failure(let error): return error.isWouldBlock
+                    }
                 }
             }
             let deadline = timeout.map { ContinuousClock.now + $0 }
@@ -154,7 +156,7 @@ extension CapturedRun {
                     let left = OffPoolWait.milliseconds(deadline - ContinuousClock.now)
                     wait = wait < 0 ? left : min(wait, left)
                 }
-                _ = poll(&fds, nfds_t(fds.count), wait)
+                _ = poll(&fds, nfds_t(fds.count), wait)  // EINTR: the loop recomputes the wait
                 // At end of file stop watching the pipe (it would stay readable).
                 if fds[0].fd >= 0, fds[0].revents != 0, !drain() { fds[0].fd = -1 }
                 exit = child.poll()
@@ -167,7 +169,7 @@ extension CapturedRun {
                     continue
                 }
                 // The child is not reaped yet, so its pid (the group's id) is still ours.
-                Glibc.kill(-child.pid, SIGKILL)
+                child.sendToGroup(.kill)
                 exit = child.wait()
             }
             if fds[0].fd >= 0 { _ = drain() }
