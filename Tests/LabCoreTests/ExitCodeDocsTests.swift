@@ -33,7 +33,7 @@ struct ExitCodeDocsTests {
 
     /// The exit codes a Markdown page or a help text names: in a sentence that speaks of
     /// exit statuses (`Exit status: 0 when ...; 2 for ...`, `exits 130 (143, 129)`, `(exit 124)`),
-    /// each number that starts a clause. Code blocks, inline code and table rows are left out
+    /// each number that starts a clause (not a file mode such as 0644). Code blocks, inline code and table rows are left out
     /// (a guest's `exit 7` is not qlab's).
     static func claims(in text: String) -> [Claim] {
         var prose = text.replacingOccurrences(of: "```[\\s\\S]*?```", with: "", options: .regularExpression)
@@ -48,7 +48,7 @@ struct ExitCodeDocsTests {
         }
         let speaksOfExit = try! NSRegularExpression(pattern: "exit status:|exit status is|exit codes?\\b|\\bexits? \\**\\d", options: [.caseInsensitive])
         let code = try! NSRegularExpression(
-            pattern: "(?:^|(?<=[:;,(] )|(?<=\\bor )|(?<=\\band )|(?<=\\bexit )|(?<=\\bexits )|(?<=status ))\\**(\\d+(?:/\\d+)*)\\**(?=[ ,;).]|$)(?! ?\\+)")
+            pattern: "(?:^|(?<=[:;,(] )|(?<=\\bor )|(?<=\\band )|(?<=\\bexit )|(?<=\\bexits )|(?<=status ))\\**((?:0|[1-9]\\d*)(?:/(?:0|[1-9]\\d*))*)\\**(?=[ ,;).]|$)(?! ?\\+)")
         let nextCode = try! NSRegularExpression(pattern: "[;,]\\s*\\**\\d+\\b")
         var claims: [Claim] = []
         var previousSentences: [String] = []
