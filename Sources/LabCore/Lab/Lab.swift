@@ -38,6 +38,10 @@ public struct Lab: Sendable {
     /// `trace_qmp: true`: a lab-wide QMP trace in the state directory (``LabRuntime/qmpTracePath``),
     /// kept by the supervisor and every qlab command that talks to the lab.
     public var traceQMP = false
+    /// `matrix: {devices: ...}`: the devices the tests run once per device
+    /// with, in file order (empty: no device dimension, every device at once).
+    /// See ``DeviceMatrix``.
+    public var matrixDevices: [String] = []
     /// Files the lab names that do not exist (yet). Not an error at load time
     /// unless asked for: `qlab args` prints a command line without images.
     public var missingFiles: [MissingFile]

@@ -97,7 +97,8 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix"]
+    static let matrixKeys = ["devices"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
     static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
     static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
@@ -118,7 +119,7 @@ struct LabLoader {
         let entries = try reader.mapping(root, allowed: Self.topKeys, what: "a lab")
         var lab = Lab(name: "", file: file, directory: directory)
         var sawName = false, sawGuests = false
-        var deviceField: Field?, testField: Field?
+        var deviceField: Field?, testField: Field?, matrixField: Field?
         for (key, field) in entries where !YAMLReader.isNull(field.node) {
             switch key {
             case "name":
@@ -137,6 +138,7 @@ struct LabLoader {
             case "qemu_args": lab.qemuArgs = try qemuArgs(field)
             case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
             case "trace_qmp": lab.traceQMP = try reader.bool(field)
+            case "matrix": matrixField = field
             default: break
             }
         }
@@ -154,6 +156,7 @@ struct LabLoader {
         }
         if let deviceField { lab.devices = try devices(deviceField) }
         if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name)) }
+        if let matrixField { lab.matrixDevices = try matrixDevices(matrixField, devices: lab.devices.map(\.name)) }
         lab.missingFiles = missing
         // Placement problems (slot clashes, hotplug onto pcie.0) are lab file errors too:
         // find them now, for every machine type a guest uses, not at launch.
@@ -518,6 +521,37 @@ struct LabLoader {
             tests.append(test)
         }
         return tests
+    }
+
+    /// `matrix: {devices: each}` (every device of the lab) or `{devices: [a, b]}`.
+    func matrixDevices(_ field: Field, devices: [String]) throws(LabFileError) -> [String] {
+        var names: [String] = []
+        for (key, value) in try reader.mapping(field, allowed: Self.matrixKeys, what: "the matrix") where !YAMLReader.isNull(value.node) {
+            guard key == "devices" else { continue }
+            let known = devices.isEmpty ? "the lab has no devices; add them under `devices:`" : "its devices: " + devices.joined(separator: ", ")
+            if case .scalar = value.node {
+                let word = try reader.string(value)
+                guard word == "each" else {
+                    throw reader.error(value, "'\(word)' is neither `each` (every device of the lab) nor a list of device names; \(known)")
+                }
+                guard !devices.isEmpty else { throw reader.error(value, "`devices: each` needs devices: \(known)") }
+                names = devices
+                continue
+            }
+            let items = try reader.sequence(value)
+            if items.isEmpty { throw reader.error(value, "an empty list; name the devices to run the tests with one at a time (\(known)), or `each`") }
+            for item in items {
+                let name = try reader.string(item)
+                guard devices.contains(name) else {
+                    var message = "no device '\(name)' in this lab"
+                    if let close = Suggestion.closest(to: name, in: devices) { message += "; did you mean '\(close)'?" }
+                    throw reader.error(item, message + "; " + known)
+                }
+                if names.contains(name) { throw reader.error(item, "device '\(name)' is listed twice") }
+                names.append(name)
+            }
+        }
+        return devices.filter(names.contains)
     }
 
     func hooks(_ field: Field) throws(LabFileError) -> Hooks {

@@ -263,10 +263,13 @@ extension TestRunner {
         }
     }
 
-    /// The hotplug devices `entry` runs with: today every hotplug device of
-    /// the lab. (A device dimension in the matrix chooses the entry's here.)
+    /// The hotplug devices `entry` runs with: every hotplug device of the
+    /// lab, or in a lab with a device dimension only the entry's of the
+    /// matrix's (``Lab/hotplugDevices(for:device:)``).
     func devicesToAttach(for entry: TestRunEntry, on booted: BootedGuest) throws -> [String] {
-        try booted.session.hotplugDeviceNames()
+        let names = try booted.session.hotplugDeviceNames()
+        let entryDevices = lab.hotplugDevices(for: booted.guest, device: entry.device)
+        return names.filter(entryDevices.contains)
     }
 
     func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
@@ -285,6 +288,7 @@ extension TestRunner {
         env["QLAB_CONSOLE_LOG"] = booted.session.record.consoleLog ?? ""
         env["QLAB_DEVICES"] = lab.devices.map(\.name).joined(separator: " ")
         env["QLAB_PASSTHROUGH"] = booted.session.record.passthroughHosts.map(\.host).joined(separator: " ")
+        env.merge(deviceEnvironment(entry, booted: booted)) { $1 }
         return env
     }
 
