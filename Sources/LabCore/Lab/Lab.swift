@@ -256,6 +256,8 @@ public struct LabTest: Sendable, Hashable {
     public var guests: [String]?
     /// Texts the guest's screen (VGA text mode) must show after `run` (or alone), each within `timeout`.
     public var screenExpect: [String] = []
+    /// The devices of the lab's device dimension this test runs with (nil: all of them).
+    public var devices: [String]?
 
     public init(name: String, run: String, expect: [String] = [], status: Int32 = 0, timeout: Duration = .seconds(60), guests: [String]? = nil) {
         self.name = name
@@ -267,4 +269,6 @@ public struct LabTest: Sendable, Hashable {
     }
 
     public func applies(to guest: String) -> Bool { guests?.contains(guest) ?? true }
+    /// True when the test runs with `device` (nil: a lab without a device dimension).
+    public func applies(toDevice device: String?) -> Bool { device.map { devices?.contains($0) ?? true } ?? true }
 }

@@ -110,7 +110,7 @@ struct LabLoader {
         "qemu_args", "revert", "display", "firmware_ready",
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
-    static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect"]
+    static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect", "devices"]
     static let hookKeys = ["before_each", "after_each", "timeout"]
 
     var directory: String { Paths.directory(of: file) }
@@ -155,8 +155,8 @@ struct LabLoader {
             throw reader.error(at: root.node, path: "guests", "a lab needs at least one guest, e.g. `guests: {linux: {os: linux, kernel: ..., initrd: ...}}`")
         }
         if let deviceField { lab.devices = try devices(deviceField) }
-        if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name)) }
         if let matrixField { lab.matrixDevices = try matrixDevices(matrixField, devices: lab.devices.map(\.name)) }
+        if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name), matrix: lab.matrixDevices) }
         lab.missingFiles = missing
         // Placement problems (slot clashes, hotplug onto pcie.0) are lab file errors too:
         // find them now, for every machine type a guest uses, not at launch.
@@ -485,7 +485,7 @@ struct LabLoader {
         return login
     }
 
-    func tests(_ field: Field, guests: [String]) throws(LabFileError) -> [LabTest] {
+    func tests(_ field: Field, guests: [String], matrix: [String] = []) throws(LabFileError) -> [LabTest] {
         var tests: [LabTest] = []
         for (name, testField) in try reader.mapping(field, what: "the lab's tests") {
             guard TestName.isValid(name) else {
@@ -512,6 +512,18 @@ struct LabLoader {
                         throw reader.error(item, message)
                     }
                     test.guests = names
+                case "devices":
+                    guard !matrix.isEmpty else {
+                        throw reader.error(value, "a test's devices: chooses among the lab's device dimension; add `matrix: {devices: each}` (or a list) to the lab")
+                    }
+                    let names = try reader.strings(value)
+                    for (index, device) in names.enumerated() where !matrix.contains(device) {
+                        var message = "no device '\(device)' in the lab's matrix"
+                        if let close = Suggestion.closest(to: device, in: matrix) { message += "; did you mean '\(close)'?" }
+                        let item = (try? reader.sequence(value))?[index] ?? value
+                        throw reader.error(item, message + "; its devices: " + matrix.joined(separator: ", "))
+                    }
+                    test.devices = names
                 default: break
                 }
             }

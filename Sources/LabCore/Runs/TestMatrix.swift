@@ -104,7 +104,7 @@ public struct TestMatrix: Sendable {
         var all: [TestRunEntry] = []
         for guest in lab.guests where guests.isEmpty || guests.contains(guest.name) {
             for device in cells {
-                for test in lab.tests where (tests.isEmpty || tests.contains(test.name)) && test.applies(to: guest.name) {
+                for test in lab.tests where (tests.isEmpty || tests.contains(test.name)) && test.applies(to: guest.name) && test.applies(toDevice: device) {
                     for repeatIndex in 1...max(1, repeats) {
                         all.append(TestRunEntry(guest: guest.name, device: device, test: test.name, repeatIndex: repeatIndex, matrixIndex: all.count))
                     }
