@@ -103,14 +103,43 @@ enum BigIntegerRescue {
     /// Replaces `"\u0001qlab-int-...:N"` in dumped JSON with the N-th integer's
     /// digits, and `"...:dN"` with the double whose bit pattern is the N-th
     /// value, as Swift's shortest round-trip text (`0.123`, `2.0`, `1e-07`).
+    /// One pass over the bytes: a report has thousands of doubles and tens of MiB
+    /// (a pass per value made writing a large report take hours).
     static func substituteTokens(in bytes: [UInt8], with values: [UInt64]) -> [UInt8] {
-        var text = String(decoding: bytes, as: UTF8.self)
-        let escapedNonce = "\\u0001" + nonce.dropFirst()
-        for (index, value) in values.enumerated().reversed() {
-            text = text.replacingAll("\"" + escapedNonce + String(index) + "\"", with: String(value))
-            text = text.replacingAll("\"" + escapedNonce + "d" + String(index) + "\"", with: Double(bitPattern: value).description)
+        let prefix = Array(("\"\\u0001" + nonce.dropFirst()).utf8)
+        let (quote, zero, nine, d) = (UInt8(ascii: "\""), UInt8(ascii: "0"), UInt8(ascii: "9"), UInt8(ascii: "d"))
+        var output: [UInt8] = []
+        output.reserveCapacity(bytes.count)
+        let count = bytes.count
+        var index = 0
+        var copied = 0
+        while index < count {
+            guard bytes[index] == quote, count - index > prefix.count, bytes[index..<index + prefix.count].elementsEqual(prefix) else {
+                index += 1
+                continue
+            }
+            var cursor = index + prefix.count
+            let isDouble = bytes[cursor] == d
+            if isDouble { cursor += 1 }
+            var number = 0
+            var digits = 0
+            while cursor < count, bytes[cursor] >= zero, bytes[cursor] <= nine, digits < 18 {
+                number = number * 10 + Int(bytes[cursor] - zero)
+                cursor += 1
+                digits += 1
+            }
+            guard digits > 0, cursor < count, bytes[cursor] == quote, number < values.count else {
+                index += 1
+                continue
+            }
+            output.append(contentsOf: bytes[copied..<index])
+            let value = values[number]
+            output.append(contentsOf: (isDouble ? Double(bitPattern: value).description : String(value)).utf8)
+            index = cursor + 1
+            copied = index
         }
-        return Array(text.utf8)
+        output.append(contentsOf: bytes[copied..<count])
+        return output
     }
 }
 

@@ -62,7 +62,7 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting {
                 let unusable = GuestError.consoleUnusable(
                     reason: "the shell did not answer within \(LabDuration.format(limit)): another client may hold the console (qlab console, qlab run), the guest may still be booting (use --ready), or it hangs",
                     consoleTail: console.tail())
-                if ready, let record = runtime.record {
+                if ready, let record = try runtime.record {
                     let guest = try record.lab().selectGuest(record.guest)
                     guard let left = budget.remaining() else { throw unusable }
                     try await console.waitForReady(guest, timeout: left)

@@ -80,12 +80,16 @@ struct DownCommand: AsyncParsableCommand, JSONReporting {
         commandName: "down", abstract: "Stop a lab: quit, then SIGTERM, then SIGKILL; clean up. Idempotent.")
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
-    @Flag(help: "Print {\"name\", \"outcome\", \"method\"} as JSON.") var json = false
+    @Flag(help: "Print {\"name\", \"outcome\", \"method\", \"problem\"} as JSON.") var json = false
+    @Flag(help: "Stop the command that owns the lab (a `qlab run` using it: it ends as cancelled, reports written), then take the lab down.")
+    var force = false
 
     func run() async throws {
         do {
             let runtime = try LabRuntime.locateExisting(lab)
-            let outcome = try await labController().down(runtime.name)
+            let outcome = try await labController().down(runtime.name, force: force) { owner in
+                reportError("qlab down: lab \(runtime.name) belongs to \(owner.description): asking it to stop (SIGTERM) and waiting for it")
+            }
             if json {
                 try printJSON(outcome.json(lab: runtime.name))
                 return
@@ -93,7 +97,11 @@ struct DownCommand: AsyncParsableCommand, JSONReporting {
             switch outcome {
             case .notRunning: print("lab \(runtime.name) is not running")
             case .cleanedUp: print("lab \(runtime.name): QEMU was already gone; cleaned up")
+            case .stopped("owner"): print("lab \(runtime.name) down (its owner ended its run and took it down)")
             case .stopped(let method): print("lab \(runtime.name) down (\(method))")
+            case .unreadableRecord(let problem, let method):
+                reportError("qlab down: \(problem)")
+                print("lab \(runtime.name): record unreadable; " + (method.map { "QEMU found by its pid file and stopped (\($0))" } ?? "no QEMU of it runs") + "; cleaned up")
             }
         } catch {
             reportError("qlab down: \(error)")
@@ -128,10 +136,13 @@ struct StatusCommand: AsyncParsableCommand, JSONReporting {
         }
         if statuses.isEmpty { print("no labs") }
         for status in statuses { print(TerminalText.neutralised(Self.text(status))) }
+        // A record qlab cannot read is not a state it can vouch for.
+        if statuses.contains(where: { $0.state == .unreadable }) { throw ExitCode(ExitStatus.failed.rawValue) }
     }
 
     static func text(_ status: LabController.Status) -> String {
         var lines = ["\(status.name): \(status.state.rawValue)"]
+        if let problem = status.problem { lines.append("  record: \(problem)") }
         if let record = status.record {
             lines.append("  QEMU pid \(record.qemuPID) (supervisor pid \(record.supervisorPID)), guest \(record.guest), QEMU state \(status.vmStatus ?? "unknown (monitor busy)")")
             lines.append("  accel \(record.accel.accelerator.rawValue): \(record.accel.reason)")
@@ -139,6 +150,7 @@ struct StatusCommand: AsyncParsableCommand, JSONReporting {
                 let mapped = revert.mappedSnapshot.map { "; QEMU maps snapshot \($0)'s RAM image copy-on-write" } ?? ""
                 lines.append("  revert \(revert.method.rawValue): \(revert.reason)\(mapped)")
             }
+            if let owner = record.owner, owner.isAlive { lines.append("  owned by \(owner.description)") }
             if let uptime = status.uptime { lines.append("  up \(Int(uptime)) s" + (status.supervised ? "" : " (supervisor gone: `qlab down` still stops it)")) }
             if !record.devices.isEmpty {
                 lines.append("  devices: " + record.devices.map { "\($0.name) (\($0.state))" }.joined(separator: ", "))
@@ -174,7 +186,7 @@ struct ListCommand: AsyncParsableCommand, JSONReporting {
         if statuses.isEmpty { print("no labs") }
         for status in statuses {
             let pid = status.record.map { "pid \($0.qemuPID)" } ?? ""
-            print("\(status.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status.state.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) \(pid)")
+            print("\(status.name.padding(toLength: 20, withPad: " ", startingAt: 0)) \(status.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) \(pid)")
         }
     }
 }

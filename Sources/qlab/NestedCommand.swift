@@ -89,9 +89,9 @@ struct NestedCommand: AsyncParsableCommand {
                 throw exitCodeFor(error)
             }
             if let jsonReport {
-                do { try FileSystem.writeJSON(jsonReport, report.json, mode: 0o644) } catch {
-                    reportError("qlab nested run: cannot write \(jsonReport): \(error)")
-                    throw ExitCode(1)
+                do { try OutputFile.writeJSON(jsonReport, report.json) } catch {
+                    reportError("qlab nested run: \(error)")
+                    throw exitCodeFor(error)
                 }
             }
             if json { try printJSON(report.json) }

@@ -54,7 +54,8 @@ struct ConsoleCommand: AsyncParsableCommand {
             throw exitCodeFor(error)
         }
         if log {
-            let path = runtime.record?.consoleLog ?? Self.latestConsoleLog(runtime)
+            // A record that does not decode still leaves the newest console log to show.
+            let path = ((try? runtime.record) ?? nil)?.consoleLog ?? Self.latestConsoleLog(runtime)
             guard let path, let bytes = HostFiles.readBytes(path, limit: 256 << 20) else {
                 reportError("qlab console: no console log for lab \(runtime.name) yet")
                 throw ExitCode(1)
@@ -64,7 +65,12 @@ struct ConsoleCommand: AsyncParsableCommand {
             FileHandle.standardOutput.write(isatty(1) == 1 ? Data(TerminalText.neutralised(log).utf8) : Data(log))
             return
         }
-        guard runtime.record != nil else {
+        let record: LabRecord?
+        do { record = try runtime.record } catch {
+            reportError("qlab console: \(error)")
+            throw exitCodeFor(error)
+        }
+        guard record != nil else {
             reportError("qlab console: \(LabError.notRunning(runtime.name))")
             throw ExitCode(ExitStatus.noSuchLab.rawValue)
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LabCore
+import Platform
 import QMP
 
 /// One line on standard error (a trailing newline is added when missing).
@@ -18,6 +19,8 @@ func exitCodeFor(_ error: Error) -> ExitCode {
     if error is LabFileError || error is TestMatrix.SelectionError || error is ValidationError { return ExitCode(ExitStatus.usage.rawValue) }
     if let error = error as? LabError { return ExitCode(error.exitStatus.rawValue) }
     if let error = error as? GuestScreen.ScreenError { return ExitCode(error.exitStatus.rawValue) }
+    if let error = error as? TestReport.ReadError { return ExitCode(error.exitStatus.rawValue) }
+    if let error = error as? OutputFileError { return ExitCode(error.exitStatus.rawValue) }
     if case QMPError.timeout = error { return ExitCode(ExitStatus.timeout.rawValue) }
     if let error = error as? GuestError, error.isTimeout { return ExitCode(ExitStatus.timeout.rawValue) }
     return ExitCode(ExitStatus.failed.rawValue)

@@ -43,7 +43,7 @@ struct QMPCommand: AsyncParsableCommand {
             }
             do {
                 let runtime = try LabRuntime.locateExisting(words.removeFirst())
-                guard runtime.record != nil else { throw LabError.notRunning(runtime.name) }
+                guard try runtime.record != nil else { throw LabError.notRunning(runtime.name) }
                 socketPath = runtime.qmpSocketPath
                 labTracer = runtime.tracesQMP ? runtime.labTracer() : nil
             } catch {

@@ -53,6 +53,13 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
         options.screenshotDirectory = screenshotDirectory
         options.jobs = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs", command: "run")
         let (lab, json, jsonReport, junit, html) = (lab, json, jsonReport, junit, html)
+        // A report path qlab will not write (a directory, a link it does not follow) is refused now, not after the run.
+        do {
+            for path in [jsonReport, junit, html].compactMap({ $0 }) { _ = try OutputFile.target(path) }
+        } catch {
+            reportError("qlab run: \(error)")
+            throw exitCodeFor(error)
+        }
         // SIGINT/SIGTERM/SIGHUP: the runner stops, takes the lab down and
         // returns the runs so far (the rest cancelled); the reports are written.
         try await runCancellable("run") { [options] stop in
@@ -77,8 +84,8 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
             do {
                 try Self.write(report, jsonReport: jsonReport, junit: junit, html: html)
             } catch {
-                reportError("qlab run: cannot write the report: \(error)")
-                throw ExitCode(1)
+                reportError("qlab run: \(error)")
+                throw exitCodeFor(error)
             }
             if json {
                 try printJSON(report.json)
@@ -102,14 +109,14 @@ extension RunCommand {
     /// Writes the report files asked for (0644): JSON with screenshots relative to its
     /// directory, JUnit with attachment paths relative to the working directory.
     static func write(_ report: TestReport, jsonReport: String?, junit: String?, html: String?) throws {
-        if let jsonReport { try FileSystem.writeJSON(jsonReport, report.json(relativeTo: ReportPaths.directory(of: jsonReport)), mode: 0o644) }
+        if let jsonReport { try OutputFile.writeJSON(jsonReport, report.json(relativeTo: ReportPaths.directory(of: jsonReport))) }
         if let junit {
             let xml = JUnitReport.xml(report, attachmentsRelativeTo: ReportPaths.workingDirectory)
-            try FileSystem.writeAtomically(junit, Array(xml.utf8), mode: 0o644)
+            try OutputFile.write(junit, Array(xml.utf8))
         }
         if let html {
             let page = HTMLReport.html([report]) { result in result.screenshot.flatMap(HTMLReport.screenshotBytes) }
-            try FileSystem.writeAtomically(html, Array(page.utf8), mode: 0o644)
+            try OutputFile.write(html, Array(page.utf8))
         }
     }
 }
@@ -245,14 +252,14 @@ struct ReportCommand: AsyncParsableCommand {
             do {
                 let page = try HTMLReport.html(reportFiles: reports)
                 if let output {
-                    try FileSystem.writeAtomically(output, Array(page.utf8), mode: 0o644)
+                    try OutputFile.write(output, Array(page.utf8))
                     reportError("wrote \(output) (\(reports.count) report\(reports.count == 1 ? "" : "s"))")
                 } else {
                     print(page, terminator: "")
                 }
             } catch {
                 reportError("qlab report html: \(error)")
-                throw ExitCode(error is TestReport.ReadError ? ExitStatus.usage.rawValue : ExitStatus.failed.rawValue)
+                throw exitCodeFor(error)
             }
         }
     }
@@ -275,10 +282,10 @@ struct ReportCommand: AsyncParsableCommand {
                         + "give every shard's report, or --partial to merge what is here")
                     throw ExitCode(ExitStatus.failed.rawValue)
                 }
-                if let jsonReport { try FileSystem.writeJSON(jsonReport, merged.json(relativeTo: ReportPaths.directory(of: jsonReport)), mode: 0o644) }
+                if let jsonReport { try OutputFile.writeJSON(jsonReport, merged.json(relativeTo: ReportPaths.directory(of: jsonReport))) }
                 if json || jsonReport == nil { try printJSON(merged.json) }
                 if let junit {
-                    try FileSystem.writeAtomically(junit, Array(JUnitReport.xml(merged, attachmentsRelativeTo: ReportPaths.workingDirectory).utf8), mode: 0o644)
+                    try OutputFile.write(junit, Array(JUnitReport.xml(merged, attachmentsRelativeTo: ReportPaths.workingDirectory).utf8))
                 }
                 reportError("merged \(reports.count) reports: \(merged.summaryLine)"
                     + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))
@@ -287,7 +294,7 @@ struct ReportCommand: AsyncParsableCommand {
                 throw error
             } catch {
                 reportError("qlab report merge: \(error)")
-                throw ExitCode(1)
+                throw exitCodeFor(error)
             }
         }
     }

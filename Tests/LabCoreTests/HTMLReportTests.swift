@@ -153,7 +153,7 @@ struct HTMLReportTests {
         let entry = TestRunEntry(guest: "linux", test: "x\(hostile)", repeatIndex: 1, matrixIndex: 0)
         try FileManager.default.createDirectory(atPath: dir + "/shots", withIntermediateDirectories: true)
         try Data(Self.tinyPNG).write(to: URL(fileURLWithPath: dir + "/shots/linux.png"))
-        var result = TestResult(entry: entry, outcome: .failed, duration: 1, exitStatus: 1, output: hostile + "\u{1B}[2J\u{0}", message: hostile,
+        var result = TestResult(entry: entry, outcome: .failed, duration: 1, exitStatus: 1, output: hostile + "\u{1B}[2J\u{0}\u{9B}2J\u{7F}\u{85}", message: hostile,
                                 diagnoses: [Diagnosis(id: "x-\(hostile)", summary: hostile, cause: hostile, fix: hostile)], consoleTail: hostile,
                                 steps: [(hostile, 1)])
         result.screenshot = "shots/linux.png"
@@ -175,10 +175,22 @@ struct HTMLReportTests {
         #expect(dom.components(separatedBy: "<svg ").count - 1 == 1)
         #expect(!dom.contains(#"<img src="x""#) && !dom.contains("<svg onload"))
         #expect(dom.contains("&lt;/script&gt;&lt;img src=x onerror="))
+        // C0, DEL and C1 controls (U+009B is the 8-bit CSI) reach the page as U+FFFD.
+        #expect(dom.contains("\u{FFFD}[2J\u{FFFD}\u{FFFD}2J\u{FFFD}\u{FFFD}"), "the output's controls")
+        #expect(!dom.unicodeScalars.contains { (0x7F...0x9F).contains($0.value) || ($0.value < 0x20 && $0 != "\n" && $0 != "\t" && $0 != "\r") })
         // Text stays text where it was put: the test name in the matrix.
         let matrix = try Self.cells(dom, inside: "matrix")
         #expect(matrix.count == 1)
         #expect(matrix.first?["data-test"]?.contains("&lt;/script&gt;") == true || matrix.first?["data-test"]?.contains("</script>") == true)
+    }
+
+    /// The escaping the page promises: markup characters as entities; C0 controls but tab and
+    /// newlines, DEL and the C1 controls (U+0080-U+009F, U+009B the 8-bit CSI) as U+FFFD.
+    @Test func controlCharactersBecomeReplacementCharacters() {
+        #expect(HTMLReport.escape("a\u{7F}b\u{80}c\u{9B}31md\u{9F}e\u{A0}f\u{1B}g\u{0}\tx\r\n<&>\"'")
+            == "a\u{FFFD}b\u{FFFD}c\u{FFFD}31md\u{FFFD}e\u{A0}f\u{FFFD}g\u{FFFD}\tx\r\n&lt;&amp;&gt;&quot;&apos;")
+        // JUnit's XML keeps DEL and C1, which XML 1.0 allows.
+        #expect(JUnitReport.escape("\u{9B}\u{7F}") == "\u{9B}\u{7F}")
     }
 
     @Test func badInputNamesTheFile() throws {

@@ -103,7 +103,7 @@ struct JSONOutputTests {
         let up = try json("up", lab, "--paused", "--json")
         #expect(up?["name"] == "bare-dev")
         #expect(up?["vm_status"] == "prelaunch")
-        #expect(up?["qemu_pid"]?.intValue == fixture.runtime("bare-dev").record.map { Int($0.qemuPID) })
+        #expect(try up?["qemu_pid"]?.intValue == fixture.runtime("bare-dev").record.map { Int($0.qemuPID) })
         #expect(up?["started_at_seconds"]?.doubleValue ?? 0 > 1_700_000_000)
 
         let status = try json("status", "bare-dev", "--json")

@@ -31,7 +31,7 @@ struct LifecycleTests {
         #expect(up.status == 0, "\(up.stderr)")
         #expect(up.stdout.contains("accel tcg"))
         let runtime = env.runtime("bare")
-        let record = try #require(runtime.record)
+        let record = try #require(try runtime.record)
         #expect(ProcessTable.isRunning(record.qemuPID))
         // QEMU runs as `-name bare`, so ps shows whose it is.
         let argv = ProcessTable.commandLine(record.qemuPID)
@@ -78,7 +78,7 @@ struct LifecycleTests {
         let up = try env.qlab("up", lab)
         #expect(up.status == 0, "\(up.stderr)")
         let runtime = env.runtime("bare")
-        let record = try #require(runtime.record)
+        let record = try #require(try runtime.record)
         // A command that took the lock (and let it go) made the lock file.
         #expect(try env.qlab("qmp", "bare", "query-status").status == 0)
         _ = try env.qlab("snapshot", "bare", "list")
@@ -99,7 +99,7 @@ struct LifecycleTests {
         defer { env.cleanUp() }
         let lab = try Self.bareLab(env)
         #expect(try env.qlab("up", lab).status == 0)
-        let record = try #require(env.runtime("bare").record)
+        let record = try #require(try env.runtime("bare").record)
         kill(record.qemuPID, SIGKILL)
         _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))
         let status = try JSONValue.parse(try env.qlab("status", "bare", "--json").stdout)
@@ -114,7 +114,7 @@ struct LifecycleTests {
         defer { env.cleanUp() }
         let lab = try Self.bareLab(env)
         #expect(try env.qlab("up", lab).status == 0)
-        let record = try #require(env.runtime("bare").record)
+        let record = try #require(try env.runtime("bare").record)
         kill(record.supervisorPID, SIGKILL)
         _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(5))
         #expect(ProcessTable.isRunning(record.qemuPID))
@@ -133,7 +133,7 @@ struct LifecycleTests {
         defer { env.cleanUp() }
         let lab = try Self.bareLab(env)
         #expect(try env.qlab("up", lab).status == 0)
-        let pid = try #require(env.runtime("bare").record).qemuPID
+        let pid = try #require(try env.runtime("bare").record).qemuPID
         let second = try env.qlab("up", lab)
         #expect(second.status == 1)
         #expect(second.stderr.contains("already running"))
@@ -228,7 +228,7 @@ struct LifecycleTests {
         let runtime = env.runtime("bare")
         var pid: Int32?
         for _ in 0..<500 {
-            if let record = runtime.record, record.qemuPID > 0, FileManager.default.fileExists(atPath: runtime.qmpSocketPath) {
+            if let record = try runtime.record, record.qemuPID > 0, FileManager.default.fileExists(atPath: runtime.qmpSocketPath) {
                 pid = record.qemuPID
                 break
             }

@@ -86,7 +86,7 @@ struct ParallelRunFailureTests {
         defer { if run.process.isRunning { _ = run.signal(SIGKILL) } }
         #expect(waitUntil(limit: .seconds(400)) { CancellationQEMUTests.sleeping(env, "abrt-j2") }, "the clone never ran a test: \(run.stdout)\(run.stderr)")
         let clone = env.runtime("abrt-j2")
-        let record = try #require(clone.record)
+        let record = try #require(try clone.record)
         // Only the clone's own QEMU: its record's pid, alive with the start time recorded, and its stderr the clone's log.
         let pid = try #require(clone.liveQEMU(record))
         #expect(pid == record.qemuPID)

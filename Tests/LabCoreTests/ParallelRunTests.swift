@@ -85,7 +85,7 @@ struct ParallelRunTests {
         var images: [(String, String)] = []
         var overlays: [String] = []
         let both = waitUntil(limit: .seconds(400)) {
-            let pids = ["par", "par-j2"].compactMap { env.runtime($0).record?.qemuPID }
+            let pids = ["par", "par-j2"].compactMap { ((try? env.runtime($0).record) ?? nil)?.qemuPID }
             images = pids.compactMap(Self.mappedImage)
             return images.count == 2
         }

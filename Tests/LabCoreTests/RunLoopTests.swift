@@ -201,7 +201,7 @@ struct RunLoopTests {
             if case .guestReady = event, killed.withLock({ done in defer { done = true }; return !done }) {
                 Task.detached {
                     try? await Task.sleep(for: .seconds(2))
-                    if let pid = runtime.record?.qemuPID { kill(pid, SIGKILL) }
+                    if let pid = ((try? runtime.record) ?? nil)?.qemuPID { kill(pid, SIGKILL) }
                 }
             }
         }

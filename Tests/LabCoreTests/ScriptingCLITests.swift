@@ -172,11 +172,11 @@ struct ScriptingCLITests {
         defer { env.cleanUp() }
         let lab = try LifecycleTests.bareLab(env, name: "again")
         #expect(try env.qlab("up", lab, "--paused").status == 0)
-        let first = try #require(env.runtime("again").record)
+        let first = try #require(try env.runtime("again").record)
         #expect(try env.qlab("down", "again").status == 0)
         let byName = try env.qlab("up", "again", "--paused")
         #expect(byName.status == 0, "\(byName.stderr)")
-        let second = try #require(env.runtime("again").record)
+        let second = try #require(try env.runtime("again").record)
         #expect(second.labFile == first.labFile)
         #expect(second.qemuPID != first.qemuPID)
         #expect(try env.qlab("down", "again").status == 0)

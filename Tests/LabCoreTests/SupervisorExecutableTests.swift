@@ -27,7 +27,7 @@ struct SupervisorExecutableTests {
         let lab = try LifecycleTests.bareLab(env)
         let up = try env.qlab("up", lab)
         #expect(up.status == 0, "\(up.stderr)")
-        let record = try #require(env.runtime("bare").record)
+        let record = try #require(try env.runtime("bare").record)
         let runtime = env.runtime("bare")
         // The supervisor is qlab-supervisor, recognised as the lab's supervisor.
         let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(record.supervisorPID)/exe")

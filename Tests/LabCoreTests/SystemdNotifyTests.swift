@@ -1,6 +1,7 @@
 import Foundation
 import LabCore
 import Platform
+import Synchronization
 import Testing
 
 /// `qlab up --foreground` under systemd (`Type=notify`): READY=1 once the lab
@@ -55,6 +56,95 @@ struct SystemdNotifyTests {
         // Not under systemd, or a socket nobody listens on: nothing sent, nothing fatal.
         #expect(!SystemdNotify.notify("READY=1", environment: [:]))
         #expect(!SystemdNotify.notify("READY=1", environment: ["NOTIFY_SOCKET": name + "-gone"]))
+    }
+
+    /// Fills `listener`'s queue (datagrams nobody reads) until a send would block.
+    static func fill(_ name: String) throws {
+        var address = Array(name.utf8)
+        if address.first == UInt8(ascii: "@") { address[0] = 0 }
+        for _ in 0..<1_000_000 {
+            switch DatagramSocket.send(Array("x".utf8), to: address) {
+            case .success: continue
+            case .failure(let error):
+                try #require(error.code == EAGAIN, "filling \(name): \(error)")
+                return
+            }
+        }
+        Issue.record("\(name) took a million datagrams without filling")
+    }
+
+    /// A notify socket whose queue is full: the send returns at once, false (dropped), the datagram is not waited on.
+    @Test func aFullSocketDropsTheNotification() throws {
+        let name = "/tmp/qlab-notify-full-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        let listener = try Listener(name)
+        try Self.fill(name)
+        let sent = Mutex<Bool?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            sent.withLock { $0 = SystemdNotify.notify("READY=1", environment: ["NOTIFY_SOCKET": name]) }
+            done.signal()
+        }
+        // A bound on the wait, not on speed: a blocking send would never return.
+        #expect(done.wait(timeout: .now() + 60) == .success, "notify returned")
+        #expect(sent.withLock { $0 } == false)
+        // What is queued is the test's own filler, never READY=1.
+        #expect(listener.receive() == "x")
+    }
+
+    /// `up --foreground` under a NOTIFY_SOCKET nobody reads (full): the lab comes up, SIGTERM
+    /// takes it down, and the process ends (143) instead of hanging in a send.
+    @Test func foregroundLabStopsWithAFullNotifySocket() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let disk = try env.makeBlankDisk()
+        let lab = try env.writeLab("unheard", """
+            name: unheard
+            machine: {type: q35, accel: tcg, memory: 64M}
+            guests:
+              bare: {os: linux, disk: \(disk)}
+            """)
+        let socketPath = env.root + "/full.sock"
+        let listener = try Listener(socketPath)
+        try Self.fill(socketPath)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: QLabTestEnvironment.qlabExecutable)
+        process.arguments = ["up", lab, "--paused", "--foreground"]
+        var environment = env.environment
+        environment["NOTIFY_SOCKET"] = socketPath
+        process.environment = environment
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        let exited = DispatchSemaphore(value: 0)
+        process.terminationHandler = { _ in exited.signal() }
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // A safety bound, not a timing assertion: a process that never says it is up is ended, so the read below ends.
+        DispatchQueue.global().asyncAfter(deadline: .now() + 300) { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        // Up: its line on stdout (READY=1 could not be delivered).
+        let upLine = try #require(Self.firstLine(output.fileHandleForReading), "no up line")
+        #expect(upLine.hasPrefix("lab unheard up: "), "\(upLine)")
+        kill(process.processIdentifier, SIGTERM)
+        // A bound on the wait, not on speed: before the fix this process was still there 30 s later, forever.
+        #expect(exited.wait(timeout: .now() + 120) == .success, "the foreground process ended after SIGTERM")
+        #expect(process.terminationStatus == 143)
+        let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(stderr.contains("sd_notify: READY=1 not sent to NOTIFY_SOCKET \(socketPath) (dropped: "), "\(stderr)")
+        #expect(stderr.contains("sd_notify: STOPPING=1 not sent"), "\(stderr)")
+        #expect(env.qemuProcesses().isEmpty)
+        _ = listener
+    }
+
+    /// The first line read from `handle` (a bounded read: nil at end of file).
+    static func firstLine(_ handle: FileHandle) -> String? {
+        var line = Data()
+        while true {
+            let byte = handle.readData(ofLength: 1)
+            if byte.isEmpty { return line.isEmpty ? nil : String(decoding: line, as: UTF8.self) }
+            if byte.first == 0x0A { return String(decoding: line, as: UTF8.self) }
+            line.append(byte)
+        }
     }
 
     @Test func foregroundLabSaysReadyAndStopping() throws {

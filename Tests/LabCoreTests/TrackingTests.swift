@@ -80,7 +80,7 @@ struct TrackingTests {
         let runtime = env.runtime("slow")
         var record: LabRecord?
         for _ in 0..<2000 where record == nil {
-            record = runtime.record
+            record = try runtime.record
             if record == nil { try await Task.sleep(for: .milliseconds(10)) }
         }
         let launched = try #require(record, "the supervisor never wrote the lab record")
@@ -152,7 +152,7 @@ struct TrackingTests {
         let lab = try LifecycleTests.bareLab(env)
         let up = try env.qlab("up", lab)
         #expect(up.status == 0, "\(up.output)")
-        let record = try #require(env.runtime("bare").record)
+        let record = try #require(try env.runtime("bare").record)
         #expect(record.qemuPID != record.supervisorPID)
         #expect(up.stdout.contains("QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID)"), "\(up.stdout)")
         #expect(ProcessIdentity.matches(record.qemuPID, startTime: record.qemuStartTime))
@@ -169,7 +169,7 @@ struct TrackingTests {
     static func states(_ fixture: DeviceLabFixture, _ lab: String) throws -> (record: String?, inQEMU: Bool) {
         let reply = try fixture.qlab("qmp", lab, "qom-list", #"{"path": "/machine/peripheral"}"#)
         let ids = try JSONValue.parse(reply.stdout).arrayValue?.compactMap { $0["name"]?.stringValue } ?? []
-        let record = fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state.rawValue
+        let record = try fixture.runtime(lab).record?.devices.first { $0.name == "scsi-am" }?.state.rawValue
         return (record, ids.contains("scsi-am"))
     }
 

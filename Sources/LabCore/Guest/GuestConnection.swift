@@ -20,7 +20,7 @@ public enum GuestConnection {
         runtime: LabRuntime, transport: GuestTransport = .auto, agentTimeout: Duration = .seconds(3),
         consoleOptions: GuestConsole.Options = GuestConsole.Options()
     ) async throws -> any GuestSession {
-        guard let record = runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
+        guard let record = try runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
         let guest = (try? record.lab()).flatMap { try? $0.selectGuest(record.guest) }
         let shell = GuestAgent.shell(for: guest?.os ?? .linux)
         switch transport {

@@ -119,7 +119,7 @@ public final class GuestConsole: GuestSession {
     /// Connects to the console of the running lab `runtime`, speaking the
     /// command language of the guest its record names (``OSProfile/shell``).
     public static func connect(runtime: LabRuntime, options: Options = Options()) throws -> GuestConsole {
-        guard let record = runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
+        guard let record = try runtime.record, runtime.liveQEMU(record) != nil else { throw LabError.notRunning(runtime.name) }
         var options = options
         if let guest = try? record.lab().selectGuest(record.guest) { options.shell = guest.profile.shell }
         return try connect(path: runtime.consoleSocketPath, logPath: record.consoleLog, bootLogOffset: record.consoleLogOffset, options: options)

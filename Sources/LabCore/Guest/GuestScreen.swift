@@ -77,11 +77,12 @@ public struct GuestScreen: Sendable {
         return bytes
     }
 
-    /// Saves the screen to `path` as a PNG, atomically, mode 0644 (a file handed on, like a report).
+    /// Saves the screen to `path` as a PNG, as every file handed on is written
+    /// (``OutputFile``: a regular file atomically, mode 0644; a device or FIFO as a stream).
     @discardableResult
     public func saveScreenshot(to path: String) async throws -> Int {
         let bytes = try await screenshot()
-        try FileSystem.writeAtomically(path, bytes, mode: 0o644)
+        try OutputFile.write(path, bytes)
         return bytes.count
     }
 

@@ -67,7 +67,7 @@ public final class GuestCheck: Sendable {
     /// cancellation too, is in the report.
     public func run() async throws -> GuestCheckReport {
         let runtime = controller.runtime(lab.name)
-        if let record = runtime.record, runtime.liveQEMU(record) != nil {
+        if let record = try runtime.record, runtime.liveQEMU(record) != nil {
             throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
         }
         let started = wallClockSeconds()
@@ -99,268 +99,56 @@ public final class GuestCheck: Sendable {
         var agent: (any GuestSession)?
     }
 
+    /// The steps in order, each its own function (``GuestCheck`` in
+    /// GuestCheckSteps.swift); the first that fails ends the checking.
     func check(_ steps: StepLog, _ booted: BootedLab) async {
-        let profile = guest.profile
-        let recipe = "\(guest.os.rawValue): \(profile.consoleRecipe) (docs/guests.md)"
-
         // QEMU and the firmware start (QEMU's own words and qlab's diagnosis when not).
-        guard await steps.run(.machine, { () throws -> Outcome in
-            booted.started = true
-            do {
-                booted.up = try await controller.up(lab: lab, options: TestRunner.upOptions(guest))
-            } catch LabError.launchFailed(_, let exit, let qemuOutput, let diagnoses) {
-                // QEMU's own words go in the detail: they are not the guest console's.
-                let words = qemuOutput.split(separator: "\n").suffix(4).joined(separator: "; ")
-                throw StepFailure("QEMU did not start: it \(exit)" + (words.isEmpty ? "" : ": " + words), diagnoses: diagnoses)
-            }
-            let up = booted.up!
-            booted.session = try await LabSession.open(runtime: up.runtime)
-            booted.console = try GuestConsole.connect(runtime: up.runtime)
-            return Outcome("QEMU \(up.record.qemuPID) runs (\(up.record.accel.accelerator.rawValue): \(up.record.accel.reason)), \(guest.effectiveFirmware == .uefi ? "OVMF" : "SeaBIOS")")
-        }), let up = booted.up, let session = booted.session, let console = booted.console else { return }
-
-        let bootStart = ContinuousClock.now
-        let bootDeadline = bootStart + guest.bootTimeout
-        func bootTimeLeft() -> Duration { max(.milliseconds(1), ContinuousClock.now.duration(to: bootDeadline)) }
-        /// QEMU's exit, when it ended during a step, as the step's failure (`error`: what the step saw).
-        @Sendable func qemuEnded(_ error: Error?) async -> StepFailure? {
-            guard let exit = await TestRunner.exitOfThisBoot(up.runtime, startedAt: up.record.startedAt) else { return nil }
-            return StepFailure("QEMU \(exit.exitDescription)" + (error.map { " (\($0))".components(firstLine: true) } ?? ""),
-                               diagnoses: exit.diagnoses, tail: console.tail())
-        }
+        guard await steps.run(.machine, { try await self.checkMachine(booted) }),
+            let up = booted.up, let session = booted.session, let console = booted.console
+        else { return }
+        let boot = BootedGuest(check: self, up: up, session: session, console: console)
         // From here on a step that fails because QEMU ended says so, with QEMU's diagnosis.
-        steps.explain = qemuEnded
+        steps.explain = boot.qemuEnded
 
-        // Anything at all on the serial console: else the OS's console is elsewhere.
-        guard await steps.run(.console, { () throws -> Outcome in
-            let log = up.record.consoleLog
-            while true {
-                if let log, ConsoleLog.size(log) > up.record.consoleLogOffset {
-                    return Outcome("\(ConsoleLog.size(log) - up.record.consoleLogOffset) bytes after \(secondsSince(bootStart))")
-                }
-                if console.received > 0 { return Outcome("output after \(secondsSince(bootStart))") }
-                if let failure = await qemuEnded(nil) { throw failure }
-                if ContinuousClock.now >= bootDeadline {
-                    throw StepFailure(
-                        "nothing on the serial console within \(LabDuration.format(guest.bootTimeout)) (boot_timeout): the OS's console is not on the first serial port",
-                        hint: recipe, timedOut: true)
-                }
-                try await Task.sleep(for: .milliseconds(250))
-            }
-        }) else { return }
-
-        // The ready text (and the login, and a shell that answers), as a run waits for it.
-        var readiness: GuestConsole.Readiness?
-        var loginFailure: GuestError?
-        guard await steps.run(.ready, { () throws -> Outcome in
-            do {
-                readiness = try await console.waitForReady(guest, timeout: bootTimeLeft())
-            } catch let error as GuestError {
-                if case .loginFailed = error {
-                    loginFailure = error
-                    return Outcome("\"\(guest.ready ?? "login prompt")\" seen; the login follows")
-                }
-                if Task.isCancelled { throw error }
-                if let failure = await qemuEnded(error) { throw failure }
-                if case .timeout(let what, let seconds, let tail) = error {
-                    throw StepFailure("no \(what) within \(formatGuestSeconds(seconds)) (boot_timeout)",
-                                      hint: "if the console shows only firmware output, the OS's console is not on the serial port: \(recipe)",
-                                      tail: tail, timedOut: true)
-                }
-                throw error
-            }
-            let how = readiness!.evidence == .probe ? "the shell answered (no ready text set)" : "\"\(guest.ready ?? "")\" seen"
-            return Outcome("\(how) after \(secondsSince(bootStart))")
-        }) else { return }
-
-        guard await steps.run(.login, { () throws -> Outcome in
-            guard let login = guest.login else { return Outcome(skip: "the guest has no login: (a shell on the console)", required: false) }
-            if let loginFailure { throw StepFailure(loginFailure.description.components(firstLine: true), tail: loginFailure.consoleTail) }
-            return Outcome(readiness?.loggedIn == true ? "logged in as \(login.user)" : "a shell already answered: nothing typed")
-        }) else { return }
-
-        // The prompt the lab names appears after Enter.
-        guard await steps.run(.prompt, { () throws -> Outcome in
-            let prompt = GuestConsole.trimmedPrompt(guest.effectivePrompt)
-            guard !prompt.isEmpty else { return Outcome(skip: "no prompt set", required: false) }
-            console.skipReceived()
-            try console.sendLine("")
-            do {
-                try await console.waitFor(prompt, timeout: .seconds(10))
-            } catch GuestError.timeout(_, _, let tail) {
-                throw StepFailure("Enter did not bring the prompt \"\(guest.effectivePrompt)\" within 10 s (prompt: in the lab, or the profile's)",
-                                  hint: "set the guest's prompt: to what its shell prints (the console's last lines show it)", tail: tail)
-            }
-            return Outcome("\"\(guest.effectivePrompt)\" after Enter")
-        }) else { return }
-
-        // The command framing `exec` and the test runs use.
-        let commandTimeout = Duration.seconds(60)
-        func expect(_ command: String, output expected: String? = nil, status: Int32 = 0) async throws -> GuestCommandResult {
-            let result = try await console.run(command, timeout: commandTimeout)
-            if result.exitStatus != status || (expected.map { result.output != $0 } ?? false) {
-                throw StepFailure("`\(GuestError.excerpt(command))` gave status \(result.exitStatus) (expected \(status))"
-                                  + (expected.map { ", output \(quoted(result.output)) (expected \(quoted($0)))" } ?? ""),
-                                  tail: console.tail())
-            }
-            return result
-        }
-        guard await steps.run(.exitStatus, { () throws -> Outcome in
-            _ = try await expect("exit 7", status: 7)
-            _ = try await expect("true")
-            return Outcome("`exit 7` -> 7, `true` -> 0")
-        }) else { return }
-        guard await steps.run(.output, { () throws -> Outcome in
-            _ = try await expect("echo qlab-check-output; printf 'no newline'", output: "qlab-check-output\nno newline")
-            return Outcome("two lines, the last without a newline, came back exact")
-        }) else { return }
-        guard await steps.run(.longLine, { () throws -> Outcome in
-            let payload = (0..<300).map { "qlab\($0 % 10)-" }.joined()  // 2100 bytes: typed in chunks
-            let command = "echo " + payload
-            _ = try await expect(command, output: payload + "\n")
-            return Outcome("a \(command.utf8.count)-byte command (over \(console.options.maximumLineBytes) per line) came back intact")
-        }) else { return }
-        guard await steps.run(.quoting, { () throws -> Outcome in
-            let command = #"printf '%s|%s|%s\n' "a b" 'it'\''s' "\$HOME \"q\" \\ back""#
-            _ = try await expect(command, output: #"a b|it's|$HOME "q" \ back"# + "\n")
-            return Outcome("single, double and escaped quotes round-trip")
-        }) else { return }
-        guard await steps.run(.interrupt, { () throws -> Outcome in
-            do {
-                let result = try await console.run("sleep 600", timeout: options.interruptAfter)
-                throw StepFailure("`sleep 600` ended by itself with status \(result.exitStatus)", tail: console.tail())
-            } catch GuestError.commandTimeout(_, _, let recovered, let tail) {
-                guard recovered else { throw StepFailure("Ctrl-C did not bring the shell back", tail: tail) }
-            }
-            _ = try await expect("echo qlab-after-interrupt", output: "qlab-after-interrupt\n")
-            return Outcome("`sleep 600` interrupted after \(LabDuration.format(options.interruptAfter)); the shell answers again")
-        }) else { return }
-
+        guard await steps.run(.console, { try await self.checkConsole(boot) }),
+            await steps.run(.ready, { try await self.checkReady(boot) }),
+            await steps.run(.login, { try self.checkLogin(boot) }),
+            await steps.run(.prompt, { try await self.checkPrompt(boot) }),
+            await steps.run(.exitStatus, { try await self.checkExitStatus(boot) }),
+            await steps.run(.output, { try await self.checkOutput(boot) }),
+            await steps.run(.longLine, { try await self.checkLongLine(boot) }),
+            await steps.run(.quoting, { try await self.checkQuoting(boot) }),
+            await steps.run(.interrupt, { try await self.checkInterrupt(boot) })
+        else { return }
         if guest.agent {
-            guard await steps.run(.agent, { () throws -> Outcome in
-                // As a run picks its transport: the agent when it answers, else the console.
-                guard FileSystem.entryExists(up.runtime.agentSocketPath),
-                    let agent = try? await GuestConnection.open(runtime: up.runtime, transport: .agent)
-                else { return Outcome(skip: "the agent does not answer: runs use the console", required: false) }
-                booted.agent = agent
-                let result = try await agent.run("echo qlab-agent", timeout: commandTimeout)
-                guard result.exitStatus == 0, result.output == "qlab-agent\n" else {
-                    throw StepFailure("the agent ran `echo qlab-agent` with status \(result.exitStatus), output \(quoted(result.output))")
-                }
-                return Outcome("runs send their commands through the guest agent")
-            }) else { return }
+            guard await steps.run(.agent, { try await self.checkAgent(boot, booted) }) else { return }
         }
-
         // A clean state for every run: the snapshot, or a reset.
         if strategy == .snapshot {
-            guard await steps.run(.snapshot, { () throws -> Outcome in
-                let marker = "/tmp/qlab-check-marker"
-                let save = try await session.saveSnapshot(options.snapshotTag, options: SnapshotOptions(replace: true))
-                _ = try await expect("echo qlab > \(marker) && test -e \(marker)")
-                let revert = try await session.revert(to: options.snapshotTag, attaching: [])
-                console.skipReceived()
-                let after = try await console.run("test -e \(marker)", timeout: commandTimeout)
-                guard after.exitStatus == 1 else {
-                    throw StepFailure("\(marker), written after the snapshot, is still there after the revert (test -e: \(after.exitStatus))", tail: console.tail())
-                }
-                return Outcome("saved \(options.snapshotTag) (\(save.via)), wrote \(marker), reverted (\(revert.via)): the marker is gone")
-            }) else { return }
+            guard await steps.run(.snapshot, { try await self.checkSnapshot(boot) }) else { return }
         } else {
-            guard await steps.run(.reset, { () throws -> Outcome in
-                let offset = up.record.consoleLog.map(ConsoleLog.size) ?? 0
-                let start = ContinuousClock.now
-                _ = try await session.reset()
-                try await console.waitForReady(guest, since: offset)
-                return Outcome("system_reset; the guest was ready again after \(secondsSince(start))")
-            }) else { return }
+            guard await steps.run(.reset, { try await self.checkReset(boot) }) else { return }
         }
 
         // The devices, as a run has them: boot ones there, hotplug ones attached in lab
         // order and one rescan; then their disks in the guest's listing; then each
         // hotplugged one unplugged again, its disks going with it.
         let hotplug = lab.hotplugDevices(for: guest)
-        let listing = profile.listSCSIDisksCommand
-        /// Disks a device brings: an emulated controller's; a passed-through card's are not known, at least one.
-        func expectedDisks(_ device: LabDevice) -> Int { max(1, device.emulated?.disks.count ?? 1) }
-        var before: [String] = []
-        if !hotplug.isEmpty, let listing {
-            do { before = try await disks(listing, console) } catch { before = [] }
+        if !hotplug.isEmpty, let listing = guest.profile.listSCSIDisksCommand {
+            boot.disksBeforeHotplug = (try? await disks(listing, console)) ?? []
         }
         for device in lab.devices {
             let atBoot = lab.effectiveAttach(of: device, for: guest) == .boot
-            guard await steps.run(.attach(device: device.name, atBoot: atBoot), { () throws -> Outcome in
-                if atBoot {
-                    guard session.currentDeviceState(device.name) == .boot else {
-                        throw StepFailure("the lab record does not have \(device.name) attached at boot")
-                    }
-                    return Outcome("on QEMU's command line" + (device.attach == .hotplug ? " (\(guest.os.rawValue) takes no PCI hotplug)" : ""))
-                }
-                let attached = try await session.attach(device.name)
-                return Outcome("\(attached.driver) at \(attached.placement.bus) \(attached.placement.addr.map { $0.description } ?? "(QEMU's slot)")")
-            }) else { return }
+            guard await steps.run(.attach(device: device.name, atBoot: atBoot), { try await self.checkAttach(device, atBoot: atBoot, boot) }) else { return }
         }
         if !hotplug.isEmpty {
-            guard await steps.run(.rescan, { () throws -> Outcome in
-                guard let rescan = guest.effectiveRescan else {
-                    return Outcome(skip: "no rescan command (the \(guest.os.rawValue) profile needs none)", required: false)
-                }
-                let result = try await console.run(rescan, timeout: .seconds(120))
-                guard result.exitStatus == 0 else {
-                    throw StepFailure("`\(GuestError.excerpt(rescan))` failed with status \(result.exitStatus): \(result.output.suffix(300))", tail: console.tail())
-                }
-                return Outcome("`\(GuestError.excerpt(rescan))` -> 0")
-            }) else { return }
+            guard await steps.run(.rescan, { try await self.checkRescan(boot) }) else { return }
         }
         if !lab.devices.isEmpty {
-            guard await steps.run(.disks, { () throws -> Outcome in
-                guard let listing else {
-                    return Outcome(skip: "the \(guest.os.rawValue) profile has no command that lists SCSI disks", required: false)
-                }
-                let atBoot = lab.devices.filter { lab.effectiveAttach(of: $0, for: guest) == .boot }
-                // Boot devices' disks were there before the hotplug; the hotplugged ones' are new.
-                let expected = atBoot.map(expectedDisks).reduce(0, +) + hotplug.map(expectedDisks).reduce(0, +)
-                let baseline = hotplug.isEmpty ? 0 : before.count - atBoot.map(expectedDisks).reduce(0, +)
-                let deadline = ContinuousClock.now + options.diskPatience
-                var now = try await disks(listing, console)
-                while now.count - baseline < expected && ContinuousClock.now < deadline {
-                    try await Task.sleep(for: .seconds(1))
-                    now = try await disks(listing, console)
-                }
-                let names = lab.devices.map(\.name).joined(separator: ", ")
-                guard now.count - baseline >= expected else {
-                    throw StepFailure(
-                        "`\(GuestError.excerpt(listing))` lists \(now.count) SCSI disk(s)" + (hotplug.isEmpty ? "" : " (\(before.count) before the hotplug)")
-                            + "; \(names) bring \(expected)" + (now.isEmpty ? "" : ": " + now.joined(separator: "; ")),
-                        hint: "is the driver for the card in the guest's kernel, and does the rescan find it? (docs/guests.md)", tail: console.tail())
-                }
-                return Outcome("\(now.count) listed (\(expected) from \(names)): " + now.suffix(6).joined(separator: "; "))
-            }) else { return }
+            guard await steps.run(.disks, { try await self.checkDisks(boot) }) else { return }
         }
         for device in hotplug {
-            guard await steps.run(.unplug(device: device.name), { () throws -> Outcome in
-                let offset = up.record.consoleLog.map(ConsoleLog.size) ?? 0
-                var listed: [String]?
-                if let listing { listed = try await disks(listing, console) }
-                let detached = try await session.detach(device.name, policy: .standard)
-                if detached.method.usedReset { try await console.waitForReady(guest, since: offset) }
-                _ = try await expect("echo qlab-check-alive", output: "qlab-check-alive\n")
-                var gone = ""
-                if let listing, let listed, !detached.method.usedReset {
-                    // Its disks go with it: proof that they were this device's.
-                    let deadline = ContinuousClock.now + options.diskPatience
-                    var now = try await disks(listing, console)
-                    while listed.count - now.count < expectedDisks(device) && ContinuousClock.now < deadline {
-                        try await Task.sleep(for: .seconds(1))
-                        now = try await disks(listing, console)
-                    }
-                    guard listed.count - now.count >= expectedDisks(device) else {
-                        throw StepFailure("the guest still lists \(now.count) SCSI disk(s) after the unplug (\(listed.count) before); \(device.name) had \(expectedDisks(device))",
-                                          tail: console.tail())
-                    }
-                    gone = "; its \(listed.count - now.count) disk(s) left the listing"
-                }
-                return Outcome("\(detached.method.description); the guest answers" + gone)
-            }) else { return }
+            guard await steps.run(.unplug(device: device.name), { try await self.checkUnplug(device, boot) }) else { return }
         }
     }
 
@@ -490,19 +278,19 @@ public final class GuestCheck: Sendable {
 }
 
 /// "2.5 s" since `start`.
-private func secondsSince(_ start: ContinuousClock.Instant) -> String {
+func secondsSince(_ start: ContinuousClock.Instant) -> String {
     formatGuestSeconds(start.duration(to: .now).inSeconds)
 }
 
 /// A short quoted excerpt of guest output for a message.
-private func quoted(_ text: String) -> String {
+func quoted(_ text: String) -> String {
     let flat = text.replacingAll("\n", with: "\\n")
     return "\"" + (flat.count > 80 ? String(flat.prefix(77)) + "..." : flat) + "\""
 }
 
 extension String {
     /// The text before the first newline when `firstLine`, else all of it.
-    fileprivate func components(firstLine: Bool) -> String {
+    func components(firstLine: Bool) -> String {
         guard firstLine, let newline = firstIndex(of: "\n") else { return self }
         return String(self[..<newline])
     }

@@ -36,6 +36,9 @@ extension LabRecord {
                     "mapped_snapshot": revert.mappedSnapshot.map(JSONValue.string) ?? .null,
                 ]
             } ?? .null,
+            "owner": owner.map { owner -> JSONValue in
+                ["command": .string(owner.command), "pid": JSONValue(owner.pid), "since": .timestamp(owner.since)]
+            } ?? .null,
         ]
     }
 }
@@ -77,13 +80,17 @@ extension ExitRecord {
 }
 
 extension LabController.DownOutcome {
-    /// `{"name", "outcome": "stopped"|"not_running"|"cleaned_up", "method"}`:
-    /// `method` is how QEMU was stopped (quit, SIGTERM, SIGKILL), null unless stopped.
+    /// `{"name", "outcome": "stopped"|"not_running"|"cleaned_up"|"unreadable_record", "method", "problem"}`:
+    /// `method` is how QEMU was stopped (quit, SIGTERM, SIGKILL, or `owner`: the
+    /// `qlab run` owning it, asked to stop by `down --force`, took it down), null unless stopped;
+    /// `problem` what is wrong with a record that does not decode, else null.
     public func json(lab: String) -> JSONValue {
         switch self {
-        case .notRunning: return ["name": .string(lab), "outcome": "not_running", "method": nil]
-        case .cleanedUp: return ["name": .string(lab), "outcome": "cleaned_up", "method": nil]
-        case .stopped(let method): return ["name": .string(lab), "outcome": "stopped", "method": .string(method)]
+        case .notRunning: return ["name": .string(lab), "outcome": "not_running", "method": nil, "problem": nil]
+        case .cleanedUp: return ["name": .string(lab), "outcome": "cleaned_up", "method": nil, "problem": nil]
+        case .stopped(let method): return ["name": .string(lab), "outcome": "stopped", "method": .string(method), "problem": nil]
+        case .unreadableRecord(let problem, let method):
+            return ["name": .string(lab), "outcome": "unreadable_record", "method": method.map(JSONValue.string) ?? .null, "problem": .string(problem)]
         }
     }
 }

@@ -26,7 +26,7 @@ public enum LabCompletion {
     public static func devices(lab: String, prefix: String, environment: [String: String] = currentEnvironment()) -> [String] {
         guard let runtime = try? LabRuntime.locate(lab, environment: environment) else { return [] }
         let names: [String]
-        if let record = runtime.record {
+        if let record = (try? runtime.record) ?? nil {
             names = record.devices.map(\.name)
         } else if LabRuntime.isLabFile(lab), let loaded = try? Lab.load(path: lab) {
             names = loaded.devices.map(\.name)
@@ -38,7 +38,7 @@ public enum LabCompletion {
 
     /// The snapshot tags of a running lab, asked over QMP with short timeouts.
     public static func snapshotTags(lab: String, prefix: String, environment: [String: String] = currentEnvironment()) async -> [String] {
-        guard let runtime = try? LabRuntime.locate(lab, environment: environment), runtime.record != nil,
+        guard let runtime = try? LabRuntime.locate(lab, environment: environment), (try? runtime.record) != nil,
             // QEMU serves one QMP client at a time: a busy monitor completes to nothing, quickly.
             let session = try? await LabSession.open(runtime: runtime, connectTimeout: .seconds(2))
         else { return [] }

@@ -82,6 +82,8 @@ public struct LabController: Sendable {
         let runtime = self.runtime(lab.name)
         var spec = LaunchSpec(argv: plan.argv, record: plan.record(), runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
         spec.traceQMP = lab.traceQMP
+        // The lab belongs to this command (`qlab run`) while it runs: recorded once, here.
+        if options.owned { spec.record.owner = LabOwner.thisProcess(at: spec.record.startedAt) }
         return (spec, plan)
     }
 
@@ -190,16 +192,21 @@ public struct LabController: Sendable {
     func killLaunchingQEMU(_ runtime: LabRuntime) async -> Int32? {
         var pid: Int32?
         // Written by the supervisor (another process) once QEMU started.
-        if let record = try? runtime.records.reload() { pid = runtime.liveQEMU(record) }
-        if pid == nil, let text = HostFiles.readText(runtime.pidFilePath), let filed = Int32(text.trimmingSpaces()),
-            ProcessTable.isRunning(filed), ProcessTable.commandLine(filed).contains(where: { $0.contains(runtime.qmpSocketPath) })
-        {
-            pid = filed
-        }
-        guard let pid else { return nil }
+        if let record = (try? runtime.records.reload()) ?? nil { pid = runtime.liveQEMU(record) }
+        guard let pid = pid ?? Self.qemuByPIDFile(runtime) else { return nil }
         kill(pid, SIGKILL)
         _ = await ProcessTable.waitGone(pid, timeout: .seconds(10))
         return pid
+    }
+
+    /// The lab's QEMU as its pid file names it, while that pid runs and its
+    /// command line names this lab's QMP socket (no record needed: for a
+    /// launch that had not written one, or a record that does not decode).
+    static func qemuByPIDFile(_ runtime: LabRuntime) -> Int32? {
+        guard let text = HostFiles.readText(runtime.pidFilePath), let filed = Int32(text.trimmingSpaces()),
+            ProcessTable.isRunning(filed), ProcessTable.commandLine(filed).contains(where: { $0.contains(runtime.qmpSocketPath) })
+        else { return nil }
+        return filed
     }
 
     /// The launch was cancelled before the supervisor said ready: let go of
@@ -323,7 +330,7 @@ public struct LabController: Sendable {
     func checkCanStart(lab: Lab, spec: LaunchSpec, force: Bool) throws {
         try checkMemory(lab: lab, guest: try lab.selectGuest(spec.record.guest))
         let runtime = self.runtime(lab.name)
-        if let record = runtime.record {
+        if let record = try runtime.record {
             if let pid = runtime.liveQEMU(record) {
                 throw LabError.alreadyRunning(lab: lab.name, pid: pid, supervisorPID: runtime.liveSupervisor(record))
             }
@@ -332,8 +339,9 @@ public struct LabController: Sendable {
             }
             runtime.removeRuntimeFiles()
         }
-        for other in try LabRuntime.all(environment: environment) where other.name != lab.name {
-            guard let record = other.record, other.liveQEMU(record) != nil else { continue }
+        // Another lab's record that does not decode is an error only where it matters: a host card to share.
+        for other in try LabRuntime.all(environment: environment) where other.name != lab.name && !spec.record.passthroughHosts.isEmpty {
+            guard let record = try other.record, other.liveQEMU(record) != nil else { continue }
             for planned in spec.record.passthroughHosts {
                 if record.passthroughHosts.contains(where: { $0.host == planned.host }) {
                     throw LabError.deviceInUse(device: planned.device, host: planned.host, otherLab: other.name)
@@ -434,26 +442,55 @@ public struct LabController: Sendable {
         /// QEMU was gone already; leftovers were cleaned up.
         case cleanedUp
         case stopped(method: String)
+        /// The record did not decode (`problem` names the file and field): QEMU,
+        /// found by its pid file, was stopped (`method`; nil when none ran); then the files went.
+        case unreadableRecord(problem: String, method: String?)
     }
 
     /// `qlab down`: quit over QMP, then SIGTERM, then SIGKILL, each with a
     /// bounded wait; reaped by the supervisor (or waited for by pid when the
     /// supervisor is gone); sockets and record removed. Idempotent.
     /// Once `stop` is urgent (a second Ctrl-C), the graceful steps are skipped: SIGKILL.
-    public func down(_ name: String, stop: StopRequest? = nil) async throws -> DownOutcome {
+    ///
+    /// A lab that belongs to a running command (a `qlab run`) is refused
+    /// (``LabError/owned(lab:owner:)``), unless `force`: then the owner is
+    /// asked to stop (SIGTERM, as a user's Ctrl-C: it ends its run as cancelled
+    /// and takes the lab down itself) and waited for, `stoppingOwner` told first.
+    public func down(
+        _ name: String, stop: StopRequest? = nil, force: Bool = false, stoppingOwner: @Sendable (LabOwner) -> Void = { _ in }
+    ) async throws -> DownOutcome {
         let urgent: @Sendable () -> Bool = { stop?.isUrgent ?? false }
         let runtime = self.runtime(name)
         // A lab with no runtime dir is not running: nothing is made or changed
-        // (no lock file, no directory), and a directory that fails the checks
-        // stops here, before any record in it is read.
+        // (no directory), and a directory that fails the checks stops here,
+        // before any record in it is read. A lock file left by a lab that went
+        // down by itself goes (when no one holds it: its release removes it).
         guard try runtime.runtimeDirectory(create: false) != nil else {
             try runtime.checkDirectories()
+            if FileSystem.entryExists(runtime.lockPath) { _ = try? await runtime.takeLock(timeout: .zero, checkingOwner: false) }
             return .notRunning
         }
+        var ownerStopped = false
+        if force, let owner = runtime.liveOwner() {
+            stoppingOwner(owner)
+            try await stopOwner(owner, of: name, urgent: urgent)
+            ownerStopped = true
+        }
+        // The owner took its lab down as it ended: that is how it went down.
+        if ownerStopped, try runtime.runtimeDirectory(create: false) == nil {
+            if FileSystem.entryExists(runtime.lockPath) { _ = try? await runtime.takeLock(timeout: .zero, checkingOwner: false) }
+            return .stopped(method: "owner")
+        }
+        // Released with the lab down, the lock takes its file with it (``LabRuntime/takeLock``).
         let lock = try await runtime.takeLock()
-        // A stopped lab leaves no lock file behind.
-        defer { lock.removeFile() }
-        guard let record = runtime.record else {
+        defer { withExtendedLifetime(lock) {} }
+        let read: LabRecord?
+        do {
+            read = try runtime.record
+        } catch {
+            return await downUnreadable(runtime, problem: error, urgent: urgent)
+        }
+        guard let record = read else {
             let leftovers = FileSystem.entryExists(runtime.directory)
             runtime.removeRuntimeFiles()
             runtime.removeRAMFiles()
@@ -473,23 +510,9 @@ public struct LabController: Sendable {
             runtime.removeRAMFiles(path: record.revert?.ramDirectory)
             return .cleanedUp
         }
-        try? runtime.requestStop()
         // Snapshot RAM images and the live RAM file go with the lab.
         defer { runtime.removeRAMFiles(path: record.revert?.ramDirectory) }
-        var method = "quit"
-        if !urgent(), let client = try? await runtime.connectQMP(timeout: .seconds(3)) {
-            _ = try? await client.execute("quit", timeout: .seconds(5))
-            client.close()
-        }
-        if !(await ProcessTable.waitGone(pid, timeout: .seconds(10), unless: urgent)) {
-            method = "SIGTERM"
-            if !urgent(), runtime.liveQEMU(record) != nil { kill(pid, SIGTERM) }
-            if !(await ProcessTable.waitGone(pid, timeout: .seconds(5), unless: urgent)) {
-                method = "SIGKILL"
-                if runtime.liveQEMU(record) != nil { kill(pid, SIGKILL) }
-                _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
-            }
-        }
+        let method = await stopQEMU(pid, of: runtime, urgent: urgent) { runtime.liveQEMU(record) != nil }
         if supervisorAlive {
             // It reaps QEMU, writes the exit record and removes the runtime files.
             if !(await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))), runtime.liveSupervisor(record) != nil {
@@ -504,10 +527,74 @@ public struct LabController: Sendable {
         return .stopped(method: method)
     }
 
+    /// Quit over QMP, then SIGTERM, then SIGKILL, each with a bounded wait;
+    /// a signal only while `stillOurs` (the pid still has the start time and
+    /// command line qlab knows it by). Returns the step that ended QEMU.
+    func stopQEMU(_ pid: Int32, of runtime: LabRuntime, urgent: @escaping @Sendable () -> Bool, stillOurs: () -> Bool) async -> String {
+        try? runtime.requestStop()
+        var method = "quit"
+        if !urgent(), let client = try? await runtime.connectQMP(timeout: .seconds(3)) {
+            _ = try? await client.execute("quit", timeout: .seconds(5))
+            client.close()
+        }
+        if !(await ProcessTable.waitGone(pid, timeout: .seconds(10), unless: urgent)) {
+            method = "SIGTERM"
+            if !urgent(), stillOurs() { kill(pid, SIGTERM) }
+            if !(await ProcessTable.waitGone(pid, timeout: .seconds(5), unless: urgent)) {
+                method = "SIGKILL"
+                if stillOurs() { kill(pid, SIGKILL) }
+                _ = await ProcessTable.waitGone(pid, timeout: .seconds(5))
+            }
+        }
+        return method
+    }
+
+    /// `down` of a lab whose record does not decode (a newer qlab wrote it, a
+    /// full disk cut it short): QEMU may well run, so it is found without the
+    /// record (pid file and command line, as ``killLaunchingQEMU(_:)``), stopped,
+    /// its supervisor (QEMU's parent, a qlab supervising this lab) waited for;
+    /// only then are the runtime files and RAM files removed.
+    func downUnreadable(_ runtime: LabRuntime, problem: any Error, urgent: @escaping @Sendable () -> Bool) async -> DownOutcome {
+        var method: String?
+        if let pid = Self.qemuByPIDFile(runtime), let startTime = ProcessIdentity.startTime(pid) {
+            let parent = ProcessIdentity.parent(pid)
+            let supervisor = parent.flatMap { parent -> (Int32, UInt64)? in
+                let argv = ProcessTable.commandLine(parent)
+                guard argv.contains("--foreground") || argv.contains(runtime.launchSpecPath), let start = ProcessIdentity.startTime(parent) else { return nil }
+                return (parent, start)
+            }
+            method = await stopQEMU(pid, of: runtime, urgent: urgent) {
+                ProcessIdentity.matches(pid, startTime: startTime) && ProcessTable.commandLine(pid).contains(where: { $0.contains(runtime.qmpSocketPath) })
+            }
+            // The supervisor reaps QEMU, writes the exit record and removes the runtime files.
+            if let (pid, start) = supervisor, !(await ProcessTable.waitGone(pid, timeout: .seconds(10))), ProcessIdentity.matches(pid, startTime: start) {
+                kill(pid, SIGKILL)
+            }
+        }
+        runtime.removeRuntimeFiles()
+        runtime.removeRAMFiles()
+        return .unreadableRecord(problem: "\(problem)", method: method)
+    }
+
+    /// `down --force` of a lab a running command owns: SIGTERM to the owner
+    /// (verified by pid and start time), which ends its run as cancelled and
+    /// takes the lab down; a second SIGTERM hurries it (SIGKILL of QEMU).
+    func stopOwner(_ owner: LabOwner, of lab: String, urgent: @escaping @Sendable () -> Bool) async throws {
+        let patience: (first: Duration, second: Duration) = (.seconds(60), .seconds(30))
+        if owner.isAlive { kill(owner.pid, SIGTERM) }
+        if await ProcessTable.waitGone(owner.pid, timeout: patience.first, unless: urgent) { return }
+        if owner.isAlive { kill(owner.pid, SIGTERM) }
+        if await ProcessTable.waitGone(owner.pid, timeout: patience.second) { return }
+        guard owner.isAlive else { return }
+        throw LabError.ownerDidNotStop(lab: lab, owner: owner, seconds: Int((patience.first + patience.second).components.seconds))
+    }
+
     // MARK: status
 
     public enum State: String, Sendable {
         case running, paused, stopped, crashed
+        /// The record does not decode: qlab cannot say (``Status/problem`` says why).
+        case unreadable
     }
 
     public struct Status: Sendable {
@@ -519,6 +606,8 @@ public struct LabController: Sendable {
         public var supervised: Bool
         public var uptime: Double?
         public var lastExit: ExitRecord?
+        /// For an ``State/unreadable`` record: what is wrong with it (file and field).
+        public var problem: String?
 
         public var json: JSONValue {
             var object: JSONObject = ["name": .string(name), "state": .string(state.rawValue)]
@@ -529,6 +618,7 @@ public struct LabController: Sendable {
             object["supervised"] = .bool(supervised)
             object["uptime_seconds"] = .seconds(uptime)
             object["last_exit"] = lastExit?.outputJSON ?? .null
+            object["problem"] = problem.map(JSONValue.string) ?? .null
             return .object(object)
         }
     }
@@ -538,7 +628,14 @@ public struct LabController: Sendable {
         let runtime = self.runtime(name)
         try runtime.checkDirectories()
         let lastExit = runtime.exitRecord
-        guard let record = runtime.record, runtime.liveQEMU(record) != nil else {
+        let read: LabRecord?
+        do {
+            read = try runtime.record
+        } catch {
+            // Never "stopped": its QEMU may run. `down` still stops it.
+            return Status(name: name, state: .unreadable, vmStatus: nil, record: nil, supervised: false, uptime: nil, lastExit: nil, problem: "\(error)")
+        }
+        guard let record = read, runtime.liveQEMU(record) != nil else {
             let crashed = lastExit?.crashed ?? false
             return Status(name: name, state: crashed ? .crashed : .stopped, vmStatus: nil, record: nil, supervised: false, uptime: nil, lastExit: lastExit)
         }
@@ -561,8 +658,10 @@ public struct LabController: Sendable {
             lastExit: nil)
     }
 
-    /// Every lab with runtime files or state, by name.
+    /// Every lab with runtime files or state, by name. A lock file no process
+    /// holds of a lab with no runtime dir (its last holder was killed) goes first.
     public func list() async throws -> [Status] {
+        await LabRuntime.removeUnheldLockFiles(environment: environment)
         var result: [Status] = []
         for name in try LabRuntime.knownNames(environment: environment) { result.append(try await status(name)) }
         return result

@@ -20,7 +20,7 @@ extension LabController {
         try runtime.checkDirectories()
         let lock = try await runtime.takeLock()
         defer { lock.removeFile() }
-        if let record = runtime.record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil {
+        if let record = try runtime.record, runtime.liveQEMU(record) != nil || runtime.liveSupervisor(record) != nil {
             throw LabError.alreadyRunning(lab: name, pid: runtime.liveQEMU(record), supervisorPID: runtime.liveSupervisor(record))
         }
         var bytes = 0

@@ -58,7 +58,7 @@ extension LabRuntime {
     public static func labFile(for nameOrFile: String, environment: [String: String] = currentEnvironment()) throws -> String {
         if isLabFile(nameOrFile) { return nameOrFile }
         let runtime = try locateExisting(nameOrFile, environment: environment)
-        if let file = runtime.record?.labFile ?? runtime.lastLabFile {
+        if let file = try runtime.record?.labFile ?? runtime.lastLabFile {
             return file
         }
         throw LabError.unknownLab(nameOrFile, suggestion: nil)

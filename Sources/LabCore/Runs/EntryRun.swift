@@ -192,7 +192,8 @@ extension TestRunner {
     /// QEMU is gone (a note says why when QEMU answered but the picture could not be saved).
     func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry) async -> String? {
         guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
-        if let record = session.runtime.record, session.runtime.liveQEMU(record) == nil { return nil }
+        // An unreadable record says nothing about QEMU: the screendump is tried (and says why it failed).
+        if let record = (try? session.runtime.record) ?? nil, session.runtime.liveQEMU(record) == nil { return nil }
         let name = [lab.name, entry.guest, entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)]
             .map(Self.fileNamePart).joined(separator: "-") + ".png"
         let path = directory + "/" + name

@@ -287,10 +287,13 @@ public enum HTMLReport {
 
     // MARK: Text
 
-    /// HTML text and attribute escaping; control characters (but tab and
-    /// newlines) and non-characters become U+FFFD, as in JUnit.
+    /// HTML text and attribute escaping; control characters (C0 but tab and
+    /// newlines, DEL, C1 such as U+009B, the 8-bit CSI) and non-characters become
+    /// U+FFFD. JUnit's XML escaping (``JUnitReport/escape(_:)``) plus DEL and C1,
+    /// which XML 1.0 allows but HTML calls control characters: a page copied to a
+    /// terminal must not carry them.
     public static func escape(_ text: String) -> String {
-        JUnitReport.escape(text)
+        JUnitReport.escape(String(String.UnicodeScalarView(text.unicodeScalars.map { (0x7F...0x9F).contains($0.value) ? "\u{FFFD}" : $0 })))
     }
 
     static func finite(_ value: Double) -> Double { value.isFinite && value < 1e9 ? value : 0 }

@@ -220,9 +220,14 @@ public struct TestReport: Sendable {
         ])
     }
 
+    /// Why a report file was not read. Every case is bad input (exit 2): the
+    /// same file gives the same error and status in `report html` and `report merge`.
     public enum ReadError: Error, Sendable, CustomStringConvertible {
         case noSuchFile(String)
-        case unreadable(String)
+        /// Not read (a directory, permissions, a read error), or not JSON (empty, truncated): why.
+        case unreadable(String, why: String)
+        /// Larger than the most qlab reads of a report.
+        case tooLarge(String, limit: Int)
         case notAReport(String)
         case differentLabs(String, String)
         case overlapping(String, guest: String, test: String, repeatIndex: Int)
@@ -230,17 +235,48 @@ public struct TestReport: Sendable {
         public var description: String {
             switch self {
             case .noSuchFile(let path): return "\(path): no such file"
-            case .unreadable(let path): return "\(path): cannot read it as JSON"
+            case .unreadable(let path, let why): return "\(path): \(why)"
+            case .tooLarge(let path, let limit):
+                return "\(path): larger than \(InputFile.describe(bytes: limit)), the most qlab reads of a report: is it a run report?"
             case .notAReport(let path): return "\(path): not a qlab run report (no lab/results)"
             case .differentLabs(let a, let b): return "reports of different labs cannot merge: \(a) and \(b)"
             case .overlapping(let path, let guest, let test, let n): return "\(path): \(guest)/\(test)#\(n) is already in another report (overlapping shards?)"
             }
         }
+
+        /// Bad input, whichever it is: 2.
+        public var exitStatus: ExitStatus { .usage }
+    }
+
+    /// The most bytes qlab reads of one report. Reports grow with runs: 1,000 runs
+    /// with their output and console tails are a few MiB, a night of a large
+    /// matrix with long tails tens of MiB; jansson holds the document in memory
+    /// (a few times its size), so the bound stays well under a host's RAM.
+    public static let maximumFileBytes = 256 << 20
+
+    /// The report's JSON object, or the ``ReadError`` that says what is wrong with the file.
+    static func readJSON(path: String) throws(ReadError) -> JSONValue {
+        let bytes: [UInt8]
+        switch InputFile.read(path, limit: maximumFileBytes) {
+        case .success(let read): bytes = read
+        case .failure(.missing): throw .noSuchFile(path)
+        case .failure(.directory): throw .unreadable(path, why: "a directory, not a report file")
+        case .failure(.notAFile): throw .unreadable(path, why: "not a file (a socket or a block device)")
+        case .failure(.open(let error)): throw .unreadable(path, why: "cannot open it: \(error)")
+        case .failure(.read(let error)): throw .unreadable(path, why: "cannot read it: \(error)")
+        case .failure(.tooLarge(let limit)): throw .tooLarge(path, limit: limit)
+        }
+        guard !bytes.isEmpty else { throw .unreadable(path, why: "empty (0 bytes): not a run report") }
+        let json: JSONValue
+        do { json = try JSONValue.parse(bytes) } catch {
+            throw .unreadable(path, why: "cannot read it as JSON (\(error.kind == .truncated ? "truncated: " : "")\(error))")
+        }
+        guard case .object = json else { throw .notAReport(path) }
+        return json
     }
 
     public init(path: String) throws {
-        guard FileSystem.exists(path) else { throw ReadError.noSuchFile(path) }
-        guard let json = FileSystem.readJSON(path) else { throw ReadError.unreadable(path) }
+        let json = try Self.readJSON(path: path)
         guard let lab = json["lab"]?.stringValue, let resultsJSON = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
         // Screenshots are named relative to the report's directory: absolute from here on.
         let directory = ReportPaths.directory(of: path)

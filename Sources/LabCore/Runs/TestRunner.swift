@@ -100,7 +100,7 @@ public final class TestRunner: Sendable {
     public func run() async throws -> TestReport {
         let matrix = try matrix()
         let runtime = controller.runtime(lab.name)
-        if let record = runtime.record, runtime.liveQEMU(record) != nil {
+        if let record = try runtime.record, runtime.liveQEMU(record) != nil {
             throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
         }
         if options.jobs > 1, let obstacle = Self.parallelObstacle(lab: lab, guests: options.guests) {

@@ -3,6 +3,10 @@
 public enum LabError: Error, Sendable, CustomStringConvertible {
     /// Another qlab command holds the lab's lock.
     case busy(String)
+    /// The lab belongs to a running command (a `qlab run`): others may not change it.
+    case owned(lab: String, owner: LabOwner)
+    /// `down --force` asked the lab's owner to stop; it did not end within `seconds`.
+    case ownerDidNotStop(lab: String, owner: LabOwner, seconds: Int)
     /// No lab of this name has a record or state here; a near name when there is one.
     case unknownLab(String, suggestion: String? = nil)
     /// QEMU's pid and its supervisor's, when each is alive.
@@ -20,7 +24,8 @@ public enum LabError: Error, Sendable, CustomStringConvertible {
     public var exitStatus: ExitStatus {
         switch self {
         case .unknownLab, .notRunning: return .noSuchLab
-        case .busy: return .busy
+        case .busy, .owned: return .busy
+        case .ownerDidNotStop: return .timeout
         default: return .failed
         }
     }
@@ -29,6 +34,10 @@ public enum LabError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .busy(let path):
             return "another qlab command is working on this lab (lock \(path) is held); wait for it to finish and try again"
+        case .owned(let lab, let owner):
+            return "lab \(lab) belongs to \(owner.description), which is using it; wait for it to end, or `qlab down --force \(lab)` to stop that run"
+        case .ownerDidNotStop(let lab, let owner, let seconds):
+            return "lab \(lab): its owner \(owner.description) was asked to stop (SIGTERM, twice) and still runs after \(seconds) s; the lab is left to it"
         case .unknownLab(let name, let suggestion):
             return "no such lab \(name)" + (suggestion.map { " (did you mean \($0)?)" } ?? "")
                 + ": give a lab file's path, or a name from `qlab list`"

@@ -152,9 +152,31 @@ public struct LabRuntime: Sendable {
         _ = try labStateDirectory(create: true)
     }
 
-    public func takeLock(timeout: Duration = .seconds(30)) async throws -> FileLock {
+    /// The lab's lock (`RUNTIME/LAB.lock`): one changing command at a time.
+    /// Released with no runtime dir left (the lab is down), the file goes too.
+    ///
+    /// `checkingOwner`: a lab that belongs to a running command (``LabRecord/owner``,
+    /// a `qlab run`) is refused with ``LabError/owned(lab:owner:)`` unless this
+    /// process is that command or works for it (its hooks). The record is read
+    /// again under the lock: the owner is whoever it says now, verified by pid
+    /// and start time. Only the lab's supervisor, which serves the owner, skips it.
+    public func takeLock(timeout: Duration = .seconds(30), checkingOwner: Bool = true) async throws -> FileLock {
         guard let root = try runtimeRootDirectory(create: true) else { throw LabError.system("cannot create \(runtimeRoot)") }
-        return try await FileLock(in: root, name: name + ".lock", timeout: timeout)
+        let directory = self.directory
+        let lock = try await FileLock(in: root, name: name + ".lock", timeout: timeout) { !FileSystem.entryExists(directory) }
+        if checkingOwner, let owner = liveOwner() {
+            throw LabError.owned(lab: name, owner: owner)
+        }
+        return lock
+    }
+
+    /// The running command the lab belongs to, when there is one and it is
+    /// not this process (nor one working for it): from `lab.json` read again
+    /// (another process writes it). A record that does not decode names no owner here;
+    /// the caller meets its error when it reads the record.
+    public func liveOwner() -> LabOwner? {
+        guard let record = (try? records.reload()) ?? nil, let owner = record.owner, owner.isAlive, !owner.includesThisProcess else { return nil }
+        return owner
     }
 
     /// The lock of a lab that must be running: a lab that is not running
@@ -163,17 +185,20 @@ public struct LabRuntime: Sendable {
     public func takeLockOfRunningLab(timeout: Duration = .seconds(30)) async throws -> FileLock {
         try checkDirectories()
         guard let record = try records.read(), liveQEMU(record) != nil else { throw LabError.notRunning(name) }
-        return try await takeLock(timeout: timeout)
+        let lock = try await takeLock(timeout: timeout)
+        // Read again under the lock (takeLock did): the lab may have stopped while this waited.
+        guard let current = try records.read(), liveQEMU(current) != nil else { throw LabError.notRunning(name) }
+        return lock
     }
 
     // MARK: records
 
     /// `lab.json` as ``records`` holds it (read once, from a runtime dir that
     /// passes the checks: a record anyone else could have written is never
-    /// trusted). A record that does not decode counts as none here;
-    /// `records.read()` says what is wrong with it.
+    /// trusted); nil when the lab has none. A record that does not decode is
+    /// an error naming the file and field, never "not running": its QEMU may run.
     public var record: LabRecord? {
-        try? records.read()
+        get throws(RecordFileError) { try records.read() }
     }
 
     /// `last-exit.json`, read only from a state dir that passes the checks.
@@ -266,6 +291,19 @@ public struct LabRuntime: Sendable {
         records.forget()
     }
 
+    /// Removes `RUNTIME/NAME.lock` of every lab that has no runtime dir, when
+    /// no process holds it (one non-blocking `flock(2)` each: a held lock is
+    /// left to its holder, whose release removes it).
+    public static func removeUnheldLockFiles(environment: [String: String] = currentEnvironment()) async {
+        let root = LabDirectories.runtimeRoot(environment: environment, uid: getuid())
+        guard let names = (try? PrivateDirectory.open(root, role: .runtime, create: false))??.names() else { return }
+        for name in names where name.hasSuffix(".lock") {
+            let lab = LabRuntime(name: String(name.dropLast(5)), runtimeRoot: root, stateRoot: LabDirectories.stateRoot(environment: environment))
+            guard LabName.isValid(lab.name), !names.contains(lab.name) else { continue }
+            _ = try? await lab.takeLock(timeout: .zero, checkingOwner: false)
+        }
+    }
+
     /// Every lab with a runtime dir under the runtime root (none when it does
     /// not exist; an error when it fails the checks).
     public static func all(environment: [String: String] = currentEnvironment()) throws -> [LabRuntime] {
@@ -276,189 +314,4 @@ public struct LabRuntime: Sendable {
             LabRuntime(name: $0, runtimeRoot: root, stateRoot: state)
         }
     }
-}
-
-/// `lab.json`: what `up` started and decided, for later commands.
-public struct LabRecord: Sendable {
-    public var name: String
-    public var labFile: String
-    public var guest: String
-    public var qemuPID: Int32
-    public var supervisorPID: Int32
-    /// Start times (/proc/PID/stat field 22) of the two, taken at launch:
-    /// a pid is signalled only while it still has its start time.
-    public var qemuStartTime: UInt64?
-    public var supervisorStartTime: UInt64?
-    public var foreground: Bool
-    public var startedAt: Double
-    public var accel: AccelDecision
-    public var consoleLog: String?
-    /// Each lab device and how it is attached now.
-    public var devices: [RecordedDevice]
-    /// Host PCI addresses of passthrough devices: for conflicts between labs.
-    public var passthroughHosts: [RecordedPassthrough]
-    public var qemuLogOffset: Int
-    /// The console log's size when QEMU started: this boot's console output begins there.
-    public var consoleLogOffset: Int
-    /// The lab file's text as planned (``Lab/source``): later commands re-make
-    /// the running lab from it, never from the file as edited since. nil in
-    /// records written before qlab kept it.
-    public var labSource: String?
-    /// What the planner found this QEMU binary can do (hotplug spells options the same way).
-    public var capabilities = QEMUCapabilities()
-    /// The command line QEMU was started with (empty in older records).
-    public var argv: [String] = []
-    /// The revert method and the RAM files (nil in older records: loadvm).
-    public var revert: RevertRecord?
-
-    public init(
-        name: String, labFile: String, guest: String, qemuPID: Int32, supervisorPID: Int32, foreground: Bool,
-        startedAt: Double, accel: AccelDecision, consoleLog: String?, devices: [(name: String, state: DeviceState)],
-        passthroughHosts: [(device: String, host: String)], qemuLogOffset: Int, consoleLogOffset: Int = 0
-    ) {
-        self.name = name
-        self.labFile = labFile
-        self.guest = guest
-        self.qemuPID = qemuPID
-        self.supervisorPID = supervisorPID
-        self.foreground = foreground
-        self.startedAt = startedAt
-        self.accel = accel
-        self.consoleLog = consoleLog
-        self.devices = devices.map { RecordedDevice(name: $0.name, state: $0.state) }
-        self.passthroughHosts = passthroughHosts.map { RecordedPassthrough(device: $0.device, host: $0.host) }
-        self.qemuLogOffset = qemuLogOffset
-        self.consoleLogOffset = consoleLogOffset
-    }
-
-    /// The record as `lab.json` holds it (``JSONValueEncoder``; nil optionals as null).
-    public var json: JSONValue {
-        (try? JSONValueEncoder().encode(self)) ?? .null
-    }
-
-    /// A record read from `lab.json`; nil for one `up` did not write (see ``init(from:)``).
-    public init?(_ json: JSONValue) {
-        guard let record = try? JSONValueDecoder().decode(LabRecord.self, from: json) else { return nil }
-        self = record
-    }
-}
-
-/// One device of ``LabRecord/devices``: `{"name": ..., "state": "boot"|"hotplug"|"detached"}`.
-public struct RecordedDevice: Sendable, Hashable, Codable {
-    public var name: String
-    public var state: DeviceState
-
-    public init(name: String, state: DeviceState) {
-        self.name = name
-        self.state = state
-    }
-}
-
-/// One passthrough device of ``LabRecord/passthroughHosts``: `{"device": ..., "host": "0000:01:00.0"}`.
-public struct RecordedPassthrough: Sendable, Hashable, Codable {
-    public var device: String
-    public var host: String
-
-    public init(device: String, host: String) {
-        self.device = device
-        self.host = host
-    }
-}
-
-extension LabRecord: Codable {
-    enum CodingKeys: String, CodingKey {
-        case name, guest, foreground, accel, devices, argv
-        case labFile = "lab_file"
-        case qemuPID = "qemu_pid"
-        case supervisorPID = "supervisor_pid"
-        case qemuStartTime = "qemu_start_time"
-        case supervisorStartTime = "supervisor_start_time"
-        case startedAt = "started_at"
-        case consoleLog = "console_log"
-        case passthroughHosts = "passthrough"
-        case qemuLogOffset = "qemu_log_offset"
-        case consoleLogOffset = "console_log_offset"
-        case labSource = "lab_source"
-        case capabilities = "qemu_capabilities"
-        case revert
-    }
-
-    /// Name, lab file (not empty), guest, QEMU pid and accelerator are
-    /// required: a record without them is not one `up` wrote, and is refused
-    /// rather than read with defaults. Fields later versions added default.
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        name = try c.decode(String.self, forKey: .name)
-        labFile = try c.decode(String.self, forKey: .labFile)
-        guard !labFile.isEmpty else {
-            throw DecodingError.dataCorruptedError(forKey: .labFile, in: c, debugDescription: "a lab record names its lab file")
-        }
-        guest = try c.decode(String.self, forKey: .guest)
-        qemuPID = try c.decode(Int32.self, forKey: .qemuPID)
-        accel = try c.decode(AccelDecision.self, forKey: .accel)
-        supervisorPID = try c.decodeIfPresent(Int32.self, forKey: .supervisorPID) ?? 0
-        qemuStartTime = try c.decodeIfPresent(UInt64.self, forKey: .qemuStartTime)
-        supervisorStartTime = try c.decodeIfPresent(UInt64.self, forKey: .supervisorStartTime)
-        foreground = try c.decodeIfPresent(Bool.self, forKey: .foreground) ?? false
-        startedAt = try c.decodeIfPresent(Double.self, forKey: .startedAt) ?? 0
-        consoleLog = try c.decodeIfPresent(String.self, forKey: .consoleLog)
-        devices = try c.decodeIfPresent([RecordedDevice].self, forKey: .devices) ?? []
-        passthroughHosts = try c.decodeIfPresent([RecordedPassthrough].self, forKey: .passthroughHosts) ?? []
-        qemuLogOffset = try c.decodeIfPresent(Int.self, forKey: .qemuLogOffset) ?? 0
-        consoleLogOffset = try c.decodeIfPresent(Int.self, forKey: .consoleLogOffset) ?? 0
-        labSource = try c.decodeIfPresent(String.self, forKey: .labSource)
-        capabilities = try c.decodeIfPresent(QEMUCapabilities.self, forKey: .capabilities) ?? QEMUCapabilities()
-        argv = try c.decodeIfPresent([String].self, forKey: .argv) ?? []
-        revert = try c.decodeIfPresent(RevertRecord.self, forKey: .revert)
-    }
-}
-
-/// `last-exit.json`: how QEMU ended, written by the supervisor (or by `down`
-/// when the supervisor was gone).
-public struct ExitRecord: Sendable {
-    /// nil when unknown (QEMU was not our child any more).
-    public var exit: ProcessExit?
-    public var at: Double
-    /// True when `down` (or the foreground supervisor's signal) asked for it.
-    public var requested: Bool
-    /// QEMU's stderr from this run, tail.
-    public var qemuOutput: String
-    public var diagnoses: [Diagnosis]
-
-    public init(exit: ProcessExit?, at: Double, requested: Bool, qemuOutput: String, diagnoses: [Diagnosis]) {
-        self.exit = exit
-        self.at = at
-        self.requested = requested
-        self.qemuOutput = qemuOutput
-        self.diagnoses = diagnoses
-    }
-
-    /// A crash: QEMU ended on its own with a signal or a failure status.
-    public var crashed: Bool {
-        guard !requested else { return false }
-        switch exit {
-        case .exited(0): return false
-        case nil: return true
-        default: return true
-        }
-    }
-
-    public var exitDescription: String { exit?.description ?? "ended while unsupervised (status unknown)" }
-
-    /// The record as `last-exit.json` holds it (``JSONValueEncoder``, see ExitRecordCoding.swift).
-    public var json: JSONValue {
-        (try? JSONValueEncoder().encode(self)) ?? .null
-    }
-
-    public init?(_ json: JSONValue) {
-        guard let record = try? JSONValueDecoder().decode(ExitRecord.self, from: json) else { return nil }
-        self = record
-    }
-}
-
-/// Seconds since the epoch, from `clock_gettime(CLOCK_REALTIME)`.
-public func wallClockSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

@@ -151,13 +151,14 @@ public final class Supervisor: Sendable {
                     _ = await logger.value
                     let requested = runtime.stopRequested
                         || client.eventHistory.contains { $0.name == "SHUTDOWN" && ["host-qmp-quit", "host-signal"].contains($0.data["reason"]?.stringValue ?? "") }
-                    let record = makeExitRecord(exit, requested: requested, logOffset: runtime.record?.qemuLogOffset ?? 0)
+                    let record = makeExitRecord(exit, requested: requested, logOffset: ((try? runtime.record) ?? nil)?.qemuLogOffset ?? spec.record.qemuLogOffset)
                     LabSupervisionLog.logger.info("QEMU \(record.exitDescription)", metadata: ["lab": "\(spec.record.name)", "requested": "\(requested)"])
                     current.withLock { $0 = nil }
                     // No QEMU of this lab outlives its supervisor: QEMUs that quit for reverts are reaped first.
                     await reapRetired()
                     finish(record)
-                    if ownedForLife { await removeLockFileIfOwnerGone() } else { await removeLockFileIfUnheld() }
+                    // An owner still alive that holds the lock removes the file at its release (the runtime dir is gone).
+                    await removeLockFileIfUnheld()
                     return record
                 case .request(let request):
                     guard request.command == "revert", let tag = request.arguments["tag"]?.stringValue else {
@@ -189,7 +190,8 @@ public final class Supervisor: Sendable {
                         finish(exitRecord)
                         control?.stopListening()
                         request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
-                        if ownedForLife { await removeLockFileIfOwnerGone() }
+                        // The command that asked for the revert holds the lock: its release removes the file.
+                        await removeLockFileIfUnheld()
                         return exitRecord
                     }
                 }
@@ -286,7 +288,7 @@ public final class Supervisor: Sendable {
     /// remove it any more). Taken first, so a command holding it is not
     /// disturbed; an owner that let go while alive holds it and cleans up itself.
     func removeLockFileIfOwnerGone() async {
-        guard owner?.ownerGone == true, let lock = try? await runtime.takeLock(timeout: .milliseconds(200)) else { return }
+        guard owner?.ownerGone == true, let lock = try? await runtime.takeLock(timeout: .milliseconds(200), checkingOwner: false) else { return }
         lock.removeFile()
     }
 
@@ -295,7 +297,7 @@ public final class Supervisor: Sendable {
     /// lock (one non-blocking `flock(2)` try), the file is removed. A command
     /// that holds it (`down`) removes it itself.
     func removeLockFileIfUnheld() async {
-        guard FileSystem.entryExists(runtime.lockPath), let lock = try? await runtime.takeLock(timeout: .zero) else { return }
+        guard FileSystem.entryExists(runtime.lockPath), let lock = try? await runtime.takeLock(timeout: .zero, checkingOwner: false) else { return }
         lock.removeFile()
     }
 

@@ -39,7 +39,9 @@ extension Supervisor {
             let ms = Double((ContinuousClock.now - start).components.attoseconds) / 1e15 + Double((ContinuousClock.now - start).components.seconds) * 1000
             steps.append(["step": .string(name), "ms": .double((ms * 1000).rounded() / 1000)])
         }
-        guard var record = runtime.record else { return .refused("the lab record is missing") }
+        let recorded: LabRecord?
+        do { recorded = try runtime.record } catch { return .refused("\(error)") }
+        guard var record = recorded else { return .refused("the lab record is missing") }
         guard let revert = record.revert, revert.method == .fast, let image = revert.imagePath(tag) else {
             return .refused("this lab reverts with loadvm (\(record.revert?.reason ?? "its record predates fast reverts")); no QEMU to replace")
         }

@@ -76,7 +76,7 @@ final class DeviceLabFixture: QLabTestEnvironment, @unchecked Sendable {
     }
 
     func down(_ name: String) async {
-        let record = runtime(name).record
+        let record = (try? runtime(name).record) ?? nil
         _ = try? await controller.down(name)
         if let pid = record?.qemuPID, ProcessTable.isRunning(pid) { kill(pid, SIGKILL) }
     }

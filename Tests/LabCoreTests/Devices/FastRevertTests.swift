@@ -60,8 +60,8 @@ struct FastRevertTests {
         #expect(result.attached.map(\.device) == ["scsi-lsi"])
         let newPID = session.currentRecord.qemuPID
         #expect(newPID != oldPID)
-        #expect(runtime.record?.qemuPID == newPID)
-        #expect(runtime.record?.revert?.mappedSnapshot == "ready")
+        #expect(try runtime.record?.qemuPID == newPID)
+        #expect(try runtime.record?.revert?.mappedSnapshot == "ready")
         #expect(Self.files(in: ramDirectory) == ["snap-ready.ram"], "the live RAM file is freed once nothing maps it")
         // The old QEMU quit; the supervisor reaps it once it has freed its memory.
         #expect(waitUntil(limit: .seconds(30)) { !ProcessTable.isRunning(oldPID) })
@@ -211,7 +211,7 @@ struct FastRevertTests {
             return pids.contains { $0 != first }
         }
         #expect(replaced, "no fast revert began: \(run.stdout)\(run.stderr)")
-        let ram = try #require(env.runtime("ctrlfast").record?.revert?.ramDirectory)
+        let ram = try #require(try env.runtime("ctrlfast").record?.revert?.ramDirectory)
         let status = run.signal(SIGINT)
         #expect(status == 130, "\(run.stdout)\(run.stderr)")
         CancellationQEMUTests.expectNothingLeft(env, "ctrlfast", "after SIGINT during a fast revert")
@@ -297,7 +297,7 @@ struct FastRevertBareTests {
         }
         // A supervisor killed with its lab leaves RAM files; `rm` takes them.
         _ = try await fixture.controller.up(labFile: lab, options: .init(paused: true))
-        let record = try #require(fixture.runtime("bare-dev").record)
+        let record = try #require(try fixture.runtime("bare-dev").record)
         kill(record.supervisorPID, SIGKILL)
         kill(record.qemuPID, SIGKILL)
         _ = await ProcessTable.waitGone(record.qemuPID, timeout: .seconds(10))

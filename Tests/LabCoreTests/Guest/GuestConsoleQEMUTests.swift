@@ -148,7 +148,7 @@ struct GuestConsoleQEMUTests {
         #expect(try await console.run("echo second", timeout: .seconds(30)).output == "second\n")
 
         // After a reset: this boot's ready text, from the log offset taken before it.
-        let logPath = try #require(runtime.record?.consoleLog)
+        let logPath = try #require(try runtime.record?.consoleLog)
         let offset = ConsoleLog.size(logPath)
         let qmp = try await QMPClient.connect(path: runtime.qmpSocketPath)
         defer { qmp.close() }

@@ -53,6 +53,16 @@ struct ScreenTests {
         #expect(size == (720, 400))
         #expect(Self.mode(png) == 0o644)
 
+        // A device is written to, never replaced: a full one (a private node like /dev/full,
+        // mknod c 1 7, when root; else /dev/full itself, which this user cannot replace) says the write failed.
+        let full = mknod(env.root + "/full", S_IFCHR | 0o666, dev_t(1 << 8 | 7)) == 0 ? env.root + "/full" : "/dev/full"
+        let failed = try env.qlab("screenshot", "screen", full)
+        #expect(failed.status == ExitStatus.failed.rawValue, "\(failed.output)")
+        #expect(failed.stderr.contains("cannot write \(full): the write failed: write \(full) (a character device): No space left on device"), "\(failed.stderr)")
+        #expect(!failed.stdout.contains("saved"))
+        var info = stat()
+        #expect(lstat(full, &info) == 0 && info.st_mode & S_IFMT == S_IFCHR, "\(full) is still a device")
+
         // A wait that runs out: 124, and the message says what was missing.
         let never = try env.qlab("screen", "screen", "--text", "--wait", "qlab-never-on-screen", "--timeout", "1")
         #expect(never.status == 124, "\(never.output)")

@@ -115,7 +115,7 @@ struct NestedBenchTests {
         #expect(saved["scenarios"]?.arrayValue?.count == 7)
         // L1 is down, and with it every QEMU inside it.
         #expect(environment.qemuProcesses().isEmpty)
-        #expect(environment.runtime("nested-bench").record == nil)
+        #expect(try environment.runtime("nested-bench").record == nil)
     }
 
     /// The checks can fail on the real bench: the control scenario's claims run with

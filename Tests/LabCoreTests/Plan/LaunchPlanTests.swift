@@ -34,7 +34,7 @@ struct LaunchPlanTests {
 
         let up = try fixture.qlab("up", lab)
         #expect(up.status == 0, "\(up.output)")
-        let record = try #require(fixture.runtime("plan-args").record)
+        let record = try #require(try fixture.runtime("plan-args").record)
         let running = ProcessTable.commandLine(record.qemuPID)
         #expect(running == printed, "qlab args:\n\(printed)\nQEMU runs:\n\(running)")
         // The record keeps the plan's argv too.
@@ -52,7 +52,7 @@ struct LaunchPlanTests {
         defer { fixture.cleanUp() }
         let lab = try fixture.bareLab()
         _ = try await fixture.controller.up(labFile: lab, options: LabController.UpOptions(paused: true))
-        let planned = try #require(fixture.runtime("bare-dev").record)
+        let planned = try #require(try fixture.runtime("bare-dev").record)
         let before = try await LabSession.open(runtime: fixture.runtime("bare-dev"))
         let slot = before.placement?.placement(of: "scsi-am")
         before.close()
@@ -90,7 +90,7 @@ struct LaunchPlanTests {
         #expect(attached.driver == "am53c974")
         #expect(attached.placement == slot)
         #expect(session.currentDeviceState("scsi-am") == .hotplug)
-        #expect(fixture.runtime("bare-dev").record?.labSource == planned.labSource)
+        #expect(try fixture.runtime("bare-dev").record?.labSource == planned.labSource)
     }
 }
 

@@ -1,4 +1,48 @@
 import Platform
+import QMP
+
+/// `last-exit.json`: how QEMU ended, written by the supervisor (or by `down`
+/// when the supervisor was gone).
+public struct ExitRecord: Sendable {
+    /// nil when unknown (QEMU was not our child any more).
+    public var exit: ProcessExit?
+    public var at: Double
+    /// True when `down` (or the foreground supervisor's signal) asked for it.
+    public var requested: Bool
+    /// QEMU's stderr from this run, tail.
+    public var qemuOutput: String
+    public var diagnoses: [Diagnosis]
+
+    public init(exit: ProcessExit?, at: Double, requested: Bool, qemuOutput: String, diagnoses: [Diagnosis]) {
+        self.exit = exit
+        self.at = at
+        self.requested = requested
+        self.qemuOutput = qemuOutput
+        self.diagnoses = diagnoses
+    }
+
+    /// A crash: QEMU ended on its own with a signal or a failure status.
+    public var crashed: Bool {
+        guard !requested else { return false }
+        switch exit {
+        case .exited(0): return false
+        case nil: return true
+        default: return true
+        }
+    }
+
+    public var exitDescription: String { exit?.description ?? "ended while unsupervised (status unknown)" }
+
+    /// The record as `last-exit.json` holds it (``JSONValueEncoder``, coded below).
+    public var json: JSONValue {
+        (try? JSONValueEncoder().encode(self)) ?? .null
+    }
+
+    public init?(_ json: JSONValue) {
+        guard let record = try? JSONValueDecoder().decode(ExitRecord.self, from: json) else { return nil }
+        self = record
+    }
+}
 
 /// `last-exit.json` through ``JSONValueEncoder``: the exit is kept as
 /// `exit_code` (null when unknown) or `signal` + `signal_name`, with its
@@ -40,29 +84,5 @@ extension ExitRecord: Codable {
         try c.encode(exitDescription, forKey: .description)
         try c.encode(qemuOutput, forKey: .qemuOutput)
         try c.encode(diagnoses, forKey: .diagnoses)
-    }
-}
-
-/// A diagnosis as exit records and reports keep it (its evidence line is not kept).
-extension Diagnosis: Codable {
-    enum CodingKeys: String, CodingKey {
-        case id, device, summary, cause, fix
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(
-            id: try c.decode(String.self, forKey: .id), device: try c.decodeIfPresent(String.self, forKey: .device),
-            summary: try c.decodeIfPresent(String.self, forKey: .summary) ?? "",
-            cause: try c.decodeIfPresent(String.self, forKey: .cause) ?? "", fix: try c.decodeIfPresent(String.self, forKey: .fix) ?? "")
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(id, forKey: .id)
-        try c.encodeIfPresent(device, forKey: .device)
-        try c.encode(summary, forKey: .summary)
-        try c.encode(cause, forKey: .cause)
-        try c.encode(fix, forKey: .fix)
     }
 }
