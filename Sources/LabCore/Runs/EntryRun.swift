@@ -187,14 +187,15 @@ extension TestRunner {
         return breakage
     }
 
-    /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` in the screenshot directory, for a
+    /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` (`LAB-GUEST-DEVICE-TEST-N.png` in a lab with a device dimension) in the screenshot directory, for a
     /// run or boot that did not pass; nil when the guest has no display, there is no directory, or
     /// QEMU is gone (a note says why when QEMU answered but the picture could not be saved).
     func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry) async -> String? {
         guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
         // An unreadable record says nothing about QEMU: the screendump is tried (and says why it failed).
         if let record = (try? session.runtime.record) ?? nil, session.runtime.liveQEMU(record) == nil { return nil }
-        let name = [lab.name, entry.guest, entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)]
+        // With a device dimension the device too (`LAB-GUEST-DEVICE-TEST-N.png`): one file per cell.
+        let name = ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
             .map(Self.fileNamePart).joined(separator: "-") + ".png"
         let path = directory + "/" + name
         do {
