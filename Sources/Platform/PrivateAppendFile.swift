@@ -15,6 +15,8 @@ public enum PrivateAppendFile {
         let fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             if errno == ELOOP { throw SystemCallError("open \(path): a symbolic link (qlab does not follow one for a trace)", errno: ELOOP) }
+            // O_NONBLOCK: a FIFO is refused at once (no reader: ENXIO), not waited on.
+            if errno == ENXIO { throw SystemCallError("refused \(path): not a regular file", errno: ENXIO) }
             throw SystemCallError("open \(path)")
         }
         var info = stat()

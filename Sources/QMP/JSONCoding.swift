@@ -50,16 +50,36 @@ extension JSONValue {
         return try result.get()
     }
 
-    static func parseBuffer(_ buffer: UnsafeRawBufferPointer) -> Result<JSONValue, JSONParseError> {
-        let bigIntegers = BigIntegerRescue.scan(buffer)
-        if bigIntegers.isEmpty {
-            return loadWithJansson(buffer, rescued: [])
-        }
-        let rewritten = BigIntegerRescue.rewrite(buffer, replacing: bigIntegers)
-        return rewritten.withUnsafeBytes { loadWithJansson($0, rescued: bigIntegers.map(\.value)) }
+    /// What was swapped out of the text before jansson saw it.
+    struct Rescued {
+        /// Integers outside Int64 (``BigIntegerRescue``), by token index.
+        var integers: [JSONValue] = []
+        /// Object keys with an escaped NUL (``NULKeyRescue``), by token index.
+        var keys: [String] = []
     }
 
-    private static func loadWithJansson(_ buffer: UnsafeRawBufferPointer, rescued: [JSONValue]) -> Result<JSONValue, JSONParseError> {
+    static func parseBuffer(_ buffer: UnsafeRawBufferPointer) -> Result<JSONValue, JSONParseError> {
+        let nulKeys = NULKeyRescue.scan(buffer)
+        if nulKeys.isEmpty {
+            return parseNumbers(buffer, keys: [])
+        }
+        let rewritten = NULKeyRescue.rewrite(buffer, replacing: nulKeys)
+        return rewritten.withUnsafeBytes { parseNumbers($0, keys: nulKeys.map(\.key)) }
+    }
+
+    private static func parseNumbers(_ buffer: UnsafeRawBufferPointer, keys: [String]) -> Result<JSONValue, JSONParseError> {
+        let bigIntegers = BigIntegerRescue.scan(buffer)
+        if bigIntegers.isEmpty {
+            return loadWithJansson(buffer, rescued: Rescued(keys: keys))
+        }
+        let rewritten = BigIntegerRescue.rewrite(buffer, replacing: bigIntegers)
+        return rewritten.withUnsafeBytes { loadWithJansson($0, rescued: Rescued(integers: bigIntegers.map(\.value), keys: keys)) }
+    }
+
+    /// One `json_loadb` with `JSON_ALLOW_NUL`: an escaped NUL (`\u0000`) in a
+    /// string value is kept (``init(jansson:rescued:)`` reads strings by
+    /// their length); a raw NUL byte in the text is an error.
+    static func loadWithJansson(_ buffer: UnsafeRawBufferPointer, rescued: Rescued) -> Result<JSONValue, JSONParseError> {
         if buffer.isEmpty {
             return .failure(JSONParseError(kind: .truncated, text: "empty input", line: 1, column: 0, position: 0))
         }
@@ -81,8 +101,10 @@ extension JSONValue {
         return .success(JSONValue(jansson: root, rescued: rescued))
     }
 
-    /// Converts a jansson tree. Strings equal to a rescue token become the rescued integers.
-    init(jansson json: UnsafeMutablePointer<json_t>, rescued: [JSONValue]) {
+    /// Converts a jansson tree. Strings equal to a rescue token become the
+    /// rescued integers, keys equal to one the rescued keys. Strings and keys
+    /// are read by their length, so an escaped NUL stays in the Swift `String`.
+    init(jansson json: UnsafeMutablePointer<json_t>, rescued: Rescued) {
         switch json_type(UInt32(qlab_json_typeof(json))) {
         case JSON_OBJECT:
             var object = JSONObject()
@@ -92,8 +114,13 @@ extension JSONValue {
                 let keyPointer = json_object_iter_key(current)!
                 let keyLength = json_object_iter_key_len(current)
                 let key = String(decoding: UnsafeRawBufferPointer(start: keyPointer, count: keyLength), as: UTF8.self)
-                let child = json_object_iter_value(current)!
-                object.appendUnchecked(key, JSONValue(jansson: child, rescued: rescued))
+                let child = JSONValue(jansson: json_object_iter_value(current)!, rescued: rescued)
+                if !rescued.keys.isEmpty, let index = NULKeyRescue.index(ofToken: key), rescued.keys.indices.contains(index) {
+                    // As jansson does for a repeated key: the last value wins, in the first one's place.
+                    object[rescued.keys[index]] = child
+                } else {
+                    object.appendUnchecked(key, child)
+                }
                 iterator = json_object_iter_next(json, current)
             }
             self = .object(object)
@@ -109,8 +136,8 @@ extension JSONValue {
             let length = json_string_length(json)
             let string = String(
                 decoding: UnsafeRawBufferPointer(start: json_string_value(json), count: length), as: UTF8.self)
-            if !rescued.isEmpty, let index = BigIntegerRescue.index(ofToken: string), rescued.indices.contains(index) {
-                self = rescued[index]
+            if !rescued.integers.isEmpty, let index = BigIntegerRescue.index(ofToken: string), rescued.integers.indices.contains(index) {
+                self = rescued.integers[index]
             } else {
                 self = .string(string)
             }

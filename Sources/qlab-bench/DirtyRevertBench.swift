@@ -150,6 +150,25 @@ enum DirtyRevertBench {
         }
     }
 
+    /// The RAM image check alone, in this process, on the fast lab's real
+    /// image: what a fast load does before anything is touched (and the
+    /// supervisor again), and the same reads as the fingerprint at the save
+    /// (an `fstat` and the samples). The revert's steps show it as
+    /// `check RAM image`, but on a busy machine one preemption is larger than it.
+    static func checkCost(_ fast: Method) throws {
+        guard let revert = fast.session.currentRecord.revert,
+            let directory = try fast.session.runtime.ramDirectory(path: revert.ramDirectory, create: false)
+        else { throw BenchError("\(fast.name): no RAM directory") }
+        var samples: [Double] = []
+        for _ in 0..<1000 {
+            let start = ContinuousClock.now
+            if let obstacle = RAMImage.loadObstacle(tag: tag, revert: revert, directory: directory) { throw BenchError(obstacle) }
+            samples.append((ContinuousClock.now - start).seconds * 1e6)
+        }
+        print(String(format: "  RAM image check (fstat + %d samples of 512 bytes; the save's fingerprint reads the same): median %.1f us, p90 %.1f us over 1000",
+                     revert.images?[tag]?.sampleOffsets.count ?? 0, RevertBench.Cycles.median(samples), RevertBench.Cycles.p90(samples)))
+    }
+
     static func bench(_ labs: [Method], memory: String, dirtyMiB: Int, runs: Int) async throws {
         for round in -1..<runs {
             for offset in labs.indices {
@@ -162,6 +181,7 @@ enum DirtyRevertBench {
             print("    steps, median ms: \(lab.stepLine)")
         }
         guard let loadvm = labs.first(where: { $0.method == "loadvm" }), let fast = labs.first(where: { $0.method == "fast" }) else { return }
+        try checkCost(fast)
         print(String(format: "ratio fast/loadvm %@ dirty: %.3f (target 0.125 or less)", memory, fast.median / loadvm.median))
         print(String(format: "fast revert median %@ (%d MiB dirty): %.1f ms (target under 100 ms for 1G on an idle machine)", memory, dirtyMiB, fast.median))
     }

@@ -73,6 +73,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting {
                     let progress = RunProgress(interactive: interactive)
                     defer { progress.finishLine() }
                     let runner = try TestRunner(controller: labController(), labFile: lab, options: options) { progress.handle($0) }
+                    try runner.checkLoops()
                     return try await runner.run()
                 }
             } catch {

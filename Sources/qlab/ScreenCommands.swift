@@ -27,7 +27,7 @@ struct ScreenshotCommand: AsyncParsableCommand, JSONReporting {
     static let configuration = CommandConfiguration(
         commandName: "screenshot",
         abstract: "Save a running lab's screen as PNG (QMP screendump; the guest needs `display: vga`).",
-        discussion: "QEMU 7.1 or later (PNG). The file is written atomically, mode 0644.")
+        discussion: "QEMU 7.1 or later (PNG). The file is written atomically, mode 0644; a device or FIFO is written to, never replaced (docs/reports.md).")
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Argument(help: "The PNG file to write.", completion: .file(extensions: ["png"])) var file: String

@@ -348,9 +348,10 @@ struct CancellationQEMUTests {
         #expect(up.status == 0, "\(up.output)")
         let plugged = try env.qlab("hotplug", "bare-dev", "scsi-am")
         #expect(plugged.status == 0, "\(plugged.output)")
-        let unplug = try Background(env, ["unplug", "bare-dev", "scsi-am", "--timeout", "600", "--no-reset-fallback"])
-        // Not a timing assertion: time for it to reach its wait (it cannot finish by itself).
-        try await Task.sleep(for: .seconds(2))
+        let trace = env.root + "/unplug-trace.jsonl"
+        let unplug = try Background(env, ["unplug", "bare-dev", "scsi-am", "--timeout", "600", "--no-reset-fallback", "--trace-qmp", trace])
+        // QEMU's answer to device_del is the last QMP message before the wait for DEVICE_DELETED.
+        #expect(waitUntil(limit: .seconds(60)) { Self.answeredDeviceDel(trace) }, "\(unplug.stdout)\(unplug.stderr)")
         #expect(unplug.signal(SIGTERM) == 143, "\(unplug.stdout)\(unplug.stderr)")
         #expect(unplug.stderr.contains("cancelled by SIGTERM"), "\(unplug.stderr)")
         #expect(try env.qlab("status", "bare-dev").stdout.hasPrefix("bare-dev: running"))
@@ -358,6 +359,14 @@ struct CancellationQEMUTests {
         #expect(again.status == 0, "\(again.output)")
         #expect(try env.qlab("down", "bare-dev").status == 0)
         Self.expectNothingLeft(env, "bare-dev", "after down")
+    }
+
+    /// Whether the QMP trace at `path` holds QEMU's reply to a `device_del` (a reply line after the command's line).
+    static func answeredDeviceDel(_ path: String) -> Bool {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return false }
+        let lines = text.split(separator: "\n")
+        guard let sent = lines.firstIndex(where: { $0.contains("\"device_del\"") && $0.contains("\"direction\":\"out\"") }) else { return false }
+        return lines[(sent + 1)...].contains { $0.contains("\"direction\":\"in\"") && $0.contains("\"return\"") }
     }
 
     /// SIGTERM of `qlab up --foreground`: QEMU is taken down, exit 143, nothing left.

@@ -95,6 +95,24 @@ struct DiagnosisTests {
         Sample(text: "Error: no block device can store vmstate for snapshot", id: "snapshot-no-disk", device: nil),
         Sample(text: "qemu-system-x86_64: -chardev socket,id=m,path=/tmp/xxxx: UNIX socket path '/tmp/xxxx' is too long", id: "socket-path-too-long", device: nil),
         Sample(text: "qemu-system-x86_64: -qmp tcp:127.0.0.1:4444,server=on: Failed to bind socket: Address already in use", id: "socket-in-use", device: nil),
+        // qlab's own line for a QEMU with file-backed RAM that died of SIGBUS (RAMFiles.sigbusNote).
+        Sample(
+            text: "qlab: QEMU was killed by SIGBUS while its guest RAM was file-backed (/dev/shm/qlab-0/bare/live.ram; 0 MiB free now)",
+            id: "ram-file-full", device: nil),
+        // QEMU's own crashes: what QEMU 7.2.22 and 10.0.2 printed on this machine, and what shells and qlab say of them.
+        Sample(
+            text: "qemu-system-x86_64: ../../migration/savevm.c:851: vmstate_register_with_alias_id: Assertion `!se->compat || se->instance_id == 0' failed.",
+            id: "dc390-eeprom-replug", device: nil),
+        Sample(
+            text: "qemu-system-x86_64: migration/savevm.c:947: vmstate_register_with_alias_id: Assertion `!se->compat || se->instance_id == 0' failed.",
+            id: "dc390-eeprom-replug", device: nil),
+        Sample(
+            text: "supervisor: QEMU refused loadvm s1: Unknown savevm section or instance '0000:00:05.0:01.0/eeprom' 0. Make sure that your current VM setup matches your saved VM setup, including any hotplugged devices",
+            id: "dc390-eeprom-section", device: nil),
+        Sample(text: "qemu-system-x86_64: ../../hw/core/qdev.c:312: qdev_set_parent_bus: Assertion `dev->realized' failed.", id: "qemu-assertion", device: nil),
+        Sample(text: "Aborted (core dumped)", id: "qemu-aborted", device: nil),
+        Sample(text: "bash: line 1: 81312 Aborted                 (core dumped) qemu-system-x86_64 -S", id: "qemu-aborted", device: nil),
+        Sample(text: "QEMU killed by signal 6 (SIGABRT) during the test (QMP connection lost)", id: "qemu-aborted", device: nil),
     ]
 
     @Test(arguments: samples)
@@ -160,6 +178,27 @@ struct DiagnosisTests {
         #expect(diagnoses[1].fix.contains("/sys/kernel/iommu_groups/7/devices"))
         #expect(Diagnoser.diagnose("all is well\nqemu-system-x86_64: terminating on signal 15").isEmpty)
         #expect(Diagnoser.diagnose("").isEmpty)
+    }
+
+    /// An assertion explains the abort that follows it: one diagnosis, the specific one.
+    @Test func anAssertionSubsumesTheAbort() throws {
+        let replug = Diagnoser.diagnose("""
+            qemu-system-x86_64: migration/savevm.c:947: vmstate_register_with_alias_id: Assertion `!se->compat || se->instance_id == 0' failed.
+            Aborted (core dumped)
+            """)
+        #expect(replug.map(\.id) == ["dc390-eeprom-replug"])
+        let other = try #require(Diagnoser.diagnose("x.c:1: f: Assertion `a' failed.\nAborted").first)
+        #expect(other.id == "qemu-assertion")
+        #expect(other.summary.contains("in f (x.c:1): a"))
+        // How QEMU ended counts even when it printed nothing; a requested quit says nothing.
+        #expect(Diagnoser.diagnose(exit: .signaled(6), qemuOutput: "").map(\.id) == ["qemu-aborted"])
+        #expect(Diagnoser.diagnose(exit: .signaled(6), qemuOutput: "qemu-system-x86_64: x.c:1: f: Assertion `a' failed.").map(\.id) == ["qemu-assertion"])
+        #expect(Diagnoser.diagnose(exit: .exited(0), qemuOutput: "").isEmpty)
+        #expect(Diagnoser.diagnose(exit: .signaled(9), qemuOutput: "").isEmpty)
+        // "aborted" in other words is not an abort.
+        #expect(Diagnoser.diagnose("migration aborted by the user").isEmpty)
+        let tail = ExitRecord(exit: .signaled(6), at: 0, requested: false, qemuOutput: "a\n\nb\r\nc\n", diagnoses: []).qemuOutputTail(lines: 2)
+        #expect(tail == ["b", "c"])
     }
 
     @Test func jsonShape() throws {

@@ -176,6 +176,35 @@ struct OutputFileTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: nights) == ["42.html"])
     }
 
+    /// A link (root's, so followed) into a directory the caller cannot write: refused, the
+    /// file there untouched. Run as uid 65534 with setpriv(1); root can write anywhere.
+    @Test func aLinkIntoADirectoryTheCallerCannotWriteIsRefused() throws {
+        guard geteuid() == 0, FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv") else { return }
+        let dir = try LabTempDirectory("nobody")
+        defer { dir.remove() }
+        try #require(chmod(dir.path, 0o755) == 0)
+        let report = try dir.write("r.json", #"{"lab": "x", "results": []}"#)
+        try #require(chmod(report, 0o644) == 0)
+        try FileManager.default.createDirectory(atPath: dir.path + "/locked", withIntermediateDirectories: false)
+        let target = try dir.write("locked/page.html", "old\n")
+        try #require(chmod(target, 0o644) == 0)
+        let link = dir.path + "/latest.html"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "locked/page.html")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        process.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", QLabTestEnvironment.qlabExecutable, "report", "html", report, "-o", link]
+        let errors = Pipe()
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = errors
+        try process.run()
+        let err = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        let result = (status: process.terminationStatus, err: err)
+        #expect(result.status == ExitStatus.usage.rawValue, "\(result.err)")
+        #expect(result.err.contains("cannot write \(link): cannot write in \(dir.path)/locked (where the link points): Permission denied"), "\(result.err)")
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "old\n")
+    }
+
     /// The policy itself, without a command: what each kind of path becomes.
     @Test func targetsOfEachKind() throws {
         let fixture = try Fixture()

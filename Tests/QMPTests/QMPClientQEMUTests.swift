@@ -117,12 +117,13 @@ struct QMPClientQEMUTests {
     @Test func killedQEMUFailsPendingCommandAtOnce() async throws {
         let qemu = try TestQEMU()
         defer { qemu.terminate() }
-        let client = try await qemu.connect()
+        let sent = SentCommands()
+        let client = try await QMPClient.connect(path: qemu.socketPath, tracer: sent)
         defer { client.close() }
-        // Freeze QEMU so the command stays pending, then kill it.
+        // Freeze QEMU so the command stays pending, then kill it once the client sent it.
         kill(qemu.pid, SIGSTOP)
         async let reply = client.execute("query-status", timeout: .seconds(60))
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(await sent.wait(for: "query-status"), "the client never sent query-status")
         kill(qemu.pid, SIGKILL)
         do {
             _ = try await reply
@@ -163,11 +164,57 @@ struct QMPClientQEMUTests {
             try await client.cont()
             try await client.stop()
         }
-        var names: [String] = []
-        for await event in stream {
-            names.append(event.name)
-            if names.count == 6 { break }
+        // The six events, or what came before the deadline: a lost event fails, it does not hang.
+        let names = await withTaskGroup(of: [String]?.self) { group in
+            group.addTask {
+                var names: [String] = []
+                for await event in stream {
+                    names.append(event.name)
+                    if names.count == 6 { break }
+                }
+                return names
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(30))
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first
         }
         #expect(names == ["RESUME", "STOP", "RESUME", "STOP", "RESUME", "STOP"])
+    }
+}
+
+/// A tracer that lets a test wait until the client has sent a command.
+final class SentCommands: QMPTracer, @unchecked Sendable {
+    private let stream: AsyncStream<String>
+    private let continuation: AsyncStream<String>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream(of: String.self)
+    }
+
+    func record(_ direction: QMPTraceDirection, _ message: JSONValue) {
+        if direction == .sent, let command = message["execute"]?.stringValue ?? message["exec-oob"]?.stringValue {
+            continuation.yield(command)
+        }
+    }
+
+    /// True once `command` was sent; false after `timeout`.
+    func wait(for command: String, timeout: Duration = .seconds(20)) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask { [stream] in
+                for await sent in stream where sent == command { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
     }
 }

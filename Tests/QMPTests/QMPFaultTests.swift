@@ -285,8 +285,16 @@ struct QMPFaultTests {
     @Test func noGreetingTimesOut() async throws {
         let server = try FakeQMPServer()
         defer { server.closeServer() }
-        await #expect(throws: QMPError.self) {
+        do {
             _ = try await QMPClient.adopt(fd: server.clientFD, timeout: .milliseconds(200))
+            Issue.record("adopt succeeded without a greeting")
+        } catch let error as QMPError {
+            // The greeting wait's own timeout, not a disconnection or another failure.
+            guard case .protocolViolation(let text) = error else {
+                Issue.record("expected the missing-greeting timeout, got \(error)")
+                return
+            }
+            #expect(text.hasPrefix("no QMP greeting from QEMU in time"), "\(text)")
         }
     }
 }

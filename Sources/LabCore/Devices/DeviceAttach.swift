@@ -36,9 +36,13 @@ extension LabSession {
     /// Attaches several devices in order, writing the lab record once. When
     /// one fails, those attached before it stay attached (the record says so).
     public func attach(devices names: [String]) async throws -> [AttachResult] {
+        try refuseSecondDC390Plug(names)
         var results: [AttachResult] = []
         do {
-            for name in names { results.append(try await attachOne(name)) }
+            for name in names {
+                results.append(try await attachOne(name))
+                noteDC390Plugged(name)
+            }
         } catch {
             try? setDeviceStates(results.map { ($0.device, .hotplug) })
             throw error

@@ -37,33 +37,55 @@ extension LabSession {
         guard !names.isEmpty else { return [] }
         var shared = StepTimings()
         let devices = try names.map { try labDevice($0) }
-        var start = ContinuousClock.now
-        if names.contains(where: { !(currentDeviceState($0)?.isAttached ?? false) }) {
-            // The record may be stale; QEMU decides.
-            let present = try await peripheralIDs()
-            shared.record("qom-list", since: start)
-            if let missing = names.first(where: { !present.contains($0) }) { throw DeviceError.notAttached(device: missing) }
-        }
-
-        var resetFirst: UnplugMethod? = policy.resetAtOnce ? .resetRequested : nil
-        if resetFirst == nil {
-            start = ContinuousClock.now
-            let status = try await qmp.queryStatus()
-            shared.record("query-status", since: start)
-            if !status.running {
-                guard policy.resetFallback else {
-                    throw DeviceError.guestCannotUnplug(device: names[0], vmStatus: status.status)
-                }
-                resetFirst = .resetVMNotRunning
-            }
-        }
-
+        try await requireAttached(names, timings: &shared)
+        let resetFirst = try await resetBeforeWaiting(names, policy: policy, timings: &shared)
         let mark = qmp.eventMark()
         let unplugStart = ContinuousClock.now
+        let (pending, requested) = try await requestUnplugs(names, timings: &shared)
+        var methods = requested
+        let unplugTimes = try await completeUnplugs(
+            pending, resetFirst: resetFirst, policy: policy, after: mark, since: unplugStart, methods: &methods, timings: &shared)
+        try await requireGone(names, timings: &shared)
+        var results = try await releaseResources(of: devices, methods: methods, unplugTimes: unplugTimes, shared: shared)
+        let start = ContinuousClock.now
+        try setDeviceStates(names.map { ($0, .detached) })
+        results[results.count - 1].timings.record("record", since: start)
+        return results
+    }
+
+    /// Throws ``DeviceError/notAttached(device:)`` for a device QEMU does not
+    /// have. Asked of QEMU only when the record says one is not attached
+    /// (the record may be stale; QEMU decides).
+    func requireAttached(_ names: [String], timings: inout StepTimings) async throws {
+        guard names.contains(where: { !(currentDeviceState($0)?.isAttached ?? false) }) else { return }
+        let start = ContinuousClock.now
+        let present = try await peripheralIDs()
+        timings.record("qom-list", since: start)
+        if let missing = names.first(where: { !present.contains($0) }) { throw DeviceError.notAttached(device: missing) }
+    }
+
+    /// Whether a `system_reset` completes the unplugs at once instead of the
+    /// guest: asked by the policy, or the VM is not running (when the policy
+    /// allows no reset, that is an error: no guest can release the card).
+    func resetBeforeWaiting(_ names: [String], policy: UnplugPolicy, timings: inout StepTimings) async throws -> UnplugMethod? {
+        if policy.resetAtOnce { return .resetRequested }
+        let start = ContinuousClock.now
+        let status = try await qmp.queryStatus()
+        timings.record("query-status", since: start)
+        guard !status.running else { return nil }
+        guard policy.resetFallback else {
+            throw DeviceError.guestCannotUnplug(device: names[0], vmStatus: status.status)
+        }
+        return .resetVMNotRunning
+    }
+
+    /// `device_del` of each device: those QEMU is now unplugging (or already
+    /// was, from an earlier attempt), and those it no longer had (``UnplugMethod/alreadyGone``).
+    func requestUnplugs(_ names: [String], timings: inout StepTimings) async throws -> (pending: [String], methods: [String: UnplugMethod]) {
         var methods: [String: UnplugMethod] = [:]
         var pending: [String] = []
         for name in names {
-            start = ContinuousClock.now
+            let start = ContinuousClock.now
             do {
                 _ = try await qmp.execute("device_del", arguments: ["id": .string(name)])
                 pending.append(name)
@@ -77,54 +99,76 @@ extension LabSession {
                     throw DeviceError.qemuRefused(device: name, command: "device_del", message: message, diagnoses: Diagnoser.diagnose(message))
                 }
             }
-            shared.record("device_del \(name)", since: start)
+            timings.record("device_del \(name)", since: start)
         }
+        return (pending, methods)
+    }
 
+    /// Completes the `pending` unplugs: with one reset when `resetFirst`
+    /// says so; else the guest gets until `policy.guestTimeout` after
+    /// `unplugStart`, and those it did not release (timed out, refused) are
+    /// completed with one reset when the policy allows it. Records how each
+    /// went in `methods`; returns each one's unplug time.
+    func completeUnplugs(
+        _ pending: [String], resetFirst: UnplugMethod?, policy: UnplugPolicy, after mark: QMPEventMark, since unplugStart: ContinuousClock.Instant,
+        methods: inout [String: UnplugMethod], timings: inout StepTimings
+    ) async throws -> [String: Duration] {
+        guard !pending.isEmpty else { return [:] }
         var unplugTimes: [String: Duration] = [:]
-        if let resetFirst, !pending.isEmpty {
-            try await completeUnplugsWithReset(pending, after: mark, timings: &shared)
+        if let resetFirst {
+            try await completeUnplugsWithReset(pending, after: mark, timings: &timings)
             for name in pending {
                 methods[name] = resetFirst
                 unplugTimes[name] = ContinuousClock.now - unplugStart
             }
-        } else if !pending.isEmpty {
-            var needReset: [String] = []
-            let deadline = unplugStart + policy.guestTimeout
-            for name in pending {
-                start = ContinuousClock.now
-                let outcome = try await waitForUnplug(name, after: mark, timeout: max(.zero, deadline - ContinuousClock.now))
-                switch outcome {
-                case .deleted:
-                    shared.record("DEVICE_DELETED \(name) (guest)", since: start)
-                    methods[name] = .guest
-                    unplugTimes[name] = ContinuousClock.now - unplugStart
-                case .guestError, .timedOut:
-                    shared.record((outcome == .guestError ? "DEVICE_UNPLUG_GUEST_ERROR " : "guest timeout ") + name, since: start)
-                    guard policy.resetFallback else {
-                        if outcome == .guestError { throw DeviceError.guestRefusedUnplug(device: name) }
-                        throw DeviceError.unplugTimedOut(device: name, waited: policy.guestTimeout)
-                    }
-                    methods[name] = outcome == .guestError ? .resetAfterGuestError : .resetAfterTimeout
-                    needReset.append(name)
+            return unplugTimes
+        }
+        var needReset: [String] = []
+        let deadline = unplugStart + policy.guestTimeout
+        for name in pending {
+            let start = ContinuousClock.now
+            let outcome = try await waitForUnplug(name, after: mark, timeout: max(.zero, deadline - ContinuousClock.now))
+            switch outcome {
+            case .deleted:
+                timings.record("DEVICE_DELETED \(name) (guest)", since: start)
+                methods[name] = .guest
+                unplugTimes[name] = ContinuousClock.now - unplugStart
+            case .guestError, .timedOut:
+                timings.record((outcome == .guestError ? "DEVICE_UNPLUG_GUEST_ERROR " : "guest timeout ") + name, since: start)
+                guard policy.resetFallback else {
+                    if outcome == .guestError { throw DeviceError.guestRefusedUnplug(device: name) }
+                    throw DeviceError.unplugTimedOut(device: name, waited: policy.guestTimeout)
                 }
-            }
-            if !needReset.isEmpty {
-                try await completeUnplugsWithReset(needReset, after: mark, timings: &shared)
-                for name in needReset { unplugTimes[name] = ContinuousClock.now - unplugStart }
+                methods[name] = outcome == .guestError ? .resetAfterGuestError : .resetAfterTimeout
+                needReset.append(name)
             }
         }
+        if !needReset.isEmpty {
+            try await completeUnplugsWithReset(needReset, after: mark, timings: &timings)
+            for name in needReset { unplugTimes[name] = ContinuousClock.now - unplugStart }
+        }
+        return unplugTimes
+    }
 
-        // Gone from QOM (authoritative, see peripheralIDs) and from query-pci.
-        start = ContinuousClock.now
+    /// Throws ``DeviceError/stillPresent(device:)`` unless every device is gone
+    /// from QOM (authoritative, see peripheralIDs) and from query-pci.
+    func requireGone(_ names: [String], timings: inout StepTimings) async throws {
+        let start = ContinuousClock.now
         let inQOM = try await peripheralIDs()
         let onPCI = Set(try await qmp.queryPCI().map(\.qdevID))
-        shared.record("qom-list, query-pci", since: start)
+        timings.record("qom-list, query-pci", since: start)
         if let still = names.first(where: { inQOM.contains($0) || onPCI.contains($0) }) { throw DeviceError.stillPresent(device: still) }
+    }
 
+    /// `blockdev-del` of each device's disk nodes and deletion of their
+    /// overlays; one result per device (the shared steps in the first one's timings).
+    func releaseResources(
+        of devices: [LabDevice], methods: [String: UnplugMethod], unplugTimes: [String: Duration], shared: StepTimings
+    ) async throws -> [DetachResult] {
         var results: [DetachResult] = []
         for device in devices {
             var timings = results.isEmpty ? shared : StepTimings()
-            start = ContinuousClock.now
+            let start = ContinuousClock.now
             try await deleteBlockNodes(of: device)
             if device.emulated.map({ !$0.disks.isEmpty }) ?? false { timings.record("blockdev-del", since: start) }
             let removed = removeHotplugOverlays(of: device)
@@ -133,9 +177,6 @@ extension LabSession {
                     device: device.name, method: methods[device.name] ?? .alreadyGone,
                     unplugTime: unplugTimes[device.name] ?? .zero, removedOverlays: removed, timings: timings))
         }
-        start = ContinuousClock.now
-        try setDeviceStates(names.map { ($0, .detached) })
-        results[results.count - 1].timings.record("record", since: start)
         return results
     }
 

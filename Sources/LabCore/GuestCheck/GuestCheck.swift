@@ -155,6 +155,10 @@ public final class GuestCheck: Sendable {
     /// The guest's SCSI disks, one line each.
     func disks(_ listing: String, _ console: GuestConsole) async throws -> [String] {
         let result = try await console.run(listing, timeout: .seconds(60))
+        if guest.profile.shell == .grub {
+            // GRUB's `ls` lists its devices on one line: "(hd0) (hd1) ".
+            return result.output.split(whereSeparator: \.isWhitespace).map { String($0) }.filter { $0.hasPrefix("(hd") }
+        }
         return result.output.split(separator: "\n").map { String($0) }.filter { !$0.allSatisfy(\.isWhitespace) }
     }
 

@@ -43,9 +43,10 @@ public final class LabSession: Sendable {
         return try await open(runtime: runtime)
     }
 
-    /// `reconcilingDevices`: first make the record's device states agree with
-    /// QEMU (``reconcileDeviceStates()``); it writes the record, so only a
-    /// caller holding the lab's lock may ask for it.
+    /// `reconcilingDevices`: first make the record's device states, and a
+    /// snapshot step a killed command left, agree with QEMU
+    /// (``reconcileSnapshotStep()``, ``reconcileDeviceStates()``); it writes
+    /// the record, so only a caller holding the lab's lock may ask for it.
     public static func open(
         runtime: LabRuntime, connectTimeout: Duration = .seconds(10), reconcilingDevices: Bool = false
     ) async throws -> LabSession {
@@ -58,12 +59,15 @@ public final class LabSession: Sendable {
         let qmp = try await runtime.connectQMP(timeout: connectTimeout)
         let session = LabSession(runtime: runtime, lab: lab, record: record, qmp: qmp)
         guard reconcilingDevices else { return session }
-        // An earlier command killed half-way may have left the record behind QEMU.
+        // An earlier command killed half-way may have left the record behind QEMU:
+        // a snapshot step first (finishing it may replace QEMU), then devices.
         do {
-            guard try await !session.reconcileDeviceStates().isEmpty else { return session }
-            return LabSession(runtime: runtime, lab: lab, record: session.currentRecord, qmp: qmp)
+            let stepChanged = try await session.reconcileSnapshotStep()
+            let devicesChanged = try await !session.reconcileDeviceStates().isEmpty
+            guard stepChanged || devicesChanged else { return session }
+            return LabSession(runtime: runtime, lab: lab, record: session.currentRecord, qmp: session.qmp)
         } catch {
-            qmp.close()
+            session.qmp.close()
             throw error
         }
     }

@@ -95,6 +95,7 @@ public struct LabPlanner: Sendable {
         layout.sysfsRoot = hostRoots.sysfs
         layout.rombar = capabilities.rombar
         let revert = revertDecision(lab: lab, guest: guest, memory: machine.memory)
+        try Self.refuseSecondDC390Plug(lab: lab, guest: guest, revert: revert, capabilities: capabilities)
         if revert.method == .fast { layout.ramFile = revert.liveFile }
         let commandLine = try QEMUCommandLine.build(lab: launched, guest: guest.name, runtime: layout, placement: try launched.placement(for: guest))
         let states = lab.devices.map { device in

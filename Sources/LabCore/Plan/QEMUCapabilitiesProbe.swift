@@ -12,28 +12,58 @@ extension QEMUCapabilities {
     /// again): kept in this process and, when given, in `cache`'s
     /// `qemu-capabilities.json` (the state root: `qlab args` and `up` share
     /// it). Only what a lab uses is asked: `rombar` only when a device sets
-    /// it (`-device vfio-pci,help` costs about 40 ms).
+    /// it (`-device vfio-pci,help` costs about 40 ms), the second `dc390`
+    /// plug only when a device hotplugs a `dc390` (a throw-away QEMU, ~0.1 s).
     public static func probe(
         for lab: Lab, environment: [String: String] = currentEnvironment(), cache directory: PrivateDirectory? = nil
     ) -> QEMUCapabilities {
-        guard lab.devices.contains(where: { $0.passthrough?.rombar != nil }) else { return QEMUCapabilities() }
+        let needed = Needed(lab)
+        guard needed.rombar || needed.secondDC390Plug else { return QEMUCapabilities() }
         guard let binary = BinaryIdentity(lab.qemu, environment: environment) else {
-            return QEMUCapabilities(rombar: RombarSpelling.probe(qemu: lab.qemu))
+            return QEMUCapabilities().asking(needed, qemu: lab.qemu, fresh: true)
         }
-        if let known = cache.withLock({ $0[binary] }) { return known }
+        if let known = cache.withLock({ $0[binary] }), !known.lacks(needed) { return known }
         var stored = directory.flatMap { $0.readJSON(cacheFile) }.flatMap { try? JSONValueDecoder().decode(CacheFile.self, from: $0) }
             ?? CacheFile(binaries: [])
-        if let known = stored.binaries.first(where: { $0.binary == binary })?.capabilities {
-            cache.withLock { $0[binary] = known }
-            return known
+        let cached = stored.binaries.first(where: { $0.binary == binary })?.capabilities ?? cache.withLock({ $0[binary] })
+        if let cached, !cached.lacks(needed) {
+            cache.withLock { $0[binary] = cached }
+            return cached
         }
-        let probed = QEMUCapabilities(rombar: RombarSpelling.probe(qemu: binary.path))
+        let probed = (cached ?? QEMUCapabilities()).asking(needed, qemu: binary.path, fresh: cached == nil)
         cache.withLock { $0[binary] = probed }
         if let directory {
             stored.binaries = stored.binaries.filter { $0.binary.path != binary.path } + [CacheFile.Entry(binary: binary, capabilities: probed)]
             if let json = try? JSONValueEncoder().encode(stored) { try? directory.writeJSON(cacheFile, json) }
         }
         return probed
+    }
+
+    /// Which questions a lab needs answered.
+    struct Needed {
+        var rombar: Bool
+        var secondDC390Plug: Bool
+
+        init(_ lab: Lab) {
+            rombar = lab.devices.contains { $0.passthrough?.rombar != nil }
+            secondDC390Plug = lab.devices.contains { $0.emulated?.driver == "dc390" && $0.attach == .hotplug }
+        }
+    }
+
+    /// Whether an answer `needed` is missing (asked before by a lab that did not need it).
+    /// The rombar spelling has no "not asked" value: every entry asks it first (``asking(_:qemu:fresh:)``).
+    func lacks(_ needed: Needed) -> Bool {
+        needed.secondDC390Plug && secondDC390Plug == .notAsked
+    }
+
+    /// These capabilities with the `needed` questions asked of `qemu`; a
+    /// `fresh` entry (none cached) always asks the rombar spelling, so a cached
+    /// entry's spelling is always a real answer.
+    func asking(_ needed: Needed, qemu: String, fresh: Bool) -> QEMUCapabilities {
+        var answered = self
+        if needed.rombar || fresh { answered.rombar = RombarSpelling.probe(qemu: qemu) }
+        if needed.secondDC390Plug, answered.secondDC390Plug == .notAsked { answered.secondDC390Plug = SecondDC390Plug.probe(qemu: qemu) }
+        return answered
     }
 
     static let cacheFile = "qemu-capabilities.json"

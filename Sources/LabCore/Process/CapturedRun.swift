@@ -50,10 +50,12 @@ public struct CapturedRun: Sendable {
     /// The pidfd makes the exit an event; the 20 ms `poll(2)` tick is kept only
     /// to notice the calling task's cancellation, which a synchronous caller
     /// cannot be told about any other way.
+    /// `input` is the child's standard input (it must fit in a pipe's buffer,
+    /// 64 KiB: it is written before the child is waited for); empty: /dev/null.
     public static func runBlocking(
-        _ argv: [String], environment: [String: String]? = nil, timeout: Duration? = nil, outputLimit: Int = 1 << 20
+        _ argv: [String], environment: [String: String]? = nil, input: [UInt8] = [], timeout: Duration? = nil, outputLimit: Int = 1 << 20
     ) throws(SystemCallError) -> CapturedRun {
-        try Running.spawn(argv, environment: environment)
+        try Running.spawn(argv, environment: environment, input: input)
             .collect(timeout: timeout, outputLimit: outputLimit, cancelFD: -1)
     }
 }
@@ -65,16 +67,38 @@ extension CapturedRun {
         let output: Int32
         let pidfd: Int32
 
-        static func spawn(_ argv: [String], environment: [String: String]?) throws(SystemCallError) -> Running {
+        static func spawn(_ argv: [String], environment: [String: String]?, input: [UInt8] = []) throws(SystemCallError) -> Running {
             var ends: [Int32] = [-1, -1]
             guard pipe(&ends) == 0 else { throw SystemCallError("pipe") }
             _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
             _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
             _ = fcntl(ends[0], F_SETFL, O_NONBLOCK)
+            // The input is written whole into a pipe before the child starts (it fits
+            // the pipe's buffer), and the write end closed: the child reads it, then EOF.
+            var inputEnds: [Int32] = [-1, -1]
+            if !input.isEmpty {
+                guard input.count <= 1 << 16, pipe(&inputEnds) == 0 else {
+                    Glibc.close(ends[0])
+                    Glibc.close(ends[1])
+                    throw SystemCallError("pipe")
+                }
+                _ = fcntl(inputEnds[0], F_SETFD, FD_CLOEXEC)
+                _ = fcntl(inputEnds[1], F_SETFD, FD_CLOEXEC)
+                let written = input.withUnsafeBytes { write(inputEnds[1], $0.baseAddress, $0.count) }
+                Glibc.close(inputEnds[1])
+                guard written == input.count else {
+                    Glibc.close(inputEnds[0])
+                    Glibc.close(ends[0])
+                    Glibc.close(ends[1])
+                    throw SystemCallError("write")
+                }
+            }
+            defer { if inputEnds[0] >= 0 { Glibc.close(inputEnds[0]) } }
             let child: ChildProcess
             do {
                 child = try ChildProcess.spawn(
-                    executable: argv[0], arguments: Array(argv.dropFirst()), environment: environment, stdin: .null,
+                    executable: argv[0], arguments: Array(argv.dropFirst()), environment: environment,
+                    stdin: inputEnds[0] >= 0 ? .descriptor(inputEnds[0]) : .null,
                     stdout: .descriptor(ends[1]), stderr: .descriptor(ends[1]), newSession: true)
             } catch {
                 Glibc.close(ends[0])

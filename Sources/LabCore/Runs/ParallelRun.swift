@@ -110,6 +110,7 @@ extension TestRunner {
                 let origin = try source.session.runtime.ramDirectory(path: source.session.currentRecord.revert?.ramDirectory, create: false)
             else { throw LabError.system("worker \(name) has no RAM directory for the fast method (\(up.record.revert?.reason ?? "no revert record"))") }
             try RAMImage.shareImage(tag: options.readyTag, from: origin, into: target)
+            try up.runtime.adoptRAMImageFingerprint(tag: options.readyTag, from: source.session.currentRecord)
             session = try await LabSession.open(runtime: up.runtime)
             _ = try await session!.revert(to: options.readyTag, attaching: [])
             try await session!.qmp.cont()

@@ -39,26 +39,34 @@ extension LabSession {
     }
 
     /// A fast save: stop; `x-ignore-shared` on; copy the live RAM file to the
-    /// snapshot's RAM image (temporary name, then rename); the snapshot job
-    /// (device state and disks only); capability off; `cont` when it ran.
-    /// A failure removes the image and leaves the VM as it was.
+    /// snapshot's RAM image (temporary name, then rename) and record its
+    /// fingerprint; the snapshot job (device state and disks only);
+    /// capability off; `cont` when it ran. A failure removes the image and
+    /// leaves the VM as it was. The record says a save is under way while the
+    /// VM is stopped for it, so a command killed meanwhile is finished by the
+    /// next one (``reconcileSnapshotStep()``).
     func saveWithRAMImage(_ tag: String, options: SnapshotOptions, timings: inout StepTimings) async throws -> String {
         var start = ContinuousClock.now
         let wasRunning = try await qmp.queryStatus().status == "running"
+        try setPendingStep(PendingSnapshotStep(operation: .save, tag: tag, resume: wasRunning, phase: .started))
         if wasRunning { try await qmp.stop() }
         timings.record("stop", since: start)
         let directory = try ramDirectory()
         var saved = false
         defer {
-            if !saved { directory.remove(RAMFiles.image(tag)) }
+            if !saved { removeRAMImage(tag) }
         }
         do {
             start = ContinuousClock.now
             _ = try await qmp.execute("migrate-set-capabilities", arguments: Self.ignoreShared(true))
             timings.record("x-ignore-shared on", since: start)
             start = ContinuousClock.now
-            let bytes = try RAMImage.saveImage(in: directory, tag: tag)
-            timings.record("RAM image (\(bytes >> 20) MiB)", since: start)
+            let image = try RAMImage.saveImage(in: directory, tag: tag)
+            try updateRecord { record in
+                if record.revert?.images == nil { record.revert?.images = [:] }
+                record.revert?.images?[tag] = image.fingerprint
+            }
+            timings.record("RAM image (\(image.bytes >> 20) MiB)", since: start)
             start = ContinuousClock.now
             let via = try await runSnapshotCommand(.save, tag: tag, options: options)
             timings.record(via, since: start)
@@ -66,14 +74,30 @@ extension LabSession {
         } catch {
             _ = try? await qmp.execute("migrate-set-capabilities", arguments: Self.ignoreShared(false))
             if wasRunning { try? await qmp.cont() }
+            try? setPendingStep(nil)
             if let error = error as? LabError { throw SnapshotError.failed(operation: "save", tag: tag, qemuText: "\(error)", vmStatus: nil, diagnoses: []) }
             throw error
         }
         start = ContinuousClock.now
         _ = try await qmp.execute("migrate-set-capabilities", arguments: Self.ignoreShared(false))
         if wasRunning { try await qmp.cont() }
+        try setPendingStep(nil)
         timings.record(wasRunning ? "x-ignore-shared off, cont" : "x-ignore-shared off", since: start)
         return "fast: RAM image \(RAMFiles.image(tag)) + device state"
+    }
+
+    /// Records (or clears) the fast save or load under way.
+    func setPendingStep(_ step: PendingSnapshotStep?) throws {
+        guard currentRecord.revert != nil else { return }
+        try updateRecord { $0.revert?.pending = step }
+    }
+
+    /// Why snapshot `tag`'s RAM image must not be loaded (it is not the one
+    /// the save recorded, ``RAMImage/loadObstacle(tag:revert:directory:)``); nil when it may.
+    func ramImageObstacle(_ tag: String) -> String? {
+        guard let revert = currentRecord.revert else { return "the lab record has no revert method" }
+        guard let directory = try? ramDirectory() else { return "the lab's RAM directory \(revert.ramDirectory ?? "") is missing" }
+        return RAMImage.loadObstacle(tag: tag, revert: revert, directory: directory)
     }
 
     /// A fast load: the devices qlab hotplugged go with the old QEMU (their
@@ -83,6 +107,13 @@ extension LabSession {
     func loadWithRAMImage(_ tag: String, timeout: Duration = .seconds(600)) async throws -> (via: String, timings: StepTimings, dropped: [DetachResult]) {
         var timings = StepTimings()
         var start = ContinuousClock.now
+        // Before anything is touched: a RAM image that is not the saved one is refused
+        // (the supervisor checks again, with what else the new QEMU needs, before the old one quits).
+        if let obstacle = ramImageObstacle(tag) {
+            throw SnapshotError.failed(operation: "fast revert", tag: tag, qemuText: obstacle, vmStatus: nil, diagnoses: [])
+        }
+        timings.record("check RAM image", since: start)
+        start = ContinuousClock.now
         var dropped: [DetachResult] = []
         let attached = lab.devices.filter { currentDeviceState($0.name) == .hotplug }
         for device in attached {
@@ -92,6 +123,10 @@ extension LabSession {
         try setDeviceStates(attached.map { ($0.name, .detached) })
         if !attached.isEmpty { timings.record("drop hotplugged devices with the old QEMU", since: start) }
         start = ContinuousClock.now
+        // Until the supervisor takes over: a command killed before it does leaves this for the next one to clear.
+        // A QEMU an earlier load left stopped keeps what was meant for it: run if the VM ran before that load.
+        let earlier = currentRecord.revert?.pending
+        try setPendingStep(PendingSnapshotStep(operation: .load, tag: tag, resume: earlier?.operation == .load && earlier?.resume == true, phase: .started))
         let reply: JSONObject
         do {
             // resume false: this session reconnects while the new VM is still stopped (QEMU's main
@@ -99,8 +134,13 @@ extension LabSession {
             reply = try await ControlServer.request(
                 path: runtime.controlSocketPath, command: "revert", arguments: ["tag": .string(tag), "resume": false], timeout: timeout)
         } catch {
-            // QEMU may have been replaced (a failed load) or be gone: follow it.
-            try? await replaceMonitor()
+            // QEMU may have been replaced (a failed load) or be gone: follow it. A refusal
+            // left the old QEMU and this session's monitor on it (QEMU serves one client
+            // per socket, so a second connect would only wait out its timeout).
+            let before = currentRecord.qemuPID
+            if (try? runtime.records.reload())?.qemuPID != before { try? await replaceMonitor() }
+            // Refused before QEMU was touched: nothing is pending. A failed load stays recorded as failed.
+            if currentRecord.revert?.pending?.phase == .started { try? setPendingStep(nil) }
             let status = try? await qmp.queryStatus().status
             let text = "\(error)"
             throw SnapshotError.failed(operation: "fast revert", tag: tag, qemuText: text, vmStatus: status, diagnoses: Diagnoser.diagnose(text))
@@ -123,6 +163,7 @@ extension LabSession {
             try await qmp.cont()
             timings.record("cont", since: start)
         }
+        try setPendingStep(nil)
         let pid = reply["qemu_pid"]?.intValue.map { " (pid \($0))" } ?? ""
         return ("fresh QEMU on \(RAMFiles.image(tag))\(pid)", timings, dropped)
     }

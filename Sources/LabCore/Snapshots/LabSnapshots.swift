@@ -115,6 +115,8 @@ extension LabSession {
         if existing.contains(where: { $0.tag == tag }) {
             guard options.replace else { throw SnapshotError.alreadyExists(tag: tag) }
         }
+        // A dc390 plugged into this QEMU leaves its EEPROM's state behind: refused before anything is unplugged.
+        try refuseSnapshotSaveAfterDC390Plug()
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .guestOnly(timeout: .seconds(10)), timings: &timings)
         let via: String
         let obstacle = fastSaveObstacle
@@ -176,6 +178,8 @@ extension LabSession {
             result.methodReason = currentRecord.revert?.reason ?? ""
             return result
         }
+        // Loading in place unplugs and re-plugs the cards in this QEMU (as saving does).
+        if options.reattach { try refuseSecondDC390Plug(lab.devices.map(\.name).filter { currentDeviceState($0) == .hotplug }) }
         let detached = try await detachHotplugged(policy: options.unplugPolicy ?? .resetAtOnce, timings: &timings)
         start = ContinuousClock.now
         let via = try await runSnapshotCommand(.load, tag: tag, options: options)
@@ -208,8 +212,9 @@ extension LabSession {
 
     // MARK: Parts
 
-    /// Removes snapshot `tag`'s RAM image, if the lab has one.
+    /// Removes snapshot `tag`'s RAM image, if the lab has one, and its fingerprint from the record.
     func removeRAMImage(_ tag: String) {
+        if currentRecord.revert?.images?[tag] != nil { try? updateRecord { _ = $0.revert?.images?.removeValue(forKey: tag) } }
         guard let path = currentRecord.revert?.ramDirectory, let directory = try? runtime.ramDirectory(path: path, create: false) else { return }
         directory.remove(RAMFiles.image(tag))
     }
@@ -329,9 +334,16 @@ extension LabSession {
             if operation == .load {
                 // A failed load leaves QEMU in restore-vm, and a later good load
                 // keeps it stopped (QEMU resumes only a VM that was running).
-                if try await qmp.queryStatus().status == "restore-vm" {
+                let status = try await qmp.queryStatus().status
+                if status == "restore-vm" {
                     try await qmp.cont()
                     return via + ", resumed from restore-vm"
+                }
+                // A QEMU that a failed fast revert left stopped: it ran before that revert.
+                if let pending = currentRecord.revert?.pending, pending.operation == .load, pending.resume, status == "prelaunch" {
+                    try await qmp.cont()
+                    try setPendingStep(nil)
+                    return via + ", resumed (a failed fast revert had left it stopped)"
                 }
             }
             return via
@@ -377,11 +389,15 @@ extension LabSession {
     /// once it ends, concluded but never dismissed). Before starting another,
     /// wait for such qlab jobs to conclude and dismiss them, so the next
     /// command sees the snapshots as that job left them ("already exists" races otherwise).
-    func settleEarlierSnapshotJobs(timeout: Duration) async throws {
+    /// Returns whether there were any.
+    @discardableResult
+    func settleEarlierSnapshotJobs(timeout: Duration) async throws -> Bool {
         let mark = qmp.eventMark()
         let jobs = try await qmp.execute("query-jobs").arrayValue ?? []
+        var settled = false
         for job in jobs {
             guard let id = job["id"]?.stringValue, id.hasPrefix("qlab-"), job["type"]?.stringValue?.hasPrefix("snapshot-") == true else { continue }
+            settled = true
             if job["status"]?.stringValue != "concluded" && job["status"]?.stringValue != "null" {
                 do {
                     _ = try await qmp.waitForEvent("JOB_STATUS_CHANGE", matching: ["id": .string(id), "status": "concluded"], after: mark, timeout: timeout)
@@ -391,6 +407,7 @@ extension LabSession {
             }
             _ = try? await qmp.execute("job-dismiss", arguments: ["id": .string(id)])
         }
+        return settled
     }
 }
 

@@ -28,6 +28,8 @@ public enum Diagnoser {
                 break
             }
         }
+        let ids = Set(found.map { DiagnosisCatalog.rules[$0.rule].id })
+        found.removeAll { entry in !(DiagnosisCatalog.subsumed[DiagnosisCatalog.rules[entry.rule].id] ?? []).isDisjoint(with: ids) }
         return found.map { entry in
             let rule = DiagnosisCatalog.rules[entry.rule]
             let texts = rule.explain(entry.captures)

@@ -18,7 +18,7 @@ public struct DiagnosisRule: Sendable {
 
 public enum DiagnosisCatalog {
     /// Every rule, most specific first: a line is explained by the first rule that matches it.
-    public static let rules: [DiagnosisRule] = vfioRules + kvmRules + qemuRules
+    public static let rules: [DiagnosisRule] = vfioRules + kvmRules + qemuCrashRules + qemuRules + ramFileRules
 
     /// The ids in catalog order.
     public static var ids: [String] { rules.map(\.id) }

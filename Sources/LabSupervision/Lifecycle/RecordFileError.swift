@@ -58,6 +58,11 @@ public struct RecordFileError: Error, Sendable, CustomStringConvertible {
         } catch {
             throw RecordFileError(path: path, field: "", problem: "not JSON: \(error)")
         }
+        // JSON allows \u0000 and the parser keeps it, but a record's strings are paths,
+        // names and argv for system calls, where a NUL would cut them short: refused.
+        if let field = json.pathOfFirstNUL() {
+            throw RecordFileError(path: path, field: field, problem: "holds a NUL character (\\u0000), which qlab never writes there")
+        }
         do {
             return try JSONValueDecoder().decode(type, from: json)
         } catch {

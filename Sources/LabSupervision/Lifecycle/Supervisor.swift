@@ -77,6 +77,19 @@ public final class Supervisor: Sendable {
         }
         let child: ChildProcess
         do {
+            // The guest's RAM file, its blocks allocated before QEMU maps it.
+            if let revert = spec.record.revert, revert.method == .fast,
+                let directory = try runtime.ramDirectory(path: revert.ramDirectory, create: false),
+                let note = try RAMImage.allocateLiveFile(in: directory, memoryMiB: revert.memoryMiB)
+            {
+                try? stateDirectory.appendLine(Paths.baseName(runtime.qemuLogPath), "=== qlab: \(note) ===")
+            }
+        } catch {
+            let record = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false, qemuOutput: "qlab did not start QEMU: \(error)", diagnoses: [])
+            finish(record)
+            return (.failed(record), nil, nil)
+        }
+        do {
             let log = try stateDirectory.openForAppending(Paths.baseName(runtime.qemuLogPath))
             defer { close(log) }
             child = try ChildProcess.spawn(
@@ -161,8 +174,13 @@ public final class Supervisor: Sendable {
                     await removeLockFileIfUnheld()
                     return record
                 case .request(let request):
+                    // Requests are served one at a time: the answer to `settle` says no revert is under way.
+                    if request.command == "settle" {
+                        request.respond(["return": [:]])
+                        continue watching
+                    }
                     guard request.command == "revert", let tag = request.arguments["tag"]?.stringValue else {
-                        request.respond(["error": ["class": "GenericError", "desc": .string("unknown control command \(request.command); the supervisor knows revert {tag}")]])
+                        request.respond(["error": ["class": "GenericError", "desc": .string("unknown control command \(request.command); the supervisor knows revert {tag} and settle")]])
                         continue watching
                     }
                     let resume = request.arguments["resume"]?.boolValue ?? true
@@ -305,13 +323,17 @@ public final class Supervisor: Sendable {
         let output = Self.readLog(runtime.qemuLogPath, from: logOffset)
         // A clean, requested exit has nothing to explain.
         let clean = requested && exit == .exited(0)
-        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: output, diagnoses: clean ? [] : Diagnoser.diagnose(output))
+        // QEMU says nothing when it dies of SIGBUS: the cause qlab knows of is its file-backed RAM.
+        let note = exit.flatMap { RAMFiles.sigbusNote($0, revert: ((try? runtime.record) ?? nil)?.revert ?? spec.record.revert) }
+        let text = note.map { output.isEmpty ? $0 : output + "\n" + $0 } ?? output
+        return ExitRecord(exit: exit, at: wallClockSeconds(), requested: requested, qemuOutput: text, diagnoses: clean ? [] : Diagnoser.diagnose(exit: exit, qemuOutput: text))
     }
 
     /// The log from `offset`, at most the last 64 KiB.
     package static func readLog(_ path: String, from offset: Int) -> String {
         guard let bytes = HostFiles.readBytes(path, limit: 64 << 20), offset <= bytes.count else { return "" }
-        let tail = bytes[offset...].suffix(64 << 10)
+        // A NUL byte becomes U+FFFD: the text goes into the exit record, whose strings never hold one (RecordFileError.decode).
+        let tail = bytes[offset...].suffix(64 << 10).flatMap { $0 == 0 ? [0xEF, 0xBF, 0xBD] : [$0] }
         return String(decoding: tail, as: UTF8.self).trimmingCharacters(in: "\n ")
     }
 

@@ -29,8 +29,10 @@ public enum RAMImage {
     /// image is never half-written. Only the live file's data extents are
     /// copied (`lseek(2)` `SEEK_DATA`/`SEEK_HOLE`): pages the guest never
     /// touched stay holes and cost no memory. The VM must be stopped.
-    /// Checks first that the filesystem has room for the data.
-    public static func saveImage(in directory: PrivateDirectory, tag: String) throws -> Int {
+    /// Checks first that the filesystem has room for the data. Returns the
+    /// bytes copied and the image's fingerprint, taken before the rename
+    /// (which changes neither), for the lab record.
+    public static func saveImage(in directory: PrivateDirectory, tag: String) throws -> (bytes: Int, fingerprint: RAMImageFingerprint) {
         let source = openat(directory.descriptor, RAMFiles.live, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
         guard source >= 0 else { throw LabError.system("cannot open \(directory.path(RAMFiles.live)): \(String(cString: strerror(errno)))") }
         defer { close(source) }
@@ -44,7 +46,7 @@ public enum RAMImage {
         }
         let temporary = RAMFiles.temporaryImage(tag)
         unlinkat(directory.descriptor, temporary, 0)
-        let target = openat(directory.descriptor, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let target = openat(directory.descriptor, temporary, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard target >= 0 else { throw LabError.system("cannot create \(directory.path(temporary)): \(String(cString: strerror(errno)))") }
         var done = false
         defer {
@@ -56,6 +58,7 @@ public enum RAMImage {
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { buffer.deallocate() }
         var copied = 0
+        var extents: [(start: Int, end: Int)] = []
         var offset = off_t(0)
         while offset < off_t(size) {
             let data = lseek(source, offset, Self.seekData)
@@ -78,13 +81,42 @@ public enum RAMImage {
                 position += off_t(got)
                 copied += got
             }
+            extents.append((Int(data), Int(end)))
             offset = end
         }
+        let fingerprint = try RAMImageFingerprint.take(target, extents: extents, path: directory.path(temporary))
         guard renameat(directory.descriptor, temporary, directory.descriptor, RAMFiles.image(tag)) == 0 else {
             throw LabError.system("rename to \(directory.path(RAMFiles.image(tag))) failed: \(String(cString: strerror(errno)))")
         }
         done = true
-        return copied
+        return (copied, fingerprint)
+    }
+
+    /// Creates the live RAM file (`RAMDIR/live.ram`, 0600, new) with all
+    /// `memoryMiB` of its blocks allocated (``FileSpace/allocate(_:offset:length:)``)
+    /// before QEMU maps it: the space is the lab's from the start, so a
+    /// guest touching its RAM later cannot meet a full filesystem (QEMU
+    /// would die of SIGBUS). Throws when the filesystem has no room; a
+    /// filesystem that cannot allocate ahead (EOPNOTSUPP) leaves the file
+    /// sparse, which the returned note says.
+    public static func allocateLiveFile(in directory: PrivateDirectory, memoryMiB: Int) throws -> String? {
+        directory.remove(RAMFiles.live)
+        let fd = openat(directory.descriptor, RAMFiles.live, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw LabError.system("cannot create \(directory.path(RAMFiles.live)): \(SystemErrno(errno))") }
+        defer { close(fd) }
+        let bytes = memoryMiB << 20
+        switch FileSpace.allocate(fd, offset: 0, length: bytes) {
+        case .success:
+            return nil
+        case .failure(let error) where error.code == EOPNOTSUPP:
+            guard ftruncate(fd, off_t(bytes)) == 0 else { throw LabError.system("ftruncate \(directory.path(RAMFiles.live)): \(SystemErrno(errno))") }
+            return "\(directory.path) cannot allocate ahead (fallocate: \(error)); the guest's RAM file is sparse and a full filesystem there would kill QEMU with SIGBUS"
+        case .failure(let error):
+            directory.remove(RAMFiles.live)
+            let free = freeBytes(at: directory.path).map { "\($0 >> 20) MiB free" } ?? "its free space unknown"
+            throw LabError.system(
+                "cannot allocate the guest's \(memoryMiB) MiB of RAM in \(directory.path(RAMFiles.live)) (\(free)): \(error). Free memory there, set QLAB_RAM_DIR, or use `revert: loadvm`")
+        }
     }
 
     /// Gives `target` snapshot `tag`'s RAM image of `source` as a hard link
@@ -97,5 +129,18 @@ public enum RAMImage {
         guard linkat(source.descriptor, name, target.descriptor, name, 0) == 0 else {
             throw LabError.system("cannot link \(source.path(name)) into \(target.path): \(String(cString: strerror(errno))); both must be on one filesystem (QLAB_RAM_DIR)")
         }
+    }
+}
+
+extension RAMFiles {
+    /// The line qlab adds to the QEMU output of a QEMU that died of SIGBUS
+    /// while its guest RAM was a file (the fast method): the kernel raises
+    /// SIGBUS when a page of a shared file mapping cannot be allocated (the
+    /// tmpfs is full), and QEMU prints nothing. Catalog entry `ram-file-full`.
+    public static func sigbusNote(_ exit: ProcessExit, revert: RevertRecord?) -> String? {
+        guard exit == .signaled(SIGBUS), let revert, revert.method == .fast, let directory = revert.ramDirectory else { return nil }
+        let file = directory + "/" + (revert.mappedSnapshot.map(image) ?? live)
+        let free = RAMImage.freeBytes(at: directory).map { "\($0 >> 20) MiB free now" } ?? "its free space unknown"
+        return "qlab: QEMU was killed by SIGBUS while its guest RAM was file-backed (\(file); \(free))"
     }
 }

@@ -22,6 +22,12 @@ public struct RevertRecord: Sendable, Hashable, Codable {
     /// The snapshot whose RAM image this QEMU maps copy-on-write (share=off)
     /// after a fast revert; nil while it runs on the live file (share=on).
     public var mappedSnapshot: String?
+    /// What each snapshot's RAM image was when `snapshot save` wrote it, by tag:
+    /// a load refuses an image that no longer matches (``RAMImage/loadObstacle(tag:revert:directory:)``).
+    public var images: [String: RAMImageFingerprint]?
+    /// A fast save or load under way (or left by a command that was killed):
+    /// the next command on the lab finishes it (``PendingSnapshotStep``).
+    public var pending: PendingSnapshotStep?
 
     public init(method: RevertMethod, reason: String, ramDirectory: String? = nil, memoryMiB: Int, mappedSnapshot: String? = nil) {
         self.method = method
@@ -36,6 +42,8 @@ public struct RevertRecord: Sendable, Hashable, Codable {
         case ramDirectory = "ram_directory"
         case memoryMiB = "memory_mib"
         case mappedSnapshot = "mapped_snapshot"
+        case images = "ram_images"
+        case pending
     }
 
     /// The live RAM file QEMU maps shared (`RAMDIR/live.ram`).
@@ -43,6 +51,38 @@ public struct RevertRecord: Sendable, Hashable, Codable {
 
     /// The RAM image of snapshot `tag` (`RAMDIR/snap-TAG.ram`).
     public func imagePath(_ tag: String) -> String? { ramDirectory.map { $0 + "/" + RAMFiles.image(tag) } }
+}
+
+/// A fast save or load recorded while it runs, so that whatever kills the
+/// command half-way, the next command on the lab finds what to finish: a
+/// save left the VM stopped with `x-ignore-shared` on (and maybe a job
+/// running); a load left the new QEMU stopped, loaded or not.
+public struct PendingSnapshotStep: Sendable, Hashable, Codable {
+    public enum Operation: String, Sendable, Hashable, Codable {
+        case save, load
+    }
+
+    public enum Phase: String, Sendable, Hashable, Codable {
+        /// save: the VM is stopped for the RAM image and job; load: the supervisor is replacing QEMU.
+        case started
+        /// load: the new QEMU has loaded the snapshot and is stopped until the client resumes it.
+        case loaded
+        /// load: the new QEMU's load failed; it stays stopped (a later good load resumes it).
+        case failed
+    }
+
+    public var operation: Operation
+    public var tag: String
+    /// The VM ran before the operation, so it runs again once the operation is done.
+    public var resume: Bool
+    public var phase: Phase
+
+    public init(operation: Operation, tag: String, resume: Bool, phase: Phase) {
+        self.operation = operation
+        self.tag = tag
+        self.resume = resume
+        self.phase = phase
+    }
 }
 
 /// Names of the files in a lab's RAM directory.

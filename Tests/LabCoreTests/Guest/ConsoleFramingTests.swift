@@ -130,6 +130,9 @@ final class FakeConsole: @unchecked Sendable {
     let kernelNoise: Bool
     let login: (user: String, password: String)?
     private var thread: Thread?
+    /// Each line the fake's shell received, as it arrives (before it runs).
+    let receivedLines: AsyncStream<String>
+    private let receivedLine: AsyncStream<String>.Continuation
 
     init(echo: Bool = false, kernelNoise: Bool = false, login: (user: String, password: String)? = nil) throws {
         let (a, b) = try UnixSocket.pair()
@@ -138,6 +141,7 @@ final class FakeConsole: @unchecked Sendable {
         self.echo = echo
         self.kernelNoise = kernelNoise
         self.login = login
+        (receivedLines, receivedLine) = AsyncStream.makeStream(of: String.self)
         let thread = Thread { [self] in serve() }
         self.thread = thread
         thread.start()
@@ -181,6 +185,7 @@ final class FakeConsole: @unchecked Sendable {
                         write("\r\nLogin incorrect\r\nfake login: ")
                     }
                 default:
+                    receivedLine.yield(text)
                     // Multi-line commands (here-documents, quotes) arrive line by line; run when complete.
                     script.append(text)
                     let whole = script.joined(separator: "\n")
@@ -195,7 +200,26 @@ final class FakeConsole: @unchecked Sendable {
                 }
             }
         }
+        receivedLine.finish()
         close(consoleFD)
+    }
+
+    /// Waits until the shell has received a line containing `text` (the command
+    /// is then running in the fake, or about to); false after `timeout`.
+    func waitForLine(containing text: String, timeout: Duration = .seconds(20)) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask { [receivedLines] in
+                for await line in receivedLines where line.contains(text) { return true }
+                return false
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
     }
 }
 
@@ -245,9 +269,23 @@ struct FakeConsoleTests {
         let fake = try FakeConsole()
         let console = try GuestConsole.adopt(fd: fake.clientFD)
         defer { console.close() }
-        async let slow = console.run("sleep 1; echo slow", timeout: .seconds(10))
-        try await Task.sleep(for: .milliseconds(300))
-        await #expect(throws: GuestError.self) { _ = try await console.run("echo fast", timeout: .seconds(10)) }
+        // The first command runs until the test lets it finish (a file appears).
+        let release = NSTemporaryDirectory() + "qlab-release-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        defer { unlink(release) }
+        async let slow = console.run("while [ ! -e \(release) ]; do sleep 0.05; done; echo slow", timeout: .seconds(30))
+        #expect(await fake.waitForLine(containing: release), "the fake never received the first command")
+        do {
+            _ = try await console.run("echo fast", timeout: .seconds(10))
+            Issue.record("a second command ran while the first one was running")
+        } catch let error as GuestError {
+            guard case .busy = error else {
+                Issue.record("expected busy, got \(error)")
+                _ = FileManager.default.createFile(atPath: release, contents: nil)
+                _ = try? await slow
+                return
+            }
+        }
+        _ = FileManager.default.createFile(atPath: release, contents: nil)
         #expect(try await slow.output == "slow\n")
     }
 
@@ -256,9 +294,17 @@ struct FakeConsoleTests {
         let console = try GuestConsole.adopt(fd: fake.clientFD)
         defer { console.close() }
         let task = Task { try await console.run("sleep 2; echo late", timeout: .seconds(30)) }
-        try await Task.sleep(for: .milliseconds(200))
+        #expect(await fake.waitForLine(containing: "echo late"), "the fake never received the command")
         task.cancel()
-        await #expect(throws: GuestError.self) { _ = try await task.value }
+        do {
+            _ = try await task.value
+            Issue.record("the cancelled command finished")
+        } catch let error as GuestError {
+            guard case .cancelled = error else {
+                Issue.record("expected cancelled, got \(error)")
+                return
+            }
+        }
         // The next command first sends Ctrl-C (the fake answers "^C") and then runs.
         let next = try await console.run("echo next", timeout: .seconds(30))
         #expect(next.output == "next\n")

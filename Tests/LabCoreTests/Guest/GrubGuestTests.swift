@@ -181,4 +181,23 @@ struct GrubGuestTests {
         }
         #expect(env.qemuProcesses().isEmpty)
     }
+
+    /// `qlab guest check` passes every step that applies to GRUB and says why it skips the rest.
+    @Test func guestCheckPassesWhatAppliesAndSkipsTheRest() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.grubLab(env, name: "gk")
+        let check = try env.qlab("guest", "check", lab, "grub")
+        #expect(check.status == 0, "\(check.output)")
+        let lines = check.stdout.split(separator: "\n").map(String.init)
+        for step in ["command exit status", "command output", "command with quotes", "reset to ready", "scsi-lsi: attached at boot", "SCSI disks visible in the guest"] {
+            #expect(lines.contains { $0.hasPrefix("PASS  \(step)") }, "\(step): \(check.stdout)")
+        }
+        #expect(lines.contains { $0.hasPrefix("SKIP  console login:") })
+        #expect(lines.contains { $0.hasPrefix("SKIP  long command line: GRUB takes a command as one line") })
+        #expect(lines.contains { $0.hasPrefix("SKIP  Ctrl-C recovery: GRUB's commands do not stop at Ctrl-C") })
+        #expect(lines.contains { $0.hasPrefix("PASS  SCSI disks visible in the guest") && $0.contains("(hd0)") })
+        #expect(!lines.contains { $0.hasPrefix("FAIL") })
+        #expect(env.qemuProcesses().isEmpty)
+    }
 }
