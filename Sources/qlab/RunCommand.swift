@@ -15,6 +15,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
     @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
     @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
+    @Option(name: .customLong("device"), help: "A device of the lab's device dimension (`matrix: {devices: ...}`) to run with (repeatable; default: all).") var devices: [String] = []
     @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1
     @Option(help: ArgumentHelp("Run the K-th of N parts of the matrix (1 <= K <= N), e.g. 2/4; auto: from QLAB_SHARD=K/N or GitLab's CI_NODE_INDEX/CI_NODE_TOTAL (the whole matrix when neither is set).", valueName: "K/N|auto")) var shard: ShardArgument?
     @Option(help: ArgumentHelp("Write a JUnit XML report to FILE.", valueName: "FILE")) var junit: String?
@@ -34,6 +35,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         var options = TestRunner.Options()
         options.guests = guests
         options.tests = tests
+        options.devices = devices
         options.repeats = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
         switch shard {
         case .auto:
@@ -161,13 +163,13 @@ final class RunProgress: @unchecked Sendable {
             let prefix = "guest \(guest) did not boot: "
             line(String(format: "guest %@ did not boot (%.1f s): ", guest, seconds) + (reason.hasPrefix(prefix) ? String(reason.dropFirst(prefix.count)) : reason))
         case .entryStarted(let entry, let index, let total):
-            current = "[\(index)/\(total)] \(entry.guest) \(entry.displayName)"
+            current = "[\(index)/\(total)] \(entry.guest) " + (entry.device.map { $0 + " " } ?? "") + entry.displayName
             if booting == nil { live(current!) }
         case .entryFinished(let result, let index, let total):
             current = nil
             finished = index
             durations.append(result.duration)
-            var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest, result.entry.displayName,
+            var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest + (result.entry.device.map { " " + $0 } ?? ""), result.entry.displayName,
                               result.outcome.rawValue.uppercased(), result.duration)
             if let worker = result.worker { text += " on " + worker }
             if result.outcome != .passed, !result.message.isEmpty { text += "\n    " + result.message }

@@ -36,6 +36,10 @@ public struct Lab: Sendable {
     /// `trace_qmp: true`: a lab-wide QMP trace in the state directory (``LabRuntime/qmpTracePath``),
     /// kept by the supervisor and every qlab command that talks to the lab.
     public var traceQMP = false
+    /// `matrix: {devices: ...}`: the devices the tests run once per device
+    /// with, in file order (empty: no device dimension, every device at once).
+    /// See ``DeviceMatrix``.
+    public var matrixDevices: [String] = []
     /// Files the lab names that do not exist (yet). Not an error at load time
     /// unless asked for: `qlab args` prints a command line without images.
     public var missingFiles: [MissingFile]
@@ -250,6 +254,8 @@ public struct LabTest: Sendable, Hashable {
     public var guests: [String]?
     /// Texts the guest's screen (VGA text mode) must show after `run` (or alone), each within `timeout`.
     public var screenExpect: [String] = []
+    /// The devices of the lab's device dimension this test runs with (nil: all of them).
+    public var devices: [String]?
 
     public init(name: String, run: String, expect: [String] = [], status: Int32 = 0, timeout: Duration = .seconds(60), guests: [String]? = nil) {
         self.name = name
@@ -261,4 +267,6 @@ public struct LabTest: Sendable, Hashable {
     }
 
     public func applies(to guest: String) -> Bool { guests?.contains(guest) ?? true }
+    /// True when the test runs with `device` (nil: a lab without a device dimension).
+    public func applies(toDevice device: String?) -> Bool { device.map { devices?.contains($0) ?? true } ?? true }
 }

@@ -101,6 +101,7 @@ public struct EmulatedController: Sendable, Hashable {
         ("megasas", "LSI MegaRAID SAS 1078; Linux megaraid_sas"),
         ("megasas-gen2", "LSI MegaRAID SAS 2108; Linux megaraid_sas"),
         ("mptsas1068", "LSI SAS1068 Fusion-MPT; Linux mptsas"),
+        ("pvscsi", "VMware paravirtual SCSI; Linux vmw_pvscsi"),
         ("virtio-scsi-pci", "virtio SCSI; Linux virtio_scsi"),
     ]
 }

@@ -97,7 +97,8 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix"]
+    static let matrixKeys = ["devices"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
     static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
     static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
@@ -109,7 +110,7 @@ struct LabLoader {
         "qemu_args", "revert", "display", "firmware_ready",
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
-    static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect"]
+    static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect", "devices"]
     static let hookKeys = ["before_each", "after_each", "timeout"]
 
     var directory: String { Paths.directory(of: file) }
@@ -118,7 +119,7 @@ struct LabLoader {
         let entries = try reader.mapping(root, allowed: Self.topKeys, what: "a lab")
         var lab = Lab(name: "", file: file, directory: directory)
         var sawName = false, sawGuests = false
-        var deviceField: Field?, testField: Field?
+        var deviceField: Field?, testField: Field?, matrixField: Field?
         for (key, field) in entries where !YAMLReader.isNull(field.node) {
             switch key {
             case "name":
@@ -137,6 +138,7 @@ struct LabLoader {
             case "qemu_args": lab.qemuArgs = try qemuArgs(field)
             case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
             case "trace_qmp": lab.traceQMP = try reader.bool(field)
+            case "matrix": matrixField = field
             default: break
             }
         }
@@ -153,7 +155,8 @@ struct LabLoader {
             throw reader.error(at: root.node, path: "guests", "a lab needs at least one guest, e.g. `guests: {linux: {os: linux, kernel: ..., initrd: ...}}`")
         }
         if let deviceField { lab.devices = try devices(deviceField) }
-        if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name)) }
+        if let matrixField { lab.matrixDevices = try matrixDevices(matrixField, devices: lab.devices.map(\.name)) }
+        if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name), matrix: lab.matrixDevices) }
         lab.missingFiles = missing
         // Placement problems (slot clashes, hotplug onto pcie.0) are lab file errors too:
         // find them now, for every machine type a guest uses, not at launch.
@@ -482,7 +485,7 @@ struct LabLoader {
         return login
     }
 
-    func tests(_ field: Field, guests: [String]) throws(LabFileError) -> [LabTest] {
+    func tests(_ field: Field, guests: [String], matrix: [String] = []) throws(LabFileError) -> [LabTest] {
         var tests: [LabTest] = []
         for (name, testField) in try reader.mapping(field, what: "the lab's tests") {
             guard TestName.isValid(name) else {
@@ -509,6 +512,18 @@ struct LabLoader {
                         throw reader.error(item, message)
                     }
                     test.guests = names
+                case "devices":
+                    guard !matrix.isEmpty else {
+                        throw reader.error(value, "a test's devices: chooses among the lab's device dimension; add `matrix: {devices: each}` (or a list) to the lab")
+                    }
+                    let names = try reader.strings(value)
+                    for (index, device) in names.enumerated() where !matrix.contains(device) {
+                        var message = "no device '\(device)' in the lab's matrix"
+                        if let close = Suggestion.closest(to: device, in: matrix) { message += "; did you mean '\(close)'?" }
+                        let item = (try? reader.sequence(value))?[index] ?? value
+                        throw reader.error(item, message + "; its devices: " + matrix.joined(separator: ", "))
+                    }
+                    test.devices = names
                 default: break
                 }
             }
@@ -518,6 +533,37 @@ struct LabLoader {
             tests.append(test)
         }
         return tests
+    }
+
+    /// `matrix: {devices: each}` (every device of the lab) or `{devices: [a, b]}`.
+    func matrixDevices(_ field: Field, devices: [String]) throws(LabFileError) -> [String] {
+        var names: [String] = []
+        for (key, value) in try reader.mapping(field, allowed: Self.matrixKeys, what: "the matrix") where !YAMLReader.isNull(value.node) {
+            guard key == "devices" else { continue }
+            let known = devices.isEmpty ? "the lab has no devices; add them under `devices:`" : "its devices: " + devices.joined(separator: ", ")
+            if case .scalar = value.node {
+                let word = try reader.string(value)
+                guard word == "each" else {
+                    throw reader.error(value, "'\(word)' is neither `each` (every device of the lab) nor a list of device names; \(known)")
+                }
+                guard !devices.isEmpty else { throw reader.error(value, "`devices: each` needs devices: \(known)") }
+                names = devices
+                continue
+            }
+            let items = try reader.sequence(value)
+            if items.isEmpty { throw reader.error(value, "an empty list; name the devices to run the tests with one at a time (\(known)), or `each`") }
+            for item in items {
+                let name = try reader.string(item)
+                guard devices.contains(name) else {
+                    var message = "no device '\(name)' in this lab"
+                    if let close = Suggestion.closest(to: name, in: devices) { message += "; did you mean '\(close)'?" }
+                    throw reader.error(item, message + "; " + known)
+                }
+                if names.contains(name) { throw reader.error(item, "device '\(name)' is listed twice") }
+                names.append(name)
+            }
+        }
+        return devices.filter(names.contains)
     }
 
     func hooks(_ field: Field) throws(LabFileError) -> Hooks {

@@ -39,6 +39,8 @@ public struct LabController: Sendable {
         /// whose run overlays are copied for this launch instead of fresh ones
         /// made. That lab's VM must be stopped at its ready snapshot meanwhile.
         public var cloneOf: Lab?
+        /// Lab devices this launch leaves off QEMU's command line (``LabPlanner/Options/leftOutDevices``).
+        public var leftOutDevices: [String] = []
         public init(
             guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, overlays: OverlaySet = .lab,
             owned: Bool = false
@@ -73,7 +75,7 @@ public struct LabController: Sendable {
 
     /// The launch plan and the spec the supervisor runs (the plan's argv and record).
     func plan(lab: Lab, options: UpOptions) throws -> (spec: LaunchSpec, plan: LaunchPlan) {
-        let plan = try planner.plan(lab: lab, guest: options.guest, options: LabPlanner.Options(paused: options.paused, overlays: options.overlays))
+        let plan = try planner.plan(lab: lab, guest: options.guest, options: LabPlanner.Options(paused: options.paused, overlays: options.overlays, leftOutDevices: options.leftOutDevices))
         let runtime = self.runtime(lab.name)
         var spec = LaunchSpec(argv: plan.argv, record: plan.record(), runtimeRoot: runtime.runtimeRoot, stateRoot: runtime.stateRoot)
         spec.traceQMP = lab.traceQMP

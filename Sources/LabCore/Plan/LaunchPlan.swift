@@ -68,9 +68,13 @@ public struct LabPlanner: Sendable {
         /// `-S`: start with the CPUs stopped.
         public var paused = false
         public var overlays: OverlaySet = .lab
-        public init(paused: Bool = false, overlays: OverlaySet = .lab) {
+        /// Devices of the lab this launch leaves off the command line (recorded
+        /// `detached`): a device dimension's others (``Lab/devicesLeftOut(for:device:)``).
+        public var leftOutDevices: [String] = []
+        public init(paused: Bool = false, overlays: OverlaySet = .lab, leftOutDevices: [String] = []) {
             self.paused = paused
             self.overlays = overlays
+            self.leftOutDevices = leftOutDevices
         }
     }
 
@@ -82,19 +86,22 @@ public struct LabPlanner: Sendable {
         // The state root when it exists and is private (planning creates nothing).
         let cacheDirectory = (try? PrivateDirectory.open(stateRoot, role: .state, create: false)) ?? nil
         let capabilities = QEMUCapabilities.probe(for: lab, environment: environment, cache: cacheDirectory)
+        // What QEMU starts with: the lab without the devices this launch leaves out.
+        var launched = lab
+        launched.devices.removeAll { options.leftOutDevices.contains($0.name) }
         var layout = QEMURuntime.standard(
-            lab: lab, guest: guest, runtimeDirectory: runtimeRoot, stateDirectory: stateRoot, accel: accel, overlays: options.overlays)
+            lab: launched, guest: guest, runtimeDirectory: runtimeRoot, stateDirectory: stateRoot, accel: accel, overlays: options.overlays)
         layout.startPaused = options.paused
         layout.sysfsRoot = hostRoots.sysfs
         layout.rombar = capabilities.rombar
         let revert = revertDecision(lab: lab, guest: guest, memory: machine.memory)
         try Self.refuseSecondDC390Plug(lab: lab, guest: guest, revert: revert, capabilities: capabilities)
         if revert.method == .fast { layout.ramFile = revert.liveFile }
-        let commandLine = try QEMUCommandLine.build(lab: lab, guest: guest.name, runtime: layout, placement: try lab.placement(for: guest))
+        let commandLine = try QEMUCommandLine.build(lab: launched, guest: guest.name, runtime: layout, placement: try launched.placement(for: guest))
         let states = lab.devices.map { device in
-            (name: device.name, state: lab.effectiveAttach(of: device, for: guest) == .boot ? DeviceState.boot : .detached)
+            (name: device.name, state: launched.devices.contains(device) && lab.effectiveAttach(of: device, for: guest) == .boot ? DeviceState.boot : .detached)
         }
-        let hosts = lab.devices.compactMap { device -> (device: String, host: String)? in
+        let hosts = launched.devices.compactMap { device -> (device: String, host: String)? in
             guard let passthrough = device.passthrough else { return nil }
             return (device.name, resolveHost(passthrough.host)?.description ?? passthrough.host.description)
         }

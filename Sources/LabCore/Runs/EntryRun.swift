@@ -187,14 +187,15 @@ extension TestRunner {
         return breakage
     }
 
-    /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` in the screenshot directory, for a
+    /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` (`LAB-GUEST-DEVICE-TEST-N.png` in a lab with a device dimension) in the screenshot directory, for a
     /// run or boot that did not pass; nil when the guest has no display, there is no directory, or
     /// QEMU is gone (a note says why when QEMU answered but the picture could not be saved).
     func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry) async -> String? {
         guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
         // An unreadable record says nothing about QEMU: the screendump is tried (and says why it failed).
         if let record = (try? session.runtime.record) ?? nil, session.runtime.liveQEMU(record) == nil { return nil }
-        let name = [lab.name, entry.guest, entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)]
+        // With a device dimension the device too (`LAB-GUEST-DEVICE-TEST-N.png`): one file per cell.
+        let name = ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
             .map(Self.fileNamePart).joined(separator: "-") + ".png"
         let path = directory + "/" + name
         do {
@@ -264,10 +265,13 @@ extension TestRunner {
         }
     }
 
-    /// The hotplug devices `entry` runs with: today every hotplug device of
-    /// the lab. (A device dimension in the matrix chooses the entry's here.)
+    /// The hotplug devices `entry` runs with: every hotplug device of the
+    /// lab, or in a lab with a device dimension only the entry's of the
+    /// matrix's (``Lab/hotplugDevices(for:device:)``).
     func devicesToAttach(for entry: TestRunEntry, on booted: BootedGuest) throws -> [String] {
-        try booted.session.hotplugDeviceNames()
+        let names = try booted.session.hotplugDeviceNames()
+        let entryDevices = lab.hotplugDevices(for: booted.guest, device: entry.device)
+        return names.filter(entryDevices.contains)
     }
 
     func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
@@ -286,6 +290,7 @@ extension TestRunner {
         env["QLAB_CONSOLE_LOG"] = booted.session.record.consoleLog ?? ""
         env["QLAB_DEVICES"] = lab.devices.map(\.name).joined(separator: " ")
         env["QLAB_PASSTHROUGH"] = booted.session.record.passthroughHosts.map(\.host).joined(separator: " ")
+        env.merge(deviceEnvironment(entry, booted: booted)) { $1 }
         return env
     }
 

@@ -71,7 +71,31 @@ public enum HTMLReport {
 
     struct Key: Hashable {
         var guest: String
+        /// The device of the lab's device dimension (nil without one): a row of its own per guest.
+        var device: String? = nil
         var test: String
+
+        init(guest: String, device: String? = nil, test: String) {
+            self.guest = guest
+            self.device = device
+            self.test = test
+        }
+
+        init(_ entry: TestRunEntry) { self.init(guest: entry.guest, device: entry.device, test: entry.test) }
+
+        /// The matrix row: the guest, or the guest with its device.
+        var row: Row { Row(guest: guest, device: device) }
+    }
+
+    /// A matrix row: a guest, per device in a lab with a device dimension.
+    struct Row: Hashable {
+        var guest: String
+        var device: String?
+
+        /// `grub`, or `grub · scsi-lsi`.
+        var label: String { device.map { guest + " · " + $0 } ?? guest }
+        /// `data-device="..."` when the row has a device.
+        var deviceAttribute: String { device.map { " data-device=\"\(escape($0))\"" } ?? "" }
     }
 
     /// Cells by guest/test, and the keys in matrix order.
@@ -79,7 +103,7 @@ public enum HTMLReport {
         var keys: [Key] = []
         var cells: [Key: Cell] = [:]
         for result in report.results {
-            let key = Key(guest: result.entry.guest, test: result.entry.test)
+            let key = Key(result.entry)
             if cells[key] == nil { keys.append(key) }
             cells[key, default: Cell()].results.append(result)
         }
@@ -119,27 +143,29 @@ public enum HTMLReport {
         let newest = reports.last!
         let (keys, cells) = Self.cells(newest)
         let all = reports.map { Self.cells($0).cells }
-        var guests: [String] = []
+        var rows: [Row] = []
         var tests: [String] = []
         for key in keys {
-            if !guests.contains(key.guest) { guests.append(key.guest) }
+            if !rows.contains(key.row) { rows.append(key.row) }
             if !tests.contains(key.test) { tests.append(key.test) }
         }
         // The run of each cell a link goes to: its first that did not pass, else its first.
         var anchors: [Key: Int] = [:]
         for (index, result) in newest.results.enumerated() {
-            let key = Key(guest: result.entry.guest, test: result.entry.test)
+            let key = Key(result.entry)
             if anchors[key] == nil || (result.outcome != .passed && newest.results[anchors[key]!].outcome == .passed) { anchors[key] = index }
         }
-        page.raw("<section id=\"matrix\"><h2>Matrix</h2>\n<table class=\"matrix\">\n<tr><th>guest \\ test</th>")
+        page.raw("<section id=\"matrix\"><h2>Matrix</h2>\n<table class=\"matrix\">\n<tr><th>"
+            + (rows.contains { $0.device != nil } ? "guest · device" : "guest") + " \\ test</th>")
         for test in tests { page.raw("<th scope=\"col\">\(escape(test))</th>") }
         page.raw("</tr>\n")
-        for guest in guests {
-            page.raw("<tr><th scope=\"row\">\(escape(guest))</th>")
+        for row in rows {
+            let guest = row.guest
+            page.raw("<tr\(row.deviceAttribute)><th scope=\"row\">\(escape(row.label))</th>")
             for test in tests {
-                let key = Key(guest: guest, test: test)
+                let key = Key(guest: guest, device: row.device, test: test)
                 guard let cell = cells[key] else {
-                    page.raw("<td class=\"none\" data-guest=\"\(escape(guest))\" data-test=\"\(escape(test))\" data-outcome=\"none\">–</td>")
+                    page.raw("<td class=\"none\" data-guest=\"\(escape(guest))\"\(row.deviceAttribute) data-test=\"\(escape(test))\" data-outcome=\"none\">–</td>")
                     continue
                 }
                 let flaky = isFlaky(key, in: all)
@@ -148,7 +174,7 @@ public enum HTMLReport {
                     let n = cell.results.filter { $0.outcome == o }.count
                     return n > 0 ? "\(n) \(o.rawValue)" : nil
                 }.joined(separator: ", ")
-                page.raw("<td class=\"cell \(outcome)\(flaky ? " flaky" : "")\" data-guest=\"\(escape(guest))\" data-test=\"\(escape(test))\" "
+                page.raw("<td class=\"cell \(outcome)\(flaky ? " flaky" : "")\" data-guest=\"\(escape(guest))\"\(row.deviceAttribute) data-test=\"\(escape(test))\" "
                     + "data-outcome=\"\(outcome)\" data-passed=\"\(cell.passed)\" data-runs=\"\(cell.results.count)\" data-flaky=\"\(flaky)\" "
                     + "title=\"\(escape(counts))\"><a href=\"#run-\(anchors[key] ?? 0)\">\(cell.passed)/\(cell.results.count)</a>"
                     + (flaky ? " <span class=\"flag\">flaky</span>" : "") + "</td>")
@@ -174,7 +200,7 @@ public enum HTMLReport {
         }
         page.raw("</tr>\n")
         for key in keys {
-            page.raw("<tr data-guest=\"\(escape(key.guest))\" data-test=\"\(escape(key.test))\"><th>\(escape(key.guest))</th><th>\(escape(key.test))</th>")
+            page.raw("<tr data-guest=\"\(escape(key.guest))\"\(key.row.deviceAttribute) data-test=\"\(escape(key.test))\"><th>\(escape(key.row.label))</th><th>\(escape(key.test))</th>")
             var lastVerdict: Bool?
             for (index, (_, cells)) in perReport.enumerated() {
                 guard let cell = cells[key] else {
@@ -205,11 +231,12 @@ public enum HTMLReport {
         page.raw("<section id=\"runs\"><h2>Runs</h2>\n")
         for (index, result) in report.results.enumerated() {
             let name = result.isBoot ? "boot" : result.entry.displayName
-            page.raw("<details id=\"run-\(index)\" class=\"run \(result.outcome.rawValue)\" data-guest=\"\(escape(result.entry.guest))\" "
+            let row = Key(result.entry).row
+            page.raw("<details id=\"run-\(index)\" class=\"run \(result.outcome.rawValue)\" data-guest=\"\(escape(result.entry.guest))\"\(row.deviceAttribute) "
                 + "data-test=\"\(escape(result.entry.test))\" data-repeat=\"\(result.entry.repeatIndex)\" data-outcome=\"\(result.outcome.rawValue)\""
                 + (result.worker.map { " data-worker=\"\(escape($0))\"" } ?? "")
                 + (result.outcome == .passed ? "" : " open") + ">\n")
-            page.raw("<summary><span class=\"cell \(result.outcome.rawValue)\">\(result.outcome.rawValue)</span> \(escape(result.entry.guest)) "
+            page.raw("<summary><span class=\"cell \(result.outcome.rawValue)\">\(result.outcome.rawValue)</span> \(escape(row.label)) "
                 + "<b>\(escape(name))</b> \(formatSeconds(result.duration))"
                 // A `--jobs` run: which clone ran it.
                 + (result.worker.map { " on <code>\(escape($0))</code>" } ?? "")

@@ -6,7 +6,8 @@
 /// `cancelled` -> `<skipped>`. A guest that did not boot is a `boot` case with
 /// an `<error>`; successful boots are counted in the suite's `time` and its
 /// `boot_seconds` property, so a suite's time adds up. A `--jobs` run's
-/// cases carry a `worker` property.
+/// cases carry a `worker` property. In a lab with a device dimension a case's
+/// class name is `LAB.GUEST.DEVICE` and it carries a `device` property.
 public enum JUnitReport {
     /// `attachmentsRelativeTo`: screenshot paths are written relative to this
     /// directory when under it (CI reads them relative to its checkout: the working directory).
@@ -36,12 +37,15 @@ public enum JUnitReport {
             lines.append(#"      <property name="boot_seconds" value="\#(seconds(bootSeconds))"/>"#)
             lines.append("    </properties>")
             for result in results {
+                let device = result.entry.device.map { "." + escape($0) } ?? ""
                 lines.append(
-                    #"    <testcase classname="\#(escape(report.lab)).\#(escape(guest))" name="\#(escape(result.entry.displayName))" time="\#(seconds(result.duration))">"#)
-                if let worker = result.worker {
-                    // The lab that ran it in a `qlab run --jobs N` run.
-                    lines.append(#"      <properties><property name="worker" value="\#(escape(worker))"/></properties>"#)
-                }
+                    #"    <testcase classname="\#(escape(report.lab)).\#(escape(guest))\#(device)" name="\#(escape(result.entry.displayName))" time="\#(seconds(result.duration))">"#)
+                var properties: [String] = []
+                // The device of the lab's device dimension the run had.
+                if let device = result.entry.device { properties.append(#"<property name="device" value="\#(escape(device))"/>"#) }
+                // The lab that ran it in a `qlab run --jobs N` run.
+                if let worker = result.worker { properties.append(#"<property name="worker" value="\#(escape(worker))"/>"#) }
+                if !properties.isEmpty { lines.append("      <properties>" + properties.joined() + "</properties>") }
                 var detail = result.message
                 for diagnosis in result.diagnoses { detail += "\n[\(diagnosis.id)] \(diagnosis.summary)\nfix: \(diagnosis.fix)" }
                 if !result.qemuOutput.isEmpty { detail += "\n--- QEMU's last output ---\n" + result.qemuOutput }

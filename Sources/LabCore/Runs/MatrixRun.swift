@@ -52,6 +52,9 @@ extension TestRunner {
         var failedBoots = 0
         /// Why its guest last failed to boot: what the entries it could not run say.
         var bootFailure: String?
+        /// The devices its last boot left out (a device dimension's others,
+        /// ``Lab/devicesLeftOut(for:device:)``); nil before its first boot.
+        var leftOut: [String]?
 
         init(name: String, isClone: Bool, label: String?, booted: BootedGuest? = nil) {
             self.name = name
@@ -111,6 +114,7 @@ extension TestRunner {
         if let ready = labWorker.booted, options.jobs > 1 {
             // No more workers than this guest has entries.
             clones = await startClones(of: ready, count: min(options.jobs, entries) - 1)
+            for clone in clones { clone.leftOut = labWorker.leftOut }
         }
         await withTaskGroup(of: Void.self) { [first] group in
             group.addTask { [self] in
@@ -152,15 +156,27 @@ extension TestRunner {
     /// Boots the worker's guest when it has none and may boot, recording the
     /// boot (and a failed one as the `boot` entry before `entry`).
     ///
-    /// The device dimension (a device per entry) and guests without hotplug
-    /// (a device attached at boot) come in here: an entry whose boot-time
-    /// devices differ from the booted guest's needs a boot of its own.
+    /// The device dimension (DeviceDimension.swift): an entry whose device is
+    /// attached at boot (a guest without hotplug) needs a boot with only that
+    /// device, so the guest goes down and boots again when the entry's
+    /// boot-time devices differ from its last boot's (which also gives that
+    /// device its own two tries at booting).
     func bootIfNeeded(_ worker: Worker, for entry: TestRunEntry, _ context: GuestRun) async {
-        guard worker.booted == nil, worker.mayBoot else { return }
         let guest = context.guest
+        let leftOut = lab.devicesLeftOut(for: guest, device: entry.device)
+        if let last = worker.leftOut, last != leftOut, !worker.isClone {
+            if let booted = worker.booted {
+                await shutDown(booted, name: worker.name)
+                worker.booted = nil
+            }
+            worker.failedBoots = 0
+            worker.bootFailure = nil
+        }
+        guard worker.booted == nil, worker.mayBoot else { return }
+        worker.leftOut = leftOut
         let bootStarted = wallClockSeconds()
         do {
-            let booted = try await boot(guest, before: entry)
+            let booted = try await boot(guest, before: entry, leavingOut: leftOut)
             worker.booted = booted
             context.run.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
             if context.run.state.withLock({ $0.qemuVersion == nil }) {

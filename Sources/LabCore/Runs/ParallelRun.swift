@@ -25,6 +25,9 @@ extension TestRunner {
             return "device \(card.name) is passed through (vfio): a host card serves one guest at a time; run without --jobs"
         }
         for guest in lab.guests where guests.isEmpty || guests.contains(guest.name) {
+            if lab.bootsPerDevice(guest) {
+                return "guest \(guest.name) boots once per device of the lab's matrix (a device attached at boot): clones start from one ready snapshot; run without --jobs"
+            }
             if lab.effectiveStrategy(for: guest) != .snapshot {
                 return "guest \(guest.name) uses strategy reset: clones start from the ready snapshot; use strategy: snapshot or run without --jobs"
             }

@@ -30,12 +30,15 @@ extension TestRunner {
     /// Boots `guest` to its ready state for `entry` (the run that needs the
     /// boot: a failed boot's screenshot is named after it); throws
     /// ``BootFailure`` (or `CancellationError` when the run is cancelled meanwhile).
-    func boot(_ guest: LabGuest, before entry: TestRunEntry) async throws -> BootedGuest {
+    /// `leftOut`: lab devices this boot leaves off QEMU's command line (a device dimension's others).
+    func boot(_ guest: LabGuest, before entry: TestRunEntry, leavingOut leftOut: [String] = []) async throws -> BootedGuest {
         observe(.guestBooting(guest: guest.name))
         let begin = ContinuousClock.now
         let up: LabController.UpResult
         do {
-            up = try await controller.up(lab: lab, options: Self.upOptions(guest))
+            var upOptions = Self.upOptions(guest)
+            upOptions.leftOutDevices = leftOut
+            up = try await controller.up(lab: lab, options: upOptions)
         } catch {
             await shutDown(nil)
             if Task.isCancelled { throw CancellationError() }

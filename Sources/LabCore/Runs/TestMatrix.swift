@@ -1,14 +1,18 @@
-/// One cell of a run: a test on a guest, the n-th time.
+/// One cell of a run: a test on a guest (with one device, in a lab with a
+/// device dimension), the n-th time.
 public struct TestRunEntry: Sendable, Hashable {
     public var guest: String
+    /// The one device of the lab's `matrix: {devices: ...}` this run has (nil: no device dimension).
+    public var device: String?
     public var test: String
     /// 1-based.
     public var repeatIndex: Int
     /// Position in the whole (unsharded) matrix, 0-based: stable across shards.
     public var matrixIndex: Int
 
-    public init(guest: String, test: String, repeatIndex: Int, matrixIndex: Int) {
+    public init(guest: String, device: String? = nil, test: String, repeatIndex: Int, matrixIndex: Int) {
         self.guest = guest
+        self.device = device
         self.test = test
         self.repeatIndex = repeatIndex
         self.matrixIndex = matrixIndex
@@ -22,7 +26,7 @@ public struct TestRunEntry: Sendable, Hashable {
     /// The entry for a failed boot of `guest`, met while starting `entry`:
     /// repeat 0 (no test's run has it), at `entry`'s matrix position.
     public static func boot(of guest: String, before entry: TestRunEntry) -> TestRunEntry {
-        TestRunEntry(guest: guest, test: bootTestName, repeatIndex: 0, matrixIndex: entry.matrixIndex)
+        TestRunEntry(guest: guest, device: entry.device, test: bootTestName, repeatIndex: 0, matrixIndex: entry.matrixIndex)
     }
 
     /// True for a boot entry (``boot(of:before:)``).
@@ -59,36 +63,51 @@ public struct Shard: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// The guest × test × repeat matrix of a lab, in a deterministic order:
-/// guests in lab order, then tests in lab order, then repeats.
+/// guests in lab order, then tests in lab order, then repeats. A lab with a
+/// device dimension (`matrix: {devices: ...}`) has guest × device × test ×
+/// repeat, devices in lab order within each guest, so a guest that needs a
+/// boot per device boots once per device.
 public struct TestMatrix: Sendable {
     public var entries: [TestRunEntry]
 
     public enum SelectionError: Error, Sendable, CustomStringConvertible {
         case unknownGuest(String, known: [String])
         case unknownTest(String, known: [String])
+        case unknownDevice(String, known: [String])
         case empty(String)
 
         public var description: String {
             switch self {
             case .unknownGuest(let name, let known): return "no guest '\(name)' in the lab; its guests: \(known.joined(separator: ", "))"
             case .unknownTest(let name, let known): return "no test '\(name)' in the lab; its tests: \(known.joined(separator: ", "))"
+            case .unknownDevice(let name, let known):
+                return known.isEmpty
+                    ? "no device dimension in the lab (--device '\(name)'); add `matrix: {devices: each}` to run its tests once per device"
+                    : "no device '\(name)' in the lab's matrix; its devices: \(known.joined(separator: ", "))"
             case .empty(let why): return "nothing to run: \(why)"
             }
         }
     }
 
-    public init(lab: Lab, guests: [String] = [], tests: [String] = [], repeats: Int = 1, shard: Shard? = nil) throws {
+    public init(lab: Lab, guests: [String] = [], tests: [String] = [], devices: [String] = [], repeats: Int = 1, shard: Shard? = nil) throws {
         for name in guests where lab.guest(named: name) == nil {
             throw SelectionError.unknownGuest(name, known: lab.guests.map(\.name))
         }
         for name in tests where lab.test(named: name) == nil {
             throw SelectionError.unknownTest(name, known: lab.tests.map(\.name))
         }
+        for name in devices where !lab.matrixDevices.contains(name) {
+            throw SelectionError.unknownDevice(name, known: lab.matrixDevices)
+        }
+        // Without a device dimension, one "device" (nil): every device at once.
+        let cells: [String?] = lab.matrixDevices.isEmpty ? [nil] : lab.matrixDevices.filter { devices.isEmpty || devices.contains($0) }
         var all: [TestRunEntry] = []
         for guest in lab.guests where guests.isEmpty || guests.contains(guest.name) {
-            for test in lab.tests where (tests.isEmpty || tests.contains(test.name)) && test.applies(to: guest.name) {
-                for repeatIndex in 1...max(1, repeats) {
-                    all.append(TestRunEntry(guest: guest.name, test: test.name, repeatIndex: repeatIndex, matrixIndex: all.count))
+            for device in cells {
+                for test in lab.tests where (tests.isEmpty || tests.contains(test.name)) && test.applies(to: guest.name) && test.applies(toDevice: device) {
+                    for repeatIndex in 1...max(1, repeats) {
+                        all.append(TestRunEntry(guest: guest.name, device: device, test: test.name, repeatIndex: repeatIndex, matrixIndex: all.count))
+                    }
                 }
             }
         }

@@ -78,6 +78,7 @@ public struct TestResult: Sendable {
             "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
             "screenshot": screenshot.map { .string(ReportPaths.relative($0, to: directory)) } ?? .null,
         ]
+        if let device = entry.device { object["device"] = .string(device) }
         if let worker { object["worker"] = .string(worker) }
         if !qemuOutput.isEmpty { object["qemu_output"] = .string(qemuOutput) }
         return .object(object)
@@ -87,7 +88,7 @@ public struct TestResult: Sendable {
         guard let guest = json["guest"]?.stringValue, let test = json["test"]?.stringValue,
             let outcome = json["outcome"]?.stringValue.flatMap(TestOutcome.init(rawValue:))
         else { return nil }
-        entry = TestRunEntry(guest: guest, test: test, repeatIndex: max(0, json["repeat"]?.intValue ?? 1), matrixIndex: json["matrix_index"]?.intValue ?? 0)
+        entry = TestRunEntry(guest: guest, device: json["device"]?.stringValue, test: test, repeatIndex: max(0, json["repeat"]?.intValue ?? 1), matrixIndex: json["matrix_index"]?.intValue ?? 0)
         self.outcome = outcome
         duration = json["duration_seconds"]?.doubleValue ?? 0
         exitStatus = json["exit_status"]?.intValue.flatMap { Int32(exactly: $0) }

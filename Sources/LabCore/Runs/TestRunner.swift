@@ -33,6 +33,8 @@ public final class TestRunner: Sendable {
     public struct Options: Sendable {
         public var guests: [String] = []
         public var tests: [String] = []
+        /// `--device`: the devices of the lab's device dimension to run with (empty: all).
+        public var devices: [String] = []
         public var repeats = 1
         public var shard: Shard?
         /// The snapshot every run starts from.
@@ -63,7 +65,7 @@ public final class TestRunner: Sendable {
     }
 
     public func matrix() throws -> TestMatrix {
-        try TestMatrix(lab: lab, guests: options.guests, tests: options.tests, repeats: options.repeats, shard: options.shard)
+        try TestMatrix(lab: lab, guests: options.guests, tests: options.tests, devices: options.devices, repeats: options.repeats, shard: options.shard)
     }
 
     /// A booted guest being tested.
