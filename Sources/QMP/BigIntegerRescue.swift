@@ -81,17 +81,23 @@ enum BigIntegerRescue {
     }
 
     static func rewrite(_ buffer: UnsafeRawBufferPointer, replacing found: [Found]) -> [UInt8] {
+        rewrite(buffer, replacing: found.map(\.range), token: token)
+    }
+
+    /// `buffer` with each of `ranges` (in order) replaced by the JSON string of
+    /// `token(i)`, whose first character, U+0001, JSON requires escaped. Shared
+    /// by both rescues (``NULKeyRescue`` too).
+    static func rewrite(_ buffer: UnsafeRawBufferPointer, replacing ranges: [Range<Int>], token: (Int) -> String) -> [UInt8] {
         var output: [UInt8] = []
-        output.reserveCapacity(buffer.count + found.count * 48)
+        output.reserveCapacity(buffer.count + ranges.count * 48)
         var cursor = 0
-        for (index, item) in found.enumerated() {
-            output.append(contentsOf: buffer[cursor..<item.range.lowerBound])
+        for (index, range) in ranges.enumerated() {
+            output.append(contentsOf: buffer[cursor..<range.lowerBound])
             output.append(UInt8(ascii: "\""))
-            // The nonce starts with U+0001, which JSON requires escaped.
             output.append(contentsOf: Array("\\u0001".utf8))
             output.append(contentsOf: Array(token(index).utf8.dropFirst()))
             output.append(UInt8(ascii: "\""))
-            cursor = item.range.upperBound
+            cursor = range.upperBound
         }
         output.append(contentsOf: buffer[cursor..<buffer.count])
         return output

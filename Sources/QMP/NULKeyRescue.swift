@@ -73,19 +73,6 @@ enum NULKeyRescue {
     }
 
     static func rewrite(_ buffer: UnsafeRawBufferPointer, replacing found: [Found]) -> [UInt8] {
-        var output: [UInt8] = []
-        output.reserveCapacity(buffer.count + found.count * 48)
-        var cursor = 0
-        for (index, item) in found.enumerated() {
-            output.append(contentsOf: buffer[cursor..<item.range.lowerBound])
-            output.append(UInt8(ascii: "\""))
-            // The nonce starts with U+0001, which JSON requires escaped.
-            output.append(contentsOf: Array("\\u0001".utf8))
-            output.append(contentsOf: Array(token(index).utf8.dropFirst()))
-            output.append(UInt8(ascii: "\""))
-            cursor = item.range.upperBound
-        }
-        output.append(contentsOf: buffer[cursor..<buffer.count])
-        return output
+        BigIntegerRescue.rewrite(buffer, replacing: found.map(\.range), token: token)
     }
 }
