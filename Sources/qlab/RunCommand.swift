@@ -165,11 +165,12 @@ final class RunProgress: @unchecked Sendable {
         case .entryStarted(let entry, let index, let total):
             current = "[\(index)/\(total)] \(entry.guest) " + (entry.device.map { $0 + " " } ?? "") + entry.displayName
             if booting == nil { live(current!) }
-        case .entryFinished(let result, let index, let total):
+        case .entryFinished(let result, _, let total):
             current = nil
-            finished = index
+            // Numbered as printed: under --jobs entries finish out of their start order.
+            finished += 1
             durations.append(result.duration)
-            var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest + (result.entry.device.map { " " + $0 } ?? ""), result.entry.displayName,
+            var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", finished, total, result.entry.guest + (result.entry.device.map { " " + $0 } ?? ""), result.entry.displayName,
                               result.outcome.rawValue.uppercased(), result.duration)
             if let worker = result.worker { text += " on " + worker }
             if result.outcome != .passed, !result.message.isEmpty { text += "\n    " + result.message }

@@ -87,7 +87,7 @@ public struct Lab: Sendable {
             let names = guests.map(\.name)
             var message = "no guest '\(name)' in this lab"
             if let close = Suggestion.closest(to: name, in: names) { message += "; did you mean '\(close)'?" }
-            message += names.isEmpty ? "" : " Guests: \(names.joined(separator: ", "))."
+            message += names.isEmpty ? "; it has none" : "; its guests: \(names.joined(separator: ", "))"
             throw LabFileError(file: file, keyPath: "guests", message: message)
         }
         guard let first = guests.first else {

@@ -65,12 +65,28 @@ extension Lab {
         return nil
     }
 
+    /// What to do about the YAML syntax errors a lab file meets most: a tab
+    /// (YAML indents with spaces only) and a plain value holding `: `
+    /// (`ready: login:`), which YAML reads as a second mapping.
+    static func syntaxHint(_ problem: String, text: String, line: Int, column: Int) -> String? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let content = lines.indices.contains(line - 1) ? lines[line - 1] : ""
+        if problem.contains("cannot start any token"), content.contains("\t") {
+            return "tabs are not allowed in YAML: indent with spaces"
+        }
+        if problem.contains("mapping values are not allowed") {
+            return "a value containing ': ' or ending in ':' must be quoted, e.g. ready: \"login:\""
+        }
+        return nil
+    }
+
     static func syntaxError(_ error: YamlError, file: String, text: String) -> LabFileError {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
             .composer(let context, let problem, let mark, _):
             let prefix = context.map { "\($0.text) " } ?? ""
-            return LabFileError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(prefix)\(problem)")
+            let hint = syntaxHint(problem, text: text, line: mark.line, column: mark.column).map { "; " + $0 } ?? ""
+            return LabFileError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(prefix)\(problem)\(hint)")
         case .duplicatedKeysInMapping(let duplicates, let context):
             let mark = Self.secondOccurrence(of: duplicates.first ?? "", in: text, from: context.mark.line) ?? (context.mark.line, context.mark.column)
             return LabFileError(
@@ -340,7 +356,7 @@ struct LabLoader {
                 guard known.contains(text) else {
                     var message = "'\(text)' is not an emulated controller qlab knows"
                     if let close = Suggestion.closest(to: text, in: known) { message += "; did you mean '\(close)'?" }
-                    message += " Known: \(known.joined(separator: ", "))."
+                    message += "; known: \(known.joined(separator: ", "))"
                     throw reader.error(value, message)
                 }
                 driver = text
