@@ -69,7 +69,7 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
                 var readiness: GuestConsole.Readiness?
                 if waitReady {
                     readiness = try await Self.waitReady(result.record, runtime: result.runtime)
-                    if !json { print("guest \(result.record.guest) ready after \(LabDuration.format(readiness!.waited))") }
+                    if !json { print(String(format: "guest %@ ready after %.1f s", result.record.guest, readiness!.waited.inSeconds)) }
                 }
                 if json {
                     var document = result.json

@@ -13,9 +13,9 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         discussion: "Exit 0 only when every test passed. Reports: --junit FILE (Jenkins, GitLab) and --json-report FILE (merge shards with `qlab report merge`); --json prints the JSON report on stdout (progress then goes to stderr).")
 
     @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
-    @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
-    @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
-    @Option(name: .customLong("device"), help: "A device of the lab's device dimension (`matrix: {devices: ...}`) to run with (repeatable; default: all).") var devices: [String] = []
+    @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).", completion: Completions.run(.guest)) var guests: [String] = []
+    @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).", completion: Completions.run(.test)) var tests: [String] = []
+    @Option(name: .customLong("device"), help: "A device of the lab's device dimension (`matrix: {devices: ...}`) to run with (repeatable; default: all).", completion: Completions.run(.device)) var devices: [String] = []
     @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1
     @Option(help: ArgumentHelp("Run the K-th of N parts of the matrix (1 <= K <= N), e.g. 2/4; auto: from QLAB_SHARD=K/N or GitLab's CI_NODE_INDEX/CI_NODE_TOTAL (the whole matrix when neither is set).", valueName: "K/N|auto")) var shard: ShardArgument?
     @Option(help: ArgumentHelp("Write a JUnit XML report to FILE.", valueName: "FILE")) var junit: String?

@@ -22,7 +22,7 @@ struct DeviceCommandTests {
             #expect(notAttached.status == 1)
             #expect(notAttached.output.contains("is not attached"), "\(notAttached.output)")
 
-            let hotplug = try fixture.qlab("hotplug", "bare-dev", "scsi-am", "--verbose")
+            let hotplug = try fixture.qlab("hotplug", "bare-dev", "scsi-am", "--steps")
             #expect(hotplug.status == 0, "\(hotplug.output)")
             #expect(hotplug.output.contains("scsi-am attached: am53c974 at qlab-pcibr0 slot 0x1"))
             #expect(hotplug.output.contains("device_add scsi-am:"))
