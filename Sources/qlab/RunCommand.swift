@@ -291,7 +291,7 @@ struct ReportCommand: AsyncParsableCommand {
                 if let junit {
                     try OutputFile.write(junit, Array(JUnitReport.xml(merged, attachmentsRelativeTo: ReportPaths.workingDirectory).utf8))
                 }
-                reportError("merged \(reports.count) reports: \(merged.summaryLine)"
+                reportError("merged \(reports.count) report\(reports.count == 1 ? "" : "s"): \(merged.summaryLine)"
                     + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))
                 if !merged.allPassed { throw Reported(.failed) }
             } catch let error as Reported {

@@ -354,9 +354,8 @@ struct LabLoader {
                 let text = try reader.string(value)
                 let known = EmulatedController.knownDrivers.map(\.driver)
                 guard known.contains(text) else {
-                    var message = "'\(text)' is not an emulated controller qlab knows"
+                    var message = "'\(text)' is not an emulated controller qlab knows; known: \(known.joined(separator: ", "))"
                     if let close = Suggestion.closest(to: text, in: known) { message += "; did you mean '\(close)'?" }
-                    message += "; known: \(known.joined(separator: ", "))"
                     throw reader.error(value, message)
                 }
                 driver = text
