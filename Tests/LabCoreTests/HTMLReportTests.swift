@@ -137,7 +137,7 @@ struct HTMLReportTests {
     }
 
     static func historyRow(_ dom: String, guest: String, test: String) -> [Cell]? {
-        guard let start = dom.range(of: "<tr data-guest=\"\(guest)\" data-test=\"\(test)\">") else { return nil }
+        guard let start = dom.range(of: "<tr data-guest=\"\(guest)\" data-test=\"\(test)\"") else { return nil }
         let end = dom.range(of: "</tr>", range: start.upperBound..<dom.endIndex)!.upperBound
         return try? cells("<section id=\"history\">" + dom[start.lowerBound..<end] + "</section>", inside: "history")
     }
