@@ -76,7 +76,9 @@ extension TestRunner {
         var result = run
         // Cancelled: the run hurries to its end; nothing more is written.
         if let directory = options.screenshotDirectory, !Task.isCancelled {
-            RunLogs.copy(progress, into: directory, name: artifactName(entry), to: &result)
+            for problem in RunLogs.copy(progress, into: directory, name: artifactName(entry), to: &result) {
+                observe(.note("no log copy of \(entry.guest) \(entry.displayName): \(problem)"))
+            }
         }
         return (result, healthy)
     }

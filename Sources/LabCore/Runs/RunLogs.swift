@@ -13,8 +13,10 @@ enum RunLogs {
     static let qemuLimit = 256 << 10
 
     /// Copies `progress`'s logs into `directory` as `name.console.log` and `name.qemu.log`
-    /// and names them in `result`. A copy that fails is left out (the report still says what happened).
-    static func copy(_ progress: EntryProgress, into directory: String, name: String, to result: inout TestResult) {
+    /// and names them in `result` (written as every report file is: ``OutputFile``). A copy that
+    /// fails is left out of the report; what went wrong is returned, for a note.
+    static func copy(_ progress: EntryProgress, into directory: String, name: String, to result: inout TestResult) -> [String] {
+        var problems: [String] = []
         if let log = progress.consoleLog {
             let size = ConsoleLog.size(log)
             let skipped = max(0, size - progress.logOffset - 4 * consoleLimit)
@@ -23,16 +25,17 @@ enum RunLogs {
                 text = "[qlab: the start of this run's console output is left out; the whole log: \(log)]\n" + text
             }
             let path = directory + "/" + name + ".console.log"
-            if (try? FileSystem.writeAtomically(path, Array(text.utf8), mode: 0o644)) != nil { result.consoleLog = path }
+            do { try OutputFile.write(path, Array(text.utf8)); result.consoleLog = path } catch { problems.append("\(error)") }
         }
         let size = FileSystem.size(progress.qemuLog) ?? 0
-        guard size > progress.qemuLogOffset else { return }
+        guard size > progress.qemuLogOffset else { return problems }
         let start = max(progress.qemuLogOffset, size - qemuLimit)
         var bytes = ConsoleLog.read(progress.qemuLog, from: start, limit: size - start) ?? []
         if start > progress.qemuLogOffset {
             bytes = Array("[qlab: the start of QEMU's log of this run is left out; the whole log: \(progress.qemuLog)]\n".utf8) + bytes
         }
         let path = directory + "/" + name + ".qemu.log"
-        if (try? FileSystem.writeAtomically(path, bytes, mode: 0o644)) != nil { result.qemuLog = path }
+        do { try OutputFile.write(path, bytes); result.qemuLog = path } catch { problems.append("\(error)") }
+        return problems
     }
 }
