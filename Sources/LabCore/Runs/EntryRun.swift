@@ -11,9 +11,8 @@ final class EntryProgress {
     let console: GuestConsole
     let consoleLog: String?
     let logOffset: Int
-    /// QEMU's log and its size when the run began: the run's part is copied next to the reports.
-    let qemuLog: String
-    let qemuLogOffset: Int
+    /// Where the run's part of the console and QEMU logs begins: it is copied next to the reports.
+    let logStart: RunLogs.Start
     /// Wall clock at the start, for the report.
     let startedAt = wallClockSeconds()
     let test: LabTest
@@ -24,8 +23,8 @@ final class EntryProgress {
         console = booted.console
         consoleLog = booted.session.record.consoleLog
         logOffset = consoleLog.map(ConsoleLog.size) ?? 0
-        qemuLog = booted.session.runtime.qemuLogPath
-        qemuLogOffset = FileSystem.size(qemuLog) ?? 0
+        let qemuLog = booted.session.runtime.qemuLogPath
+        logStart = RunLogs.Start(consoleLog: consoleLog, consoleOffset: logOffset, qemuLog: qemuLog, qemuOffset: FileSystem.size(qemuLog) ?? 0)
     }
 
     /// Runs `body` as the step `name`, timed.
@@ -74,13 +73,19 @@ extension TestRunner {
         let progress = EntryProgress(entry, test: lab.test(named: entry.test)!, on: booted)
         let (run, healthy) = await runEntry(progress, on: booted, index: index, total: total)
         var result = run
-        // Cancelled: the run hurries to its end; nothing more is written.
-        if let directory = options.screenshotDirectory, !Task.isCancelled {
-            for problem in RunLogs.copy(progress, into: directory, name: artifactName(entry), to: &result) {
-                observe(.note("no log copy of \(entry.guest) \(entry.displayName): \(problem)"))
-            }
-        }
+        (result.consoleLog, result.qemuLog) = copyLogs(from: progress.logStart, entry: entry)
         return (result, healthy)
+    }
+
+    /// The logs of a run or boot from `start` on, copied beside the reports (``RunLogs``); nil without
+    /// a report file or when cancelled (the run hurries to its end; nothing more is written).
+    func copyLogs(from start: RunLogs.Start, entry: TestRunEntry) -> (console: String?, qemu: String?) {
+        guard let directory = options.screenshotDirectory, !Task.isCancelled else { return (nil, nil) }
+        let copied = RunLogs.copy(from: start, into: directory, name: artifactName(entry))
+        for problem in copied.problems {
+            observe(.note("no log copy of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(problem)"))
+        }
+        return (copied.console, copied.qemu)
     }
 
     func runEntry(_ progress: EntryProgress, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
