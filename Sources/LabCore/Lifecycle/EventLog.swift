@@ -26,12 +26,14 @@ public enum EventLog {
     public static func read(
         _ runtime: LabRuntime, follow: Bool, from start: Start = .all, reader: FileDescriptor? = nil, line: ([UInt8]) -> Void
     ) async throws -> Bool {
+        // Starting at now: past the last whole line there is (a partial one is the first
+        // new one). Taken before the watches, so that whoever sees them (a test) knows
+        // every line appended after is printed.
+        var offset = start == .now ? wholeLinesLength(runtime.eventLogPath) : 0
         let watch: DirectoryWatch? = follow ? try DirectoryWatch() : nil
-        // Watches first: what happens after this is queued for the wait below.
+        // Watches before the first read: what happens after this is queued for the wait below.
         watch?.add(runtime.stateDirectory)
         watch?.add(runtime.directory)
-        // Starting at now: past the last whole line there is (a partial one is the first new one).
-        var offset = start == .now ? wholeLinesLength(runtime.eventLogPath) : 0
         while true {
             let bytes = readFrom(runtime.eventLogPath, offset: offset)
             // Only whole lines: the supervisor may be mid-write.
