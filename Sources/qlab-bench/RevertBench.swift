@@ -8,7 +8,7 @@ import QMP
 /// `qlab-bench revert [--runs N] [--memory 256M,1G] [--lab FILE] [--qlab PATH]`:
 /// the test loop's revert cycle for the test guest, next to the floor, per memory size
 /// (`revert: loadvm`, the floor's method). `--dirty`: ``DirtyRevertBench``;
-/// `--passthrough`: ``PassthroughRevertBench``; `--pin`: ``PinRevertBench``.
+/// `--passthrough`: ``PassthroughRevertBench``.
 ///
 /// Each memory size boots the lab's guest once (a copy of the lab file with
 /// `memory:` changed and paths made absolute, in a temporary QLAB_RUNTIME_DIR
@@ -38,10 +38,6 @@ enum RevertBench {
     static let tag = "qlab-ready"
 
     static func run(arguments: [String]) async throws {
-        if arguments.contains("--pin") {
-            try await PinRevertBench.run(arguments: arguments)
-            return
-        }
         if arguments.contains("--passthrough") {
             try await PassthroughRevertBench.run(arguments: arguments)
             return
