@@ -8,7 +8,7 @@ extension NestedScenario {
     static let revertPassthrough = NestedScenario(
         id: "revert-passthrough", title: "measure: fast against loadvm reverts with a passed-through card",
         proves: "Both revert methods work for a lab whose card is passed through and hotplugged: `qlab-bench revert --passthrough` in L1 reverts a firmware-only L2 with dirty RAM (64 MiB and 256 MiB) and plugs the card back until query-pci lists it, fast (a fresh QEMU on a copy-on-write map of the RAM image, the card's vfio pinning every page) and loadvm interleaved, and prints the ratio fast/loadvm per size. A measurement: it runs only when named.",
-        boot: "bench", needsBoundGroup: true
+        boot: "bench", needsBoundGroup: true, onlyWhenNamed: true
     ) { context in
         let shell = context.shell
         shell.atEnd("qlab vfio unbind \(loadvmCard)")
