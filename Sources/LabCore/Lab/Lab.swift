@@ -128,7 +128,7 @@ public struct Lab: Sendable {
     public func effectiveStrategy(for guest: LabGuest) -> Strategy {
         if strategy == .reset { return .reset }
         let forcedToBoot = devices.contains { $0.attach == .hotplug && effectiveAttach(of: $0, for: guest) == .boot }
-        let passthroughAtBoot = devices.contains { $0.isPassthrough && effectiveAttach(of: $0, for: guest) == .boot }
+        let passthroughAtBoot = devices.contains { ($0.isPassthrough || $0.hasHostSCSIDevice) && effectiveAttach(of: $0, for: guest) == .boot }
         return forcedToBoot || passthroughAtBoot ? .reset : .snapshot
     }
 
