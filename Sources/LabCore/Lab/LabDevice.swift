@@ -11,6 +11,8 @@ public struct LabDevice: Sendable, Hashable {
     public var properties: [DeviceProperty]
     /// Where the device is in the lab file (for errors found after loading).
     public var location: SourceLocation
+    /// `hooks:` of the device: run around the entries whose guest has it.
+    public var hooks: DeviceHooks?
 
     public enum Kind: Sendable, Hashable {
         case passthrough(Passthrough)

@@ -97,10 +97,11 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix", "labels"]
     static let matrixKeys = ["devices"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
-    static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
+    static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties", "hooks"]
+    static let deviceHookKeys = ["before_each", "after_each", "timeout"]
     static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
     static let emulatedKeys = ["driver", "disks"]
     static let diskKeys = [
@@ -113,7 +114,7 @@ struct LabLoader {
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
     static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect", "devices"]
-    static let hookKeys = ["before_each", "after_each", "timeout"]
+    static let hookKeys = ["before_all", "after_all", "before_each", "after_each", "timeout"]
 
     var directory: String { Paths.directory(of: file) }
 
@@ -141,6 +142,7 @@ struct LabLoader {
             case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
             case "trace_qmp": lab.traceQMP = try reader.bool(field)
             case "matrix": matrixField = field
+            case "labels": lab.labels = try labels(field)
             default: break
             }
         }
@@ -253,6 +255,7 @@ struct LabLoader {
         var bus: String?
         var addr: PCISlotAddress?
         var properties: [DeviceProperty] = []
+        var hooks: DeviceHooks?
         for (key, value) in entries where !YAMLReader.isNull(value.node) {
             switch key {
             case "passthrough", "emulated":
@@ -261,6 +264,7 @@ struct LabLoader {
                 }
                 kind = key == "passthrough" ? .passthrough(try passthrough(value)) : .emulated(try emulated(name, value))
             case "attach": attach = try reader.choice(value, Attach.self)
+            case "hooks": hooks = try deviceHooks(value)
             case "bus":
                 let text = try reader.nonEmptyString(value)
                 guard DeviceName.isValidBus(text) else { throw reader.error(value, "'\(text)' is not a QEMU bus name (e.g. pcie.0, pci.0, qlab-pcibr0)") }
@@ -287,7 +291,9 @@ struct LabLoader {
         guard let kind else {
             throw reader.error(at: field.keyNode ?? field.node, path: field.path, "say what the device is: `passthrough: {host: \"0000:03:05.0\"}` or `emulated: {driver: lsi53c895a, disks: [...]}`")
         }
-        return LabDevice(name: name, kind: kind, attach: attach, bus: bus, addr: addr, properties: properties, location: reader.location(field))
+        var device = LabDevice(name: name, kind: kind, attach: attach, bus: bus, addr: addr, properties: properties, location: reader.location(field))
+        device.hooks = hooks
+        return device
     }
 
     mutating func passthrough(_ field: Field) throws(LabFileError) -> Passthrough {
@@ -701,6 +707,8 @@ struct LabLoader {
         var hooks = Hooks()
         for (key, value) in try reader.mapping(field, allowed: Self.hookKeys, what: "the hooks") where !YAMLReader.isNull(value.node) {
             switch key {
+            case "before_all": hooks.beforeAll = try reader.nonEmptyString(value)
+            case "after_all": hooks.afterAll = try reader.nonEmptyString(value)
             case "before_each": hooks.beforeEach = try reader.nonEmptyString(value)
             case "after_each": hooks.afterEach = try reader.nonEmptyString(value)
             case "timeout": hooks.timeout = try reader.duration(value)
@@ -708,6 +716,47 @@ struct LabLoader {
             }
         }
         return hooks
+    }
+
+    /// A device's `hooks: {before_each, after_each, timeout}`.
+    func deviceHooks(_ field: Field) throws(LabFileError) -> DeviceHooks {
+        var hooks = DeviceHooks()
+        let entries: [(key: String, field: Field)]
+        do {
+            entries = try reader.mapping(field, allowed: Self.deviceHookKeys, what: "a device's hooks")
+        } catch {
+            // before_all/after_all belong to the whole run, not to a device.
+            if let key = ["before_all", "after_all"].first(where: { key in (try? reader.mapping(field))?.contains { $0.key == key } ?? false }),
+                let keyField = (try? reader.mapping(field))?.first(where: { $0.key == key })?.field {
+                throw reader.error(at: keyField.keyNode, path: keyField.path, "\(key) runs once around the whole run: put it in the lab's `hooks:`; a device has before_each, after_each and timeout")
+            }
+            throw error
+        }
+        for (key, value) in entries where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "before_each": hooks.beforeEach = try reader.nonEmptyString(value)
+            case "after_each": hooks.afterEach = try reader.nonEmptyString(value)
+            case "timeout": hooks.timeout = try reader.duration(value)
+            default: break
+            }
+        }
+        return hooks
+    }
+
+    /// `labels: {firmware: 21.12.1, build: abc}`: keys as ``RunLabel/keyRefusal(_:)`` allows, values one line of text.
+    func labels(_ field: Field) throws(LabFileError) -> [RunLabel] {
+        var labels: [RunLabel] = []
+        for (key, value) in try reader.mapping(field, what: "the run's labels") {
+            if let refusal = RunLabel.keyRefusal(key) {
+                throw reader.error(at: value.keyNode, path: value.path, "label '\(key)': \(refusal)")
+            }
+            let text = YAMLReader.isNull(value.node) ? "" : try reader.string(value)
+            if let refusal = RunLabel.valueRefusal(text) {
+                throw reader.error(value, "label \(key): \(refusal)")
+            }
+            labels.append(RunLabel(key: key, value: text))
+        }
+        return labels
     }
 }
 

@@ -132,7 +132,8 @@ public enum HTMLReport {
             ("qlab_version", "qlab", report.qlabVersion.isEmpty ? "unknown" : report.qlabVersion),
             ("shards", "Shards", report.shards.isEmpty ? "whole run" : report.shards.joined(separator: ", ")),
             ("summary", "Summary", report.summaryLine),
-        ]
+        ] + (report.labels.isEmpty ? [] : [("labels", "Labels", report.labels.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))])
+            + report.runHooks.filter { !$0.succeeded }.map { ("hook_\($0.hook)", $0.hook, "\($0.outcome.rawValue): \($0.message)") }
         for (id, label, value) in facts {
             page.raw("<tr><th>\(label)</th><td data-fact=\"\(id)\">\(escape(value))</td></tr>\n")
         }
@@ -196,7 +197,9 @@ public enum HTMLReport {
         }
         page.raw("<section id=\"history\"><h2>History</h2>\n<table class=\"history\">\n<tr><th>guest</th><th>test</th>")
         for (index, report) in reports.enumerated() {
-            page.raw("<th scope=\"col\" data-report=\"\(index)\" title=\"\(escape(report.hostname))\">\(escape(String(JSONTime.iso8601(report.startedAt).prefix(16)).replacingT()))</th>")
+            let labels = report.labels.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            page.raw("<th scope=\"col\" data-report=\"\(index)\" title=\"\(escape(report.hostname))\">\(escape(String(JSONTime.iso8601(report.startedAt).prefix(16)).replacingT()))"
+                + (labels.isEmpty ? "" : "<br><span class=\"labels\">\(escape(labels))</span>") + "</th>")
         }
         page.raw("</tr>\n")
         for key in keys {

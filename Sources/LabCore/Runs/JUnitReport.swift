@@ -8,6 +8,8 @@
 /// `boot_seconds` property, so a suite's time adds up. A `--jobs` run's
 /// cases carry a `worker` property. In a lab with a device dimension a case's
 /// class name is `LAB.GUEST.DEVICE` and it carries a `device` property.
+/// Each suite carries the run's labels (`label.KEY`) and how its
+/// before_all/after_all hooks ended (`hook.before_all`: `passed`, `error: ...`).
 public enum JUnitReport {
     /// `attachmentsRelativeTo`: screenshot paths are written relative to this
     /// directory when under it (CI reads them relative to its checkout: the working directory).
@@ -35,6 +37,14 @@ public enum JUnitReport {
             lines.append("    <properties>")
             lines.append(#"      <property name="boots" value="\#(boots.count)"/>"#)
             lines.append(#"      <property name="boot_seconds" value="\#(seconds(bootSeconds))"/>"#)
+            // What the run tested (`--label`, `labels:`), and how its before_all/after_all hooks ended.
+            for label in report.labels {
+                lines.append(#"      <property name="label.\#(escape(label.key))" value="\#(escape(label.value))"/>"#)
+            }
+            for hook in report.runHooks {
+                let value = hook.outcome.rawValue + (hook.message.isEmpty ? "" : ": " + hook.message)
+                lines.append(#"      <property name="hook.\#(escape(hook.hook))" value="\#(escape(value))"/>"#)
+            }
             lines.append("    </properties>")
             for result in results {
                 let device = result.entry.device.map { "." + escape($0) } ?? ""
