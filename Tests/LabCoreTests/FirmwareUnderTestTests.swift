@@ -175,7 +175,8 @@ struct FirmwareUnderTestTests {
         #expect(xml.contains(#"<property name="label.build" value="&lt;abc&gt;"/>"#))
         #expect(xml.contains(#"<property name="hook.after_all" value="error: after_all hook failed (exit 3): no log"/>"#))
         let html = HTMLReport.html([report])
-        #expect(html.contains(#"<td data-fact="labels">firmware=21.12.1, build=&lt;abc&gt;</td>"#))
-        #expect(html.contains(#"<span class="labels">firmware=21.12.1 build=&lt;abc&gt;</span>"#))
+        #expect(html.contains(#"<td data-fact="labels"><code class="label">firmware=21.12.1</code> <code class="label">build=&lt;abc&gt;</code></td>"#))
+        #expect(html.contains(#"<br><code class="label">firmware=21.12.1</code><br><code class="label">build=&lt;abc&gt;</code></th>"#))
+        #expect(html.contains(#"<td data-fact="hook_after_all">error: after_all hook failed (exit 3): no log</td>"#))
     }
 }
