@@ -51,6 +51,31 @@ struct FirmwareUnderTestRunTests {
         #expect(env.qemuProcesses().isEmpty)
     }
 
+    /// `qlab run --label`: a bad one is a usage error naming it; good ones reach
+    /// the hook, the JSON, JUnit and HTML reports, with the before_all failure.
+    @Test func labelsAndBeforeAllThroughTheCommandLine() throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let file = try Self.unbootedLab(env, hooks: "  before_all: echo \"cannot flash $QLAB_LABEL_FIRMWARE\" >&2; exit 4")
+        let bad = try env.qlab("run", file, "--label", "Firmware=1")
+        #expect(bad.status == 2, "\(bad.output)")
+        #expect(bad.stderr.contains("--label 'Firmware=1': a key is lower-case letters"), "\(bad.stderr)")
+        let (json, junit, html) = (env.root + "/r.json", env.root + "/junit.xml", env.root + "/r.html")
+        let run = try env.qlab("run", file, "--label", "firmware=21.12.1", "--label", "night=7", "--json-report", json, "--junit", junit, "--html", html)
+        #expect(run.status == 1, "\(run.output)")
+        #expect(run.output.contains("before_all hook failed"), "\(run.output)")
+        #expect(run.stdout.contains("2 errors"), "\(run.stdout)")
+        let report = try TestReport(path: json)
+        #expect(report.labels.map { "\($0.key)=\($0.value)" } == ["firmware=21.12.1", "build=abc", "night=7"])
+        #expect(report.results.allSatisfy { $0.outcome == .error && $0.message.contains("cannot flash 21.12.1") })
+        let xml = try String(contentsOfFile: junit, encoding: .utf8)
+        #expect(xml.contains(#"<property name="label.firmware" value="21.12.1"/>"#), "\(xml)")
+        #expect(xml.contains(#"<property name="hook.before_all" value="error: before_all hook failed"#), "\(xml)")
+        let page = try String(contentsOfFile: html, encoding: .utf8)
+        #expect(page.contains(#"<code class="label">firmware=21.12.1</code>"#))
+        #expect(env.qemuProcesses().isEmpty)
+    }
+
     /// A run cancelled during before_all: its entries are cancelled and after_all still runs, told so.
     @Test func afterAllRunsWhenTheRunIsCancelled() async throws {
         let env = try QLabTestEnvironment()
