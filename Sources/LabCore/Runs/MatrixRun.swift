@@ -90,8 +90,9 @@ extension TestRunner {
             runHooks.append(before)
             if !before.succeeded {
                 for entry in matrix.entries {
+                    // The hook's output is in its message (its end) and in the report's `run_hooks`, once.
                     let result = TestResult(entry: entry, outcome: before.outcome == .cancelled ? .cancelled : .error, duration: 0,
-                                            message: "not run: " + before.message, consoleTail: before.output)
+                                            message: "not run: " + before.message)
                     run.append(result)
                 }
             }
