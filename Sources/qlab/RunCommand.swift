@@ -25,8 +25,23 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Option(name: [.customLong("transport"), .customLong("via")], help: "How to run commands in the guest: auto, console or agent.") var transport: GuestTransport = .auto
     @Option(help: "Run the matrix on N guests at once: the lab and N-1 clones of its ready snapshot (emulated devices and the fast revert only).")
     var jobs = 1
+    @Option(name: .customLong("label"), help: ArgumentHelp("A label of what the run tests, KEY=VALUE (repeatable; over the lab file's `labels:`): in every report and in the hooks' environment as QLAB_LABEL_KEY.", valueName: "KEY=VALUE"))
+    var labels: [String] = []
+
+    /// `--label` values as labels; a malformed one is a usage error (exit 2) naming it.
+    func checkedLabels() throws(ValidationError) -> [RunLabel] {
+        var parsed: [RunLabel] = []
+        for argument in labels {
+            switch RunLabel.parse(argument) {
+            case .success(let label): parsed.append(label)
+            case .failure(let error): throw ValidationError(error.description)
+            }
+        }
+        return parsed
+    }
 
     func validate() throws {
+        _ = try checkedLabels()
         _ = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
         _ = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
     }
@@ -36,6 +51,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         options.guests = guests
         options.tests = tests
         options.devices = devices
+        options.labels = try checkedLabels()
         options.repeats = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
         switch shard {
         case .auto:

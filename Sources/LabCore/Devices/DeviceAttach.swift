@@ -83,7 +83,7 @@ extension LabSession {
 
         var overlays: [String: String] = [:]
         var start = ContinuousClock.now
-        for disk in device.emulated?.disks ?? [] where !disk.readonly {
+        for disk in device.emulated?.disks ?? [] where disk.usesOverlay {
             let path = hotplugOverlayPath(disk)
             do {
                 try await FreshOverlay.create(
