@@ -51,7 +51,7 @@ struct QLab: AsyncParsableCommand {
         JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
         let command: ParsableCommand
         do {
-            command = try await asyncParseAsRoot()
+            command = try await asyncParseAsRoot(WaitArgument.normalized(Array(CommandLine.arguments.dropFirst())))
         } catch {
             exitForParsing(error)
         }

@@ -1,5 +1,6 @@
 import Logging
 import Platform
+import Synchronization
 
 /// What a run reports while it goes, for a progress display.
 public enum TestRunEvent: Sendable {
@@ -47,6 +48,8 @@ public final class TestRunner: Sendable {
         public var stop: StopRequest?
         /// Where a run that did not pass saves its guest's screen (guests with a display); nil: nowhere.
         public var screenshotDirectory: String?
+        /// `--wait`: wait for the lab and its host cards while another command has them.
+        public var wait: WaitPolicy = .no
         public init() {}
     }
 
@@ -55,6 +58,8 @@ public final class TestRunner: Sendable {
     public let lab: Lab
     public let options: Options
     let observe: @Sendable (TestRunEvent) -> Void
+    /// The host cards the run holds while it runs; every boot passes them on to its lab's supervisor.
+    let cardReservation = Mutex<CardReservation?>(nil)
 
     public init(controller: LabController, labFile: String, options: Options, observe: @escaping @Sendable (TestRunEvent) -> Void = { _ in }) throws {
         self.controller = controller
@@ -96,13 +101,17 @@ public final class TestRunner: Sendable {
     /// matrix runs in one loop (``runMatrix(_:)``).
     public func run() async throws -> TestReport {
         let matrix = try matrix()
-        let runtime = controller.runtime(lab.name)
-        if let record = try runtime.record, runtime.liveQEMU(record) != nil {
-            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
-        }
         if options.jobs > 1, let obstacle = Self.parallelObstacle(lab: lab, guests: options.guests) {
             throw TestRunError.jobsRefused(obstacle)
         }
+        // The lab and its cards are the run's before anything starts (exit 4 when another has them, unless --wait).
+        let note: @Sendable (String) -> Void = { [observe] in observe(.note($0)) }
+        try await controller.waitForLab(lab.name, wait: options.wait, onWait: note)
+        let reservation = try await CardReservation.take(
+            cards: controller.planner.reservedCards(of: lab), lab: lab.name, roots: controller.hostRoots,
+            environment: controller.environment, wait: options.wait, onWait: note)
+        cardReservation.withLock { $0 = reservation }
+        defer { cardReservation.withLock { $0 = nil } }
         return try await runMatrix(matrix)
     }
 
