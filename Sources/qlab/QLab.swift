@@ -26,6 +26,8 @@ struct QLab: AsyncParsableCommand {
             SuperviseCommand.self,
             DoctorCommand.self,
             DevicesCommand.self,
+            CardsCommand.self,
+            HealthCommand.self,
             VFIOCommand.self,
             ArgsCommand.self,
             DiagnoseCommand.self,

@@ -50,6 +50,10 @@ public final class TestRunner: Sendable {
         public var screenshotDirectory: String?
         /// `--wait`: wait for the lab and its host cards while another command has them.
         public var wait: WaitPolicy = .no
+        /// Run the lab's health check first (``Lab/healthCheck``); off for the health check's own run.
+        public var healthCheck = true
+        /// The cards the caller holds already (the health check's run inside a run).
+        public var heldCards: CardReservation?
         public init() {}
     }
 
@@ -105,13 +109,10 @@ public final class TestRunner: Sendable {
             throw TestRunError.jobsRefused(obstacle)
         }
         // The lab and its cards are the run's before anything starts (exit 4 when another has them, unless --wait).
-        let note: @Sendable (String) -> Void = { [observe] in observe(.note($0)) }
-        try await controller.waitForLab(lab.name, wait: options.wait, onWait: note)
-        let reservation = try await CardReservation.take(
-            cards: controller.planner.reservedCards(of: lab), lab: lab.name, roots: controller.hostRoots,
-            environment: controller.environment, wait: options.wait, onWait: note)
+        let reservation = try await reserve()
         cardReservation.withLock { $0 = reservation }
         defer { cardReservation.withLock { $0 = nil } }
+        if let refusal = try await healthRefusal(reservation) { return refused(matrix, because: refusal) }
         return try await runMatrix(matrix)
     }
 

@@ -43,27 +43,28 @@ public struct CardHolder: Sendable, Hashable {
     }
 }
 
-/// Where the card locks live: `$QLAB_CARDS_DIR`; else, for root, `/run/qlab/cards`
-/// (`$QLAB_RUNTIME_DIR/cards` when that is set, so a test's labs are apart), one
-/// directory for everything root runs on the host; else `RUNTIME_ROOT/cards` (the
+/// Where the card locks live: `$QLAB_CARDS_DIR`; else, for root, `/run/qlab/.cards`
+/// (`$QLAB_RUNTIME_DIR/.cards` when that is set, so a test's labs are apart), one
+/// directory for everything root runs on the host; else `RUNTIME_ROOT/.cards` (the
 /// user's runtime root, ``LabDirectories/runtimeRoot(environment:uid:)``): a user's
 /// labs reserve cards among themselves. A directory qlab made and owns (0700), like
 /// every other it uses: a directory several users share would be one qlab did not
 /// make. Several people sharing a host's cards run qlab as root (sudo) to share one
-/// set of reservations (docs/cards.md).
+/// set of reservations (docs/cards.md). The dot keeps it out of `qlab list` (no lab
+/// name starts with one).
 public enum CardLockDirectory {
     public static func path(environment: [String: String], uid: UInt32) -> String {
         if let dir = environment["QLAB_CARDS_DIR"], !dir.isEmpty { return dir }
         if uid == 0 {
-            if let dir = environment["QLAB_RUNTIME_DIR"], !dir.isEmpty { return dir + "/cards" }
-            return "/run/qlab/cards"
+            if let dir = environment["QLAB_RUNTIME_DIR"], !dir.isEmpty { return dir + "/.cards" }
+            return "/run/qlab/.cards"
         }
-        return LabDirectories.runtimeRoot(environment: environment, uid: uid) + "/cards"
+        return LabDirectories.runtimeRoot(environment: environment, uid: uid) + "/.cards"
     }
 
     /// The directory, checked (``PrivateDirectory``); with `create`, made (0700) when missing.
     public static func open(environment: [String: String], create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
-        try PrivateDirectory.open(path(environment: environment, uid: ThisProcess.effectiveUserID), role: .runtime, create: create)
+        try PrivateDirectory.open(path(environment: environment, uid: ThisProcess.effectiveUserID), role: .cards, create: create)
     }
 
     /// The lock file's name for a card: `pci-0000:01:01.0.lock`.
