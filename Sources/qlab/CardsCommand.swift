@@ -83,7 +83,7 @@ struct HealthCommand: AsyncParsableCommand, UsesGlobalOptions {
     static let configuration = CommandConfiguration(
         commandName: "health",
         abstract: "Run a lab's health check (`health_check:`) and record its cards as good or bad.",
-        discussion: "Exit 0 when it passed (a card marked bad is back in service), 1 when it failed (its cards are marked bad), 4 when another command has the lab or a card (unless --wait). See docs/cards.md.")
+        discussion: "Exit 0 when it passed (a card marked bad is back in service), 1 when it failed (its cards are marked bad), 4 when the lab or a card is busy (another command has it; unless --wait). See docs/cards.md.")
 
     @Argument(help: "The lab file, or the name of a lab started before.", completion: Completions.lab) var lab: String
     @Option(help: ArgumentHelp("Wait for the lab and its cards up to DURATION (a bare --wait: no limit).", valueName: "DURATION")) var wait: WaitArgument?

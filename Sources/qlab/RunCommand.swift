@@ -25,7 +25,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Option(name: [.customLong("transport"), .customLong("via")], help: "How to run commands in the guest: auto, console or agent.") var transport: GuestTransport = .auto
     @Option(help: "Run the matrix on N guests at once: the lab and N-1 clones of its ready snapshot (emulated devices and the fast revert only).")
     var jobs = 1
-    @Option(help: ArgumentHelp("While another command has the lab or one of its host cards, wait for it up to DURATION (`30s`, `10m`; a bare --wait: no limit), saying who has it; without --wait that is exit 4 (busy). Out of time: exit 124.", valueName: "DURATION")) var wait: WaitArgument?
+    @Option(help: ArgumentHelp("While another command has the lab or one of its host cards, wait for it up to DURATION (`30s`, `10m`; a bare --wait: no limit), saying who has it; without --wait that is exit 4 (busy). When the wait expired: exit 124.", valueName: "DURATION")) var wait: WaitArgument?
 
     func validate() throws {
         _ = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")

@@ -129,7 +129,8 @@ public struct LabController: Sendable {
                     Paths.baseName(runtime.supervisorLogPath),
                     "qlab: no qlab-supervisor next to \(supervisorExecutable); supervising with `qlab _supervise` (links Foundation, more memory)")
             }
-            let arguments = SupervisorProcess.Arguments(specPath: runtime.launchSpecPath, readyFD: ends[1], ownerFD: owner.read, owned: options.owned)
+            var arguments = SupervisorProcess.Arguments(specPath: runtime.launchSpecPath, readyFD: ends[1], ownerFD: owner.read, owned: options.owned)
+            arguments.cardFDs = reservation?.descriptors ?? []
             supervisor = try ChildProcess.spawn(
                 executable: executable,
                 arguments: arguments.argv,
@@ -294,7 +295,7 @@ public struct LabController: Sendable {
         defer { withExtendedLifetime(reservation) {} }
         let (spec, _) = try await prepareLaunch(lab: lab, options: options, foreground: true)
         let runtime = self.runtime(lab.name)
-        let supervisor = Supervisor(spec: spec)
+        let supervisor = Supervisor(spec: spec, cardFDs: reservation?.descriptors ?? [])
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed(let exit):

@@ -134,8 +134,10 @@ public final class CardLock: Sendable {
         return .some(CardHolder(stored: value))
     }
 
+    /// Only closed, never `flock(LOCK_UN)`: the lock belongs to the open file, which a
+    /// supervisor and its QEMU share by inheritance; an unlock here would free the card
+    /// under them. The kernel drops it when the last of those descriptors closes.
     deinit {
-        fd.unlock()
         fd.closeIgnoringErrors()
     }
 }
