@@ -62,36 +62,43 @@ public struct CardHealth: Sendable, Hashable {
 /// card: a run updates only the cards it holds (under their locks), so two runs
 /// never write one file at once.
 public struct CardHealthStore: Sendable {
-    public var directory: String
+    public var stateRoot: String
+    public var directory: String { stateRoot + "/cards" }
 
-    public init(stateRoot: String) { directory = stateRoot + "/cards" }
+    public init(stateRoot: String) { self.stateRoot = stateRoot }
+
+    /// The state root as every state file's (0700), and `cards` below it.
+    func open(create: Bool) throws -> PrivateDirectory? {
+        guard let root = try PrivateDirectory.open(stateRoot, role: .state, create: create) else { return nil }
+        return try root.subdirectory("cards", create: create)
+    }
 
     public init(environment: [String: String]) { self.init(stateRoot: LabDirectories.stateRoot(environment: environment)) }
 
     static func fileName(_ address: String) -> String { "pci-\(address).json" }
 
     public func read(_ address: String) -> CardHealth? {
-        guard let dir = (try? PrivateDirectory.open(directory, role: .state, create: false)) ?? nil, let value = dir.readJSON(Self.fileName(address))
+        guard let dir = (try? open(create: false)) ?? nil, let value = dir.readJSON(Self.fileName(address))
         else { return nil }
         return CardHealth(stored: value)
     }
 
     /// Every card with a health record, by address.
     public func all() -> [CardHealth] {
-        guard let dir = (try? PrivateDirectory.open(directory, role: .state, create: false)) ?? nil else { return [] }
+        guard let dir = (try? open(create: false)) ?? nil else { return [] }
         let names = dir.names().filter { $0.hasPrefix("pci-") && $0.hasSuffix(".json") }
         return names.compactMap { name in dir.readJSON(name).flatMap { CardHealth(stored: $0) } }
     }
 
     public func write(_ health: CardHealth) throws {
-        guard let dir = try PrivateDirectory.open(directory, role: .state, create: true) else { throw LabError.system("cannot create \(directory)") }
+        guard let dir = try open(create: true) else { throw LabError.system("cannot create \(directory)") }
         try dir.writeJSON(Self.fileName(health.address), health.stored)
     }
 
     /// Forgets a card's health (`--clear-bad`): true when there was a record.
     @discardableResult
     public func clear(_ address: String) -> Bool {
-        guard let dir = (try? PrivateDirectory.open(directory, role: .state, create: false)) ?? nil, dir.contains(Self.fileName(address)) else { return false }
+        guard let dir = (try? open(create: false)) ?? nil, dir.contains(Self.fileName(address)) else { return false }
         dir.remove(Self.fileName(address))
         return true
     }

@@ -64,7 +64,11 @@ public enum CardLockDirectory {
 
     /// The directory, checked (``PrivateDirectory``); with `create`, made (0700) when missing.
     public static func open(environment: [String: String], create: Bool) throws(UnsafeDirectoryError) -> PrivateDirectory? {
-        try PrivateDirectory.open(path(environment: environment, uid: ThisProcess.effectiveUserID), role: .cards, create: create)
+        let path = path(environment: environment, uid: ThisProcess.effectiveUserID)
+        if let dir = environment["QLAB_CARDS_DIR"], !dir.isEmpty { return try PrivateDirectory.open(path, role: .cards, create: create) }
+        // `.cards` in a runtime root: the root is made as the runtime code makes it (0700), then this below it.
+        guard let root = try PrivateDirectory.open(Paths.directory(of: path), role: .runtime, create: create) else { return nil }
+        return try root.subdirectory(Paths.baseName(path), create: create)
     }
 
     /// The lock file's name for a card: `pci-0000:01:01.0.lock`.
