@@ -46,9 +46,8 @@ struct CardReservationTests {
         let env = try QLabTestEnvironment(prefix: "qcard")
         defer { env.cleanUp() }
         let tree = try Self.benchWithTwoCards()
-        let held = try #require(
-            try await CardReservation.take(cards: [Self.card], lab: "holder", roots: tree.roots, environment: env.environment, command: "qlab run holder.yaml"))
-        #expect(held.locks.map(\.address) == [Self.card.description, Self.dc390.description])
+        var held = try await CardReservation.take(cards: [Self.card], lab: "holder", roots: tree.roots, environment: env.environment, command: "qlab run holder.yaml")
+        #expect(held?.locks.map(\.address) == [Self.card.description, Self.dc390.description])
         let directory = env.runtimeRoot + "/.cards"
         #expect(try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? Int == 0o700)
         #expect(try FileManager.default.attributesOfItem(atPath: directory + "/pci-0000:03:05.0.lock")[.posixPermissions] as? Int == 0o600)
@@ -78,7 +77,8 @@ struct CardReservationTests {
         #expect(list.allSatisfy { $0["holder"]?["lab"] == "holder" && $0["holder"]?["pid"]?.intValue == Int(getpid()) }, "\(cards.stdout)")
         #expect(list[1]["labs"] == ["second"] && list[0]["labs"] == [], "\(cards.stdout)")
 
-        withExtendedLifetime(held) {}
+        #expect(held != nil)
+        held = nil
         let free = try await CardReservation.take(cards: [Self.dc390], lab: "other", roots: tree.roots, environment: env.environment)
         #expect(free?.locks.map(\.address) == [Self.card.description, Self.dc390.description])
     }
@@ -207,5 +207,39 @@ struct CardReservationQEMUTests {
         #expect(try env.qlab("down", "waiter").status == 0)
         let after = try JSONValue.parse(try env.qlab("cards", "--json").stdout)["cards"]?[0]
         #expect(after?["holder"] == .null, "released with the lab: \(String(describing: after))")
+    }
+
+    /// An emulated lab whose health check (a test) fails: the check boots the guest and
+    /// runs once; no entry of the matrix runs, each is an `error` naming the check and
+    /// what it found; the report has the one boot. The check passing, the matrix runs.
+    @Test func aFailingHealthCheckRunsNoEntry() throws {
+        try RunLoopTests.requireImages()
+        let env = try QLabTestEnvironment(prefix: "qcard")
+        defer { env.cleanUp() }
+        let tests = """
+              smoke: {run: "test -e /tmp/healthy", expect: ""}
+              one: {run: "echo one", expect: one}
+              two: {run: "echo two", expect: two}
+            """
+        let lab = try env.writeGuestLab("health", devices: "  {}", tests: tests, extra: "health_check: smoke")
+        let json = env.root + "/report.json"
+        let run = try env.qlab("run", lab, "--test", "one", "--test", "two", "--json-report", json)
+        #expect(run.status == 1, "\(run.output)")
+        #expect(run.stdout.contains("note: health check smoke of lab health"), "\(run.stdout)")
+        let report = try TestReport(path: json)
+        #expect(report.results.map(\.entry.test) == ["one", "two"])
+        #expect(report.results.allSatisfy { $0.outcome == .error && $0.message.hasPrefix("health check smoke failed: smoke on linux: failed") },
+            "\(report.results.map(\.message))")
+        #expect(env.qemuProcesses().isEmpty)
+
+        // Passing, the matrix runs after it (and the check is not one of its results).
+        let healthy = try env.writeGuestLab("healthy", devices: "  {}", tests: """
+              smoke: {run: "echo fine", expect: fine}
+              one: {run: "echo one", expect: one}
+            """, extra: "health_check: smoke")
+        let passing = try env.qlab("run", healthy, "--test", "one", "--json-report", json)
+        #expect(passing.status == 0, "\(passing.output)")
+        #expect(passing.stdout.contains("note: health check smoke: passed"), "\(passing.stdout)")
+        #expect(try TestReport(path: json).results.map { "\($0.entry.test) \($0.outcome)" } == ["one passed"])
     }
 }
