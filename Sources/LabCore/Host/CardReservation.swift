@@ -93,16 +93,19 @@ public final class CardReservation: Sendable {
             }
             taken.removeAll()
             let holder = holderText(busyAddress, in: directory)
+            // A group member the lab did not name: say which of its cards brought it in.
+            let named = groupCards[busyAddress] ?? busyAddress
+            let busyCard = named == busyAddress ? busyAddress : "\(busyAddress) (in the IOMMU group of card \(named), which this lab passes through)"
             let waited = ContinuousClock.now - start
             switch wait {
             case .no:
-                if waited >= grace { throw LabError.cardBusy(card: busyAddress, holder: holder) }
+                if waited >= grace { throw LabError.cardBusy(card: busyCard, holder: holder) }
             case .upTo(let limit):
                 if let limit, waited >= limit {
-                    throw LabError.waitTimedOut(what: "card \(busyAddress)", holder: holder, seconds: Double(limit.components.seconds))
+                    throw LabError.waitTimedOut(what: "card \(busyCard)", holder: holder, seconds: Double(limit.components.seconds))
                 }
                 if told != holder {
-                    onWait("waiting for card \(busyAddress): reserved by \(holder)")
+                    onWait("waiting for card \(busyCard): reserved by \(holder)")
                     told = holder
                 }
             }

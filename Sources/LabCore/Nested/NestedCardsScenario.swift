@@ -32,7 +32,8 @@ extension NestedScenario {
         // A waiter in the background, then the holder killed as the OOM killer would.
         _ = try await shell.run("rm -f /tmp/waiter.rc; (qlab up \(context.lab("hotplug")) --wait 120s > /tmp/waiter.out 2>&1; echo $? > /tmp/waiter.rc) &")
         let waiting = try await shell.run("cat /tmp/waiter.out", attempts: 20) { $0.text.contains("waiting for card") }
-        waiting.prints("waiting for card \(Facts.slot2): reserved by lab nested-slot2")
+        // The group's cards are reserved in address order: slot 1's comes first, brought in by slot 2's.
+        waiting.prints("waiting for card \(Facts.slot1) (in the IOMMU group of card \(Facts.slot2), which this lab passes through): reserved by lab nested-slot2")
         let pids = try await shell.run("qlab status nested-slot2 --json")
         let status = pids.json()
         let supervisor = status?["supervisor_pid"]?.intValue ?? 0
