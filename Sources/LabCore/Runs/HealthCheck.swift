@@ -44,6 +44,7 @@ extension TestRunner {
             options.stop = self.options.stop
             options.healthCheck = false
             options.heldCards = reservation
+            options.labels = self.options.labels
             let runner = try TestRunner(controller: controller, labFile: labFile, options: options, observe: observe)
             let report = try await runner.run()
             if report.wasCancelled { throw CancellationError() }

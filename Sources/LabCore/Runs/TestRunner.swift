@@ -54,6 +54,8 @@ public final class TestRunner: Sendable {
         public var healthCheck = true
         /// The cards the caller holds already (the health check's run inside a run).
         public var heldCards: CardReservation?
+        /// `--label KEY=VALUE`: over the lab file's `labels:` (``RunLabel/merged(file:command:)``).
+        public var labels: [RunLabel] = []
         public init() {}
     }
 
@@ -61,6 +63,8 @@ public final class TestRunner: Sendable {
     public let labFile: String
     public let lab: Lab
     public let options: Options
+    /// The run's labels: the lab file's with the command line's over them, decided once here.
+    public let labels: [RunLabel]
     let observe: @Sendable (TestRunEvent) -> Void
     /// The host cards the run holds while it runs; every boot passes them on to its lab's supervisor.
     let cardReservation = Mutex<CardReservation?>(nil)
@@ -70,6 +74,7 @@ public final class TestRunner: Sendable {
         self.labFile = labFile
         self.lab = try Lab.load(path: labFile)
         self.options = options
+        self.labels = RunLabel.merged(file: lab.labels, command: options.labels)
         self.observe = observe
     }
 
