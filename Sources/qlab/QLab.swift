@@ -36,6 +36,7 @@ struct QLab: AsyncParsableCommand {
             NestedCommand.self,
             ScreenshotCommand.self,
             ScreenCommand.self,
+            KeysCommand.self,
         ]
     )
 
