@@ -40,7 +40,7 @@ public struct KeyCombo: Sendable, Hashable, CustomStringConvertible {
             }
             guard let qcode = Self.qcode(for: part) else {
                 var message = "'\(part)' is not a key qlab knows"
-                if let close = Suggestion.closest(to: part, in: Self.names) { message += "; did you mean '\(close)'?" }
+                if let close = Self.closestName(to: part) { message += "; did you mean '\(close)'?" }
                 throw ParseError(combo: text, message: message + "; keys: QEMU's key names (esc, ret, tab, spc, backspace, delete, up, f1-f12, a-z, 0-9, ctrl, alt, shift, meta_l, ...) and aliases (enter, escape, space, del, pageup, win)")
             }
             if index < parts.count - 1, !Self.modifiers.contains(qcode) {
@@ -89,6 +89,16 @@ public struct KeyCombo: Sendable, Hashable, CustomStringConvertible {
 
     /// Every name a part may have, for "did you mean".
     static let names: [String] = qcodeNames + aliases.keys.sorted()
+
+    /// The key name `part` was likely meant to be: within two edits for a word
+    /// of three letters or more (`ctlr` is `ctrl`), one for a shorter one;
+    /// never a one-letter key (which every misspelling starting with it would match).
+    static func closestName(to part: String) -> String? {
+        let candidates = names.filter { $0.count > 1 }
+        let limit = part.count >= 3 ? 2 : 1
+        let best = candidates.map { ($0, Suggestion.distance(part, $0)) }.filter { $0.1 <= limit }.min { $0.1 < $1.1 }
+        return best?.0
+    }
 
     static func qcode(for part: String) -> String? {
         if qcodeNames.contains(part) { return part }
