@@ -208,6 +208,13 @@ extension TestRunner {
             let tail = progress.consoleLog.map { ConsoleLog.panicTail($0, since: progress.logOffset) } ?? progress.consoleTail()
             let panicLine = ConsoleLog.panicLine(in: tail)
             result = progress.result(.error, message: upset.description + (panicLine.map { ": " + $0 } ?? ""), tail: tail)
+        } else if let plug = error as? DeviceError, plug.isPlugFailure, qemuRuns(booted) {
+            // The card did not go back in after the revert (or reset): the test cannot
+            // run, but QEMU and the guest are fine and the card is unplugged, as the
+            // snapshot has it, so the next entry starts from a fresh revert, not a boot.
+            result = progress.result(.error, message: "the card was not plugged back, so the test did not run (the next run reverts again): \(plug)",
+                                     diagnoses: plug.diagnoses, tail: progress.consoleTail())
+            healthy = true
         } else {
             let breakage = await explainBreakage(error, booted: booted)
             result = progress.result(.error, message: breakage.message, diagnoses: breakage.diagnoses, tail: progress.consoleTail())
@@ -215,6 +222,13 @@ extension TestRunner {
         }
         result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
         return (result, healthy)
+    }
+
+    /// The lab's QEMU is still running (the record read again: a fast revert replaces QEMU).
+    func qemuRuns(_ booted: BootedGuest) -> Bool {
+        let runtime = booted.session.runtime
+        guard let record = (try? runtime.records.reload()) ?? nil else { return false }
+        return runtime.liveQEMU(record) != nil
     }
 
     /// Why a run broke the guest.
