@@ -47,6 +47,8 @@ public final class TestRunner: Sendable {
         public var stop: StopRequest?
         /// Where a run that did not pass saves its guest's screen (guests with a display); nil: nowhere.
         public var screenshotDirectory: String?
+        /// `--label KEY=VALUE`: over the lab file's `labels:` (``RunLabel/merged(file:command:)``).
+        public var labels: [RunLabel] = []
         public init() {}
     }
 
@@ -54,6 +56,8 @@ public final class TestRunner: Sendable {
     public let labFile: String
     public let lab: Lab
     public let options: Options
+    /// The run's labels: the lab file's with the command line's over them, decided once here.
+    public let labels: [RunLabel]
     let observe: @Sendable (TestRunEvent) -> Void
 
     public init(controller: LabController, labFile: String, options: Options, observe: @escaping @Sendable (TestRunEvent) -> Void = { _ in }) throws {
@@ -61,6 +65,7 @@ public final class TestRunner: Sendable {
         self.labFile = labFile
         self.lab = try Lab.load(path: labFile)
         self.options = options
+        self.labels = RunLabel.merged(file: lab.labels, command: options.labels)
         self.observe = observe
     }
 
