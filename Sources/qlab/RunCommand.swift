@@ -25,6 +25,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Option(name: [.customLong("transport"), .customLong("via")], help: "How to run commands in the guest: auto, console or agent.") var transport: GuestTransport = .auto
     @Option(help: "Run the matrix on N guests at once: the lab and N-1 clones of its ready snapshot (emulated devices and the fast revert only).")
     var jobs = 1
+    @Option(help: ArgumentHelp("While another command has the lab or one of its host cards, wait for it up to DURATION (`30s`, `10m`; a bare --wait: no limit), saying who has it; without --wait that is exit 4 (busy). When the wait expired: exit 124.", valueName: "DURATION")) var wait: WaitArgument?
     @Option(name: .customLong("label"), help: ArgumentHelp("A label of what the run tests, KEY=VALUE (repeatable; over the lab file's `labels:`): in every report and in the hooks' environment as QLAB_LABEL_KEY.", valueName: "KEY=VALUE"))
     var labels: [String] = []
 
@@ -68,6 +69,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         case nil: break
         }
         options.transport = transport
+        options.wait = wait?.policy ?? .no
         options.screenshotDirectory = screenshotDirectory
         options.jobs = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
         let (lab, json, jsonReport, junit, html) = (lab, json, jsonReport, junit, html)
