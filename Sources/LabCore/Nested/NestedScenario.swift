@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 /// One scenario of the nested bench: a claim about qlab on a real kernel,
@@ -15,7 +16,7 @@ public struct NestedScenario: Sendable {
     let body: @Sendable (NestedContext) async throws -> Void
 
     /// Every scenario, in the order they run (scenarios sharing a boot run in one L1, in this order).
-    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, control]
+    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, loop, loopReset, control]
 
     public static func named(_ id: String) -> NestedScenario? { all.first { $0.id == id } }
 }
@@ -25,15 +26,25 @@ final class NestedContext {
     let shell: NestedShell
     /// The level-2 labs' directory as a path relative to the shell's working directory (`labs/nested`).
     let l2Labs: String
+    /// The host's run directory (beside report.json): files a scenario keeps from L1.
+    let runDirectory: String
     /// The group of the bridge's cards is bound to vfio-pci in this boot.
     var groupBound = false
 
-    init(shell: NestedShell, l2Labs: String) {
+    init(shell: NestedShell, l2Labs: String, runDirectory: String) {
         self.shell = shell
         self.l2Labs = l2Labs
+        self.runDirectory = runDirectory
     }
 
     func lab(_ name: String) -> String { l2Labs + "/" + name + ".yaml" }
+
+    /// Keeps `text` (a file read from L1 over the console) as `name` in the run directory (0644).
+    @discardableResult
+    func keep(_ text: String, as name: String) -> String? {
+        let path = runDirectory + "/" + name
+        return (try? FileSystem.writeAtomically(path, Array(text.utf8), mode: 0o644)) != nil ? path : nil
+    }
 }
 
 // MARK: The bench's facts
@@ -52,6 +63,10 @@ enum NestedBenchFacts {
     static let triggerError = "Failed to set up TRIGGER eventfd signaling for interrupt INTX-0: VFIO_DEVICE_SET_IRQS failure: Device or resource busy"
     /// The doctor's slot advice for slot 1: the slots whose swizzled pin reaches bridge INTC, slot 2 first.
     static let otherSlotAdvice = "slots 02 06 0a 0e 12 16 1a 1e → bridge INTC"
+    /// GRUB's `hexdump -n 32` of the qlab SCSI target's sector 0, first line (images/README.md).
+    static let targetSector0Line = "00000000  51 4c 41 42 2d 53 43 53  49 2d 54 41 52 47 45 54  |QLAB-SCSI-TARGET|"
+    /// A whole `qlab run` of a level-2 Linux guest under TCG inside TCG (its boot alone is minutes).
+    static let innerRunTimeout: Duration = .seconds(1800)
 }
 
 // MARK: Helpers over qlab's JSON

@@ -35,6 +35,8 @@ struct NestedBenchTests {
             "-device pcie-pci-bridge,id=qlab-pcibr0,bus=pcie.0,addr=0x5",
             "-device am53c974,id=slot1-am53c974,bus=qlab-pcibr0,addr=0x1",
             "-device lsi53c895a,id=slot2-lsi53c895a,bus=qlab-pcibr0,addr=0x2",
+            // The slot-2 card's target disk, on an overlay of the target image.
+            "-device scsi-hd,id=slot2-lsi53c895a-disk0,bus=slot2-lsi53c895a.0",
             "-device lsi53c895a,id=root-lsi53c895a,bus=pcie.0,addr=0x6",
             "-device intel-iommu,intremap=on", "-machine kernel-irqchip=split",
             "-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
@@ -45,7 +47,10 @@ struct NestedBenchTests {
     }
 
     @Test func theLevel2LabsPassTheBridgeCardsThrough() throws {
-        let expected = [("slot1", "0000:01:01.0", Attach.boot), ("slot2", "0000:01:02.0", .boot), ("hotplug", "0000:01:02.0", .hotplug)]
+        let expected = [
+            ("slot1", "0000:01:01.0", Attach.boot), ("slot2", "0000:01:02.0", .boot), ("hotplug", "0000:01:02.0", .hotplug),
+            ("loop", "0000:01:02.0", .hotplug), ("loop-reset", "0000:01:02.0", .boot),
+        ]
         for (name, host, attach) in expected {
             let lab = try Lab.load(path: Self.repository + "/labs/nested/\(name).yaml")
             #expect(lab.name == "nested-\(name)")
@@ -56,8 +61,8 @@ struct NestedBenchTests {
     }
 
     @Test func scenariosAreSelectedInRunOrder() throws {
-        #expect(NestedScenario.all.map(\.id) == ["doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "control"])
-        #expect(try NestedBench.select([]).count == 7)
+        #expect(NestedScenario.all.map(\.id) == ["doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "loop", "loop-reset", "control"])
+        #expect(try NestedBench.select([]).count == 9)
         #expect(try NestedBench.select(["control", "doctor"]).map(\.id) == ["doctor", "control"])
         #expect(NestedScenario.all.filter { $0.boot == "control" }.map(\.id) == ["control"])
         #expect(throws: NestedBench.BenchError.self) { try NestedBench.select(["doctor", "nope"]) }
@@ -80,7 +85,7 @@ struct NestedBenchTests {
         #expect(queryPCIDevice(pci, id: "other") == nil)
     }
 
-    /// Every scenario, for real: two L1 boots (nointxmask=1, then 0), about two minutes under TCG.
+    /// Every scenario, for real: two L1 boots (nointxmask=1, then 0).
     @Test(.enabled(if: haveBenchImage, "images/out/bench or images/out/linux/disk.qcow2 not built: run images/build.sh (needs apt-get access to Debian's packages)"))
     func everyScenarioPassesInL1() async throws {
         let environment = try QLabTestEnvironment(prefix: "qln")
@@ -112,7 +117,14 @@ struct NestedBenchTests {
         #expect(report.passed)
         let saved = try #require(FileSystem.readJSON(runDirectory + "/report.json"))
         #expect(saved["ok"]?.boolValue == true)
-        #expect(saved["scenarios"]?.arrayValue?.count == 7)
+        #expect(saved["scenarios"]?.arrayValue?.count == NestedScenario.all.count)
+        // The inner runs' reports, read from L1 and kept beside report.json: every entry passed.
+        for (lab, entries) in [("loop", 4), ("loop-reset", 2)] {
+            let inner = try #require(FileSystem.readJSON(runDirectory + "/\(lab).report.json"), "\(lab).report.json")
+            #expect(inner["summary"]?["passed"]?.intValue == entries, "\(lab)")
+            let junit = try String(contentsOfFile: runDirectory + "/\(lab).junit.xml", encoding: .utf8)
+            #expect(junit.contains("tests=\"\(entries)\" failures=\"0\" errors=\"0\""), "\(lab): \(junit)")
+        }
         // L1 is down, and with it every QEMU inside it.
         #expect(environment.qemuProcesses().isEmpty)
         #expect(try environment.runtime("nested-bench").record == nil)
