@@ -12,7 +12,6 @@ Builds, from Debian's packages only (apt-get download + dpkg-deb -x, nothing ins
   linux   images/out/linux/vmlinuz, initrd.img  the test guest: Debian's kernel, a static
           busybox initramfs with sym53c8xx, am53c974, megaraid_sas, sd_mod, sg, virtio;
           serial shell that prints "qlab-guest-ready" then the prompt "# "
-          images/out/linux/vmlinux               the same kernel uncompressed (PVH boot)
           images/out/linux/disk.qcow2            blank 64 MiB qcow2 disk (internal snapshots)
   bench   images/out/bench/vmlinuz, initrd.img  the nested bench host (L1, issue 6): 9p host
           root, vfio-pci (qlab.nointxmask=), SCSI drivers; shell or qlab.run= script
@@ -318,28 +317,14 @@ mark_built() { mkdir -p "$STAMPS"; printf '%s\n' "$2" >"$STAMPS/$1.tmp" && mv "$
 
 # ---- products ------------------------------------------------------------------------------
 
-# The kernel of bzImage FILE uncompressed into OUT: an ELF with a PVH entry point
-# (Debian's CONFIG_PVH), which QEMU boots straight (-kernel vmlinux), skipping the bzImage's
-# own xz decompression: half the boot under TCG, minutes in the nested bench's L2.
-extract_vmlinux() {
-	local offset
-	# (Whole-file readers only: under pipefail, a reader that stops early fails the pipe.)
-	offset=$(LC_ALL=C grep -obUaP '\xfd7zXZ\x00' "$1" | awk -F: 'NR == 1 { print $1 }')
-	[ -n "$offset" ] || die "no xz stream in $1 (extract_vmlinux knows only xz-compressed kernels)"
-	tail -c +$((offset + 1)) "$1" >"$2.xz"
-	xz -dc --single-stream <"$2.xz" >"$2" || die "cannot decompress the kernel in $1"
-	rm -f "$2.xz"
-	[ "$(head -c 4 "$2" | od -An -c | tr -d ' ')" = 177ELF ] || die "the kernel in $1 did not decompress to an ELF"
-}
-
-# A kernel + initramfs pair into DIR (linux or bench); UNCOMPRESSED=1: also DIR/vmlinux.
+# A kernel + initramfs pair into DIR (linux or bench).
 build_boot_image() {
 	local name=$1 init=$2 console=$3
 	shift 3
 	local dir=$OUT/$name key tmp
 	resolve_packages
 	key=$(input_key "$name" "${KERNEL_DEB##*/}" "${BUSYBOX_DEB##*/}")
-	if up_to_date "$name" "$key" "$dir/vmlinuz" "$dir/initrd.img" ${UNCOMPRESSED:+"$dir/vmlinux"}; then
+	if up_to_date "$name" "$key" "$dir/vmlinuz" "$dir/initrd.img"; then
 		say "$name: up to date ($dir)"
 		return 0
 	fi
@@ -350,14 +335,12 @@ build_boot_image() {
 	stage_initramfs "$tmp/root" "$init" "$console" "$@"
 	pack_initramfs "$tmp/root" "$tmp/initrd.img"
 	cp "$VMLINUZ" "$tmp/vmlinuz"
-	[ -z "${UNCOMPRESSED:-}" ] || extract_vmlinux "$VMLINUZ" "$tmp/vmlinux"
 	{
 		printf 'kernel=%s\nkernel_package=%s\nbusybox_package=%s\n' "$KVER" "${KERNEL_DEB##*/}" "${BUSYBOX_DEB##*/}"
 		printf 'modules=%s\n' "${RESOLVED[*]}"
 	} >"$tmp/build-info"
 	mkdir -p "$dir"
 	mv "$tmp/vmlinuz" "$dir/vmlinuz"
-	[ -z "${UNCOMPRESSED:-}" ] || mv "$tmp/vmlinux" "$dir/vmlinux"
 	mv "$tmp/initrd.img" "$dir/initrd.img"
 	mv "$tmp/build-info" "$dir/build-info"
 	mark_built "$name" "$key"
@@ -429,7 +412,7 @@ build_grub() {
 }
 
 build_linux() {
-	UNCOMPRESSED=1 build_boot_image linux guest-init guest-console "${GUEST_MODULES[@]}"
+	build_boot_image linux guest-init guest-console "${GUEST_MODULES[@]}"
 	build_disk
 }
 
@@ -453,7 +436,7 @@ done
 tools=(sha256sum mktemp truncate flock awk)
 for p in "${products[@]}"; do
 	case $p in
-	linux) tools+=(apt-get apt-cache dpkg-deb tar cpio zstd xz qemu-img) ;;
+	linux) tools+=(apt-get apt-cache dpkg-deb tar cpio zstd qemu-img) ;;
 	bench) tools+=(apt-get apt-cache dpkg-deb tar cpio zstd) ;;
 	target) tools+=(qemu-img dd) ;;
 	grub) tools+=(grub-mkimage) ;;
