@@ -11,12 +11,20 @@ final class EntryProgress {
     let console: GuestConsole
     let consoleLog: String?
     let logOffset: Int
+    /// Where the run's part of the console and QEMU logs begins: it is copied next to the reports.
+    let logStart: RunLogs.Start
+    /// Wall clock at the start, for the report.
+    let startedAt = wallClockSeconds()
+    let test: LabTest
 
-    init(_ entry: TestRunEntry, on booted: TestRunner.BootedGuest) {
+    init(_ entry: TestRunEntry, test: LabTest, on booted: TestRunner.BootedGuest) {
         self.entry = entry
+        self.test = test
         console = booted.console
         consoleLog = booted.session.record.consoleLog
         logOffset = consoleLog.map(ConsoleLog.size) ?? 0
+        let qemuLog = booted.session.runtime.qemuLogPath
+        logStart = RunLogs.Start(consoleLog: consoleLog, consoleOffset: logOffset, qemuLog: qemuLog, qemuOffset: FileSystem.size(qemuLog) ?? 0)
     }
 
     /// Runs `body` as the step `name`, timed.
@@ -33,8 +41,14 @@ final class EntryProgress {
     /// The entry's result now: its duration so far and its steps.
     func result(_ outcome: TestOutcome, status: Int32? = nil, output: String = "", message: String = "",
                 diagnoses: [Diagnosis] = [], tail: String = "") -> TestResult {
-        TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).inSeconds, exitStatus: status, output: output,
-                   message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
+        var result = TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).inSeconds, exitStatus: status, output: output,
+                                message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
+        result.startedAt = startedAt
+        result.command = test.run.isEmpty ? nil : test.run
+        result.expectedStatus = test.status
+        result.expect = test.expect
+        result.screenExpect = test.screenExpect
+        return result
     }
 
     /// The run cancelled, during the step it was in.
@@ -56,8 +70,27 @@ final class EntryProgress {
 extension TestRunner {
     /// Runs one entry; `healthy` is false when the guest must be restarted.
     func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
-        let test = lab.test(named: entry.test)!
-        let progress = EntryProgress(entry, on: booted)
+        let progress = EntryProgress(entry, test: lab.test(named: entry.test)!, on: booted)
+        let (run, healthy) = await runEntry(progress, on: booted, index: index, total: total)
+        var result = run
+        (result.consoleLog, result.qemuLog) = copyLogs(from: progress.logStart, entry: entry)
+        return (result, healthy)
+    }
+
+    /// The logs of a run or boot from `start` on, copied beside the reports (``RunLogs``); nil without
+    /// a report file or when cancelled (the run hurries to its end; nothing more is written).
+    func copyLogs(from start: RunLogs.Start, entry: TestRunEntry) -> (console: String?, qemu: String?) {
+        guard let directory = options.screenshotDirectory, !Task.isCancelled else { return (nil, nil) }
+        let copied = RunLogs.copy(from: start, into: directory, name: artifactName(entry))
+        for problem in copied.problems {
+            observe(.note("no log copy of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(problem)"))
+        }
+        return (copied.console, copied.qemu)
+    }
+
+    func runEntry(_ progress: EntryProgress, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
+        let entry = progress.entry
+        let test = progress.test
         let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
         do {
             if let hook = lab.hooks.beforeEach {
@@ -153,6 +186,13 @@ extension TestRunner {
             result = progress.result(.timeout, message: "the test did not end within \(Self.wholeSeconds(seconds)) s" + (recovered ? "" : "; the console did not recover"),
                                      tail: progress.consoleTail())
             healthy = recovered
+        } else if let plug = error as? DeviceError, plug.isPlugFailure, qemuRuns(booted) {
+            // The card did not go back in after the revert (or reset): the test cannot
+            // run, but QEMU and the guest are fine and the card is unplugged, as the
+            // snapshot has it, so the next entry starts from a fresh revert, not a boot.
+            result = progress.result(.error, message: "the card was not plugged back, so the test did not run (the next run reverts again): \(plug)",
+                                     diagnoses: plug.diagnoses, tail: progress.consoleTail())
+            healthy = true
         } else {
             let breakage = await explainBreakage(error, booted: booted)
             result = progress.result(.error, message: breakage.message, diagnoses: breakage.diagnoses, tail: progress.consoleTail())
@@ -160,6 +200,13 @@ extension TestRunner {
         }
         result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
         return (result, healthy)
+    }
+
+    /// The lab's QEMU is still running (the record read again: a fast revert replaces QEMU).
+    func qemuRuns(_ booted: BootedGuest) -> Bool {
+        let runtime = booted.session.runtime
+        guard let record = (try? runtime.records.reload()) ?? nil else { return false }
+        return runtime.liveQEMU(record) != nil
     }
 
     /// Why a run broke the guest.
@@ -194,10 +241,7 @@ extension TestRunner {
         guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
         // An unreadable record says nothing about QEMU: the screendump is tried (and says why it failed).
         if let record = (try? session.runtime.record) ?? nil, session.runtime.liveQEMU(record) == nil { return nil }
-        // With a device dimension the device too (`LAB-GUEST-DEVICE-TEST-N.png`): one file per cell.
-        let name = ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
-            .map(Self.fileNamePart).joined(separator: "-") + ".png"
-        let path = directory + "/" + name
+        let path = directory + "/" + artifactName(entry) + ".png"
         do {
             try await GuestScreen(session: session).saveScreenshot(to: path)
             observe(.note("screenshot of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(path)"))
@@ -206,6 +250,13 @@ extension TestRunner {
             observe(.note("no screenshot of \(entry.guest): \(error)"))
             return nil
         }
+    }
+
+    /// The name of a run's files next to the reports (screenshot, logs) without its extension:
+    /// `LAB-GUEST-TEST-N`, with a device dimension `LAB-GUEST-DEVICE-TEST-N` (one file per cell).
+    func artifactName(_ entry: TestRunEntry) -> String {
+        ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
+            .map(Self.fileNamePart).joined(separator: "-")
     }
 
     /// Letters, digits, `.`, `_` and `-` of a name; anything else becomes `_`.
