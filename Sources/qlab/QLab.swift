@@ -19,6 +19,7 @@ struct QLab: AsyncParsableCommand {
             RunCommand.self,
             ReportCommand.self,
             QMPCommand.self,
+            HMPCommand.self,
             EventsCommand.self,
             ConsoleCommand.self,
             ExecCommand.self,
@@ -26,6 +27,8 @@ struct QLab: AsyncParsableCommand {
             SuperviseCommand.self,
             DoctorCommand.self,
             DevicesCommand.self,
+            CardsCommand.self,
+            HealthCommand.self,
             VFIOCommand.self,
             ArgsCommand.self,
             DiagnoseCommand.self,
@@ -51,7 +54,7 @@ struct QLab: AsyncParsableCommand {
         JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
         let command: ParsableCommand
         do {
-            command = try await asyncParseAsRoot()
+            command = try await asyncParseAsRoot(WaitArgument.normalized(Array(CommandLine.arguments.dropFirst())))
         } catch {
             exitForParsing(error)
         }

@@ -1,5 +1,6 @@
 import Logging
 import Platform
+import Synchronization
 
 /// What a run reports while it goes, for a progress display.
 public enum TestRunEvent: Sendable {
@@ -47,6 +48,14 @@ public final class TestRunner: Sendable {
         public var stop: StopRequest?
         /// Where a run that did not pass saves its guest's screen (guests with a display); nil: nowhere.
         public var screenshotDirectory: String?
+        /// `--wait`: wait for the lab and its host cards while another command has them.
+        public var wait: WaitPolicy = .no
+        /// Run the lab's health check first (``Lab/healthCheck``); off for the health check's own run.
+        public var healthCheck = true
+        /// The cards the caller holds already (the health check's run inside a run).
+        public var heldCards: CardReservation?
+        /// `--label KEY=VALUE`: over the lab file's `labels:` (``RunLabel/merged(file:command:)``).
+        public var labels: [RunLabel] = []
         public init() {}
     }
 
@@ -54,13 +63,18 @@ public final class TestRunner: Sendable {
     public let labFile: String
     public let lab: Lab
     public let options: Options
+    /// The run's labels: the lab file's with the command line's over them, decided once here.
+    public let labels: [RunLabel]
     let observe: @Sendable (TestRunEvent) -> Void
+    /// The host cards the run holds while it runs; every boot passes them on to its lab's supervisor.
+    let cardReservation = Mutex<CardReservation?>(nil)
 
     public init(controller: LabController, labFile: String, options: Options, observe: @escaping @Sendable (TestRunEvent) -> Void = { _ in }) throws {
         self.controller = controller
         self.labFile = labFile
         self.lab = try Lab.load(path: labFile)
         self.options = options
+        self.labels = RunLabel.merged(file: lab.labels, command: options.labels)
         self.observe = observe
     }
 
@@ -96,13 +110,14 @@ public final class TestRunner: Sendable {
     /// matrix runs in one loop (``runMatrix(_:)``).
     public func run() async throws -> TestReport {
         let matrix = try matrix()
-        let runtime = controller.runtime(lab.name)
-        if let record = try runtime.record, runtime.liveQEMU(record) != nil {
-            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
-        }
         if options.jobs > 1, let obstacle = Self.parallelObstacle(lab: lab, guests: options.guests) {
             throw TestRunError.jobsRefused(obstacle)
         }
+        // The lab and its cards are the run's before anything starts (exit 4 when another has them, unless --wait).
+        let reservation = try await reserve()
+        cardReservation.withLock { $0 = reservation }
+        defer { cardReservation.withLock { $0 = nil } }
+        if let refusal = try await healthRefusal(reservation) { return refused(matrix, because: refusal) }
         return try await runMatrix(matrix)
     }
 

@@ -12,8 +12,16 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     /// QEMU's pid and its supervisor's, when each is alive.
     case alreadyRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
     case notRunning(String)
+    /// `rm` of a lab whose QEMU or supervisor still runs.
+    case stillRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
     case deviceInUse(device: String, host: String, otherLab: String)
-    case preflightFailed(String)
+    /// A host card the lab needs is reserved by another lab (``CardLock``); `holder` names it.
+    case cardBusy(card: String, holder: String)
+    /// The lab is up (`qlab up`, no owning command) or belongs to another run: `qlab run` cannot have it.
+    case labInUse(lab: String, by: String)
+    /// `--wait DURATION` ran out with the card or lab still held.
+    case waitTimedOut(what: String, holder: String, seconds: Double)
+    case preflightFailed(lab: String, problems: String)
     /// QEMU did not come up: its own words, qlab's diagnosis.
     case launchFailed(lab: String, exit: String, qemuOutput: String, diagnoses: [Diagnosis])
     case supervisor(String)
@@ -24,8 +32,8 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     public var exitStatus: ExitStatus {
         switch self {
         case .unknownLab, .notRunning: return .noSuchLab
-        case .busy, .owned: return .busy
-        case .ownerDidNotStop: return .timeout
+        case .busy, .owned, .cardBusy, .labInUse: return .busy
+        case .ownerDidNotStop, .waitTimedOut: return .timeout
         default: return .failed
         }
     }
@@ -44,12 +52,21 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
         case .alreadyRunning(let lab, let pid, let supervisorPID):
             let pids = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }].compactMap { $0 }
             return "lab \(lab) is already running (\(pids.joined(separator: ", "))); use `qlab down \(lab)` first"
+        case .stillRunning(let lab, let pid, let supervisorPID):
+            let pids = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }].compactMap { $0 }
+            return "lab \(lab) is running (\(pids.joined(separator: ", "))); `qlab down \(lab)` first, then `qlab rm \(lab)`"
         case .notRunning(let lab):
-            return "lab \(lab) is not running; start it with `qlab up LABFILE`"
+            return "lab \(lab) is not running; start it with `qlab up \(lab)` (its last lab file)"
         case .deviceInUse(let device, let host, let otherLab):
             return "device \(device): host device \(host) is already used by running lab \(otherLab); `qlab down \(otherLab)` first"
-        case .preflightFailed(let text):
-            return "host checks failed for this lab's passthrough devices (run `qlab doctor LAB` for details, or `qlab up --force`):\n\(text)"
+        case .cardBusy(let card, let holder):
+            return "card \(card) is reserved by \(holder); wait for it (`--wait [DURATION]`) or try again later (exit 4: busy, not a test result)"
+        case .labInUse(let lab, let by):
+            return "lab \(lab) is in use by \(by); wait for it (`--wait [DURATION]`), or take it down (`qlab down \(lab)`) (exit 4: busy, not a test result)"
+        case .waitTimedOut(let what, let holder, let seconds):
+            return "waited \(formatSeconds(seconds)) s for \(what), still held by \(holder); giving up (exit 124)"
+        case .preflightFailed(let lab, let text):
+            return "host checks failed for lab \(lab)'s passthrough devices (run `qlab doctor \(lab)` for details, or `qlab up --force`):\n\(text)"
         case .launchFailed(let lab, let exit, let output, let diagnoses):
             var text = "QEMU for lab \(lab) did not start (\(exit)).\nQEMU said:\n"
             text += output.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n")
@@ -66,4 +83,9 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
             return text
         }
     }
+}
+
+/// "90" for 90 s, "1.5" for 1.5 s.
+func formatSeconds(_ seconds: Double) -> String {
+    seconds == seconds.rounded() && abs(seconds) < 1e12 ? String(Int(seconds)) : String(seconds)
 }

@@ -62,11 +62,11 @@ struct NestedBenchTests {
 
     @Test func scenariosAreSelectedInRunOrder() throws {
         #expect(NestedScenario.all.map(\.id) == [
-            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "loop", "loop-reset", "revert-passthrough", "control",
+            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-reset", "revert-passthrough", "control",
         ])
         // The measurement and `loop` (its rescan in L2 hangs here) run only when named.
         #expect(try NestedBench.select([]).map(\.id) == [
-            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "loop-reset", "control",
+            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop-reset", "control",
         ])
         #expect(try NestedBench.select(["revert-passthrough"]).map(\.id) == ["revert-passthrough"])
         #expect(try NestedBench.select(["control", "doctor"]).map(\.id) == ["doctor", "control"])
@@ -98,7 +98,7 @@ struct NestedBenchTests {
     func everyScenarioPassesInL1() async throws {
         let scenarios = try NestedBench.select([])
         try await Self.runAndCheck(scenarios, boots: ["bench", "control"]) { report, runDirectory in
-            #expect(report.scenarios.count == 8)
+            #expect(report.scenarios.count == 9)
             let inner = try #require(FileSystem.readJSON(runDirectory + "/loop-reset.report.json"), "loop-reset.report.json")
             #expect(inner["summary"]?["passed"]?.intValue == 2)
             let junit = try String(contentsOfFile: runDirectory + "/loop-reset.junit.xml", encoding: .utf8)
