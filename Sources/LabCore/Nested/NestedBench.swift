@@ -59,7 +59,7 @@ public struct NestedBench: Sendable {
     public func checkFiles() throws {
         let lab = try Lab.load(path: labFile)
         for guest in lab.guests { try lab.checkFiles(guest: guest.name) }
-        for name in ["slot1", "slot2", "hotplug"] {
+        for name in ["slot1", "slot2", "hotplug", "loop", "loop-reset"] {
             let path = l2LabDirectory + "/" + name + ".yaml"
             guard FileSystem.exists(path) else { throw BenchError.missingFile(path, what: "the level-2 lab") }
             _ = try Lab.load(path: path)
@@ -148,7 +148,7 @@ public struct NestedBench: Sendable {
             onEvent(.booted(guest: guestName, after: boot.bootDuration!, accel: boot.accel ?? "?"))
             let shell = NestedShell(console: connected) { onEvent(.step($0)) }
             try await prepareShell(shell)
-            let context = NestedContext(shell: shell, l2Labs: l2LabsPathInL1())
+            let context = NestedContext(shell: shell, l2Labs: l2LabsPathInL1(), runDirectory: runDirectory)
             context.benchExecutable = pathInL1(Paths.directory(of: qlabExecutable) + "/qlab-bench")
             var consoleLost: String?
             for scenario in scenarios {

@@ -1,3 +1,4 @@
+import Platform
 import QMP
 
 /// One scenario of the nested bench: a claim about qlab on a real kernel,
@@ -12,13 +13,13 @@ public struct NestedScenario: Sendable {
     public var boot: String
     /// It needs the cards' IOMMU group bound to vfio-pci (done first when not yet done in this boot).
     public var needsBoundGroup: Bool
-    /// A measurement, not a claim: it runs only when named (`qlab nested run revert-passthrough`),
+    /// A measurement, or a claim that does not hold yet (`loop`): it runs only when named (`qlab nested run revert-passthrough`),
     /// never in a run of every scenario (it takes minutes under nested TCG).
     public var onlyWhenNamed = false
     let body: @Sendable (NestedContext) async throws -> Void
 
     /// Every scenario, in the order they run (scenarios sharing a boot run in one L1, in this order).
-    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, cards, revertPassthrough, control]
+    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, cards, loop, loopReset, revertPassthrough, control]
 
     public static func named(_ id: String) -> NestedScenario? { all.first { $0.id == id } }
 }
@@ -28,17 +29,27 @@ final class NestedContext {
     let shell: NestedShell
     /// The level-2 labs' directory as a path relative to the shell's working directory (`labs/nested`).
     let l2Labs: String
+    /// The host's run directory (beside report.json): files a scenario keeps from L1.
+    let runDirectory: String
     /// The host's qlab-bench as L1 sees it (next to the running qlab, under /host).
     var benchExecutable = "qlab-bench"
     /// The group of the bridge's cards is bound to vfio-pci in this boot.
     var groupBound = false
 
-    init(shell: NestedShell, l2Labs: String) {
+    init(shell: NestedShell, l2Labs: String, runDirectory: String) {
         self.shell = shell
         self.l2Labs = l2Labs
+        self.runDirectory = runDirectory
     }
 
     func lab(_ name: String) -> String { l2Labs + "/" + name + ".yaml" }
+
+    /// Keeps `text` (a file read from L1 over the console) as `name` in the run directory (0644).
+    @discardableResult
+    func keep(_ text: String, as name: String) -> String? {
+        let path = runDirectory + "/" + name
+        return (try? FileSystem.writeAtomically(path, Array(text.utf8), mode: 0o644)) != nil ? path : nil
+    }
 }
 
 // MARK: The bench's facts
@@ -57,6 +68,10 @@ enum NestedBenchFacts {
     static let triggerError = "Failed to set up TRIGGER eventfd signaling for interrupt INTX-0: VFIO_DEVICE_SET_IRQS failure: Device or resource busy"
     /// The doctor's slot advice for slot 1: the slots whose swizzled pin reaches bridge INTC, slot 2 first.
     static let otherSlotAdvice = "slots 02 06 0a 0e 12 16 1a 1e → bridge INTC"
+    /// GRUB's `hexdump -n 32` of the qlab SCSI target's sector 0, first line (images/README.md).
+    static let targetSector0Line = "00000000  51 4c 41 42 2d 53 43 53  49 2d 54 41 52 47 45 54  |QLAB-SCSI-TARGET|"
+    /// A whole `qlab run` of a level-2 Linux guest under TCG inside TCG (its boot alone is minutes).
+    static let innerRunTimeout: Duration = .seconds(1800)
 }
 
 // MARK: Helpers over qlab's JSON

@@ -1,0 +1,102 @@
+import QMP
+
+/// The test loop through the passed-through card (issue 20): `qlab run` of a level-2 lab in
+/// L1, whose guest drives L1's slot-2 card with its own driver, reading the qlab SCSI target
+/// disk that L0's QEMU serves behind that card. The inner run's JSON report (read from L1 over
+/// the console, parsed with jansson) is what the checks look at; it and the JUnit file are
+/// kept in the host's run directory beside report.json.
+extension NestedScenario {
+    static let loop = NestedScenario(
+        id: "loop", title: "qlab run in L1: the Linux guest in L2 drives the passed-through card",
+        proves: "`qlab run labs/nested/loop.yaml --repeat 2` in L1 boots the Linux test guest in L2, saves the ready snapshot with the card unplugged, and for every run reverts (loadvm), hotplugs the slot-2 card with vfio-pci, rescans and tests: every entry passes with its revert, rescan and test steps; L2's sym53c8xx is bound to the passed-through card (1000:0012) and the target disk (L0's qlab SCSI target) hangs off that card; sector 0 is read, written and put back through it, and the second run finds the first run's RAM state reverted. Runs only when named: on this machine L2's rescan after the card's hotplug never ends (docs/nested-bench.md, scenario 7).",
+        boot: "bench", needsBoundGroup: true, onlyWhenNamed: true
+    ) { context in
+        let run = try await runInnerLab(context, lab: "loop", id: "nested-loop", entries: 4)
+        let report = run.report
+        guard let output = run.output else { return }
+        for entry in report?["results"]?.arrayValue ?? [] {
+            let name = "\(entry["test"]?.stringValue ?? "?") #\(entry["repeat"]?.intValue ?? 0)"
+            let steps = stepNames(entry)
+            for needed in ["revert", "rescan", "test"] {
+                output.check("\(name) has a \(needed) step", steps.contains { $0 == needed || $0.hasPrefix(needed + " ") }, seen: steps.joined(separator: ", "))
+            }
+            guard entry["test"]?.stringValue == "find-target" else { continue }
+            // `sym53c8xx ADDRESS 0x1000:0x0012` per bound device, `disk sdX SYSFS-PATH` per disk.
+            let lines = (entry["output"]?.stringValue ?? "").split(separator: "\n").map(String.init)
+            let bound = lines.filter { $0.hasPrefix("sym53c8xx ") }.map { $0.split(separator: " ").map(String.init) }
+            let card = bound.first { $0.count == 3 && $0[2] == "0x1000:0x0012" }?[1]
+            output.check("\(name): L2's sym53c8xx is bound to the passed-through card (1000:0012)", card != nil, seen: lines.joined(separator: "\n"))
+            let disks = lines.filter { $0.hasPrefix("disk ") }
+            if let card {
+                output.check("\(name): the target disk is behind that card (\(card))",
+                             !disks.isEmpty && disks.allSatisfy { $0.contains("/" + card + "/host") }, seen: disks.joined(separator: "\n"))
+            }
+        }
+        let reverted = (report?["results"]?.arrayValue ?? []).filter { $0["test"]?.stringValue == "write-reverted" }
+        output.check("write-reverted ran twice (the second run needs the first one's RAM state reverted)", reverted.count == 2)
+    }
+
+    static let loopReset = NestedScenario(
+        id: "loop-reset", title: "qlab run in L1: GRUB in L2 reads the target through the card at boot, reset between runs",
+        proves: "`qlab run labs/nested/loop-reset.yaml --repeat 2` in L1 boots GRUB in L2 with the slot-2 card passed through at boot (the path of guests that cannot take a hotplugged card); SeaBIOS drives the lsi53c895a through vfio and makes a BIOS disk of the target, GRUB's `hexdump -n 32 (hd0)` reads the target's first 32 bytes through int13, and the second run does so again after qlab's system_reset (one boot, a reset step, every entry passed).",
+        boot: "bench", needsBoundGroup: true
+    ) { context in
+        let run = try await runInnerLab(context, lab: "loop-reset", id: "nested-loop-reset", entries: 2)
+        let report = run.report
+        guard let output = run.output else { return }
+        output.check("L2 booted once (the second run is a reset, not a new QEMU)", report?["boots"]?.arrayValue?.count == 1,
+                     seen: "\(report?["boots"]?.arrayValue?.count ?? 0) boots")
+        let results = report?["results"]?.arrayValue ?? []
+        if results.count == 2 {
+            let second = stepNames(results[1])
+            output.check("the second run has a reset step", second.contains("reset"), seen: second.joined(separator: ", "))
+        }
+        for entry in results {
+            let name = "\(entry["test"]?.stringValue ?? "?") #\(entry["repeat"]?.intValue ?? 0)"
+            output.check("\(name): GRUB read the target's sector 0 through the card",
+                         (entry["output"]?.stringValue ?? "").contains(Facts.targetSector0Line), seen: entry["output"]?.stringValue ?? "")
+        }
+    }
+
+    /// `qlab run` of `labs/nested/LAB.yaml` in L1 with `--repeat 2`, its JSON and JUnit
+    /// reports written in L1's RAM, then read back and kept in the host's run directory as
+    /// `LAB.report.json` and `LAB.junit.xml`. Checks the run exited 0 and the report has
+    /// `entries` entries, every one passed. Returns the parsed report and the step the
+    /// checks on it are recorded on (nil when the report could not be read).
+    static func runInnerLab(_ context: NestedContext, lab: String, id: String, entries: Int) async throws -> (report: JSONValue?, output: NestedOutput?) {
+        let shell = context.shell
+        let directory = "/tmp/nested-\(lab)-report"
+        shell.atEnd("qlab down \(id)")
+        let run = try await shell.run(
+            "mkdir -p \(directory) && qlab run \(context.lab(lab)) --repeat 2 --json-report \(directory)/report.json --junit \(directory)/junit.xml",
+            timeout: Facts.innerRunTimeout)
+        run.exits(0)
+        run.prints("\(entries) passed")
+        let junit = try await shell.run("cat \(directory)/junit.xml")
+        if junit.exits(0) {
+            junit.check("the JUnit file counts \(entries) tests, none failed", junit.text.contains("tests=\"\(entries)\" failures=\"0\" errors=\"0\""))
+            junit.check("the JUnit file is kept", context.keep(junit.text, as: "\(lab).junit.xml") != nil)
+        }
+        let json = try await shell.run("cat \(directory)/report.json")
+        guard json.exits(0), let report = json.json() else { return (nil, nil) }
+        json.check("the JSON report is kept", context.keep(json.text, as: "\(lab).report.json") != nil)
+        let summary = report["summary"]
+        json.check("the report has \(entries) entries, all passed",
+                   summary?["total"]?.intValue == entries && summary?["passed"]?.intValue == entries,
+                   seen: "summary: " + ((try? summary?.serialized()).map { String(decoding: $0, as: UTF8.self) } ?? "none"))
+        for entry in report["results"]?.arrayValue ?? [] {
+            let name = "\(entry["test"]?.stringValue ?? "?") #\(entry["repeat"]?.intValue ?? 0)"
+            json.check("\(name) passed", entry["outcome"]?.stringValue == "passed",
+                       seen: "\(entry["outcome"]?.stringValue ?? "?"): \(entry["message"]?.stringValue ?? "")")
+        }
+        if let boot = report["boots"]?.arrayValue?.first?["seconds"]?.doubleValue {
+            json.check("L2 booted to ready in \(Int(boot.rounded())) s", report["boots"]?.arrayValue?.first?["ready"]?.boolValue == true)
+        }
+        return (report, json)
+    }
+
+    /// The step names of a `qlab run` report entry (`revert loadvm`, `rescan`, `test`, ...).
+    static func stepNames(_ entry: JSONValue) -> [String] {
+        (entry["steps"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
+    }
+}
