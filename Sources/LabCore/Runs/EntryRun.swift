@@ -11,9 +11,12 @@ final class EntryProgress {
     let console: GuestConsole
     let consoleLog: String?
     let logOffset: Int
+    /// 1, or the retry's number (`--retry-errors`): its screenshot is its own.
+    let attempt: Int
 
-    init(_ entry: TestRunEntry, on booted: TestRunner.BootedGuest) {
+    init(_ entry: TestRunEntry, on booted: TestRunner.BootedGuest, attempt: Int = 1) {
         self.entry = entry
+        self.attempt = attempt
         console = booted.console
         consoleLog = booted.session.record.consoleLog
         logOffset = consoleLog.map(ConsoleLog.size) ?? 0
@@ -55,10 +58,10 @@ final class EntryProgress {
 /// not recover) says so, and the loop restarts the guest.
 extension TestRunner {
     /// Runs one entry; `healthy` is false when the guest must be restarted.
-    func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
+    func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int, attempt: Int = 1) async -> (TestResult, healthy: Bool) {
         let test = lab.test(named: entry.test)!
-        let progress = EntryProgress(entry, on: booted)
-        let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
+        let progress = EntryProgress(entry, on: booted, attempt: attempt)
+        let environment = hookEnvironment(entry, booted: booted, index: index, total: total, attempt: attempt)
         do {
             if let hook = lab.hooks.beforeEach {
                 let outcome = try await progress.step("before_each") {
@@ -120,7 +123,7 @@ extension TestRunner {
         if !screenText.isEmpty { tail += (tail.isEmpty ? "" : "\n") + "--- screen ---\n" + screenText }
         var result = progress.result(.failed, status: command.exitStatus, output: command.output,
                                      message: problems.joined(separator: "; "), tail: tail)
-        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
+        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry, attempt: progress.attempt)
         return result
     }
 
@@ -158,7 +161,7 @@ extension TestRunner {
             result = progress.result(.error, message: breakage.message, diagnoses: breakage.diagnoses, tail: progress.consoleTail())
             result.qemuOutput = breakage.qemuOutput
         }
-        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
+        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry, attempt: progress.attempt)
         return (result, healthy)
     }
 
@@ -188,15 +191,15 @@ extension TestRunner {
     }
 
     /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` (`LAB-GUEST-DEVICE-TEST-N.png` in a lab with a device dimension) in the screenshot directory, for a
-    /// run or boot that did not pass; nil when the guest has no display, there is no directory, or
+    /// run or boot that did not pass (a retry's `attempt` K > 1 adds `-attemptK`); nil when the guest has no display, there is no directory, or
     /// QEMU is gone (a note says why when QEMU answered but the picture could not be saved).
-    func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry) async -> String? {
+    func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry, attempt: Int = 1) async -> String? {
         guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
         // An unreadable record says nothing about QEMU: the screendump is tried (and says why it failed).
         if let record = (try? session.runtime.record) ?? nil, session.runtime.liveQEMU(record) == nil { return nil }
         // With a device dimension the device too (`LAB-GUEST-DEVICE-TEST-N.png`): one file per cell.
         let name = ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
-            .map(Self.fileNamePart).joined(separator: "-") + ".png"
+            .map(Self.fileNamePart).joined(separator: "-") + (attempt > 1 ? "-attempt\(attempt)" : "") + ".png"
         let path = directory + "/" + name
         do {
             try await GuestScreen(session: session).saveScreenshot(to: path)
@@ -274,7 +277,7 @@ extension TestRunner {
         return names.filter(entryDevices.contains)
     }
 
-    func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
+    func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int, attempt: Int = 1) -> [String: String] {
         var env = controller.environment
         env["QLAB_LAB"] = lab.name
         // The lab that runs it: LAB, or a --jobs clone LAB-jK.
@@ -286,6 +289,8 @@ extension TestRunner {
         env["QLAB_REPEAT"] = String(entry.repeatIndex)
         env["QLAB_RUN_INDEX"] = String(index)
         env["QLAB_RUN_TOTAL"] = String(total)
+        // 1, then 2, ... when `--retry-errors` runs the entry again.
+        env["QLAB_ATTEMPT"] = String(attempt)
         env["QLAB_QMP_SOCKET"] = booted.session.runtime.qmpSocketPath
         env["QLAB_CONSOLE_LOG"] = booted.session.record.consoleLog ?? ""
         env["QLAB_DEVICES"] = lab.devices.map(\.name).joined(separator: " ")

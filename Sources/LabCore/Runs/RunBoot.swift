@@ -28,10 +28,10 @@ extension TestRunner {
     }
 
     /// Boots `guest` to its ready state for `entry` (the run that needs the
-    /// boot: a failed boot's screenshot is named after it); throws
+    /// boot: a failed boot's screenshot is named after it and its `attempt`); throws
     /// ``BootFailure`` (or `CancellationError` when the run is cancelled meanwhile).
     /// `leftOut`: lab devices this boot leaves off QEMU's command line (a device dimension's others).
-    func boot(_ guest: LabGuest, before entry: TestRunEntry, leavingOut leftOut: [String] = []) async throws -> BootedGuest {
+    func boot(_ guest: LabGuest, before entry: TestRunEntry, attempt: Int = 1, leavingOut leftOut: [String] = []) async throws -> BootedGuest {
         observe(.guestBooting(guest: guest.name))
         let begin = ContinuousClock.now
         let up: LabController.UpResult
@@ -60,7 +60,7 @@ extension TestRunner {
             let cancelled = Task.isCancelled
             var failed = await bootFailure(error, guest: guest, up: up, since: begin, cancelled: cancelled)
             if !cancelled, let session {
-                failed.screenshot = await saveScreenshot(session, guest: guest, entry: TestRunEntry.boot(of: guest.name, before: entry))
+                failed.screenshot = await saveScreenshot(session, guest: guest, entry: TestRunEntry.boot(of: guest.name, before: entry), attempt: attempt)
             }
             session?.close()
             await takeDown(ownership: up.ownership)

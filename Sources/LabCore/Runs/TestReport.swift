@@ -41,6 +41,13 @@ public struct TestResult: Sendable {
     /// QEMU's last lines on stderr when QEMU ended during this entry or its boot (an
     /// assertion, a crash; ``lastLines(of:)``); empty otherwise. `diagnoses` explain them.
     public var qemuOutput = ""
+    /// The attempts before this one (`qlab run --retry-errors N`), oldest first: each a
+    /// whole result of its own (a failed boot's has the `boot` step). This result is
+    /// the last attempt; empty when the entry ran once.
+    public var attempts: [TestResult] = []
+
+    /// True when the entry ran more than once (``attempts``): its outcome is its last attempt's.
+    public var retried: Bool { !attempts.isEmpty }
 
     public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
                 message: String = "", diagnoses: [Diagnosis] = [], consoleTail: String = "", steps: [(name: String, seconds: Double)] = []) {
@@ -81,6 +88,26 @@ public struct TestResult: Sendable {
         if let device = entry.device { object["device"] = .string(device) }
         if let worker { object["worker"] = .string(worker) }
         if !qemuOutput.isEmpty { object["qemu_output"] = .string(qemuOutput) }
+        object["retried"] = .bool(retried)
+        if retried {
+            // Every attempt, this last one too, numbered from 1.
+            object["attempts"] = .array((attempts + [self]).enumerated().map { $1.attemptJSON(number: $0 + 1, relativeTo: directory) })
+        }
+        return .object(object)
+    }
+
+    /// One attempt in `attempts`: what it did and how long each step took.
+    func attemptJSON(number: Int, relativeTo directory: String?) -> JSONValue {
+        var object: JSONObject = [
+            "attempt": JSONValue(number), "outcome": .string(outcome.rawValue),
+            "duration_seconds": .double(JSONTime.rounded(duration)), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
+            "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
+            "console_tail": .string(consoleTail),
+            "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
+            "screenshot": screenshot.map { .string(ReportPaths.relative($0, to: directory)) } ?? .null,
+        ]
+        if let worker { object["worker"] = .string(worker) }
+        if !qemuOutput.isEmpty { object["qemu_output"] = .string(qemuOutput) }
         return .object(object)
     }
 
@@ -103,6 +130,13 @@ public struct TestResult: Sendable {
             return (name, seconds)
         }
         screenshot = json["screenshot"]?.stringValue
+        // `attempts` lists this result last: the ones before it are its earlier attempts.
+        let attempts = (json["attempts"]?.arrayValue ?? []).dropLast().map { attempt -> TestResult in
+            var fields = attempt.objectValue ?? [:]
+            for key in ["guest", "test", "repeat", "matrix_index", "device"] { fields[key] = json[key] }
+            return TestResult(.object(fields)) ?? TestResult(entry: entry, outcome: .error, duration: 0, message: "an unreadable attempt")
+        }
+        self.attempts = Array(attempts)
     }
 }
 
@@ -175,6 +209,18 @@ public struct TestReport: Sendable {
     public var allPassed: Bool { !results.isEmpty && results.allSatisfy { $0.outcome == .passed } }
     /// True when some entry was cancelled (and so the run did not finish).
     public var wasCancelled: Bool { count(.cancelled) > 0 }
+
+    /// What the run's exit status says to CI (docs/reports.md, "Exit status"):
+    /// 0 when every entry passed; 1 when a test failed or timed out (a test's
+    /// fault wins over any error beside it) or nothing ran; 5 when what is
+    /// left is infrastructure: errors (after their retries) and the entries
+    /// they kept from running (`skipped`). A cancelled run exits with its
+    /// signal's status instead (the command's, not the report's).
+    public var verdict: ExitStatus {
+        if allPassed { return .success }
+        if results.isEmpty || count(.failed) + count(.timeout) + count(.cancelled) > 0 { return .failed }
+        return .infrastructure
+    }
 
     /// How each outcome is said in the summary line, in its order.
     static func phrase(_ outcome: TestOutcome, _ n: Int) -> String {

@@ -47,7 +47,15 @@ public final class TestRunner: Sendable {
         public var stop: StopRequest?
         /// Where a run that did not pass saves its guest's screen (guests with a display); nil: nowhere.
         public var screenshotDirectory: String?
+        /// `--retry-errors N`: an entry whose outcome is in ``retryOn`` runs again, up to
+        /// N more times, from a fresh revert (a fresh boot when its guest broke or did not boot).
+        public var retries = 0
+        /// `--retry-on`: the outcomes that are retried (`error` unless asked; `timeout`, `failed` may be added).
+        public var retryOn: Set<TestOutcome> = [.error]
         public init() {}
+
+        /// The outcomes `--retry-on` accepts: a pass is never rerun, nor what was not run.
+        public static let retryableOutcomes: [TestOutcome] = [.error, .timeout, .failed]
     }
 
     public let controller: LabController
@@ -55,6 +63,9 @@ public final class TestRunner: Sendable {
     public let lab: Lab
     public let options: Options
     let observe: @Sendable (TestRunEvent) -> Void
+
+    /// The most retries `--retry-errors` may ask for.
+    public static let maximumRetries = 10
 
     public init(controller: LabController, labFile: String, options: Options, observe: @escaping @Sendable (TestRunEvent) -> Void = { _ in }) throws {
         self.controller = controller
