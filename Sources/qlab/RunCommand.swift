@@ -125,7 +125,7 @@ extension RunCommand {
             try OutputFile.write(junit, Array(xml.utf8))
         }
         if let html {
-            let page = HTMLReport.html([report]) { result in result.screenshot.flatMap(HTMLReport.screenshotBytes) }
+            let page = HTMLReport.html([report], directory: ReportPaths.directory(of: html)) { result in result.screenshot.flatMap(HTMLReport.screenshotBytes) }
             try OutputFile.write(html, Array(page.utf8))
         }
     }
@@ -265,7 +265,7 @@ struct ReportCommand: AsyncParsableCommand {
 
         func run() async throws {
             do {
-                let page = try HTMLReport.html(reportFiles: reports)
+                let page = try HTMLReport.html(reportFiles: reports, output: output)
                 if let output {
                     try OutputFile.write(output, Array(page.utf8))
                     reportError("wrote \(output) (\(reports.count) report\(reports.count == 1 ? "" : "s"))")

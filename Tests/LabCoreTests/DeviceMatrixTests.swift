@@ -134,7 +134,7 @@ struct DeviceMatrixTests {
         // HTML: a matrix row per guest and device.
         let html = HTMLReport.html([report])
         #expect(html.contains("guest · device \\ test"))
-        #expect(html.contains(#"<tr data-device="scsi-am"><th scope="row">g · scsi-am</th>"#))
+        #expect(html.contains(#"<tr data-guest="g" data-device="scsi-am""#) && html.contains(#"><th scope="row">g · scsi-am</th>"#))
         #expect(html.contains(#"data-guest="g" data-device="scsi-lsi" data-test="t1""#))
         // A lab without the dimension: no device anywhere.
         let plain = TestReport(lab: "dm", startedAt: 10, duration: 5, shards: [], results: [

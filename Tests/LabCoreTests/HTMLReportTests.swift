@@ -137,7 +137,7 @@ struct HTMLReportTests {
     }
 
     static func historyRow(_ dom: String, guest: String, test: String) -> [Cell]? {
-        guard let start = dom.range(of: "<tr data-guest=\"\(guest)\" data-test=\"\(test)\">") else { return nil }
+        guard let start = dom.range(of: "<tr data-guest=\"\(guest)\" data-test=\"\(test)\"") else { return nil }
         let end = dom.range(of: "</tr>", range: start.upperBound..<dom.endIndex)!.upperBound
         return try? cells("<section id=\"history\">" + dom[start.lowerBound..<end] + "</section>", inside: "history")
     }
@@ -237,6 +237,20 @@ struct HTMLReportTests {
         #expect(dom.contains(#"data-fact="qemu_version">\#(HTMLReport.escape(qemu))<"#))
         #expect(dom.contains("&lt;b&gt;bold&lt;/b&gt;"), "the failing run's output, as text")
         #expect(!dom.contains("<b>bold</b>"))
+        // What each run was, and its console and QEMU logs copied beside the report, linked relatively.
+        #expect(dom.contains(#"<pre class="command">echo '&lt;b&gt;bold&lt;/b&gt;'; exit 3</pre>"#), "the failing test's command")
+        #expect(dom.contains("output contains <code>fine</code>"), "the passing test's expected text")
+        for result in report.results {
+            let log = try #require(result.consoleLog, "\(result.entry.test): no console log")
+            #expect(ReportPaths.directory(of: log) == env.root, "copied beside the report: \(log)")
+            let text = try String(contentsOfFile: log, encoding: .utf8)
+            #expect(text.contains(result.entry.test == "fail" ? "<b>bold</b>" : "fine"), "\(result.entry.test): \(text)")
+            #expect(!text.contains("__QLAB_"), "without qlab's framing")
+            let name = (log as NSString).lastPathComponent
+            #expect(dom.contains(#"data-log="console" href="\#(name)""#), "\(name) linked relatively")
+            let started = try #require(result.startedAt)
+            #expect(started >= report.startedAt && started <= report.startedAt + report.duration)
+        }
         #expect(env.qemuProcesses().isEmpty)
     }
 }

@@ -15,7 +15,7 @@ struct ParallelRunReportTests {
         let back = (report.json["results"]?.arrayValue ?? []).compactMap(TestResult.init)
         #expect(back.map { $0.worker } == ["m-j2", nil])
         let xml = JUnitReport.xml(report)
-        #expect(xml.contains(#"<properties><property name="worker" value="m-j2"/></properties>"#), "\(xml)")
+        #expect(xml.contains(#"<properties><property name="repeat" value="1"/><property name="worker" value="m-j2"/></properties>"#), "\(xml)")
         #expect(xml.components(separatedBy: #"name="worker""#).count == 2, "only the --jobs result has one")
         let html = HTMLReport.html([report])
         #expect(html.contains(#"data-worker="m-j2""#) && html.contains("on <code>m-j2</code>"), "the HTML report says the worker too")

@@ -154,6 +154,12 @@ struct RealRunReportTests {
         #expect(boot.consoleTail.contains("qlab-guest-ready"), "\(boot.consoleTail)")
         #expect(!boot.consoleTail.contains("__QLAB_"))
         #expect(report.boots.map(\.ready) == [false])
+        // The boot's whole console log, copied beside the report: the kernel's start too, which the tail has lost.
+        let log = try #require(boot.consoleLog, "the failed boot's console log is copied")
+        #expect(ReportPaths.directory(of: log) == env.root)
+        let text = try String(contentsOfFile: log, encoding: .utf8)
+        #expect((boot.consoleTail.isEmpty || text.contains(boot.consoleTail)) && !text.contains("__QLAB_"), "\(text.suffix(500))")
+        #expect(boot.startedAt != nil)
         let xml = try String(contentsOfFile: junit, encoding: .utf8)
         #expect(xml.contains(#"<testcase classname="noready.linux" name="boot""#), "\(xml)")
         #expect(xml.contains(#"type="error">guest linux did not boot: no ready text"#), "\(xml)")

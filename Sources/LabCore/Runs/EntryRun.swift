@@ -11,15 +11,23 @@ final class EntryProgress {
     let console: GuestConsole
     let consoleLog: String?
     let logOffset: Int
-    /// 1, or the retry's number (`--retry-errors`): its screenshot is its own.
+    /// Where the run's part of the console and QEMU logs begins: it is copied next to the reports.
+    let logStart: RunLogs.Start
+    /// Wall clock at the start, for the report.
+    let startedAt = wallClockSeconds()
+    let test: LabTest
+    /// 1, or the retry's number (`--retry-errors`): its screenshot and log copies are its own.
     let attempt: Int
 
-    init(_ entry: TestRunEntry, on booted: TestRunner.BootedGuest, attempt: Int = 1) {
+    init(_ entry: TestRunEntry, test: LabTest, on booted: TestRunner.BootedGuest, attempt: Int = 1) {
         self.entry = entry
+        self.test = test
         self.attempt = attempt
         console = booted.console
         consoleLog = booted.session.record.consoleLog
         logOffset = consoleLog.map(ConsoleLog.size) ?? 0
+        let qemuLog = booted.session.runtime.qemuLogPath
+        logStart = RunLogs.Start(consoleLog: consoleLog, consoleOffset: logOffset, qemuLog: qemuLog, qemuOffset: FileSystem.size(qemuLog) ?? 0)
     }
 
     /// Runs `body` as the step `name`, timed.
@@ -36,8 +44,14 @@ final class EntryProgress {
     /// The entry's result now: its duration so far and its steps.
     func result(_ outcome: TestOutcome, status: Int32? = nil, output: String = "", message: String = "",
                 diagnoses: [Diagnosis] = [], tail: String = "") -> TestResult {
-        TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).inSeconds, exitStatus: status, output: output,
-                   message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
+        var result = TestResult(entry: entry, outcome: outcome, duration: (ContinuousClock.now - begin).inSeconds, exitStatus: status, output: output,
+                                message: message, diagnoses: diagnoses, consoleTail: tail, steps: steps)
+        result.startedAt = startedAt
+        result.command = test.run.isEmpty ? nil : test.run
+        result.expectedStatus = test.status
+        result.expect = test.expect
+        result.screenExpect = test.screenExpect
+        return result
     }
 
     /// The run cancelled, during the step it was in.
@@ -59,9 +73,28 @@ final class EntryProgress {
 extension TestRunner {
     /// Runs one entry; `healthy` is false when the guest must be restarted.
     func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int, attempt: Int = 1) async -> (TestResult, healthy: Bool) {
-        let test = lab.test(named: entry.test)!
-        let progress = EntryProgress(entry, on: booted, attempt: attempt)
-        let environment = hookEnvironment(entry, booted: booted, index: index, total: total, attempt: attempt)
+        let progress = EntryProgress(entry, test: lab.test(named: entry.test)!, on: booted, attempt: attempt)
+        let (run, healthy) = await runEntry(progress, on: booted, index: index, total: total)
+        var result = run
+        (result.consoleLog, result.qemuLog) = copyLogs(from: progress.logStart, entry: entry, attempt: attempt)
+        return (result, healthy)
+    }
+
+    /// The logs of a run or boot from `start` on, copied beside the reports (``RunLogs``); nil without
+    /// a report file or when cancelled (the run hurries to its end; nothing more is written).
+    func copyLogs(from start: RunLogs.Start, entry: TestRunEntry, attempt: Int = 1) -> (console: String?, qemu: String?) {
+        guard let directory = options.screenshotDirectory, !Task.isCancelled else { return (nil, nil) }
+        let copied = RunLogs.copy(from: start, into: directory, name: artifactName(entry, attempt: attempt))
+        for problem in copied.problems {
+            observe(.note("no log copy of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(problem)"))
+        }
+        return (copied.console, copied.qemu)
+    }
+
+    func runEntry(_ progress: EntryProgress, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
+        let entry = progress.entry
+        let test = progress.test
+        let environment = hookEnvironment(entry, booted: booted, index: index, total: total, attempt: progress.attempt)
         do {
             if let hook = lab.hooks.beforeEach {
                 let outcome = try await progress.step("before_each") {
@@ -197,10 +230,7 @@ extension TestRunner {
         guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
         // An unreadable record says nothing about QEMU: the screendump is tried (and says why it failed).
         if let record = (try? session.runtime.record) ?? nil, session.runtime.liveQEMU(record) == nil { return nil }
-        // With a device dimension the device too (`LAB-GUEST-DEVICE-TEST-N.png`): one file per cell.
-        let name = ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
-            .map(Self.fileNamePart).joined(separator: "-") + (attempt > 1 ? "-attempt\(attempt)" : "") + ".png"
-        let path = directory + "/" + name
+        let path = directory + "/" + artifactName(entry, attempt: attempt) + ".png"
         do {
             try await GuestScreen(session: session).saveScreenshot(to: path)
             observe(.note("screenshot of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(path)"))
@@ -209,6 +239,13 @@ extension TestRunner {
             observe(.note("no screenshot of \(entry.guest): \(error)"))
             return nil
         }
+    }
+
+    /// The name of a run's files next to the reports (screenshot, logs) without its extension:
+    /// `LAB-GUEST-TEST-N`, with a device dimension `LAB-GUEST-DEVICE-TEST-N` (one file per cell).
+    func artifactName(_ entry: TestRunEntry, attempt: Int = 1) -> String {
+        ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
+            .map(Self.fileNamePart).joined(separator: "-") + (attempt > 1 ? "-attempt\(attempt)" : "")
     }
 
     /// Letters, digits, `.`, `_` and `-` of a name; anything else becomes `_`.

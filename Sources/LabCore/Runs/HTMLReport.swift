@@ -17,6 +17,11 @@ import QMP
 /// - Per run of the newest report: outcome, message, diagnoses with their
 ///   fix, step timings as a bar, output, QEMU's last output (QEMU ended), console tail, screenshot (embedded).
 /// - The lab, host, QEMU version, accelerator and qlab version.
+/// - Filters that need no script (``filterBar(_:into:)``): failed only, one
+///   guest, one device, by CSS `:checked` (and `#failed` by `:target`).
+/// - Links (the history's columns to their reports, a run's console and QEMU
+///   logs and screenshot) relative to the page's directory when under it, so
+///   a folder of reports moves (a CI artifact) with its links intact.
 ///
 /// Cells carry `data-` attributes (guest, test, outcome, counts) so tools, and
 /// the tests that load the page in Chromium, can read the page back.
@@ -25,17 +30,21 @@ public enum HTMLReport {
     public static let maximumEmbeddedImageBytes = 8 << 20
 
     /// The page for `reports` (any order: sorted oldest to newest by start).
-    /// `image(result)` gives a run's screenshot bytes (PNG) when it has one.
-    public static func html(_ reports: [TestReport], image: (TestResult) -> [UInt8]? = { _ in nil }) -> String {
+    /// `directory`: where the page is written; links to files under it are
+    /// relative. `image(result)` gives a run's screenshot bytes (PNG) when it has one.
+    public static func html(_ reports: [TestReport], directory: String? = nil, image: (TestResult) -> [UInt8]? = { _ in nil }) -> String {
         let reports = reports.enumerated().sorted { ($0.element.startedAt, $0.offset) < ($1.element.startedAt, $1.offset) }.map(\.element)
         guard let newest = reports.last else { return "" }
+        let filters = Filters(newest)
         var page = HTMLPage()
-        page.head(title: "qlab report: \(newest.lab)")
+        page.head(title: "qlab report: \(newest.lab)", extraStyle: filters.css)
+        filters.inputs(into: &page)
         page.raw("<h1>qlab report: <span class=\"lab\">\(escape(newest.lab))</span></h1>\n")
+        filters.bar(into: &page)
         environmentSection(newest, into: &page)
-        matrixSection(reports, into: &page)
-        historySection(reports, into: &page)
-        runsSection(newest, image: image, into: &page)
+        matrixSection(reports, filters: filters, into: &page)
+        historySection(reports, filters: filters, directory: directory, into: &page)
+        runsSection(newest, filters: filters, directory: directory, image: image, into: &page)
         page.raw("</body>\n</html>\n")
         return page.text
     }
@@ -136,10 +145,16 @@ public enum HTMLReport {
         for (id, label, value) in facts {
             page.raw("<tr><th>\(label)</th><td data-fact=\"\(id)\">\(escape(value))</td></tr>\n")
         }
+        // Labels (`--label firmware=21.12.1`): a row here and a line in each history column
+        // header, once the report carries them (``labelLines(_:)``).
+        let labels = labelLines(report)
+        if !labels.isEmpty {
+            page.raw("<tr><th>Labels</th><td data-fact=\"labels\">" + labels.map { "<code class=\"label\">\(escape($0))</code>" }.joined(separator: " ") + "</td></tr>\n")
+        }
         page.raw("</table></section>\n")
     }
 
-    static func matrixSection(_ reports: [TestReport], into page: inout HTMLPage) {
+    static func matrixSection(_ reports: [TestReport], filters: Filters, into page: inout HTMLPage) {
         let newest = reports.last!
         let (keys, cells) = Self.cells(newest)
         let all = reports.map { Self.cells($0).cells }
@@ -161,7 +176,8 @@ public enum HTMLReport {
         page.raw("</tr>\n")
         for row in rows {
             let guest = row.guest
-            page.raw("<tr\(row.deviceAttribute)><th scope=\"row\">\(escape(row.label))</th>")
+            let rowPassed = tests.allSatisfy { cells[Key(guest: guest, device: row.device, test: $0)].map { $0.worst == .passed } ?? true }
+            page.raw("<tr data-guest=\"\(escape(guest))\"\(row.deviceAttribute)\(filters.attributes(row, passed: rowPassed))><th scope=\"row\">\(escape(row.label))</th>")
             for test in tests {
                 let key = Key(guest: guest, device: row.device, test: test)
                 guard let cell = cells[key] else {
@@ -187,7 +203,7 @@ public enum HTMLReport {
             + "or the result changed more than once over the reports</p></section>\n")
     }
 
-    static func historySection(_ reports: [TestReport], into page: inout HTMLPage) {
+    static func historySection(_ reports: [TestReport], filters: Filters, directory: String?, into page: inout HTMLPage) {
         let perReport = reports.map { Self.cells($0) }
         // Rows: the newest report's matrix order, then what only older reports had.
         var keys: [Key] = []
@@ -196,11 +212,18 @@ public enum HTMLReport {
         }
         page.raw("<section id=\"history\"><h2>History</h2>\n<table class=\"history\">\n<tr><th>guest</th><th>test</th>")
         for (index, report) in reports.enumerated() {
-            page.raw("<th scope=\"col\" data-report=\"\(index)\" title=\"\(escape(report.hostname))\">\(escape(String(JSONTime.iso8601(report.startedAt).prefix(16)).replacingT()))</th>")
+            // Each column links to its own report: its page beside its JSON file when there is one,
+            // else the JSON file; the newest report of a run's own page is this page.
+            let when = escape(String(JSONTime.iso8601(report.startedAt).prefix(16)).replacingT())
+            let link = reportLink(report, directory: directory) ?? (index == reports.count - 1 ? "#environment" : nil)
+            let labels = labelLines(report).map { "<br><code class=\"label\">\(escape($0))</code>" }.joined()
+            page.raw("<th scope=\"col\" data-report=\"\(index)\" title=\"\(escape(report.hostname))\">"
+                + (link.map { "<a href=\"\(escape($0))\">\(when)</a>" } ?? when) + labels + "</th>")
         }
         page.raw("</tr>\n")
         for key in keys {
-            page.raw("<tr data-guest=\"\(escape(key.guest))\"\(key.row.deviceAttribute) data-test=\"\(escape(key.test))\"><th>\(escape(key.row.label))</th><th>\(escape(key.test))</th>")
+            let passed = perReport.allSatisfy { $0.cells[key].map { $0.worst == .passed } ?? true }
+            page.raw("<tr data-guest=\"\(escape(key.guest))\"\(key.row.deviceAttribute) data-test=\"\(escape(key.test))\"\(filters.attributes(key.row, passed: passed))><th>\(escape(key.row.label))</th><th>\(escape(key.test))</th>")
             var lastVerdict: Bool?
             for (index, (_, cells)) in perReport.enumerated() {
                 guard let cell = cells[key] else {
@@ -225,23 +248,31 @@ public enum HTMLReport {
         "test": "#43a047", "before_each": "#757575", "after_each": "#9e9e9e",
     ]
 
-    static func runsSection(_ report: TestReport, image: (TestResult) -> [UInt8]?, into page: inout HTMLPage) {
+    static func runsSection(_ report: TestReport, filters: Filters, directory: String?, image: (TestResult) -> [UInt8]?, into page: inout HTMLPage) {
         // One scale for every bar, so bars compare.
         let longest = max(report.results.map { $0.steps.reduce(0) { $0 + max(0, finite($1.seconds)) } }.max() ?? 0, 0.001)
+        // Repeats of each guest/test: "repeat 2 of 3".
+        var repeats: [Key: Int] = [:]
+        for result in report.results where !result.isBoot { repeats[Key(result.entry), default: 0] = max(repeats[Key(result.entry)] ?? 0, result.entry.repeatIndex) }
         page.raw("<section id=\"runs\"><h2>Runs</h2>\n")
         for (index, result) in report.results.enumerated() {
-            let name = result.isBoot ? "boot" : result.entry.displayName
+            let name = result.isBoot ? "boot" : result.entry.test
             let row = Key(result.entry).row
+            let repeatCount = repeats[Key(result.entry)] ?? 1
             page.raw("<details id=\"run-\(index)\" class=\"run \(result.outcome.rawValue)\" data-guest=\"\(escape(result.entry.guest))\"\(row.deviceAttribute) "
                 + "data-test=\"\(escape(result.entry.test))\" data-repeat=\"\(result.entry.repeatIndex)\" data-outcome=\"\(result.outcome.rawValue)\""
                 + (result.worker.map { " data-worker=\"\(escape($0))\"" } ?? "")
+                + filters.attributes(row, passed: result.outcome == .passed)
                 + (result.outcome == .passed ? "" : " open") + ">\n")
             page.raw("<summary><span class=\"cell \(result.outcome.rawValue)\">\(result.outcome.rawValue)</span> \(escape(row.label)) "
-                + "<b>\(escape(name))</b> \(formatSeconds(result.duration))"
+                + "<b>\(escape(name))</b>"
+                + (!result.isBoot && repeatCount > 1 ? " <span class=\"repeat\">repeat \(result.entry.repeatIndex) of \(repeatCount)</span>" : "")
+                + " \(formatSeconds(result.duration))"
                 // A `--jobs` run: which clone ran it.
                 + (result.worker.map { " on <code>\(escape($0))</code>" } ?? "")
                 + (result.message.isEmpty ? "" : " – <span class=\"message\">\(escape(result.message))</span>") + "</summary>\n")
             attemptsList(result, into: &page)
+            testFacts(result, into: &page)
             if let status = result.exitStatus { page.raw("<p>exit status \(status)</p>\n") }
             if !result.diagnoses.isEmpty {
                 page.raw("<ul class=\"diagnoses\">\n")
@@ -259,12 +290,64 @@ public enum HTMLReport {
                     page.raw("<h4>screenshot</h4>\n<img class=\"screenshot\" alt=\"screenshot of \(escape(result.entry.guest)) at the end of the run\" "
                         + "src=\"data:image/png;base64,\(Base64.encode(bytes))\">\n")
                 }
-                page.raw("<p class=\"screenshot-path\">screenshot: <code>\(escape(path))</code></p>\n")
+                page.raw("<p class=\"screenshot-path\">screenshot: <a href=\"\(escape(href(path, from: directory)))\"><code>\(escape(path))</code></a></p>\n")
             }
+            logLinks(result, directory: directory, into: &page)
             page.raw("</details>\n")
         }
         page.raw("</section>\n")
     }
+
+    /// What the run was: when it began, the test's command and what it expected.
+    static func testFacts(_ result: TestResult, into page: inout HTMLPage) {
+        var rows: [(String, String, String)] = []
+        if let started = result.startedAt { rows.append(("started", "started", escape(JSONTime.iso8601(started)))) }
+        if let command = result.command { rows.append(("command", "command", "<pre class=\"command\">\(escape(command))</pre>")) }
+        var expected: [String] = []
+        if let status = result.expectedStatus, result.command != nil { expected.append("exit status \(status)") }
+        expected += result.expect.map { "output contains <code>\(escape($0))</code>" }
+        expected += result.screenExpect.map { "screen shows <code>\(escape($0))</code>" }
+        if !expected.isEmpty { rows.append(("expected", "expected", expected.joined(separator: "; "))) }
+        guard !rows.isEmpty else { return }
+        page.raw("<table class=\"test\">\n")
+        for (id, label, html) in rows { page.raw("<tr><th>\(label)</th><td data-fact=\"\(id)\">\(html)</td></tr>\n") }
+        page.raw("</table>\n")
+    }
+
+    /// Links to the run's logs copied next to the report (``RunLogs``).
+    static func logLinks(_ result: TestResult, directory: String?, into page: inout HTMLPage) {
+        let links = [("console", "full console log", result.consoleLog), ("qemu", "QEMU's log", result.qemuLog)].compactMap { kind, text, path in
+            path.map { "<a class=\"log\" data-log=\"\(kind)\" href=\"\(escape(href($0, from: directory)))\">\(text)</a>" }
+        }
+        if !links.isEmpty { page.raw("<p class=\"logs\">" + links.joined(separator: " · ") + "</p>\n") }
+    }
+
+    /// A report's own page: `NAME.html` beside its `NAME.json` when that exists, else the JSON file; nil for a run's own report.
+    static func reportLink(_ report: TestReport, directory: String?) -> String? {
+        guard let path = report.path else { return nil }
+        let stem = path.hasSuffix(".json") ? String(path.dropLast(5)) : path
+        let page = stem + ".html"
+        return href(FileSystem.size(page) != nil ? page : path, from: directory)
+    }
+
+    /// `path` as a link from a page in `directory`: relative when under it, percent-encoded.
+    static func href(_ path: String, from directory: String?) -> String {
+        let relative = ReportPaths.relative(path, to: directory)
+        var out = ""
+        for byte in relative.utf8 {
+            let c = Character(Unicode.Scalar(byte))
+            if byte < 0x80, c.isLetter || c.isNumber || "/-._~".contains(c) {
+                out.append(c)
+            } else {
+                out += "%" + String(byte, radix: 16, uppercase: true).leftPadded(to: 2)
+            }
+        }
+        return out
+    }
+
+    /// The report's labels as `key=value` lines for the header and the history's columns.
+    /// Empty until reports carry labels (`qlab run --label`); this is the one place that reads them.
+    static func labelLines(_ report: TestReport) -> [String] { [] }
 
     /// A horizontal bar of a run's steps (inline SVG), each step's name and seconds beside it.
     static func stepBar(_ steps: [(name: String, seconds: Double)], scale: Double, into page: inout HTMLPage) {
@@ -318,7 +401,7 @@ struct HTMLPage {
 
     mutating func raw(_ html: String) { text += html }
 
-    mutating func head(title: String) {
+    mutating func head(title: String, extraStyle: String = "") {
         text.reserveCapacity(1 << 16)
         raw("""
             <!DOCTYPE html>
@@ -346,7 +429,11 @@ struct HTMLPage {
             .step { font-size: .85em; margin-right: .6em; } .step i { display: inline-block; width: .8em; height: .8em; margin-right: .2em; }
             img.screenshot { max-width: 100%; border: 1px solid #999; image-rendering: pixelated; }
             .legend { font-size: .85em; color: #616161; }
-            </style>
+            table.test { margin: .3em 0; } table.test pre { margin: 0; max-height: 10em; }
+            .repeat { font-size: .85em; color: #616161; } code.label { background: #e3f2fd; padding: 0 .3em; }
+            input.filter { position: absolute; opacity: 0; pointer-events: none; }
+            nav.filters { margin: .5em 0; } nav.filters label, nav.filters a { border: 1px solid #9e9e9e; border-radius: 3px; padding: 0 .5em; margin-right: .2em; cursor: pointer; color: inherit; text-decoration: none; }
+            \(extraStyle)</style>
             </head>
             <body>
 
@@ -355,6 +442,8 @@ struct HTMLPage {
 }
 
 extension String {
+    fileprivate func leftPadded(to width: Int) -> String { String(repeating: "0", count: max(0, width - count)) + self }
+
     /// "2026-11-30T17:45" -> "2026-11-30 17:45".
     fileprivate func replacingT() -> String {
         String(map { $0 == "T" ? " " : $0 })
@@ -363,11 +452,12 @@ extension String {
 
 extension HTMLReport {
     /// The page for the JSON reports at `paths` (screenshots as the reports name them).
-    public static func html(reportFiles paths: [String]) throws -> String {
+    /// `output`: where the page goes (links are relative to its directory); nil: stdout (relative to the working directory).
+    public static func html(reportFiles paths: [String], output: String? = nil) throws -> String {
         guard !paths.isEmpty else { throw TestReport.ReadError.notAReport("(no reports given)") }
         let reports = try paths.map { try TestReport(path: $0) }
         try checkOneLab(reports)
-        return html(reports) { result in result.screenshot.flatMap(screenshotBytes) }
+        return html(reports, directory: ReportPaths.directory(of: output ?? "x")) { result in result.screenshot.flatMap(screenshotBytes) }
     }
 
     /// A screenshot's bytes; nil when missing, not a regular file, or too large to embed.

@@ -8,6 +8,10 @@
 /// `boot_seconds` property, so a suite's time adds up. A `--jobs` run's
 /// cases carry a `worker` property. In a lab with a device dimension a case's
 /// class name is `LAB.GUEST.DEVICE` and it carries a `device` property.
+/// A case is named after its test alone, whatever the repeat (`--repeat N`
+/// runs are N cases of one name, each with a `repeat` property), so CI
+/// keeps one history per test (docs/reports.md says how Jenkins and GitLab
+/// read cases of one name).
 ///
 /// An entry run more than once (`qlab run --retry-errors N`) is one case
 /// with an `attempts` property, its outcome its last attempt's, and its
@@ -49,15 +53,16 @@ public enum JUnitReport {
             for result in results {
                 let device = result.entry.device.map { "." + escape($0) } ?? ""
                 lines.append(
-                    #"    <testcase classname="\#(escape(report.lab)).\#(escape(guest))\#(device)" name="\#(escape(result.entry.displayName))" time="\#(seconds(caseSeconds(result)))">"#)
-                var properties: [String] = []
+                    #"    <testcase classname="\#(escape(report.lab)).\#(escape(guest))\#(device)" name="\#(escape(result.entry.test))" time="\#(seconds(caseSeconds(result)))">"#)
+                // The repeat of a `--repeat N` run (1...N; 0 for a boot): the name stays the test's.
+                var properties = [#"<property name="repeat" value="\#(result.entry.repeatIndex)"/>"#]
                 // The device of the lab's device dimension the run had.
                 if let device = result.entry.device { properties.append(#"<property name="device" value="\#(escape(device))"/>"#) }
                 // The lab that ran it in a `qlab run --jobs N` run.
                 if let worker = result.worker { properties.append(#"<property name="worker" value="\#(escape(worker))"/>"#) }
                 // How many times it ran (`--retry-errors`).
                 if result.retried { properties.append(#"<property name="attempts" value="\#(result.attempts.count + 1)"/>"#) }
-                if !properties.isEmpty { lines.append("      <properties>" + properties.joined() + "</properties>") }
+                lines.append("      <properties>" + properties.joined() + "</properties>")
                 let detail = details(result)
                 // Surefire's order: failure, rerunFailure, flakyFailure, skipped, error, rerunError, flakyError.
                 let earlier = result.attempts.enumerated().map { (number: $0 + 1, attempt: $1) }

@@ -15,6 +15,10 @@ extension TestRunner {
         var seconds: Double
         /// The guest's screen when it did not boot (a guest with a display).
         var screenshot: String?
+        /// The boot's console and QEMU logs copied beside the reports (``RunLogs``), and when it began.
+        var consoleLog: String?
+        var qemuLog: String?
+        var startedAt: Double?
 
         /// The boot's entry in the report: an error before `entry`, the run that needed the boot.
         func result(guest: String, before entry: TestRunEntry) -> TestResult {
@@ -23,6 +27,9 @@ extension TestRunner {
                 message: message, diagnoses: diagnoses, consoleTail: consoleTail, steps: [("boot", seconds)])
             result.qemuOutput = qemuOutput
             result.screenshot = screenshot
+            result.consoleLog = consoleLog
+            result.qemuLog = qemuLog
+            result.startedAt = startedAt
             return result
         }
     }
@@ -59,8 +66,15 @@ extension TestRunner {
         } catch {
             let cancelled = Task.isCancelled
             var failed = await bootFailure(error, guest: guest, up: up, since: begin, cancelled: cancelled)
+            let bootEntry = TestRunEntry.boot(of: guest.name, before: entry)
             if !cancelled, let session {
-                failed.screenshot = await saveScreenshot(session, guest: guest, entry: TestRunEntry.boot(of: guest.name, before: entry), attempt: attempt)
+                failed.screenshot = await saveScreenshot(session, guest: guest, entry: bootEntry, attempt: attempt)
+            }
+            failed.startedAt = up.record.startedAt
+            if !cancelled {
+                (failed.consoleLog, failed.qemuLog) = copyLogs(from: RunLogs.Start(
+                    consoleLog: up.record.consoleLog, consoleOffset: up.record.consoleLogOffset,
+                    qemuLog: up.runtime.qemuLogPath, qemuOffset: up.record.qemuLogOffset), entry: bootEntry, attempt: attempt)
             }
             session?.close()
             await takeDown(ownership: up.ownership)

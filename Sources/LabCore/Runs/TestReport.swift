@@ -41,6 +41,17 @@ public struct TestResult: Sendable {
     /// QEMU's last lines on stderr when QEMU ended during this entry or its boot (an
     /// assertion, a crash; ``lastLines(of:)``); empty otherwise. `diagnoses` explain them.
     public var qemuOutput = ""
+    /// When the run began (wall clock, Unix seconds); nil for entries that never started (skipped, cancelled before).
+    public var startedAt: Double?
+    /// What the test was: its command (`run:`; nil for a boot or a screen-only test) and what it expected.
+    public var command: String?
+    public var expectedStatus: Int32?
+    public var expect: [String] = []
+    public var screenExpect: [String] = []
+    /// This run's console output (framing left out) and QEMU's log during it, copied next to the
+    /// reports (``RunLogs``): absolute here, relative to the report's directory in a report file.
+    public var consoleLog: String?
+    public var qemuLog: String?
     /// The attempts before this one (`qlab run --retry-errors N`), oldest first: each a
     /// whole result of its own (a failed boot's has the `boot` step). This result is
     /// the last attempt; empty when the entry ran once.
@@ -88,6 +99,16 @@ public struct TestResult: Sendable {
         if let device = entry.device { object["device"] = .string(device) }
         if let worker { object["worker"] = .string(worker) }
         if !qemuOutput.isEmpty { object["qemu_output"] = .string(qemuOutput) }
+        if let startedAt {
+            object["started_at"] = .string(JSONTime.iso8601(startedAt))
+            object["started_at_seconds"] = .double(JSONTime.rounded(startedAt))
+        }
+        if let command { object["command"] = .string(command) }
+        if let expectedStatus { object["expected_status"] = JSONValue(expectedStatus) }
+        if !expect.isEmpty { object["expect"] = .array(expect.map(JSONValue.string)) }
+        if !screenExpect.isEmpty { object["screen_expect"] = .array(screenExpect.map(JSONValue.string)) }
+        if let consoleLog { object["console_log"] = .string(ReportPaths.relative(consoleLog, to: directory)) }
+        if let qemuLog { object["qemu_log"] = .string(ReportPaths.relative(qemuLog, to: directory)) }
         object["retried"] = .bool(retried)
         if retried {
             // Every attempt, this last one too, numbered from 1.
@@ -96,7 +117,7 @@ public struct TestResult: Sendable {
         return .object(object)
     }
 
-    /// One attempt in `attempts`: what it did and how long each step took.
+    /// One attempt in `attempts`: what it did, when, and how long each step took.
     func attemptJSON(number: Int, relativeTo directory: String?) -> JSONValue {
         var object: JSONObject = [
             "attempt": JSONValue(number), "outcome": .string(outcome.rawValue),
@@ -106,8 +127,14 @@ public struct TestResult: Sendable {
             "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
             "screenshot": screenshot.map { .string(ReportPaths.relative($0, to: directory)) } ?? .null,
         ]
+        if let startedAt {
+            object["started_at"] = .string(JSONTime.iso8601(startedAt))
+            object["started_at_seconds"] = .double(JSONTime.rounded(startedAt))
+        }
         if let worker { object["worker"] = .string(worker) }
         if !qemuOutput.isEmpty { object["qemu_output"] = .string(qemuOutput) }
+        if let consoleLog { object["console_log"] = .string(ReportPaths.relative(consoleLog, to: directory)) }
+        if let qemuLog { object["qemu_log"] = .string(ReportPaths.relative(qemuLog, to: directory)) }
         return .object(object)
     }
 
@@ -130,6 +157,13 @@ public struct TestResult: Sendable {
             return (name, seconds)
         }
         screenshot = json["screenshot"]?.stringValue
+        startedAt = json["started_at_seconds"]?.doubleValue
+        command = json["command"]?.stringValue
+        expectedStatus = json["expected_status"]?.intValue.flatMap { Int32(exactly: $0) }
+        expect = (json["expect"]?.arrayValue ?? []).compactMap(\.stringValue)
+        screenExpect = (json["screen_expect"]?.arrayValue ?? []).compactMap(\.stringValue)
+        consoleLog = json["console_log"]?.stringValue
+        qemuLog = json["qemu_log"]?.stringValue
         // `attempts` lists this result last: the ones before it are its earlier attempts.
         let attempts = (json["attempts"]?.arrayValue ?? []).dropLast().map { attempt -> TestResult in
             var fields = attempt.objectValue ?? [:]
@@ -137,6 +171,16 @@ public struct TestResult: Sendable {
             return TestResult(.object(fields)) ?? TestResult(entry: entry, outcome: .error, duration: 0, message: "an unreadable attempt")
         }
         self.attempts = Array(attempts)
+    }
+
+    /// The files a result names (screenshot, logs) made absolute against `directory` (a report file's).
+    func resolvingPaths(from directory: String) -> TestResult {
+        var result = self
+        result.screenshot = screenshot.map { ReportPaths.absolute($0, from: directory) }
+        result.consoleLog = consoleLog.map { ReportPaths.absolute($0, from: directory) }
+        result.qemuLog = qemuLog.map { ReportPaths.absolute($0, from: directory) }
+        result.attempts = attempts.map { $0.resolvingPaths(from: directory) }
+        return result
     }
 }
 
@@ -189,6 +233,8 @@ public struct TestReport: Sendable {
     public var qemuVersion: String?
     /// The accelerator of the first boot (`kvm`, `tcg`); nil when nothing booted.
     public var accelerator: String?
+    /// The report file this was read from (nil for a run's own report): the history links to it.
+    public var path: String?
 
     public init(lab: String, startedAt: Double, duration: Double, hostname: String = HostName.current(), shards: [String],
                 results: [TestResult], boots: [GuestBoot] = [], qlabVersion: String = LabCore.version, qemuVersion: String? = nil,
@@ -326,11 +372,7 @@ public struct TestReport: Sendable {
         guard let lab = json["lab"]?.stringValue, let resultsJSON = json["results"]?.arrayValue else { throw ReadError.notAReport(path) }
         // Screenshots are named relative to the report's directory: absolute from here on.
         let directory = ReportPaths.directory(of: path)
-        let results = resultsJSON.compactMap(TestResult.init).map { result in
-            var result = result
-            result.screenshot = result.screenshot.map { ReportPaths.absolute($0, from: directory) }
-            return result
-        }
+        let results = resultsJSON.compactMap(TestResult.init).map { $0.resolvingPaths(from: directory) }
         // Reports before 0.x carried `started_at` as Unix seconds.
         let started = json["started_at_seconds"]?.doubleValue ?? json["started_at"]?.doubleValue ?? 0
         self.init(lab: lab, startedAt: started, duration: json["duration_seconds"]?.doubleValue ?? 0,
@@ -339,6 +381,7 @@ public struct TestReport: Sendable {
                   boots: (json["boots"]?.arrayValue ?? []).compactMap(GuestBoot.init),
                   qlabVersion: json["qlab_version"]?.stringValue ?? "", qemuVersion: json["qemu_version"]?.stringValue,
                   accelerator: json["accelerator"]?.stringValue)
+        self.path = FileSystem.absolute(path)
     }
 
     /// Merges shard reports into one, in matrix order. Refuses overlaps and mixed labs.

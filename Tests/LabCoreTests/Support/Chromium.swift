@@ -23,12 +23,13 @@ enum Chromium {
     }
 
     /// The DOM after loading `file` (`--dump-dom`); `screenshot` also saves a PNG of the page.
-    static func load(_ file: String, screenshot: String? = nil) throws -> String {
+    /// `extraArguments`: e.g. `--allow-file-access-from-files` for a test page that reads another file's DOM.
+    static func load(_ file: String, screenshot: String? = nil, extraArguments: [String] = []) throws -> String {
         let executable = try require()
         let profile = "/tmp/qlab-chromium-" + String(UInt32.random(in: 0...UInt32.max), radix: 36)
         defer { try? FileManager.default.removeItem(atPath: profile) }
         var arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" + profile, "--no-first-run",
-                         "--disable-background-networking", "--virtual-time-budget=2000"]
+                         "--disable-background-networking", "--virtual-time-budget=2000"] + extraArguments
         if let screenshot { arguments += ["--screenshot=" + screenshot, "--window-size=1200,1600", "--hide-scrollbars"] }
         let dom = try run(executable, arguments + ["--dump-dom", "file://" + file])
         #expect(!dom.isEmpty, "chromium printed no DOM for \(file)")
