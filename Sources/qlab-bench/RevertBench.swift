@@ -7,7 +7,8 @@ import QMP
 
 /// `qlab-bench revert [--runs N] [--memory 256M,1G] [--lab FILE] [--qlab PATH]`:
 /// the test loop's revert cycle for the test guest, next to the floor, per memory size
-/// (`revert: loadvm`, the floor's method). `--dirty`: ``DirtyRevertBench``.
+/// (`revert: loadvm`, the floor's method). `--dirty`: ``DirtyRevertBench``;
+/// `--passthrough`: ``PassthroughRevertBench``.
 ///
 /// Each memory size boots the lab's guest once (a copy of the lab file with
 /// `memory:` changed and paths made absolute, in a temporary QLAB_RUNTIME_DIR
@@ -37,6 +38,10 @@ enum RevertBench {
     static let tag = "qlab-ready"
 
     static func run(arguments: [String]) async throws {
+        if arguments.contains("--passthrough") {
+            try await PassthroughRevertBench.run(arguments: arguments)
+            return
+        }
         if arguments.contains("--dirty") {
             try await DirtyRevertBench.run(arguments: arguments.filter { $0 != "--dirty" })
             return

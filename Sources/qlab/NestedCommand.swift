@@ -36,7 +36,7 @@ struct NestedCommand: AsyncParsableCommand {
     struct Run: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         @OptionGroup(title: "Global options") var global: GlobalOptions
         static let configuration = CommandConfiguration(
-            abstract: "Boot L1 and run the scenarios (all by default); exit 1 if any fails.",
+            abstract: "Boot L1 and run the scenarios (by default all but the measurements, which run when named); exit 1 if any fails.",
             discussion: """
                 One L1 boot per vfio-pci setting the chosen scenarios need (nointxmask=1, then 0 for \
                 'control'); each boot's console log and report.json are kept in the run directory \

@@ -83,6 +83,7 @@ struct DiagnosisTests {
         Sample(text: "qemu-system-x86_64: -accel kvm: failed to initialize kvm: Permission denied", id: "kvm-unavailable", device: nil),
         Sample(text: "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69", id: "kvm-cpu-rejected", device: nil),
         Sample(text: "qemu-system-x86_64: -blockdev driver=qcow2,file=f,node-name=d: Failed to get \"write\" lock", id: "image-locked", device: nil),
+        Sample(text: "device scsi-lsi: QEMU refused device_add lsi53c895a: failed to find romfile \"/tmp/qlab/card.rom\"", id: "romfile-missing", device: nil),
         Sample(text: "qemu-system-x86_64: -blockdev driver=file,filename=/nonexist.qcow2,node-name=f: Could not open '/nonexist.qcow2': No such file or directory", id: "image-missing", device: nil),
         Sample(text: "qemu-system-x86_64: -device nosuchdev,id=x: 'nosuchdev' is not a valid device model name", id: "device-unknown-driver", device: nil),
         Sample(text: "qemu-system-x86_64: -device lsi53c895a,id=x,bogus=1: Property 'lsi53c895a.bogus' not found", id: "device-bad-property", device: nil),

@@ -56,6 +56,17 @@ public enum DeviceError: Error, Sendable, CustomStringConvertible {
         if case .qemuRefused(_, _, _, let diagnoses) = self { return diagnoses }
         return []
     }
+
+    /// QEMU refused to add the device (`blockdev-add` of a disk, `device_add`),
+    /// or its disk overlay could not be made: the attach removed what it had
+    /// added, so the device is as it was before (unplugged) and QEMU runs on.
+    public var isPlugFailure: Bool {
+        switch self {
+        case .qemuRefused(_, let command, _, _): return command == "blockdev-add" || command.hasPrefix("device_add")
+        case .overlay: return true
+        default: return false
+        }
+    }
 }
 
 extension DeviceError: ExitStatusCarrying {

@@ -46,10 +46,10 @@ public struct NestedBench: Sendable {
         }
     }
 
-    /// The scenarios for `ids` in run order (all when empty); throws on an unknown id.
+    /// The scenarios for `ids` in run order (when empty: all but the measurements, ``NestedScenario/onlyWhenNamed``); throws on an unknown id.
     public static func select(_ ids: [String]) throws -> [NestedScenario] {
         for id in ids where NestedScenario.named(id) == nil { throw BenchError.unknownScenario(id) }
-        return NestedScenario.all.filter { ids.isEmpty || ids.contains($0.id) }
+        return NestedScenario.all.filter { ids.isEmpty ? !$0.onlyWhenNamed : ids.contains($0.id) }
     }
 
     /// The level-2 labs' directory: `nested/` beside the bench lab.
@@ -149,6 +149,7 @@ public struct NestedBench: Sendable {
             let shell = NestedShell(console: connected) { onEvent(.step($0)) }
             try await prepareShell(shell)
             let context = NestedContext(shell: shell, l2Labs: l2LabsPathInL1())
+            context.benchExecutable = pathInL1(Paths.directory(of: qlabExecutable) + "/qlab-bench")
             var consoleLost: String?
             for scenario in scenarios {
                 if let consoleLost {

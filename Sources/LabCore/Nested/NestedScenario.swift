@@ -12,10 +12,13 @@ public struct NestedScenario: Sendable {
     public var boot: String
     /// It needs the cards' IOMMU group bound to vfio-pci (done first when not yet done in this boot).
     public var needsBoundGroup: Bool
+    /// A measurement, not a claim: it runs only when named (`qlab nested run revert-passthrough`),
+    /// never in a run of every scenario (it takes minutes under nested TCG).
+    public var onlyWhenNamed = false
     let body: @Sendable (NestedContext) async throws -> Void
 
     /// Every scenario, in the order they run (scenarios sharing a boot run in one L1, in this order).
-    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, control]
+    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, revertPassthrough, control]
 
     public static func named(_ id: String) -> NestedScenario? { all.first { $0.id == id } }
 }
@@ -25,6 +28,8 @@ final class NestedContext {
     let shell: NestedShell
     /// The level-2 labs' directory as a path relative to the shell's working directory (`labs/nested`).
     let l2Labs: String
+    /// The host's qlab-bench as L1 sees it (next to the running qlab, under /host).
+    var benchExecutable = "qlab-bench"
     /// The group of the bridge's cards is bound to vfio-pci in this boot.
     var groupBound = false
 

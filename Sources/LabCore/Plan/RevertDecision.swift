@@ -9,8 +9,9 @@ extension LabPlanner {
     }
 
     /// How reverts of `guest` put RAM back, and why (`revert:`, docs/devices-snapshots.md).
-    /// `fast` needs: no passthrough device (vfio pins guest RAM, and it blocks
-    /// snapshots of a VM it is in), a guest disk (the qcow2 overlay holds the
+    /// `fast` needs: no passthrough device attached at boot (vfio blocks
+    /// snapshots of a VM it is in; a hotplugged one is unplugged before every
+    /// save and revert, and `auto` then picks ``passthroughAutoMethod``), a guest disk (the qcow2 overlay holds the
     /// snapshots' device state), no memory options of the lab's own in
     /// `qemu_args`, and a private RAM directory with room for the live RAM
     /// file and one snapshot image (2 x memory). Otherwise `loadvm`, saying why.
@@ -25,8 +26,12 @@ extension LabPlanner {
         if choice == .loadvm {
             return RevertRecord(method: .loadvm, reason: "loadvm: the lab asks for it (revert: loadvm)", memoryMiB: mebibytes)
         }
-        if let device = lab.devices.first(where: \.isPassthrough) {
-            return loadvm("device \(device.name) is passed through (vfio pins guest RAM and blocks snapshots while attached)")
+        let passthrough = lab.devices.filter(\.isPassthrough)
+        if let device = passthrough.first(where: { $0.attach == .boot }) {
+            return loadvm("device \(device.name) is passed through and attached at boot (vfio blocks snapshots while it is attached)")
+        }
+        if choice == .auto, let device = passthrough.first, Self.passthroughAutoMethod == .loadvm {
+            return RevertRecord(method: .loadvm, reason: "loadvm (auto): device \(device.name) is passed through; " + Self.passthroughAutoWhy, memoryMiB: mebibytes)
         }
         guard guest.disk != nil else { return loadvm("guest \(guest.name) has no disk to hold snapshots") }
         let memoryOptions = ["-mem-path", "-mem-prealloc", "-numa", "memory-backend"]
@@ -43,7 +48,18 @@ extension LabPlanner {
         if free >> 20 < needed {
             return loadvm("\(directory) has \(free >> 20) MiB free, needs \(needed) (the live RAM file and one snapshot image); set QLAB_RAM_DIR")
         }
-        let why = choice == .fast ? "revert: fast" : "auto"
+        var why = choice == .fast ? "revert: fast" : "auto"
+        if let device = passthrough.first {
+            why += "; device \(device.name) is passed through, plugged into each new QEMU" + (choice == .auto ? "; " + Self.passthroughAutoWhy : "")
+        }
         return RevertRecord(method: .fast, reason: "fast (\(why)): guest RAM in \(directory)/\(RAMFiles.live)", ramDirectory: directory, memoryMiB: mebibytes)
     }
+
+    /// What `revert: auto` picks for a lab with a hotplugged passthrough card,
+    /// from the nested bench's measurement (scenario `revert-passthrough`,
+    /// docs/devices-snapshots.md): vfio pins all guest RAM when the card is
+    /// plugged, which a fresh QEMU on a copy-on-write map pays by copying every page.
+    public static let passthroughAutoMethod: RevertMethod = .loadvm
+    /// Why, for the plan's reason.
+    static let passthroughAutoWhy = "measured in L1 with real vfio (nested scenario revert-passthrough), revert + plug took 1.6-2.8x as long fast as loadvm at 64 and 256 MiB: a new QEMU's start, and the plug's pin copying every page of the copy-on-write map (docs/devices-snapshots.md)"
 }

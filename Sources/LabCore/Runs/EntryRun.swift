@@ -189,6 +189,13 @@ extension TestRunner {
             result = progress.result(.timeout, message: "the test did not end within \(Self.wholeSeconds(seconds)) s" + (recovered ? "" : "; the console did not recover"),
                                      tail: progress.consoleTail())
             healthy = recovered
+        } else if let plug = error as? DeviceError, plug.isPlugFailure, qemuRuns(booted) {
+            // The card did not go back in after the revert (or reset): the test cannot
+            // run, but QEMU and the guest are fine and the card is unplugged, as the
+            // snapshot has it, so the next entry starts from a fresh revert, not a boot.
+            result = progress.result(.error, message: "the card was not plugged back, so the test did not run (the next run reverts again): \(plug)",
+                                     diagnoses: plug.diagnoses, tail: progress.consoleTail())
+            healthy = true
         } else {
             let breakage = await explainBreakage(error, booted: booted)
             result = progress.result(.error, message: breakage.message, diagnoses: breakage.diagnoses, tail: progress.consoleTail())
@@ -196,6 +203,13 @@ extension TestRunner {
         }
         result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry, attempt: progress.attempt)
         return (result, healthy)
+    }
+
+    /// The lab's QEMU is still running (the record read again: a fast revert replaces QEMU).
+    func qemuRuns(_ booted: BootedGuest) -> Bool {
+        let runtime = booted.session.runtime
+        guard let record = (try? runtime.records.reload()) ?? nil else { return false }
+        return runtime.liveQEMU(record) != nil
     }
 
     /// Why a run broke the guest.

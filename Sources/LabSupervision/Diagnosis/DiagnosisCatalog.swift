@@ -244,6 +244,17 @@ public enum DiagnosisCatalog {
 
     static let qemuRules: [DiagnosisRule] = [
         DiagnosisRule(
+            id: "romfile-missing", keywords: ["romfile"],
+            patterns: [#"failed to find romfile "(?<path>[^"]*)""#],
+            takesDeviceFromLine: false,
+            explain: { c in
+                (
+                    summary: "QEMU cannot read the option ROM image \(c["path"].map { "'\($0)' " } ?? "")given to the card",
+                    cause: "A PCI device's `romfile` names the option ROM QEMU shows the guest; QEMU reads it when the device is added (at start or by device_add, so at every hotplug), and refuses the device when the file is missing or unreadable. A relative name is looked up in QEMU's firmware directories.",
+                    fix: "Put the ROM image back at that path (an absolute path is safest), fix `passthrough.romfile` (or the device's `romfile` property) in the lab file, or drop it to use the card's own ROM."
+                )
+            }),
+        DiagnosisRule(
             id: "image-locked", keywords: ["lock", "another process using the image"],
             patterns: [#"Failed to get (?:shared )?"[a-z ]+" lock"#, #"Is another process using the image \[(?<path>[^\]]+)\]"#],
             takesDeviceFromLine: false,

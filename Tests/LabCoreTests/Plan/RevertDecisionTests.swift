@@ -50,10 +50,11 @@ struct RevertDecisionTests {
         defer { try? FileManager.default.removeItem(atPath: root) }
         let cases: [(String, String?, String)] = [
             (Self.lab(top: "revert: loadvm"), nil, "loadvm: the lab asks for it (revert: loadvm)"),
+            // auto picks what the nested bench measured faster for a hotplugged card (revert-passthrough).
             (Self.lab(devices: "devices:\n  card: {passthrough: {host: \"0000:03:05.0\"}, attach: hotplug}"), nil,
-             "loadvm: device card is passed through"),
-            (Self.lab(top: "revert: fast", devices: "devices:\n  card: {passthrough: {host: \"0000:03:05.0\"}, attach: hotplug}"), nil,
-             "loadvm (revert: fast was asked): device card is passed through"),
+             "loadvm (auto): device card is passed through; measured in L1 with real vfio"),
+            (Self.lab(top: "revert: fast", devices: "devices:\n  card: {passthrough: {host: \"0000:03:05.0\"}, attach: boot}"), nil,
+             "loadvm (revert: fast was asked): device card is passed through and attached at boot"),
             (Self.lab(top: "qemu_args: [-mem-prealloc]"), nil, "loadvm: qemu_args set guest memory themselves (-mem-prealloc)"),
             // A real filesystem without room for 2 x 100000 GiB.
             (Self.lab(memory: "100000G"), nil, "MiB free, needs 204800000 (the live RAM file and one snapshot image); set QLAB_RAM_DIR"),
@@ -73,6 +74,18 @@ struct RevertDecisionTests {
               linux: {os: linux, kernel: /k, initrd: /i}
             """, root: root)
         #expect(noDisk.revert.reason == "loadvm: guest linux has no disk to hold snapshots")
+    }
+
+    /// A hotplugged card is unplugged before every save and revert, so a lab can ask for
+    /// `fast`: the card is plugged into each new QEMU.
+    @Test func fastAskedWithAHotpluggedCardIsFast() throws {
+        let root = try Self.makeRoot()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let plan = try Self.plan(Self.lab(top: "revert: fast", devices: "devices:\n  card: {passthrough: {host: \"0000:03:05.0\"}, attach: hotplug}"), root: root)
+        #expect(plan.revert.method == .fast)
+        #expect(plan.revert.reason == "fast (revert: fast; device card is passed through, plugged into each new QEMU): guest RAM in \(root)/ram/rd/live.ram")
+        #expect(plan.argv.contains("memory-backend-file,id=pc.ram,size=256M,mem-path=\(root)/ram/rd/live.ram,share=on"))
+        #expect(!plan.argv.contains { $0.hasPrefix("vfio-pci") }, "the card is hotplugged, not on the command line")
     }
 
     @Test func aGuestOverridesTheLabAndBadValuesNameTheLine() throws {

@@ -1,0 +1,27 @@
+/// Scenario `revert-passthrough` (issue 20): the two revert methods for a lab
+/// with a passed-through card, measured where vfio pins guest RAM for real.
+extension NestedScenario {
+    /// The root-bus card (lsi53c895a, like the slot-2 card): the loadvm lab's, since one
+    /// card serves one QEMU and qlab refuses two labs on one card. Its IOMMU group is its own.
+    static let loadvmCard = NestedBenchFacts.rootCard
+
+    static let revertPassthrough = NestedScenario(
+        id: "revert-passthrough", title: "measure: fast against loadvm reverts with a passed-through card",
+        proves: "Both revert methods work for a lab whose card is passed through and hotplugged: `qlab-bench revert --passthrough` in L1 reverts a firmware-only L2 with dirty RAM (64 MiB and 256 MiB) and plugs the card back until query-pci lists it, fast (a fresh QEMU on a copy-on-write map of the RAM image, the card's vfio pinning every page) and loadvm interleaved, and prints the ratio fast/loadvm per size. A measurement: it runs only when named.",
+        boot: "bench", needsBoundGroup: true, onlyWhenNamed: true
+    ) { context in
+        let shell = context.shell
+        shell.atEnd("qlab vfio unbind \(loadvmCard)")
+        let bind = try await shell.run("qlab vfio bind \(loadvmCard)")
+        bind.exits(0)
+        bind.prints("\(loadvmCard): sym53c8xx → vfio-pci")
+        let bench = try await shell.run(
+            "\(ShellQuoting.quote(context.benchExecutable)) revert --passthrough \(Facts.slot2),\(loadvmCard) --memory 64M,256M --runs 5",
+            timeout: .seconds(3600))
+        bench.exits(0)
+        for size in ["64M", "256M"] {
+            bench.check("a ratio for \(size)", bench.text.contains("ratio fast/loadvm \(size) "), seen: excerpt(bench.text))
+        }
+        bench.prints("summary: ")
+    }
+}
