@@ -25,16 +25,19 @@ public final class DirectoryWatch: Sendable {
     }
 
     /// Waits until an event arrives or one of `others` becomes readable or
-    /// hangs up (true), `timeout` passes or the task is cancelled (false):
-    /// `poll(2)` on the inotify descriptor (and `others`: a child's pidfd, an
-    /// owner pipe) on a detached thread, off the cooperative pool. Queued
+    /// hangs up, or one of `hangUps` hangs up or fails (true), `timeout`
+    /// passes or the task is cancelled (false): `poll(2)` on the inotify
+    /// descriptor (and `others`: a child's pidfd, an owner pipe; `hangUps`,
+    /// polled for no event, so only `POLLHUP`/`POLLERR` wake: stdout, whose
+    /// reader may go) on a detached thread, off the cooperative pool. Queued
     /// events are read and dropped: the caller looks at the files again.
-    /// The caller keeps `others` open until this returns.
-    public func wait(timeout: Duration? = nil, orReadable others: [FileDescriptor] = []) async -> Bool {
+    /// The caller keeps `others` and `hangUps` open until this returns.
+    public func wait(timeout: Duration? = nil, orReadable others: [FileDescriptor] = [], orHangUp hangUps: [FileDescriptor] = []) async -> Bool {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         // The thread holds the watch, so its descriptor stays open while polled.
         let woken = try? await OffPoolWait.run { [self] cancelFD -> Bool in
-            var fds = PollSet([(FileDescriptor(rawValue: cancelFD), .readable), (FileDescriptor(rawValue: fd), .readable)] + others.map { ($0, .readable) })
+            var fds = PollSet([(FileDescriptor(rawValue: cancelFD), .readable), (FileDescriptor(rawValue: fd), .readable)]
+                + others.map { ($0, .readable) } + hangUps.map { ($0, []) })
             let ready = fds.wait(until: deadline)
             return (try? ready.get()).map { $0 > 0 } == true && fds.returned(0).isEmpty
         }

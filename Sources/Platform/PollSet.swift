@@ -50,6 +50,15 @@ public struct PollSet {
         }
     }
 
+    /// Whether `descriptor` has hung up or failed now (`POLLHUP`/`POLLERR`
+    /// from a `poll(2)` that waits for nothing else and does not block): the
+    /// write end of a pipe whose reader has gone, a socket shut down by its peer.
+    public static func hungUp(_ descriptor: FileDescriptor) -> Bool {
+        var set = PollSet([(descriptor, [])])
+        guard case .success(let ready) = set.waitOnce(milliseconds: 0), ready > 0 else { return false }
+        return !set.returned(0).intersection([.hangUp, .error]).isEmpty
+    }
+
     /// Whether `descriptor` becomes readable (or hung up) within `timeout`
     /// (nil: as long as it takes); a blocking `poll(2)` on the calling thread.
     public static func readable(_ descriptor: FileDescriptor, within timeout: Duration?) -> Bool {

@@ -316,7 +316,7 @@ struct FloorPlan {
         for name in devices {
             guard let device = session.lab.device(named: name) else { throw BenchError("no device \(name)") }
             var overlays: [String: String] = [:]
-            for disk in device.emulated?.disks ?? [] where !disk.readonly {
+            for disk in device.emulated?.disks ?? [] where disk.usesOverlay {
                 let overlay = directory + "/floor-\(session.lab.name)-\(disk.id).qcow2"
                 try BenchProcess.runTool(["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk.format, "-b", disk.image, overlay])
                 overlays[disk.id] = overlay

@@ -13,6 +13,11 @@ enum Completions {
         return LabCompletion.devices(lab: words[index - 1], prefix: prefix)
     }
 
+    /// `qlab run --test/--guest/--device`: the names in the lab file the line names.
+    static func run(_ choice: LabCompletion.RunChoice) -> CompletionKind {
+        .custom { (words: [String], _: Int, prefix: String) in LabCompletion.runChoices(choice, words: words, prefix: prefix) }
+    }
+
     /// A snapshot tag of the running lab named in the word before this one (`qlab snapshot load LAB TAG`).
     static let snapshotTag = CompletionKind.custom { (words: [String], index: Int, prefix: String) async in
         guard index >= 1, index - 1 < words.count else { return [] }

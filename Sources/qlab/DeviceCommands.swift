@@ -46,9 +46,10 @@ struct HotplugCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
     @Argument(help: "The lab's device name.", completion: Completions.device) var device: String
     @Flag(help: "Print what was attached as JSON (steps included).") var json = false
+    @Flag(help: "Also print each step's time (QMP commands, event waits, host steps).") var steps = false
 
     func run() async throws {
-        let (json, verbose) = (json, global.verbose)
+        let (json, verbose) = (json, steps)
         try await withLabSession(lab, command: "hotplug") { session in
             let result = try await session.attach(device)
             if json { return try printJSON(result.json) }
@@ -81,6 +82,7 @@ struct UnplugCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Flag(help: "Never reset the VM: fail when the guest does not release the device.") var noResetFallback = false
     @Flag(help: "Reset at once instead of asking the guest (its state is lost).") var reset = false
     @Flag(help: "Print how the device was detached as JSON (steps included).") var json = false
+    @Flag(help: "Also print each step's time (QMP commands, event waits, host steps).") var steps = false
 
     func validate() throws {
         if reset && noResetFallback { throw ValidationError("--reset and --no-reset-fallback contradict each other") }
@@ -92,7 +94,7 @@ struct UnplugCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         let guestTimeout = try checkedSeconds(timeout, option: "--timeout", allowZero: true)
         let policy = UnplugPolicy(
             guestTimeout: guestTimeout, resetFallback: !noResetFallback, resetAtOnce: reset)
-        let (json, verbose) = (json, global.verbose)
+        let (json, verbose) = (json, steps)
         try await withLabSession(lab, command: "unplug") { session in
             let result = try await session.detach(device, policy: policy)
             if json { return try printJSON(result.json) }

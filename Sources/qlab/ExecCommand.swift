@@ -14,7 +14,8 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
             through the guest agent when the lab has one and it answers, else on the serial \
             console (where stdout and stderr are one stream). Exit status: the command's own; \
             124 when it did not finish within --timeout (qlab interrupts it with Ctrl-C and \
-            prints the console's last lines on stderr); when qlab itself failed, the table's \
+            prints the console's last lines on stderr), or with --ready when the guest was not \
+            ready within its boot_timeout; when qlab itself failed, the table's \
             status with a `qlab exec:` line on stderr (3 the lab is not running, 1 the console \
             or agent is unusable, 2 bad usage). \
             On a terminal, control characters and escape sequences in the output are shown \
@@ -24,7 +25,7 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
             """)
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
-    @Option(help: "Seconds the command may run.") var timeout: Double = 60
+    @Option(help: "Seconds the command may run (after --ready's wait, which has the guest's boot_timeout).") var timeout: Double = 60
     @Option(name: [.customLong("via"), .customLong("transport")], help: "auto (agent if the lab has one, else console), agent, or console.") var via: GuestTransport = .auto
     @Flag(help: "First wait until the guest is ready (its ready text, login), up to its boot_timeout.") var ready = false
     @Flag(help: "Print the command's exit status, output and duration as one JSON object.") var json = false
@@ -47,8 +48,9 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
 
     static func execute(lab: String, transport: GuestTransport, limit: Duration, ready: Bool, command: [String], json: Bool = false) async throws {
         let result: GuestCommandResult
-        // --timeout bounds the whole command: waiting for the console (or --ready) included.
-        let budget = CommandBudget(limit)
+        // --timeout bounds the whole command, waiting for the console included; --ready's
+        // wait for the ready text is the guest's boot_timeout's, and the budget starts after it.
+        var budget = CommandBudget(limit)
         do {
             let runtime = try LabRuntime.locateExisting(lab)
             let probe = min(limit, .seconds(5))
@@ -64,8 +66,8 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
                     consoleTail: console.tail())
                 if ready, let record = try runtime.record {
                     let guest = try record.lab().selectGuest(record.guest)
-                    guard let left = budget.remaining() else { throw unusable }
-                    try await console.waitForReady(guest, timeout: left)
+                    try await console.waitForReady(guest, timeout: guest.bootTimeout)
+                    budget = CommandBudget(limit)
                 } else {
                     guard let left = budget.remaining() else { throw unusable }
                     if !(try await console.probe(timeout: min(probe, left))) {

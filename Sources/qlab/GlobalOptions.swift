@@ -7,9 +7,9 @@ import QMP
 
 /// Options every command takes (an `@OptionGroup` of each command, see
 /// ``UsesGlobalOptions``): `--trace-qmp FILE` (every QMP message this command
-/// sends and receives, as JSON Lines), `-v`/`--verbose` (log level `debug`;
-/// commands with steps also print each step's time) and `--log-level LEVEL`
-/// (`trace` ... `critical`). Logs go to stderr, through swift-log, one logger
+/// sends and receives, as JSON Lines), `-v`/`--verbose` (log level `debug`) and `--log-level LEVEL`
+/// (`trace` ... `critical`). A command's own extra output has its own flag
+/// (`hotplug --steps`): -v is logging only. Logs go to stderr, through swift-log, one logger
 /// per module (qlab.cli, qlab.labcore, qlab.supervision, qlab.qmp); without
 /// these options only errors are logged, which qlab prints itself anyway: quiet.
 struct GlobalOptions: ParsableArguments {
@@ -19,7 +19,7 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Log at LEVEL and above on stderr.", valueName: "LEVEL"))
     var logLevel: LogLevel?
 
-    @Flag(name: .shortAndLong, help: "Log at level debug on stderr; hotplug, unplug, snapshot and nested also print each step's time or output.")
+    @Flag(name: .shortAndLong, help: "Log at level debug on stderr (hotplug, unplug and snapshot print their step times with --steps).")
     var verbose = false
 
     static let help = "Every command also takes, after its name, --trace-qmp FILE (its QMP messages in and out, JSON Lines), -v/--verbose and --log-level trace|debug|info|notice|warning|error|critical (logs on stderr)."

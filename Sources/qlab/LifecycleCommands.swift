@@ -22,6 +22,13 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Flag(help: "Start with the guest's CPUs stopped (-S).") var paused = false
     @Flag(help: "Replace the guest disk overlay with a fresh one (drops its snapshots).") var freshDisk = false
     @Flag(help: "Print the started lab as JSON (with --foreground: one JSON line when up, one when QEMU exits).") var json = false
+    @Flag(help: "Return once the guest is ready (its ready text, login, a shell that answers), within its boot_timeout; 124 when it is not.")
+    var waitReady = false
+
+    func validate() throws {
+        if waitReady && foreground { throw ValidationError("--wait-ready returns once the guest is ready; --foreground stays attached: give one") }
+        if waitReady && paused { throw ValidationError("--wait-ready: a guest started with --paused does not boot until `qlab qmp LAB cont`; give one") }
+    }
 
     func run() async throws {
         let controller = labController()
@@ -57,10 +64,20 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
                 }
             } else {
                 let result = try await controller.up(labFile: lab, options: options)
+                if !json { print(UpCommand.describe(result.record) + ", \(result.status.status)") }
+                // The lab stays up whether or not its guest gets ready: `qlab down` takes it down.
+                var readiness: GuestConsole.Readiness?
+                if waitReady {
+                    readiness = try await Self.waitReady(result.record, runtime: result.runtime)
+                    if !json { print(String(format: "guest %@ ready after %.1f s", result.record.guest, readiness!.waited.inSeconds)) }
+                }
                 if json {
-                    try printJSON(result.json)
-                } else {
-                    print(UpCommand.describe(result.record) + ", \(result.status.status)")
+                    var document = result.json
+                    if let readiness, case .object(var object) = document {
+                        object["ready_seconds"] = .double((readiness.waited.inSeconds * 1000).rounded() / 1000)
+                        document = .object(object)
+                    }
+                    try printJSON(document)
                 }
             }
         } catch let error as Reported {
@@ -68,6 +85,25 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         } catch {
             throw Reported("up", error)
         }
+    }
+
+    /// `--wait-ready`: the guest's ready text (then login and a shell that
+    /// answers) on its console, within its `boot_timeout`; cancellable (Ctrl-C: 130).
+    static func waitReady(_ record: LabRecord, runtime: LabRuntime) async throws -> GuestConsole.Readiness {
+        let readiness = Mutex<GuestConsole.Readiness?>(nil)
+        try await runCancellable("up") { _ in
+            do {
+                let guest = try record.lab().selectGuest(record.guest)
+                let console = try GuestConsole.connect(runtime: runtime)
+                defer { console.close() }
+                let ready = try await console.waitForReady(guest, timeout: guest.bootTimeout)
+                readiness.withLock { $0 = ready }
+            } catch where !Task.isCancelled {
+                throw Reported("up", error)
+            }
+        }
+        guard let ready = readiness.withLock({ $0 }) else { throw Reported(.failed) }
+        return ready
     }
 
     static func describe(_ record: LabRecord) -> String {
@@ -213,20 +249,66 @@ struct RemoveCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
         commandName: "rm",
-        abstract: "Remove a stopped lab's state: overlays, logs, event log and records (`down` it first).")
+        abstract: "Remove a stopped lab's state: overlays, logs, event log and records (`down` it first).",
+        discussion: """
+            --all removes every stopped lab's state and keeps the running ones (and any a running \
+            command owns or holds), naming them on stderr; exit 0 when every stopped lab went, 4 \
+            when a lab was kept because another command held it, 1 when a removal failed.
+            """)
 
-    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
-    @Flag(help: "Print {\"name\", \"removed_anything\", \"bytes\"} as JSON.") var json = false
+    @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String?
+    @Flag(help: "Remove every stopped lab; running ones are kept.") var all = false
+    @Flag(help: "Print {\"name\", \"removed_anything\", \"bytes\"} as JSON (with --all: {\"removed\": [...], \"kept\": [...], \"failed\": [...]}).") var json = false
+
+    func validate() throws {
+        if all && lab != nil { throw ValidationError("give a lab or --all, not both") }
+        if !all && lab == nil { throw ValidationError("give the lab to remove (a name from `qlab list`, or its file), or --all") }
+    }
 
     func run() async throws {
+        if all { return try await removeAll() }
         do {
-            let runtime = try LabRuntime.locateExisting(lab)
+            let runtime = try LabRuntime.locateExisting(lab!)
             let removal = try await labController().remove(runtime.name)
             if json { return try printJSON(removal.json) }
             print("lab \(removal.name) removed (\(ByteSize(bytes: UInt64(removal.bytes)).humanReadable) of state)")
         } catch {
             throw Reported("rm", error)
         }
+    }
+
+    func removeAll() async throws {
+        let outcomes: [(name: String, outcome: LabController.RemovalOutcome)]
+        do { outcomes = try await labController().removeAll() } catch {
+            throw Reported("rm", error)
+        }
+        var removed: [JSONValue] = [], kept: [JSONValue] = [], failed: [JSONValue] = []
+        var status = ExitStatus.success
+        for (name, outcome) in outcomes {
+            switch outcome {
+            case .removed(let removal):
+                removed.append(removal.json)
+                if !json { print("lab \(name) removed (\(ByteSize(bytes: UInt64(removal.bytes)).humanReadable) of state)") }
+            case .kept(let error):
+                kept.append(["name": .string(name), "reason": .string(error.description)])
+                if case .stillRunning = error {
+                    reportError("qlab rm: kept lab \(name): it is running (`qlab down \(name)` first)")
+                } else {
+                    reportError("qlab rm: kept lab \(name): \(error)")
+                    status = .busy
+                }
+            case .failed(let error):
+                failed.append(["name": .string(name), "error": .string("\(error)")])
+                reportError("qlab rm: lab \(name): \(error)")
+                status = .failed
+            }
+        }
+        if json {
+            try printJSON(["removed": .array(removed), "kept": .array(kept), "failed": .array(failed)])
+        } else if outcomes.isEmpty {
+            print("no labs")
+        }
+        if status != .success { throw Reported(status) }
     }
 }
 

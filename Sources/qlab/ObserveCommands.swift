@@ -7,18 +7,42 @@ import QMP
 struct EventsCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @OptionGroup(title: "Global options") var global: GlobalOptions
     static let configuration = CommandConfiguration(
-        commandName: "events", abstract: "Print a lab's QMP events, as the supervisor logged them.")
+        commandName: "events", abstract: "Print a lab's QMP events, as the supervisor logged them.",
+        discussion: """
+            The log keeps every boot's events until `qlab rm`. Without --follow, all of them are \
+            printed (--since: from a time on). --follow prints the events that come from now on \
+            (--since TIME or --all: history first) until the lab stops, and exits as soon as its \
+            reader goes away (`qlab events LAB --follow | grep -m1 DEVICE_DELETED`).
+            """)
 
     @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
-    @Flag(help: "Keep printing new events until the lab stops.") var follow = false
+    @Flag(help: "Keep printing new events until the lab stops (from now on, unless --since or --all).") var follow = false
+    @Option(help: ArgumentHelp("Only events at or after TIME: ISO 8601 (2026-12-07T05:00:00Z) or a duration ago (10m, 1h30m).", valueName: "TIME"))
+    var since: String?
+    @Flag(help: "With --follow: print the whole log (earlier boots' events too) before the new events.") var all = false
     @Flag(help: "One JSON object per line.") var json = false
+
+    func validate() throws {
+        if since != nil && all { throw ValidationError("--since and --all both say where to start: give one") }
+        if let since, Self.sinceTime(since) == nil {
+            throw ValidationError("--since '\(since)': give an ISO 8601 time (2026-12-07T05:00:00Z) or a duration ago (10m, 1h30m)")
+        }
+    }
+
+    /// `--since`'s time in seconds since the epoch: an ISO 8601 time, or now less a duration.
+    static func sinceTime(_ text: String, now: Date = Date()) -> Double? {
+        if let duration = LabDuration.parse(text) { return now.timeIntervalSince1970 - duration.inSeconds }
+        if let date = try? Date(text, strategy: .iso8601) { return date.timeIntervalSince1970 }
+        return nil
+    }
 
     func run() async throws {
         let runtime: LabRuntime
         do { runtime = try LabRuntime.locateExisting(lab) } catch {
             throw Reported("events", error)
         }
-        try await EventLog.read(runtime, follow: follow) { printEvent($0) }
+        let start: EventLog.Start = since.flatMap { Self.sinceTime($0) }.map { .since($0) } ?? (follow && !all ? .now : .all)
+        try await EventLog.read(runtime, follow: follow, from: start, reader: .standardOutput) { printEvent($0) }
     }
 
     func printEvent(_ line: [UInt8]) {

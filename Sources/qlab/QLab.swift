@@ -19,6 +19,7 @@ struct QLab: AsyncParsableCommand {
             RunCommand.self,
             ReportCommand.self,
             QMPCommand.self,
+            HMPCommand.self,
             EventsCommand.self,
             ConsoleCommand.self,
             ExecCommand.self,

@@ -13,9 +13,9 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         discussion: "Exit 0 when every test passed; 1 when a test failed or timed out; 5 when no test failed but infrastructure errors were left after the retries (--retry-errors). Reports: --junit FILE (Jenkins, GitLab) and --json-report FILE (merge shards with `qlab report merge`); --json prints the JSON report on stdout (progress then goes to stderr).")
 
     @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
-    @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).") var guests: [String] = []
-    @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).") var tests: [String] = []
-    @Option(name: .customLong("device"), help: "A device of the lab's device dimension (`matrix: {devices: ...}`) to run with (repeatable; default: all).") var devices: [String] = []
+    @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).", completion: Completions.run(.guest)) var guests: [String] = []
+    @Option(name: .customLong("test"), help: "A test to run (repeatable; default: all).", completion: Completions.run(.test)) var tests: [String] = []
+    @Option(name: .customLong("device"), help: "A device of the lab's device dimension (`matrix: {devices: ...}`) to run with (repeatable; default: all).", completion: Completions.run(.device)) var devices: [String] = []
     @Option(name: .customLong("repeat"), help: "Run each test N times.") var repeats = 1
     @Option(help: ArgumentHelp("Run the K-th of N parts of the matrix (1 <= K <= N), e.g. 2/4; auto: from QLAB_SHARD=K/N or GitLab's CI_NODE_INDEX/CI_NODE_TOTAL (the whole matrix when neither is set).", valueName: "K/N|auto")) var shard: ShardArgument?
     @Option(help: ArgumentHelp("Write a JUnit XML report to FILE.", valueName: "FILE")) var junit: String?
@@ -29,8 +29,23 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     var retryErrors = 0
     @Option(help: ArgumentHelp("The outcomes --retry-errors reruns, comma-separated: error (the default), timeout, failed.", valueName: "OUTCOMES"))
     var retryOn: RetryOutcomes?
+    @Option(name: .customLong("label"), help: ArgumentHelp("A label of what the run tests, KEY=VALUE (repeatable; over the lab file's `labels:`): in every report and in the hooks' environment as QLAB_LABEL_KEY.", valueName: "KEY=VALUE"))
+    var labels: [String] = []
+
+    /// `--label` values as labels; a malformed one is a usage error (exit 2) naming it.
+    func checkedLabels() throws(ValidationError) -> [RunLabel] {
+        var parsed: [RunLabel] = []
+        for argument in labels {
+            switch RunLabel.parse(argument) {
+            case .success(let label): parsed.append(label)
+            case .failure(let error): throw ValidationError(error.description)
+            }
+        }
+        return parsed
+    }
 
     func validate() throws {
+        _ = try checkedLabels()
         _ = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
         _ = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
         _ = try checkedCount(retryErrors, in: 0...TestRunner.maximumRetries, option: "--retry-errors")
@@ -44,6 +59,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         options.guests = guests
         options.tests = tests
         options.devices = devices
+        options.labels = try checkedLabels()
         options.repeats = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
         switch shard {
         case .auto:
@@ -176,11 +192,12 @@ final class RunProgress: @unchecked Sendable {
         case .entryStarted(let entry, let index, let total):
             current = "[\(index)/\(total)] \(entry.guest) " + (entry.device.map { $0 + " " } ?? "") + entry.displayName
             if booting == nil { live(current!) }
-        case .entryFinished(let result, let index, let total):
+        case .entryFinished(let result, _, let total):
             current = nil
-            finished = index
+            // Numbered as printed: under --jobs entries finish out of their start order.
+            finished += 1
             durations.append(result.duration)
-            var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", index, total, result.entry.guest + (result.entry.device.map { " " + $0 } ?? ""), result.entry.displayName,
+            var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", finished, total, result.entry.guest + (result.entry.device.map { " " + $0 } ?? ""), result.entry.displayName,
                               result.outcome.rawValue.uppercased(), result.duration)
             if let worker = result.worker { text += " on " + worker }
             if result.retried { text += " (attempt \(result.attempts.count + 1))" }
@@ -302,7 +319,7 @@ struct ReportCommand: AsyncParsableCommand {
                 if let junit {
                     try OutputFile.write(junit, Array(JUnitReport.xml(merged, attachmentsRelativeTo: ReportPaths.workingDirectory).utf8))
                 }
-                reportError("merged \(reports.count) reports: \(merged.summaryLine)"
+                reportError("merged \(reports.count) report\(reports.count == 1 ? "" : "s"): \(merged.summaryLine)"
                     + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))
                 // The run's verdict, over the shards: 1 for a test's failure, 5 for infrastructure errors only.
                 if merged.verdict != .success { throw Reported(merged.verdict) }

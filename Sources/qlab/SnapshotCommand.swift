@@ -19,6 +19,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         @Argument(help: "The lab name or file.", completion: Completions.lab) var lab: String
         @Flag(help: "Use HMP savevm/loadvm/delvm even where the job commands exist.") var hmp = false
         @Flag(help: "Print the result as JSON (unplugs, re-attaches and steps included).") var json = false
+        @Flag(help: "Also print each step's time (QMP commands, event waits, host steps).") var steps = false
     }
 
     static func report(_ result: SnapshotResult, common: Common, verbose: Bool) throws {
@@ -52,7 +53,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             var options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach, replace: replace)
             if resetFallback { options.unplugPolicy = .standard }
             try await withLabSession(common.lab, command: "snapshot save") { [options] session in
-                try SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), common: common, verbose: global.verbose)
+                try SnapshotCommand.report(try await session.saveSnapshot(tag, options: options), common: common, verbose: common.steps)
             }
         }
     }
@@ -68,7 +69,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         func run() async throws {
             let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto, reattach: !noReattach)
             try await withLabSession(common.lab, command: "snapshot load") { session in
-                try SnapshotCommand.report(try await session.loadSnapshot(tag, options: options), common: common, verbose: global.verbose)
+                try SnapshotCommand.report(try await session.loadSnapshot(tag, options: options), common: common, verbose: common.steps)
             }
         }
     }
@@ -83,7 +84,7 @@ struct SnapshotCommand: AsyncParsableCommand {
         func run() async throws {
             let options = SnapshotOptions(backend: common.hmp ? .hmp : .auto)
             try await withLabSession(common.lab, command: "snapshot delete") { session in
-                try SnapshotCommand.report(try await session.deleteSnapshot(tag, options: options), common: common, verbose: global.verbose)
+                try SnapshotCommand.report(try await session.deleteSnapshot(tag, options: options), common: common, verbose: common.steps)
             }
         }
     }

@@ -33,6 +33,8 @@ struct EventsFollowTests {
             close(ends[0])
         }
 
+        // The follower prints what comes after it started: `cont` once it waits (its watches are set).
+        #expect(waitUntil(limit: .seconds(60)) { Self.inotifyWatches(of: follower.pid) >= 2 }, "the follower never set its watches")
         let session = try await LabSession.open(runtime: fixture.runtime(name))
         _ = try await session.qmp.execute("cont")
         session.close()

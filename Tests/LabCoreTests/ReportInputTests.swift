@@ -61,7 +61,7 @@ struct ReportInputTests {
 
         let merged = try env.qlab("report", "merge", report, "--json-report", env.root + "/merged.json")
         #expect(merged.status == 1, "\(merged.stderr.prefix(500))")  // some runs failed: merged, exit 1 as a run would
-        #expect(merged.stderr.contains("merged 1 reports: "), "\(merged.stderr.prefix(500))")
+        #expect(merged.stderr.contains("merged 1 report: "), "\(merged.stderr.prefix(500))")
         #expect(try TestReport(path: env.root + "/merged.json").results.count == 1000)
         let page = try env.qlab("report", "html", report, "-o", env.root + "/large.html")
         #expect(page.status == 0, "\(page.stderr.prefix(500))")

@@ -43,6 +43,8 @@ struct ScriptingCLITests {
             if follow.isRunning { follow.terminate() }
             follow.waitUntilExit()
         }
+        // --follow prints what comes after it started: `cont` once it waits (its watches are set).
+        #expect(waitUntil(limit: .seconds(60)) { EventsFollowTests.inotifyWatches(of: follow.processIdentifier) >= 2 }, "the follower never set its watches")
         #expect(try env.qlab("qmp", "piped", "cont").status == 0)
 
         // Read until a RESUME line arrives; the follower must still be running then.

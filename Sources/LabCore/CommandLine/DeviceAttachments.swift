@@ -61,20 +61,39 @@ extension LabDevice {
                 QEMUDeviceSpec(driver: controller.driver, id: name, properties: placement.properties + self.properties.map { ($0.name, $0.value) })
             ]
             for disk in controller.disks {
-                if let overlay = diskOverlays[disk.id], !disk.readonly {
+                if let host = disk.host {
+                    // A host SCSI device: one host_device node, given to scsi-generic/scsi-block as it is.
+                    blockdevs.append(QEMUBlockdevSpec(nodeName: disk.fileNodeName, driver: "host_device", properties: [("filename", .string(host))]))
+                } else if let overlay = diskOverlays[disk.id], disk.usesOverlay {
                     blockdevs.append(.file(overlay, nodeName: disk.fileNodeName))
                     blockdevs.append(.format("qcow2", over: disk.fileNodeName, nodeName: disk.formatNodeName))
                 } else {
                     blockdevs.append(.file(disk.image, nodeName: disk.fileNodeName, readOnly: true))
                     blockdevs.append(.format(disk.format, over: disk.fileNodeName, nodeName: disk.formatNodeName, readOnly: true))
                 }
-                devices.append(
-                    QEMUDeviceSpec(
-                        driver: "scsi-hd", id: disk.id,
-                        properties: [("drive", .string(disk.formatNodeName)), ("bus", .string(name + ".0"))]))
+                devices.append(QEMUDeviceSpec(driver: disk.qemuDriver, id: disk.id, properties: disk.deviceProperties(bus: name + ".0")))
             }
             return DeviceAttachment(blockdevs: blockdevs, devices: devices)
         }
+    }
+}
+
+extension EmulatedDisk {
+    /// The disk's `-device` properties: its node, its bus, then its shape
+    /// (`scsi-id`, `lun`, `vendor`, `product`, `ver`, `serial`, block sizes) where the lab gives one.
+    func deviceProperties(bus: String) -> [(String, QEMUValue)] {
+        var properties: [(String, QEMUValue)] = [("drive", .string(host != nil ? fileNodeName : formatNodeName)), ("bus", .string(bus))]
+        if let id = shape.scsiID { properties.append(("scsi-id", .int(Int64(id)))) }
+        if let lun = shape.lun { properties.append(("lun", .int(Int64(lun)))) }
+        if let vendor = shape.vendor { properties.append(("vendor", .string(vendor))) }
+        if let product = shape.product { properties.append(("product", .string(product))) }
+        if let revision = shape.revision { properties.append(("ver", .string(revision))) }
+        if let serial = shape.serial { properties.append(("serial", .string(serial))) }
+        if let size = shape.blockSize {
+            properties.append(("logical_block_size", .int(Int64(size))))
+            properties.append(("physical_block_size", .int(Int64(size))))
+        }
+        return properties
     }
 }
 

@@ -52,7 +52,7 @@ public enum DiskOverlay {
         throw ImageToolError(message: """
             base image \(base) changed after the overlay \(overlay) was made over it (was: \(recorded.split(separator: "\n").dropFirst(2).joined(separator: " ")); \
             now: \(current.split(separator: "\n").dropFirst(2).joined(separator: " "))); the overlay's writes and snapshots belong to the old image. \
-            Start over with `qlab up --fresh-disk LABFILE` (a new, empty overlay; its snapshots are lost), or put the old base image back
+            Start over with a new, empty overlay (`qlab up --fresh-disk` and the lab; its snapshots are lost), or put the old base image back
             """)
     }
 

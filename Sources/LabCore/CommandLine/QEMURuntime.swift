@@ -75,7 +75,7 @@ public struct QEMURuntime: Sendable, Hashable {
         let disks = overlays == .testRun ? state + "/run" : state
         var deviceOverlays: [String: String] = [:]
         for device in lab.devices where lab.effectiveAttach(of: device, for: guest) == .boot {
-            for disk in device.emulated?.disks ?? [] where !disk.readonly {
+            for disk in device.emulated?.disks ?? [] where disk.usesOverlay {
                 deviceOverlays[disk.id] = state + "/disks/" + disk.id + ".qcow2"
             }
         }

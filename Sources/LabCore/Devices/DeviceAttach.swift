@@ -56,10 +56,10 @@ extension LabSession {
     func attachOne(_ deviceName: String) async throws -> AttachResult {
         do {
             return try await attachOnce(deviceName)
-        } catch DeviceError.alreadyAttached(_, let state) where state.contains("Duplicate nodes") {
+        } catch DeviceError.alreadyAttached(_, let state, _) where state.contains("Duplicate nodes") {
             // Block nodes left over from an interrupted detach, with no device
             // using them: remove them and try once more.
-            guard try await !peripheralIDs().contains(deviceName) else { throw DeviceError.alreadyAttached(device: deviceName, state: state) }
+            guard try await !peripheralIDs().contains(deviceName) else { throw DeviceError.alreadyAttached(device: deviceName, state: state, lab: lab.name) }
             await removeBlockNodes(of: try labDevice(deviceName))
             return try await attachOnce(deviceName)
         }
@@ -75,7 +75,7 @@ extension LabSession {
             var start = ContinuousClock.now
             let present = try await peripheralIDs().contains(deviceName)
             timings.record("qom-list", since: start)
-            if present { throw DeviceError.alreadyAttached(device: deviceName, state: state.rawValue) }
+            if present { throw DeviceError.alreadyAttached(device: deviceName, state: state.rawValue, lab: lab.name) }
             start = ContinuousClock.now
             await removeBlockNodes(of: device)
             timings.record("blockdev-del stale nodes", since: start)
@@ -83,7 +83,7 @@ extension LabSession {
 
         var overlays: [String: String] = [:]
         var start = ContinuousClock.now
-        for disk in device.emulated?.disks ?? [] where !disk.readonly {
+        for disk in device.emulated?.disks ?? [] where disk.usesOverlay {
             let path = hotplugOverlayPath(disk)
             do {
                 try await FreshOverlay.create(
@@ -140,7 +140,7 @@ extension LabSession {
             await rollBack(devices: addedDevices, nodes: addedNodes)
             for made in overlays.values { FileSystem.remove(made) }
             if let error = error as? DeviceError, case .qemuRefused(_, _, let message, _) = error, message.contains("Duplicate nodes") || message.contains("Duplicate device ID '\(deviceName)'") {
-                throw DeviceError.alreadyAttached(device: deviceName, state: "QEMU already has it: \(message)")
+                throw DeviceError.alreadyAttached(device: deviceName, state: "QEMU already has it: \(message)", lab: lab.name)
             }
             throw error
         }

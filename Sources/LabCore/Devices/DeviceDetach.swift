@@ -61,7 +61,7 @@ extension LabSession {
         let start = ContinuousClock.now
         let present = try await peripheralIDs()
         timings.record("qom-list", since: start)
-        if let missing = names.first(where: { !present.contains($0) }) { throw DeviceError.notAttached(device: missing) }
+        if let missing = names.first(where: { !present.contains($0) }) { throw DeviceError.notAttached(device: missing, lab: lab.name) }
     }
 
     /// Whether a `system_reset` completes the unplugs at once instead of the
@@ -74,7 +74,7 @@ extension LabSession {
         timings.record("query-status", since: start)
         guard !status.running else { return nil }
         guard policy.resetFallback else {
-            throw DeviceError.guestCannotUnplug(device: names[0], vmStatus: status.status)
+            throw DeviceError.guestCannotUnplug(device: names[0], vmStatus: status.status, lab: lab.name)
         }
         return .resetVMNotRunning
     }
@@ -137,7 +137,7 @@ extension LabSession {
                 timings.record((outcome == .guestError ? "DEVICE_UNPLUG_GUEST_ERROR " : "guest timeout ") + name, since: start)
                 guard policy.resetFallback else {
                     if outcome == .guestError { throw DeviceError.guestRefusedUnplug(device: name) }
-                    throw DeviceError.unplugTimedOut(device: name, waited: policy.guestTimeout)
+                    throw DeviceError.unplugTimedOut(device: name, waited: policy.guestTimeout, lab: lab.name)
                 }
                 methods[name] = outcome == .guestError ? .resetAfterGuestError : .resetAfterTimeout
                 needReset.append(name)
@@ -157,7 +157,7 @@ extension LabSession {
         let inQOM = try await peripheralIDs()
         let onPCI = Set(try await qmp.queryPCI().map(\.qdevID))
         timings.record("qom-list, query-pci", since: start)
-        if let still = names.first(where: { inQOM.contains($0) || onPCI.contains($0) }) { throw DeviceError.stillPresent(device: still) }
+        if let still = names.first(where: { inQOM.contains($0) || onPCI.contains($0) }) { throw DeviceError.stillPresent(device: still, lab: lab.name) }
     }
 
     /// `blockdev-del` of each device's disk nodes and deletion of their
@@ -222,7 +222,7 @@ extension LabSession {
             do {
                 _ = try await qmp.waitForEvent("DEVICE_DELETED", matching: ["device": .string(id)], after: mark, timeout: .seconds(10))
             } catch QMPError.timeout {
-                throw DeviceError.unplugTimedOut(device: id, waited: .seconds(10))
+                throw DeviceError.unplugTimedOut(device: id, waited: .seconds(10), lab: lab.name)
             }
         }
         timings.record("DEVICE_DELETED (reset)", since: start)

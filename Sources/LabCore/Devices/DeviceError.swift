@@ -4,18 +4,18 @@ public enum DeviceError: Error, Sendable, CustomStringConvertible {
     /// The lab has no device of that name.
     case unknownDevice(device: String, lab: String, available: [String])
     /// The device is attached already (`state`: boot or hotplug).
-    case alreadyAttached(device: String, state: String)
-    case notAttached(device: String)
+    case alreadyAttached(device: String, state: String, lab: String)
+    case notAttached(device: String, lab: String)
     /// QEMU refused a step: its own words and qlab's diagnosis of them.
     case qemuRefused(device: String, command: String, message: String, diagnoses: [Diagnosis])
     /// The guest did not complete the unplug in time and no reset was allowed.
-    case unplugTimedOut(device: String, waited: Duration)
+    case unplugTimedOut(device: String, waited: Duration, lab: String)
     /// The VM is not running, so the guest cannot complete the unplug, and no reset was allowed.
-    case guestCannotUnplug(device: String, vmStatus: String)
+    case guestCannotUnplug(device: String, vmStatus: String, lab: String)
     /// The guest reported DEVICE_UNPLUG_GUEST_ERROR and no reset was allowed.
     case guestRefusedUnplug(device: String)
     /// DEVICE_DELETED came but `query-pci` still lists the device.
-    case stillPresent(device: String)
+    case stillPresent(device: String, lab: String)
     /// The overlay for one of the device's disks could not be made.
     case overlay(device: String, message: String)
 
@@ -26,26 +26,26 @@ public enum DeviceError: Error, Sendable, CustomStringConvertible {
             if let close = Suggestion.closest(to: device, in: available) { text += " (did you mean '\(close)'?)" }
             text += available.isEmpty ? "; it has no devices" : "; its devices: \(available.joined(separator: ", "))"
             return text
-        case .alreadyAttached(let device, let state):
-            return "device \(device) is already attached (\(state)); `qlab unplug LAB \(device)` first"
-        case .notAttached(let device):
-            return "device \(device) is not attached; `qlab hotplug LAB \(device)` attaches it"
+        case .alreadyAttached(let device, let state, let lab):
+            return "device \(device) is already attached (\(state)); `qlab unplug \(lab) \(device)` first"
+        case .notAttached(let device, let lab):
+            return "device \(device) is not attached; `qlab hotplug \(lab) \(device)` attaches it"
         case .qemuRefused(let device, let command, let message, let diagnoses):
             var text = "device \(device): QEMU refused \(command): \(message)"
             for diagnosis in diagnoses { text += "\n\n" + diagnosis.text }
             return text
-        case .unplugTimedOut(let device, let waited):
+        case .unplugTimedOut(let device, let waited, let lab):
             return "device \(device): the guest did not complete the unplug within \(formatMilliseconds(waited)) "
                 + "(PCI unplug needs the guest's ACPI/SHPC eject; is its OS up and does it handle hotplug?). "
-                + "The unplug is still pending in QEMU; a reset completes it: `qlab reset LAB`, or unplug again without --no-reset-fallback"
-        case .guestCannotUnplug(let device, let status):
-            return "device \(device): the VM is \(status), so no guest can complete the unplug; resume it (`qlab qmp LAB cont`) "
+                + "The unplug is still pending in QEMU; a reset completes it: `qlab reset \(lab)`, or unplug again without --no-reset-fallback"
+        case .guestCannotUnplug(let device, let status, let lab):
+            return "device \(device): the VM is \(status), so no guest can complete the unplug; resume it (`qlab qmp \(lab) cont`) "
                 + "or allow the reset fallback (a system_reset completes the unplug; `qlab snapshot save --reset-fallback`)"
         case .guestRefusedUnplug(let device):
             return "device \(device): the guest refused the unplug (DEVICE_UNPLUG_GUEST_ERROR; the device may be in use in the guest); "
                 + "release it in the guest, or allow the reset fallback"
-        case .stillPresent(let device):
-            return "device \(device): QEMU reported it deleted but query-pci still lists it; check `qlab qmp LAB query-pci`"
+        case .stillPresent(let device, let lab):
+            return "device \(device): QEMU reported it deleted but query-pci still lists it; check `qlab qmp \(lab) query-pci`"
         case .overlay(let device, let message):
             return "device \(device): cannot make a fresh disk overlay: \(message)"
         }

@@ -257,8 +257,13 @@ extension GuestCheck {
         return Outcome("`\(GuestError.excerpt(rescan))` -> 0")
     }
 
-    /// Disks a device brings: an emulated controller's; a passed-through card's are not known, at least one.
-    func expectedDisks(_ device: LabDevice) -> Int { max(1, device.emulated?.disks.count ?? 1) }
+    /// Disks a device brings: an emulated controller's hard disks (its CD-ROMs are not in the
+    /// disk listings; a host SCSI device counts as one); a passed-through card's, or a
+    /// controller's without disks, are not known: at least one.
+    func expectedDisks(_ device: LabDevice) -> Int {
+        guard let disks = device.emulated?.disks, !disks.isEmpty else { return 1 }
+        return disks.filter { $0.type == .disk }.count
+    }
 
     /// The devices' SCSI disks in the guest's listing (waiting up to `diskPatience` for them).
     func checkDisks(_ boot: BootedGuest) async throws -> Outcome {

@@ -31,6 +31,8 @@ public struct Lab: Sendable {
     public var hooks: Hooks
     /// Passed to QEMU verbatim after everything qlab generates.
     public var qemuArgs: [String]
+    /// `labels:`: what a run tests (`firmware: 21.12.1`), in file order; `qlab run --label` overrides them.
+    public var labels: [RunLabel] = []
     /// `display:` for every guest that sets none (nil: each OS profile's default).
     public var display: DisplayAdapter? = nil
     /// `trace_qmp: true`: a lab-wide QMP trace in the state directory (``LabRuntime/qmpTracePath``),
@@ -87,7 +89,7 @@ public struct Lab: Sendable {
             let names = guests.map(\.name)
             var message = "no guest '\(name)' in this lab"
             if let close = Suggestion.closest(to: name, in: names) { message += "; did you mean '\(close)'?" }
-            message += names.isEmpty ? "" : " Guests: \(names.joined(separator: ", "))."
+            message += names.isEmpty ? "; it has none" : "; its guests: \(names.joined(separator: ", "))"
             throw LabFileError(file: file, keyPath: "guests", message: message)
         }
         guard let first = guests.first else {
@@ -128,7 +130,7 @@ public struct Lab: Sendable {
     public func effectiveStrategy(for guest: LabGuest) -> Strategy {
         if strategy == .reset { return .reset }
         let forcedToBoot = devices.contains { $0.attach == .hotplug && effectiveAttach(of: $0, for: guest) == .boot }
-        let passthroughAtBoot = devices.contains { $0.isPassthrough && effectiveAttach(of: $0, for: guest) == .boot }
+        let passthroughAtBoot = devices.contains { ($0.isPassthrough || $0.hasHostSCSIDevice) && effectiveAttach(of: $0, for: guest) == .boot }
         return forcedToBoot || passthroughAtBoot ? .reset : .snapshot
     }
 
@@ -226,14 +228,37 @@ public enum RevertMethodChoice: String, Sendable, CaseIterable, Codable {
     case loadvm
 }
 
-/// Host-side commands run around each test run (`/bin/sh -c`, in the lab's directory).
+/// Host-side commands run around each test run and around the whole run
+/// (`/bin/sh -c`, in the lab's directory).
 public struct Hooks: Sendable, Hashable {
+    /// Once before the run's first boot (once under `--jobs` too); its failure makes every entry an `error`.
+    public var beforeAll: String?
+    /// Once after the run, whatever happened (a failed before_all, failures, a cancelled run).
+    public var afterAll: String?
     public var beforeEach: String?
     public var afterEach: String?
     /// How long a hook may run.
     public var timeout: Duration
 
-    public init(beforeEach: String? = nil, afterEach: String? = nil, timeout: Duration = .seconds(300)) {
+    public init(beforeAll: String? = nil, afterAll: String? = nil, beforeEach: String? = nil, afterEach: String? = nil,
+                timeout: Duration = .seconds(300)) {
+        self.beforeAll = beforeAll
+        self.afterAll = afterAll
+        self.beforeEach = beforeEach
+        self.afterEach = afterEach
+        self.timeout = timeout
+    }
+}
+
+/// A device's own hooks (`devices: NAME: hooks:`): run around each entry
+/// whose guest has the device, inside the lab's before_each/after_each.
+public struct DeviceHooks: Sendable, Hashable {
+    public var beforeEach: String?
+    public var afterEach: String?
+    /// nil: the lab's `hooks.timeout`.
+    public var timeout: Duration?
+
+    public init(beforeEach: String? = nil, afterEach: String? = nil, timeout: Duration? = nil) {
         self.beforeEach = beforeEach
         self.afterEach = afterEach
         self.timeout = timeout

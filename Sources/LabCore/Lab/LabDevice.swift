@@ -11,6 +11,8 @@ public struct LabDevice: Sendable, Hashable {
     public var properties: [DeviceProperty]
     /// Where the device is in the lab file (for errors found after loading).
     public var location: SourceLocation
+    /// `hooks:` of the device: run around the entries whose guest has it.
+    public var hooks: DeviceHooks?
 
     public enum Kind: Sendable, Hashable {
         case passthrough(Passthrough)
@@ -39,6 +41,10 @@ public struct LabDevice: Sendable, Hashable {
         if case .passthrough(let p) = kind { return p }
         return nil
     }
+
+    /// True for an emulated controller with a host SCSI device on it (`host: /dev/sgN`):
+    /// like a passed-through card, it serves one guest at a time and its state is not in a snapshot.
+    public var hasHostSCSIDevice: Bool { emulated?.disks.contains { $0.host != nil } ?? false }
 
     public var emulated: EmulatedController? {
         if case .emulated(let e) = kind { return e }
@@ -104,28 +110,102 @@ public struct EmulatedController: Sendable, Hashable {
         ("pvscsi", "VMware paravirtual SCSI; Linux vmw_pvscsi"),
         ("virtio-scsi-pci", "virtio SCSI; Linux virtio_scsi"),
     ]
+
+    /// The SCSI ids and LUNs a disk may have on each controller: QEMU's bus
+    /// limits (`max_target`, `max_lun`, checked against QEMU 7.2 and 10.0),
+    /// less id 7 on the narrow parallel buses, which is the controller's own
+    /// (initiator) id there: Linux never scans it, so a disk at 7 is never seen.
+    public static func busLimits(of driver: String) -> (ids: ClosedRange<Int>, luns: ClosedRange<Int>) {
+        switch driver {
+        case "am53c974", "dc390": return (0...6, 0...7)
+        case "lsi53c895a", "lsi53c810": return (0...6, 0...0)
+        case "megasas", "megasas-gen2": return (0...64, 0...255)
+        case "mptsas1068": return (0...8, 0...1)
+        case "pvscsi": return (0...64, 0...0)
+        default: return (0...255, 0...16383)
+        }
+    }
 }
 
-/// A disk on an emulated controller: a `scsi-hd` on the controller's bus.
+/// A disk on an emulated controller: a `scsi-hd` on the controller's bus,
+/// a `scsi-cd` (`type: cdrom`), or a host SCSI device given to the
+/// controller (`host: /dev/sgN`: `scsi-generic`; a block device: `scsi-block`).
+/// Its target shape (SCSI id, LUN, INQUIRY strings, block size) is what the
+/// guest sees (``EmulatedDisk/Shape``).
 public struct EmulatedDisk: Sendable, Hashable {
-    /// The base image, absolute; never written (qlab attaches an overlay).
+    /// The base image, absolute; never written (qlab attaches an overlay). Empty for a host device.
     public var image: String
     /// `qcow2` or `raw`.
     public var format: String
+    /// True for a CD-ROM too (its image is opened read-only, no overlay).
     public var readonly: Bool
-    /// The scsi-hd's QEMU id; node names are `<id>-fmt` and `<id>-file`.
+    /// The disk's QEMU id; node names are `<id>-fmt` and `<id>-file`.
     public var id: String
+    public var type: DiskType = .disk
+    /// A host SCSI device (absolute path, `/dev/sgN` or a block device) instead of an image.
+    public var host: String?
+    /// True when `host` was a block device when the lab file was read (`scsi-block`; else `scsi-generic`).
+    public var hostIsBlockDevice = false
+    public var shape = Shape()
 
-    public init(image: String, format: String, readonly: Bool = false, id: String) {
-        self.image = image
-        self.format = format
-        self.readonly = readonly
-        self.id = id
+    public enum DiskType: String, Sendable, Hashable, CaseIterable {
+        /// A hard disk (`scsi-hd`, peripheral type 0).
+        case disk
+        /// A CD-ROM (`scsi-cd`, peripheral type 5), read-only, 2048-byte blocks.
+        case cdrom
     }
 
-    /// The format node's name (what the scsi-hd's `drive=` names).
+    /// What the guest sees of the target: where it is on the bus and what its INQUIRY says.
+    /// nil: QEMU's default (an id QEMU picks, LUN 0, "QEMU", "QEMU HARDDISK", QEMU's version, 512-byte blocks).
+    public struct Shape: Sendable, Hashable {
+        public var scsiID: Int?
+        public var lun: Int?
+        /// INQUIRY vendor (at most 8 ASCII characters).
+        public var vendor: String?
+        /// INQUIRY product (at most 16).
+        public var product: String?
+        /// INQUIRY product revision (at most 4; QEMU's `ver`).
+        public var revision: String?
+        /// The unit serial number (VPD page 0x80; at most 36).
+        public var serial: String?
+        /// Logical and physical block size: 512, 1024, 2048 or 4096.
+        public var blockSize: Int?
+
+        public init(scsiID: Int? = nil, lun: Int? = nil, vendor: String? = nil, product: String? = nil, revision: String? = nil,
+                    serial: String? = nil, blockSize: Int? = nil) {
+            self.scsiID = scsiID
+            self.lun = lun
+            self.vendor = vendor
+            self.product = product
+            self.revision = revision
+            self.serial = serial
+            self.blockSize = blockSize
+        }
+    }
+
+    public init(image: String, format: String, readonly: Bool = false, id: String, type: DiskType = .disk, host: String? = nil, shape: Shape = Shape()) {
+        self.image = image
+        self.format = format
+        self.readonly = readonly || type == .cdrom
+        self.id = id
+        self.type = type
+        self.host = host
+        self.shape = shape
+    }
+
+    /// True when runs write to an overlay over the image (a writable image disk).
+    public var usesOverlay: Bool { !readonly && host == nil }
+
+    /// The QEMU device model: `scsi-hd`, `scsi-cd`, or for a host device
+    /// `scsi-generic` (a character device, `/dev/sgN`) or `scsi-block` (a block device).
+    public var qemuDriver: String {
+        if host != nil { return hostIsBlockDevice ? "scsi-block" : "scsi-generic" }
+        return type == .cdrom ? "scsi-cd" : "scsi-hd"
+    }
+
+    /// The format node's name (what the disk's `drive=` names).
     public var formatNodeName: String { id + "-fmt" }
-    /// The protocol (file) node's name.
+    /// The protocol (file) node's name; a host device's only node.
     public var fileNodeName: String { id + "-file" }
 }
 

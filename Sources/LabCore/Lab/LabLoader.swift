@@ -65,12 +65,28 @@ extension Lab {
         return nil
     }
 
+    /// What to do about the YAML syntax errors a lab file meets most: a tab
+    /// (YAML indents with spaces only) and a plain value holding `: `
+    /// (`ready: login:`), which YAML reads as a second mapping.
+    static func syntaxHint(_ problem: String, text: String, line: Int, column: Int) -> String? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        let content = lines.indices.contains(line - 1) ? lines[line - 1] : ""
+        if problem.contains("cannot start any token"), content.contains("\t") {
+            return "tabs are not allowed in YAML: indent with spaces"
+        }
+        if problem.contains("mapping values are not allowed") {
+            return "a value containing ': ' or ending in ':' must be quoted, e.g. ready: \"login:\""
+        }
+        return nil
+    }
+
     static func syntaxError(_ error: YamlError, file: String, text: String) -> LabFileError {
         switch error {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
             .composer(let context, let problem, let mark, _):
             let prefix = context.map { "\($0.text) " } ?? ""
-            return LabFileError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(prefix)\(problem)")
+            let hint = syntaxHint(problem, text: text, line: mark.line, column: mark.column).map { "; " + $0 } ?? ""
+            return LabFileError(file: file, line: mark.line, column: mark.column, message: "YAML syntax: \(prefix)\(problem)\(hint)")
         case .duplicatedKeysInMapping(let duplicates, let context):
             let mark = Self.secondOccurrence(of: duplicates.first ?? "", in: text, from: context.mark.line) ?? (context.mark.line, context.mark.column)
             return LabFileError(
@@ -97,13 +113,16 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix", "labels"]
     static let matrixKeys = ["devices"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
-    static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties"]
+    static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties", "hooks"]
+    static let deviceHookKeys = ["before_each", "after_each", "timeout"]
     static let passthroughKeys = ["host", "ids", "rombar", "romfile"]
     static let emulatedKeys = ["driver", "disks"]
-    static let diskKeys = ["image", "format", "readonly", "id"]
+    static let diskKeys = [
+        "image", "format", "readonly", "id", "type", "host", "scsi_id", "lun", "vendor", "product", "revision", "serial", "block_size",
+    ]
     static let guestKeys = [
         "os", "kernel", "initrd", "append", "disk", "disk_format", "disk_interface", "bios", "firmware",
         "firmware_code", "firmware_vars", "ready", "prompt", "login", "boot_timeout", "rescan", "network", "agent", "machine",
@@ -111,7 +130,7 @@ struct LabLoader {
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
     static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect", "devices"]
-    static let hookKeys = ["before_each", "after_each", "timeout"]
+    static let hookKeys = ["before_all", "after_all", "before_each", "after_each", "timeout"]
 
     var directory: String { Paths.directory(of: file) }
 
@@ -139,6 +158,7 @@ struct LabLoader {
             case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
             case "trace_qmp": lab.traceQMP = try reader.bool(field)
             case "matrix": matrixField = field
+            case "labels": lab.labels = try labels(field)
             default: break
             }
         }
@@ -251,6 +271,7 @@ struct LabLoader {
         var bus: String?
         var addr: PCISlotAddress?
         var properties: [DeviceProperty] = []
+        var hooks: DeviceHooks?
         for (key, value) in entries where !YAMLReader.isNull(value.node) {
             switch key {
             case "passthrough", "emulated":
@@ -259,6 +280,7 @@ struct LabLoader {
                 }
                 kind = key == "passthrough" ? .passthrough(try passthrough(value)) : .emulated(try emulated(name, value))
             case "attach": attach = try reader.choice(value, Attach.self)
+            case "hooks": hooks = try deviceHooks(value)
             case "bus":
                 let text = try reader.nonEmptyString(value)
                 guard DeviceName.isValidBus(text) else { throw reader.error(value, "'\(text)' is not a QEMU bus name (e.g. pcie.0, pci.0, qlab-pcibr0)") }
@@ -285,7 +307,9 @@ struct LabLoader {
         guard let kind else {
             throw reader.error(at: field.keyNode ?? field.node, path: field.path, "say what the device is: `passthrough: {host: \"0000:03:05.0\"}` or `emulated: {driver: lsi53c895a, disks: [...]}`")
         }
-        return LabDevice(name: name, kind: kind, attach: attach, bus: bus, addr: addr, properties: properties, location: reader.location(field))
+        var device = LabDevice(name: name, kind: kind, attach: attach, bus: bus, addr: addr, properties: properties, location: reader.location(field))
+        device.hooks = hooks
+        return device
     }
 
     mutating func passthrough(_ field: Field) throws(LabFileError) -> Passthrough {
@@ -332,21 +356,22 @@ struct LabLoader {
     mutating func emulated(_ deviceName: String, _ field: Field) throws(LabFileError) -> EmulatedController {
         var driver: String?
         var disks: [EmulatedDisk] = []
+        var diskFields: [Field] = []
         for (key, value) in try reader.mapping(field, allowed: Self.emulatedKeys, what: "the emulated controller") where !YAMLReader.isNull(value.node) {
             switch key {
             case "driver":
                 let text = try reader.string(value)
                 let known = EmulatedController.knownDrivers.map(\.driver)
                 guard known.contains(text) else {
-                    var message = "'\(text)' is not an emulated controller qlab knows"
+                    var message = "'\(text)' is not an emulated controller qlab knows; known: \(known.joined(separator: ", "))"
                     if let close = Suggestion.closest(to: text, in: known) { message += "; did you mean '\(close)'?" }
-                    message += " Known: \(known.joined(separator: ", "))."
                     throw reader.error(value, message)
                 }
                 driver = text
             case "disks":
                 for (index, diskField) in try reader.sequence(value).enumerated() {
                     disks.append(try disk(diskField, defaultID: "\(deviceName)-disk\(index)"))
+                    diskFields.append(diskField)
                 }
             default: break
             }
@@ -354,7 +379,49 @@ struct LabLoader {
         guard let driver else {
             throw reader.error(field, "name the controller model: `driver: lsi53c895a` (or am53c974, megasas, ...)")
         }
+        disks = try checkBus(disks, fields: diskFields, driver: driver)
         return EmulatedController(driver: driver, disks: disks)
+    }
+
+    /// Each disk's SCSI id and LUN within what the controller's bus takes
+    /// (``EmulatedController/busLimits(of:)``), and no two disks at one id and LUN.
+    /// When some disks name their id, the others get theirs here, the lowest
+    /// free on the bus: QEMU would give them the lowest free id as it creates
+    /// them, which a disk named later may then find taken.
+    func checkBus(_ disks: [EmulatedDisk], fields: [Field], driver: String) throws(LabFileError) -> [EmulatedDisk] {
+        let limits = EmulatedController.busLimits(of: driver)
+        var used: [String: Int] = [:]
+        for (index, disk) in disks.enumerated() {
+            let field = fields[index]
+            let place = { (key: String) -> Field in
+                (try? self.reader.mapping(field))?.first { $0.key == key }?.field ?? field
+            }
+            if let id = disk.shape.scsiID, !limits.ids.contains(id) {
+                let own = limits.ids.upperBound == 6 && id == 7 ? " (7 is the controller's own id on this narrow SCSI bus)" : ""
+                throw reader.error(place("scsi_id"), "scsi_id \(id) is not on \(driver)'s bus\(own); use \(limits.ids.lowerBound)-\(limits.ids.upperBound)")
+            }
+            if let lun = disk.shape.lun, !limits.luns.contains(lun) {
+                let range = limits.luns.count == 1 ? "only LUN 0" : "LUNs \(limits.luns.lowerBound)-\(limits.luns.upperBound)"
+                throw reader.error(place("lun"), "lun \(lun) is not on \(driver)'s bus: it takes \(range); use another controller (e.g. am53c974: 0-7, virtio-scsi-pci) for more LUNs")
+            }
+            guard let id = disk.shape.scsiID else { continue }
+            let key = "\(id):\(disk.shape.lun ?? 0)"
+            if let other = used[key] {
+                throw reader.error(place("scsi_id"), "disk \(other) is already at scsi_id \(id), lun \(disk.shape.lun ?? 0); give this disk another scsi_id or lun")
+            }
+            used[key] = index
+        }
+        guard disks.contains(where: { $0.shape.scsiID != nil }) else { return disks }
+        var placed = disks
+        for index in placed.indices where placed[index].shape.scsiID == nil {
+            let lun = placed[index].shape.lun ?? 0
+            guard let free = limits.ids.first(where: { used["\($0):\(lun)"] == nil }) else {
+                throw reader.error(fields[index], "no free scsi_id left on \(driver)'s bus (\(limits.ids.lowerBound)-\(limits.ids.upperBound)) for this disk")
+            }
+            placed[index].shape.scsiID = free
+            used["\(free):\(lun)"] = index
+        }
+        return placed
     }
 
     mutating func disk(_ field: Field, defaultID: String) throws(LabFileError) -> EmulatedDisk {
@@ -366,6 +433,10 @@ struct LabLoader {
         var format: String?
         var readonly = false
         var id = defaultID
+        var type = EmulatedDisk.DiskType.disk
+        var host: (path: String, isBlock: Bool, field: Field)?
+        var shape = EmulatedDisk.Shape()
+        var shapeFields: [(key: String, field: Field)] = []
         for (key, value) in try reader.mapping(field, allowed: Self.diskKeys, what: "a disk") where !YAMLReader.isNull(value.node) {
             switch key {
             case "image": image = try path(value, guest: nil)
@@ -375,11 +446,92 @@ struct LabLoader {
                 let text = try reader.string(value)
                 guard DeviceName.isValid(text) else { throw reader.error(value, "'\(text)' cannot be a QEMU id; start with a letter, then letters, digits, '-', '_' or '.'") }
                 id = text
+            case "type": type = try reader.choice(value, EmulatedDisk.DiskType.self)
+            case "host":
+                let device = try hostSCSIDevice(value)
+                host = (device.path, device.isBlock, value)
+            case "scsi_id": shape.scsiID = try reader.int(value, range: 0...65535)
+            case "lun": shape.lun = try reader.int(value, range: 0...65535)
+            case "vendor": shape.vendor = try inquiryString(value, key: key, limit: 8)
+            case "product": shape.product = try inquiryString(value, key: key, limit: 16)
+            case "revision": shape.revision = try inquiryString(value, key: key, limit: 4)
+            case "serial": shape.serial = try inquiryString(value, key: key, limit: 36)
+            case "block_size":
+                let size = try reader.int(value, range: 0...Int(Int32.max))
+                guard [512, 1024, 2048, 4096].contains(size) else {
+                    throw reader.error(value, "block_size \(size) is not one qlab emulates; use 512, 1024, 2048 or 4096")
+                }
+                shape.blockSize = size
             default: break
             }
+            if ["vendor", "product", "revision", "serial", "block_size", "format", "readonly", "type"].contains(key) { shapeFields.append((key, value)) }
         }
-        guard let image else { throw reader.error(field, "a disk needs `image: path/to/disk.qcow2`") }
-        return EmulatedDisk(image: image, format: format ?? LabPaths.imageFormat(image), readonly: readonly, id: id)
+        if let host {
+            if image != nil {
+                throw reader.error(host.field, "a disk is either an image or a host SCSI device; give image: or host:, not both")
+            }
+            if let (key, value) = shapeFields.first {
+                throw reader.error(at: value.keyNode, path: value.path, "`\(key):` does not apply to a host SCSI device: the guest sees the device's own INQUIRY data and blocks; keep host:, scsi_id:, lun: and id:")
+            }
+            var disk = EmulatedDisk(image: "", format: "raw", id: id, host: host.path, shape: shape)
+            disk.hostIsBlockDevice = host.isBlock
+            return disk
+        }
+        guard let image else { throw reader.error(field, "a disk needs `image: path/to/disk.qcow2` (or `host: /dev/sgN` for a host SCSI device)") }
+        if type == .cdrom, let blocks = shapeFields.first(where: { $0.key == "block_size" }), shape.blockSize != 2048 {
+            throw reader.error(blocks.field, "a CD-ROM's blocks are 2048 bytes; drop block_size: (or use type: disk)")
+        }
+        if type == .cdrom { shape.blockSize = nil }
+        return EmulatedDisk(image: image, format: format ?? LabPaths.imageFormat(image), readonly: readonly, id: id, type: type, shape: shape)
+    }
+
+    /// An INQUIRY text (vendor, product, revision, serial): printable ASCII, at most `limit` characters.
+    func inquiryString(_ field: Field, key: String, limit: Int) throws(LabFileError) -> String {
+        let text = try reader.string(field)
+        guard !text.isEmpty, text.unicodeScalars.allSatisfy({ (0x20...0x7e).contains($0.value) }) else {
+            throw reader.error(field, "\(key): is sent in the target's INQUIRY data: give printable ASCII (letters, digits, spaces, punctuation)")
+        }
+        guard text.count <= limit else {
+            throw reader.error(field, "\(key): '\(text)' has \(text.count) characters; INQUIRY holds at most \(limit)")
+        }
+        return text
+    }
+
+    /// `host: /dev/sgN`: an absolute path to a character device (SCSI generic,
+    /// `scsi-generic`) or a block device (`scsi-block`). Not a device at all is
+    /// an error now; missing, or not readable and writable by this user, is
+    /// recorded like a missing image (`qlab args` still prints the command line).
+    mutating func hostSCSIDevice(_ field: Field) throws(LabFileError) -> (path: String, isBlock: Bool) {
+        let path = try reader.nonEmptyString(field)
+        guard path.hasPrefix("/") else {
+            throw reader.error(field, "'\(path)' is not an absolute path; name the host SCSI device as /dev/sgN (`lsscsi -g` lists them)")
+        }
+        guard let status = FileStatus.following(path) else {
+            missing.append(MissingFile(guest: nil, path: path, error: reader.error(field, "\(path) does not exist on this host; name a host SCSI device (`lsscsi -g` lists them)")))
+            return (path, false)
+        }
+        switch status.kind {
+        case .characterDevice, .blockDevice: break
+        default:
+            throw reader.error(field, "\(path) is \(Self.describe(status.kind)), not a host SCSI device; give its SCSI generic node, /dev/sgN (`lsscsi -g` lists them)")
+        }
+        if !HostFiles.canReadWrite(path) {
+            missing.append(MissingFile(guest: nil, path: path, error: reader.error(field, "\(path) cannot be opened for reading and writing by this user (QEMU sends SCSI commands through it); give the user access (e.g. the disk group) or run as one who has it")))
+        }
+        return (path, status.kind == .blockDevice)
+    }
+
+    static func describe(_ kind: FileStatus.Kind) -> String {
+        switch kind {
+        case .directory: return "a directory"
+        case .regular: return "a regular file"
+        case .symbolicLink: return "a symbolic link"
+        case .blockDevice: return "a block device"
+        case .characterDevice: return "a character device"
+        case .fifo: return "a FIFO"
+        case .socket: return "a socket"
+        case .other: return "not a device"
+        }
     }
 
     func imageFormat(_ field: Field) throws(LabFileError) -> String {
@@ -570,6 +722,8 @@ struct LabLoader {
         var hooks = Hooks()
         for (key, value) in try reader.mapping(field, allowed: Self.hookKeys, what: "the hooks") where !YAMLReader.isNull(value.node) {
             switch key {
+            case "before_all": hooks.beforeAll = try reader.nonEmptyString(value)
+            case "after_all": hooks.afterAll = try reader.nonEmptyString(value)
             case "before_each": hooks.beforeEach = try reader.nonEmptyString(value)
             case "after_each": hooks.afterEach = try reader.nonEmptyString(value)
             case "timeout": hooks.timeout = try reader.duration(value)
@@ -577,6 +731,47 @@ struct LabLoader {
             }
         }
         return hooks
+    }
+
+    /// A device's `hooks: {before_each, after_each, timeout}`.
+    func deviceHooks(_ field: Field) throws(LabFileError) -> DeviceHooks {
+        var hooks = DeviceHooks()
+        let entries: [(key: String, field: Field)]
+        do {
+            entries = try reader.mapping(field, allowed: Self.deviceHookKeys, what: "a device's hooks")
+        } catch {
+            // before_all/after_all belong to the whole run, not to a device.
+            if let key = ["before_all", "after_all"].first(where: { key in (try? reader.mapping(field))?.contains { $0.key == key } ?? false }),
+                let keyField = (try? reader.mapping(field))?.first(where: { $0.key == key })?.field {
+                throw reader.error(at: keyField.keyNode, path: keyField.path, "\(key) runs once around the whole run: put it in the lab's `hooks:`; a device has before_each, after_each and timeout")
+            }
+            throw error
+        }
+        for (key, value) in entries where !YAMLReader.isNull(value.node) {
+            switch key {
+            case "before_each": hooks.beforeEach = try reader.nonEmptyString(value)
+            case "after_each": hooks.afterEach = try reader.nonEmptyString(value)
+            case "timeout": hooks.timeout = try reader.duration(value)
+            default: break
+            }
+        }
+        return hooks
+    }
+
+    /// `labels: {firmware: 21.12.1, build: abc}`: keys as ``RunLabel/keyRefusal(_:)`` allows, values one line of text.
+    func labels(_ field: Field) throws(LabFileError) -> [RunLabel] {
+        var labels: [RunLabel] = []
+        for (key, value) in try reader.mapping(field, what: "the run's labels") {
+            if let refusal = RunLabel.keyRefusal(key) {
+                throw reader.error(at: value.keyNode, path: value.path, "label '\(key)': \(refusal)")
+            }
+            let text = YAMLReader.isNull(value.node) ? "" : try reader.string(value)
+            if let refusal = RunLabel.valueRefusal(text) {
+                throw reader.error(value, "label \(key): \(refusal)")
+            }
+            labels.append(RunLabel(key: key, value: text))
+        }
+        return labels
     }
 }
 

@@ -22,18 +22,48 @@ public enum LabCompletion {
     }
 
     /// The devices of the lab named by `lab` (a name or a lab file): from its
-    /// record when it runs, else from its lab file.
+    /// record when it runs, else from its lab file (a stopped lab's name: the
+    /// file it was last started from).
     public static func devices(lab: String, prefix: String, environment: [String: String] = currentEnvironment()) -> [String] {
         guard let runtime = try? LabRuntime.locate(lab, environment: environment) else { return [] }
         let names: [String]
         if let record = (try? runtime.record) ?? nil {
             names = record.devices.map(\.name)
-        } else if LabRuntime.isLabFile(lab), let loaded = try? Lab.load(path: lab) {
-            names = loaded.devices.map(\.name)
         } else {
-            names = []
+            names = labFile(lab, runtime: runtime)?.devices.map(\.name) ?? []
         }
         return names.filter { $0.hasPrefix(prefix) }
+    }
+
+    /// What `qlab run`'s `--test`, `--guest` and `--device` take.
+    public enum RunChoice: Sendable {
+        case test, guest, device
+    }
+
+    /// The tests, guests or matrix devices of the lab a `qlab run` command line
+    /// names (`words`: the line's words; the lab is its first lab file, else
+    /// its first known lab name), from the lab file.
+    public static func runChoices(_ choice: RunChoice, words: [String], prefix: String, environment: [String: String] = currentEnvironment()) -> [String] {
+        let arguments = words.drop { $0 != "run" }.dropFirst().filter { !$0.hasPrefix("-") }
+        let known = Set((try? LabRuntime.knownNames(environment: environment)) ?? [])
+        guard let lab = arguments.first(where: LabRuntime.isLabFile) ?? arguments.first(where: known.contains),
+            let runtime = try? LabRuntime.locate(lab, environment: environment),
+            let loaded = labFile(lab, runtime: runtime)
+        else { return [] }
+        let names: [String]
+        switch choice {
+        case .test: names = loaded.tests.map(\.name)
+        case .guest: names = loaded.guests.map(\.name)
+        case .device: names = loaded.matrixDevices
+        }
+        return names.filter { $0.hasPrefix(prefix) }
+    }
+
+    /// The lab file `lab` is, or the one a lab of that name was last started from.
+    static func labFile(_ lab: String, runtime: LabRuntime) -> Lab? {
+        if LabRuntime.isLabFile(lab) { return try? Lab.load(path: lab) }
+        guard let file = runtime.lastLabFile else { return nil }
+        return try? Lab.load(path: file)
     }
 
     /// The snapshot tags of a running lab, asked over QMP with short timeouts.

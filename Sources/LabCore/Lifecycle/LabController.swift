@@ -343,7 +343,7 @@ public struct LabController: Sendable {
         }
         if !force {
             let report = HostDoctor.preflight(lab: lab, guest: try lab.selectGuest(spec.record.guest), roots: hostRoots)
-            if !report.ok { throw LabError.preflightFailed(report.text(onlyProblems: true)) }
+            if !report.ok { throw LabError.preflightFailed(lab: lab.name, problems: report.text(onlyProblems: true)) }
         }
     }
 

@@ -26,12 +26,12 @@ extension LabRuntime {
         do {
             runtime = try locate(nameOrFile, environment: environment)
         } catch LabError.unknownLab(let name, _) {
-            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: (try? knownNames(environment: environment)) ?? []))
+            throw LabError.unknownLab(name, suggestion: Suggestion.closest(to: name, in: suggestable(for: name, environment: environment)))
         }
         if isLabFile(nameOrFile) || FileSystem.entryExists(runtime.recordPath) || FileSystem.entryExists(runtime.stateDirectory) {
             return runtime
         }
-        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: (try? knownNames(environment: environment)) ?? []))
+        throw LabError.unknownLab(runtime.name, suggestion: Suggestion.closest(to: runtime.name, in: suggestable(for: runtime.name, environment: environment)))
     }
 
     /// Whether `locate` reads `nameOrFile` as a lab file's path rather than a name.
@@ -46,6 +46,20 @@ extension LabRuntime {
         let stateRoot = try PrivateDirectory.open(LabDirectories.stateRoot(environment: environment), role: .state, create: false)
         let stateful = (stateRoot?.names() ?? []).filter(LabName.isValid)
         return Set(running + stateful).sorted()
+    }
+
+    /// The names a "did you mean" for `typed` may offer: the known labs but
+    /// `--jobs` clones' names (`LAB-j2` when `LAB` is what was typed or a
+    /// known lab), which are a run's workers, not labs of the user's.
+    static func suggestable(for typed: String, environment: [String: String]) -> [String] {
+        let names = (try? knownNames(environment: environment)) ?? []
+        let sources = Set(names + [typed])
+        return names.filter { name in
+            guard let dash = name.lastIndex(of: "-"), name[name.index(after: dash)...].hasPrefix("j"),
+                let worker = Int(name[name.index(dash, offsetBy: 2)...]), worker >= 2
+            else { return true }
+            return !sources.contains(String(name[..<dash]))
+        }
     }
 
     /// The lab file behind `nameOrFile`: the path itself, or for a name the file

@@ -96,13 +96,13 @@ extension TestRunner {
         let test = progress.test
         let environment = hookEnvironment(entry, booted: booted, index: index, total: total, attempt: progress.attempt)
         do {
-            if let hook = lab.hooks.beforeEach {
-                let outcome = try await progress.step("before_each") {
-                    try await HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
+            for hook in eachHooks(for: entry, after: false) {
+                let outcome = try await progress.step(hook.step) {
+                    try await HostHook.run(hook.command, directory: lab.directory, environment: hook.environment(environment), timeout: hook.timeout)
                 }
                 if Task.isCancelled { return (progress.cancelled(), false) }
                 if !outcome.succeeded {
-                    return (progress.result(.error, output: outcome.output, message: "before_each hook " + Self.describe(outcome)), true)
+                    return (progress.result(.error, output: outcome.output, message: hook.step + " hook " + Self.describe(outcome)), true)
                 }
             }
             try await prepare(booted, progress)
@@ -113,7 +113,7 @@ extension TestRunner {
                 : try await progress.step("test") { try await booted.commands.run(test.run, timeout: test.timeout) }
             if Task.isCancelled { return (progress.cancelled(), false) }
             var result = try await judge(command, of: test, on: booted, progress)
-            if let hook = lab.hooks.afterEach {
+            for hook in eachHooks(for: entry, after: true) where result.outcome != .cancelled {
                 try await runAfterEach(hook, after: &result, environment: environment, progress)
             }
             return (result, true)
@@ -162,21 +162,56 @@ extension TestRunner {
 
     /// `after_each` with the outcome in `QLAB_RESULT`: its failure makes the
     /// run an `error`, its cancellation a `cancelled`, the verdict kept in the message.
-    func runAfterEach(_ hook: String, after result: inout TestResult, environment: [String: String], _ progress: EntryProgress) async throws {
-        var environment = environment
+    func runAfterEach(_ hook: EachHook, after result: inout TestResult, environment: [String: String], _ progress: EntryProgress) async throws {
+        var environment = hook.environment(environment)
         environment["QLAB_RESULT"] = result.outcome.rawValue
-        let outcome = try await progress.step("after_each") {
-            try await HostHook.run(hook, directory: lab.directory, environment: environment, timeout: lab.hooks.timeout)
+        let outcome = try await progress.step(hook.step) {
+            try await HostHook.run(hook.command, directory: lab.directory, environment: environment, timeout: hook.timeout)
         }
         result.steps = progress.steps
         let verdict = result.message.isEmpty ? "" : result.message + "; "
         if outcome.cancelled {
             result.outcome = .cancelled
-            result.message = verdict + "cancelled during after_each"
+            result.message = verdict + "cancelled during \(hook.step)"
         } else if !outcome.succeeded {
             result.outcome = .error
-            result.message = verdict + "after_each hook " + Self.describe(outcome)
+            result.message = verdict + hook.step + " hook " + Self.describe(outcome)
         }
+    }
+
+    /// A before_each or after_each hook of an entry: the lab's, or a device's.
+    struct EachHook {
+        var command: String
+        /// `before_each`, `after_each`; a device's: `before_each DEVICE`.
+        var step: String
+        var timeout: Duration
+        /// The device whose hook it is (`QLAB_HOOK_DEVICE`); nil for the lab's.
+        var device: String?
+        var hook: String
+
+        func environment(_ base: [String: String]) -> [String: String] {
+            var environment = base
+            environment["QLAB_HOOK"] = hook
+            environment["QLAB_HOOK_DEVICE"] = device ?? ""
+            return environment
+        }
+    }
+
+    /// The entry's before_each hooks in the order they run: the lab's, then
+    /// each device's the entry's guest has (file order); after: the reverse
+    /// (devices' after_each, then the lab's). A device is in an entry's guest
+    /// unless it is a device of the matrix other than the entry's.
+    func eachHooks(for entry: TestRunEntry, after: Bool) -> [EachHook] {
+        let name = after ? "after_each" : "before_each"
+        var hooks: [EachHook] = []
+        if let command = after ? lab.hooks.afterEach : lab.hooks.beforeEach {
+            hooks.append(EachHook(command: command, step: name, timeout: lab.hooks.timeout, device: nil, hook: name))
+        }
+        for device in lab.devices where !lab.matrixDevices.contains(device.name) || device.name == entry.device {
+            guard let deviceHooks = device.hooks, let command = after ? deviceHooks.afterEach : deviceHooks.beforeEach else { continue }
+            hooks.append(EachHook(command: command, step: name + " " + device.name, timeout: deviceHooks.timeout ?? lab.hooks.timeout, device: device.name, hook: name))
+        }
+        return after ? hooks.reversed() : hooks
     }
 
     /// A run that ended in an error: a command that did not end in time is a
@@ -347,6 +382,7 @@ extension TestRunner {
         env["QLAB_DEVICES"] = lab.devices.map(\.name).joined(separator: " ")
         env["QLAB_PASSTHROUGH"] = booted.session.record.passthroughHosts.map(\.host).joined(separator: " ")
         env.merge(deviceEnvironment(entry, booted: booted)) { $1 }
+        env.merge(RunLabel.environment(labels)) { $1 }
         return env
     }
 

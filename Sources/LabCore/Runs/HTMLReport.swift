@@ -141,7 +141,7 @@ public enum HTMLReport {
             ("qlab_version", "qlab", report.qlabVersion.isEmpty ? "unknown" : report.qlabVersion),
             ("shards", "Shards", report.shards.isEmpty ? "whole run" : report.shards.joined(separator: ", ")),
             ("summary", "Summary", report.summaryLine),
-        ]
+        ] + report.runHooks.filter { !$0.succeeded }.map { ("hook_\($0.hook)", $0.hook, "\($0.outcome.rawValue): \($0.message)") }
         for (id, label, value) in facts {
             page.raw("<tr><th>\(label)</th><td data-fact=\"\(id)\">\(escape(value))</td></tr>\n")
         }
@@ -346,8 +346,8 @@ public enum HTMLReport {
     }
 
     /// The report's labels as `key=value` lines for the header and the history's columns.
-    /// Empty until reports carry labels (`qlab run --label`); this is the one place that reads them.
-    static func labelLines(_ report: TestReport) -> [String] { [] }
+    /// (`qlab run --label`, the lab file's `labels:`); this is the one place that reads them.
+    static func labelLines(_ report: TestReport) -> [String] { report.labels.map { "\($0.key)=\($0.value)" } }
 
     /// A horizontal bar of a run's steps (inline SVG), each step's name and seconds beside it.
     static func stepBar(_ steps: [(name: String, seconds: Double)], scale: Double, into page: inout HTMLPage) {

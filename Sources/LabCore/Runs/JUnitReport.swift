@@ -8,6 +8,8 @@
 /// `boot_seconds` property, so a suite's time adds up. A `--jobs` run's
 /// cases carry a `worker` property. In a lab with a device dimension a case's
 /// class name is `LAB.GUEST.DEVICE` and it carries a `device` property.
+/// Each suite carries the run's labels (`label.KEY`) and how its
+/// before_all/after_all hooks ended (`hook.before_all`: `passed`, `error: ...`).
 /// A case is named after its test alone, whatever the repeat (`--repeat N`
 /// runs are N cases of one name, each with a `repeat` property), so CI
 /// keeps one history per test (docs/reports.md says how Jenkins and GitLab
@@ -49,6 +51,14 @@ public enum JUnitReport {
             lines.append("    <properties>")
             lines.append(#"      <property name="boots" value="\#(boots.count)"/>"#)
             lines.append(#"      <property name="boot_seconds" value="\#(seconds(bootSeconds))"/>"#)
+            // What the run tested (`--label`, `labels:`), and how its before_all/after_all hooks ended.
+            for label in report.labels {
+                lines.append(#"      <property name="label.\#(escape(label.key))" value="\#(escape(label.value))"/>"#)
+            }
+            for hook in report.runHooks {
+                let value = hook.outcome.rawValue + (hook.message.isEmpty ? "" : ": " + hook.message)
+                lines.append(#"      <property name="hook.\#(escape(hook.hook))" value="\#(escape(value))"/>"#)
+            }
             lines.append("    </properties>")
             for result in results {
                 let device = result.entry.device.map { "." + escape($0) } ?? ""

@@ -101,26 +101,50 @@ extension TestRunner {
         var attempt: Int { attempts.count + 1 }
     }
 
-    /// Runs `matrix`'s entries guest by guest and returns the whole report.
+    /// Runs `matrix`'s entries guest by guest and returns the whole report:
+    /// the lab's before_all hook first (its failure makes every entry an
+    /// `error`, and nothing boots), its after_all hook last, whatever happened
+    /// (RunHooks.swift). Under `--jobs` each runs once: clones are made per guest, inside.
     func runMatrix(_ matrix: TestMatrix) async throws -> TestReport {
         let started = wallClockSeconds()
         let clock = ContinuousClock.now
         let run = RunQueue(total: matrix.entries.count)
         observe(.started(total: run.total))
-        for (guestName, entries) in matrix.byGuest {
-            let guest = try lab.selectGuest(guestName)
-            run.load(entries)
-            await runGuest(guest, entries: entries.count, run: run)
+        var runHooks: [RunHookResult] = []
+        if let hook = lab.hooks.beforeAll {
+            let before = await runRunHook("before_all", hook, matrix: matrix, results: [])
+            runHooks.append(before)
+            if !before.succeeded {
+                for entry in matrix.entries {
+                    // The hook's output is in its message (its end) and in the report's `run_hooks`, once.
+                    let result = TestResult(entry: entry, outcome: before.outcome == .cancelled ? .cancelled : .error, duration: 0,
+                                            message: "not run: " + before.message)
+                    run.append(result)
+                }
+            }
+        }
+        if runHooks.allSatisfy(\.succeeded) {
+            for (guestName, entries) in matrix.byGuest {
+                let guest = try lab.selectGuest(guestName)
+                run.load(entries)
+                await runGuest(guest, entries: entries.count, run: run)
+            }
+        }
+        if let hook = lab.hooks.afterAll {
+            runHooks.append(await runRunHook("after_all", hook, matrix: matrix, results: run.state.withLock { $0.results }))
         }
         let state = run.state.withLock { $0 }
         // One report in matrix order (a boot entry before the entry it booted for).
         let ordered = state.results.enumerated().sorted { a, b in
             (a.element.entry.matrixIndex, a.element.isBoot ? 0 : 1, a.offset) < (b.element.entry.matrixIndex, b.element.isBoot ? 0 : 1, b.offset)
         }.map(\.element)
-        return TestReport(
+        var report = TestReport(
             lab: lab.name, startedAt: started, duration: (ContinuousClock.now - clock).inSeconds,
             shards: options.shard.map { [$0.description] } ?? [], results: ordered,
             boots: state.boots.sorted { $0.startedAt < $1.startedAt }, qemuVersion: state.qemuVersion, accelerator: state.accelerator)
+        report.labels = labels
+        report.runHooks = runHooks
+        return report
     }
 
     /// One guest's entries. The lab boots for the first entry (a failed boot

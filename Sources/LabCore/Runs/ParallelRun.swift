@@ -24,6 +24,9 @@ extension TestRunner {
         if let card = lab.devices.first(where: \.isPassthrough) {
             return "device \(card.name) is passed through (vfio): a host card serves one guest at a time; run without --jobs"
         }
+        if let controller = lab.devices.first(where: \.hasHostSCSIDevice) {
+            return "device \(controller.name) has a host SCSI device (host:): it serves one guest at a time; run without --jobs"
+        }
         for guest in lab.guests where guests.isEmpty || guests.contains(guest.name) {
             if lab.bootsPerDevice(guest) {
                 return "guest \(guest.name) boots once per device of the lab's matrix (a device attached at boot): clones start from one ready snapshot; run without --jobs"

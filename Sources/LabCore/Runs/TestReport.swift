@@ -233,6 +233,10 @@ public struct TestReport: Sendable {
     public var qemuVersion: String?
     /// The accelerator of the first boot (`kvm`, `tcg`); nil when nothing booted.
     public var accelerator: String?
+    /// What the run tested (``RunLabel``), in order.
+    public var labels: [RunLabel] = []
+    /// The run's before_all and after_all hooks, as they ran.
+    public var runHooks: [RunHookResult] = []
     /// The report file this was read from (nil for a run's own report): the history links to it.
     public var path: String?
 
@@ -252,7 +256,7 @@ public struct TestReport: Sendable {
     }
 
     public func count(_ outcome: TestOutcome) -> Int { results.filter { $0.outcome == outcome }.count }
-    public var allPassed: Bool { !results.isEmpty && results.allSatisfy { $0.outcome == .passed } }
+    public var allPassed: Bool { !results.isEmpty && results.allSatisfy { $0.outcome == .passed } && runHooks.allSatisfy(\.succeeded) }
     /// True when some entry was cancelled (and so the run did not finish).
     public var wasCancelled: Bool { count(.cancelled) > 0 }
 
@@ -283,7 +287,8 @@ public struct TestReport: Sendable {
     /// Each non-zero count, e.g. "1 passed, 1 failed, 1 timed out"; "no runs" for none.
     public var summaryLine: String {
         let parts = TestOutcome.allCases.compactMap { outcome in count(outcome) > 0 ? Self.phrase(outcome, count(outcome)) : nil }
-        return parts.isEmpty ? "no runs" : parts.joined(separator: ", ")
+        let hooks = runHooks.filter { !$0.succeeded && $0.hook == "after_all" }.map { "; after_all hook \($0.outcome.rawValue == "cancelled" ? "cancelled" : "failed")" }
+        return (parts.isEmpty ? "no runs" : parts.joined(separator: ", ")) + hooks.joined()
     }
 
     /// The JSON `summary`: `total` and one count per outcome (zeros included).
@@ -309,6 +314,8 @@ public struct TestReport: Sendable {
             "summary": summaryJSON,
             "boots": .array(boots.map(\.json)),
             "results": .array(results.map { $0.json(relativeTo: directory) }),
+            "labels": .object(JSONObject(labels.map { ($0.key, JSONValue.string($0.value)) })),
+            "run_hooks": .array(runHooks.map(\.json)),
         ])
     }
 
@@ -381,6 +388,8 @@ public struct TestReport: Sendable {
                   boots: (json["boots"]?.arrayValue ?? []).compactMap(GuestBoot.init),
                   qlabVersion: json["qlab_version"]?.stringValue ?? "", qemuVersion: json["qemu_version"]?.stringValue,
                   accelerator: json["accelerator"]?.stringValue)
+        labels = (json["labels"]?.objectValue ?? JSONObject()).compactMap { key, value in value.stringValue.map { RunLabel(key: key, value: $0) } }
+        runHooks = (json["run_hooks"]?.arrayValue ?? []).compactMap(RunHookResult.init)
         self.path = FileSystem.absolute(path)
     }
 
@@ -406,6 +415,9 @@ public struct TestReport: Sendable {
                 current.duration = max(current.duration, report.duration)
                 current.qemuVersion = current.qemuVersion ?? report.qemuVersion
                 current.accelerator = current.accelerator ?? report.accelerator
+                // Shards of one run carry the same labels; a key only some carry is kept.
+                current.labels = RunLabel.merged(file: report.labels, command: current.labels)
+                current.runHooks += report.runHooks
                 merged = current
             } else {
                 merged = report
@@ -431,3 +443,36 @@ public struct TestReport: Sendable {
 
 /// A report that cannot be read or merged is bad input (its ``TestReport/ReadError/exitStatus``).
 extension TestReport.ReadError: ExitStatusCarrying {}
+
+/// How a run's before_all or after_all hook ran.
+public struct RunHookResult: Sendable {
+    /// `before_all` or `after_all`.
+    public var hook: String
+    /// `passed`, `error` (a failure or timeout) or `cancelled`.
+    public var outcome: TestOutcome
+    public var seconds: Double
+    /// Why it did not pass; empty when it did.
+    public var message: String
+    public var output: String
+
+    public init(hook: String, outcome: TestOutcome, seconds: Double, message: String = "", output: String = "") {
+        self.hook = hook
+        self.outcome = outcome
+        self.seconds = seconds
+        self.message = message
+        self.output = output
+    }
+
+    public var succeeded: Bool { outcome == .passed }
+
+    public var json: JSONValue {
+        ["hook": .string(hook), "outcome": .string(outcome.rawValue), "seconds": .double(JSONTime.rounded(seconds)),
+         "message": .string(message), "output": .string(output)]
+    }
+
+    public init?(_ json: JSONValue) {
+        guard let hook = json["hook"]?.stringValue, let outcome = json["outcome"]?.stringValue.flatMap(TestOutcome.init(rawValue:)) else { return nil }
+        self.init(hook: hook, outcome: outcome, seconds: json["seconds"]?.doubleValue ?? 0,
+                  message: json["message"]?.stringValue ?? "", output: json["output"]?.stringValue ?? "")
+    }
+}

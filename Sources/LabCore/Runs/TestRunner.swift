@@ -52,6 +52,8 @@ public final class TestRunner: Sendable {
         public var retries = 0
         /// `--retry-on`: the outcomes that are retried (`error` unless asked; `timeout`, `failed` may be added).
         public var retryOn: Set<TestOutcome> = [.error]
+        /// `--label KEY=VALUE`: over the lab file's `labels:` (``RunLabel/merged(file:command:)``).
+        public var labels: [RunLabel] = []
         public init() {}
 
         /// The outcomes `--retry-on` accepts: a pass is never rerun, nor what was not run.
@@ -62,6 +64,8 @@ public final class TestRunner: Sendable {
     public let labFile: String
     public let lab: Lab
     public let options: Options
+    /// The run's labels: the lab file's with the command line's over them, decided once here.
+    public let labels: [RunLabel]
     let observe: @Sendable (TestRunEvent) -> Void
 
     /// The most retries `--retry-errors` may ask for.
@@ -72,6 +76,7 @@ public final class TestRunner: Sendable {
         self.labFile = labFile
         self.lab = try Lab.load(path: labFile)
         self.options = options
+        self.labels = RunLabel.merged(file: lab.labels, command: options.labels)
         self.observe = observe
     }
 

@@ -110,7 +110,7 @@ extension LabSession {
         let existing = try await listSnapshots()
         timings.record("list", since: start)
         if existing.contains(where: { $0.tag == tag }) {
-            guard options.replace else { throw SnapshotError.alreadyExists(tag: tag) }
+            guard options.replace else { throw SnapshotError.alreadyExists(tag: tag, lab: lab.name) }
         }
         // A dc390 plugged into this QEMU leaves its EEPROM's state behind: refused before anything is unplugged.
         try refuseSnapshotSaveAfterDC390Plug()
@@ -158,7 +158,7 @@ extension LabSession {
         let existing = try await listSnapshots()
         timings.record("list", since: start)
         guard let snapshot = existing.first(where: { $0.tag == tag }) else {
-            throw SnapshotError.notFound(tag: tag, available: existing.map(\.tag))
+            throw SnapshotError.notFound(tag: tag, available: existing.map(\.tag), lab: lab.name)
         }
         guard snapshot.complete else {
             throw SnapshotError.failed(
@@ -198,7 +198,7 @@ extension LabSession {
         timings.record("list", since: start)
         // QEMU 7.2 deletes a tag nobody has without a word (job and HMP alike).
         guard existing.contains(where: { $0.tag == tag }) else {
-            throw SnapshotError.notFound(tag: tag, available: existing.map(\.tag))
+            throw SnapshotError.notFound(tag: tag, available: existing.map(\.tag), lab: lab.name)
         }
         start = ContinuousClock.now
         let via = try await runSnapshotCommand(.delete, tag: tag, options: options)
@@ -321,7 +321,7 @@ extension LabSession {
             do {
                 output = try await qmp.humanMonitorCommand(command, timeout: options.timeout)
             } catch QMPError.timeout {
-                throw SnapshotError.timedOut(operation: operation.hmpVerb, tag: tag, waited: options.timeout)
+                throw SnapshotError.timedOut(operation: operation.hmpVerb, tag: tag, waited: options.timeout, lab: lab.name)
             }
             // HMP answers "" on success and prints "Error: ..." otherwise.
             let text = output.replacingCRLF().trimmingCharacters(in: "\n ")
@@ -372,7 +372,7 @@ extension LabSession {
             _ = try await qmp.waitForEvent(
                 "JOB_STATUS_CHANGE", matching: ["id": .string(jobID), "status": "concluded"], after: mark, timeout: timeout)
         } catch QMPError.timeout {
-            throw SnapshotError.timedOut(operation: operation.job, tag: tag, waited: timeout)
+            throw SnapshotError.timedOut(operation: operation.job, tag: tag, waited: timeout, lab: lab.name)
         }
         let jobs = try await qmp.execute("query-jobs")
         let error = (jobs.arrayValue ?? []).first { $0["id"]?.stringValue == jobID }?["error"]?.stringValue
@@ -399,7 +399,7 @@ extension LabSession {
                 do {
                     _ = try await qmp.waitForEvent("JOB_STATUS_CHANGE", matching: ["id": .string(id), "status": "concluded"], after: mark, timeout: timeout)
                 } catch QMPError.timeout {
-                    throw SnapshotError.timedOut(operation: job["type"]?.stringValue ?? "snapshot job", tag: id, waited: timeout)
+                    throw SnapshotError.timedOut(operation: job["type"]?.stringValue ?? "snapshot job", tag: id, waited: timeout, lab: lab.name)
                 }
             }
             _ = try? await qmp.execute("job-dismiss", arguments: ["id": .string(id)])

@@ -12,8 +12,10 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     /// QEMU's pid and its supervisor's, when each is alive.
     case alreadyRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
     case notRunning(String)
+    /// `rm` of a lab whose QEMU or supervisor still runs.
+    case stillRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
     case deviceInUse(device: String, host: String, otherLab: String)
-    case preflightFailed(String)
+    case preflightFailed(lab: String, problems: String)
     /// QEMU did not come up: its own words, qlab's diagnosis.
     case launchFailed(lab: String, exit: String, qemuOutput: String, diagnoses: [Diagnosis])
     case supervisor(String)
@@ -44,12 +46,15 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
         case .alreadyRunning(let lab, let pid, let supervisorPID):
             let pids = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }].compactMap { $0 }
             return "lab \(lab) is already running (\(pids.joined(separator: ", "))); use `qlab down \(lab)` first"
+        case .stillRunning(let lab, let pid, let supervisorPID):
+            let pids = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }].compactMap { $0 }
+            return "lab \(lab) is running (\(pids.joined(separator: ", "))); `qlab down \(lab)` first, then `qlab rm \(lab)`"
         case .notRunning(let lab):
-            return "lab \(lab) is not running; start it with `qlab up LABFILE`"
+            return "lab \(lab) is not running; start it with `qlab up \(lab)` (its last lab file)"
         case .deviceInUse(let device, let host, let otherLab):
             return "device \(device): host device \(host) is already used by running lab \(otherLab); `qlab down \(otherLab)` first"
-        case .preflightFailed(let text):
-            return "host checks failed for this lab's passthrough devices (run `qlab doctor LAB` for details, or `qlab up --force`):\n\(text)"
+        case .preflightFailed(let lab, let text):
+            return "host checks failed for lab \(lab)'s passthrough devices (run `qlab doctor \(lab)` for details, or `qlab up --force`):\n\(text)"
         case .launchFailed(let lab, let exit, let output, let diagnoses):
             var text = "QEMU for lab \(lab) did not start (\(exit)).\nQEMU said:\n"
             text += output.split(separator: "\n", omittingEmptySubsequences: false).map { "  " + $0 }.joined(separator: "\n")

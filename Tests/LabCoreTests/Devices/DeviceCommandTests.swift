@@ -21,19 +21,26 @@ struct DeviceCommandTests {
             let notAttached = try fixture.qlab("unplug", "bare-dev", "scsi-am")
             #expect(notAttached.status == 1)
             #expect(notAttached.output.contains("is not attached"), "\(notAttached.output)")
+            #expect(notAttached.stderr.contains("`qlab hotplug bare-dev scsi-am` attaches it"), "\(notAttached.stderr)")
 
-            let hotplug = try fixture.qlab("hotplug", "bare-dev", "scsi-am", "--verbose")
+            let hotplug = try fixture.qlab("hotplug", "bare-dev", "scsi-am", "--steps")
             #expect(hotplug.status == 0, "\(hotplug.output)")
             #expect(hotplug.output.contains("scsi-am attached: am53c974 at qlab-pcibr0 slot 0x1"))
             #expect(hotplug.output.contains("device_add scsi-am:"))
+            // --steps is the command's own output, not logging.
+            #expect(!hotplug.stderr.contains("debug qlab."), "\(hotplug.stderr)")
             let twice = try fixture.qlab("hotplug", "bare-dev", "scsi-am")
             #expect(twice.status == 1)
             #expect(twice.output.contains("already attached"))
+            #expect(twice.stderr.contains("; `qlab unplug bare-dev scsi-am` first"), "\(twice.stderr)")
 
             let noReset = try fixture.qlab("unplug", "bare-dev", "scsi-am", "--no-reset-fallback")
             #expect(noReset.status == 1)
             #expect(noReset.output.contains("the VM is prelaunch"), "\(noReset.output)")
-            let unplug = try fixture.qlab("unplug", "bare-dev", "scsi-am", "--timeout", "1")
+            // -v is logging only: no step times on stdout.
+            let unplug = try fixture.qlab("unplug", "bare-dev", "scsi-am", "--timeout", "1", "-v")
+            #expect(unplug.stderr.contains("debug qlab."), "\(unplug.stderr)")
+            #expect(!unplug.stdout.contains("\n  "), "\(unplug.stdout)")
             #expect(unplug.status == 0, "\(unplug.output)")
             #expect(unplug.output.contains("the VM was not running"), "\(unplug.output)")
             #expect(unplug.output.contains("system_reset completed the unplug"))

@@ -39,7 +39,7 @@ struct HotplugTests {
                 do {
                     _ = try await session.detach("scsi-am", policy: .guestOnly(timeout: .seconds(1)))
                     Issue.record("a paused VM completed an unplug without a reset")
-                } catch DeviceError.guestCannotUnplug(_, let status) {
+                } catch DeviceError.guestCannotUnplug(_, let status, _) {
                     #expect(status == "prelaunch")
                 }
                 #expect(try await session.pciIDs().contains("scsi-am"))
@@ -93,7 +93,7 @@ struct HotplugTests {
                 do {
                     _ = try await session.detach("scsi-am", policy: UnplugPolicy(guestTimeout: .zero, resetFallback: false))
                     Issue.record("the unplug completed with no guest")
-                } catch DeviceError.unplugTimedOut(let device, _) {
+                } catch DeviceError.unplugTimedOut(let device, _, _) {
                     #expect(device == "scsi-am")
                 }
                 #expect(session.currentDeviceState("scsi-am") == .hotplug, "not detached before QEMU confirms it")

@@ -32,7 +32,7 @@ struct SnapshotTests {
                 do {
                     _ = try await session.saveSnapshot("one")
                     Issue.record("saved over an existing tag without replace")
-                } catch SnapshotError.alreadyExists(let tag) {
+                } catch SnapshotError.alreadyExists(let tag, _) {
                     #expect(tag == "one")
                 }
                 let replaced = try await session.saveSnapshot("one", options: SnapshotOptions(replace: true))
@@ -45,7 +45,7 @@ struct SnapshotTests {
                 do {
                     _ = try await session.loadSnapshot("nope")
                     Issue.record("loaded a snapshot that does not exist")
-                } catch SnapshotError.notFound(_, let available) {
+                } catch SnapshotError.notFound(_, let available, _) {
                     #expect(available == ["one"])
                 }
                 // Refused before QEMU was touched: not left in restore-vm.
