@@ -182,8 +182,7 @@ struct RealRunReportTests {
         let json = env.root + "/report.json"
         let junit = env.root + "/junit.xml"
         let result = try env.qlab("run", file, "--transport", "console", "--json-report", json, "--junit", junit)
-        // No test failed: a guest that does not boot is infrastructure (exit 5).
-        #expect(result.status == 5, "\(result.output)")
+        #expect(result.status == 1, "\(result.output)")
         #expect(result.stdout.contains("guest linux ready in "), "\(result.stdout)")
         #expect(result.stdout.hasSuffix("2 failed\n"), "\(result.stdout)")
         #expect(!result.stdout.contains("\u{1B}["), "no terminal control sequences through a pipe")
