@@ -88,6 +88,30 @@ extension FileDescriptor {
         flock(rawValue, LOCK_EX | LOCK_NB) == 0 ? .success(()) : .failure(.current)
     }
 
+    /// One non-blocking try at a shared `flock(2)` (`LOCK_SH|LOCK_NB`): succeeds
+    /// only while nobody holds the file exclusively, which makes it a probe.
+    public func tryLockShared() -> Result<Void, Errno> {
+        flock(rawValue, LOCK_SH | LOCK_NB) == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// `ftruncate(2)` to `size` bytes.
+    public func truncate(toSize size: Int) -> Result<Void, Errno> {
+        retryOnInterrupt { Glibc.ftruncate(rawValue, off_t(size)) } == 0 ? .success(()) : .failure(.current)
+    }
+
+    /// `pwrite(2)` of every byte of `bytes` at `offset` (a short write goes on; `EINTR` retried).
+    public func writeEvery(_ bytes: [UInt8], atOffset offset: Int) -> Result<Void, Errno> {
+        var done = 0
+        while done < bytes.count {
+            let count = bytes.withUnsafeBytes { buffer in
+                retryOnInterrupt { Glibc.pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done)) }
+            }
+            if count < 0 { return .failure(.current) }
+            done += count
+        }
+        return .success(())
+    }
+
     /// `flock(LOCK_UN)`.
     public func unlock() {
         _ = flock(rawValue, LOCK_UN)

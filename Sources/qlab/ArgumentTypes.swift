@@ -47,3 +47,35 @@ struct RetryOutcomes: ExpressibleByArgument {
 
     static var defaultCompletionKind: CompletionKind { .list(TestRunner.Options.retryableOutcomes.map(\.rawValue)) }
 }
+
+/// `run --wait [DURATION]`, `up --wait [DURATION]`: wait for the lab and its cards while
+/// another command has them, up to DURATION (`30s`, `10m`, `1h`; a bare `--wait`: no limit).
+struct WaitArgument: ExpressibleByArgument {
+    var policy: WaitPolicy
+
+    init?(argument: String) {
+        if argument == Self.noLimit {
+            policy = .upTo(nil)
+        } else if let duration = LabDuration.parse(argument) {
+            policy = .upTo(duration)
+        } else {
+            return nil
+        }
+    }
+
+    /// What a bare `--wait` stands for.
+    static let noLimit = "forever"
+
+    /// ArgumentParser has no option whose value may be left out: a `--wait` not
+    /// followed by a duration becomes `--wait=forever` before parsing.
+    static func normalized(_ arguments: [String]) -> [String] {
+        var result = arguments
+        for (index, argument) in arguments.enumerated() where argument == "--wait" {
+            let next = index + 1 < arguments.count ? arguments[index + 1] : nil
+            if next.flatMap(WaitArgument.init(argument:)) == nil { result[index] = "--wait=" + noLimit }
+        }
+        return result
+    }
+
+    static var defaultCompletionKind: CompletionKind { .list([noLimit, "30s", "10m", "1h"]) }
+}

@@ -27,6 +27,8 @@ struct QLab: AsyncParsableCommand {
             SuperviseCommand.self,
             DoctorCommand.self,
             DevicesCommand.self,
+            CardsCommand.self,
+            HealthCommand.self,
             VFIOCommand.self,
             ArgsCommand.self,
             DiagnoseCommand.self,
@@ -52,7 +54,7 @@ struct QLab: AsyncParsableCommand {
         JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
         let command: ParsableCommand
         do {
-            command = try await asyncParseAsRoot()
+            command = try await asyncParseAsRoot(WaitArgument.normalized(Array(CommandLine.arguments.dropFirst())))
         } catch {
             exitForParsing(error)
         }

@@ -150,7 +150,8 @@ struct OwnershipQEMUTests {
         let owner = try JSONValue.parse(status.stdout)["owner"]
         #expect(owner?["pid"]?.intValue == Int(run.pid), "\(status.output)")
 
-        for command in [["down", "owned"], ["reset", "owned"], ["snapshot", "save", "owned", "mine"], ["rm", "owned"]] {
+        // A second run of the lab is busy too (exit 4, not a test result), naming the run.
+        for command in [["down", "owned"], ["reset", "owned"], ["snapshot", "save", "owned", "mine"], ["rm", "owned"], ["run", file]] {
             let refused = try env.qlab(command)
             #expect(refused.status == ExitStatus.busy.rawValue, "\(command): \(refused.output)")
             #expect(refused.stderr.contains("(pid \(run.pid), since "), "\(command): \(refused.stderr)")

@@ -38,6 +38,12 @@ public struct Lab: Sendable {
     /// `trace_qmp: true`: a lab-wide QMP trace in the state directory (``LabRuntime/qmpTracePath``),
     /// kept by the supervisor and every qlab command that talks to the lab.
     public var traceQMP = false
+    /// `health_check:`: a test of the lab (its name), or `doctor` (the host
+    /// checks of the lab's cards), that `qlab run` runs first; when it fails no
+    /// entry runs and the lab's cards are marked bad (``CardHealth``).
+    public var healthCheck: String?
+    /// The health check that is the doctor's checks of the lab's cards.
+    public static let doctorHealthCheck = "doctor"
     /// `matrix: {devices: ...}`: the devices the tests run once per device
     /// with, in file order (empty: no device dimension, every device at once).
     /// See ``DeviceMatrix``.

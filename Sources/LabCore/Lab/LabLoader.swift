@@ -113,7 +113,7 @@ struct LabLoader {
 
     typealias Field = YAMLReader.Field
 
-    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix", "labels"]
+    static let topKeys = ["name", "qemu", "machine", "devices", "guests", "tests", "strategy", "revert", "hooks", "qemu_args", "display", "trace_qmp", "matrix", "labels", "health_check"]
     static let matrixKeys = ["devices"]
     static let machineKeys = ["type", "accel", "cpu", "memory", "smp"]
     static let deviceKeys = ["passthrough", "emulated", "attach", "bus", "addr", "properties", "hooks"]
@@ -138,7 +138,7 @@ struct LabLoader {
         let entries = try reader.mapping(root, allowed: Self.topKeys, what: "a lab")
         var lab = Lab(name: "", file: file, directory: directory)
         var sawName = false, sawGuests = false
-        var deviceField: Field?, testField: Field?, matrixField: Field?
+        var deviceField: Field?, testField: Field?, matrixField: Field?, healthField: Field?
         for (key, field) in entries where !YAMLReader.isNull(field.node) {
             switch key {
             case "name":
@@ -158,6 +158,7 @@ struct LabLoader {
             case "display": lab.display = try reader.choice(field, DisplayAdapter.self)
             case "trace_qmp": lab.traceQMP = try reader.bool(field)
             case "matrix": matrixField = field
+            case "health_check": healthField = field
             case "labels": lab.labels = try labels(field)
             default: break
             }
@@ -177,6 +178,13 @@ struct LabLoader {
         if let deviceField { lab.devices = try devices(deviceField) }
         if let matrixField { lab.matrixDevices = try matrixDevices(matrixField, devices: lab.devices.map(\.name)) }
         if let testField { lab.tests = try tests(testField, guests: lab.guests.map(\.name), matrix: lab.matrixDevices) }
+        if let healthField {
+            let check = try reader.nonEmptyString(healthField)
+            guard check == Lab.doctorHealthCheck || lab.tests.contains(where: { $0.name == check }) else {
+                throw reader.error(healthField, "'\(check)' is neither a test of this lab (\(lab.tests.map(\.name).joined(separator: ", "))) nor `doctor`; name a short test under `tests:`, or `doctor` to check the lab's cards")
+            }
+            lab.healthCheck = check
+        }
         lab.missingFiles = missing
         // Placement problems (slot clashes, hotplug onto pcie.0) are lab file errors too:
         // find them now, for every machine type a guest uses, not at launch.

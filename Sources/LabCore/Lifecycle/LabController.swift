@@ -41,6 +41,13 @@ public struct LabController: Sendable {
         public var cloneOf: Lab?
         /// Lab devices this launch leaves off QEMU's command line (``LabPlanner/Options/leftOutDevices``).
         public var leftOutDevices: [String] = []
+        /// `--wait`: whether a card another lab holds is waited for (``CardReservation``).
+        public var wait: WaitPolicy = .no
+        /// Told who holds a card while this waits (once, then on each change).
+        public var onWait: @Sendable (String) -> Void = { _ in }
+        /// The cards already reserved by the caller (`qlab run` holds them for the
+        /// whole run); nil: `up` reserves the lab's cards itself.
+        public var reservation: CardReservation?
         public init(
             guest: String? = nil, force: Bool = false, paused: Bool = false, freshDisk: Bool = false, overlays: OverlaySet = .lab,
             owned: Bool = false
@@ -95,6 +102,12 @@ public struct LabController: Sendable {
     /// `up` of a lab already read (``TestRunner`` boots the lab it planned its matrix from).
     public func up(lab: Lab, options: UpOptions) async throws -> UpResult {
         LabCoreLog.logger.debug("up", metadata: ["lab": "\(lab.name)", "guest": "\(options.guest ?? "(first)")"])
+        // `up --wait` of a lab in use waits for it to end (without --wait: "already running", below).
+        if options.wait != .no && options.reservation == nil { try await waitForLab(lab.name, wait: options.wait, onWait: options.onWait) }
+        // The cards first, before the lab's lock: a wait for a card must not hold up commands on the lab.
+        let ownReservation = options.reservation == nil
+        var reservation = options.reservation
+        if reservation == nil { reservation = try await reserveCards(lab: lab, options: options) }
         let owner = try LabOwnership.makePipe()
         let ownership = LabOwnership(writeEnd: owner.write)
         defer { FileDescriptor(rawValue: owner.read).closeIgnoringErrors() }
@@ -116,12 +129,17 @@ public struct LabController: Sendable {
                     Paths.baseName(runtime.supervisorLogPath),
                     "qlab: no qlab-supervisor next to \(supervisorExecutable); supervising with `qlab _supervise` (links Foundation, more memory)")
             }
-            let arguments = SupervisorProcess.Arguments(specPath: runtime.launchSpecPath, readyFD: ends[1], ownerFD: owner.read, owned: options.owned)
+            var arguments = SupervisorProcess.Arguments(specPath: runtime.launchSpecPath, readyFD: ends[1], ownerFD: owner.read, owned: options.owned)
+            arguments.cardFDs = reservation?.descriptors ?? []
             supervisor = try ChildProcess.spawn(
                 executable: executable,
                 arguments: arguments.argv,
                 environment: environment, stdin: .null, stdout: .descriptor(log),
-                stderr: .descriptor(log), keepDescriptors: [ends[1], owner.read], newSession: true)
+                stderr: .descriptor(log), keepDescriptors: [ends[1], owner.read] + (reservation?.descriptors ?? []), newSession: true)
+            // The supervisor keeps the cards as long as the lab runs: it is their holder now.
+            if ownReservation, let reservation {
+                reservation.recordHolder(command: LabOwner.commandText(CommandLine.arguments) + " (its supervisor)", pid: supervisor.pid)
+            }
         } catch {
             readyRead.closeIgnoringErrors()
             readyWrite.closeIgnoringErrors()
@@ -168,6 +186,47 @@ public struct LabController: Sendable {
         runtime.removeRuntimeFiles()
         let killed = stray.map { "; its QEMU (pid \($0)) was killed" } ?? ""
         throw LabError.supervisor("the supervisor ended before QEMU answered (\(message.isEmpty ? "no message" : message))\(killed); its log: \(log)")
+    }
+
+    /// Who has lab `name` while its QEMU runs: its owning command (a `qlab run`),
+    /// else the `qlab up` that started it; nil when it is not running.
+    public func labHolder(_ name: String) throws -> String? {
+        let runtime = self.runtime(name)
+        // Another process writes the record: read it again.
+        guard let record = try runtime.records.reload(), runtime.liveQEMU(record) != nil else { return nil }
+        if let owner = record.owner, owner.isAlive { return owner.description }
+        return "qlab up (QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID), since \(formatTimestamp(record.startedAt)))"
+    }
+
+    /// Returns once lab `name` is not running. Without `wait` a running lab is
+    /// ``LabError/labInUse(lab:by:)`` (exit 4) naming who has it; with it, this
+    /// waits (telling `onWait` who has it, once, then on each change) up to the
+    /// duration, then ``LabError/waitTimedOut(what:holder:seconds:)`` (exit 124).
+    public func waitForLab(_ name: String, wait: WaitPolicy, onWait: @Sendable (String) -> Void = { _ in }) async throws {
+        let start = ContinuousClock.now
+        var told: String?
+        while let holder = try labHolder(name) {
+            switch wait {
+            case .no: throw LabError.labInUse(lab: name, by: holder)
+            case .upTo(let limit):
+                if let limit, ContinuousClock.now - start >= limit {
+                    throw LabError.waitTimedOut(what: "lab \(name)", holder: holder, seconds: Double(limit.components.seconds))
+                }
+                if told != holder {
+                    onWait("waiting for lab \(name): in use by \(holder)")
+                    told = holder
+                }
+            }
+            // A lab ends by its QEMU's exit, which this process cannot wait on: look again shortly.
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// Reserves the host cards a launch of `lab` passes through (none: nil).
+    func reserveCards(lab: Lab, options: UpOptions) async throws -> CardReservation? {
+        try await CardReservation.take(
+            cards: planner.reservedCards(of: lab, leftOutDevices: options.leftOutDevices), lab: lab.name, roots: hostRoots,
+            environment: environment, wait: options.wait, onWait: options.onWait)
     }
 
     /// The program `up` starts as a lab's supervisor: `qlab-supervisor` in the
@@ -230,9 +289,13 @@ public struct LabController: Sendable {
     ) async throws -> ExitRecord {
         // The lock is dropped once prepared: other commands work on the lab while it runs.
         let lab = try Lab.load(path: labFile)
+        // Held by this process, which supervises the lab until it ends.
+        var reservation = options.reservation
+        if reservation == nil { reservation = try await reserveCards(lab: lab, options: options) }
+        defer { withExtendedLifetime(reservation) {} }
         let (spec, _) = try await prepareLaunch(lab: lab, options: options, foreground: true)
         let runtime = self.runtime(lab.name)
-        let supervisor = Supervisor(spec: spec)
+        let supervisor = Supervisor(spec: spec, cardFDs: reservation?.descriptors ?? [])
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed(let exit):

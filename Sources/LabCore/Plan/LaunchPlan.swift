@@ -101,13 +101,27 @@ public struct LabPlanner: Sendable {
         let states = lab.devices.map { device in
             (name: device.name, state: launched.devices.contains(device) && lab.effectiveAttach(of: device, for: guest) == .boot ? DeviceState.boot : .detached)
         }
-        let hosts = launched.devices.compactMap { device -> (device: String, host: String)? in
-            guard let passthrough = device.passthrough else { return nil }
-            return (device.name, resolveHost(passthrough.host)?.description ?? passthrough.host.description)
-        }
+        let hosts = passthroughHosts(of: launched)
         return LaunchPlan(
             lab: lab, guest: guest, machine: machine, accel: accel, capabilities: capabilities, layout: layout,
             commandLine: commandLine, deviceStates: states, passthroughHosts: hosts, revert: revert)
+    }
+
+    /// The host device each passthrough device of `lab` goes to (``resolveHost(_:)``),
+    /// the selector as written when no device matches it.
+    func passthroughHosts(of lab: Lab) -> [(device: String, host: String)] {
+        lab.devices.compactMap { device -> (device: String, host: String)? in
+            guard let passthrough = device.passthrough else { return nil }
+            return (device.name, resolveHost(passthrough.host)?.description ?? passthrough.host.description)
+        }
+    }
+
+    /// The host cards a launch of `lab` reserves (``CardReservation``): its
+    /// passthrough devices but those the launch leaves out, resolved as ``plan(lab:guest:options:)`` does.
+    public func reservedCards(of lab: Lab, leftOutDevices: [String] = []) -> [PCIAddress] {
+        var launched = lab
+        launched.devices.removeAll { leftOutDevices.contains($0.name) }
+        return passthroughHosts(of: launched).compactMap { PCIAddress($0.host) }
     }
 
     func resolveHost(_ selector: Passthrough.HostSelector) -> PCIAddress? {

@@ -45,6 +45,7 @@ extension TestRunner {
         do {
             var upOptions = Self.upOptions(guest)
             upOptions.leftOutDevices = leftOut
+            upOptions.reservation = cardReservation.withLock { $0 }
             up = try await controller.up(lab: lab, options: upOptions)
         } catch {
             await shutDown(nil)

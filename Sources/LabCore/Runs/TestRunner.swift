@@ -1,5 +1,6 @@
 import Logging
 import Platform
+import Synchronization
 
 /// What a run reports while it goes, for a progress display.
 public enum TestRunEvent: Sendable {
@@ -52,6 +53,12 @@ public final class TestRunner: Sendable {
         public var retries = 0
         /// `--retry-on`: the outcomes that are retried (`error` unless asked; `timeout`, `failed` may be added).
         public var retryOn: Set<TestOutcome> = [.error]
+        /// `--wait`: wait for the lab and its host cards while another command has them.
+        public var wait: WaitPolicy = .no
+        /// Run the lab's health check first (``Lab/healthCheck``); off for the health check's own run.
+        public var healthCheck = true
+        /// The cards the caller holds already (the health check's run inside a run).
+        public var heldCards: CardReservation?
         /// `--label KEY=VALUE`: over the lab file's `labels:` (``RunLabel/merged(file:command:)``).
         public var labels: [RunLabel] = []
         public init() {}
@@ -67,6 +74,8 @@ public final class TestRunner: Sendable {
     /// The run's labels: the lab file's with the command line's over them, decided once here.
     public let labels: [RunLabel]
     let observe: @Sendable (TestRunEvent) -> Void
+    /// The host cards the run holds while it runs; every boot passes them on to its lab's supervisor.
+    let cardReservation = Mutex<CardReservation?>(nil)
 
     /// The most retries `--retry-errors` may ask for.
     public static let maximumRetries = 10
@@ -112,13 +121,14 @@ public final class TestRunner: Sendable {
     /// matrix runs in one loop (``runMatrix(_:)``).
     public func run() async throws -> TestReport {
         let matrix = try matrix()
-        let runtime = controller.runtime(lab.name)
-        if let record = try runtime.record, runtime.liveQEMU(record) != nil {
-            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
-        }
         if options.jobs > 1, let obstacle = Self.parallelObstacle(lab: lab, guests: options.guests) {
             throw TestRunError.jobsRefused(obstacle)
         }
+        // The lab and its cards are the run's before anything starts (exit 4 when another has them, unless --wait).
+        let reservation = try await reserve()
+        cardReservation.withLock { $0 = reservation }
+        defer { cardReservation.withLock { $0 = nil } }
+        if let refusal = try await healthRefusal(reservation) { return refused(matrix, because: refusal) }
         return try await runMatrix(matrix)
     }
 

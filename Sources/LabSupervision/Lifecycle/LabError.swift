@@ -15,6 +15,12 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     /// `rm` of a lab whose QEMU or supervisor still runs.
     case stillRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
     case deviceInUse(device: String, host: String, otherLab: String)
+    /// A host card the lab needs is reserved by another lab (``CardLock``); `holder` names it.
+    case cardBusy(card: String, holder: String)
+    /// The lab is up (`qlab up`, no owning command) or belongs to another run: `qlab run` cannot have it.
+    case labInUse(lab: String, by: String)
+    /// `--wait DURATION` ran out with the card or lab still held.
+    case waitTimedOut(what: String, holder: String, seconds: Double)
     case preflightFailed(lab: String, problems: String)
     /// QEMU did not come up: its own words, qlab's diagnosis.
     case launchFailed(lab: String, exit: String, qemuOutput: String, diagnoses: [Diagnosis])
@@ -26,8 +32,8 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     public var exitStatus: ExitStatus {
         switch self {
         case .unknownLab, .notRunning: return .noSuchLab
-        case .busy, .owned: return .busy
-        case .ownerDidNotStop: return .timeout
+        case .busy, .owned, .cardBusy, .labInUse: return .busy
+        case .ownerDidNotStop, .waitTimedOut: return .timeout
         default: return .failed
         }
     }
@@ -53,6 +59,12 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
             return "lab \(lab) is not running; start it with `qlab up \(lab)` (its last lab file)"
         case .deviceInUse(let device, let host, let otherLab):
             return "device \(device): host device \(host) is already used by running lab \(otherLab); `qlab down \(otherLab)` first"
+        case .cardBusy(let card, let holder):
+            return "card \(card) is reserved by \(holder); wait for it (`--wait [DURATION]`) or try again later (exit 4: busy, not a test result)"
+        case .labInUse(let lab, let by):
+            return "lab \(lab) is in use by \(by); wait for it (`--wait [DURATION]`), or take it down (`qlab down \(lab)`) (exit 4: busy, not a test result)"
+        case .waitTimedOut(let what, let holder, let seconds):
+            return "waited \(formatSeconds(seconds)) s for \(what), still held by \(holder); giving up (exit 124)"
         case .preflightFailed(let lab, let text):
             return "host checks failed for lab \(lab)'s passthrough devices (run `qlab doctor \(lab)` for details, or `qlab up --force`):\n\(text)"
         case .launchFailed(let lab, let exit, let output, let diagnoses):
@@ -71,4 +83,9 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
             return text
         }
     }
+}
+
+/// "90" for 90 s, "1.5" for 1.5 s.
+func formatSeconds(_ seconds: Double) -> String {
+    seconds == seconds.rounded() && abs(seconds) < 1e12 ? String(Int(seconds)) : String(seconds)
 }

@@ -32,7 +32,7 @@ public struct LabOwner: Sendable, Hashable {
     }
 
     /// argv as one line, the program by its base name, at most 200 characters.
-    static func commandText(_ argv: [String]) -> String {
+    public static func commandText(_ argv: [String]) -> String {
         let words = argv.enumerated().map { $0.offset == 0 ? Paths.baseName($0.element) : $0.element }
         let text = words.joined(separator: " ")
         return text.count > 200 ? String(text.prefix(197)) + "..." : text

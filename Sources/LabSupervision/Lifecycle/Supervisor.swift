@@ -19,6 +19,8 @@ public final class Supervisor: Sendable {
     public let spec: LaunchSpec
     public var runtime: LabRuntime { spec.runtime }
     let owner: OwnerWatch?
+    /// The lab's card locks (``CardLock``): QEMU inherits them, so a card stays reserved while the QEMU that has it runs.
+    let cardFDs: [Int32]
     let ownedForLife: Bool
     /// The QEMU being watched and its monitor (a fast revert replaces them); nil once reaped.
     let current = Mutex<(child: ChildProcess, client: QMPClient)?>(nil)
@@ -26,8 +28,9 @@ public final class Supervisor: Sendable {
     let retiring = Mutex<[Task<Void, Never>]>([])
 
     /// `ownerFD`: the owner pipe's read end, if any.
-    public init(spec: LaunchSpec, ownerFD: Int32? = nil, ownedForLife: Bool = false) {
+    public init(spec: LaunchSpec, ownerFD: Int32? = nil, ownedForLife: Bool = false, cardFDs: [Int32] = []) {
         self.spec = spec
+        self.cardFDs = cardFDs
         self.owner = ownerFD.map(OwnerWatch.init(fd:))
         self.ownedForLife = ownedForLife && ownerFD != nil
     }
@@ -91,7 +94,7 @@ public final class Supervisor: Sendable {
             defer { FileDescriptor(rawValue: log).closeIgnoringErrors() }
             child = try ChildProcess.spawn(
                 executable: spec.argv[0], arguments: Array(spec.argv.dropFirst()), stdin: .null,
-                stdout: .descriptor(log), stderr: .descriptor(log))
+                stdout: .descriptor(log), stderr: .descriptor(log), keepDescriptors: cardFDs)
         } catch {
             let record = ExitRecord(
                 exit: nil, at: wallClockSeconds(), requested: false,

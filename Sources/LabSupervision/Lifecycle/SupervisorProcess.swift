@@ -22,22 +22,32 @@ public enum SupervisorProcess {
             self.owned = owned
         }
 
+        /// The lab's card locks (``CardLock``), inherited from `up`: kept, and handed on to every QEMU.
+        public var cardFDs: [Int32] = []
+
         /// The arguments after the executable's name.
         public var argv: [String] {
             ["_supervise", specPath, "--ready-fd", String(readyFD)] + (ownerFD.map { ["--owner-fd", String($0)] } ?? []) + (owned ? ["--owned"] : [])
+                + cardFDs.flatMap { ["--card-fd", String($0)] }
         }
 
         /// Parses ``argv``; nil (with a message) for anything else.
         public static func parse(_ argv: [String]) -> Result<Arguments, LabError> {
             var rest = argv[...]
             guard rest.popFirst() == "_supervise", let spec = rest.popFirst(), !spec.hasPrefix("-") else {
-                return .failure(.supervisor("usage: qlab-supervisor _supervise SPEC --ready-fd N [--owner-fd N] [--owned]"))
+                return .failure(.supervisor("usage: qlab-supervisor _supervise SPEC --ready-fd N [--owner-fd N] [--owned] [--card-fd N ...]"))
             }
             var ready: Int32?
             var owner: Int32?
             var owned = false
+            var cards: [Int32] = []
             while let option = rest.popFirst() {
                 switch option {
+                case "--card-fd":
+                    guard let value = rest.popFirst().flatMap({ Int32($0) }), value >= 0 else {
+                        return .failure(.supervisor("\(option) needs a descriptor number"))
+                    }
+                    cards.append(value)
                 case "--ready-fd", "--owner-fd":
                     guard let value = rest.popFirst().flatMap({ Int32($0) }), value >= 0 else {
                         return .failure(.supervisor("\(option) needs a descriptor number"))
@@ -50,7 +60,9 @@ public enum SupervisorProcess {
                 }
             }
             guard let ready else { return .failure(.supervisor("--ready-fd is required")) }
-            return .success(Arguments(specPath: spec, readyFD: ready, ownerFD: owner, owned: owned))
+            var arguments = Arguments(specPath: spec, readyFD: ready, ownerFD: owner, owned: owned)
+            arguments.cardFDs = cards
+            return .success(arguments)
         }
     }
 
@@ -65,7 +77,7 @@ public enum SupervisorProcess {
         }
         Signal.hangUp.ignore()
         Signal.pipe.ignore()
-        let supervisor = Supervisor(spec: launch, ownerFD: arguments.ownerFD, ownedForLife: arguments.owned)
+        let supervisor = Supervisor(spec: launch, ownerFD: arguments.ownerFD, ownedForLife: arguments.owned, cardFDs: arguments.cardFDs)
         let (readiness, child, client) = await supervisor.launch()
         switch readiness {
         case .failed:

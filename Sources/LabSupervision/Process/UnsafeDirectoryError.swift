@@ -11,6 +11,7 @@ public struct DirectoryRole: Sendable, Hashable {
     public static let runtime = DirectoryRole(name: "runtime directory", setting: "QLAB_RUNTIME_DIR")
     public static let state = DirectoryRole(name: "state directory", setting: "QLAB_STATE_DIR")
     public static let ram = DirectoryRole(name: "RAM directory", setting: "QLAB_RAM_DIR")
+    public static let cards = DirectoryRole(name: "card reservation directory", setting: "QLAB_CARDS_DIR")
 }
 
 /// A directory qlab refuses to use, or a path it refuses to follow, because

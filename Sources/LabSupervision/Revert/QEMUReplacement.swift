@@ -235,7 +235,7 @@ extension Supervisor {
             let log = try stateDirectory.openForAppending(Paths.baseName(runtime.qemuLogPath))
             defer { close(log) }
             child = try ChildProcess.spawn(
-                executable: plan.argv[0], arguments: Array(plan.argv.dropFirst()), stdin: .null, stdout: .descriptor(log), stderr: .descriptor(log))
+                executable: plan.argv[0], arguments: Array(plan.argv.dropFirst()), stdin: .null, stdout: .descriptor(log), stderr: .descriptor(log), keepDescriptors: cardFDs)
         } catch {
             let exit = ExitRecord(exit: nil, at: wallClockSeconds(), requested: false, qemuOutput: "qlab could not start QEMU for a fast revert to \(plan.tag): \(error)", diagnoses: [])
             return .failure(Gone(exit: exit, why: exit.qemuOutput))

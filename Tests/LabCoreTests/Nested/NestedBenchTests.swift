@@ -56,9 +56,9 @@ struct NestedBenchTests {
     }
 
     @Test func scenariosAreSelectedInRunOrder() throws {
-        #expect(NestedScenario.all.map(\.id) == ["doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "revert-passthrough", "control"])
+        #expect(NestedScenario.all.map(\.id) == ["doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "revert-passthrough", "control"])
         // The measurement runs only when named.
-        #expect(try NestedBench.select([]).map(\.id) == ["doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "control"])
+        #expect(try NestedBench.select([]).map(\.id) == ["doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "control"])
         #expect(try NestedBench.select(["revert-passthrough"]).map(\.id) == ["revert-passthrough"])
         #expect(try NestedBench.select(["control", "doctor"]).map(\.id) == ["doctor", "control"])
         #expect(NestedScenario.all.filter { $0.boot == "control" }.map(\.id) == ["control"])
@@ -115,7 +115,7 @@ struct NestedBenchTests {
         #expect(report.passed)
         let saved = try #require(FileSystem.readJSON(runDirectory + "/report.json"))
         #expect(saved["ok"]?.boolValue == true)
-        #expect(saved["scenarios"]?.arrayValue?.count == 7)
+        #expect(saved["scenarios"]?.arrayValue?.count == 8)
         // L1 is down, and with it every QEMU inside it.
         #expect(environment.qemuProcesses().isEmpty)
         #expect(try environment.runtime("nested-bench").record == nil)
