@@ -38,8 +38,11 @@ DISK_MIB=64
 
 # Modules of each initramfs; their dependencies are added by resolve_modules. The crypto
 # providers first: crc-t10dif and crc64-rocksoft look them up by algorithm name at load.
+# pvpanic_mmio drives QEMU's ISA pvpanic device (ACPI QEMU0001), which the linux profile
+# adds: a guest panic becomes QMP's GUEST_PANICKED, so a run says "guest panicked" at once.
 GUEST_MODULES=(crct10dif_generic crc64_rocksoft_generic scsi_mod sd_mod sg scsi_transport_spi
-	sym53c8xx esp_scsi am53c974 megaraid_sas mptsas vmw_pvscsi virtio_pci virtio_blk virtio_scsi virtio_console)
+	sym53c8xx esp_scsi am53c974 megaraid_sas mptsas vmw_pvscsi virtio_pci virtio_blk virtio_scsi virtio_console
+	pvpanic_mmio)
 BENCH_MODULES=(crct10dif_generic crc64_rocksoft_generic virtio_pci 9pnet 9pnet_virtio netfs
 	fscache 9p overlay vfio vfio_iommu_type1 vfio_pci scsi_mod sd_mod sg scsi_transport_spi
 	sym53c8xx esp_scsi am53c974 virtio_blk virtio_scsi virtio_console)

@@ -39,6 +39,7 @@ struct QLab: AsyncParsableCommand {
             NestedCommand.self,
             ScreenshotCommand.self,
             ScreenCommand.self,
+            KeysCommand.self,
         ]
     )
 

@@ -180,9 +180,12 @@ struct CommandLineTests {
             "driver=file,node-name=qlab-disk-file,filename=/var/lib/qlab/emulated-scsi/linux/disk.qcow2",
             "driver=qcow2,node-name=qlab-disk-fmt,file=qlab-disk-file",
         ])
-        // The bridge for the hotplugged controllers, and the guest disk; the controllers
-        // themselves are hotplugged, not on the command line.
+        // The linux profile's pvpanic device (QEMU only reports a panic), the bridge for the
+        // hotplugged controllers, and the guest disk; the controllers themselves are
+        // hotplugged, not on the command line.
+        #expect(value("-action") == ["panic=none"])
         #expect(value("-device") == [
+            "pvpanic,id=qlab-pvpanic",
             "pcie-pci-bridge,id=qlab-pcibr0,bus=pcie.0,addr=0x5",
             "virtio-blk-pci,id=qlab-disk,drive=qlab-disk-fmt,bus=pcie.0,addr=0x3,bootindex=1",
         ])
@@ -223,6 +226,7 @@ struct CommandLineTests {
         let freebsd = try QEMUCommandLine.build(lab: lab, guest: "freebsd", runtime: try Self.runtime(for: lab, guest: "freebsd"))
         let freebsdDevices = LabFixtures.value(after: "-device", in: freebsd.arguments)
         #expect(!freebsdDevices.contains(vfio))
+        #expect(!freebsdDevices.contains { $0.hasPrefix("pvpanic") }, "only the linux profile has the pvpanic device")
         #expect(freebsdDevices.contains("pcie-pci-bridge,id=qlab-pcibr0,bus=pcie.0,addr=0x5"))
         #expect(freebsdDevices.contains("ide-hd,id=qlab-disk,drive=qlab-disk-fmt,bus=ide.0,bootindex=1"))
         #expect(LabFixtures.value(after: "-m", in: freebsd.arguments) == ["1024M"])

@@ -11,11 +11,16 @@ import Testing
 struct FirmwareUnderTestRunTests {
     /// A lab whose guest is never booted (its kernel does not exist): for what happens before any boot.
     static func unbootedLab(_ env: QLabTestEnvironment, hooks: String) throws -> String {
-        try env.writeLab("flash", """
+        // Files that exist (a lab whose files are missing is refused before the run starts),
+        // though nothing boots them: before_all fails or the run is cancelled first.
+        for name in ["vmlinuz", "initrd"] {
+            #expect(FileManager.default.createFile(atPath: env.labDirectory + "/" + name, contents: Data()))
+        }
+        return try env.writeLab("flash", """
             name: flash
             labels: {firmware: "20.0", build: abc}
             guests:
-              g: {os: linux, kernel: /nonexistent/vmlinuz, initrd: /nonexistent/initrd}
+              g: {os: linux, kernel: vmlinuz, initrd: initrd}
             tests:
               inquiry: {run: "true"}
               read: {run: "true"}

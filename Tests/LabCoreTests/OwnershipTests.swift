@@ -127,7 +127,7 @@ struct OwnershipQEMUTests {
 
     /// `down`, `reset`, `snapshot save` and `rm` from another process while `qlab run` uses
     /// the lab: refused (exit 4) naming the run's command and pid, the run and its QEMU go on.
-    /// The run's own hook may (its `rm` gets past the owner to "already running", exit 1).
+    /// The run's own hook may (its `rm` gets past the owner to "is running; `qlab down` first", exit 1).
     /// `down --force`: the run ends cancelled (143, reports written, the rest `cancelled`),
     /// the lab is down, and no QEMU of the test remains.
     @Test func aLabARunUsesBelongsToTheRun() async throws {
@@ -144,7 +144,7 @@ struct OwnershipQEMUTests {
         #expect(qemu.count == 1, "\(qemu)")
         let hookStatus = try String(contentsOfFile: env.root + "/hook-rm.status", encoding: .utf8)
         let hookError = try String(contentsOfFile: env.root + "/hook-rm.err", encoding: .utf8)
-        #expect(hookStatus.trimmingSpaces() == "1" && hookError.contains("already running"), "\(hookStatus) \(hookError)")
+        #expect(hookStatus.trimmingSpaces() == "1" && hookError.contains("owned is running") && hookError.contains("`qlab down owned` first"), "\(hookStatus) \(hookError)")
 
         let status = try env.qlab("status", "owned", "--json")
         let owner = try JSONValue.parse(status.stdout)["owner"]

@@ -31,6 +31,7 @@ public struct QEMUCommandLine: Sendable, Hashable {
         public static let ahci = "qlab-ahci"
         public static let netdev = "qlab-net0"
         public static let nic = "qlab-nic0"
+        public static let panic = "qlab-pvpanic"
     }
 
     /// Unix socket paths must fit `sockaddr_un.sun_path` (108 bytes with the NUL).
@@ -39,7 +40,7 @@ public struct QEMUCommandLine: Sendable, Hashable {
     /// Builds the command line for `guest` (nil: the lab's first guest).
     /// `placement`: the plan's placement (``LaunchPlan``), else computed here.
     /// The options come in this order, one function each: machine, monitors
-    /// and console, display, firmware, kernel, bridges, guest disk, network,
+    /// and console, display, panic device, firmware, kernel, bridges, guest disk, network,
     /// boot-attached devices, then the lab's and the guest's `qemu_args`.
     public static func build(
         lab: Lab, guest guestName: String?, runtime: QEMURuntime, placement: PlacementPlan? = nil
@@ -55,6 +56,7 @@ public struct QEMUCommandLine: Sendable, Hashable {
         var args = machineArguments(lab: lab, guest: guest, runtime: runtime)
         args += try monitorAndConsoleArguments(runtime: runtime, plan: plan)
         args += displayArguments(lab: lab, guest: guest, plan: plan)
+        args += panicArguments(guest: guest)
         args += try firmwareArguments(guest: guest, runtime: runtime)
         args += kernelArguments(guest: guest)
         for bridge in plan.bridges { args += ["-device", bridge.optionValue] }

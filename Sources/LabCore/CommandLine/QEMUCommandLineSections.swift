@@ -59,6 +59,15 @@ extension QEMUCommandLine {
         return ["-device", QEMUDeviceSpec(driver: "VGA", id: DisplayAdapter.id, properties: [("bus", .string(plan.family.rootBus)), ("addr", .string(DisplayAdapter.slot.description))]).optionValue]
     }
 
+    /// The ISA pvpanic device (I/O port 0x505, ACPI QEMU0001) for an OS that
+    /// has its driver (``OSProfile/panicDevice``), and `-action panic=none`:
+    /// QEMU only says GUEST_PANICKED, and the guest does what its own
+    /// `panic=` tells it (QEMU's default would power it off).
+    static func panicArguments(guest: LabGuest) -> [String] {
+        guard guest.profile.panicDevice else { return [] }
+        return ["-device", QEMUDeviceSpec(driver: "pvpanic", id: IDs.panic, properties: []).optionValue, "-action", "panic=none"]
+    }
+
     /// UEFI's two pflash drives (code read-only, the lab's variable store), or `-bios`.
     static func firmwareArguments(guest: LabGuest, runtime: QEMURuntime) throws(QEMUCommandLineError) -> [String] {
         switch guest.effectiveFirmware {

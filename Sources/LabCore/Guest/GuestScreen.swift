@@ -18,17 +18,24 @@ public struct GuestScreen: Sendable {
         case noDisplay(lab: String, guest: String)
         /// QEMU wrote no file, or not what was asked.
         case unreadable(String)
-        /// The text did not appear within the timeout.
-        case textNotShown(text: String, seconds: Double, screen: String)
+        /// Texts that did not appear within the timeout (of those awaited together), and the screen last read.
+        case textNotShown(texts: [String], seconds: Double, screen: String)
 
         public var description: String {
             switch self {
             case .noDisplay(let lab, let guest):
                 return "guest \(guest) of lab \(lab) has no display adapter: set `display: vga` in the lab file (top level or the guest) and restart the lab"
             case .unreadable(let why): return why
-            case .textNotShown(let text, let seconds, _):
-                return "the screen did not show \"\(text)\" within \(TestRunner.wholeSeconds(seconds)) s"
+            case .textNotShown(let texts, let seconds, _):
+                return "the screen did not show \(Self.quotedList(texts)) within \(TestRunner.wholeSeconds(seconds)) s"
             }
+        }
+
+        /// `"a"`, `"a" or "b"`, `"a", "b" or "c"`: what the screen lacked.
+        static func quotedList(_ texts: [String]) -> String {
+            let quoted = texts.map { "\"\($0)\"" }
+            guard quoted.count > 1 else { return quoted.first ?? "" }
+            return quoted.dropLast().joined(separator: ", ") + " or " + quoted.last!
         }
 
         /// Exit status: 2 for a lab without a display (fix the lab file), 124 for a wait that ran out, else 1.
@@ -99,20 +106,33 @@ public struct GuestScreen: Sendable {
         return TextScreen(layout: layout, cells: cells)
     }
 
-    /// Polls the text screen until it shows `text`; throws ``ScreenError/textNotShown(text:seconds:screen:)`` after `timeout`.
+    /// Polls the text screen until it shows `text`; throws ``ScreenError/textNotShown(texts:seconds:screen:)`` after `timeout`.
     @discardableResult
     public func waitForText(_ text: String, timeout: Duration, poll: Duration = .milliseconds(200)) async throws -> TextScreen {
-        let deadline = ContinuousClock.now + timeout
+        try await waitForTexts([text], until: ContinuousClock.now + timeout, seconds: timeout.inSeconds, poll: poll)
+    }
+
+    /// Polls the text screen until each of `texts` has been on it (together
+    /// or one after another: a text seen once counts), all within one wait
+    /// that ends at `deadline`; throws ``ScreenError/textNotShown(texts:seconds:screen:)``
+    /// with those never seen (`seconds`: the wait as the message says it).
+    /// `while` runs before each poll (``GuestKeyboard``'s presses until the screen shows a text).
+    @discardableResult
+    public func waitForTexts(_ texts: [String], until deadline: ContinuousClock.Instant, seconds: Double,
+                             poll: Duration = .milliseconds(200), while action: (() async throws -> Void)? = nil) async throws -> TextScreen {
+        var missing = texts
         var last: TextScreen?
         while true {
             try Task.checkCancellation()
+            try await action?()
             let screen = try await self.text()
-            if screen.contains(text) { return screen }
+            missing.removeAll { screen.contains($0) }
+            if missing.isEmpty { return screen }
             last = screen
             if ContinuousClock.now >= deadline { break }
             try await Task.sleep(for: poll)
         }
-        throw ScreenError.textNotShown(text: text, seconds: timeout.inSeconds, screen: last?.text ?? "")
+        throw ScreenError.textNotShown(texts: missing, seconds: seconds, screen: last?.text ?? "")
     }
 }
 

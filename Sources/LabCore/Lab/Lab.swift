@@ -287,6 +287,10 @@ public struct LabTest: Sendable, Hashable {
     public var screenExpect: [String] = []
     /// The devices of the lab's device dimension this test runs with (nil: all of them).
     public var devices: [String]?
+    /// Keys typed after `run` (or alone), with waits for the screen between them (``KeyStep``).
+    public var keys: [KeyStep] = []
+    /// The test starts with a system reset, so the firmware's screens come again (for `keys` and `screen_expect`).
+    public var reset = false
 
     public init(name: String, run: String, expect: [String] = [], status: Int32 = 0, timeout: Duration = .seconds(60), guests: [String]? = nil) {
         self.name = name

@@ -129,7 +129,8 @@ struct LabLoader {
         "qemu_args", "revert", "display", "firmware_ready",
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
-    static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect", "devices"]
+    static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect", "devices", "keys", "reset"]
+    static let keyStepKeys = ["text", "wait", "press", "until"]
     static let hookKeys = ["before_all", "after_all", "before_each", "after_each", "timeout"]
 
     var directory: String { Paths.directory(of: file) }
@@ -663,6 +664,8 @@ struct LabLoader {
                 case "status": test.status = Int32(try reader.int(value, range: 0...255))
                 case "timeout": test.timeout = try reader.duration(value)
                 case "screen_expect": test.screenExpect = try reader.strings(value)
+                case "keys": test.keys = try keySteps(value)
+                case "reset": test.reset = try reader.bool(value)
                 case "guests":
                     let names = try reader.strings(value)
                     for (index, guest) in names.enumerated() where !guests.contains(guest) {
@@ -687,12 +690,55 @@ struct LabLoader {
                 default: break
                 }
             }
-            if test.run.isEmpty && test.screenExpect.isEmpty {
-                throw reader.error(at: testField.keyNode ?? testField.node, path: testField.path + ".run", "missing; give the shell command to run in the guest (or screen_expect: for a test that only reads the screen)")
+            if test.run.isEmpty && test.screenExpect.isEmpty && test.keys.isEmpty {
+                throw reader.error(at: testField.keyNode ?? testField.node, path: testField.path + ".run", "missing; give the shell command to run in the guest (or screen_expect:/keys: for a test that only reads the screen and types)")
+            }
+            if test.reset, !test.run.isEmpty, let field = try reader.mapping(testField).first(where: { $0.key == "reset" })?.field {
+                throw reader.error(field, "reset: restarts the guest's firmware for keys: and screen_expect:, and leaves no shell for run:; put the command in a test of its own")
             }
             tests.append(test)
         }
         return tests
+    }
+
+    /// A test's `keys:`: a string or a list, each item `esc` / `down down ret`
+    /// (combinations pressed in turn), `{text: "..."}`, `{wait: "..."}` or
+    /// `{press: esc, until: "..."}`; every key is checked here.
+    func keySteps(_ field: Field) throws(LabFileError) -> [KeyStep] {
+        let items: [Field] = if case .scalar = field.node { [field] } else { try reader.sequence(field) }
+        guard !items.isEmpty else { throw reader.error(field, "an empty list; give keys (esc, ctrl-a), {text: ...}, {wait: ...} or {press: KEY, until: TEXT}") }
+        var steps: [KeyStep] = []
+        for item in items {
+            if case .scalar = item.node {
+                steps.append(.press(try combos(item)))
+                continue
+            }
+            let entries = try reader.mapping(item, allowed: Self.keyStepKeys, what: "a keys: step")
+            let keys = entries.map(\.key)
+            func value(_ key: String) -> Field? { entries.first { $0.key == key }?.field }
+            switch Set(keys) {
+            case ["text"]:
+                let text = try reader.nonEmptyString(value("text")!)
+                do { _ = try TypedText.combos(for: text) } catch { throw reader.error(value("text")!, error.description) }
+                steps.append(.type(text))
+            case ["wait"]:
+                steps.append(.wait(try reader.nonEmptyString(value("wait")!)))
+            case ["press", "until"]:
+                steps.append(.pressUntil(try combos(value("press")!), until: try reader.nonEmptyString(value("until")!)))
+            default:
+                throw reader.error(item, "a keys: step is one of {text: STRING}, {wait: TEXT} or {press: KEYS, until: TEXT}; found " + (keys.isEmpty ? "an empty mapping" : keys.joined(separator: ", ")))
+            }
+        }
+        return steps
+    }
+
+    /// Key combinations (`esc`, `down down ret`) at `field`, or an error there naming the key.
+    func combos(_ field: Field) throws(LabFileError) -> [KeyCombo] {
+        let words = try reader.strings(field)
+        let combos: [KeyCombo]
+        do { combos = try KeyCombo.parseSequence(words) } catch { throw reader.error(field, error.description) }
+        if combos.isEmpty { throw reader.error(field, "no keys; name them, e.g. esc, ctrl-a, \"down down ret\"") }
+        return combos
     }
 
     /// `matrix: {devices: each}` (every device of the lab) or `{devices: [a, b]}`.

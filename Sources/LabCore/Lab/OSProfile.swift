@@ -58,6 +58,10 @@ public struct OSProfile: Sendable, Hashable {
     public var listSCSIDisksCommand: String?
     /// The console's command language (how qlab frames a command there).
     public var shell: ConsoleShell = .posix
+    /// Whether the guest gets QEMU's ISA pvpanic device: an OS with its driver
+    /// (Linux's pvpanic-mmio, in the project's guest image) tells QEMU of a kernel
+    /// panic, and a run reports it at once (GUEST_PANICKED) instead of a timeout.
+    public var panicDevice: Bool { os == .linux }
 
     /// The OVMF images Debian's `ovmf` package installs (2 MiB flash layout).
     public static let ovmfCode = "/usr/share/OVMF/OVMF_CODE.fd"

@@ -107,10 +107,18 @@ extension TestRunner {
             }
             try await prepare(booted, progress)
             if Task.isCancelled { return (progress.cancelled(), false) }
-            // A test may only read the screen (screen_expect: without run:).
-            let command = test.run.isEmpty
-                ? GuestCommandResult(output: "", exitStatus: test.status, duration: .zero)
-                : try await progress.step("test") { try await booted.commands.run(test.run, timeout: test.timeout) }
+            if test.reset {
+                // The firmware's screens again, for keys: and screen_expect: (a test with reset: has no run:).
+                try await progress.step("reset") {
+                    _ = try await booted.session.reset()
+                    booted.console.skipReceived()
+                }
+            }
+            // A test may only read the screen and type (screen_expect:/keys: without run:).
+            // A panic, reset or shutdown of the guest (QEMU's events) ends the command at once (``GuestUpset``).
+            let command = test.run.isEmpty ? nil : try await progress.step("test") {
+                try await GuestUpset.watching(booted.session.qmp) { try await booted.commands.run(test.run, timeout: test.timeout) }
+            }
             if Task.isCancelled { return (progress.cancelled(), false) }
             var result = try await judge(command, of: test, on: booted, progress)
             for hook in eachHooks(for: entry, after: true) where result.outcome != .cancelled {
@@ -124,37 +132,44 @@ extension TestRunner {
         }
     }
 
-    /// The verdict on the test's command: its exit status, its `expect`
-    /// texts, then the screen's `screen_expect` texts. A run that did not pass
-    /// keeps its console tail (and what the screen showed) and a screenshot.
-    func judge(_ command: GuestCommandResult, of test: LabTest, on booted: BootedGuest, _ progress: EntryProgress) async throws -> TestResult {
+    /// The verdict on the test's command (nil: a test without `run:`): its
+    /// exit status, its `expect` texts, then its `keys:` typed and the
+    /// screen's `screen_expect` texts, all awaited together within one
+    /// `timeout`. A run that did not pass keeps its console tail (and what
+    /// the screen showed) and a screenshot.
+    func judge(_ command: GuestCommandResult?, of test: LabTest, on booted: BootedGuest, _ progress: EntryProgress) async throws -> TestResult {
         var problems: [String] = []
-        if command.exitStatus != test.status {
+        if let command, command.exitStatus != test.status {
             problems.append("exit status \(command.exitStatus) (expected \(test.status))")
         }
-        for text in test.expect where !command.output.contains(text) {
+        for text in test.expect where !(command?.output.contains(text) ?? false) {
             problems.append("output lacks \"\(text)\"")
         }
         var screenText = ""
-        if !test.screenExpect.isEmpty {
-            try await progress.step("screen") {
-                let screen = GuestScreen(session: booted.session)
-                for text in test.screenExpect {
-                    do {
-                        try await screen.waitForText(text, timeout: test.timeout)
-                    } catch GuestScreen.ScreenError.textNotShown(_, _, let shown) {
-                        problems.append("the screen did not show \"\(text)\" within \(Self.wholeSeconds(test.timeout.inSeconds)) s")
-                        screenText = shown
-                    }
+        // One wait for the keys' screens and screen_expect together.
+        let deadline = ContinuousClock.now + test.timeout
+        do {
+            if !test.keys.isEmpty {
+                try await progress.step("keys") {
+                    try await GuestKeyboard(session: booted.session).perform(test.keys, until: deadline, seconds: test.timeout.inSeconds)
                 }
             }
+            if !test.screenExpect.isEmpty {
+                _ = try await progress.step("screen") {
+                    try await GuestScreen(session: booted.session).waitForTexts(test.screenExpect, until: deadline, seconds: test.timeout.inSeconds)
+                }
+            }
+        } catch let error as GuestScreen.ScreenError {
+            guard case .textNotShown(_, _, let shown) = error else { throw error }
+            problems.append(error.description)
+            screenText = shown
         }
         guard !problems.isEmpty else {
-            return progress.result(.passed, status: command.exitStatus, output: command.output)
+            return progress.result(.passed, status: command?.exitStatus, output: command?.output ?? "")
         }
         var tail = progress.consoleTail()
         if !screenText.isEmpty { tail += (tail.isEmpty ? "" : "\n") + "--- screen ---\n" + screenText }
-        var result = progress.result(.failed, status: command.exitStatus, output: command.output,
+        var result = progress.result(.failed, status: command?.exitStatus, output: command?.output ?? "",
                                      message: problems.joined(separator: "; "), tail: tail)
         result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry, attempt: progress.attempt)
         return result
@@ -215,7 +230,9 @@ extension TestRunner {
     }
 
     /// A run that ended in an error: a command that did not end in time is a
-    /// `timeout` (healthy if the console recovered); anything else an `error`
+    /// `timeout` (healthy if the console recovered); a guest that panicked,
+    /// reset or shut down meanwhile an `error` saying so, with the console's
+    /// panic line and the tail from it; anything else an `error`
     /// with QEMU's exit, last output and diagnosis when QEMU is gone.
     func brokenRun(_ error: Error, on booted: BootedGuest, _ progress: EntryProgress) async -> (TestResult, healthy: Bool) {
         var result: TestResult
@@ -224,6 +241,11 @@ extension TestRunner {
             result = progress.result(.timeout, message: "the test did not end within \(Self.wholeSeconds(seconds)) s" + (recovered ? "" : "; the console did not recover"),
                                      tail: progress.consoleTail())
             healthy = recovered
+        } else if let upset = error as? GuestUpset {
+            // The console's panic line says why; the tail starts there (its backtrace follows it).
+            let tail = progress.consoleLog.map { ConsoleLog.panicTail($0, since: progress.logOffset) } ?? progress.consoleTail()
+            let panicLine = ConsoleLog.panicLine(in: tail)
+            result = progress.result(.error, message: upset.description + (panicLine.map { ": " + $0 } ?? ""), tail: tail)
         } else if let plug = error as? DeviceError, plug.isPlugFailure, qemuRuns(booted) {
             // The card did not go back in after the revert (or reset): the test cannot
             // run, but QEMU and the guest are fine and the card is unplugged, as the

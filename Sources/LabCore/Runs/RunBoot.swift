@@ -124,8 +124,8 @@ extension TestRunner {
             // The whole boot_timeout: the wait for `ready` gets what the firmware text left of it.
             message = "no \(what) within \(Self.wholeSeconds(guest.bootTimeout.inSeconds)) s (boot_timeout)"
         }
-        if case GuestScreen.ScreenError.textNotShown(let text, let seconds, _) = error {
-            message = "no firmware text \"\(text)\" on the screen within \(Self.wholeSeconds(seconds)) s (boot_timeout)"
+        if case GuestScreen.ScreenError.textNotShown(let texts, let seconds, _) = error {
+            message = "no firmware text \(GuestScreen.ScreenError.quotedList(texts)) on the screen within \(Self.wholeSeconds(seconds)) s (boot_timeout)"
         }
         if !cancelled, let exit = await Self.exitOfThisBoot(up.runtime, startedAt: up.record.startedAt) {
             message = "QEMU \(exit.exitDescription) while the guest booted" + (message.isEmpty ? "" : " (\(message))")
