@@ -29,6 +29,25 @@ enum ShardArgument: ExpressibleByArgument {
     static var defaultCompletionKind: CompletionKind { .list(["auto"]) }
 }
 
+/// `run --retry-on`: the outcomes `--retry-errors` reruns, comma-separated
+/// (`error,timeout`): `error`, `timeout`, `failed`.
+struct RetryOutcomes: ExpressibleByArgument {
+    var outcomes: Set<TestOutcome>
+
+    init?(argument: String) {
+        var outcomes: Set<TestOutcome> = []
+        for word in argument.split(separator: ",", omittingEmptySubsequences: false) {
+            guard let outcome = TestOutcome(rawValue: word.trimmingCharacters(in: .whitespaces)),
+                TestRunner.Options.retryableOutcomes.contains(outcome)
+            else { return nil }
+            outcomes.insert(outcome)
+        }
+        self.outcomes = outcomes
+    }
+
+    static var defaultCompletionKind: CompletionKind { .list(TestRunner.Options.retryableOutcomes.map(\.rawValue)) }
+}
+
 /// `run --wait [DURATION]`, `up --wait [DURATION]`: wait for the lab and its cards while
 /// another command has them, up to DURATION (`30s`, `10m`, `1h`; a bare `--wait`: no limit).
 struct WaitArgument: ExpressibleByArgument {

@@ -10,7 +10,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run a lab's tests on its guests: revert to a clean snapshot before every run.",
-        discussion: "Exit 0 only when every test passed. Reports: --junit FILE (Jenkins, GitLab) and --json-report FILE (merge shards with `qlab report merge`); --json prints the JSON report on stdout (progress then goes to stderr).")
+        discussion: "Exit 0 when every test passed; 1 when a test failed or timed out; 5 when no test failed but infrastructure errors were left after the retries (--retry-errors). Reports: --junit FILE (Jenkins, GitLab) and --json-report FILE (merge shards with `qlab report merge`); --json prints the JSON report on stdout (progress then goes to stderr).")
 
     @Argument(help: "The lab file, or the name of a lab started before (its last lab file).", completion: Completions.lab) var lab: String
     @Option(name: .customLong("guest"), help: "A guest to run on (repeatable; default: all).", completion: Completions.run(.guest)) var guests: [String] = []
@@ -25,6 +25,10 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Option(name: [.customLong("transport"), .customLong("via")], help: "How to run commands in the guest: auto, console or agent.") var transport: GuestTransport = .auto
     @Option(help: "Run the matrix on N guests at once: the lab and N-1 clones of its ready snapshot (emulated devices and the fast revert only).")
     var jobs = 1
+    @Option(help: ArgumentHelp("Run an entry whose outcome is `error` (QEMU died, the guest did not boot, a hook failed) up to N more times, from a fresh revert (a fresh boot when the guest broke); every attempt is kept in the reports.", valueName: "N"))
+    var retryErrors = 0
+    @Option(help: ArgumentHelp("The outcomes --retry-errors reruns, comma-separated: error (the default), timeout, failed.", valueName: "OUTCOMES"))
+    var retryOn: RetryOutcomes?
     @Option(help: ArgumentHelp("While another command has the lab or one of its host cards, wait for it up to DURATION (`30s`, `10m`; a bare --wait: no limit), saying who has it; without --wait that is exit 4 (busy). When the wait expired: exit 124.", valueName: "DURATION")) var wait: WaitArgument?
     @Option(name: .customLong("label"), help: ArgumentHelp("A label of what the run tests, KEY=VALUE (repeatable; over the lab file's `labels:`): in every report and in the hooks' environment as QLAB_LABEL_KEY.", valueName: "KEY=VALUE"))
     var labels: [String] = []
@@ -45,6 +49,10 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         _ = try checkedLabels()
         _ = try checkedCount(repeats, in: 1...UserNumbers.maximumCount, option: "--repeat")
         _ = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
+        _ = try checkedCount(retryErrors, in: 0...TestRunner.maximumRetries, option: "--retry-errors")
+        if retryOn != nil && retryErrors == 0 {
+            throw ValidationError("--retry-on needs --retry-errors N (how many times to run an entry again)")
+        }
     }
 
     func run() async throws {
@@ -72,6 +80,8 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         options.wait = wait?.policy ?? .no
         options.screenshotDirectory = screenshotDirectory
         options.jobs = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
+        options.retries = try checkedCount(retryErrors, in: 0...TestRunner.maximumRetries, option: "--retry-errors")
+        if let retryOn { options.retryOn = retryOn.outcomes }
         let (lab, json, jsonReport, junit, html) = (lab, json, jsonReport, junit, html)
         // A report path qlab will not write (a directory, a link it does not follow) is refused now, not after the run.
         do {
@@ -112,7 +122,8 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
             }
             // A shard with nothing in it (more CI jobs than matrix entries) did all it had to.
             let emptyShard = report.results.isEmpty && !report.shards.isEmpty
-            if !report.allPassed && !emptyShard { throw Reported(.failed) }
+            // 1 for a test's failure, 5 for infrastructure errors only (TestReport.verdict).
+            if !emptyShard && report.verdict != .success { throw Reported(report.verdict) }
         }
     }
 }
@@ -191,6 +202,7 @@ final class RunProgress: @unchecked Sendable {
             var text = String(format: "[%d/%d] %@ %@: %@ (%.1f s)", finished, total, result.entry.guest + (result.entry.device.map { " " + $0 } ?? ""), result.entry.displayName,
                               result.outcome.rawValue.uppercased(), result.duration)
             if let worker = result.worker { text += " on " + worker }
+            if result.retried { text += " (attempt \(result.attempts.count + 1))" }
             if result.outcome != .passed, !result.message.isEmpty { text += "\n    " + result.message }
             for diagnosis in result.diagnoses { text += "\n    [\(diagnosis.id)] \(diagnosis.summary) fix: \(diagnosis.fix)" }
             line(text)
@@ -311,7 +323,8 @@ struct ReportCommand: AsyncParsableCommand {
                 }
                 reportError("merged \(reports.count) report\(reports.count == 1 ? "" : "s"): \(merged.summaryLine)"
                     + (missing.isEmpty ? "" : " (partial: shard\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) missing)"))
-                if !merged.allPassed { throw Reported(.failed) }
+                // The run's verdict, over the shards: 1 for a test's failure, 5 for infrastructure errors only.
+                if merged.verdict != .success { throw Reported(merged.verdict) }
             } catch let error as Reported {
                 throw error
             } catch {

@@ -180,6 +180,42 @@ struct CIRecipeTests {
                            expectedSource: { "QLAB_SHARD=\($0)/3" })
     }
 
+    /// Each recipe's shard line on a host whose hook always fails for test `one`
+    /// (shard 1/3 holds only `one`): the entry is retried, stays an error, and the
+    /// line fails the job with qlab's exit 5, not the test failures' pass.
+    @Test func recipesFailTheJobOnInfrastructureErrors() throws {
+        try RunLoopTests.requireImages()
+        let document = try Self.document()
+        let lines = [
+            ("gitlab", Self.gitlabJobs(try Self.recipe("gitlab", in: document)), ["CI": "true", "CI_NODE_INDEX": "1", "CI_NODE_TOTAL": "3"]),
+            ("jenkins", Self.jenkinsJobs(try Self.recipe("jenkins", in: document)), ["SHARD": "1"]),
+            ("github", Self.githubJobs(try Self.recipe("github", in: document)), ["SHARD": "1", "QLAB_SHARD": "1/3"]),
+        ].map { name, jobs, variables in
+            (name, jobs.flatMap(\.lines).first { $0.contains("qlab run ") }, variables)
+        }
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let dir = env.root + "/infra"
+        try FileManager.default.createDirectory(atPath: dir + "/labs", withIntermediateDirectories: true)
+        let lab = try env.writeGuestLab("bench", devices: "  {}", tests: """
+              one: {run: "echo one", expect: one}
+              two: {run: "echo two", expect: two}
+              three: {run: "exit 1"}
+            """, extra: "hooks:\n  before_each: 'test \"$QLAB_TEST\" != one || { echo no card; exit 3; }'")
+        try FileManager.default.copyItem(atPath: lab, toPath: dir + "/labs/bench.yaml")
+        try FileManager.default.createDirectory(atPath: dir + "/out", withIntermediateDirectories: true)
+        for (name, line, variables) in lines {
+            let line = try #require(line, "\(name): no qlab run line")
+            let result = try Self.sh(line, in: dir, env: env, variables: variables)
+            #expect(result.status == 5, "\(name): \(line)\n\(result.stdout)")
+            #expect(result.stdout.contains("qlab run: shard 1/3"), "\(name): \(result.stdout)")
+            #expect(result.stdout.contains("linux one: ERROR") && result.stdout.contains("(attempt 3)"), "\(name): \(result.stdout)")
+            let report = try TestReport(path: dir + "/out/report-1.json")
+            #expect(report.results.map(\.outcome) == [.error] && report.results.first?.attempts.count == 2, "\(name)")
+        }
+        #expect(env.qemuProcesses().isEmpty)
+    }
+
     @Test func shardAutoReadsTheCIVariables() throws {
         #expect(try ShardChoice.auto([:]) == ShardChoice(shard: nil, source: "no QLAB_SHARD or CI_NODE_INDEX/CI_NODE_TOTAL set"))
         #expect(try ShardChoice.auto(["CI_NODE_INDEX": "2", "CI_NODE_TOTAL": "4"]).shard == Shard(index: 2, count: 4))

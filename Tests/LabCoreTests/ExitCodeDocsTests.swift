@@ -15,6 +15,7 @@ struct ExitCodeDocsTests {
         ExitStatus.usage.rawValue: ["bad", "usage", "typed wrong", "invalid", "argument", "lab file", "device", "tag", "not a", "refused", "unknown scenario"],
         ExitStatus.noSuchLab.rawValue: ["no such lab", "not running", "unknown", "does not know", "lab name"],
         ExitStatus.busy.rawValue: ["busy", "another command", "owns", "owner", "lock"],
+        ExitStatus.infrastructure.rawValue: ["infrastructure", "error", "did not boot", "QEMU"],
         ExitStatus.timeout.rawValue: ["timeout", "within", "did not finish", "did not boot", "expired"],
         ExitStatus.hangup.rawValue: ["cancel", "SIG", "signal"],
         ExitStatus.interrupted.rawValue: ["cancel", "SIG", "signal", "Ctrl-C"],

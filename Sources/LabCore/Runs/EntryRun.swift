@@ -16,10 +16,13 @@ final class EntryProgress {
     /// Wall clock at the start, for the report.
     let startedAt = wallClockSeconds()
     let test: LabTest
+    /// 1, or the retry's number (`--retry-errors`): its screenshot and log copies are its own.
+    let attempt: Int
 
-    init(_ entry: TestRunEntry, test: LabTest, on booted: TestRunner.BootedGuest) {
+    init(_ entry: TestRunEntry, test: LabTest, on booted: TestRunner.BootedGuest, attempt: Int = 1) {
         self.entry = entry
         self.test = test
+        self.attempt = attempt
         console = booted.console
         consoleLog = booted.session.record.consoleLog
         logOffset = consoleLog.map(ConsoleLog.size) ?? 0
@@ -69,19 +72,19 @@ final class EntryProgress {
 /// not recover) says so, and the loop restarts the guest.
 extension TestRunner {
     /// Runs one entry; `healthy` is false when the guest must be restarted.
-    func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
-        let progress = EntryProgress(entry, test: lab.test(named: entry.test)!, on: booted)
+    func runEntry(_ entry: TestRunEntry, on booted: BootedGuest, index: Int, total: Int, attempt: Int = 1) async -> (TestResult, healthy: Bool) {
+        let progress = EntryProgress(entry, test: lab.test(named: entry.test)!, on: booted, attempt: attempt)
         let (run, healthy) = await runEntry(progress, on: booted, index: index, total: total)
         var result = run
-        (result.consoleLog, result.qemuLog) = copyLogs(from: progress.logStart, entry: entry)
+        (result.consoleLog, result.qemuLog) = copyLogs(from: progress.logStart, entry: entry, attempt: attempt)
         return (result, healthy)
     }
 
     /// The logs of a run or boot from `start` on, copied beside the reports (``RunLogs``); nil without
     /// a report file or when cancelled (the run hurries to its end; nothing more is written).
-    func copyLogs(from start: RunLogs.Start, entry: TestRunEntry) -> (console: String?, qemu: String?) {
+    func copyLogs(from start: RunLogs.Start, entry: TestRunEntry, attempt: Int = 1) -> (console: String?, qemu: String?) {
         guard let directory = options.screenshotDirectory, !Task.isCancelled else { return (nil, nil) }
-        let copied = RunLogs.copy(from: start, into: directory, name: artifactName(entry))
+        let copied = RunLogs.copy(from: start, into: directory, name: artifactName(entry, attempt: attempt))
         for problem in copied.problems {
             observe(.note("no log copy of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(problem)"))
         }
@@ -91,7 +94,7 @@ extension TestRunner {
     func runEntry(_ progress: EntryProgress, on booted: BootedGuest, index: Int, total: Int) async -> (TestResult, healthy: Bool) {
         let entry = progress.entry
         let test = progress.test
-        let environment = hookEnvironment(entry, booted: booted, index: index, total: total)
+        let environment = hookEnvironment(entry, booted: booted, index: index, total: total, attempt: progress.attempt)
         do {
             for hook in eachHooks(for: entry, after: false) {
                 let outcome = try await progress.step(hook.step) {
@@ -168,7 +171,7 @@ extension TestRunner {
         if !screenText.isEmpty { tail += (tail.isEmpty ? "" : "\n") + "--- screen ---\n" + screenText }
         var result = progress.result(.failed, status: command?.exitStatus, output: command?.output ?? "",
                                      message: problems.joined(separator: "; "), tail: tail)
-        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
+        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry, attempt: progress.attempt)
         return result
     }
 
@@ -255,7 +258,7 @@ extension TestRunner {
             result = progress.result(.error, message: breakage.message, diagnoses: breakage.diagnoses, tail: progress.consoleTail())
             result.qemuOutput = breakage.qemuOutput
         }
-        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry)
+        result.screenshot = await saveScreenshot(booted.session, guest: booted.guest, entry: progress.entry, attempt: progress.attempt)
         return (result, healthy)
     }
 
@@ -292,13 +295,13 @@ extension TestRunner {
     }
 
     /// Saves the guest's screen as `LAB-GUEST-TEST-N.png` (`LAB-GUEST-DEVICE-TEST-N.png` in a lab with a device dimension) in the screenshot directory, for a
-    /// run or boot that did not pass; nil when the guest has no display, there is no directory, or
+    /// run or boot that did not pass (a retry's `attempt` K > 1 adds `-attemptK`); nil when the guest has no display, there is no directory, or
     /// QEMU is gone (a note says why when QEMU answered but the picture could not be saved).
-    func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry) async -> String? {
+    func saveScreenshot(_ session: LabSession, guest: LabGuest, entry: TestRunEntry, attempt: Int = 1) async -> String? {
         guard let directory = options.screenshotDirectory, lab.display(for: guest) != .none, !Task.isCancelled else { return nil }
         // An unreadable record says nothing about QEMU: the screendump is tried (and says why it failed).
         if let record = (try? session.runtime.record) ?? nil, session.runtime.liveQEMU(record) == nil { return nil }
-        let path = directory + "/" + artifactName(entry) + ".png"
+        let path = directory + "/" + artifactName(entry, attempt: attempt) + ".png"
         do {
             try await GuestScreen(session: session).saveScreenshot(to: path)
             observe(.note("screenshot of \(entry.guest) \(entry.isBoot ? "boot" : entry.displayName): \(path)"))
@@ -311,9 +314,9 @@ extension TestRunner {
 
     /// The name of a run's files next to the reports (screenshot, logs) without its extension:
     /// `LAB-GUEST-TEST-N`, with a device dimension `LAB-GUEST-DEVICE-TEST-N` (one file per cell).
-    func artifactName(_ entry: TestRunEntry) -> String {
+    func artifactName(_ entry: TestRunEntry, attempt: Int = 1) -> String {
         ([lab.name, entry.guest] + (entry.device.map { [$0] } ?? []) + [entry.test, String(entry.isBoot ? entry.matrixIndex : entry.repeatIndex)])
-            .map(Self.fileNamePart).joined(separator: "-")
+            .map(Self.fileNamePart).joined(separator: "-") + (attempt > 1 ? "-attempt\(attempt)" : "")
     }
 
     /// Letters, digits, `.`, `_` and `-` of a name; anything else becomes `_`.
@@ -382,7 +385,7 @@ extension TestRunner {
         return names.filter(entryDevices.contains)
     }
 
-    func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int) -> [String: String] {
+    func hookEnvironment(_ entry: TestRunEntry, booted: BootedGuest, index: Int, total: Int, attempt: Int = 1) -> [String: String] {
         var env = controller.environment
         env["QLAB_LAB"] = lab.name
         // The lab that runs it: LAB, or a --jobs clone LAB-jK.
@@ -394,6 +397,8 @@ extension TestRunner {
         env["QLAB_REPEAT"] = String(entry.repeatIndex)
         env["QLAB_RUN_INDEX"] = String(index)
         env["QLAB_RUN_TOTAL"] = String(total)
+        // 1, then 2, ... when `--retry-errors` runs the entry again.
+        env["QLAB_ATTEMPT"] = String(attempt)
         env["QLAB_QMP_SOCKET"] = booted.session.runtime.qmpSocketPath
         env["QLAB_CONSOLE_LOG"] = booted.session.record.consoleLog ?? ""
         env["QLAB_DEVICES"] = lab.devices.map(\.name).joined(separator: " ")

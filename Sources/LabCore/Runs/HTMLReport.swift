@@ -271,6 +271,7 @@ public enum HTMLReport {
                 // A `--jobs` run: which clone ran it.
                 + (result.worker.map { " on <code>\(escape($0))</code>" } ?? "")
                 + (result.message.isEmpty ? "" : " – <span class=\"message\">\(escape(result.message))</span>") + "</summary>\n")
+            attemptsList(result, into: &page)
             testFacts(result, into: &page)
             if let status = result.exitStatus { page.raw("<p>exit status \(status)</p>\n") }
             if !result.diagnoses.isEmpty {

@@ -10,10 +10,21 @@ import Synchronization
 /// a boot (``bootIfNeeded(_:for:)``), run or said why not
 /// (``finish(_:by:)``).
 extension TestRunner {
+    /// An entry waiting in the queue: a matrix entry, or one to run again
+    /// (`--retry-errors`) with its attempts so far and its place in the progress.
+    struct Pending: Sendable {
+        var entry: TestRunEntry
+        var attempts: [TestResult] = []
+        /// Its progress index, once taken the first time.
+        var index: Int?
+        /// Its last attempt's boot failed: the retry boots again even after two failed boots.
+        var afterBootFailure = false
+    }
+
     /// The run's queue of entries and what the workers produced.
     final class RunQueue: Sendable {
         struct State {
-            var queue: [TestRunEntry] = []
+            var queue: [Pending] = []
             var results: [TestResult] = []
             var boots: [GuestBoot] = []
             /// Entries taken so far in the whole run: the next one's progress index.
@@ -27,15 +38,23 @@ extension TestRunner {
 
         init(total: Int) { self.total = total }
 
-        func load(_ entries: [TestRunEntry]) { state.withLock { $0.queue = entries } }
+        func load(_ entries: [TestRunEntry]) { state.withLock { $0.queue = entries.map { Pending(entry: $0) } } }
 
-        func next() -> (TestRunEntry, index: Int)? {
+        /// The next entry and its progress index (a retry keeps its first one).
+        func next() -> (Pending, index: Int)? {
             state.withLock { s in
                 guard !s.queue.isEmpty else { return nil }
+                let pending = s.queue.removeFirst()
+                if let index = pending.index { return (pending, index) }
                 s.started += 1
-                return (s.queue.removeFirst(), s.started)
+                return (pending, s.started)
             }
         }
+
+        /// An entry to run again: first in the queue, so a retry follows its failed attempt.
+        func retry(_ pending: Pending) { state.withLock { $0.queue.insert(pending, at: 0) } }
+
+        var isEmpty: Bool { state.withLock { $0.queue.isEmpty } }
 
         func append(_ result: TestResult) { state.withLock { $0.results.append(result) } }
         func append(_ boot: GuestBoot) { state.withLock { $0.boots.append(boot) } }
@@ -73,6 +92,13 @@ extension TestRunner {
         var index: Int
         /// False when the run was cancelled before it started: no progress event, no boot.
         var started: Bool
+        /// Its attempts before this one (`--retry-errors`).
+        var attempts: [TestResult] = []
+        /// This attempt's boot, when it failed: the `boot` entry's result.
+        var bootFailure: TestResult?
+
+        /// 1 for the first attempt.
+        var attempt: Int { attempts.count + 1 }
     }
 
     /// Runs `matrix`'s entries guest by guest and returns the whole report:
@@ -149,6 +175,9 @@ extension TestRunner {
                 group.addTask { [self] in await work(clone, context) }
             }
         }
+        // A clone whose guest broke leaves its retry in the queue: the lab boots
+        // again for it if it had left the queue already.
+        while !run.isEmpty { await work(labWorker, context) }
     }
 
     /// What every step of one guest's entries needs: the guest and the run's queue.
@@ -170,22 +199,25 @@ extension TestRunner {
 
     /// The next entry for `worker`: announced, and its guest booted when it needs a boot.
     func take(for worker: Worker, _ context: GuestRun) async -> TakenEntry? {
-        guard let (entry, index) = context.run.next() else { return nil }
-        if Task.isCancelled { return TakenEntry(entry: entry, index: index, started: false) }
-        observe(.entryStarted(entry, index: index, total: context.run.total))
-        await bootIfNeeded(worker, for: entry, context)
-        return TakenEntry(entry: entry, index: index, started: true)
+        guard let (pending, index) = context.run.next() else { return nil }
+        var taken = TakenEntry(entry: pending.entry, index: index, started: !Task.isCancelled, attempts: pending.attempts)
+        guard taken.started else { return taken }
+        observe(.entryStarted(taken.entry, index: index, total: context.run.total))
+        taken.bootFailure = await bootIfNeeded(worker, for: taken.entry, attempt: taken.attempt, context, retrying: pending.afterBootFailure)
+        return taken
     }
 
-    /// Boots the worker's guest when it has none and may boot, recording the
-    /// boot (and a failed one as the `boot` entry before `entry`).
+    /// Boots the worker's guest when it has none and may boot (or `retrying`
+    /// an entry whose boot failed), recording the boot; a failed one's `boot`
+    /// entry (before `entry`) is returned: ``finish(_:by:_:)`` records it, or
+    /// keeps it as the entry's attempt and retries.
     ///
     /// The device dimension (DeviceDimension.swift): an entry whose device is
     /// attached at boot (a guest without hotplug) needs a boot with only that
     /// device, so the guest goes down and boots again when the entry's
     /// boot-time devices differ from its last boot's (which also gives that
     /// device its own two tries at booting).
-    func bootIfNeeded(_ worker: Worker, for entry: TestRunEntry, _ context: GuestRun) async {
+    func bootIfNeeded(_ worker: Worker, for entry: TestRunEntry, attempt: Int = 1, _ context: GuestRun, retrying: Bool = false) async -> TestResult? {
         let guest = context.guest
         let leftOut = lab.devicesLeftOut(for: guest, device: entry.device)
         if let last = worker.leftOut, last != leftOut, !worker.isClone {
@@ -196,12 +228,14 @@ extension TestRunner {
             worker.failedBoots = 0
             worker.bootFailure = nil
         }
-        guard worker.booted == nil, worker.mayBoot else { return }
+        guard worker.booted == nil, worker.mayBoot || (retrying && !worker.isClone) else { return nil }
         worker.leftOut = leftOut
         let bootStarted = wallClockSeconds()
         do {
-            let booted = try await boot(guest, before: entry, leavingOut: leftOut)
+            let booted = try await boot(guest, before: entry, attempt: attempt, leavingOut: leftOut)
             worker.booted = booted
+            // A retry that booted: the guest boots; its earlier failures count no more.
+            if retrying { worker.failedBoots = 0 }
             context.run.append(GuestBoot(guest: guest.name, startedAt: bootStarted, seconds: wallClockSeconds() - bootStarted, ready: true))
             if context.run.state.withLock({ $0.qemuVersion == nil }) {
                 let version = await Self.qemuVersion(of: booted)
@@ -217,14 +251,16 @@ extension TestRunner {
             observe(.guestBootFailed(guest: guest.name, seconds: failure.seconds, reason: failure.message))
             var result = failure.result(guest: guest.name, before: entry)
             result.worker = worker.label
-            context.run.append(result)
+            return result
         } catch {
             // Cancelled while booting: the entry says so (``finish(_:by:_:)``).
         }
+        return nil
     }
 
     /// Runs a taken entry on the worker's guest, or says why it did not run,
-    /// and records the result. False when the worker leaves the queue (a
+    /// and records the result, or puts the entry back in the queue to run
+    /// again (``retry(_:_:by:_:)``). False when the worker leaves the queue (a
     /// clone whose guest broke); the lab itself restarts its guest instead.
     func finish(_ taken: TakenEntry, by worker: Worker, _ context: GuestRun) async -> Bool {
         let entry = taken.entry
@@ -234,8 +270,9 @@ extension TestRunner {
             result = TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "not run: the run was cancelled")
         } else if Task.isCancelled {
             result = TestResult(entry: entry, outcome: .cancelled, duration: 0, message: "cancelled while the guest booted")
+            if let boot = taken.bootFailure { context.run.append(boot) }
         } else if let booted = worker.booted {
-            let (outcome, healthy) = await runEntry(entry, on: booted, index: taken.index, total: context.run.total)
+            let (outcome, healthy) = await runEntry(entry, on: booted, index: taken.index, total: context.run.total, attempt: taken.attempt)
             result = outcome
             if !healthy && !Task.isCancelled {
                 observe(.note((worker.isClone ? "worker \(worker.name) stops" : "restarting guest \(context.guest.name)")
@@ -244,13 +281,42 @@ extension TestRunner {
                 worker.booted = nil
                 stays = !worker.isClone
             }
+        } else if var boot = taken.bootFailure {
+            // This attempt's boot failed: the attempt is an error of the entry's when it is retried.
+            boot.entry = entry
+            if retry(boot, taken, by: worker, context, afterBootFailure: true) { return stays }
+            context.run.append(taken.bootFailure!)
+            result = TestResult(entry: entry, outcome: .skipped, duration: 0, message: "not run: " + boot.message)
         } else {
             result = TestResult(entry: entry, outcome: .skipped, duration: 0,
                                 message: "not run: " + (worker.bootFailure ?? "guest \(context.guest.name) did not boot"))
         }
         result.worker = worker.label
+        if retry(result, taken, by: worker, context) { return stays }
+        result.attempts = taken.attempts
         context.run.append(result)
         if taken.started { observe(.entryFinished(result, index: taken.index, total: context.run.total)) }
         return stays
+    }
+
+    /// Puts `taken` back first in the queue with `attempt` (its outcome one
+    /// of `--retry-on`'s) as one of its attempts, when it has a retry left and
+    /// the run goes on; false otherwise. The next attempt starts from a fresh
+    /// revert, or a fresh boot when the guest broke or did not boot; a clone
+    /// whose guest broke leaves it to another worker.
+    func retry(_ attempt: TestResult, _ taken: TakenEntry, by worker: Worker, _ context: GuestRun, afterBootFailure: Bool = false) -> Bool {
+        guard taken.started, !Task.isCancelled, options.retryOn.contains(attempt.outcome), taken.attempts.count < options.retries else { return false }
+        var attempt = attempt
+        attempt.worker = worker.label
+        observe(.note("retrying \(entry: taken.entry) (attempt \(taken.attempt + 1) of at most \(options.retries + 1)) after \(attempt.outcome.rawValue): \(attempt.message)"))
+        context.run.retry(Pending(entry: taken.entry, attempts: taken.attempts + [attempt], index: taken.index, afterBootFailure: afterBootFailure))
+        return true
+    }
+}
+
+extension String.StringInterpolation {
+    /// An entry as the progress lines name it: `linux one`, `linux scsi-am one#2`.
+    mutating func appendInterpolation(entry: TestRunEntry) {
+        appendLiteral(entry.guest + " " + (entry.device.map { $0 + " " } ?? "") + entry.displayName)
     }
 }

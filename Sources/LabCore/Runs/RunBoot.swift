@@ -35,10 +35,10 @@ extension TestRunner {
     }
 
     /// Boots `guest` to its ready state for `entry` (the run that needs the
-    /// boot: a failed boot's screenshot is named after it); throws
+    /// boot: a failed boot's screenshot is named after it and its `attempt`); throws
     /// ``BootFailure`` (or `CancellationError` when the run is cancelled meanwhile).
     /// `leftOut`: lab devices this boot leaves off QEMU's command line (a device dimension's others).
-    func boot(_ guest: LabGuest, before entry: TestRunEntry, leavingOut leftOut: [String] = []) async throws -> BootedGuest {
+    func boot(_ guest: LabGuest, before entry: TestRunEntry, attempt: Int = 1, leavingOut leftOut: [String] = []) async throws -> BootedGuest {
         observe(.guestBooting(guest: guest.name))
         let begin = ContinuousClock.now
         let up: LabController.UpResult
@@ -69,13 +69,13 @@ extension TestRunner {
             var failed = await bootFailure(error, guest: guest, up: up, since: begin, cancelled: cancelled)
             let bootEntry = TestRunEntry.boot(of: guest.name, before: entry)
             if !cancelled, let session {
-                failed.screenshot = await saveScreenshot(session, guest: guest, entry: bootEntry)
+                failed.screenshot = await saveScreenshot(session, guest: guest, entry: bootEntry, attempt: attempt)
             }
             failed.startedAt = up.record.startedAt
             if !cancelled {
                 (failed.consoleLog, failed.qemuLog) = copyLogs(from: RunLogs.Start(
                     consoleLog: up.record.consoleLog, consoleOffset: up.record.consoleLogOffset,
-                    qemuLog: up.runtime.qemuLogPath, qemuOffset: up.record.qemuLogOffset), entry: bootEntry)
+                    qemuLog: up.runtime.qemuLogPath, qemuOffset: up.record.qemuLogOffset), entry: bootEntry, attempt: attempt)
             }
             session?.close()
             await takeDown(ownership: up.ownership)

@@ -52,6 +52,13 @@ public struct TestResult: Sendable {
     /// reports (``RunLogs``): absolute here, relative to the report's directory in a report file.
     public var consoleLog: String?
     public var qemuLog: String?
+    /// The attempts before this one (`qlab run --retry-errors N`), oldest first: each a
+    /// whole result of its own (a failed boot's has the `boot` step). This result is
+    /// the last attempt; empty when the entry ran once.
+    public var attempts: [TestResult] = []
+
+    /// True when the entry ran more than once (``attempts``): its outcome is its last attempt's.
+    public var retried: Bool { !attempts.isEmpty }
 
     public init(entry: TestRunEntry, outcome: TestOutcome, duration: Double, exitStatus: Int32? = nil, output: String = "",
                 message: String = "", diagnoses: [Diagnosis] = [], consoleTail: String = "", steps: [(name: String, seconds: Double)] = []) {
@@ -102,6 +109,32 @@ public struct TestResult: Sendable {
         if !screenExpect.isEmpty { object["screen_expect"] = .array(screenExpect.map(JSONValue.string)) }
         if let consoleLog { object["console_log"] = .string(ReportPaths.relative(consoleLog, to: directory)) }
         if let qemuLog { object["qemu_log"] = .string(ReportPaths.relative(qemuLog, to: directory)) }
+        object["retried"] = .bool(retried)
+        if retried {
+            // Every attempt, this last one too, numbered from 1.
+            object["attempts"] = .array((attempts + [self]).enumerated().map { $1.attemptJSON(number: $0 + 1, relativeTo: directory) })
+        }
+        return .object(object)
+    }
+
+    /// One attempt in `attempts`: what it did, when, and how long each step took.
+    func attemptJSON(number: Int, relativeTo directory: String?) -> JSONValue {
+        var object: JSONObject = [
+            "attempt": JSONValue(number), "outcome": .string(outcome.rawValue),
+            "duration_seconds": .double(JSONTime.rounded(duration)), "exit_status": exitStatus.map { JSONValue($0) } ?? .null,
+            "output": .string(output), "message": .string(message), "diagnoses": .array(diagnoses.map(\.json)),
+            "console_tail": .string(consoleTail),
+            "steps": .array(steps.map { ["name": .string($0.name), "seconds": .double(JSONTime.rounded($0.seconds))] }),
+            "screenshot": screenshot.map { .string(ReportPaths.relative($0, to: directory)) } ?? .null,
+        ]
+        if let startedAt {
+            object["started_at"] = .string(JSONTime.iso8601(startedAt))
+            object["started_at_seconds"] = .double(JSONTime.rounded(startedAt))
+        }
+        if let worker { object["worker"] = .string(worker) }
+        if !qemuOutput.isEmpty { object["qemu_output"] = .string(qemuOutput) }
+        if let consoleLog { object["console_log"] = .string(ReportPaths.relative(consoleLog, to: directory)) }
+        if let qemuLog { object["qemu_log"] = .string(ReportPaths.relative(qemuLog, to: directory)) }
         return .object(object)
     }
 
@@ -131,6 +164,13 @@ public struct TestResult: Sendable {
         screenExpect = (json["screen_expect"]?.arrayValue ?? []).compactMap(\.stringValue)
         consoleLog = json["console_log"]?.stringValue
         qemuLog = json["qemu_log"]?.stringValue
+        // `attempts` lists this result last: the ones before it are its earlier attempts.
+        let attempts = (json["attempts"]?.arrayValue ?? []).dropLast().map { attempt -> TestResult in
+            var fields = attempt.objectValue ?? [:]
+            for key in ["guest", "test", "repeat", "matrix_index", "device"] { fields[key] = json[key] }
+            return TestResult(.object(fields)) ?? TestResult(entry: entry, outcome: .error, duration: 0, message: "an unreadable attempt")
+        }
+        self.attempts = Array(attempts)
     }
 
     /// The files a result names (screenshot, logs) made absolute against `directory` (a report file's).
@@ -139,6 +179,7 @@ public struct TestResult: Sendable {
         result.screenshot = screenshot.map { ReportPaths.absolute($0, from: directory) }
         result.consoleLog = consoleLog.map { ReportPaths.absolute($0, from: directory) }
         result.qemuLog = qemuLog.map { ReportPaths.absolute($0, from: directory) }
+        result.attempts = attempts.map { $0.resolvingPaths(from: directory) }
         return result
     }
 }
@@ -218,6 +259,18 @@ public struct TestReport: Sendable {
     public var allPassed: Bool { !results.isEmpty && results.allSatisfy { $0.outcome == .passed } && runHooks.allSatisfy(\.succeeded) }
     /// True when some entry was cancelled (and so the run did not finish).
     public var wasCancelled: Bool { count(.cancelled) > 0 }
+
+    /// What the run's exit status says to CI (docs/reports.md, "Exit status"):
+    /// 0 when every entry passed; 1 when a test failed or timed out (a test's
+    /// fault wins over any error beside it) or nothing ran; 5 when what is
+    /// left is infrastructure: errors (after their retries) and the entries
+    /// they kept from running (`skipped`). A cancelled run exits with its
+    /// signal's status instead (the command's, not the report's).
+    public var verdict: ExitStatus {
+        if allPassed { return .success }
+        if results.isEmpty || count(.failed) + count(.timeout) + count(.cancelled) > 0 { return .failed }
+        return .infrastructure
+    }
 
     /// How each outcome is said in the summary line, in its order.
     static func phrase(_ outcome: TestOutcome, _ n: Int) -> String {

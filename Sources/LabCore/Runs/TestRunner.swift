@@ -48,6 +48,11 @@ public final class TestRunner: Sendable {
         public var stop: StopRequest?
         /// Where a run that did not pass saves its guest's screen (guests with a display); nil: nowhere.
         public var screenshotDirectory: String?
+        /// `--retry-errors N`: an entry whose outcome is in ``retryOn`` runs again, up to
+        /// N more times, from a fresh revert (a fresh boot when its guest broke or did not boot).
+        public var retries = 0
+        /// `--retry-on`: the outcomes that are retried (`error` unless asked; `timeout`, `failed` may be added).
+        public var retryOn: Set<TestOutcome> = [.error]
         /// `--wait`: wait for the lab and its host cards while another command has them.
         public var wait: WaitPolicy = .no
         /// Run the lab's health check first (``Lab/healthCheck``); off for the health check's own run.
@@ -57,6 +62,9 @@ public final class TestRunner: Sendable {
         /// `--label KEY=VALUE`: over the lab file's `labels:` (``RunLabel/merged(file:command:)``).
         public var labels: [RunLabel] = []
         public init() {}
+
+        /// The outcomes `--retry-on` accepts: a pass is never rerun, nor what was not run.
+        public static let retryableOutcomes: [TestOutcome] = [.error, .timeout, .failed]
     }
 
     public let controller: LabController
@@ -68,6 +76,9 @@ public final class TestRunner: Sendable {
     let observe: @Sendable (TestRunEvent) -> Void
     /// The host cards the run holds while it runs; every boot passes them on to its lab's supervisor.
     let cardReservation = Mutex<CardReservation?>(nil)
+
+    /// The most retries `--retry-errors` may ask for.
+    public static let maximumRetries = 10
 
     public init(controller: LabController, labFile: String, options: Options, observe: @escaping @Sendable (TestRunEvent) -> Void = { _ in }) throws {
         self.controller = controller

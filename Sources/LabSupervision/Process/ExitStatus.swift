@@ -6,7 +6,7 @@
 public enum ExitStatus: Int32, Sendable, CaseIterable {
     /// The command did what it was asked.
     case success = 0
-    /// The operation ran and failed (for `run`: a test did not pass).
+    /// The operation ran and failed (for `run`: a test failed or timed out).
     case failed = 1
     /// Bad input: usage, arguments, a lab file.
     case usage = 2
@@ -15,6 +15,9 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     /// The lab, or a host card it needs, belongs to another command (a `qlab run` using it,
     /// a lab holding the card, or one holding its lock): the run could not start.
     case busy = 4
+    /// `run`: no test failed, but infrastructure errors were left after the retries
+    /// (QEMU died, a guest did not boot, a hook failed: outcome `error`).
+    case infrastructure = 5
     /// The command's own timeout expired.
     case timeout = 124
     /// Cancelled by SIGHUP.
@@ -42,10 +45,11 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     public var meaning: String {
         switch self {
         case .success: return "success"
-        case .failed: return "the operation ran and failed (`run`: a test did not pass)"
+        case .failed: return "the operation ran and failed (`run`: a test failed or timed out)"
         case .usage: return "bad input or usage: arguments, a lab file"
         case .noSuchLab: return "no such lab, or the lab is not running when it must be"
         case .busy: return "the lab or a host card it needs is busy: another command owns it (a `qlab run` using it, a lab holding the card, or one holding its lock); not a test result"
+        case .infrastructure: return "`run`: no test failed, but an infrastructure error was left after the retries (QEMU died, a guest did not boot, a hook failed)"
         case .timeout: return "the command's own timeout expired"
         case .hangup, .interrupted, .terminated: return "cancelled by SIGHUP, SIGINT (Ctrl-C), SIGTERM"
         }
