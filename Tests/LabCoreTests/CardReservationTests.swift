@@ -126,7 +126,7 @@ struct CardReservationTests {
         let lab = try Self.cardLab(env, "checked", host: "0000:7f:1f.7", extra: "health_check: doctor")
         let json = env.root + "/report.json"
         let first = try env.qlab("run", lab, "--json-report", json)
-        #expect(first.status == 1, "\(first.output)")
+        #expect(first.status == ExitStatus.infrastructure.rawValue, "\(first.output)")
         let report = try TestReport(path: json)
         #expect(!report.results.isEmpty && report.results.allSatisfy { $0.outcome == .error && $0.message.hasPrefix("health check doctor failed: ") },
             "\(report.results.map(\.message))")
@@ -140,7 +140,7 @@ struct CardReservationTests {
         #expect(card["health"]?["checked_at"]?.stringValue?.hasSuffix("Z") == true, "\(card)")
 
         let second = try env.qlab("run", lab, "--json-report", json)
-        #expect(second.status == 1, "\(second.output)")
+        #expect(second.status == ExitStatus.infrastructure.rawValue, "\(second.output)")
         let refused = try TestReport(path: json)
         #expect(refused.results.allSatisfy { $0.outcome == .error && $0.message.hasPrefix("card 0000:7f:1f.7 is marked bad: bad since ") },
             "\(refused.results.map(\.message))")
@@ -224,7 +224,7 @@ struct CardReservationQEMUTests {
         let lab = try env.writeGuestLab("health", devices: "  {}", tests: tests, extra: "health_check: smoke")
         let json = env.root + "/report.json"
         let run = try env.qlab("run", lab, "--test", "one", "--test", "two", "--json-report", json)
-        #expect(run.status == 1, "\(run.output)")
+        #expect(run.status == ExitStatus.infrastructure.rawValue, "\(run.output)")
         #expect(run.stdout.contains("note: health check smoke of lab health"), "\(run.stdout)")
         let report = try TestReport(path: json)
         #expect(report.results.map(\.entry.test) == ["one", "two"])
