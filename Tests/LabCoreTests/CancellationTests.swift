@@ -59,7 +59,7 @@ struct CancellationUnitTests {
         let agent = try await GuestAgent.adopt(fd: fake.clientFD, timeout: .seconds(5))
         defer { agent.close() }
         let run = Task { try await agent.run("sleep 1000", timeout: .seconds(600)) }
-        #expect(waitUntil(limit: .seconds(30)) { fake.received.contains { $0["execute"]?.stringValue == "guest-exec-status" } })
+        #expect(await waitUntilAsync(limit: .seconds(30)) { fake.received.contains { $0["execute"]?.stringValue == "guest-exec-status" } })
         run.cancel()
         await #expect(throws: GuestError.self) { try await run.value }
         let execs = fake.received.filter { $0["execute"]?.stringValue == "guest-exec" }
@@ -98,7 +98,7 @@ struct CancellationUnitTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let hook = Task { try await HostHook.run(Self.groupHook(dir), directory: dir, environment: [:], timeout: .seconds(600)) }
-        #expect(waitUntil(limit: .seconds(60)) { Self.pids(dir).count == 2 })
+        #expect(await waitUntilAsync(limit: .seconds(60)) { Self.pids(dir).count == 2 })
         hook.cancel()
         let outcome = try await hook.value
         #expect(outcome.cancelled && !outcome.timedOut && !outcome.succeeded)
@@ -106,6 +106,19 @@ struct CancellationUnitTests {
             #expect(waitUntil(limit: .seconds(30)) { !ProcessTable.isRunning(pid) }, "pid \(pid) of the hook's group survived")
         }
     }
+}
+
+/// Polls `condition` until it holds or the safety limit passes (not a timing assertion),
+/// sleeping with `Task.sleep`: an async test that waits for work it started in a `Task`
+/// must not block its thread, or a cooperative pool one thread wide never runs that work
+/// (ParallelRunTests waited its whole limit that way once in CI).
+func waitUntilAsync(limit: Duration, _ condition: () -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + limit
+    while ContinuousClock.now < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    return condition()
 }
 
 /// Polls `condition` until it holds or the safety limit passes (not a timing assertion).

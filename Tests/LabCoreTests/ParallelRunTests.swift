@@ -84,7 +84,7 @@ struct ParallelRunTests {
         // While both run: each QEMU maps the ready snapshot's RAM image, and it is one file.
         var images: [(String, String)] = []
         var overlays: [String] = []
-        let both = waitUntil(limit: .seconds(400)) {
+        let both = await waitUntilAsync(limit: .seconds(400)) {
             let pids = ["par", "par-j2"].compactMap { ((try? env.runtime($0).record) ?? nil)?.qemuPID }
             images = pids.compactMap(Self.mappedImage)
             return images.count == 2
