@@ -66,9 +66,13 @@ struct WaitArgument: ExpressibleByArgument {
     /// What a bare `--wait` stands for.
     static let noLimit = "forever"
 
-    /// ArgumentParser has no option whose value may be left out: a `--wait` not
-    /// followed by a duration becomes `--wait=forever` before parsing.
+    /// The commands whose `--wait` takes a duration (`screen --wait TEXT` is another option).
+    static let commands: Set<String> = ["run", "up", "health"]
+
+    /// ArgumentParser has no option whose value may be left out: a `--wait` of ``commands``
+    /// not followed by a duration becomes `--wait=forever` before parsing.
     static func normalized(_ arguments: [String]) -> [String] {
+        guard let command = arguments.first, commands.contains(command) else { return arguments }
         var result = arguments
         for (index, argument) in arguments.enumerated() where argument == "--wait" {
             let next = index + 1 < arguments.count ? arguments[index + 1] : nil
