@@ -86,11 +86,11 @@ struct HealthCommand: AsyncParsableCommand, UsesGlobalOptions {
         discussion: "Exit 0 when it passed (a card marked bad is back in service), 1 when it failed (its cards are marked bad), 4 when the lab or a card is busy (another command has it; unless --wait). See docs/cards.md.")
 
     @Argument(help: "The lab file, or the name of a lab started before.", completion: Completions.lab) var lab: String
-    @Option(help: ArgumentHelp("Wait for the lab and its cards up to DURATION (a bare --wait: no limit).", valueName: "DURATION")) var wait: WaitArgument?
+    @OptionGroup var wait: WaitOptions
 
     func run() async throws {
         var options = TestRunner.Options()
-        options.wait = wait?.policy ?? .no
+        options.wait = wait.policy
         let failure: String?
         do {
             let runner = try TestRunner(controller: labController(), labFile: LabRuntime.labFile(for: lab), options: options) { event in
