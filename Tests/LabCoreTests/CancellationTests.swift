@@ -281,8 +281,10 @@ struct CancellationQEMUTests {
         Self.expectNothingLeft(env, "nested-bench", "after SIGINT of nested run")
     }
 
-    /// A lab from `qlab up` outlives its command; SIGTERM of `qlab exec` stops only the
-    /// exec (exit 143) and the lab stays up and usable.
+    /// A lab from `qlab up` outlives its command; while one `qlab exec` has the console, a
+    /// second is refused at once as busy (exit 4) naming the first (command, pid, since);
+    /// SIGTERM of `qlab exec` stops only the exec (exit 143) and the lab stays up and usable,
+    /// its console free for the next exec.
     @Test func upOutlivesItsCommandAndExecCancelStopsOnlyTheExec() async throws {
         try RunLoopTests.requireImages()
         let env = try QLabTestEnvironment()
@@ -294,6 +296,9 @@ struct CancellationQEMUTests {
 
         let exec = try BackgroundQLab(env, ["exec", "kept", "--ready", "--timeout", "600", "--", "echo QLAB-SL''EEPING; sleep 1000"])
         #expect(waitUntil(limit: .seconds(300)) { Self.sleeping(env, "kept") }, "\(exec.stdout)\(exec.stderr)")
+        let first = LabHolder(command: "qlab exec kept --ready --timeout 600 -- echo QLAB-SL''EEPING; sleep 1000", pid: exec.pid)
+        first.expectRefused(try env.qlab("exec", "kept", "--", "echo", "second"), saying: "the console of lab kept is in use by ", "a second exec")
+        #expect(exec.process.isRunning, "the first exec ended: \(exec.stdout)\(exec.stderr)")
         #expect(exec.signal(SIGTERM) == 143, "\(exec.stdout)\(exec.stderr)")
         #expect(exec.stderr.contains("cancelled by SIGTERM"), "\(exec.stderr)")
 
