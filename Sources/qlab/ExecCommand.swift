@@ -63,7 +63,7 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
             var claim: ConsoleClaim?
             defer { withExtendedLifetime(claim) {} }
             if let console = session as? GuestConsole {
-                claim = try ConsoleClaim.take(runtime, holder: LabOwner.thisProcess() ?? LabOwner(command: "qlab exec", pid: ThisProcess.id, startTime: 0, since: wallClockSeconds()))
+                claim = try ConsoleClaim.take(runtime)
                 // QEMU serves one console client at a time: a second one is connected but never served.
                 let unusable = GuestError.consoleUnusable(
                     reason: "the shell did not answer within \(LabDuration.format(limit)): another client may hold the console (qlab console, qlab run), the guest may still be booting (use --ready), or it hangs",

@@ -100,6 +100,32 @@ struct LabOwnerTests {
         withExtendedLifetime(second) {}
     }
 
+    /// One claim on a lab's console at a time: a second is busy (exit 4) naming the first
+    /// holder's command, pid and since; the file is 0600; released, the console can be claimed
+    /// again; the lab's runtime files go with it.
+    @Test func aConsoleClaimIsOneAtATime() throws {
+        let env = try QLabTestEnvironment(prefix: "qown")
+        defer { env.cleanUp() }
+        let runtime = env.runtime("console")
+        try runtime.makeDirectories()
+        let holder = LabOwner(command: "qlab exec console -- sleep 9", pid: 4242, startTime: 1, since: 1_700_000_000)
+        var first: ConsoleClaim? = try ConsoleClaim.take(runtime, holder: holder)
+        let path = runtime.directory + "/" + ConsoleClaim.fileName
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        do {
+            _ = try ConsoleClaim.take(runtime)
+            Issue.record("a second claim of a claimed console was granted")
+        } catch let error as LabError {
+            #expect(error.exitStatus == .busy)
+            #expect("\(error)".contains("the console of lab console is in use by \(holder.description)"), "\(error)")
+        }
+        withExtendedLifetime(first) {}
+        first = nil
+        _ = try ConsoleClaim.take(runtime)
+        runtime.removeRuntimeFiles()
+        #expect(!FileManager.default.fileExists(atPath: runtime.directory), "the runtime dir (and its console.lock) stays")
+    }
+
     /// `qlab list` removes a lock file no process holds of a lab with no runtime dir, and
     /// leaves one a process holds.
     @Test func listRemovesOnlyUnheldLockFiles() async throws {

@@ -16,9 +16,9 @@ public final class ConsoleClaim: Sendable {
         self.fd = fd
     }
 
-    /// Claims lab `runtime`'s console for `holder` (this process), or throws
+    /// Claims lab `runtime`'s console for `holder` (this process; nil: unnamed), or throws
     /// ``LabError/consoleBusy(lab:holder:)`` naming who has it.
-    public static func take(_ runtime: LabRuntime, holder: LabOwner) throws -> ConsoleClaim {
+    public static func take(_ runtime: LabRuntime, holder: LabOwner? = LabOwner.thisProcess()) throws -> ConsoleClaim {
         guard let directory = try runtime.runtimeDirectory(create: false) else { throw LabError.notRunning(runtime.name) }
         let fd: FileDescriptor
         switch directory.handle.openAt(fileName, .readWrite, options: [.create, .noFollow], permissions: [.ownerReadWrite]) {
@@ -27,7 +27,7 @@ public final class ConsoleClaim: Sendable {
         }
         switch fd.tryLockExclusive() {
         case .success:
-            if var bytes = try? JSONValueEncoder().encode(holder).serialized(pretty: false) {
+            if let holder, var bytes = try? JSONValueEncoder().encode(holder).serialized(pretty: false) {
                 bytes.append(UInt8(ascii: "\n"))
                 _ = fd.truncate(toSize: 0)
                 _ = fd.writeEvery(bytes, atOffset: 0)
