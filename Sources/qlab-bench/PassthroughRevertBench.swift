@@ -85,11 +85,7 @@ enum PassthroughRevertBench {
                                  blob: plan.method == "loadvm" ? blob : nil)
                     labs.append(try await Method.boot(plan.method, file: file, name: plan.name, controller: controller, dirtyMiB: dirtyMiB, blob: blob))
                 }
-                for round in -1..<runs {
-                    for offset in labs.indices {
-                        try await labs[(offset + max(0, round)) % labs.count].cycle(timed: round >= 0)
-                    }
-                }
+                try await TimedCycles.interleaved(labs, runs: runs) { try await $0.cycle(timed: $1) }
             } catch {
                 await takeDown()
                 throw error
@@ -97,11 +93,11 @@ enum PassthroughRevertBench {
             print("")
             for lab in labs {
                 print(String(format: "  %@ %@ revert + plug until query-pci lists the card: median %.1f ms, p90 %.1f ms (%@)",
-                             memory, lab.method.padding(toLength: 6, withPad: " ", startingAt: 0), lab.median, lab.p90, lab.via))
-                print("    steps, median ms: \(lab.stepLine)")
+                             memory, lab.method.padding(toLength: 6, withPad: " ", startingAt: 0), lab.cycles.median, lab.cycles.p90, lab.cycles.via))
+                print("    steps, median ms: \(lab.cycles.stepLine)")
             }
             if let fast = labs.first(where: { $0.method == "fast" }), let loadvm = labs.first(where: { $0.method == "loadvm" }) {
-                let ratio = fast.median / loadvm.median
+                let ratio = fast.cycles.median / loadvm.cycles.median
                 ratios.append((memory, ratio))
                 print(String(format: "ratio fast/loadvm %@ (%d MiB dirty), passthrough: %.3f", memory, dirtyMiB, ratio))
             }
@@ -166,10 +162,7 @@ enum PassthroughRevertBench {
         let name: String
         let method: String
         let session: LabSession
-        var cycles: [Double] = []
-        var steps: [String: [Double]] = [:]
-        var stepOrder: [String] = []
-        var via = ""
+        var cycles = TimedCycles()
 
         init(name: String, method: String, session: LabSession) {
             self.name = name
@@ -222,25 +215,14 @@ enum PassthroughRevertBench {
             }
             let end = ContinuousClock.now
             guard timed else { return }
-            via = result.via
-            cycles.append((end - begin).seconds * 1000)
-            var named = result.timings.steps.map { ($0.name, $0.duration.seconds * 1000) }
-            named.append(("until query-pci lists the card", (end - reverted).seconds * 1000))
-            for (step, ms) in named {
-                // Per-step names carry pids and paths; keep the part before them.
-                let key = step.split(separator: "(").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? step
-                if steps[key] == nil { stepOrder.append(key) }
-                steps[key, default: []].append(ms)
+            // Per-step names carry pids and paths; keep the part before them.
+            let named = result.timings.steps.map { step in
+                (step.name.split(separator: "(").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? step.name, step.duration)
             }
+            cycles.record(end - begin, via: result.via, steps: named + [("until query-pci lists the card", end - reverted)])
         }
 
         func close() { session.close() }
-
-        var median: Double { RevertBench.Cycles.median(cycles) }
-        var p90: Double { RevertBench.Cycles.p90(cycles) }
-        var stepLine: String {
-            stepOrder.map { String(format: "%@ %.1f", $0, RevertBench.Cycles.median(steps[$0] ?? [])) }.joined(separator: ", ")
-        }
     }
 
     /// `query-pci` shows a device with qdev_id `card` (behind qlab's bridge).
