@@ -19,7 +19,7 @@ public struct NestedScenario: Sendable {
     let body: @Sendable (NestedContext) async throws -> Void
 
     /// Every scenario, in the order they run (scenarios sharing a boot run in one L1, in this order).
-    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, cards, loop, loopReset, revertPassthrough, control]
+    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, cards, loop, loopMegasas, loopReset, revertPassthrough, control]
 
     public static func named(_ id: String) -> NestedScenario? { all.first { $0.id == id } }
 }
@@ -74,6 +74,9 @@ enum NestedBenchFacts {
     /// pcie-pci-bridge, slot 1, as qlab hotplugs it).
     static let loopCard = slot2
     static let loopCardInL2 = "0000:01:01.0"
+    /// The card labs/nested/loop-megasas.yaml passes through: megasas on L1's root bus, IRQ 20,
+    /// a group of its own, no driver in L1.
+    static let loopMegasasCard = "0000:00:08.0"
     /// A whole `qlab run` of a level-2 Linux guest under TCG inside TCG (its boot alone is minutes).
     static let innerRunTimeout: Duration = .seconds(1800)
 }

@@ -37,6 +37,9 @@ struct NestedBenchTests {
             "-device lsi53c895a,id=slot2-lsi53c895a,bus=qlab-pcibr0,addr=0x2",
             // The slot-2 card's target disk, on an overlay of the target image.
             "-device scsi-hd,id=slot2-lsi53c895a-disk0,drive=slot2-lsi53c895a-disk0-fmt,bus=slot2-lsi53c895a.0",
+            // loop-megasas's card on the root bus, INTx only, with a target disk of its own.
+            "-device megasas,id=root-megasas,bus=pcie.0,addr=0x8,msi=off,msix=off",
+            "-device scsi-hd,id=root-megasas-disk0,drive=root-megasas-disk0-fmt,bus=root-megasas.0",
             "-device lsi53c895a,id=root-lsi53c895a,bus=pcie.0,addr=0x6",
             "-device intel-iommu,intremap=on", "-machine kernel-irqchip=split",
             "-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
@@ -46,10 +49,10 @@ struct NestedBenchTests {
         }
     }
 
-    @Test func theLevel2LabsPassTheBridgeCardsThrough() throws {
+    @Test func theLevel2LabsPassL1sCardsThrough() throws {
         let expected = [
             ("slot1", "0000:01:01.0", Attach.boot), ("slot2", "0000:01:02.0", .boot), ("hotplug", "0000:01:02.0", .hotplug),
-            ("loop", "0000:01:02.0", .hotplug), ("loop-reset", "0000:01:02.0", .boot),
+            ("loop", "0000:01:02.0", .hotplug), ("loop-megasas", "0000:00:08.0", .hotplug), ("loop-reset", "0000:01:02.0", .boot),
         ]
         for (name, host, attach) in expected {
             let lab = try Lab.load(path: Self.repository + "/labs/nested/\(name).yaml")
@@ -66,12 +69,13 @@ struct NestedBenchTests {
         #expect(NestedScenario.interruptCount(" 24:     468190          0  DMAR-MSI   0-edge      dmar0") == 468_190)
         #expect(NestedScenario.interruptCount(" 22:          0         37  IR-IO-APIC  22-fasteoi   sym53c8xx, am53c974") == 37)
         #expect(NestedScenario.interruptCount(" 22:         12   IO-APIC  22-fasteoi   sym53c8xx\r") == 12)
+        #expect(NestedScenario.interruptCount(" 22:         41   IO-APIC  22-fasteoi   megasas0\r") == 41)
         #expect(NestedScenario.interruptCount("sym53c8xx 0000:01:01.0 0x1000:0x0012") == nil)
     }
 
     @Test func scenariosAreSelectedInRunOrder() throws {
         #expect(NestedScenario.all.map(\.id) == [
-            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-reset", "revert-passthrough", "control",
+            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-megasas", "loop-reset", "revert-passthrough", "control",
         ])
         // The measurement and `loop` (its rescan in L2 hangs here) run only when named.
         #expect(try NestedBench.select([]).map(\.id) == [
