@@ -49,7 +49,7 @@ struct NestedBenchTests {
     @Test func theLevel2LabsPassTheBridgeCardsThrough() throws {
         let expected = [
             ("slot1", "0000:01:01.0", Attach.boot), ("slot2", "0000:01:02.0", .boot), ("hotplug", "0000:01:02.0", .hotplug),
-            ("loop", "0000:01:02.0", .hotplug), ("loop-reset", "0000:01:02.0", .boot),
+            ("loop", "0000:01:02.0", .hotplug), ("loop-reset", "0000:01:02.0", .boot), ("plugfail", "0000:01:02.0", .hotplug),
         ]
         for (name, host, attach) in expected {
             let lab = try Lab.load(path: Self.repository + "/labs/nested/\(name).yaml")
@@ -62,9 +62,9 @@ struct NestedBenchTests {
 
     @Test func scenariosAreSelectedInRunOrder() throws {
         #expect(NestedScenario.all.map(\.id) == [
-            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-reset", "revert-passthrough", "control",
+            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-reset", "plug-fail", "revert-passthrough", "control",
         ])
-        // The measurement and `loop` (its rescan in L2 hangs here) run only when named.
+        // The measurement, `loop` (its rescan in L2 hangs here) and `plug-fail` (a Linux L2's boot) run only when named.
         #expect(try NestedBench.select([]).map(\.id) == [
             "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop-reset", "control",
         ])
