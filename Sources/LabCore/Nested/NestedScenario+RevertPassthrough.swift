@@ -7,7 +7,7 @@ extension NestedScenario {
 
     static let revertPassthrough = NestedScenario(
         id: "revert-passthrough", title: "measure: fast against loadvm reverts with a passed-through card",
-        proves: "Both revert methods work for a lab whose card is passed through and hotplugged: `qlab-bench revert --passthrough` in L1 reverts a firmware-only L2 with dirty RAM (64 MiB and 256 MiB) and plugs the card back until query-pci lists it, fast (a fresh QEMU on a copy-on-write map of the RAM image, the card's vfio pinning every page) and loadvm interleaved, and prints the ratio fast/loadvm per size. A measurement: it runs only when named.",
+        proves: "Both revert methods work for a lab whose card is passed through and hotplugged: `qlab-bench revert --passthrough` in L1 reverts a firmware-only L2 with dirty RAM (64 MiB and 256 MiB) and plugs the card back until query-pci lists it, fast (a fresh QEMU on a copy-on-write map of the RAM image, the card's vfio pinning every page), fast on a copy of the image made during the revert and mapped share=on (pinned in place), the same on a copy made beforehand, and loadvm, interleaved, and prints each one's ratio to loadvm per size. A measurement: it runs only when named.",
         boot: "bench", needsBoundGroup: true, onlyWhenNamed: true
     ) { context in
         let shell = context.shell
@@ -20,7 +20,9 @@ extension NestedScenario {
             timeout: .seconds(3600))
         bench.exits(0)
         for size in ["64M", "256M"] {
-            bench.check("a ratio for \(size)", bench.text.contains("ratio fast/loadvm \(size) "), seen: excerpt(bench.text))
+            for variant in ["fast", "fast-copy", "fast-premade"] {
+                bench.check("a ratio \(variant)/loadvm for \(size)", bench.text.contains("ratio \(variant)/loadvm \(size) "), seen: excerpt(bench.text))
+            }
         }
         bench.prints("summary: ")
     }
