@@ -121,19 +121,19 @@ extension NestedScenario {
         return (report, json)
     }
 
-    /// `qlab run` of `labs/nested/LAB.yaml` in L1 with `--repeat 2`, its JSON and JUnit
+    /// `qlab run` of `labs/nested/LAB.yaml` in L1 with `--repeat COUNT`, its JSON and JUnit
     /// reports written in L1's RAM, then read back and kept in the host's run directory as
     /// `LAB.report.json` and `LAB.junit.xml`, whatever the run's outcome; `checkRun` checks
     /// the run's own step (its exit status, its summary line). Returns the JUnit file's step
     /// (nil when unreadable), the parsed report and its step (nil when it could not be read).
-    static func runAndKeepInnerReports(_ context: NestedContext, lab: String, id: String, checkRun: (NestedOutput) -> Void) async throws
-        -> (junit: NestedOutput?, report: JSONValue?, json: NestedOutput?)
-    {
+    static func runAndKeepInnerReports(
+        _ context: NestedContext, lab: String, id: String, repeat count: Int = 2, checkRun: (NestedOutput) -> Void
+    ) async throws -> (junit: NestedOutput?, report: JSONValue?, json: NestedOutput?) {
         let shell = context.shell
         let directory = "/tmp/nested-\(lab)-report"
         shell.atEnd("qlab down \(id)")
         let run = try await shell.run(
-            "mkdir -p \(directory) && qlab run \(context.lab(lab)) --repeat 2 --json-report \(directory)/report.json --junit \(directory)/junit.xml",
+            "mkdir -p \(directory) && qlab run \(context.lab(lab)) --repeat \(count) --json-report \(directory)/report.json --junit \(directory)/junit.xml",
             timeout: Facts.innerRunTimeout)
         checkRun(run)
         var junitOutput: NestedOutput?

@@ -60,11 +60,21 @@ struct NestedBenchTests {
         }
     }
 
+    /// The host-scsi scenario's L2 lab gives L1's scsi_debug node (through the link the scenario makes) to an emulated controller at boot.
+    @Test func theHostSCSILabGivesTheLinkedNodeToAnEmulatedController() throws {
+        let lab = try Lab.load(path: Self.repository + "/labs/nested/hostscsi.yaml")
+        #expect(lab.name == "nested-hostscsi")
+        let controller = try #require(lab.device(named: "scsi0"))
+        #expect(controller.emulated?.driver == "lsi53c895a")
+        #expect(controller.emulated?.disks.map(\.host) == [NestedScenario.scsiDebugLink])
+        #expect(lab.strategy == .reset)
+    }
+
     @Test func scenariosAreSelectedInRunOrder() throws {
         #expect(NestedScenario.all.map(\.id) == [
-            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-reset", "plug-fail", "revert-passthrough", "control",
+            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-reset", "plug-fail", "host-scsi", "revert-passthrough", "control",
         ])
-        // The measurement, `loop` (its rescan in L2 hangs here) and `plug-fail` (a Linux L2's boot) run only when named.
+        // The measurement, `loop` (its rescan in L2 hangs here), `plug-fail` and `host-scsi` (a Linux L2's boot) run only when named.
         #expect(try NestedBench.select([]).map(\.id) == [
             "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop-reset", "control",
         ])
