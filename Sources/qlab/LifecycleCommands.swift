@@ -93,16 +93,20 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         }
     }
 
-    /// `--wait-ready`: the guest's ready text (then login and a shell that
-    /// answers) on its console, within its `boot_timeout`; cancellable (Ctrl-C: 130).
+    /// `--wait-ready`: the guest's boot keys and firmware text (``GuestBootWait``),
+    /// its ready text (then login and a shell that answers) on its console, within
+    /// its `boot_timeout`; cancellable (Ctrl-C: 130).
     static func waitReady(_ record: LabRecord, runtime: LabRuntime) async throws -> GuestConsole.Readiness {
         let readiness = Mutex<GuestConsole.Readiness?>(nil)
         try await runCancellable("up") { _ in
             do {
+                let begin = ContinuousClock.now
                 let guest = try record.lab().selectGuest(record.guest)
                 let console = try GuestConsole.connect(runtime: runtime)
                 defer { console.close() }
-                let ready = try await console.waitForReady(guest, timeout: guest.bootTimeout)
+                let session = try await LabSession.open(runtime: runtime)
+                defer { session.close() }
+                let ready = try await GuestBootWait.untilReady(guest, session: session, console: console, since: begin)
                 readiness.withLock { $0 = ready }
             } catch where !Task.isCancelled {
                 throw Reported("up", error)

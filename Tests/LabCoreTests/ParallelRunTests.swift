@@ -2,6 +2,7 @@ import Foundation
 import LabCore
 import LabSupervision
 import Platform
+import Synchronization
 import Testing
 
 /// What a `--jobs` run's reports say about workers, and the clones' names (no QEMU).
@@ -60,6 +61,18 @@ struct ParallelRunTests {
         return nil
     }
 
+    /// Set once the run's Task has returned, so the poll stops then.
+    final class RunEnded: Sendable {
+        let flag = Mutex(false)
+    }
+
+    /// The lines of `/proc/PID/maps` that name a `.ram` file, for a failure's message.
+    static func ramMappings(_ pid: Int32) -> String {
+        guard let maps = try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8) else { return "(unreadable)" }
+        let lines = maps.split(separator: "\n").filter { $0.contains(".ram") }
+        return lines.isEmpty ? "(no .ram file)" : lines.joined(separator: " | ")
+    }
+
     static func digest(_ path: String) throws -> Data {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
@@ -80,19 +93,31 @@ struct ParallelRunTests {
         var options = TestRunner.Options()
         options.jobs = 2
         let runner = try TestRunner(controller: env.controller, labFile: file, options: options)
-        let run = Task { try await runner.run() }
-        // While both run: each QEMU maps the ready snapshot's RAM image, and it is one file.
-        var images: [(String, String)] = []
-        var overlays: [String] = []
-        let both = await waitUntilAsync(limit: .seconds(400)) {
-            let pids = ["par", "par-j2"].compactMap { ((try? env.runtime($0).record) ?? nil)?.qemuPID }
-            images = pids.compactMap(Self.mappedImage)
-            return images.count == 2
+        let ended = RunEnded()
+        let run = Task {
+            defer { ended.flag.withLock { $0 = true } }
+            return try await runner.run()
         }
-        #expect(both, "the two QEMUs never mapped a RAM image at once")
+        // While they run, each worker's QEMU maps the ready snapshot's RAM image,
+        // and it is one file: observed per worker (dev, inode), at once or not
+        // (which worker takes which entry, and when, is the scheduler's).
+        var seen: [String: Set<String>] = [:]
+        var lastLook: [String: String] = [:]
+        let both = await waitUntilAsync(limit: .seconds(400)) {
+            for name in ["par", "par-j2"] {
+                guard let pid = ((try? env.runtime(name).record) ?? nil)?.qemuPID else { lastLook[name] = "no record"; continue }
+                if let image = Self.mappedImage(pid) {
+                    seen[name, default: []].insert("\(image.0) \(image.1)")
+                } else {
+                    lastLook[name] = "QEMU \(pid) maps: " + Self.ramMappings(pid)
+                }
+            }
+            return seen.count == 2 || ended.flag.withLock { $0 }
+        } && seen.count == 2
+        #expect(both, "a worker's QEMU was never seen mapping the RAM image: seen \(seen), last looks \(lastLook)")
         if both {
-            #expect(images[0] == images[1], "different files mapped: \(images)")
-            overlays = ["par", "par-j2"].map { env.stateRoot + "/\($0)/linux/run/disk.qcow2" }
+            #expect(Set(seen.values.flatMap { $0 }).count == 1, "different files mapped: \(seen)")
+            let overlays = ["par", "par-j2"].map { env.stateRoot + "/\($0)/linux/run/disk.qcow2" }
             #expect(overlays.allSatisfy { FileManager.default.fileExists(atPath: $0) }, "\(overlays)")
         }
         let report = try await run.value

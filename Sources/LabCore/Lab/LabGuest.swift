@@ -46,6 +46,10 @@ public struct LabGuest: Sendable, Hashable {
     /// Text the screen shows once the firmware is done (SeaBIOS's "Booting from", a card BIOS's
     /// banner): boot waits for it before `ready`, within `boot_timeout`.
     public var firmwareReady: String? = nil
+    /// `boot_keys:` keys pressed while the firmware runs, at every boot, before
+    /// `firmware_ready` and `ready` are waited for (a card BIOS's Ctrl-A, a boot
+    /// menu's choice), within `boot_timeout` (``GuestBootWait``).
+    public var bootKeys: [KeyStep] = []
 
     public init(
         name: String, os: GuestOS, kernel: String? = nil, initrd: String? = nil, append: String? = nil,

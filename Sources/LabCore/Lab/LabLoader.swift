@@ -103,7 +103,7 @@ struct LabLoader {
     let reader: YAMLReader
     let file: String
     var missing: [MissingFile] = []
-    /// Guests' `firmware_ready:` fields: checked against the display once the whole lab is read.
+    /// Guests' `firmware_ready:` and `boot_keys:` fields: checked against the display once the whole lab is read.
     var screenFields: [(guest: String, field: Field)] = []
 
     init(reader: YAMLReader, file: String) {
@@ -126,7 +126,7 @@ struct LabLoader {
     static let guestKeys = [
         "os", "kernel", "initrd", "append", "disk", "disk_format", "disk_interface", "bios", "firmware",
         "firmware_code", "firmware_vars", "ready", "prompt", "login", "boot_timeout", "rescan", "network", "agent", "machine",
-        "qemu_args", "revert", "display", "firmware_ready",
+        "qemu_args", "revert", "display", "firmware_ready", "boot_keys",
     ]
     static let loginKeys = ["user", "password", "login_prompt", "password_prompt"]
     static let testKeys = ["run", "expect", "status", "timeout", "guests", "screen_expect", "devices", "keys", "reset"]
@@ -197,7 +197,7 @@ struct LabLoader {
         for type in types { _ = try DevicePlacement.plan(devices: lab.devices, machineType: type) }
         // Screen text needs a screen.
         for (name, field) in screenFields where lab.guest(named: name).map({ lab.display(for: $0) }) == DisplayAdapter.none {
-            throw reader.error(field, "guest \(name) has no display to read firmware text from; add `display: vga` (to the guest or the lab)")
+            throw reader.error(field, "guest \(name) has no display to read firmware text from (and press keys on); add `display: vga` (to the guest or the lab)")
         }
         return lab
     }
@@ -598,6 +598,9 @@ struct LabLoader {
             case "display": guest.display = try reader.choice(value, DisplayAdapter.self)
             case "firmware_ready":
                 guest.firmwareReady = try reader.nonEmptyString(value)
+                screenFields.append((name, value))
+            case "boot_keys":
+                guest.bootKeys = try keySteps(value)
                 screenFields.append((name, value))
             case "firmware_code": guest.firmwareCode = try path(value, guest: name)
             case "firmware_vars": guest.firmwareVars = try path(value, guest: name)

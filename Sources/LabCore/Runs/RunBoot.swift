@@ -90,12 +90,8 @@ extension TestRunner {
     func waitUntilReady(_ guest: LabGuest, session: LabSession, up: LabController.UpResult, since begin: ContinuousClock.Instant) async throws -> BootedGuest {
         let console = try GuestConsole.connect(runtime: up.runtime)
         do {
-            // The firmware's screen text first (while the serial console is logged meanwhile).
-            if let text = guest.firmwareReady {
-                try await GuestScreen(session: session).waitForText(text, timeout: guest.bootTimeout)
-            }
-            // What is left of boot_timeout after the firmware text.
-            try await console.waitForReady(guest, timeout: guest.firmwareReady == nil ? nil : max(.milliseconds(1), guest.bootTimeout - (ContinuousClock.now - begin)))
+            // Boot keys and the firmware's screen text first (the serial console is logged meanwhile).
+            _ = try await GuestBootWait.untilReady(guest, session: session, console: console, since: begin)
         } catch {
             console.close()
             throw error

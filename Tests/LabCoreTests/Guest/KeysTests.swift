@@ -87,6 +87,13 @@ struct KeysTests {
         #expect(untypable.message.hasPrefix("cannot type 'ï' (U+00EF) at character 3"), "\(untypable)")
         let shape = try #require(try LabFixtures.loadError(head + "  t: {keys: [{press: esc}]}\n"))
         #expect(shape.message == "a keys: step is one of {text: STRING}, {wait: TEXT} or {press: KEYS, until: TEXT}; found press", "\(shape)")
+        let bootKeys = try LabFixtures.load("name: b\ndisplay: vga\nguests:\n  g: {os: linux, kernel: vmlinuz, boot_keys: [ctrl-a, {wait: SCSISelect}]}\n", in: dir)
+        #expect(bootKeys.guests.first?.bootKeys == [.press([KeyCombo(qcodes: ["ctrl", "a"])]), .wait("SCSISelect")])
+        let bootKeyTypo = try #require(try LabFixtures.loadError("name: b\ndisplay: vga\nguests:\n  g: {os: linux, kernel: vmlinuz, boot_keys: [ctlr-a]}\n"))
+        #expect(bootKeyTypo.keyPath == "guests.g.boot_keys[0]", "\(bootKeyTypo)")
+        let blind = try #require(try LabFixtures.loadError("name: b\nguests:\n  g: {os: linux, kernel: vmlinuz, boot_keys: esc}\n"))
+        #expect(blind.keyPath == "guests.g.boot_keys", "\(blind)")
+        #expect(blind.message.contains("has no display"), "\(blind)")
         let resetWithRun = try #require(try LabFixtures.loadError(head + "  t: {run: \"true\", reset: true}\n"))
         #expect(resetWithRun.keyPath == "tests.t.reset")
         #expect(resetWithRun.message.hasPrefix("reset: restarts the guest's firmware"), "\(resetWithRun)")
@@ -125,6 +132,58 @@ struct KeysTests {
         #expect(result.outcome == .passed, "\(result.message)\n\(result.consoleTail)")
         #expect(result.steps.map(\.name).filter { ["reset", "keys", "screen"].contains($0) } == ["reset", "keys", "screen"])
         #expect(result.exitStatus == nil, "no command ran")
+        #expect(env.qemuProcesses().isEmpty)
+    }
+
+    /// A guest's `boot_keys:` are pressed while its firmware runs, before
+    /// `firmware_ready` is awaited: SeaBIOS's menu ("Select boot device") shows
+    /// only when Esc is pressed during its prompt, so the same lab without the
+    /// keys does not boot (that text never shows), and with them boots under
+    /// `qlab run` and `qlab up --wait-ready` alike.
+    @Test func bootKeysWalkTheFirmwareBeforeReady() throws {
+        try RunLoopTests.requireImages()
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let out = QLabTestEnvironment.imagesOut
+        func lab(_ name: String, bootKeys: String?, bootTimeout: Int) throws -> String {
+            try env.writeLab(name, """
+                name: \(name)
+                machine: {type: q35, accel: tcg, memory: 256M, smp: 1}
+                display: vga
+                qemu_args: ["-boot", "menu=on,splash-time=3000"]
+                guests:
+                  linux:
+                    os: linux
+                    kernel: \(out)/linux/vmlinuz
+                    initrd: \(out)/linux/initrd.img
+                    append: console=ttyS0 quiet panic=-1
+                    disk: \(out)/linux/disk.qcow2
+                    ready: qlab-guest-ready
+                    prompt: "# "
+                    boot_timeout: \(bootTimeout)s
+                \(bootKeys.map { "    boot_keys: \($0)" } ?? "")
+                    firmware_ready: "Select boot device"
+                tests:
+                  t: {run: "echo booted-after-the-menu", expect: booted-after-the-menu}
+                """)
+        }
+        let keys = #"[{press: esc, until: "Select boot device"}, {wait: "1. "}, "1"]"#
+        let without = try env.qlab("run", try lab("nokeys", bootKeys: nil, bootTimeout: 20), "--json-report", env.root + "/none.json")
+        #expect(without.status == ExitStatus.infrastructure.rawValue, "\(without.output)")
+        let failed = try TestReport(path: env.root + "/none.json")
+        #expect(failed.results.first?.message == "guest linux did not boot: no firmware text \"Select boot device\" on the screen within 20 s (boot_timeout)",
+                "\(failed.results.map(\.message))")
+
+        let file = try lab("bootkeys", bootKeys: keys, bootTimeout: 180)
+        let run = try env.qlab("run", file, "--json-report", env.root + "/keys.json")
+        #expect(run.status == 0, "\(run.output)")
+        let report = try TestReport(path: env.root + "/keys.json")
+        #expect(report.results.map(\.outcome) == [.passed], "\(report.results.map { "\($0.entry.test): \($0.outcome) \($0.message)" })")
+
+        let up = try env.qlab("up", file, "--wait-ready")
+        #expect(up.status == 0, "\(up.output)")
+        #expect(up.stdout.contains("guest linux ready after"), "\(up.output)")
+        #expect(try env.qlab("down", "bootkeys").status == 0)
         #expect(env.qemuProcesses().isEmpty)
     }
 
