@@ -19,11 +19,12 @@ extension NestedScenario {
         let shell = context.shell
         let hosts = "/sys/bus/pseudo/drivers/scsi_debug/add_host"
         shell.atEnd("rm -f \(scsiDebugLink); echo -1 > \(hosts)")
-        // One scsi_debug host; its device's SCSI generic and block nodes (devtmpfs makes them;
-        // sd attaches the disk asynchronously: its block node is waited for, 10 s at most).
+        // One scsi_debug host; its device's SCSI generic and block nodes (devtmpfs makes them).
+        // The host's scan and sd's attach are asynchronous: both nodes are waited for, 10 s at most.
         let add = try await shell.run(
-            "echo 1 > \(hosts) && for d in /sys/bus/scsi/devices/*; do [ -e $d/model ] && grep -q scsi_debug $d/model || continue;"
-                + " for i in $(seq 100); do [ -e $d/block ] && break; sleep 0.1; done;"
+            "echo 1 > \(hosts) && for i in $(seq 100); do m=$(grep -l scsi_debug /sys/bus/scsi/devices/*/model 2>/dev/null | head -n 1);"
+                + " [ -n \"$m\" ] && [ -e ${m%/model}/block ] && [ -e ${m%/model}/scsi_generic ] && break; sleep 0.1; done;"
+                + " for d in /sys/bus/scsi/devices/*; do [ -e $d/model ] && grep -q scsi_debug $d/model || continue;"
                 + " echo \"scsi_debug ${d##*/} $(ls $d/scsi_generic) $(ls $d/block) [$(cat $d/vendor)] [$(cat $d/model)]\"; done; true")
         add.exits(0)
         let found = add.text.split(separator: "\n").filter { $0.hasPrefix("scsi_debug ") }.map { $0.split(separator: " ").map(String.init) }
