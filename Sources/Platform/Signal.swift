@@ -52,6 +52,15 @@ extension ChildProcess {
         return wait()
     }
 
+    /// Reaps the child whenever it ends (`waitpid(2)`, blocking, on a detached thread of its
+    /// own), for a child left running that nobody waits for (a lab's supervisor outlives the
+    /// `up` that spawned it): it is no zombie for as long as this process lives. Without a
+    /// thread it stays one until this process exits, as an unreaped child does.
+    public func reapWhenEnded() {
+        let child = self
+        _ = try? DetachedThread.start(stackSize: 64 << 10) { _ = child.wait() }
+    }
+
     /// SIGKILL, then ``reap()``.
     public func killAndReap() async -> ProcessExit? {
         send(.kill)

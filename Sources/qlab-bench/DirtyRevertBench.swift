@@ -85,10 +85,7 @@ enum DirtyRevertBench {
         let session: LabSession
         let console: GuestConsole
         let dirtyMiB: Int
-        var reverts: [Double] = []
-        var steps: [String: [Double]] = [:]
-        var stepOrder: [String] = []
-        var via = ""
+        var reverts = TimedCycles()
 
         init(name: String, method: String, session: LabSession, console: GuestConsole, dirtyMiB: Int) {
             self.name = name
@@ -131,23 +128,12 @@ enum DirtyRevertBench {
             let alive = try await console.run("test -s /mnt/dirty/data && echo ALIVE", timeout: .seconds(60))
             guard alive.output.contains("ALIVE") else { throw BenchError("\(name): after the revert: \(alive.output)") }
             guard timed else { return }
-            via = result.via
-            reverts.append(elapsed.seconds * 1000)
-            for step in result.timings.steps {
-                if steps[step.name] == nil { stepOrder.append(step.name) }
-                steps[step.name, default: []].append(step.duration.seconds * 1000)
-            }
+            reverts.record(elapsed, via: result.via, steps: result.timings.steps.map { ($0.name, $0.duration) })
         }
 
         func close() {
             console.close()
             session.close()
-        }
-
-        var median: Double { RevertBench.Cycles.median(reverts) }
-        var p90: Double { RevertBench.Cycles.p90(reverts) }
-        var stepLine: String {
-            stepOrder.map { String(format: "%@ %.1f", $0, RevertBench.Cycles.median(steps[$0] ?? [])) }.joined(separator: ", ")
         }
     }
 
@@ -171,19 +157,15 @@ enum DirtyRevertBench {
     }
 
     static func bench(_ labs: [Method], memory: String, dirtyMiB: Int, runs: Int) async throws {
-        for round in -1..<runs {
-            for offset in labs.indices {
-                try await labs[(offset + max(0, round)) % labs.count].cycle(timed: round >= 0)
-            }
-        }
+        try await TimedCycles.interleaved(labs, runs: runs) { try await $0.cycle(timed: $1) }
         print("")
         for lab in labs {
-            print(String(format: "  %@ revert (%@): median %.1f ms, p90 %.1f ms", lab.method.padding(toLength: 6, withPad: " ", startingAt: 0), lab.via, lab.median, lab.p90))
-            print("    steps, median ms: \(lab.stepLine)")
+            print(String(format: "  %@ revert (%@): median %.1f ms, p90 %.1f ms", lab.method.padding(toLength: 6, withPad: " ", startingAt: 0), lab.reverts.via, lab.reverts.median, lab.reverts.p90))
+            print("    steps, median ms: \(lab.reverts.stepLine)")
         }
         guard let loadvm = labs.first(where: { $0.method == "loadvm" }), let fast = labs.first(where: { $0.method == "fast" }) else { return }
         try checkCost(fast)
-        print(String(format: "ratio fast/loadvm %@ dirty: %.3f (target 0.125 or less)", memory, fast.median / loadvm.median))
-        print(String(format: "fast revert median %@ (%d MiB dirty): %.1f ms (target under 100 ms for 1G on an idle machine)", memory, dirtyMiB, fast.median))
+        print(String(format: "ratio fast/loadvm %@ dirty: %.3f (target 0.125 or less)", memory, fast.reverts.median / loadvm.reverts.median))
+        print(String(format: "fast revert median %@ (%d MiB dirty): %.1f ms (target under 100 ms for 1G on an idle machine)", memory, dirtyMiB, fast.reverts.median))
     }
 }

@@ -201,9 +201,7 @@ enum LifecycleBench {
         let downStart = clock.now
         _ = try await controller.down(labName)
         let downTime = clock.now - downStart
-        // The supervisor is this process's child here (the CLI's exits at once): reap it.
-        var status: Int32 = 0
-        _ = waitpid(result.record.supervisorPID, &status, 0)
+        // The supervisor, this process's child here, is reaped by `up`'s reaper once it ends.
         guard !ProcessTable.isRunning(result.record.qemuPID) else { throw BenchError("down returned with QEMU still running") }
         samples.add(up: upTime, down: downTime)
     }

@@ -107,11 +107,7 @@ enum PassthroughRevertBench {
                         variants.append(Variant(lab: lab, mapping: nil))
                     }
                 }
-                for round in -1..<runs {
-                    for offset in variants.indices {
-                        try await variants[(offset + max(0, round)) % variants.count].cycle(timed: round >= 0)
-                    }
-                }
+                try await TimedCycles.interleaved(variants, runs: runs) { try await $0.cycle(timed: $1) }
             } catch {
                 await takeDown()
                 throw error
@@ -119,12 +115,12 @@ enum PassthroughRevertBench {
             print("")
             for variant in variants {
                 print(String(format: "  %@ %@ revert + plug until query-pci lists the card: median %.1f ms, p90 %.1f ms (%@)",
-                             memory, variant.label.padding(toLength: 12, withPad: " ", startingAt: 0), variant.median, variant.p90, variant.via))
-                print("    steps, median ms: \(variant.stepLine)")
+                             memory, variant.label.padding(toLength: 12, withPad: " ", startingAt: 0), variant.cycles.median, variant.cycles.p90, variant.cycles.via))
+                print("    steps, median ms: \(variant.cycles.stepLine)")
             }
             if let loadvm = variants.first(where: { $0.mapping == nil }) {
                 for variant in variants where variant.mapping != nil {
-                    let ratio = variant.median / loadvm.median
+                    let ratio = variant.cycles.median / loadvm.cycles.median
                     // The line the nested scenario looks for: qlab's own fast revert (private) against loadvm.
                     if variant.mapping == .privateMap { ratios.append((memory, ratio)) }
                     let name = variant.mapping == .privateMap ? "fast" : variant.label
@@ -238,10 +234,7 @@ enum PassthroughRevertBench {
         let lab: Method
         /// nil: the loadvm lab.
         let mapping: RAMImageMapping?
-        var cycles: [Double] = []
-        var steps: [String: [Double]] = [:]
-        var stepOrder: [String] = []
-        var via = ""
+        var cycles = TimedCycles()
 
         init(lab: Method, mapping: RAMImageMapping?) {
             self.lab = lab
@@ -271,22 +264,11 @@ enum PassthroughRevertBench {
             }
             let end = ContinuousClock.now
             guard timed else { return }
-            via = result.via
-            cycles.append((end - begin).seconds * 1000)
-            var named = result.timings.steps.map { ($0.name, $0.duration.seconds * 1000) }
-            named.append(("until query-pci lists the card", (end - reverted).seconds * 1000))
-            for (step, ms) in named {
-                // Per-step names carry pids and paths; keep the part before them.
-                let key = step.split(separator: "(").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? step
-                if steps[key] == nil { stepOrder.append(key) }
-                steps[key, default: []].append(ms)
+            // Per-step names carry pids and paths; keep the part before them.
+            let named = result.timings.steps.map { step in
+                (step.name.split(separator: "(").first.map { String($0).trimmingCharacters(in: .whitespaces) } ?? step.name, step.duration)
             }
-        }
-
-        var median: Double { RevertBench.Cycles.median(cycles) }
-        var p90: Double { RevertBench.Cycles.p90(cycles) }
-        var stepLine: String {
-            stepOrder.map { String(format: "%@ %.1f", $0, RevertBench.Cycles.median(steps[$0] ?? [])) }.joined(separator: ", ")
+            cycles.record(end - begin, via: result.via, steps: named + [("until query-pci lists the card", end - reverted)])
         }
     }
 

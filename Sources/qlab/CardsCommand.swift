@@ -46,6 +46,14 @@ struct CardsCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     }
 
     func run() async throws {
+        // Reads only: SIGINT/SIGTERM/SIGHUP let it finish what it reads, then exit 130/143/129 as every command does.
+        let (clearBad, labs, labsDir, devices, json, roots) = (clearBad, labs, labsDir, devices, json, host.roots)
+        try await runCancellable("cards") { _ in
+            try Self.list(clearBad: clearBad, labs: labs, labsDir: labsDir, devices: devices, json: json, roots: roots)
+        }
+    }
+
+    static func list(clearBad: [String], labs: [String], labsDir: String?, devices: [String], json: Bool, roots: HostRoots) throws {
         let environment = currentEnvironment()
         do {
             let store = CardHealthStore(environment: environment)
@@ -60,7 +68,7 @@ struct CardsCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
                 files += names.filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }.map { directory + "/" + $0 }
             }
             let loaded = try files.map { try Lab.load(path: $0) }
-            let inventory = CardInventory(roots: host.roots, environment: environment)
+            let inventory = CardInventory(roots: roots, environment: environment)
             let cards = try inventory.cards(labs: loaded, devices: devices.compactMap(DeviceSelector.init))
             if json {
                 try printJSON(["cards": .array(cards.map(\.json))])
@@ -83,23 +91,31 @@ struct HealthCommand: AsyncParsableCommand, UsesGlobalOptions {
     static let configuration = CommandConfiguration(
         commandName: "health",
         abstract: "Run a lab's health check (`health_check:`) and record its cards as good or bad.",
-        discussion: "Exit 0 when it passed (a card marked bad is back in service), 1 when it failed (its cards are marked bad), 4 when the lab or a card is busy (another command has it; unless --wait). See docs/cards.md.")
+        discussion: "Exit 0 when it passed (a card marked bad is back in service), 1 when it failed (its cards are marked bad), 4 when the lab or a card is busy (another command has it; unless --wait), 130/143 when SIGINT/SIGTERM cancelled it (the lab it booted goes down; no health is recorded). See docs/cards.md.")
 
     @Argument(help: "The lab file, or the name of a lab started before.", completion: Completions.lab) var lab: String
-    @Option(help: ArgumentHelp("Wait for the lab and its cards up to DURATION (a bare --wait: no limit).", valueName: "DURATION")) var wait: WaitArgument?
+    @OptionGroup var wait: WaitOptions
 
     func run() async throws {
         var options = TestRunner.Options()
-        options.wait = wait?.policy ?? .no
-        let failure: String?
-        do {
-            let runner = try TestRunner(controller: labController(), labFile: LabRuntime.labFile(for: lab), options: options) { event in
-                if case .note(let text) = event { print(text) }
+        options.wait = wait.policy
+        let lab = lab
+        // SIGINT/SIGTERM/SIGHUP: the check stops, the lab it booted goes down, no health is
+        // recorded; exit 130/143/129.
+        try await runCancellable("health") { [options] stop in
+            var options = options
+            options.stop = stop
+            let failure: String?
+            do {
+                let runner = try TestRunner(controller: labController(), labFile: LabRuntime.labFile(for: lab), options: options) { event in
+                    if case .note(let text) = event { print(text) }
+                }
+                failure = try await runner.health()
+            } catch {
+                if stop.isRequested { return }
+                throw Reported("health", error)
             }
-            failure = try await runner.health()
-        } catch {
-            throw Reported("health", error)
+            if failure != nil { throw Reported(.failed) }
         }
-        if failure != nil { throw Reported(.failed) }
     }
 }

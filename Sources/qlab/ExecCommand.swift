@@ -16,8 +16,8 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
             124 when it did not finish within --timeout (qlab interrupts it with Ctrl-C and \
             prints the console's last lines on stderr), or with --ready when the guest was not \
             ready within its boot_timeout; when qlab itself failed, the table's \
-            status with a `qlab exec:` line on stderr (3 the lab is not running, 1 the console \
-            or agent is unusable, 2 bad usage). \
+            status with a `qlab exec:` line on stderr (3 the lab is not running, 4 busy: another \
+            command uses the console, which it names; 1 the console or agent is unusable, 2 bad usage). \
             On a terminal, control characters and escape sequences in the output are shown \
             escaped (\\x1b); to a pipe or file the output is passed on as received. \
             --json prints {"exit_status", "output", "error_output", "truncated", \
@@ -59,7 +59,11 @@ struct ExecCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
                 runtime: runtime, transport: transport, agentTimeout: min(.seconds(3), limit / 4),
                 consoleOptions: GuestConsole.Options(probeTimeout: probe, recoveryAttempts: 2))
             defer { session.close() }
+            // One exec (or other claimant) on the console at a time: a second is busy, naming the first.
+            var claim: ConsoleClaim?
+            defer { withExtendedLifetime(claim) {} }
             if let console = session as? GuestConsole {
+                claim = try ConsoleClaim.take(runtime)
                 // QEMU serves one console client at a time: a second one is connected but never served.
                 let unusable = GuestError.consoleUnusable(
                     reason: "the shell did not answer within \(LabDuration.format(limit)): another client may hold the console (qlab console, qlab run), the guest may still be booting (use --ready), or it hangs",

@@ -22,7 +22,7 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     @Flag(help: "Start with the guest's CPUs stopped (-S).") var paused = false
     @Flag(help: "Replace the guest disk overlay with a fresh one (drops its snapshots).") var freshDisk = false
     @Flag(help: "Print the started lab as JSON (with --foreground: one JSON line when up, one when QEMU exits).") var json = false
-    @Option(help: ArgumentHelp("While another lab has one of this lab's host cards (or a `qlab run` has this lab), wait for it up to DURATION (`30s`, `10m`; a bare --wait: no limit), saying who has it; without --wait a reserved card is exit 4 (busy). When the wait expired: exit 124.", valueName: "DURATION")) var wait: WaitArgument?
+    @OptionGroup var wait: WaitOptions
     @Flag(help: "Return once the guest is ready (its ready text, login, a shell that answers), within its boot_timeout; 124 when it is not.")
     var waitReady = false
 
@@ -35,7 +35,7 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         let controller = labController()
         let options = {
             var options = LabController.UpOptions(guest: guest, force: force, paused: paused, freshDisk: freshDisk)
-            options.wait = wait?.policy ?? .no
+            options.wait = wait.policy
             options.onWait = { reportError("qlab up: " + $0) }
             return options
         }()

@@ -55,7 +55,7 @@ struct QLab: AsyncParsableCommand {
         JSONOutputState.shared.enabled = CommandLine.arguments.dropFirst().contains("--json")
         let command: ParsableCommand
         do {
-            command = try await asyncParseAsRoot(WaitArgument.normalized(Array(CommandLine.arguments.dropFirst())))
+            command = try await asyncParseAsRoot(WaitArgument.normalized(Array(CommandLine.arguments.dropFirst()), root: QLab.self))
         } catch {
             exitForParsing(error)
         }

@@ -29,7 +29,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
     var retryErrors = 0
     @Option(help: ArgumentHelp("The outcomes --retry-errors reruns, comma-separated: error (the default), timeout, failed.", valueName: "OUTCOMES"))
     var retryOn: RetryOutcomes?
-    @Option(help: ArgumentHelp("While another command has the lab or one of its host cards, wait for it up to DURATION (`30s`, `10m`; a bare --wait: no limit), saying who has it; without --wait that is exit 4 (busy). When the wait expired: exit 124.", valueName: "DURATION")) var wait: WaitArgument?
+    @OptionGroup var wait: WaitOptions
     @Option(name: .customLong("label"), help: ArgumentHelp("A label of what the run tests, KEY=VALUE (repeatable; over the lab file's `labels:`): in every report and in the hooks' environment as QLAB_LABEL_KEY.", valueName: "KEY=VALUE"))
     var labels: [String] = []
 
@@ -77,7 +77,7 @@ struct RunCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
         case nil: break
         }
         options.transport = transport
-        options.wait = wait?.policy ?? .no
+        options.wait = wait.policy
         options.screenshotDirectory = screenshotDirectory
         options.jobs = try checkedCount(jobs, in: 1...TestRunner.maximumJobs, option: "--jobs")
         options.retries = try checkedCount(retryErrors, in: 0...TestRunner.maximumRetries, option: "--retry-errors")

@@ -134,50 +134,6 @@ func waitUntil(limit: Duration, _ condition: () -> Bool) -> Bool {
 /// SIGINT, SIGTERM and SIGKILL of real `qlab` commands with the real test guest under TCG.
 @Suite("Cancellation of real commands (real guest)", .serialized)
 struct CancellationQEMUTests {
-    /// A `qlab` command running in the background, its output in files.
-    final class Background {
-        let process = Process()
-        let stdoutPath: String
-        let stderrPath: String
-
-        init(_ env: QLabTestEnvironment, _ arguments: [String]) throws {
-            let tag = String(UInt32.random(in: 0...UInt32.max), radix: 36)
-            stdoutPath = env.root + "/\(tag).out"
-            stderrPath = env.root + "/\(tag).err"
-            for path in [stdoutPath, stderrPath] where !FileManager.default.createFile(atPath: path, contents: nil) {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-            }
-            process.executableURL = URL(fileURLWithPath: QLabTestEnvironment.qlabExecutable)
-            process.arguments = arguments
-            process.environment = env.environment
-            process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
-            process.standardError = FileHandle(forWritingAtPath: stderrPath)
-            try process.run()
-        }
-
-        var pid: Int32 { process.processIdentifier }
-        var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
-        var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
-
-        /// Signals it and waits for its exit status (a safety limit, then SIGKILL).
-        func signal(_ number: Int32, then second: Int32? = nil) -> Int32 {
-            kill(pid, number)
-            if let second { kill(pid, second) }
-            return finish()
-        }
-
-        /// Its exit status; `killedBy + N` when signal N ended it (so 130 means qlab chose 130).
-        func finish() -> Int32 {
-            if !waitUntil(limit: .seconds(120), { !process.isRunning }) { kill(pid, SIGKILL) }
-            process.waitUntilExit()
-            return process.terminationReason == .uncaughtSignal ? Self.killedBy + process.terminationStatus : process.terminationStatus
-        }
-
-        static let killedBy: Int32 = 1000
-
-        deinit { if process.isRunning { kill(pid, SIGKILL) } }
-    }
-
     static let sleeperTests = """
           first: {run: "true"}
           sleeper: {run: "echo QLAB-SL''EEPING; sleep 1000", timeout: 600s}
@@ -215,7 +171,7 @@ struct CancellationQEMUTests {
         let file = try env.writeGuestLab("ctrlc", tests: Self.sleeperTests)
         let json = env.root + "/report.json"
         let junit = env.root + "/report.xml"
-        let run = try Background(env, ["run", file, "--json-report", json, "--junit", junit])
+        let run = try BackgroundQLab(env, ["run", file, "--json-report", json, "--junit", junit])
         #expect(waitUntil(limit: .seconds(300)) { Self.sleeping(env, "ctrlc") }, "the sleeper never started: \(run.stdout)\(run.stderr)")
         let status = run.signal(SIGINT)
         #expect(status == 130, "\(run.stdout)\(run.stderr)")
@@ -244,7 +200,7 @@ struct CancellationQEMUTests {
               before_each: "\(CancellationUnitTests.groupHook(env.root))"
             """)
         let json = env.root + "/report.json"
-        let run = try Background(env, ["run", file, "--json-report", json])
+        let run = try BackgroundQLab(env, ["run", file, "--json-report", json])
         #expect(waitUntil(limit: .seconds(300)) { CancellationUnitTests.pids(env.root).count == 2 }, "\(run.stdout)\(run.stderr)")
         let hookPIDs = CancellationUnitTests.pids(env.root)
         #expect(hookPIDs.allSatisfy { ProcessTable.isRunning($0) })
@@ -266,10 +222,10 @@ struct CancellationQEMUTests {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
         let file = try env.writeGuestLab("orphan", tests: Self.sleeperTests)
-        let run = try Background(env, ["run", file, "--test", "sleeper"])
+        let run = try BackgroundQLab(env, ["run", file, "--test", "sleeper"])
         #expect(waitUntil(limit: .seconds(300)) { Self.sleeping(env, "orphan") }, "\(run.stdout)\(run.stderr)")
         #expect(!env.qemuProcesses().isEmpty)
-        #expect(run.signal(SIGKILL) == Background.killedBy + SIGKILL)
+        #expect(run.signal(SIGKILL) == BackgroundQLab.killedBy + SIGKILL)
         #expect(waitUntil(limit: .seconds(60)) { Self.lingering(env).isEmpty && !FileManager.default.fileExists(atPath: env.runtime("orphan").lockPath) })
         Self.expectNothingLeft(env, "orphan", "after SIGKILL of qlab run")
         let exit = try #require(env.runtime("orphan").exitRecord)
@@ -284,7 +240,7 @@ struct CancellationQEMUTests {
         defer { env.cleanUp() }
         let file = try env.writeGuestLab("hurry", tests: Self.sleeperTests)
         let json = env.root + "/report.json"
-        let run = try Background(env, ["run", file, "--test", "sleeper", "--json-report", json])
+        let run = try BackgroundQLab(env, ["run", file, "--test", "sleeper", "--json-report", json])
         #expect(waitUntil(limit: .seconds(300)) { Self.sleeping(env, "hurry") }, "\(run.stdout)\(run.stderr)")
         kill(run.pid, SIGHUP)
         #expect(waitUntil(limit: .seconds(60)) { run.stderr.contains("SIGHUP: stopping and cleaning up") }, "\(run.stderr)")
@@ -319,14 +275,16 @@ struct CancellationQEMUTests {
         }
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
-        let run = try Background(env, ["nested", "run", "doctor", "--lab", NestedBenchTests.benchLab])
+        let run = try BackgroundQLab(env, ["nested", "run", "doctor", "--lab", NestedBenchTests.benchLab])
         #expect(waitUntil(limit: .seconds(120)) { env.qemuProcesses().count == 1 }, "\(run.stdout)\(run.stderr)")
         #expect(run.signal(SIGINT) == 130, "\(run.stdout)\(run.stderr)")
         Self.expectNothingLeft(env, "nested-bench", "after SIGINT of nested run")
     }
 
-    /// A lab from `qlab up` outlives its command; SIGTERM of `qlab exec` stops only the
-    /// exec (exit 143) and the lab stays up and usable.
+    /// A lab from `qlab up` outlives its command; while one `qlab exec` has the console, a
+    /// second is refused at once as busy (exit 4) naming the first (command, pid, since);
+    /// SIGTERM of `qlab exec` stops only the exec (exit 143) and the lab stays up and usable,
+    /// its console free for the next exec.
     @Test func upOutlivesItsCommandAndExecCancelStopsOnlyTheExec() async throws {
         try RunLoopTests.requireImages()
         let env = try QLabTestEnvironment()
@@ -336,8 +294,11 @@ struct CancellationQEMUTests {
         #expect(up.status == 0, "\(up.output)")
         #expect(env.qemuProcesses().count == 1, "QEMU runs on after `qlab up` exited")
 
-        let exec = try Background(env, ["exec", "kept", "--ready", "--timeout", "600", "--", "echo QLAB-SL''EEPING; sleep 1000"])
+        let exec = try BackgroundQLab(env, ["exec", "kept", "--ready", "--timeout", "600", "--", "echo QLAB-SL''EEPING; sleep 1000"])
         #expect(waitUntil(limit: .seconds(300)) { Self.sleeping(env, "kept") }, "\(exec.stdout)\(exec.stderr)")
+        let first = LabHolder(command: "qlab exec kept --ready --timeout 600 -- echo QLAB-SL''EEPING; sleep 1000", pid: exec.pid)
+        first.expectRefused(try env.qlab("exec", "kept", "--", "echo", "second"), saying: "the console of lab kept is in use by ", "a second exec")
+        #expect(exec.process.isRunning, "the first exec ended: \(exec.stdout)\(exec.stderr)")
         #expect(exec.signal(SIGTERM) == 143, "\(exec.stdout)\(exec.stderr)")
         #expect(exec.stderr.contains("cancelled by SIGTERM"), "\(exec.stderr)")
 
@@ -363,7 +324,7 @@ struct CancellationQEMUTests {
         let plugged = try env.qlab("hotplug", "bare-dev", "scsi-am")
         #expect(plugged.status == 0, "\(plugged.output)")
         let trace = env.root + "/unplug-trace.jsonl"
-        let unplug = try Background(env, ["unplug", "bare-dev", "scsi-am", "--timeout", "600", "--no-reset-fallback", "--trace-qmp", trace])
+        let unplug = try BackgroundQLab(env, ["unplug", "bare-dev", "scsi-am", "--timeout", "600", "--no-reset-fallback", "--trace-qmp", trace])
         // QEMU's answer to device_del is the last QMP message before the wait for DEVICE_DELETED.
         #expect(waitUntil(limit: .seconds(60)) { Self.answeredDeviceDel(trace) }, "\(unplug.stdout)\(unplug.stderr)")
         #expect(unplug.signal(SIGTERM) == 143, "\(unplug.stdout)\(unplug.stderr)")
@@ -389,7 +350,7 @@ struct CancellationQEMUTests {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
         let file = try env.writeGuestLab("fg", tests: "  none: {run: \"true\"}")
-        let up = try Background(env, ["up", "--foreground", file])
+        let up = try BackgroundQLab(env, ["up", "--foreground", file])
         #expect(waitUntil(limit: .seconds(120)) { up.stdout.contains("lab fg up:") }, "\(up.stdout)\(up.stderr)")
         #expect(env.qemuProcesses().count == 1)
         #expect(up.signal(SIGTERM) == 143, "\(up.stdout)\(up.stderr)")

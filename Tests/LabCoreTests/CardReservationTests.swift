@@ -167,29 +167,22 @@ struct CardReservationTests {
 /// hot-plugged so QEMU starts without it here (`up --force`: this machine has no such card).
 @Suite("Card reservations (real QEMU)", .serialized)
 struct CardReservationQEMUTests {
-    typealias Background = CancellationQEMUTests.Background
-
     /// A lab that is up holds its card through its supervisor and QEMU (`qlab up` itself
     /// has ended): a run naming the card exits 4 naming the lab, the supervisor's pid and
     /// `qlab up`; an `up --wait` waits, saying who holds it once; the holder's supervisor
     /// and QEMU SIGKILLed (as the OOM killer would), the kernel drops the lock and the
     /// waiter's lab comes up holding the card.
     @Test func aWaiterProceedsWhenTheHolderIsKilled() async throws {
-        try RunLoopTests.requireImages()
-        let env = try QLabTestEnvironment(prefix: "qcard")
+        let env = try QLabTestEnvironment.withGuestImages(prefix: "qcard")
         defer { env.cleanUp() }
         let holderLab = try CardReservationTests.cardLab(env, "holder")
         let waiterLab = try CardReservationTests.cardLab(env, "waiter")
-        let up = try env.qlab("up", "--force", holderLab)
-        #expect(up.status == 0, "\(up.output)")
+        let holder = try LabHolder.up(env, ["--force", holderLab], name: "holder")
         let record = try #require(try env.runtime("holder").record)
 
-        let refused = try env.qlab("run", waiterLab)
-        #expect(refused.status == ExitStatus.busy.rawValue, "\(refused.output)")
-        #expect(refused.stderr.contains("card 0000:03:04.0 is reserved by lab holder (qlab up --force \(holderLab) (its supervisor), pid \(record.supervisorPID), since "),
-            "\(refused.stderr)")
+        holder.expectRefused(try env.qlab("run", waiterLab), saying: "card 0000:03:04.0 is reserved by lab holder (\(holder.command) (its supervisor), pid")
 
-        let waiter = try Background(env, ["up", "--force", "--wait", "120s", waiterLab])
+        let waiter = try BackgroundQLab(env, ["up", "--force", "--wait", "120s", waiterLab])
         #expect(waitUntil(limit: .seconds(60)) { waiter.stderr.contains("waiting for card 0000:03:04.0: reserved by lab holder") }, "\(waiter.stderr)")
         #expect(waiter.process.isRunning, "\(waiter.stderr)")
         // Both are this test's children's children, verified by the record's pids and start times.

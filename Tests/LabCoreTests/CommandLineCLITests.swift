@@ -142,4 +142,39 @@ struct CommandLineCLITests {
         visit(try JSONValue.parse(Array(dump.out.utf8))["command"] ?? .null, path: "")
         #expect(leaves.count > 25, "\(leaves)")
     }
+
+    /// `--wait [DURATION]` is one option group (`WaitOptions`): every command that has a
+    /// `--wait <DURATION>` has the same help text, and a bare `--wait` of each is read as
+    /// "no limit" (the rewrite is derived from the group, not from a list of names); another
+    /// command's `--wait` (`screen --wait TEXT`) is left alone.
+    @Test func everyWaitDurationIsOneOptionThatMayBeBare() throws {
+        let dump = try Self.run(["--experimental-dump-help"])
+        #expect(dump.status == 0, "\(dump.err)")
+        var waits: [(command: String, valueName: String, help: String)] = []
+        func visit(_ command: JSONValue, path: [String]) {
+            let name = path + [command["commandName"]?.stringValue ?? ""]
+            for argument in command["arguments"]?.arrayValue ?? []
+            where (argument["names"]?.arrayValue ?? []).contains(where: { $0["name"]?.stringValue == "wait" }) {
+                waits.append((name.dropFirst().joined(separator: " "), argument["valueName"]?.stringValue ?? "", argument["abstract"]?.stringValue ?? ""))
+            }
+            for sub in command["subcommands"]?.arrayValue ?? [] { visit(sub, path: name) }
+        }
+        visit(try JSONValue.parse(Array(dump.out.utf8))["command"] ?? .null, path: [])
+        let durations = waits.filter { $0.valueName == "DURATION" }
+        #expect(Set(durations.map(\.command)).isSuperset(of: ["run", "up", "health"]), "\(waits)")
+        #expect(Set(durations.map(\.help)).count == 1, "one help text for --wait DURATION: \(durations)")
+        for wait in durations {
+            // A bare --wait, then no lab: the complaint is the missing lab, not --wait's value.
+            let bare = try Self.run(wait.command.split(separator: " ").map(String.init) + ["--wait"])
+            #expect(bare.status == ExitStatus.usage.rawValue, "qlab \(wait.command) --wait: \(bare.err)")
+            #expect(!bare.err.contains("value for '--wait"), "qlab \(wait.command) --wait was not read as no limit: \(bare.err)")
+            #expect(bare.err.contains("<lab>"), "qlab \(wait.command) --wait: \(bare.err)")
+        }
+        let others = waits.filter { $0.valueName != "DURATION" }
+        #expect(others.map(\.command).contains("screen"), "\(waits)")
+        for wait in others {
+            let bare = try Self.run(wait.command.split(separator: " ").map(String.init) + ["lab", "--wait"])
+            #expect(bare.status == ExitStatus.usage.rawValue && bare.err.contains("value for '--wait"), "qlab \(wait.command) lab --wait: \(bare.err)")
+        }
+    }
 }

@@ -100,6 +100,17 @@ struct DiagnosisTests {
         Sample(
             text: "qlab: QEMU was killed by SIGBUS while its guest RAM was file-backed (/dev/shm/qlab-0/bare/live.ram; 0 MiB free now)",
             id: "ram-file-full", device: nil),
+        // IOMMU faults: what L1's kernel (Debian 6.1) logged in the nested bench, a 5.x wording, AMD-Vi.
+        Sample(
+            text: "[  257.912541] DMAR: [DMA Read NO_PASID] Request device [01:00.0] fault addr 0xfe400000 [fault reason 0x06] PTE Read access is not set",
+            id: "iommu-dma-fault", device: nil),
+        Sample(
+            text: "[ 1233.974499] DMAR: [DMA Write NO_PASID] Request device [01:00.0] fault addr 0xfe402000 [fault reason 0x05] PTE Write access is not set",
+            id: "iommu-dma-fault", device: nil),
+        Sample(text: "DMAR: [DMA Read] Request device [03:05.0] PASID ffffffff fault addr fe400000 [fault reason 06] PTE Read access is not set", id: "iommu-dma-fault", device: nil),
+        Sample(
+            text: "vfio-pci 0000:03:05.0: AMD-Vi: Event logged [IO_PAGE_FAULT domain=0x000e address=0xfe400000 flags=0x0000]",
+            id: "iommu-dma-fault", device: "0000:03:05.0"),
         // QEMU's own crashes: what QEMU 7.2.22 and 10.0.2 printed on this machine, and what shells and qlab say of them.
         Sample(
             text: "qemu-system-x86_64: ../../migration/savevm.c:851: vmstate_register_with_alias_id: Assertion `!se->compat || se->instance_id == 0' failed.",
@@ -137,6 +148,14 @@ struct DiagnosisTests {
         #expect(Set(ids).count == ids.count)
         // Every sample above is recognised by its own rule: each rule is exercised.
         #expect(Set(Self.samples.map(\.id)) == Set(ids))
+    }
+
+    @Test func anIOMMUFaultNamesTheAccessTheRequesterAndTheAddress() throws {
+        let diagnosis = try #require(Diagnoser.diagnose("DMAR: [DMA Write NO_PASID] Request device [01:00.0] fault addr 0xfe402000 [fault reason 0x05] PTE Write access is not set").first)
+        #expect(diagnosis.summary == "The IOMMU blocked a DMA write by device 01:00.0 at 0xfe402000: the address is not mapped for it")
+        let amd = try #require(Diagnoser.diagnose("AMD-Vi: Event logged [IO_PAGE_FAULT device=0000:03:05.0 domain=0x000e address=0xfe400000 flags=0x0020]").first)
+        #expect(amd.summary == "The IOMMU blocked a DMA by device 0000:03:05.0 at 0xfe400000: the address is not mapped for it")
+        #expect(amd.device == "0000:03:05.0")
     }
 
     @Test func genirqNamesTheOtherDriverAndTheIRQ() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import LabCore
+import LabSupervision
 import Platform
 import QMP
 import Testing
@@ -128,17 +129,36 @@ struct LifecycleTests {
         #expect(!FileManager.default.fileExists(atPath: env.runtime("bare").directory))
     }
 
+    /// `up` of a lab that is already up is busy (exit 4), naming QEMU's and the supervisor's
+    /// pids and since when the lab runs; the running lab is untouched.
     @Test func secondUpOfARunningLabIsRefused() async throws {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
         let lab = try Self.bareLab(env)
         #expect(try env.qlab("up", lab).status == 0)
-        let pid = try #require(try env.runtime("bare").record).qemuPID
+        let record = try #require(try env.runtime("bare").record)
         let second = try env.qlab("up", lab)
-        #expect(second.status == 1)
-        #expect(second.stderr.contains("already running"))
-        #expect(second.stderr.contains("\(pid)"))
-        #expect(env.qemuProcesses() == [pid])
+        #expect(second.status == ExitStatus.busy.rawValue, "\(second.output)")
+        let named = "lab bare is already running (QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID), since \(formatTimestamp(record.startedAt)))"
+        #expect(second.stderr.contains(named), "\(second.stderr)")
+        #expect(env.qemuProcesses() == [record.qemuPID])
+    }
+
+    /// A lab brought up in this process (as `qlab run` and the in-process tests do): its
+    /// supervisor is this process's child, and once the lab is down it is reaped, not left
+    /// a zombie for as long as this process lives.
+    @Test func aSupervisorStartedInProcessIsReapedWhenItEnds() async throws {
+        let env = try QLabTestEnvironment()
+        defer { env.cleanUp() }
+        let lab = try Self.bareLab(env)
+        let up = try await env.controller.up(labFile: lab, options: .init())
+        let supervisor = up.record.supervisorPID
+        #expect(ProcessTable.isRunning(supervisor))
+        #expect(ProcessIdentity.parent(supervisor) == getpid(), "the supervisor is not this process's child")
+        _ = try await env.controller.down("bare")
+        // A zombie still exists (kill(pid, 0) succeeds) until its parent reaps it.
+        #expect(waitUntil(limit: .seconds(60)) { !ProcessTable.exists(supervisor) }, "supervisor \(supervisor) was not reaped: \(ProcessTable.commandLine(supervisor))")
+        #expect(env.qemuProcesses().isEmpty)
     }
 
     @Test func missingHostDeviceFailsInQEMUWithADiagnosis() async throws {

@@ -100,6 +100,32 @@ struct LabOwnerTests {
         withExtendedLifetime(second) {}
     }
 
+    /// One claim on a lab's console at a time: a second is busy (exit 4) naming the first
+    /// holder's command, pid and since; the file is 0600; released, the console can be claimed
+    /// again; the lab's runtime files go with it.
+    @Test func aConsoleClaimIsOneAtATime() throws {
+        let env = try QLabTestEnvironment(prefix: "qown")
+        defer { env.cleanUp() }
+        let runtime = env.runtime("console")
+        try runtime.makeDirectories()
+        let holder = LabOwner(command: "qlab exec console -- sleep 9", pid: 4242, startTime: 1, since: 1_700_000_000)
+        var first: ConsoleClaim? = try ConsoleClaim.take(runtime, holder: holder)
+        let path = runtime.directory + "/" + ConsoleClaim.fileName
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+        do {
+            _ = try ConsoleClaim.take(runtime)
+            Issue.record("a second claim of a claimed console was granted")
+        } catch let error as LabError {
+            #expect(error.exitStatus == .busy)
+            #expect("\(error)".contains("the console of lab console is in use by \(holder.description)"), "\(error)")
+        }
+        withExtendedLifetime(first) {}
+        first = nil
+        _ = try ConsoleClaim.take(runtime)
+        runtime.removeRuntimeFiles()
+        #expect(!FileManager.default.fileExists(atPath: runtime.directory), "the runtime dir (and its console.lock) stays")
+    }
+
     /// `qlab list` removes a lock file no process holds of a lab with no runtime dir, and
     /// leaves one a process holds.
     @Test func listRemovesOnlyUnheldLockFiles() async throws {
@@ -123,21 +149,18 @@ struct LabOwnerTests {
 /// with real QEMU 7.2 (TCG) and the test guest.
 @Suite("Lab ownership and unreadable records (real guest)", .serialized)
 struct OwnershipQEMUTests {
-    typealias Background = CancellationQEMUTests.Background
-
     /// `down`, `reset`, `snapshot save` and `rm` from another process while `qlab run` uses
     /// the lab: refused (exit 4) naming the run's command and pid, the run and its QEMU go on.
     /// The run's own hook may (its `rm` gets past the owner to "is running; `qlab down` first", exit 1).
     /// `down --force`: the run ends cancelled (143, reports written, the rest `cancelled`),
     /// the lab is down, and no QEMU of the test remains.
     @Test func aLabARunUsesBelongsToTheRun() async throws {
-        try RunLoopTests.requireImages()
-        let env = try QLabTestEnvironment(prefix: "qown")
+        let env = try QLabTestEnvironment.withGuestImages(prefix: "qown")
         defer { env.cleanUp() }
         let hook = "\(QLabTestEnvironment.qlabExecutable) rm $QLAB_WORKER 2> \(env.root)/hook-rm.err; echo $? > \(env.root)/hook-rm.status"
         let file = try env.writeGuestLab("owned", tests: CancellationQEMUTests.sleeperTests, extra: "hooks:\n  before_each: \"\(hook)\"")
         let json = env.root + "/report.json"
-        let run = try Background(env, ["run", file, "--json-report", json])
+        let run = try BackgroundQLab(env, ["run", file, "--json-report", json])
         #expect(
             waitUntil(limit: .seconds(300)) { CancellationQEMUTests.sleeping(env, "owned") }, "the sleeper never started: \(run.stdout)\(run.stderr)")
         let qemu = env.qemuProcesses()
@@ -151,11 +174,9 @@ struct OwnershipQEMUTests {
         #expect(owner?["pid"]?.intValue == Int(run.pid), "\(status.output)")
 
         // A second run of the lab is busy too (exit 4, not a test result), naming the run.
+        let holder = LabHolder(command: "qlab run \(file)", pid: run.pid)
         for command in [["down", "owned"], ["reset", "owned"], ["snapshot", "save", "owned", "mine"], ["rm", "owned"], ["run", file]] {
-            let refused = try env.qlab(command)
-            #expect(refused.status == ExitStatus.busy.rawValue, "\(command): \(refused.output)")
-            #expect(refused.stderr.contains("(pid \(run.pid), since "), "\(command): \(refused.stderr)")
-            #expect(refused.stderr.contains("qlab run \(file)"), "\(command): \(refused.stderr)")
+            holder.expectRefused(try env.qlab(command), saying: "(pid \(run.pid), since ", "\(command)")
         }
         #expect(run.process.isRunning, "the run ended: \(run.stdout)\(run.stderr)")
         #expect(env.qemuProcesses() == qemu, "the run's QEMU changed under it")
@@ -238,7 +259,7 @@ struct OwnershipQEMUTests {
         defer { env.cleanUp() }
         let tests = (1...3).map { "  t\($0): {run: \"echo QLAB-SL''EEPING; sleep 15\", timeout: 120s}" }.joined(separator: "\n")
         let file = try env.writeGuestLab("jobs", tests: tests)
-        let run = try Background(env, ["run", file, "--jobs", "2"])
+        let run = try BackgroundQLab(env, ["run", file, "--jobs", "2"])
         let clone = env.runtime("jobs-j2")
         #expect(
             waitUntil(limit: .seconds(400)) { CancellationQEMUTests.sleeping(env, "jobs-j2") }, "the clone never ran a test: \(run.stdout)\(run.stderr)")

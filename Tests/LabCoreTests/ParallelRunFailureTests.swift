@@ -82,7 +82,7 @@ struct ParallelRunFailureTests {
         defer { env.cleanUp() }
         let file = try env.writeGuestLab("abrt", tests: Self.sleepers)
         let (json, junit, html) = (env.root + "/r.json", env.root + "/r.xml", env.root + "/r.html")
-        let run = try CancellationQEMUTests.Background(env, ["run", file, "--jobs", "2", "--json-report", json, "--junit", junit, "--html", html])
+        let run = try BackgroundQLab(env, ["run", file, "--jobs", "2", "--json-report", json, "--junit", junit, "--html", html])
         defer { if run.process.isRunning { _ = run.signal(SIGKILL) } }
         #expect(waitUntil(limit: .seconds(400)) { CancellationQEMUTests.sleeping(env, "abrt-j2") }, "the clone never ran a test: \(run.stdout)\(run.stderr)")
         let clone = env.runtime("abrt-j2")

@@ -146,7 +146,7 @@ struct ParallelRunTests {
               s2: {run: "echo QLAB-SL''EEPING; sleep 1000", timeout: 600s}
             """)
         let json = env.root + "/report.json"
-        let run = try CancellationQEMUTests.Background(env, ["run", file, "--jobs", "2", "--json-report", json])
+        let run = try BackgroundQLab(env, ["run", file, "--jobs", "2", "--json-report", json])
         #expect(waitUntil(limit: .seconds(400)) {
             CancellationQEMUTests.sleeping(env, "pctrl") && CancellationQEMUTests.sleeping(env, "pctrl-j2")
         }, "the sleepers never started: \(run.stdout)\(run.stderr)")

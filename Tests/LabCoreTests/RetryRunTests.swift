@@ -28,6 +28,33 @@ struct RetryRunTests {
           steady: {run: "echo steady", expect: steady}
         """
 
+    /// One test's set-up: the guest images, a test environment (`cleanUp()` at the end) and
+    /// the hook's log; `lab` writes a lab of the test guest whose hooks fail as ``hooks`` says.
+    struct Fixture {
+        let env: QLabTestEnvironment
+        var log: String { env.root + "/hook.log" }
+
+        init() throws {
+            try RunLoopTests.requireImages()
+            env = try QLabTestEnvironment()
+        }
+
+        func lab(_ name: String, tests: String = RetryRunTests.tests, failing: String = "flaky", always: String = "none") throws -> String {
+            try env.writeGuestLab(name, devices: "  {}", tests: tests, extra: RetryRunTests.hooks(log: log, marker: env.root + "/mark", failing: failing, always: always))
+        }
+
+        /// The run loop in this process, `retries` retries and what `configure` sets.
+        func run(_ file: String, retries: Int, notes: NoteLog = NoteLog(), _ configure: (inout TestRunner.Options) -> Void = { _ in }) async throws -> TestReport {
+            var options = TestRunner.Options()
+            options.retries = retries
+            configure(&options)
+            return try await TestRunner(controller: env.controller, labFile: file, options: options) { notes.take($0) }.run()
+        }
+
+        var hookLines: [String] { RetryRunTests.lines(log) }
+        func cleanUp() { env.cleanUp() }
+    }
+
     static func lines(_ path: String) -> [String] {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
@@ -35,15 +62,10 @@ struct RetryRunTests {
     /// The hook fails the first time: the entry runs again from a fresh revert and passes;
     /// the error is its first attempt; no second boot; the other entry runs once.
     @Test func anErrorOnceIsRetriedFromAFreshRevert() async throws {
-        try RunLoopTests.requireImages()
-        let env = try QLabTestEnvironment()
-        defer { env.cleanUp() }
-        let log = env.root + "/hook.log"
-        let file = try env.writeGuestLab("retry", devices: "  {}", tests: Self.tests, extra: Self.hooks(log: log, marker: env.root + "/mark"))
-        var options = TestRunner.Options()
-        options.retries = 2
+        let fixture = try Fixture()
+        defer { fixture.cleanUp() }
         let notes = NoteLog()
-        let report = try await TestRunner(controller: env.controller, labFile: file, options: options) { notes.take($0) }.run()
+        let report = try await fixture.run(try fixture.lab("retry"), retries: 2, notes: notes)
         #expect(report.results.map(\.outcome) == [.passed, .passed], "\(report.results.map(\.message))")
         let flaky = try #require(report.results.first)
         #expect(flaky.attempts.map(\.outcome) == [.error])
@@ -54,20 +76,20 @@ struct RetryRunTests {
         #expect(flaky.steps.map(\.name).filter { !$0.hasPrefix("revert") } == ["before_each", "test"], "\(flaky.steps.map(\.name))")
         #expect(flaky.steps.contains { $0.name.hasPrefix("revert") })
         #expect(report.results[1].retried == false)
-        #expect(Self.lines(log) == ["flaky#1 1 retry", "flaky#1 2 retry", "steady#1 1 retry"])
+        #expect(fixture.hookLines == ["flaky#1 1 retry", "flaky#1 2 retry", "steady#1 1 retry"])
         #expect(report.boots.count == 1, "a hook's error needs no new boot")
         #expect(report.verdict.rawValue == 0)
         #expect(notes.lines.contains { $0.hasPrefix("retrying linux flaky (attempt 2 of at most 3) after error: before_each hook failed") }, "\(notes.lines)")
-        #expect(env.qemuProcesses().isEmpty)
+        #expect(fixture.env.qemuProcesses().isEmpty)
     }
 
     /// QEMU does not start the first time (a wrapper that exits 1 once): the entry's
     /// retry boots afresh and passes; the failed boot is its first attempt, not a
     /// `boot` entry of its own; `boots` lists both.
     @Test func aBootThatFailsOnceIsRetriedWithAFreshBoot() async throws {
-        try RunLoopTests.requireImages()
-        let env = try QLabTestEnvironment()
-        defer { env.cleanUp() }
+        let fixture = try Fixture()
+        defer { fixture.cleanUp() }
+        let env = fixture.env
         let wrapper = env.root + "/qemu-once"
         let marker = env.root + "/qemu-failed"
         // Only a launch (with -name) fails, once: capability probes go through.
@@ -79,9 +101,7 @@ struct RetryRunTests {
             """.write(toFile: wrapper, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: wrapper)
         let file = try env.writeGuestLab("bootretry", devices: "  {}", tests: "  steady: {run: \"echo steady\", expect: steady}", extra: "qemu: \(wrapper)")
-        var options = TestRunner.Options()
-        options.retries = 1
-        let report = try await TestRunner(controller: env.controller, labFile: file, options: options).run()
+        let report = try await fixture.run(file, retries: 1)
         #expect(FileManager.default.fileExists(atPath: marker), "the wrapper's failure happened")
         #expect(report.results.map(\.entry.test) == ["steady"], "no boot entry: the retry booted")
         let steady = try #require(report.results.first)
@@ -98,12 +118,10 @@ struct RetryRunTests {
     /// The command: errors left after the retries exit 5, with every attempt in the JSON
     /// and JUnit reports; a failed test beside an error exits 1.
     @Test func exitStatusTellsInfrastructureFromTestFailures() throws {
-        try RunLoopTests.requireImages()
-        let env = try QLabTestEnvironment()
-        defer { env.cleanUp() }
-        let log = env.root + "/hook.log"
-        let file = try env.writeGuestLab("exits", devices: "  {}", tests: Self.tests + "\n  bad: {run: \"exit 1\"}",
-                                         extra: Self.hooks(log: log, marker: env.root + "/mark", failing: "none", always: "flaky"))
+        let fixture = try Fixture()
+        defer { fixture.cleanUp() }
+        let env = fixture.env
+        let file = try fixture.lab("exits", tests: Self.tests + "\n  bad: {run: \"exit 1\"}", failing: "none", always: "flaky")
         let json = env.root + "/report.json", junit = env.root + "/junit.xml"
         let infra = try env.qlab("run", file, "--test", "steady", "--test", "flaky", "--retry-errors", "1", "--json-report", json, "--junit", junit)
         #expect(infra.status == 5, "\(infra.output)")
@@ -120,7 +138,7 @@ struct RetryRunTests {
         let xml = try XMLTree.parse(String(contentsOfFile: junit, encoding: .utf8))
         let flakyCase = try #require(xml.descendants("testcase").first { $0.attributes["name"] == "flaky" })
         #expect(flakyCase.children.map(\.name).filter { $0 != "properties" && $0 != "system-out" } == ["error", "rerunError"])
-        #expect(Self.lines(log).filter { $0.hasPrefix("flaky") }.map { $0.split(separator: " ")[1] } == ["1", "2"])
+        #expect(fixture.hookLines.filter { $0.hasPrefix("flaky") }.map { $0.split(separator: " ")[1] } == ["1", "2"])
 
         // A test that failed wins over the error beside it; without --retry-errors nothing reruns.
         let failed = try env.qlab("run", file, "--test", "flaky", "--test", "bad")
@@ -136,24 +154,20 @@ struct RetryRunTests {
     /// `--jobs 2 --repeat 2`: each repeat's first attempt fails in the hook, on
     /// whichever worker takes it; every entry passes on its second attempt.
     @Test func retriesWorkWithJobsAndRepeats() async throws {
-        try RunLoopTests.requireImages()
-        let env = try QLabTestEnvironment()
-        defer { env.cleanUp() }
-        let log = env.root + "/hook.log"
-        let file = try env.writeGuestLab("retryjobs", devices: "  {}", tests: Self.tests, extra: Self.hooks(log: log, marker: env.root + "/mark"))
-        var options = TestRunner.Options()
-        options.retries = 1
-        options.jobs = 2
-        options.repeats = 2
-        let report = try await TestRunner(controller: env.controller, labFile: file, options: options).run()
+        let fixture = try Fixture()
+        defer { fixture.cleanUp() }
+        let report = try await fixture.run(try fixture.lab("retryjobs"), retries: 1) {
+            $0.jobs = 2
+            $0.repeats = 2
+        }
         #expect(report.results.map(\.outcome) == [.passed, .passed, .passed, .passed], "\(report.results.map(\.message))")
         #expect(report.results.map(\.entry.displayName) == ["flaky", "flaky#2", "steady", "steady#2"])
         #expect(report.results.map(\.attempts.count) == [1, 1, 0, 0])
         #expect(report.results.allSatisfy { $0.worker != nil })
         #expect(report.results.flatMap(\.attempts).allSatisfy { $0.worker != nil && $0.outcome == .error })
-        let attempts = Self.lines(log).filter { $0.hasPrefix("flaky") }.map { $0.split(separator: " ").prefix(2).joined(separator: " ") }.sorted()
+        let attempts = fixture.hookLines.filter { $0.hasPrefix("flaky") }.map { $0.split(separator: " ").prefix(2).joined(separator: " ") }.sorted()
         #expect(attempts == ["flaky#1 1", "flaky#1 2", "flaky#2 1", "flaky#2 2"])
-        #expect(env.qemuProcesses().isEmpty)
+        #expect(fixture.env.qemuProcesses().isEmpty)
     }
 }
 

@@ -68,7 +68,7 @@ public final class GuestCheck: Sendable {
     public func run() async throws -> GuestCheckReport {
         let runtime = controller.runtime(lab.name)
         if let record = try runtime.record, runtime.liveQEMU(record) != nil {
-            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record))
+            throw LabError.alreadyRunning(lab: lab.name, pid: record.qemuPID, supervisorPID: runtime.liveSupervisor(record), since: record.startedAt)
         }
         let started = wallClockSeconds()
         let clock = ContinuousClock.now

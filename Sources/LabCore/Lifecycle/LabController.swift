@@ -155,7 +155,9 @@ public struct LabController: Sendable {
             throw CancellationError()
         }
         if message.hasPrefix("ready") {
-            // The supervisor runs on in its own session; reap nothing here.
+            // The supervisor runs on in its own session. It stays this process's child: reaped
+            // whenever it ends, so a long-lived caller (`qlab run`, a test) keeps no zombie of it.
+            supervisor.reapWhenEnded()
             if !options.owned { ownership.release() }
             let status: VMStatus
             if let reported = SupervisorProcess.ReadyLine(message)?.status {
@@ -388,10 +390,10 @@ public struct LabController: Sendable {
         let runtime = self.runtime(lab.name)
         if let record = try runtime.record {
             if let pid = runtime.liveQEMU(record) {
-                throw LabError.alreadyRunning(lab: lab.name, pid: pid, supervisorPID: runtime.liveSupervisor(record))
+                throw LabError.alreadyRunning(lab: lab.name, pid: pid, supervisorPID: runtime.liveSupervisor(record), since: record.startedAt)
             }
             if let supervisor = runtime.liveSupervisor(record), supervisor != ThisProcess.id {
-                throw LabError.alreadyRunning(lab: lab.name, pid: nil, supervisorPID: supervisor)
+                throw LabError.alreadyRunning(lab: lab.name, pid: nil, supervisorPID: supervisor, since: record.startedAt)
             }
             runtime.removeRuntimeFiles()
         }

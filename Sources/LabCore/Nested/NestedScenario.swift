@@ -70,6 +70,10 @@ enum NestedBenchFacts {
     static let otherSlotAdvice = "slots 02 06 0a 0e 12 16 1a 1e → bridge INTC"
     /// GRUB's `hexdump -n 32` of the qlab SCSI target's sector 0, first line (images/README.md).
     static let targetSector0Line = "00000000  51 4c 41 42 2d 53 43 53  49 2d 54 41 52 47 45 54  |QLAB-SCSI-TARGET|"
+    /// The card labs/nested/loop.yaml passes through (slot 2), and where L2 has it (qlab's
+    /// pcie-pci-bridge, slot 1, as qlab hotplugs it).
+    static let loopCard = slot2
+    static let loopCardInL2 = "0000:01:01.0"
     /// A whole `qlab run` of a level-2 Linux guest under TCG inside TCG (its boot alone is minutes).
     static let innerRunTimeout: Duration = .seconds(1800)
 }

@@ -215,6 +215,26 @@ public enum DiagnosisCatalog {
                     fix: "Unplug passthrough devices before saving or loading (qlab does this for `attach: hotplug` devices); a device attached at boot needs `strategy: reset` instead of snapshots."
                 )
             }),
+        // The kernel's IOMMU fault report: Intel (6.x: "DMAR: [DMA Read NO_PASID] Request device
+        // [01:00.0] fault addr 0xfe400000 [fault reason 0x06] PTE Read access is not set"; 5.x has
+        // "PASID ffffffff" and no 0x) and AMD ("AMD-Vi: Event logged [IO_PAGE_FAULT ...]").
+        DiagnosisRule(
+            id: "iommu-dma-fault", keywords: ["fault addr", "io_page_fault"],
+            patterns: [
+                #"DMAR: ?\[DMA (?<access>Read|Write)[^\]]*\] Request device \[(?<req>[0-9a-fA-F:.]+)\].*fault addr (?:0x)?(?<addr>[0-9a-fA-F]+)"#,
+                #"IO_PAGE_FAULT (?:device=(?<req>[0-9a-fA-F:.]+) )?.*address=(?:0x)?(?<addr>[0-9a-fA-F]+)"#,
+            ],
+            takesDeviceFromLine: true,
+            explain: { c in
+                let access = c["access"].map { " " + $0.lowercased() } ?? ""
+                let who = c["req"].map { "device \($0)" } ?? "a device"
+                let at = c["addr"].map { " at 0x\($0)" } ?? ""
+                return (
+                    summary: "The IOMMU blocked a DMA\(access) by \(who)\(at): the address is not mapped for it",
+                    cause: "A device under vfio has only the guest's RAM in its IOMMU domain (and the BARs of passed-through cards while QEMU has them mmap'd; without KVM, QEMU unmaps them whenever the card's INTx is pending), so DMA to anything else faults: to the card's own or a peer's BAR, or to an address the guest driver got wrong. A conventional PCI card behind a PCIe-to-PCI bridge is reported as the bridge's secondary bus, device 00.0. A card that keeps faulting floods the host with fault interrupts and the guest stalls.",
+                    fix: "Compare the address with the card's BARs in the guest (lspci -v, /sys/bus/pci/devices/*/resource): DMA to its own BAR is the guest driver using on-card memory through the bus (QEMU's lsi53c895a model fetches SCRIPTS from its on-chip RAM this way; a real 53C8xx reads it internally): run such a card's guest with KVM, or a driver setting that keeps the data in RAM. An address in RAM the guest no longer owns is a stale driver state: unplug and plug the card (qlab's revert does) rather than keeping it across a revert."
+                )
+            }),
     ]
 
     static let kvmRules: [DiagnosisRule] = [

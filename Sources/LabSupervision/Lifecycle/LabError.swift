@@ -9,8 +9,9 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     case ownerDidNotStop(lab: String, owner: LabOwner, seconds: Int)
     /// No lab of this name has a record or state here; a near name when there is one.
     case unknownLab(String, suggestion: String? = nil)
-    /// QEMU's pid and its supervisor's, when each is alive.
-    case alreadyRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
+    /// QEMU's pid and its supervisor's, when each is alive, and since when the lab runs
+    /// (another `qlab up` started it: busy, exit 4).
+    case alreadyRunning(lab: String, pid: Int32?, supervisorPID: Int32?, since: Double?)
     case notRunning(String)
     /// `rm` of a lab whose QEMU or supervisor still runs.
     case stillRunning(lab: String, pid: Int32?, supervisorPID: Int32?)
@@ -19,6 +20,8 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     case cardBusy(card: String, holder: String)
     /// The lab is up (`qlab up`, no owning command) or belongs to another run: `qlab run` cannot have it.
     case labInUse(lab: String, by: String)
+    /// Another command uses the lab's serial console (``ConsoleClaim``), which QEMU serves to one client at a time.
+    case consoleBusy(lab: String, holder: String)
     /// `--wait DURATION` ran out with the card or lab still held.
     case waitTimedOut(what: String, holder: String, seconds: Double)
     case preflightFailed(lab: String, problems: String)
@@ -32,7 +35,7 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
     public var exitStatus: ExitStatus {
         switch self {
         case .unknownLab, .notRunning: return .noSuchLab
-        case .busy, .owned, .cardBusy, .labInUse: return .busy
+        case .busy, .owned, .cardBusy, .labInUse, .alreadyRunning, .consoleBusy: return .busy
         case .ownerDidNotStop, .waitTimedOut: return .timeout
         default: return .failed
         }
@@ -49,9 +52,9 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
         case .unknownLab(let name, let suggestion):
             return "no such lab \(name)" + (suggestion.map { " (did you mean \($0)?)" } ?? "")
                 + ": give a lab file's path, or a name from `qlab list`"
-        case .alreadyRunning(let lab, let pid, let supervisorPID):
-            let pids = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }].compactMap { $0 }
-            return "lab \(lab) is already running (\(pids.joined(separator: ", "))); use `qlab down \(lab)` first"
+        case .alreadyRunning(let lab, let pid, let supervisorPID, let since):
+            let facts = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }, since.map { "since \(formatTimestamp($0))" }].compactMap { $0 }
+            return "lab \(lab) is already running (\(facts.joined(separator: ", "))); use `qlab down \(lab)` first, or wait for it to go down (`--wait [DURATION]`) (exit 4: busy)"
         case .stillRunning(let lab, let pid, let supervisorPID):
             let pids = [pid.map { "QEMU pid \($0)" }, supervisorPID.map { "supervisor pid \($0)" }].compactMap { $0 }
             return "lab \(lab) is running (\(pids.joined(separator: ", "))); `qlab down \(lab)` first, then `qlab rm \(lab)`"
@@ -63,6 +66,8 @@ public enum LabError: ExitStatusCarrying, Sendable, CustomStringConvertible {
             return "card \(card) is reserved by \(holder); wait for it (`--wait [DURATION]`) or try again later (exit 4: busy, not a test result)"
         case .labInUse(let lab, let by):
             return "lab \(lab) is in use by \(by); wait for it (`--wait [DURATION]`), or take it down (`qlab down \(lab)`) (exit 4: busy, not a test result)"
+        case .consoleBusy(let lab, let holder):
+            return "the console of lab \(lab) is in use by \(holder) (QEMU serves one console client at a time); wait for it to end and try again (exit 4: busy)"
         case .waitTimedOut(let what, let holder, let seconds):
             return "waited \(formatSeconds(seconds)) s for \(what), still held by \(holder); giving up (exit 124)"
         case .preflightFailed(let lab, let text):

@@ -284,6 +284,7 @@ public struct LabRuntime: Sendable {
         for path in [qmpSocketPath, supervisorSocketPath, consoleSocketPath, agentSocketPath, pidFilePath, recordPath, stopRequestPath, launchSpecPath, controlSocketPath] {
             directory.remove(Paths.baseName(path))
         }
+        directory.remove(ConsoleClaim.fileName)
         root.removeDirectory(name)
         records.forget()
     }

@@ -12,8 +12,9 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
     case usage = 2
     /// No such lab, or the lab is not running when it must be.
     case noSuchLab = 3
-    /// The lab, or a host card it needs, belongs to another command (a `qlab run` using it,
-    /// a lab holding the card, or one holding its lock): the run could not start.
+    /// The lab, or a host card it needs, belongs to another command (a `qlab run` using it, a
+    /// `qlab up` that started it, a lab holding the card, a command on its console, or one
+    /// holding its lock): the command could not start.
     case busy = 4
     /// `run`: no test failed, but infrastructure errors were left after the retries
     /// (QEMU died, a guest did not boot, a hook failed: outcome `error`).
@@ -48,7 +49,7 @@ public enum ExitStatus: Int32, Sendable, CaseIterable {
         case .failed: return "the operation ran and failed (`run`: a test failed or timed out)"
         case .usage: return "bad input or usage: arguments, a lab file"
         case .noSuchLab: return "no such lab, or the lab is not running when it must be"
-        case .busy: return "the lab or a host card it needs is busy: another command owns it (a `qlab run` using it, a lab holding the card, or one holding its lock); not a test result"
+        case .busy: return "the lab or a host card it needs is busy: another command owns it (a `qlab run` using it, a `qlab up` that started it, a lab holding the card, a command on its console, or one holding its lock); not a test result"
         case .infrastructure: return "`run`: no test failed, but an infrastructure error was left after the retries (QEMU died, a guest did not boot, a hook failed)"
         case .timeout: return "the command's own timeout expired"
         case .hangup, .interrupted, .terminated: return "cancelled by SIGHUP, SIGINT (Ctrl-C), SIGTERM"

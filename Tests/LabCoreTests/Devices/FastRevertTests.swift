@@ -203,7 +203,7 @@ struct FastRevertTests {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
         let file = try env.writeGuestLab("ctrlfast", tests: "  t: {run: \"true\"}")
-        let run = try CancellationQEMUTests.Background(env, ["run", file, "--repeat", "200"])
+        let run = try BackgroundQLab(env, ["run", file, "--repeat", "200"])
         var first: Int32?
         let replaced = waitUntil(limit: .seconds(300)) {
             let pids = env.qemuProcesses()

@@ -147,12 +147,12 @@ struct FastRevertTrustTests {
         session.close()
         let oldPID = try #require(try runtime.record?.qemuPID)
 
-        let load = try CancellationQEMUTests.Background(fixture, ["snapshot", "load", Self.lab, "s1"])
+        let load = try BackgroundQLab(fixture, ["snapshot", "load", Self.lab, "s1"])
         // The supervisor has started the new QEMU (held at the gate): the client waits for its answer.
         let spawned = waitUntil(limit: .seconds(60)) { (try? runtime.records.reload())?.qemuPID != oldPID }
         #expect(spawned, "\(load.stdout)\(load.stderr)")
         let status = load.signal(SIGKILL)
-        #expect(status == CancellationQEMUTests.Background.killedBy + SIGKILL, "the load ended before the kill: \(load.stdout)\(load.stderr)")
+        #expect(status == BackgroundQLab.killedBy + SIGKILL, "the load ended before the kill: \(load.stdout)\(load.stderr)")
         #expect(FileManager.default.createFile(atPath: gate, contents: nil))
         // The supervisor finishes on its own: loaded, stopped, waiting for a client's cont.
         #expect(waitUntil(limit: .seconds(60)) { (try? runtime.records.reload())?.revert?.pending?.phase == .loaded })
@@ -184,12 +184,12 @@ struct FastRevertTrustTests {
             let ram = try #require(session.currentRecord.revert?.ramDirectory)
             _ = try await session.attach("scsi-am")
             session.close()
-            let save = try CancellationQEMUTests.Background(fixture, ["snapshot", "save", Self.lab, "s1", "--reset-fallback"])
+            let save = try BackgroundQLab(fixture, ["snapshot", "save", Self.lab, "s1", "--reset-fallback"])
             // Ordered by the record: kill as soon as it says the save is under way.
             let deadline = ContinuousClock.now + .seconds(60)
             while ContinuousClock.now < deadline, save.process.isRunning, (try? runtime.records.reload())?.revert?.pending == nil { usleep(1000) }
             let status = save.signal(SIGKILL)
-            #expect(status == CancellationQEMUTests.Background.killedBy + SIGKILL, "the save ended before the kill: \(save.stdout)\(save.stderr)")
+            #expect(status == BackgroundQLab.killedBy + SIGKILL, "the save ended before the kill: \(save.stdout)\(save.stderr)")
 
             let list = try fixture.qlab("snapshot", "list", Self.lab)
             #expect(list.status == 0, "\(list.output)")

@@ -145,7 +145,7 @@ struct GuestCheckTests {
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
         let file = try env.writeGuestLab("gcstop", tests: "  none: {run: \"true\"}")
-        let check = try CancellationQEMUTests.Background(env, ["guest", "check", file])
+        let check = try BackgroundQLab(env, ["guest", "check", file])
         #expect(waitUntil(limit: .seconds(300)) { check.stdout.contains("PASS  ready text") }, "\(check.stdout)\(check.stderr)")
         #expect(check.signal(SIGINT) == 130, "\(check.stdout)\(check.stderr)")
         #expect(check.stderr.contains("cancelled by SIGINT"), "\(check.stderr)")

@@ -70,6 +70,15 @@ struct NestedBenchTests {
         #expect(lab.strategy == .reset)
     }
 
+    /// The `loop` scenario's reading of /proc/interrupts lines (L1's dmar0, L2's sym53c8xx), as
+    /// L1's 6.1 kernel printed them: the counts of all CPUs summed, nil without any count.
+    @Test func interruptCountsAreSummedOverTheCPUs() {
+        #expect(NestedScenario.interruptCount(" 24:     468190          0  DMAR-MSI   0-edge      dmar0") == 468_190)
+        #expect(NestedScenario.interruptCount(" 22:          0         37  IR-IO-APIC  22-fasteoi   sym53c8xx, am53c974") == 37)
+        #expect(NestedScenario.interruptCount(" 22:         12   IO-APIC  22-fasteoi   sym53c8xx\r") == 12)
+        #expect(NestedScenario.interruptCount("sym53c8xx 0000:01:01.0 0x1000:0x0012") == nil)
+    }
+
     @Test func scenariosAreSelectedInRunOrder() throws {
         #expect(NestedScenario.all.map(\.id) == [
             "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-reset", "plug-fail", "host-scsi", "revert-passthrough", "control",
