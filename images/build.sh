@@ -43,9 +43,11 @@ DISK_MIB=64
 GUEST_MODULES=(crct10dif_generic crc64_rocksoft_generic scsi_mod sd_mod sg scsi_transport_spi
 	sym53c8xx esp_scsi am53c974 megaraid_sas mptsas vmw_pvscsi virtio_pci virtio_blk virtio_scsi virtio_console
 	pvpanic_mmio)
+# scsi_debug: a SCSI target emulated by L1's kernel (loaded with no host: the nested bench's
+# host-scsi scenario adds one and gives its /dev/sgN to an L2 guest's emulated controller).
 BENCH_MODULES=(crct10dif_generic crc64_rocksoft_generic virtio_pci 9pnet 9pnet_virtio netfs
 	fscache 9p overlay vfio vfio_iommu_type1 vfio_pci scsi_mod sd_mod sg scsi_transport_spi
-	sym53c8xx esp_scsi am53c974 virtio_blk virtio_scsi virtio_console)
+	sym53c8xx esp_scsi am53c974 virtio_blk virtio_scsi virtio_console scsi_debug)
 
 say() { printf 'images: %s\n' "$*"; }
 die() { printf 'images/build.sh: error: %s\n' "$*" >&2; exit 1; }

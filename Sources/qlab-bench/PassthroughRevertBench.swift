@@ -3,7 +3,7 @@ import LabCore
 import Platform
 import QMP
 
-/// `qlab-bench revert --passthrough FAST_HOST,LOADVM_HOST [--runs N] [--memory 64M,256M] [--disk FILE] [--qlab PATH]`:
+/// `qlab-bench revert --passthrough FAST_HOST,LOADVM_HOST [--runs N] [--memory 64M,256M] [--mappings private,copy,premade] [--disk FILE] [--qlab PATH]`:
 /// the revert of a lab with a passed-through card (`attach: hotplug`), `fast`
 /// next to `loadvm`, run where vfio is real (the nested bench's L1: scenario
 /// `revert-passthrough`, docs/nested-bench.md; issue 20).
@@ -24,16 +24,24 @@ import QMP
 /// reset first; the fast lab's card goes with the old QEMU), then `query-pci`
 /// until it lists the card: the card answers. Methods interleaved, the order
 /// rotating, one untimed round first.
+///
+/// The fast lab is reverted in each of `--mappings` ways, interleaved with
+/// the rest (``RAMImageMapping``): `private` (qlab's: the image mapped
+/// copy-on-write, which vfio's pin copies page by page), `copy` (a copy of
+/// the image's data made during the revert, mapped `share=on`: pinned in
+/// place) and `premade` (the same copy made before the cycle, untimed, as
+/// it would be made while the previous test runs).
 enum PassthroughRevertBench {
     static let tag = "qlab-ready"
     /// Where the dirty data goes in guest RAM: above what SeaBIOS uses low, below its tables at the top.
     static let dirtyOffset = 16 << 20
-    static let usage = "usage: qlab-bench revert --passthrough FAST_HOST,LOADVM_HOST [--runs N] [--memory 64M,256M] [--disk FILE] [--qlab PATH]"
+    static let usage = "usage: qlab-bench revert --passthrough FAST_HOST,LOADVM_HOST [--runs N] [--memory 64M,256M] [--mappings private,copy,premade] [--disk FILE] [--qlab PATH]"
 
     static func run(arguments: [String]) async throws {
         var runs = 5
         var memories = ["64M", "256M"]
         var hosts: [String] = []
+        var mappings = RAMImageMapping.allCases
         var disk = "images/out/linux/disk.qcow2"
         var qlabPath = BenchProcess.siblingExecutable("qlab")
         var index = 0
@@ -43,6 +51,13 @@ enum PassthroughRevertBench {
             case "--passthrough": hosts = value.split(separator: ",").map(String.init)
             case "--runs": runs = try LifecycleBench.positive(value, "--runs")
             case "--memory": memories = value.split(separator: ",").map(String.init)
+            case "--mappings":
+                mappings = try value.split(separator: ",").map { name in
+                    guard let mapping = RAMImageMapping(rawValue: String(name)) else {
+                        throw BenchError("--mappings \(name): not a mapping (" + RAMImageMapping.allCases.map(\.rawValue).joined(separator: ", ") + ")")
+                    }
+                    return mapping
+                }
             case "--disk": disk = value
             case "--qlab": qlabPath = value
             default: throw BenchError("unknown option \(arguments[index]); " + usage)
@@ -60,7 +75,7 @@ enum PassthroughRevertBench {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         ThisProcess.setEnvironment("QLAB_RUNTIME_DIR", directory + "/run")
         ThisProcess.setEnvironment("QLAB_STATE_DIR", directory + "/state")
-        print("qlab-bench revert --passthrough: \(runs) timed reverts per method and memory size; fast: card \(hosts[0]), loadvm: card \(hosts[1]); methods interleaved, order rotating")
+        print("qlab-bench revert --passthrough: \(runs) timed reverts per method and memory size; fast (mapping the RAM image \(mappings.map(\.rawValue).joined(separator: ", "))): card \(hosts[0]), loadvm: card \(hosts[1]); methods interleaved, order rotating")
         var ratios: [(String, Double)] = []
         for memory in memories {
             guard let size = ByteSize(parsing: memory) else { throw BenchError("--memory \(memory): not a size (e.g. 64M, 256M)") }
@@ -71,6 +86,7 @@ enum PassthroughRevertBench {
             let suffix = memory.lowercased().filter { $0.isLetter || $0.isNumber }
             let plans = [("fast", hosts[0]), ("loadvm", hosts[1])].map { (method: $0.0, host: $0.1, name: "bench-pt-\($0.0)-" + suffix) }
             var labs: [Method] = []
+            var variants: [Variant] = []
             func takeDown() async {
                 for lab in labs { lab.close() }
                 for plan in plans {
@@ -83,23 +99,33 @@ enum PassthroughRevertBench {
                     let file = directory + "/\(plan.name).yaml"
                     try writeLab(file, name: plan.name, memory: memory, method: plan.method, host: plan.host, disk: FileSystem.absolute(disk),
                                  blob: plan.method == "loadvm" ? blob : nil)
-                    labs.append(try await Method.boot(plan.method, file: file, name: plan.name, controller: controller, dirtyMiB: dirtyMiB, blob: blob))
+                    let lab = try await Method.boot(plan.method, file: file, name: plan.name, controller: controller, dirtyMiB: dirtyMiB, blob: blob)
+                    labs.append(lab)
+                    if plan.method == "fast" {
+                        variants += mappings.map { Variant(lab: lab, mapping: $0) }
+                    } else {
+                        variants.append(Variant(lab: lab, mapping: nil))
+                    }
                 }
-                try await TimedCycles.interleaved(labs, runs: runs) { try await $0.cycle(timed: $1) }
+                try await TimedCycles.interleaved(variants, runs: runs) { try await $0.cycle(timed: $1) }
             } catch {
                 await takeDown()
                 throw error
             }
             print("")
-            for lab in labs {
+            for variant in variants {
                 print(String(format: "  %@ %@ revert + plug until query-pci lists the card: median %.1f ms, p90 %.1f ms (%@)",
-                             memory, lab.method.padding(toLength: 6, withPad: " ", startingAt: 0), lab.cycles.median, lab.cycles.p90, lab.cycles.via))
-                print("    steps, median ms: \(lab.cycles.stepLine)")
+                             memory, variant.label.padding(toLength: 12, withPad: " ", startingAt: 0), variant.cycles.median, variant.cycles.p90, variant.cycles.via))
+                print("    steps, median ms: \(variant.cycles.stepLine)")
             }
-            if let fast = labs.first(where: { $0.method == "fast" }), let loadvm = labs.first(where: { $0.method == "loadvm" }) {
-                let ratio = fast.cycles.median / loadvm.cycles.median
-                ratios.append((memory, ratio))
-                print(String(format: "ratio fast/loadvm %@ (%d MiB dirty), passthrough: %.3f", memory, dirtyMiB, ratio))
+            if let loadvm = variants.first(where: { $0.mapping == nil }) {
+                for variant in variants where variant.mapping != nil {
+                    let ratio = variant.cycles.median / loadvm.cycles.median
+                    // The line the nested scenario looks for: qlab's own fast revert (private) against loadvm.
+                    if variant.mapping == .privateMap { ratios.append((memory, ratio)) }
+                    let name = variant.mapping == .privateMap ? "fast" : variant.label
+                    print(String(format: "ratio %@/loadvm %@ (%d MiB dirty), passthrough: %.3f", name, memory, dirtyMiB, ratio))
+                }
             }
             await takeDown()
             try? FileManager.default.removeItem(atPath: blob)
@@ -162,7 +188,6 @@ enum PassthroughRevertBench {
         let name: String
         let method: String
         let session: LabSession
-        var cycles = TimedCycles()
 
         init(name: String, method: String, session: LabSession) {
             self.name = name
@@ -201,16 +226,40 @@ enum PassthroughRevertBench {
             throw BenchError("\(name): the firmware did not number qlab-pcibr0's bus within 60 s")
         }
 
-        /// Revert, plug the card, until query-pci lists it (timed).
+        func close() { session.close() }
+    }
+
+    /// One way of reverting: the loadvm lab, or the fast lab with one RAM image mapping; its timed cycles.
+    final class Variant: @unchecked Sendable {
+        let lab: Method
+        /// nil: the loadvm lab.
+        let mapping: RAMImageMapping?
+        var cycles = TimedCycles()
+
+        init(lab: Method, mapping: RAMImageMapping?) {
+            self.lab = lab
+            self.mapping = mapping
+        }
+
+        /// `loadvm`, `fast` (private), `fast-copy`, `fast-premade`.
+        var label: String {
+            guard let mapping else { return lab.method }
+            return mapping == .privateMap ? "fast" : "fast-" + mapping.rawValue
+        }
+
+        /// Revert, plug the card, until query-pci lists it (timed). A premade
+        /// copy is made first, untimed (it would be made while the previous test runs).
         func cycle(timed: Bool) async throws {
+            let session = lab.session
+            if mapping == .premade { _ = try session.premakeRAMCopy(tag) }
             let begin = ContinuousClock.now
-            let result = try await session.revert(to: tag, attaching: ["card"])
+            let result = try await session.revert(to: tag, attaching: ["card"], mapping: mapping ?? .privateMap)
             let reverted = ContinuousClock.now
             let deadline = reverted + .seconds(60)
             while true {
                 let reply = try await session.qmp.execute("query-pci")
                 if PassthroughRevertBench.listsCard(reply) { break }
-                guard ContinuousClock.now < deadline else { throw BenchError("\(name): query-pci did not list the card within 60 s of the revert") }
+                guard ContinuousClock.now < deadline else { throw BenchError("\(lab.name) (\(label)): query-pci did not list the card within 60 s of the revert") }
                 try await Task.sleep(for: .milliseconds(5))
             }
             let end = ContinuousClock.now
@@ -221,8 +270,6 @@ enum PassthroughRevertBench {
             }
             cycles.record(end - begin, via: result.via, steps: named + [("until query-pci lists the card", end - reverted)])
         }
-
-        func close() { session.close() }
     }
 
     /// `query-pci` shows a device with qdev_id `card` (behind qlab's bridge).

@@ -59,7 +59,7 @@ public struct NestedBench: Sendable {
     public func checkFiles() throws {
         let lab = try Lab.load(path: labFile)
         for guest in lab.guests { try lab.checkFiles(guest: guest.name) }
-        for name in ["slot1", "slot2", "hotplug", "loop", "loop-megasas", "loop-reset"] {
+        for name in ["slot1", "slot2", "hotplug", "loop", "loop-megasas", "loop-reset", "plugfail", "hostscsi"] {
             let path = l2LabDirectory + "/" + name + ".yaml"
             guard FileSystem.exists(path) else { throw BenchError.missingFile(path, what: "the level-2 lab") }
             _ = try Lab.load(path: path)

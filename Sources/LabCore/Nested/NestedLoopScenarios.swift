@@ -16,7 +16,7 @@ extension NestedScenario {
 
     static let loopMegasas = NestedScenario(
         id: "loop-megasas", title: "qlab run in L1: the Linux guest in L2 drives the passed-through megasas",
-        proves: "The `loop` scenario's whole `qlab run` on a card whose QEMU model passes here: L1 binds its root-bus megasas (0000:00:08.0, LSI MegaRAID SAS 1078 with MSI and MSI-X hidden, a group of its own, carrying its own overlay of the qlab SCSI target) to vfio-pci, and `qlab run labs/nested/loop-megasas.yaml --repeat 2` boots the Linux test guest in L2, saves the ready snapshot with the card unplugged, and for every run reverts (loadvm), hotplugs the card, rescans and tests: every entry passes with its revert, rescan and test steps; L2's megaraid_sas is bound to the passed-through card (1000:0060), the target disk hangs off that card, sector 0 is read, written and put back through it, and the second run finds the first run's RAM state reverted. L2's megaraid_sas took the card's INTx (megasas0's count), and L1 counted no DMAR fault during the run. The model reads frames and writes replies and data in L2's RAM only, never through its own BARs, which is what fails `loop` (docs/nested-bench.md). Runs only when named: about 9 minutes here (the Linux L2's boot, then about 90 s an entry), more than CI can add.",
+        proves: "The `loop` scenario's whole `qlab run` on a card whose QEMU model passes here: L1 binds its root-bus megasas (0000:00:08.0, LSI MegaRAID SAS 1078 with MSI and MSI-X hidden, a group of its own, carrying its own overlay of the qlab SCSI target) to vfio-pci, and `qlab run labs/nested/loop-megasas.yaml --repeat 2` boots the Linux test guest in L2, saves the ready snapshot with the card unplugged, and for every run reverts (loadvm), hotplugs the card, rescans and tests: every entry passes with its revert, rescan and test steps; L2's megaraid_sas is bound to the passed-through card (1000:0060), the target disk hangs off that card, sector 0 is read, written and put back through it, and the second run finds the first run's RAM state reverted. L2's megaraid_sas took the card's INTx (megasas0's count), and L1 counted no DMAR fault during the run. The model reads frames and writes replies and data in L2's RAM only, never through its own BARs, which is what fails `loop` (docs/nested-bench.md). Runs only when named: about 8 minutes here (the Linux L2's boot, then 60-90 s an entry), more than CI can add.",
         boot: "bench", needsBoundGroup: false, onlyWhenNamed: true
     ) { context in
         let shell = context.shell
@@ -116,28 +116,54 @@ extension NestedScenario {
         }
     }
 
+    static let plugFail = NestedScenario(
+        id: "plug-fail", title: "qlab run in L1: a failed plug of the passed-through card is an error, the next run reverts again",
+        proves: "`qlab run labs/nested/plugfail.yaml --repeat 2` in L1 boots the Linux test guest in L2 (the slot-2 card `attach: hotplug`); the card's before_each hook gives the group's other card (slot 1) back to am53c974 before the first run, so after that run's revert QEMU refuses the card's device_add ('group N is not viable'): the entry is an `error` naming QEMU's text, qlab's vfio-group-not-viable diagnosis and that the card was not plugged back, with no rescan and no test; the hook binds slot 1 to vfio-pci again before the second run, which reverts afresh (no new boot of L2), plugs the card, finds 1000:0012 on L2's PCI bus and passes. The run exits 5 (an infrastructure error, no failed test). Runs only when named: L2's Linux boot takes minutes under TCG inside TCG.",
+        boot: "bench", needsBoundGroup: true, onlyWhenNamed: true
+    ) { context in
+        // Whatever happened, the slot-1 card goes back to vfio-pci for the scenarios after this one.
+        context.shell.atEnd("qlab vfio bind \(Facts.slot1)")
+        let (junit, report, json) = try await runAndKeepInnerReports(context, lab: "plugfail", id: "nested-plugfail") { run in
+            run.exits(5)
+            run.prints("1 passed, 1 error")
+        }
+        junit?.check("the JUnit file counts 2 tests, 1 error", junit?.text.contains("tests=\"2\" failures=\"0\" errors=\"1\"") == true, seen: excerpt(junit?.text ?? ""))
+        guard let report, let json else { return }
+        json.check("L2 booted once (the second run is a revert, not a new boot)", report["boots"]?.arrayValue?.count == 1,
+                   seen: "\(report["boots"]?.arrayValue?.count ?? 0) boots")
+        let results = report["results"]?.arrayValue ?? []
+        json.check("the report has 2 entries", results.count == 2, seen: "\(results.count)")
+        guard results.count == 2 else { return }
+        let (failed, next) = (results[0], results[1])
+        let message = failed["message"]?.stringValue ?? ""
+        let failedSteps = stepNames(failed)
+        json.check("card-in-l2 #1 is an error", failed["outcome"]?.stringValue == "error", seen: "\(failed["outcome"]?.stringValue ?? "?"): \(message)")
+        json.check("#1's message has QEMU's text (group N is not viable)", message.contains("is not viable"), seen: message)
+        json.check("#1's message says the card was not plugged back", message.contains("the card was not plugged back"), seen: message)
+        let diagnoses = (failed["diagnoses"]?.arrayValue ?? []).compactMap { $0["id"]?.stringValue }
+        json.check("#1 has qlab's diagnosis vfio-group-not-viable", diagnoses.contains("vfio-group-not-viable"), seen: diagnoses.joined(separator: ", "))
+        json.check("#1 made the group non-viable in its hook, reverted, then stopped: no rescan, no test",
+                   failedSteps.contains("before_each card") && failedSteps.contains("revert loadvm") && !failedSteps.contains("rescan") && !failedSteps.contains("test"),
+                   seen: failedSteps.joined(separator: ", "))
+        let nextSteps = stepNames(next)
+        json.check("card-in-l2 #2 passed", next["outcome"]?.stringValue == "passed", seen: "\(next["outcome"]?.stringValue ?? "?"): \(next["message"]?.stringValue ?? "")")
+        json.check("#2 reverted afresh, then rescanned and tested", nextSteps.prefix(4) == ["before_each card", "revert loadvm", "rescan", "test"],
+                   seen: nextSteps.joined(separator: ", "))
+        json.check("#2 found the card (1000:0012) on L2's PCI bus", (next["output"]?.stringValue ?? "").contains("0x1000:0x0012"), seen: next["output"]?.stringValue ?? "")
+    }
+
     /// `qlab run` of `labs/nested/LAB.yaml` in L1 with `--repeat 2`, its JSON and JUnit
     /// reports written in L1's RAM, then read back and kept in the host's run directory as
     /// `LAB.report.json` and `LAB.junit.xml`. Checks the run exited 0 and the report has
     /// `entries` entries, every one passed. Returns the parsed report and the step the
     /// checks on it are recorded on (nil when the report could not be read).
     static func runInnerLab(_ context: NestedContext, lab: String, id: String, entries: Int) async throws -> (report: JSONValue?, output: NestedOutput?) {
-        let shell = context.shell
-        let directory = "/tmp/nested-\(lab)-report"
-        shell.atEnd("qlab down \(id)")
-        let run = try await shell.run(
-            "mkdir -p \(directory) && qlab run \(context.lab(lab)) --repeat 2 --json-report \(directory)/report.json --junit \(directory)/junit.xml",
-            timeout: Facts.innerRunTimeout)
-        run.exits(0)
-        run.prints("\(entries) passed")
-        let junit = try await shell.run("cat \(directory)/junit.xml")
-        if junit.exits(0) {
-            junit.check("the JUnit file counts \(entries) tests, none failed", junit.text.contains("tests=\"\(entries)\" failures=\"0\" errors=\"0\""))
-            junit.check("the JUnit file is kept", context.keep(junit.text, as: "\(lab).junit.xml") != nil)
+        let (junit, report, json) = try await runAndKeepInnerReports(context, lab: lab, id: id) { run in
+            run.exits(0)
+            run.prints("\(entries) passed")
         }
-        let json = try await shell.run("cat \(directory)/report.json")
-        guard json.exits(0), let report = json.json() else { return (nil, nil) }
-        json.check("the JSON report is kept", context.keep(json.text, as: "\(lab).report.json") != nil)
+        junit?.check("the JUnit file counts \(entries) tests, none failed", junit?.text.contains("tests=\"\(entries)\" failures=\"0\" errors=\"0\"") == true)
+        guard let report, let json else { return (nil, nil) }
         let summary = report["summary"]
         json.check("the report has \(entries) entries, all passed",
                    summary?["total"]?.intValue == entries && summary?["passed"]?.intValue == entries,
@@ -151,6 +177,33 @@ extension NestedScenario {
             json.check("L2 booted to ready in \(Int(boot.rounded())) s", report["boots"]?.arrayValue?.first?["ready"]?.boolValue == true)
         }
         return (report, json)
+    }
+
+    /// `qlab run` of `labs/nested/LAB.yaml` in L1 with `--repeat COUNT`, its JSON and JUnit
+    /// reports written in L1's RAM, then read back and kept in the host's run directory as
+    /// `LAB.report.json` and `LAB.junit.xml`, whatever the run's outcome; `checkRun` checks
+    /// the run's own step (its exit status, its summary line). Returns the JUnit file's step
+    /// (nil when unreadable), the parsed report and its step (nil when it could not be read).
+    static func runAndKeepInnerReports(
+        _ context: NestedContext, lab: String, id: String, repeat count: Int = 2, checkRun: (NestedOutput) -> Void
+    ) async throws -> (junit: NestedOutput?, report: JSONValue?, json: NestedOutput?) {
+        let shell = context.shell
+        let directory = "/tmp/nested-\(lab)-report"
+        shell.atEnd("qlab down \(id)")
+        let run = try await shell.run(
+            "mkdir -p \(directory) && qlab run \(context.lab(lab)) --repeat \(count) --json-report \(directory)/report.json --junit \(directory)/junit.xml",
+            timeout: Facts.innerRunTimeout)
+        checkRun(run)
+        var junitOutput: NestedOutput?
+        let junit = try await shell.run("cat \(directory)/junit.xml")
+        if junit.exits(0) {
+            junit.check("the JUnit file is kept", context.keep(junit.text, as: "\(lab).junit.xml") != nil)
+            junitOutput = junit
+        }
+        let json = try await shell.run("cat \(directory)/report.json")
+        guard json.exits(0), let report = json.json() else { return (junitOutput, nil, nil) }
+        json.check("the JSON report is kept", context.keep(json.text, as: "\(lab).report.json") != nil)
+        return (junitOutput, report, json)
     }
 
     /// The step names of a `qlab run` report entry (`revert loadvm`, `rescan`, `test`, ...).

@@ -19,7 +19,7 @@ public struct NestedScenario: Sendable {
     let body: @Sendable (NestedContext) async throws -> Void
 
     /// Every scenario, in the order they run (scenarios sharing a boot run in one L1, in this order).
-    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, cards, loop, loopMegasas, loopReset, revertPassthrough, control]
+    public static let all: [NestedScenario] = [doctor, bind, intxBusy, slotFix, hotplug, snapshot, cards, loop, loopMegasas, loopReset, plugFail, hostSCSI, revertPassthrough, control]
 
     public static func named(_ id: String) -> NestedScenario? { all.first { $0.id == id } }
 }

@@ -101,7 +101,9 @@ extension LabSession {
     /// overlays are deleted, the record says detached); the supervisor
     /// replaces QEMU (``Supervisor``'s control socket); this session then
     /// talks to the new QEMU. Returns how, the supervisor's steps, and what was dropped.
-    func loadWithRAMImage(_ tag: String, timeout: Duration = .seconds(600)) async throws -> (via: String, timings: StepTimings, dropped: [DetachResult]) {
+    func loadWithRAMImage(
+        _ tag: String, timeout: Duration = .seconds(600), mapping: RAMImageMapping = .privateMap
+    ) async throws -> (via: String, timings: StepTimings, dropped: [DetachResult]) {
         var timings = StepTimings()
         var start = ContinuousClock.now
         // Before anything is touched: a RAM image that is not the saved one is refused
@@ -129,7 +131,8 @@ extension LabSession {
             // resume false: this session reconnects while the new VM is still stopped (QEMU's main
             // loop answers at once then), and resumes it itself.
             reply = try await ControlServer.request(
-                path: runtime.controlSocketPath, command: "revert", arguments: ["tag": .string(tag), "resume": false], timeout: timeout)
+                path: runtime.controlSocketPath, command: "revert",
+                arguments: ["tag": .string(tag), "resume": false, "mapping": .string(mapping.rawValue)], timeout: timeout)
         } catch {
             // QEMU may have been replaced (a failed load) or be gone: follow it. A refusal
             // left the old QEMU and this session's monitor on it (QEMU serves one client
@@ -162,7 +165,17 @@ extension LabSession {
         }
         try setPendingStep(nil)
         let pid = reply["qemu_pid"]?.intValue.map { " (pid \($0))" } ?? ""
-        return ("fresh QEMU on \(RAMFiles.image(tag))\(pid)", timings, dropped)
+        return ((reply["via"]?.stringValue ?? "fresh QEMU on \(RAMFiles.image(tag))") + pid, timings, dropped)
+    }
+
+    /// Copies snapshot `tag`'s RAM image to `RAMDIR/premade-TAG.ram` ahead of
+    /// a revert that maps it shared (``RAMImageMapping/premade``; a
+    /// measurement, `qlab-bench revert --passthrough`). Returns the bytes copied.
+    public func premakeRAMCopy(_ tag: String) throws -> Int {
+        if let obstacle = ramImageObstacle(tag) {
+            throw SnapshotError.failed(operation: "copy RAM image", tag: tag, qemuText: obstacle, vmStatus: nil, diagnoses: [])
+        }
+        return try RAMImage.copyImage(in: try ramDirectory(), tag: tag, to: RAMFiles.premadeCopy(tag))
     }
 
     static func ignoreShared(_ on: Bool) -> JSONObject {

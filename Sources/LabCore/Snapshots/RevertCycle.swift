@@ -26,8 +26,11 @@ extension LabSession {
     /// rescanning inside it is the console's job.
     ///
     /// No listing or existence check on the way: a missing tag fails in the
-    /// load with QEMU's words.
-    public func revert(to tag: String, attaching devices: [String]? = nil, backend: SnapshotBackend = .auto) async throws -> RevertResult {
+    /// load with QEMU's words. `mapping`: how a fast revert's new QEMU maps
+    /// the RAM image (qlab's own reverts map it privately; the others are measured).
+    public func revert(
+        to tag: String, attaching devices: [String]? = nil, backend: SnapshotBackend = .auto, mapping: RAMImageMapping = .privateMap
+    ) async throws -> RevertResult {
         let begin = ContinuousClock.now
         try validate(tag)
         let names = try devices ?? hotplugDeviceNames()
@@ -38,7 +41,7 @@ extension LabSession {
         let method: RevertMethod
         if hasRAMImage(tag) {
             // A fresh QEMU: hotplugged devices go with the old one, no unplug needed.
-            let fast = try await loadWithRAMImage(tag)
+            let fast = try await loadWithRAMImage(tag, mapping: mapping)
             timings.append(fast.timings)
             (detached, via, method) = (fast.dropped, fast.via, .fast)
         } else {

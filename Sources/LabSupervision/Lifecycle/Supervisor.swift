@@ -198,7 +198,13 @@ public final class Supervisor: Sendable {
                         continue watching
                     }
                     let resume = request.arguments["resume"]?.boolValue ?? true
-                    switch await replaceQEMU(child: child, client: client, tag: tag, resume: resume) {
+                    let mappingName = request.arguments["mapping"]?.stringValue ?? RAMImageMapping.privateMap.rawValue
+                    guard let mapping = RAMImageMapping(rawValue: mappingName) else {
+                        request.respond(["error": ["class": "GenericError", "desc": .string("unknown RAM image mapping \(mappingName); the supervisor knows "
+                            + RAMImageMapping.allCases.map(\.rawValue).joined(separator: ", "))]])
+                        continue watching
+                    }
+                    switch await replaceQEMU(child: child, client: client, tag: tag, resume: resume, mapping: mapping) {
                     case .refused(let why):
                         request.respond(["error": ["class": "GenericError", "desc": .string(why)]])
                         continue watching

@@ -21,9 +21,11 @@ extension Supervisor {
         var tag: String
         /// `RAMDIR/snap-TAG.ram`.
         var image: String
-        /// The new QEMU's command line: the lab's, on the image copy-on-write, with `-S`, without `-pidfile`.
+        /// The new QEMU's command line: the lab's, on the image copy-on-write (or on a copy, shared), with `-S`, without `-pidfile`.
         var argv: [String]
         var revert: RevertRecord
+        var mapping: RAMImageMapping = .privateMap
+        var directory: PrivateDirectory
     }
 
     /// The supervisor's own steps of a replacement, timed for the reply.
@@ -63,15 +65,22 @@ extension Supervisor {
     /// and the reply's `resume` says whether the caller should `cont` it (it
     /// ran before): a client that reconnects first does so while QEMU's main
     /// loop is idle.
-    func replaceQEMU(child: ChildProcess, client: QMPClient, tag: String, resume: Bool = true) async -> Replacement {
+    func replaceQEMU(child: ChildProcess, client: QMPClient, tag: String, resume: Bool = true, mapping: RAMImageMapping = .privateMap) async -> Replacement {
         var steps = ReplacementSteps()
         var start = ContinuousClock.now
         let plan: ReplacementPlan
-        switch planReplacement(tag: tag) {
+        switch planReplacement(tag: tag, mapping: mapping) {
         case .success(let found): plan = found
         case .failure(let refusal): return .refused(refusal.why)
         }
         steps.record("check RAM image and disks", since: start)
+        // A shared mapping's file, while the old QEMU runs untouched: a failure refuses the revert.
+        start = ContinuousClock.now
+        switch await prepareMappedCopy(plan) {
+        case .success(let step?): steps.record(step, since: start)
+        case .success(nil): break
+        case .failure(let refusal): return .refused(refusal.why)
+        }
         start = ContinuousClock.now
         let wasRunning = await ranBeforeRevert(client, earlier: plan.revert.pending)
         updateRecord { $0.revert?.pending = PendingSnapshotStep(operation: .load, tag: tag, resume: wasRunning, phase: .started) }
@@ -120,7 +129,8 @@ extension Supervisor {
         }
         var reply: JSONObject = [
             "qemu_pid": .int(Int64(newChild.pid)), "old_pid": .int(Int64(oldPID)), "steps": .array(steps.steps),
-            "via": .string("fresh QEMU on \(RAMFiles.image(tag))"), "resume": .bool(wasRunning && !resume),
+            "via": .string("fresh QEMU on " + (mapping == .privateMap ? RAMFiles.image(tag) : "\(RAMFiles.mappedCopy) (\(mapping.rawValue) of \(RAMFiles.image(tag)), share=on)")),
+            "resume": .bool(wasRunning && !resume),
         ]
         reply["total_ms"] = .double(ReplacementSteps.milliseconds(ContinuousClock.now - steps.begin))
         return .replaced(newChild, monitor, reply: reply, error: failure)
@@ -134,7 +144,7 @@ extension Supervisor {
     /// untouched: a fast lab, a valid tag, the RAM image the save recorded
     /// (its fingerprint), a command line with qlab's RAM backend, and every
     /// disk file and backing file the command line opens.
-    func planReplacement(tag: String) -> Result<ReplacementPlan, Refusal> {
+    func planReplacement(tag: String, mapping: RAMImageMapping = .privateMap) -> Result<ReplacementPlan, Refusal> {
         let recorded: LabRecord?
         do { recorded = try runtime.record } catch { return .failure(Refusal(why: "\(error)")) }
         guard let record = recorded else { return .failure(Refusal(why: "the lab record is missing")) }
@@ -146,7 +156,8 @@ extension Supervisor {
             return .failure(Refusal(why: "the lab's RAM directory \(revert.ramDirectory ?? "") is missing"))
         }
         if let obstacle = RAMImage.loadObstacle(tag: tag, revert: revert, directory: directory) { return .failure(Refusal(why: obstacle)) }
-        guard let argv = RAMFiles.restartArgv(spec.argv, path: image, memoryMiB: revert.memoryMiB, shared: false).map(Self.withoutPidFile) else {
+        let mapped = mapping == .privateMap ? image : directory.path(RAMFiles.mappedCopy)
+        guard let argv = RAMFiles.restartArgv(spec.argv, path: mapped, memoryMiB: revert.memoryMiB, shared: mapping != .privateMap).map(Self.withoutPidFile) else {
             return .failure(Refusal(why: "the lab's command line has no qlab RAM backend"))
         }
         let missing = ReplacementPreflight.missingFiles(argv)
@@ -154,7 +165,44 @@ extension Supervisor {
             return .failure(Refusal(why: "a QEMU started for the fast revert to \(tag) could not open " + missing.joined(separator: "; ")
                 + ". qlab refused before the old QEMU quit: the lab runs on as it was, but it cannot be reverted until the file is back (or `qlab down` and `qlab up --fresh-disk`)"))
         }
-        return .success(ReplacementPlan(tag: tag, image: image, argv: argv, revert: revert))
+        if mapping == .premade, !FileSystem.entryExists(directory.path(RAMFiles.premadeCopy(tag))) {
+            return .failure(Refusal(why: "no premade copy of snapshot \(tag)'s RAM image (\(directory.path(RAMFiles.premadeCopy(tag)))): make one first"))
+        }
+        return .success(ReplacementPlan(tag: tag, image: image, argv: argv, revert: revert, mapping: mapping, directory: directory))
+    }
+
+    /// The file a shared mapping's QEMU maps, `RAMDIR/mapped.ram`: for
+    /// ``RAMImageMapping/copy`` a copy of the image made now (on a thread of
+    /// its own: it blocks in read and write), for ``RAMImageMapping/premade``
+    /// the copy made beforehand, renamed. The old QEMU may still map an
+    /// earlier `mapped.ram`: a rename over it leaves it that file. Returns
+    /// the step's name (nil for a private map, which needs no file).
+    func prepareMappedCopy(_ plan: ReplacementPlan) async -> Result<String?, Refusal> {
+        let (directory, tag) = (plan.directory, plan.tag)
+        switch plan.mapping {
+        case .privateMap:
+            return .success(nil)
+        case .premade:
+            guard renameat(directory.descriptor, RAMFiles.premadeCopy(tag), directory.descriptor, RAMFiles.mappedCopy) == 0 else {
+                return .failure(Refusal(why: "cannot rename \(directory.path(RAMFiles.premadeCopy(tag))) to \(RAMFiles.mappedCopy): \(String(cString: strerror(errno)))"))
+            }
+            return .success("rename premade copy to \(RAMFiles.mappedCopy)")
+        case .copy:
+            let copied: Result<Int, Refusal> = await withCheckedContinuation { continuation in
+                do {
+                    try DetachedThread.start {
+                        do {
+                            continuation.resume(returning: .success(try RAMImage.copyImage(in: directory, tag: tag, to: RAMFiles.mappedCopy)))
+                        } catch {
+                            continuation.resume(returning: .failure(Refusal(why: "\(error)")))
+                        }
+                    }
+                } catch {
+                    continuation.resume(returning: .failure(Refusal(why: "\(error)")))
+                }
+            }
+            return copied.map { "copy RAM image to \(RAMFiles.mappedCopy) (\($0 >> 20) MiB)" }
+        }
     }
 
     /// Whether the VM runs after the revert: it does if it ran before (as

@@ -35,18 +35,38 @@ public enum RAMImage {
     /// bytes copied and the image's fingerprint, taken before the rename
     /// (which changes neither), for the lab record.
     public static func saveImage(in directory: PrivateDirectory, tag: String) throws -> (bytes: Int, fingerprint: RAMImageFingerprint) {
-        let source = openat(directory.descriptor, RAMFiles.live, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-        guard source >= 0 else { throw LabError.system("cannot open \(directory.path(RAMFiles.live)): \(String(cString: strerror(errno)))") }
+        let copied = try copyDataExtents(
+            in: directory, from: RAMFiles.live, to: RAMFiles.image(tag), temporary: RAMFiles.temporaryImage(tag),
+            what: "the RAM image of snapshot \(tag)", fingerprint: true)
+        return (copied.bytes, copied.fingerprint!)
+    }
+
+    /// Copies snapshot `tag`'s RAM image to `name` in the same directory
+    /// (its data extents, under a temporary name, then renamed over whatever
+    /// had that name: a QEMU still mapping the old file keeps it until it
+    /// exits). For a QEMU that maps the copy `share=on` (``RAMImageMapping``).
+    /// Returns the bytes copied.
+    public static func copyImage(in directory: PrivateDirectory, tag: String, to name: String) throws -> Int {
+        try copyDataExtents(in: directory, from: RAMFiles.image(tag), to: name, temporary: "." + name + ".tmp",
+                            what: "a copy of snapshot \(tag)'s RAM image", fingerprint: false).bytes
+    }
+
+    /// `source` to `target` in `directory`, data extents only, through
+    /// `temporary` and `renameat(2)`; the fingerprint of the copy when asked.
+    static func copyDataExtents(
+        in directory: PrivateDirectory, from sourceName: String, to targetName: String, temporary: String, what: String, fingerprint takeFingerprint: Bool
+    ) throws -> (bytes: Int, fingerprint: RAMImageFingerprint?) {
+        let source = openat(directory.descriptor, sourceName, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard source >= 0 else { throw LabError.system("cannot open \(directory.path(sourceName)): \(String(cString: strerror(errno)))") }
         defer { close(source) }
         var info = stat()
-        guard fstat(source, &info) == 0 else { throw LabError.system("fstat \(directory.path(RAMFiles.live)) failed") }
+        guard fstat(source, &info) == 0 else { throw LabError.system("fstat \(directory.path(sourceName)) failed") }
         let size = Int(info.st_size)
         let allocated = UInt64(info.st_blocks) * 512
         if let free = freeBytes(at: directory.path), free < allocated {
             throw LabError.system(
-                "\(directory.path) has \(free >> 20) MiB free; the RAM image of snapshot \(tag) needs \(allocated >> 20) MiB. Free memory in it, set QLAB_RAM_DIR, or use `revert: loadvm`")
+                "\(directory.path) has \(free >> 20) MiB free; \(what) needs \(allocated >> 20) MiB. Free memory in it, set QLAB_RAM_DIR, or use `revert: loadvm`")
         }
-        let temporary = RAMFiles.temporaryImage(tag)
         unlinkat(directory.descriptor, temporary, 0)
         let target = openat(directory.descriptor, temporary, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard target >= 0 else { throw LabError.system("cannot create \(directory.path(temporary)): \(String(cString: strerror(errno)))") }
@@ -71,7 +91,7 @@ public enum RAMImage {
             while position < end {
                 let want = min(chunk, Int(end - position))
                 let got = pread(source, buffer, want, position)
-                guard got > 0 else { throw LabError.system("reading \(directory.path(RAMFiles.live)) failed: \(String(cString: strerror(errno)))") }
+                guard got > 0 else { throw LabError.system("reading \(directory.path(sourceName)) failed: \(String(cString: strerror(errno)))") }
                 var written = 0
                 while written < got {
                     let n = pwrite(target, buffer + written, got - written, position + off_t(written))
@@ -86,9 +106,9 @@ public enum RAMImage {
             extents.append((Int(data), Int(end)))
             offset = end
         }
-        let fingerprint = try RAMImageFingerprint.take(target, extents: extents, path: directory.path(temporary))
-        guard renameat(directory.descriptor, temporary, directory.descriptor, RAMFiles.image(tag)) == 0 else {
-            throw LabError.system("rename to \(directory.path(RAMFiles.image(tag))) failed: \(String(cString: strerror(errno)))")
+        let fingerprint = takeFingerprint ? try RAMImageFingerprint.take(target, extents: extents, path: directory.path(temporary)) : nil
+        guard renameat(directory.descriptor, temporary, directory.descriptor, targetName) == 0 else {
+            throw LabError.system("rename to \(directory.path(targetName)) failed: \(String(cString: strerror(errno)))")
         }
         done = true
         return (copied, fingerprint)

@@ -283,6 +283,84 @@ struct FastRevertBareTests {
         #expect(fixture.qemuProcesses().isEmpty)
     }
 
+    /// The shared mappings a fast revert can be measured with (``RAMImageMapping``,
+    /// `qlab-bench revert --passthrough`): the new QEMU maps a copy of the RAM
+    /// image `share=on` (`RAMDIR/mapped.ram`), the guest sees the snapshot's RAM,
+    /// what is written to its RAM lands in the copy and never in the image, so
+    /// the next revert gives the snapshot's RAM again. A premade copy is renamed
+    /// into place; a revert asking for one that was not made is refused with the
+    /// old QEMU untouched.
+    @Test(arguments: [RAMImageMapping.copy, .premade])
+    func aSharedCopyOfTheImageGivesTheSnapshotsRAMAndLeavesTheImageAlone(mapping: RAMImageMapping) async throws {
+        let fixture = try DeviceLabFixture()
+        defer { fixture.cleanUp() }
+        let lab = try fixture.bareLab()
+        // 16 MiB into guest RAM: above what SeaBIOS uses (the VM stays paused anyway).
+        let offset = 16 << 20
+        let marker = Array("QLAB-SNAPSHOT-RAM".utf8)
+        let changed = Array("QLAB-CHANGED--RAM".utf8)
+        func write(_ bytes: [UInt8], into path: String) throws {
+            let handle = try #require(FileHandle(forWritingAtPath: path))
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(offset))
+            try handle.write(contentsOf: Data(bytes))
+        }
+        func read(_ path: String) throws -> [UInt8] {
+            let handle = try #require(FileHandle(forReadingAtPath: path))
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(offset))
+            return Array(try handle.read(upToCount: marker.count) ?? Data())
+        }
+        try await fixture.withLab(lab, paused: true) { session in
+            let ram = try #require(session.currentRecord.revert?.ramDirectory)
+            // The live file is the guest's RAM (shared): the marker is in the snapshot's RAM image.
+            try write(marker, into: ram + "/" + RAMFiles.live)
+            _ = try await session.saveSnapshot("ready")
+            let image = ram + "/" + RAMFiles.image("ready")
+            let mapped = ram + "/" + RAMFiles.mappedCopy
+            /// What the guest has at `offset` (QEMU's pmemsave).
+            func guestBytes() async throws -> [UInt8] {
+                let dump = fixture.root + "/pmem.bin"
+                try? FileManager.default.removeItem(atPath: dump)
+                _ = try await session.qmp.execute("pmemsave", arguments: ["val": .int(Int64(offset)), "size": .int(Int64(marker.count)), "filename": .string(dump)])
+                return Array(try Data(contentsOf: URL(fileURLWithPath: dump)))
+            }
+            for cycle in 1...2 {
+                if mapping == .premade {
+                    #expect(try session.premakeRAMCopy("ready") > 0)
+                    #expect(FileManager.default.fileExists(atPath: ram + "/" + RAMFiles.premadeCopy("ready")))
+                }
+                let before = session.currentRecord.qemuPID
+                let result = try await session.revert(to: "ready", attaching: [], mapping: mapping)
+                #expect(result.method == .fast)
+                #expect(result.via.contains("\(RAMFiles.mappedCopy) (\(mapping.rawValue) of snap-ready.ram, share=on)"), "\(result.via)")
+                let pid = session.currentRecord.qemuPID
+                #expect(pid != before, "cycle \(cycle): QEMU was not replaced")
+                let argv = try String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8).split(separator: "\0")
+                #expect(argv.contains { $0.contains("mem-path=\(mapped),share=on") }, "cycle \(cycle): \(argv)")
+                if mapping == .premade { #expect(!FileManager.default.fileExists(atPath: ram + "/" + RAMFiles.premadeCopy("ready"))) }
+                // The snapshot's RAM, also after cycle 1 changed the copy it mapped.
+                #expect(try await guestBytes() == marker, "cycle \(cycle)")
+                // Shared: a write to the copy is the guest's RAM; the image keeps the snapshot's.
+                try write(changed, into: mapped)
+                #expect(try await guestBytes() == changed, "cycle \(cycle)")
+                #expect(try read(image) == marker, "cycle \(cycle)")
+            }
+            if mapping == .premade {
+                let pid = session.currentRecord.qemuPID
+                do {
+                    _ = try await session.revert(to: "ready", attaching: [], mapping: .premade)
+                    Issue.record("a premade revert without a premade copy was not refused")
+                } catch SnapshotError.failed(_, _, let text, _, _) {
+                    #expect(text.contains("no premade copy of snapshot ready's RAM image"), "\(text)")
+                }
+                #expect(session.currentRecord.qemuPID == pid)
+                #expect(try await guestBytes() == changed)
+            }
+        }
+        #expect(fixture.qemuProcesses().isEmpty)
+    }
+
     /// `down` removes the RAM images; a fast snapshot then cannot be loaded,
     /// and the error says why and what to do. `rm` removes a RAM directory a
     /// killed supervisor left.
@@ -310,7 +388,9 @@ struct FastRevertBareTests {
         let record = try #require(try fixture.runtime("bare-dev").record)
         kill(record.supervisorPID, SIGKILL)
         kill(record.qemuPID, SIGKILL)
+        // Both gone before `rm`, which refuses a lab whose supervisor still runs (a SIGKILL is not instant).
         _ = await ProcessTable.waitGone(record.qemuPID, timeout: .seconds(10))
+        _ = await ProcessTable.waitGone(record.supervisorPID, timeout: .seconds(10))
         #expect(FileManager.default.fileExists(atPath: ram))
         let removal = try await fixture.controller.remove("bare-dev")
         #expect(removal.removedAnything)

@@ -53,6 +53,7 @@ struct NestedBenchTests {
         let expected = [
             ("slot1", "0000:01:01.0", Attach.boot), ("slot2", "0000:01:02.0", .boot), ("hotplug", "0000:01:02.0", .hotplug),
             ("loop", "0000:01:02.0", .hotplug), ("loop-megasas", "0000:00:08.0", .hotplug), ("loop-reset", "0000:01:02.0", .boot),
+            ("plugfail", "0000:01:02.0", .hotplug),
         ]
         for (name, host, attach) in expected {
             let lab = try Lab.load(path: Self.repository + "/labs/nested/\(name).yaml")
@@ -61,6 +62,16 @@ struct NestedBenchTests {
             #expect(card.passthrough?.host.description == host)
             #expect(card.attach == attach)
         }
+    }
+
+    /// The host-scsi scenario's L2 lab gives L1's scsi_debug node (through the link the scenario makes) to an emulated controller at boot.
+    @Test func theHostSCSILabGivesTheLinkedNodeToAnEmulatedController() throws {
+        let lab = try Lab.load(path: Self.repository + "/labs/nested/hostscsi.yaml")
+        #expect(lab.name == "nested-hostscsi")
+        let controller = try #require(lab.device(named: "scsi0"))
+        #expect(controller.emulated?.driver == "lsi53c895a")
+        #expect(controller.emulated?.disks.map(\.host) == [NestedScenario.scsiDebugLink])
+        #expect(lab.strategy == .reset)
     }
 
     /// The `loop` scenario's reading of /proc/interrupts lines (L1's dmar0, L2's sym53c8xx), as
@@ -75,9 +86,10 @@ struct NestedBenchTests {
 
     @Test func scenariosAreSelectedInRunOrder() throws {
         #expect(NestedScenario.all.map(\.id) == [
-            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-megasas", "loop-reset", "revert-passthrough", "control",
+            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop", "loop-megasas", "loop-reset", "plug-fail", "host-scsi",
+            "revert-passthrough", "control",
         ])
-        // The measurement and `loop` (its rescan in L2 hangs here) run only when named.
+        // The measurement, `loop` (its rescan in L2 hangs here), `plug-fail` and `host-scsi` (a Linux L2's boot) run only when named.
         #expect(try NestedBench.select([]).map(\.id) == [
             "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop-reset", "control",
         ])
