@@ -13,7 +13,7 @@ public struct NestedScenario: Sendable {
     public var boot: String
     /// It needs the cards' IOMMU group bound to vfio-pci (done first when not yet done in this boot).
     public var needsBoundGroup: Bool
-    /// A measurement, a claim that does not hold yet (`loop`) or one too slow for CI (`loop-megasas`): it runs only when named (`qlab nested run revert-passthrough`),
+    /// A measurement, a claim that does not hold yet (`loop`) or one too slow for CI (`plug-fail`, `host-scsi`): it runs only when named (`qlab nested run revert-passthrough`),
     /// never in a run of every scenario (it takes minutes under nested TCG).
     public var onlyWhenNamed = false
     let body: @Sendable (NestedContext) async throws -> Void

@@ -91,7 +91,7 @@ struct NestedBenchTests {
         ])
         // The measurement, `loop` (its rescan in L2 hangs here), `plug-fail` and `host-scsi` (a Linux L2's boot) run only when named.
         #expect(try NestedBench.select([]).map(\.id) == [
-            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop-reset", "control",
+            "doctor", "bind", "intx-busy", "slot-fix", "hotplug", "snapshot", "cards", "loop-megasas", "loop-reset", "control",
         ])
         #expect(try NestedBench.select(["revert-passthrough"]).map(\.id) == ["revert-passthrough"])
         #expect(try NestedBench.select(["control", "doctor"]).map(\.id) == ["doctor", "control"])
@@ -117,17 +117,21 @@ struct NestedBenchTests {
     }
 
     /// Every scenario a plain `qlab nested run` runs, for real: two L1 boots (nointxmask=1,
-    /// then 0). `loop-reset` runs `qlab run` in L1 (GRUB in L2, the card at boot, a reset
-    /// between runs); its inner JSON and JUnit reports must be kept, every entry passed.
+    /// then 0). `loop-megasas` runs `qlab run` in L1 (the Linux guest in L2, the card
+    /// hotplugged after every revert) and `loop-reset` too (GRUB in L2, the card at boot, a
+    /// reset between runs); their inner JSON and JUnit reports must be kept, every entry passed.
     @Test(.enabled(if: haveBenchImage && haveLoopImages, "images/out/bench, images/out/linux or images/out/grub not built: run images/build.sh (needs apt-get access to Debian's packages)"))
     func everyScenarioPassesInL1() async throws {
         let scenarios = try NestedBench.select([])
         try await Self.runAndCheck(scenarios, boots: ["bench", "control"]) { report, runDirectory in
-            #expect(report.scenarios.count == 9)
-            let inner = try #require(FileSystem.readJSON(runDirectory + "/loop-reset.report.json"), "loop-reset.report.json")
-            #expect(inner["summary"]?["passed"]?.intValue == 2)
-            let junit = try String(contentsOfFile: runDirectory + "/loop-reset.junit.xml", encoding: .utf8)
-            #expect(junit.contains("tests=\"2\" failures=\"0\" errors=\"0\""), "\(junit)")
+            #expect(report.scenarios.count == 10)
+            // The whole loop through a passed-through card (a Linux L2, hotplug, revert) and the reset loop (GRUB, the card at boot).
+            for (lab, entries) in [("loop-megasas", 4), ("loop-reset", 2)] {
+                let inner = try #require(FileSystem.readJSON(runDirectory + "/\(lab).report.json"), "\(lab).report.json")
+                #expect(inner["summary"]?["passed"]?.intValue == entries, "\(lab)")
+                let junit = try String(contentsOfFile: runDirectory + "/\(lab).junit.xml", encoding: .utf8)
+                #expect(junit.contains("tests=\"\(entries)\" failures=\"0\" errors=\"0\""), "\(junit)")
+            }
         }
     }
 
