@@ -161,8 +161,9 @@ struct TrackingTests {
         let json = try JSONValue.parse(try env.qlab("status", "bare", "--json").stdout)
         #expect(json["supervisor_pid"]?.intValue == Int(record.supervisorPID))
         let again = try env.qlab("up", lab)
-        #expect(again.status == 1)
-        #expect(again.stderr.contains("(QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID))"), "\(again.stderr)")
+        // A lab already up is busy (exit 4), and the message names its QEMU and supervisor.
+        #expect(again.status == ExitStatus.busy.rawValue, "\(again.output)")
+        #expect(again.stderr.contains("(QEMU pid \(record.qemuPID), supervisor pid \(record.supervisorPID), since "), "\(again.stderr)")
     }
 
     /// The devices QEMU has (`/machine/peripheral`) and the record's view.
