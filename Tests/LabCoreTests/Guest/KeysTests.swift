@@ -144,28 +144,12 @@ struct KeysTests {
         try RunLoopTests.requireImages()
         let env = try QLabTestEnvironment()
         defer { env.cleanUp() }
-        let out = QLabTestEnvironment.imagesOut
         func lab(_ name: String, bootKeys: String?, bootTimeout: Int) throws -> String {
-            try env.writeLab(name, """
-                name: \(name)
-                machine: {type: q35, accel: tcg, memory: 256M, smp: 1}
-                display: vga
-                qemu_args: ["-boot", "menu=on,splash-time=3000"]
-                guests:
-                  linux:
-                    os: linux
-                    kernel: \(out)/linux/vmlinuz
-                    initrd: \(out)/linux/initrd.img
-                    append: console=ttyS0 quiet panic=-1
-                    disk: \(out)/linux/disk.qcow2
-                    ready: qlab-guest-ready
-                    prompt: "# "
-                    boot_timeout: \(bootTimeout)s
-                \(bootKeys.map { "    boot_keys: \($0)" } ?? "")
-                    firmware_ready: "Select boot device"
-                tests:
-                  t: {run: "echo booted-after-the-menu", expect: booted-after-the-menu}
-                """)
+            let written = try env.writeGuestLab(name, devices: "  {}", tests: #"  t: {run: "echo booted-after-the-menu", expect: booted-after-the-menu}"#,
+                extra: "display: vga" + "\n" + #"qemu_args: ["-boot", "menu=on,splash-time=3000"]"#,
+                guestExtra: (bootKeys.map { "    boot_keys: \($0)\n" } ?? "") + #"    firmware_ready: "Select boot device""#)
+            let yaml = try String(contentsOfFile: written, encoding: .utf8).replacingOccurrences(of: "boot_timeout: 180s", with: "boot_timeout: \(bootTimeout)s")
+            return try env.writeLab(name, yaml)
         }
         let keys = #"[{press: esc, until: "Select boot device"}, {wait: "1. "}, "1"]"#
         let without = try env.qlab("run", try lab("nokeys", bootKeys: nil, bootTimeout: 20), "--json-report", env.root + "/none.json")

@@ -37,7 +37,8 @@ class QLabTestEnvironment: @unchecked Sendable {
     static var imagesOut: String { repositoryRoot + "/images/out" }
 
     /// A lab like labs/emulated-scsi.yaml with absolute image paths and the given tests.
-    func writeGuestLab(_ name: String, memory: String = "256M", devices: String? = nil, tests: String, extra: String = "") throws -> String {
+    /// `guestExtra`: more lines of the guest's own (indented four spaces), e.g. `boot_keys:`.
+    func writeGuestLab(_ name: String, memory: String = "256M", devices: String? = nil, tests: String, extra: String = "", guestExtra: String = "") throws -> String {
         let out = Self.imagesOut
         let defaultDevices = """
               scsi-lsi:
@@ -60,6 +61,7 @@ class QLabTestEnvironment: @unchecked Sendable {
                 prompt: "# "
                 boot_timeout: 180s
                 rescan: qlab-scsi-scan -w 20 -n 1
+            \(guestExtra)
             tests:
             \(tests)
             \(extra)
