@@ -172,8 +172,8 @@ extension Supervisor {
     }
 
     /// The file a shared mapping's QEMU maps, `RAMDIR/mapped.ram`: for
-    /// ``RAMImageMapping/copy`` a copy of the image made now (on a thread of
-    /// its own: it blocks in read and write), for ``RAMImageMapping/premade``
+    /// ``RAMImageMapping/copy`` a copy of the image made now (``OffPoolWait``:
+    /// it blocks in read and write), for ``RAMImageMapping/premade``
     /// the copy made beforehand, renamed. The old QEMU may still map an
     /// earlier `mapped.ram`: a rename over it leaves it that file. Returns
     /// the step's name (nil for a private map, which needs no file).
@@ -183,23 +183,19 @@ extension Supervisor {
         case .privateMap:
             return .success(nil)
         case .premade:
-            guard renameat(directory.descriptor, RAMFiles.premadeCopy(tag), directory.descriptor, RAMFiles.mappedCopy) == 0 else {
-                return .failure(Refusal(why: "cannot rename \(directory.path(RAMFiles.premadeCopy(tag))) to \(RAMFiles.mappedCopy): \(String(cString: strerror(errno)))"))
+            if case .failure(let error) = directory.handle.renameEntry(RAMFiles.premadeCopy(tag), to: RAMFiles.mappedCopy) {
+                return .failure(Refusal(why: "cannot rename \(directory.path(RAMFiles.premadeCopy(tag))) to \(RAMFiles.mappedCopy): \(error)"))
             }
             return .success("rename premade copy to \(RAMFiles.mappedCopy)")
         case .copy:
-            let copied: Result<Int, Refusal> = await withCheckedContinuation { continuation in
-                do {
-                    try DetachedThread.start {
-                        do {
-                            continuation.resume(returning: .success(try RAMImage.copyImage(in: directory, tag: tag, to: RAMFiles.mappedCopy)))
-                        } catch {
-                            continuation.resume(returning: .failure(Refusal(why: "\(error)")))
-                        }
-                    }
-                } catch {
-                    continuation.resume(returning: .failure(Refusal(why: "\(error)")))
+            // Off the cooperative pool: the copy blocks in read and write for as long as the image is big.
+            let copied: Result<Int, Refusal>
+            do {
+                copied = try await OffPoolWait.run { _ in
+                    Result { try RAMImage.copyImage(in: directory, tag: tag, to: RAMFiles.mappedCopy) }.mapError { Refusal(why: "\($0)") }
                 }
+            } catch {
+                copied = .failure(Refusal(why: "\(error)"))
             }
             return copied.map { "copy RAM image to \(RAMFiles.mappedCopy) (\($0 >> 20) MiB)" }
         }
