@@ -104,8 +104,9 @@ struct UpCommand: AsyncParsableCommand, JSONReporting, UsesGlobalOptions {
                 let guest = try record.lab().selectGuest(record.guest)
                 let console = try GuestConsole.connect(runtime: runtime)
                 defer { console.close() }
-                let session = try await LabSession.open(runtime: runtime)
-                defer { session.close() }
+                // QMP only for a boot watched on the screen: QEMU serves one QMP client at a time.
+                let session = GuestBootWait.usesScreen(guest) ? try await LabSession.open(runtime: runtime) : nil
+                defer { session?.close() }
                 let ready = try await GuestBootWait.untilReady(guest, session: session, console: console, since: begin)
                 readiness.withLock { $0 = ready }
             } catch where !Task.isCancelled {
