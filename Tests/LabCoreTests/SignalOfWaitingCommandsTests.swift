@@ -80,6 +80,34 @@ struct SignalOfWaitingCommandsTests {
         CancellationQEMUTests.expectNothingLeft(env, "keyed", "after down")
     }
 
+    /// `qlab up --wait-ready` cancelled while it presses boot keys and reads the screen for a
+    /// text that never shows (``GuestBootWait``, with a QMP session open): 130/143, the lab
+    /// stays up, its QMP is free again for the next command, and `down` leaves nothing.
+    @Test(arguments: [SIGINT, SIGTERM])
+    func upWaitReadyCancelledOnTheScreenLeavesTheLabUp(signal: Int32) async throws {
+        let env = try QLabTestEnvironment.withGuestImages(prefix: "qsig")
+        defer { env.cleanUp() }
+        let file = try env.writeGuestLab("screened", devices: "  {}", tests: #"  t: {run: "true"}"#, extra: "display: vga",
+                                         guestExtra: #"    boot_keys: [{press: esc, until: qlab-never-on-screen}]"#)
+        let up = try BackgroundQLab(env, ["up", "--wait-ready", file])
+        // Pressing and reading: its trap in place, the lab up, and two connections open (the console and QMP).
+        #expect(waitUntil(limit: .seconds(120)) { Self.trapsSignals(up.pid) && up.stdout.contains("lab screened up:") && Self.socketCount(up.pid) >= 2 },
+                "\(up.stdout)\(up.stderr)")
+        #expect(up.process.isRunning, "up ended: \(up.stdout)\(up.stderr)")
+        #expect(up.signal(signal) == 128 + signal, "\(up.stdout)\(up.stderr)")
+        #expect(try env.qlab("status", "screened").stdout.hasPrefix("screened: running"))
+        let qmp = try env.qlab("qmp", "screened", "query-status")
+        #expect(qmp.status == 0 && qmp.stdout.contains("running"), "\(qmp.output)")
+        #expect(try env.qlab("down", "screened").status == 0)
+        CancellationQEMUTests.expectNothingLeft(env, "screened", "after down")
+    }
+
+    /// How many sockets `pid` has open.
+    static func socketCount(_ pid: Int32) -> Int {
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        return fds.filter { HostFiles.readLink("/proc/\(pid)/fd/\($0)")?.hasPrefix("socket:") == true }.count
+    }
+
     /// Whether `pid` has a socket open.
     static func hasSocket(_ pid: Int32) -> Bool {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
